@@ -1,0 +1,1094 @@
+"""Release records, changelog agreement, release tags and the sibling compatibility matrix.
+
+Releases are recorded in ``tools/releases.toml`` as ``(distribution, version, commit, date)``
+and tagged ``<dist>-v<version>``. Each member keeps a Keep a Changelog ``CHANGELOG.md`` and the
+root ``RELEASES.md`` holds one ``## <dist>-v<version>`` section per release, newest first.
+
+Subcommands (all accept ``--root PATH``, default: the repository holding this file):
+
+* ``check``: the records, the pyproject versions, the CHANGELOGs and RELEASES.md agree.
+* ``tag [--dry-run] [--push]``: create the missing annotated ``<dist>-v<version>`` tags.
+* ``matrix [--json]``: every dependent x every sibling version its ranges admit.
+* ``record <dist> <version> [--commit SHA] [--date YYYY-MM-DD]``: append a release record.
+
+The module is importable (``load_workspace``, ``check``, ``compute_matrix``, ...) so the
+noxfile can use the matrix without shelling out. Only the standard library and ``packaging``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Mapping, Sequence
+
+    from packaging.specifiers import SpecifierSet
+
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent
+RECORDS_FILE = "tools/releases.toml"
+RELEASE_NOTES_FILE = "RELEASES.md"
+CHANGELOG_FILE = "CHANGELOG.md"
+DEFAULT_MEMBERS = ("packages/*",)
+RECORD_KEYS = ("distribution", "version", "commit", "date")
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_H2_RE = re.compile(r"^##(?!#)\s*(?P<title>.*?)\s*$")
+_CHANGELOG_HEADING_RE = re.compile(r"^\[(?P<label>[^\]]+)\](?P<rest>.*)$")
+_CHANGELOG_DATE_RE = re.compile(r"^\s*-\s*(?P<date>\S+)")
+_LINK_DEF_RE = re.compile(r"^\[(?P<label>[^\]]+)\]:\s*(?P<target>\S+)")
+_TAG_RE = re.compile(r"^(?P<dist>[A-Za-z0-9](?:[A-Za-z0-9._-]*?[A-Za-z0-9])?)-v(?P<version>\d\S*)$")
+_FENCE_RE = re.compile(r"^\s*(```|~~~)")
+
+Source = Literal["release", "workspace"]
+
+
+# --------------------------------------------------------------------------------------------
+# Data model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    """One recorded release."""
+
+    distribution: str
+    version: str
+    commit: str
+    date: dt.date
+
+    @property
+    def key(self) -> str:
+        """The canonical distribution name."""
+        return canonicalize_name(self.distribution)
+
+    @property
+    def tag(self) -> str:
+        """The release tag, ``<dist>-v<version>``."""
+        return tag_name(self.distribution, self.version)
+
+    @property
+    def parsed_version(self) -> Version | None:
+        """The version, or ``None`` when it is not valid PEP 440."""
+        return parse_version(self.version)
+
+
+@dataclass(frozen=True)
+class ChangelogEntry:
+    """A ``## [label] - date`` heading of a CHANGELOG."""
+
+    label: str
+    date: str | None
+    line: int
+
+    @property
+    def unreleased(self) -> bool:
+        """Whether this is the ``[Unreleased]`` section."""
+        return self.label.strip().lower() == "unreleased"
+
+    @property
+    def version(self) -> Version | None:
+        """The released version, or ``None`` (unreleased or not PEP 440)."""
+        return None if self.unreleased else parse_version(self.label)
+
+
+@dataclass(frozen=True)
+class Changelog:
+    """The structure of a Keep a Changelog file."""
+
+    entries: tuple[ChangelogEntry, ...]
+    links: Mapping[str, str]
+    stray_headings: tuple[tuple[int, str], ...]
+
+    @property
+    def released(self) -> tuple[ChangelogEntry, ...]:
+        """The entries other than ``[Unreleased]``, in file order."""
+        return tuple(e for e in self.entries if not e.unreleased)
+
+    def find(self, version: Version) -> ChangelogEntry | None:
+        """The released entry for ``version``, if any."""
+        return next((e for e in self.released if e.version == version), None)
+
+
+@dataclass(frozen=True)
+class ReleaseNote:
+    """A ``## <dist>-v<version>`` section of RELEASES.md."""
+
+    title: str
+    distribution: str | None
+    version: str | None
+    line: int
+    body: str
+
+    @property
+    def key(self) -> tuple[str, Version] | None:
+        """``(canonical dist, version)``, or ``None`` when the heading is not a release tag."""
+        if self.distribution is None or self.version is None:
+            return None
+        version = parse_version(self.version)
+        return None if version is None else (canonicalize_name(self.distribution), version)
+
+
+@dataclass(frozen=True)
+class SiblingDependency:
+    """A dependency of one workspace member on another."""
+
+    sibling: str
+    specifier: SpecifierSet
+    requirement: str
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A workspace member."""
+
+    name: str
+    version: str
+    directory: str
+    dependencies: tuple[str, ...]
+    changelog: Changelog | None
+
+    @property
+    def key(self) -> str:
+        """The canonical distribution name."""
+        return canonicalize_name(self.name)
+
+    @property
+    def changelog_path(self) -> str:
+        """The CHANGELOG path relative to the root."""
+        return f"{self.directory}/{CHANGELOG_FILE}"
+
+    @property
+    def pyproject_path(self) -> str:
+        """The pyproject path relative to the root."""
+        return f"{self.directory}/pyproject.toml"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Everything the release tools read from a repository tree."""
+
+    root: Path
+    distributions: Mapping[str, Distribution]
+    records: tuple[Record, ...]
+    release_notes: tuple[ReleaseNote, ...]
+    load_problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    """One (dependent, sibling version) combination of the compatibility matrix."""
+
+    dependent: str
+    dependent_version: str
+    sibling: str
+    sibling_version: str
+    source: Source
+    commit: str | None
+
+    def as_json(self) -> dict[str, str | None]:
+        """The JSON object of ``matrix --json``."""
+        return {
+            "dependent": self.dependent,
+            "dependent_version": self.dependent_version,
+            "sibling": self.sibling,
+            "sibling_version": self.sibling_version,
+            "source": self.source,
+            "commit": self.commit,
+        }
+
+
+@dataclass(frozen=True)
+class TagPlan:
+    """What ``tag`` would do, given the existing tags."""
+
+    create: tuple[Record, ...]
+    present: tuple[Record, ...]
+    conflicts: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+
+def parse_version(text: str) -> Version | None:
+    """Parse a PEP 440 version, ``None`` when invalid."""
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+def tag_name(distribution: str, version: str) -> str:
+    """The release tag of ``distribution`` at ``version``."""
+    return f"{distribution}-v{version}"
+
+
+def _as_table(value: object) -> dict[str, object] | None:
+    return cast("dict[str, object]", value) if isinstance(value, dict) else None
+
+
+def _as_list(value: object) -> list[object] | None:
+    return cast("list[object]", value) if isinstance(value, list) else None
+
+
+def parse_records(text: str, *, source: str = RECORDS_FILE) -> tuple[list[Record], list[str]]:
+    """Parse ``releases.toml``.
+
+    Returns:
+        The well-formed records and the structural problems of the others.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return [], [f"{source}: invalid TOML: {exc}"]
+    problems: list[str] = []
+    unexpected = sorted(set(data) - {"release"})
+    if unexpected:
+        problems.append(f"{source}: unexpected top-level key(s) {', '.join(unexpected)}")
+    raw = _as_list(data.get("release", []))
+    if raw is None:
+        return [], [*problems, f"{source}: `release` must be an array of tables ([[release]])"]
+    records: list[Record] = []
+    for index, item in enumerate(raw, start=1):
+        where = f"{source}: release #{index}"
+        table = _as_table(item)
+        if table is None:
+            problems.append(f"{where}: not a table")
+            continue
+        missing = [k for k in RECORD_KEYS if k not in table]
+        extra = sorted(set(table) - set(RECORD_KEYS))
+        if missing:
+            problems.append(f"{where}: missing key(s) {', '.join(missing)}")
+        if extra:
+            problems.append(f"{where}: unexpected key(s) {', '.join(extra)}")
+        if missing:
+            continue
+        strings = {k: table[k] for k in ("distribution", "version", "commit")}
+        wrong = [k for k, v in strings.items() if not isinstance(v, str)]
+        if wrong:
+            problems.append(f"{where}: {', '.join(wrong)} must be string(s)")
+            continue
+        date = _parse_date(table["date"])
+        if date is None:
+            problems.append(f"{where}: date must be a TOML date or a YYYY-MM-DD string")
+            continue
+        records.append(
+            Record(
+                distribution=str(strings["distribution"]),
+                version=str(strings["version"]),
+                commit=str(strings["commit"]),
+                date=date,
+            )
+        )
+    return records, problems
+
+
+def _parse_date(value: object) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return None
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _headings(text: str) -> Iterable[tuple[int, str]]:
+    """Yield ``(line number, title)`` of the level-2 headings outside fenced code."""
+    fenced = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if _FENCE_RE.match(line):
+            fenced = not fenced
+            continue
+        if not fenced and (match := _H2_RE.match(line)):
+            yield number, match["title"]
+
+
+def parse_changelog(text: str) -> Changelog:
+    """Parse the ``## [label] - date`` headings and link definitions of a CHANGELOG."""
+    entries: list[ChangelogEntry] = []
+    stray: list[tuple[int, str]] = []
+    for number, title in _headings(text):
+        match = _CHANGELOG_HEADING_RE.match(title)
+        if match is None:
+            stray.append((number, title))
+            continue
+        date_match = _CHANGELOG_DATE_RE.match(match["rest"])
+        entries.append(
+            ChangelogEntry(
+                label=match["label"].strip(),
+                date=date_match["date"] if date_match else None,
+                line=number,
+            )
+        )
+    links: dict[str, str] = {}
+    for line in text.splitlines():
+        if link := _LINK_DEF_RE.match(line):
+            links[link["label"].strip()] = link["target"]
+    return Changelog(entries=tuple(entries), links=links, stray_headings=tuple(stray))
+
+
+def parse_release_notes(text: str) -> list[ReleaseNote]:
+    """Parse the ``## <dist>-v<version>`` sections of RELEASES.md."""
+    lines = text.splitlines()
+    headings = list(_headings(text))
+    notes: list[ReleaseNote] = []
+    for index, (number, title) in enumerate(headings):
+        end = headings[index + 1][0] - 1 if index + 1 < len(headings) else len(lines)
+        body = "\n".join(lines[number:end]).strip()
+        match = _TAG_RE.match(title)
+        notes.append(
+            ReleaseNote(
+                title=title,
+                distribution=match["dist"] if match else None,
+                version=match["version"] if match else None,
+                line=number,
+                body=body,
+            )
+        )
+    return notes
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a tree
+# --------------------------------------------------------------------------------------------
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    with path.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def _member_patterns(root: Path) -> tuple[list[str], list[str]]:
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return list(DEFAULT_MEMBERS), []
+    tool = _as_table(_read_toml(path).get("tool")) or {}
+    uv = _as_table(tool.get("uv")) or {}
+    workspace = _as_table(uv.get("workspace")) or {}
+    members = _as_list(workspace.get("members")) or list(DEFAULT_MEMBERS)
+    exclude = _as_list(workspace.get("exclude")) or []
+    return [str(m) for m in members], [str(e) for e in exclude]
+
+
+def _load_distribution(root: Path, directory: Path, problems: list[str]) -> Distribution | None:
+    rel = directory.relative_to(root).as_posix()
+    try:
+        data = _read_toml(directory / "pyproject.toml")
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{rel}/pyproject.toml: invalid TOML: {exc}")
+        return None
+    project = _as_table(data.get("project")) or {}
+    name, version = project.get("name"), project.get("version")
+    if not isinstance(name, str) or not isinstance(version, str):
+        problems.append(f"{rel}/pyproject.toml: [project] needs a static `name` and `version`")
+        return None
+    raw_deps = _as_list(project.get("dependencies")) or []
+    changelog_path = directory / CHANGELOG_FILE
+    changelog = (
+        parse_changelog(changelog_path.read_text(encoding="utf-8"))
+        if changelog_path.is_file()
+        else None
+    )
+    return Distribution(
+        name=name,
+        version=version,
+        directory=rel,
+        dependencies=tuple(str(d) for d in raw_deps),
+        changelog=changelog,
+    )
+
+
+def load_workspace(root: Path) -> Workspace:
+    """Read the members, the release records and RELEASES.md under ``root``."""
+    problems: list[str] = []
+    members, exclude = _member_patterns(root)
+    excluded = {p.resolve() for pattern in exclude for p in root.glob(pattern)}
+    directories = sorted(
+        {
+            p.resolve()
+            for pattern in members
+            for p in root.glob(pattern)
+            if (p / "pyproject.toml").is_file() and p.resolve() not in excluded
+        }
+    )
+    distributions: dict[str, Distribution] = {}
+    resolved_root = root.resolve()
+    for directory in directories:
+        dist = _load_distribution(resolved_root, directory, problems)
+        if dist is None:
+            continue
+        if dist.key in distributions:
+            problems.append(f"{dist.pyproject_path}: distribution {dist.name} defined twice")
+            continue
+        distributions[dist.key] = dist
+    records_path = root / RECORDS_FILE
+    records: list[Record] = []
+    if records_path.is_file():
+        records, record_problems = parse_records(records_path.read_text(encoding="utf-8"))
+        problems.extend(record_problems)
+    else:
+        problems.append(f"{RECORDS_FILE}: missing")
+    notes_path = root / RELEASE_NOTES_FILE
+    notes = (
+        parse_release_notes(notes_path.read_text(encoding="utf-8")) if notes_path.is_file() else []
+    )
+    return Workspace(
+        root=root,
+        distributions=dict(sorted(distributions.items())),
+        records=tuple(records),
+        release_notes=tuple(notes),
+        load_problems=tuple(problems),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Pure computations
+# --------------------------------------------------------------------------------------------
+
+
+def sibling_dependencies(
+    dist: Distribution, siblings: Collection[str]
+) -> tuple[list[SiblingDependency], list[str]]:
+    """The direct dependencies of ``dist`` on other members (canonical names in ``siblings``).
+
+    Requirements naming the same sibling more than once are intersected.
+
+    Returns:
+        The sibling dependencies, sorted by sibling, and problems (unparsable requirements).
+    """
+    found: dict[str, SiblingDependency] = {}
+    problems: list[str] = []
+    for text in dist.dependencies:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement as exc:
+            problems.append(f"{dist.pyproject_path}: invalid dependency {text!r}: {exc}")
+            continue
+        sibling = canonicalize_name(requirement.name)
+        if sibling not in siblings or sibling == dist.key:
+            continue
+        if sibling in found:
+            previous = found[sibling]
+            found[sibling] = SiblingDependency(
+                sibling=sibling,
+                specifier=previous.specifier & requirement.specifier,
+                requirement=f"{previous.requirement}; {text}",
+            )
+        else:
+            found[sibling] = SiblingDependency(sibling, requirement.specifier, text)
+    return [found[k] for k in sorted(found)], problems
+
+
+def admits(specifier: SpecifierSet, version: str) -> bool:
+    """Whether ``specifier`` admits ``version`` (pre-releases included when in range)."""
+    parsed = parse_version(version)
+    return parsed is not None and specifier.contains(parsed, prereleases=True)
+
+
+def compute_matrix(
+    distributions: Mapping[str, Distribution], records: Sequence[Record]
+) -> list[MatrixRow]:
+    """The compatibility matrix.
+
+    For each dependent and each direct sibling dependency: every recorded release of the
+    sibling the dependent's range admits, then the sibling's workspace version if admitted.
+    Rows are ordered by dependent, sibling, then ascending version.
+    """
+    rows: list[MatrixRow] = []
+    for dependent in sorted(distributions.values(), key=lambda d: d.key):
+        deps, _ = sibling_dependencies(dependent, distributions.keys())
+        for dep in deps:
+            sibling = distributions[dep.sibling]
+            candidates: list[tuple[Version, int, MatrixRow]] = []
+            for record in records:
+                version = record.parsed_version
+                if record.key != sibling.key or version is None:
+                    continue
+                if admits(dep.specifier, record.version):
+                    row = MatrixRow(
+                        dependent.name,
+                        dependent.version,
+                        sibling.name,
+                        record.version,
+                        "release",
+                        record.commit,
+                    )
+                    candidates.append((version, 0, row))
+            workspace_version = parse_version(sibling.version)
+            if workspace_version is not None and admits(dep.specifier, sibling.version):
+                row = MatrixRow(
+                    dependent.name,
+                    dependent.version,
+                    sibling.name,
+                    sibling.version,
+                    "workspace",
+                    None,
+                )
+                candidates.append((workspace_version, 1, row))
+            candidates.sort(key=lambda c: (c[0], c[1]))
+            rows.extend(c[2] for c in candidates)
+    return rows
+
+
+def newest_records(records: Iterable[Record]) -> dict[str, Record]:
+    """The highest-versioned record of each distribution (canonical name -> record)."""
+    newest: dict[str, Record] = {}
+    for record in records:
+        version = record.parsed_version
+        if version is None:
+            continue
+        current = newest.get(record.key)
+        if current is None or version > cast("Version", current.parsed_version):
+            newest[record.key] = record
+    return newest
+
+
+def _check_records(ws: Workspace) -> list[str]:
+    problems: list[str] = []
+    seen: dict[tuple[str, Version], int] = {}
+    for index, record in enumerate(ws.records, start=1):
+        where = f"{RECORDS_FILE}: release #{index} ({record.distribution} {record.version})"
+        if not _SHA_RE.match(record.commit):
+            problems.append(f"{where}: commit {record.commit!r} is not a 40-hex lowercase SHA")
+        version = record.parsed_version
+        if version is None:
+            problems.append(f"{where}: version is not PEP 440")
+            continue
+        if str(version) != record.version:
+            problems.append(f"{where}: write the version in normal form, {version}")
+        key = (record.key, version)
+        if key in seen:
+            problems.append(f"{where}: duplicate of release #{seen[key]}")
+        else:
+            seen[key] = index
+        dist = ws.distributions.get(record.key)
+        if dist is None:
+            problems.append(f"{where}: no workspace member named {record.distribution}")
+            continue
+        if record.distribution != dist.name:
+            problems.append(f"{where}: spell the distribution as in its pyproject, {dist.name}")
+        if dist.changelog is not None:
+            entry = dist.changelog.find(version)
+            if entry is None:
+                problems.append(
+                    f"{dist.changelog_path}: no `## [{record.version}]` section"
+                    f" for recorded release {record.tag}"
+                )
+            elif entry.date is not None and entry.date != record.date.isoformat():
+                problems.append(
+                    f"{dist.changelog_path}:{entry.line}: date {entry.date} disagrees with"
+                    f" the record of {record.tag} ({record.date.isoformat()})"
+                )
+        if not any(note.key == key for note in ws.release_notes):
+            problems.append(
+                f"{RELEASE_NOTES_FILE}: no `## {record.tag}` section for recorded release"
+            )
+    return problems
+
+
+def pending_releases(ws: Workspace) -> list[tuple[str, str]]:
+    """Releases prepared but not recorded yet, as ``(distribution, version)``.
+
+    A record names the commit holding the release, so it can only land in a later commit. Until
+    then the CHANGELOG's top released entry equals the pyproject version and has no record:
+    ``check`` accepts that entry (and its RELEASES.md section) as pending.
+    """
+    recorded = {(r.key, r.parsed_version) for r in ws.records}
+    pending: list[tuple[str, str]] = []
+    for dist in ws.distributions.values():
+        version = parse_version(dist.version)
+        released = dist.changelog.released if dist.changelog else ()
+        if (
+            version is not None
+            and released
+            and released[0].version == version
+            and (dist.key, version) not in recorded
+        ):
+            pending.append((dist.name, dist.version))
+    return pending
+
+
+def _check_changelog(
+    dist: Distribution, recorded: Collection[Version], pending: Version | None
+) -> list[str]:
+    changelog = dist.changelog
+    path = dist.changelog_path
+    if changelog is None:
+        return [f"{path}: missing"]
+    problems = [
+        f"{path}:{line}: heading `## {title}` is not `## [<version>] - <date>` or `## [Unreleased]`"
+        for line, title in changelog.stray_headings
+    ]
+    unreleased = [e for e in changelog.entries if e.unreleased]
+    if unreleased and changelog.entries[0] is not unreleased[0]:
+        problems.append(f"{path}:{unreleased[0].line}: `## [Unreleased]` must come first")
+    if len(unreleased) > 1:
+        problems.append(f"{path}:{unreleased[1].line}: more than one `## [Unreleased]`")
+    previous: ChangelogEntry | None = None
+    for entry in changelog.released:
+        version = entry.version
+        if version is None:
+            problems.append(f"{path}:{entry.line}: `[{entry.label}]` is not a PEP 440 version")
+            continue
+        if entry.date is None or _parse_date(entry.date) is None:
+            problems.append(f"{path}:{entry.line}: `[{entry.label}]` needs a ` - YYYY-MM-DD` date")
+        if version not in recorded and version != pending:
+            problems.append(
+                f"{path}:{entry.line}: [{entry.label}] has no release record in {RECORDS_FILE}"
+            )
+        if previous is not None and not cast("Version", previous.version) > version:
+            problems.append(
+                f"{path}:{entry.line}: versions must descend: [{entry.label}] follows"
+                f" [{previous.label}]"
+            )
+        previous = entry
+        link = changelog.links.get(entry.label)
+        tag = tag_name(dist.name, entry.label)
+        if link is not None and tag not in link:
+            problems.append(f"{path}: link for [{entry.label}] should point at tag {tag}")
+    return problems
+
+
+def _check_distribution(
+    dist: Distribution, ws: Workspace, newest: Mapping[str, Record]
+) -> list[str]:
+    problems: list[str] = []
+    version = parse_version(dist.version)
+    if version is None:
+        return [f"{dist.pyproject_path}: version {dist.version!r} is not PEP 440"]
+    recorded = {r.parsed_version for r in ws.records if r.key == dist.key}
+    pending = version if (dist.name, dist.version) in pending_releases(ws) else None
+    problems.extend(_check_changelog(dist, {v for v in recorded if v is not None}, pending))
+    latest = newest.get(dist.key)
+    if latest is not None:
+        latest_version = cast("Version", latest.parsed_version)
+        if version < latest_version:
+            problems.append(
+                f"{dist.pyproject_path}: version {dist.version} is lower than the newest"
+                f" recorded release {latest.version}"
+            )
+        if version == latest_version and dist.changelog is not None:
+            released = dist.changelog.released
+            top = released[0].label if released else None
+            if top != latest.version:
+                problems.append(
+                    f"{dist.changelog_path}: top released entry is "
+                    f"{f'[{top}]' if top else 'missing'}, expected [{latest.version}]"
+                    f" (pyproject version {dist.version} is the newest recorded release)"
+                )
+    deps, dep_problems = sibling_dependencies(dist, ws.distributions.keys())
+    problems.extend(dep_problems)
+    for dep in deps:
+        sibling = ws.distributions[dep.sibling]
+        if not admits(dep.specifier, sibling.version):
+            problems.append(
+                f"{dist.pyproject_path}: `{dep.requirement}` does not admit the workspace"
+                f" version of {sibling.name} ({sibling.version})"
+            )
+    return problems
+
+
+def _check_release_notes(ws: Workspace) -> list[str]:
+    problems: list[str] = []
+    by_key = {(r.key, v): r for r in ws.records if (v := r.parsed_version) is not None}
+    pending = {
+        (canonicalize_name(d), v)
+        for d, text in pending_releases(ws)
+        if (v := parse_version(text)) is not None
+    }
+    seen: set[tuple[str, Version]] = set()
+    ordered: list[tuple[ReleaseNote, Record]] = []
+    for note in ws.release_notes:
+        where = f"{RELEASE_NOTES_FILE}:{note.line}"
+        key = note.key
+        if key is None:
+            problems.append(f"{where}: heading `## {note.title}` is not `## <dist>-v<version>`")
+            continue
+        if key in seen:
+            problems.append(f"{where}: duplicate section `## {note.title}`")
+            continue
+        seen.add(key)
+        record = by_key.get(key)
+        if record is None and key in pending:
+            if not note.body:
+                problems.append(f"{where}: `## {note.title}` has no release notes")
+            continue
+        if record is None:
+            problems.append(f"{where}: `## {note.title}` has no release record in {RECORDS_FILE}")
+            continue
+        if note.title != record.tag:
+            problems.append(f"{where}: heading should read `## {record.tag}`")
+        if not note.body:
+            problems.append(f"{where}: `## {note.title}` has no release notes")
+        ordered.append((note, record))
+    for (note_a, rec_a), (note_b, rec_b) in pairwise(ordered):
+        later_first = rec_a.date > rec_b.date or (
+            rec_a.date == rec_b.date
+            and (
+                rec_a.key != rec_b.key
+                or cast("Version", rec_a.parsed_version) > cast("Version", rec_b.parsed_version)
+            )
+        )
+        if not later_first:
+            problems.append(
+                f"{RELEASE_NOTES_FILE}:{note_b.line}: newest first: `## {note_b.title}`"
+                f" ({rec_b.date}) must come before `## {note_a.title}` ({rec_a.date})"
+            )
+    return problems
+
+
+def check(ws: Workspace) -> list[str]:
+    """Every disagreement between records, pyproject versions, CHANGELOGs and RELEASES.md.
+
+    Rules: each record names a member, has a 40-hex commit and a normal-form PEP 440 version,
+    and is unique; its version has a CHANGELOG section (same date) and a RELEASES.md section.
+    A member's version is never lower than its newest record; when equal, the CHANGELOG's top
+    released entry is that version. CHANGELOG versions descend and each has a record;
+    RELEASES.md sections each have a record, are newest first and are not empty. Each sibling
+    range admits the sibling's workspace version. A release prepared but not yet recorded (see
+    :func:`pending_releases`) is exempt from "each has a record".
+    """
+    newest = newest_records(ws.records)
+    problems = [*ws.load_problems, *_check_records(ws)]
+    for dist in ws.distributions.values():
+        problems.extend(_check_distribution(dist, ws, newest))
+    problems.extend(_check_release_notes(ws))
+    return problems
+
+
+def plan_tags(records: Iterable[Record], existing: Mapping[str, str]) -> TagPlan:
+    """Decide which tags to create, given ``existing`` (tag name -> peeled commit SHA)."""
+    create: list[Record] = []
+    present: list[Record] = []
+    conflicts: list[str] = []
+    for record in records:
+        commit = existing.get(record.tag)
+        if commit is None:
+            create.append(record)
+        elif commit == record.commit:
+            present.append(record)
+        else:
+            conflicts.append(
+                f"tag {record.tag} points at {commit}, but the record says {record.commit}"
+            )
+    return TagPlan(tuple(create), tuple(present), tuple(conflicts))
+
+
+def render_record(record: Record) -> str:
+    """The ``[[release]]`` table of ``record``."""
+    return (
+        "[[release]]\n"
+        f"distribution = {json.dumps(record.distribution)}\n"
+        f"version = {json.dumps(record.version)}\n"
+        f"commit = {json.dumps(record.commit)}\n"
+        f"date = {record.date.isoformat()}\n"
+    )
+
+
+def append_record(text: str, record: Record) -> str:
+    """``text`` (a releases.toml) with ``record`` appended, one blank line between tables."""
+    head = text.rstrip()
+    return f"{head}\n\n{render_record(record)}" if head else render_record(record)
+
+
+def validate_new_record(ws: Workspace, distribution: str, version: str) -> list[str]:
+    """Problems that forbid recording ``distribution`` ``version``."""
+    dist = ws.distributions.get(canonicalize_name(distribution))
+    if dist is None:
+        known = ", ".join(d.name for d in ws.distributions.values())
+        return [f"no workspace member named {distribution} (members: {known})"]
+    parsed = parse_version(version)
+    if parsed is None:
+        return [f"version {version!r} is not PEP 440"]
+    problems: list[str] = []
+    if version != dist.version:
+        problems.append(
+            f"{dist.pyproject_path} has version {dist.version}; bump it before recording {version}"
+        )
+    for record in ws.records:
+        if record.key != dist.key or record.parsed_version is None:
+            continue
+        if record.parsed_version == parsed:
+            problems.append(f"{record.tag} is already recorded (commit {record.commit})")
+        elif record.parsed_version > parsed:
+            problems.append(f"{record.tag} is already recorded and is newer than {version}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# git
+# --------------------------------------------------------------------------------------------
+
+
+class GitError(RuntimeError):
+    """A git command failed."""
+
+
+def _git(root: Path, *args: str, stdin: str | None = None) -> str:
+    try:
+        completed = subprocess.run(
+            ["git", "-C", str(root), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise GitError("git is not installed") from exc
+    if completed.returncode != 0:
+        message = completed.stderr.strip() or completed.stdout.strip()
+        raise GitError(f"git {' '.join(args)}: {message}")
+    return completed.stdout
+
+
+def existing_tags(root: Path) -> dict[str, str]:
+    """Tag name -> the commit it points at (annotated tags peeled)."""
+    out = _git(
+        root,
+        "for-each-ref",
+        "refs/tags",
+        "--format=%(refname:strip=2) %(objectname) %(*objectname)",
+    )
+    tags: dict[str, str] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            tags[parts[0]] = parts[2] if len(parts) > 2 else parts[1]
+    return tags
+
+
+def resolve_commit(root: Path, revision: str) -> str:
+    """The full SHA of the commit ``revision`` names."""
+    return _git(root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}").strip()
+
+
+def has_commit(root: Path, sha: str) -> bool:
+    """Whether the repository holds commit ``sha``."""
+    try:
+        _git(root, "cat-file", "-e", f"{sha}^{{commit}}")
+    except GitError:
+        return False
+    return True
+
+
+def tag_message(record: Record, notes: Iterable[ReleaseNote]) -> str:
+    """The annotation of ``record``'s tag: a title line and its RELEASES.md notes."""
+    title = f"{record.distribution} {record.version}"
+    body = next((n.body for n in notes if n.title == record.tag), "")
+    return f"{title}\n\n{body}\n" if body else f"{title}\n"
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _report(problems: Sequence[str], what: str) -> None:
+    _err(f"release.py {what}: {len(problems)} problem(s):")
+    for problem in problems:
+        _err(f"  - {problem}")
+
+
+def cmd_check(root: Path) -> int:
+    """Run ``check``."""
+    ws = load_workspace(root)
+    problems = check(ws)
+    if problems:
+        _report(problems, "check")
+        return 1
+    pending = [tag_name(d, v) for d, v in pending_releases(ws)]
+    waiting = f", pending record: {', '.join(pending)}" if pending else ""
+    print(
+        f"release.py check: ok ({len(ws.distributions)} distributions,"
+        f" {len(ws.records)} recorded releases{waiting})"
+    )
+    return 0
+
+
+def cmd_tag(root: Path, *, dry_run: bool, push: bool) -> int:
+    """Run ``tag``."""
+    ws = load_workspace(root)
+    problems = check(ws)
+    if problems:
+        _report(problems, "tag (fix `check` first)")
+        return 1
+    try:
+        plan = plan_tags(ws.records, existing_tags(root))
+        missing = [r for r in plan.create if not has_commit(root, r.commit)]
+    except GitError as exc:
+        _err(f"release.py tag: {exc}")
+        return 1
+    refusals = [*plan.conflicts]
+    refusals += [f"commit {r.commit} of {r.tag} is not in this repository" for r in missing]
+    if refusals:
+        _report(refusals, "tag (refusing; no tag created)")
+        return 1
+    prefix = "would " if dry_run else ""
+    try:
+        for record in plan.present:
+            print(f"exists   {record.tag} -> {record.commit}")
+        for record in plan.create:
+            if not dry_run:
+                _git(
+                    root,
+                    "tag",
+                    "--annotate",
+                    "--cleanup=whitespace",
+                    "--file=-",
+                    record.tag,
+                    record.commit,
+                    stdin=tag_message(record, ws.release_notes),
+                )
+            print(f"{prefix}create {record.tag} -> {record.commit}")
+        tags = [r.tag for r in (*plan.present, *plan.create)]
+        if push and tags:
+            if not dry_run:
+                _git(root, "push", "origin", *(f"refs/tags/{t}" for t in tags))
+            print(f"{prefix}push {len(tags)} tag(s) to origin")
+    except GitError as exc:
+        _err(f"release.py tag: {exc}")
+        return 1
+    print(f"release.py tag: {prefix}create {len(plan.create)}, {len(plan.present)} already present")
+    return 0
+
+
+def format_table(rows: Sequence[MatrixRow]) -> str:
+    """The human matrix: an aligned table."""
+    header = ("DEPENDENT", "VERSION", "SIBLING", "SIBLING VERSION", "SOURCE", "COMMIT")
+    body = [
+        (
+            r.dependent,
+            r.dependent_version,
+            r.sibling,
+            r.sibling_version,
+            r.source,
+            r.commit[:12] if r.commit else "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(cells[i]) for cells in (header, *body)) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+        for cells in (header, *body)
+    )
+
+
+def cmd_matrix(root: Path, *, as_json: bool) -> int:
+    """Run ``matrix``."""
+    ws = load_workspace(root)
+    rows = compute_matrix(ws.distributions, ws.records)
+    if as_json:
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def cmd_record(root: Path, distribution: str, version: str, commit: str, date: dt.date) -> int:
+    """Run ``record``."""
+    ws = load_workspace(root)
+    problems = validate_new_record(ws, distribution, version)
+    if problems:
+        _report(problems, "record")
+        return 1
+    try:
+        sha = resolve_commit(root, commit)
+    except GitError as exc:
+        _err(f"release.py record: cannot resolve commit {commit!r}: {exc}")
+        return 1
+    dist = ws.distributions[canonicalize_name(distribution)]
+    record = Record(distribution=dist.name, version=version, commit=sha, date=date)
+    path = root / RECORDS_FILE
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    new = append_record(old, record)
+    _, parse_problems = parse_records(new)
+    if parse_problems:
+        _report(parse_problems, "record (releases.toml is malformed; nothing written)")
+        return 1
+    path.write_text(new, encoding="utf-8")
+    print(f"recorded {record.tag} at {sha} ({date.isoformat()}) in {RECORDS_FILE}")
+    remaining = check(load_workspace(root))
+    if remaining:
+        print(f"note: `release.py check` still reports {len(remaining)} problem(s):")
+        for problem in remaining:
+            print(f"  - {problem}")
+    return 0
+
+
+def _date_arg(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; ``--root`` is accepted before or after the subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="release.py", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument(
+        "--root", type=Path, default=DEFAULT_ROOT, help="repository root (default: %(default)s)"
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, default=argparse.SUPPRESS, help="repository root")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", parents=[common], help="records, versions, CHANGELOGs, RELEASES.md")
+    tag = sub.add_parser("tag", parents=[common], help="create missing <dist>-v<version> tags")
+    tag.add_argument("--dry-run", action="store_true", help="print what would be done")
+    tag.add_argument("--push", action="store_true", help="git push origin the record tags")
+    matrix = sub.add_parser("matrix", parents=[common], help="sibling compatibility matrix")
+    matrix.add_argument("--json", action="store_true", help="print a JSON list of rows")
+    record = sub.add_parser("record", parents=[common], help="append a release record")
+    record.add_argument("distribution")
+    record.add_argument("version")
+    record.add_argument("--commit", default="HEAD", help="commit to record (default: HEAD)")
+    record.add_argument(
+        "--date",
+        type=_date_arg,
+        default=None,
+        help="release date, YYYY-MM-DD (default: today, UTC)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    root = Path(args.root)
+    command = str(args.command)
+    if command == "check":
+        return cmd_check(root)
+    if command == "tag":
+        return cmd_tag(root, dry_run=bool(args.dry_run), push=bool(args.push))
+    if command == "matrix":
+        return cmd_matrix(root, as_json=bool(args.json))
+    date = cast("dt.date | None", args.date) or dt.datetime.now(dt.UTC).date()
+    return cmd_record(root, str(args.distribution), str(args.version), str(args.commit), date)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,714 @@
+"""Tests of ``tools/release.py`` against the real tree and small fake workspaces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+import release
+from release import MatrixRow
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+REPO = Path(__file__).resolve().parents[2]
+
+SHA_070 = "7" * 40
+SHA_080 = "8" * 40
+SHA_081 = "81" * 20
+SHA_090 = "9" * 40
+
+
+# --------------------------------------------------------------------------------------------
+# A fake workspace written into tmp_path
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeDist:
+    name: str
+    version: str
+    deps: list[str] = field(default_factory=lambda: list[str]())
+    # CHANGELOG released entries, in file order: (version, date)
+    released: list[tuple[str, str]] = field(default_factory=lambda: list[tuple[str, str]]())
+
+
+@dataclass
+class FakeRecord:
+    distribution: str
+    version: str
+    commit: str
+    date: str
+
+
+@dataclass
+class FakeRepo:
+    root: Path
+    dists: dict[str, FakeDist] = field(default_factory=lambda: dict[str, FakeDist]())
+    records: list[FakeRecord] = field(default_factory=lambda: list[FakeRecord]())
+    # RELEASES.md sections in file order: (heading, body)
+    notes: list[tuple[str, str]] = field(default_factory=lambda: list[tuple[str, str]]())
+
+    def add(self, dist: FakeDist) -> None:
+        self.dists[dist.name] = dist
+
+    def release(self, dist: str, version: str, commit: str, date: str) -> None:
+        """Record a consistent release: record, CHANGELOG entry and RELEASES.md section."""
+        self.records.append(FakeRecord(dist, version, commit, date))
+        self.dists[dist].released.insert(0, (version, date))
+        self.notes.insert(0, (f"{dist}-v{version}", f"### Added\n\n- {dist} {version}."))
+
+    def write(self) -> Path:
+        (self.root / "tools").mkdir(parents=True, exist_ok=True)
+        (self.root / "pyproject.toml").write_text(
+            '[tool.uv.workspace]\nmembers = ["packages/*"]\n', encoding="utf-8"
+        )
+        for dist in self.dists.values():
+            directory = self.root / "packages" / dist.name
+            directory.mkdir(parents=True, exist_ok=True)
+            deps = ", ".join(json.dumps(d) for d in dist.deps)
+            (directory / "pyproject.toml").write_text(
+                f'[project]\nname = "{dist.name}"\nversion = "{dist.version}"\n'
+                f"dependencies = [{deps}]\n",
+                encoding="utf-8",
+            )
+            entries = "".join(
+                f"## [{v}] - {d}\n\n### Added\n\n- Things.\n\n" for v, d in dist.released
+            )
+            (directory / "CHANGELOG.md").write_text(
+                f"# Changelog: {dist.name}\n\n## [Unreleased]\n\n{entries}", encoding="utf-8"
+            )
+        records = "".join(
+            f'\n[[release]]\ndistribution = "{r.distribution}"\nversion = "{r.version}"\n'
+            f'commit = "{r.commit}"\ndate = {r.date}\n'
+            for r in self.records
+        )
+        (self.root / "tools" / "releases.toml").write_text(
+            f"# release records\n{records}", encoding="utf-8"
+        )
+        sections = "".join(f"## {h}\n\n{b}\n\n" for h, b in self.notes)
+        (self.root / "RELEASES.md").write_text(f"# Releases\n\nIntro.\n\n{sections}", "utf-8")
+        return self.root
+
+
+def good_repo(root: Path) -> FakeRepo:
+    """taquba 0.8.0 (released 0.7.0 and 0.8.0), taquba-cron 0.4.0 needing taquba 0.8.x."""
+    repo = FakeRepo(root)
+    repo.add(FakeDist("taquba", "0.8.0"))
+    repo.add(FakeDist("taquba-cron", "0.4.0", deps=["taquba>=0.8,<0.9", "croniter>=2"]))
+    repo.release("taquba", "0.7.0", SHA_070, "2026-10-01")
+    repo.release("taquba", "0.8.0", SHA_080, "2026-11-27")
+    return repo
+
+
+def problems_of(root: Path) -> list[str]:
+    return release.check(release.load_workspace(root))
+
+
+def cron_rows(root: Path) -> list[MatrixRow]:
+    ws = release.load_workspace(root)
+    return [
+        r for r in release.compute_matrix(ws.distributions, ws.records) if r.sibling == "taquba"
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The real repository
+# --------------------------------------------------------------------------------------------
+
+
+def test_real_repo_passes_check(capsys: pytest.CaptureFixture[str]) -> None:
+    assert release.main(["check", "--root", str(REPO)]) == 0
+    assert "release.py check: ok" in capsys.readouterr().out
+
+
+def test_real_repo_matrix_has_cron_on_workspace_taquba(capsys: pytest.CaptureFixture[str]) -> None:
+    ws = release.load_workspace(REPO)
+    rows = release.compute_matrix(ws.distributions, ws.records)
+    assert MatrixRow("taquba-cron", "0.4.0", "taquba", "0.8.0", "workspace", None) in rows
+    assert release.main(["matrix", "--json", "--root", str(REPO)]) == 0
+    assert {
+        "dependent": "taquba-cron",
+        "dependent_version": "0.4.0",
+        "sibling": "taquba",
+        "sibling_version": "0.8.0",
+        "source": "workspace",
+        "commit": None,
+    } in json.loads(capsys.readouterr().out)
+
+
+def test_real_repo_records_file_parses_cleanly() -> None:
+    text = (REPO / "tools" / "releases.toml").read_text(encoding="utf-8")
+    _, problems = release.parse_records(text)
+    assert problems == []
+
+
+# --------------------------------------------------------------------------------------------
+# matrix
+# --------------------------------------------------------------------------------------------
+
+
+def test_matrix_excludes_recorded_releases_outside_the_range(tmp_path: Path) -> None:
+    repo = FakeRepo(tmp_path)
+    repo.add(FakeDist("taquba", "0.9.0"))
+    repo.add(FakeDist("taquba-cron", "0.4.0", deps=["taquba>=0.8,<0.9"]))
+    repo.release("taquba", "0.7.0", SHA_070, "2026-10-01")
+    repo.release("taquba", "0.8.0", SHA_080, "2026-11-27")
+    repo.release("taquba", "0.8.1", SHA_081, "2026-12-01")
+    repo.release("taquba", "0.9.0", SHA_090, "2027-01-10")
+    rows = cron_rows(repo.write())
+    assert rows == [
+        MatrixRow("taquba-cron", "0.4.0", "taquba", "0.8.0", "release", SHA_080),
+        MatrixRow("taquba-cron", "0.4.0", "taquba", "0.8.1", "release", SHA_081),
+    ]
+
+
+def test_matrix_adds_the_workspace_version_when_admitted(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = "0.8.1"
+    rows = cron_rows(repo.write())
+    assert [(r.sibling_version, r.source, r.commit) for r in rows] == [
+        ("0.8.0", "release", SHA_080),
+        ("0.8.1", "workspace", None),
+    ]
+
+
+def test_matrix_lists_a_released_workspace_version_from_both_sources(tmp_path: Path) -> None:
+    rows = cron_rows(good_repo(tmp_path).write())
+    assert [(r.sibling_version, r.source) for r in rows] == [
+        ("0.8.0", "release"),
+        ("0.8.0", "workspace"),
+    ]
+
+
+def test_matrix_covers_direct_siblings_only(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.add(FakeDist("taquba-workflow", "0.6.0", deps=["taquba>=0.8,<0.9"]))
+    repo.add(FakeDist("taquba-bulk", "0.2.0", deps=["taquba-workflow>=0.6,<0.7"]))
+    ws = release.load_workspace(repo.write())
+    pairs = {(r.dependent, r.sibling) for r in release.compute_matrix(ws.distributions, ws.records)}
+    assert pairs == {
+        ("taquba-bulk", "taquba-workflow"),
+        ("taquba-cron", "taquba"),
+        ("taquba-workflow", "taquba"),
+    }
+
+
+def test_matrix_json_rows_have_the_documented_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = good_repo(tmp_path).write()
+    assert release.main(["matrix", "--json", "--root", str(root)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [
+        {
+            "dependent": "taquba-cron",
+            "dependent_version": "0.4.0",
+            "sibling": "taquba",
+            "sibling_version": "0.8.0",
+            "source": "release",
+            "commit": SHA_080,
+        },
+        {
+            "dependent": "taquba-cron",
+            "dependent_version": "0.4.0",
+            "sibling": "taquba",
+            "sibling_version": "0.8.0",
+            "source": "workspace",
+            "commit": None,
+        },
+    ]
+
+
+def test_matrix_table_is_aligned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = good_repo(tmp_path).write()
+    assert release.main(["--root", str(root), "matrix"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = ["DEPENDENT", "VERSION", "SIBLING", "SIBLING", "VERSION", "SOURCE", "COMMIT"]
+    assert lines[0].split() == header
+    column = lines[0].index("SOURCE")
+    assert [line[column:].split()[0] for line in lines[1:]] == ["release", "workspace"]
+    assert SHA_080[:12] in lines[1]
+
+
+# --------------------------------------------------------------------------------------------
+# check
+# --------------------------------------------------------------------------------------------
+
+
+def test_check_passes_a_consistent_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = good_repo(tmp_path).write()
+    assert problems_of(root) == []
+    assert release.main(["check", "--root", str(root)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "release.py check: ok (2 distributions, 2 recorded releases)"
+    )
+
+
+def test_check_allows_a_version_bumped_past_its_newest_record(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = "0.8.1"
+    assert problems_of(repo.write()) == []
+
+
+def test_check_accepts_a_release_waiting_for_its_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The record names the commit holding the release, so it lands in a later commit.
+    repo = good_repo(tmp_path)
+    repo.dists["taquba-cron"].released = [("0.4.0", "2026-11-28")]
+    repo.notes.insert(0, ("taquba-cron-v0.4.0", "### Added\n\n- Cron."))
+    root = repo.write()
+    assert problems_of(root) == []
+    assert release.main(["check", "--root", str(root)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "release.py check: ok (2 distributions, 2 recorded releases,"
+        " pending record: taquba-cron-v0.4.0)"
+    )
+
+
+def _drop_changelog_entry(repo: FakeRepo) -> None:
+    repo.dists["taquba"].released = [e for e in repo.dists["taquba"].released if e[0] != "0.8.0"]
+
+
+def _drop_release_notes(repo: FakeRepo) -> None:
+    repo.notes = [n for n in repo.notes if n[0] != "taquba-v0.8.0"]
+
+
+def _unrecorded_changelog_entry(repo: FakeRepo) -> None:
+    # Not the pyproject version (0.4.0), so not a release waiting for its record.
+    repo.dists["taquba-cron"].released = [("0.3.0", "2026-11-27")]
+
+
+def _unrecorded_release_notes(repo: FakeRepo) -> None:
+    repo.notes.insert(0, ("taquba-cron-v0.4.0", "### Added\n\n- Cron."))
+
+
+def _pyproject_below_record(repo: FakeRepo) -> None:
+    repo.dists["taquba"].version = "0.7.5"
+    repo.dists["taquba-cron"].deps = ["taquba>=0.7,<0.9"]
+
+
+def _changelog_top_not_current(repo: FakeRepo) -> None:
+    repo.dists["taquba"].released = [("0.7.0", "2026-10-01"), ("0.8.0", "2026-11-27")]
+
+
+def _changelog_not_descending(repo: FakeRepo) -> None:
+    repo.release("taquba", "0.8.1", SHA_081, "2026-12-01")
+    repo.dists["taquba"].version = "0.8.1"
+    released = repo.dists["taquba"].released
+    released[1], released[2] = released[2], released[1]
+
+
+def _changelog_date_disagrees(repo: FakeRepo) -> None:
+    repo.dists["taquba"].released[0] = ("0.8.0", "2026-11-28")
+
+
+def _bad_commit(repo: FakeRepo) -> None:
+    repo.records[0].commit = "abc123"
+
+
+def _duplicate_record(repo: FakeRepo) -> None:
+    repo.records.append(FakeRecord("taquba", "0.8.0", SHA_081, "2026-11-27"))
+
+
+def _unknown_distribution(repo: FakeRepo) -> None:
+    repo.records.append(FakeRecord("taquba-nope", "0.1.0", SHA_081, "2026-11-27"))
+
+
+def _release_notes_oldest_first(repo: FakeRepo) -> None:
+    repo.notes.reverse()
+
+
+def _empty_release_notes(repo: FakeRepo) -> None:
+    repo.notes[0] = (repo.notes[0][0], "")
+
+
+def _range_misses_workspace(repo: FakeRepo) -> None:
+    repo.dists["taquba-cron"].deps = ["taquba>=0.9,<0.10"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        pytest.param(
+            _drop_changelog_entry,
+            "packages/taquba/CHANGELOG.md: no `## [0.8.0]` section"
+            " for recorded release taquba-v0.8.0",
+            id="record-without-changelog",
+        ),
+        pytest.param(
+            _drop_release_notes,
+            "RELEASES.md: no `## taquba-v0.8.0` section for recorded release",
+            id="record-without-release-notes",
+        ),
+        pytest.param(
+            _unrecorded_changelog_entry,
+            "packages/taquba-cron/CHANGELOG.md:5: [0.3.0] has no release record",
+            id="changelog-without-record",
+        ),
+        pytest.param(
+            _unrecorded_release_notes,
+            "`## taquba-cron-v0.4.0` has no release record",
+            id="release-notes-without-record",
+        ),
+        pytest.param(
+            _pyproject_below_record,
+            "packages/taquba/pyproject.toml: version 0.7.5 is lower than the newest recorded"
+            " release 0.8.0",
+            id="pyproject-below-record",
+        ),
+        pytest.param(
+            _changelog_top_not_current,
+            "top released entry is [0.7.0], expected [0.8.0]",
+            id="changelog-top-not-current",
+        ),
+        pytest.param(
+            _changelog_not_descending,
+            "versions must descend: [0.8.0] follows [0.7.0]",
+            id="changelog-not-descending",
+        ),
+        pytest.param(
+            _changelog_date_disagrees,
+            "date 2026-11-28 disagrees with the record of taquba-v0.8.0 (2026-11-27)",
+            id="changelog-date",
+        ),
+        pytest.param(_bad_commit, "is not a 40-hex lowercase SHA", id="bad-commit"),
+        pytest.param(_duplicate_record, "duplicate of release #2", id="duplicate-record"),
+        pytest.param(
+            _unknown_distribution, "no workspace member named taquba-nope", id="unknown-dist"
+        ),
+        pytest.param(_release_notes_oldest_first, "newest first", id="release-notes-order"),
+        pytest.param(_empty_release_notes, "has no release notes", id="empty-release-notes"),
+        pytest.param(
+            _range_misses_workspace,
+            "`taquba>=0.9,<0.10` does not admit the workspace version of taquba (0.8.0)",
+            id="range-misses-workspace",
+        ),
+    ],
+)
+def test_check_reports_disagreement(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mutate: Callable[[FakeRepo], None],
+    expected: str,
+) -> None:
+    repo = good_repo(tmp_path)
+    mutate(repo)
+    root = repo.write()
+    problems = problems_of(root)
+    assert any(expected in p for p in problems), problems
+    assert release.main(["check", "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "problem(s):" in err
+    assert expected in err
+
+
+def test_check_flags_headings_outside_the_changelog_format(tmp_path: Path) -> None:
+    root = good_repo(tmp_path).write()
+    path = root / "packages" / "taquba" / "CHANGELOG.md"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("## [0.8.0]", "## 0.9.0 - 2027-01-01\n\n## [0.8.0]"), "utf-8")
+    assert problems_of(root) == [
+        "packages/taquba/CHANGELOG.md:5: heading `## 0.9.0 - 2027-01-01` is not"
+        " `## [<version>] - <date>` or `## [Unreleased]`"
+    ]
+
+
+def test_check_flags_a_missing_records_file(tmp_path: Path) -> None:
+    root = good_repo(tmp_path).write()
+    (root / "tools" / "releases.toml").unlink()
+    assert "tools/releases.toml: missing" in problems_of(root)
+
+
+# --------------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------------
+
+
+def test_parse_records_reports_structural_problems() -> None:
+    text = """
+[[release]]
+distribution = "taquba"
+version = "0.8.0"
+commit = "%s"
+date = "2026-11-27"
+
+[[release]]
+distribution = "taquba"
+version = "0.8.1"
+date = 2026-12-01T10:00:00Z
+colour = "blue"
+""" % ("8" * 40)
+    records, problems = release.parse_records(text)
+    assert records == [release.Record("taquba", "0.8.0", "8" * 40, dt.date(2026, 11, 27))]
+    assert problems == [
+        "tools/releases.toml: release #2: missing key(s) commit",
+        "tools/releases.toml: release #2: unexpected key(s) colour",
+    ]
+
+
+def test_parse_changelog_reads_headings_dates_and_links() -> None:
+    changelog = release.parse_changelog(
+        "# Changelog\n\n## [Unreleased]\n\n## [0.8.0] - 2026-11-27\n\n### Added\n\n"
+        "```\n## [9.9.9] - in a code block\n```\n\n## [0.7.0] - 2026-10-01 [YANKED]\n\n"
+        "[0.8.0]: https://example.invalid/releases/tag/taquba-v0.8.0\n"
+    )
+    assert [(e.label, e.date, e.line) for e in changelog.entries] == [
+        ("Unreleased", None, 3),
+        ("0.8.0", "2026-11-27", 5),
+        ("0.7.0", "2026-10-01", 13),
+    ]
+    assert changelog.links == {"0.8.0": "https://example.invalid/releases/tag/taquba-v0.8.0"}
+
+
+def test_parse_release_notes_splits_dist_and_version() -> None:
+    notes = release.parse_release_notes(
+        "# Releases\n\n## taquba-webhooks-v0.3.0\n\n### Fixed\n\n- A.\n\n## taquba-v0.8.0\n\nB.\n"
+    )
+    assert [(n.distribution, n.version, n.body) for n in notes] == [
+        ("taquba-webhooks", "0.3.0", "### Fixed\n\n- A."),
+        ("taquba", "0.8.0", "B."),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# git-backed commands: tag and record
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_git_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("GIT_") and name not in {"GIT_SSL_CAINFO"}:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.invalid")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.invalid")
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def git_init(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q")
+    git(root, "config", "commit.gpgSign", "false")
+    git(root, "config", "tag.gpgSign", "false")
+
+
+def commit_all(root: Path, message: str) -> str:
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "--allow-empty", "-m", message)
+    return git(root, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def tagged_repo(tmp_path: Path, clean_git_env: None) -> FakeRepo:
+    """A git repository whose records point at its two real commits."""
+    root = tmp_path / "repo"
+    git_init(root)
+    repo = good_repo(root)
+    repo.records.clear()
+    repo.notes.clear()
+    repo.dists["taquba"].released.clear()
+    repo.dists["taquba"].version = "0.7.0"
+    repo.dists["taquba-cron"].deps = ["taquba>=0.7,<0.9"]
+    repo.write()
+    first = commit_all(root, "taquba 0.7.0")
+    repo.dists["taquba"].version = "0.8.0"
+    repo.write()
+    second = commit_all(root, "taquba 0.8.0")
+    repo.release("taquba", "0.7.0", first, "2026-10-01")
+    repo.release("taquba", "0.8.0", second, "2026-11-27")
+    repo.write()
+    return repo
+
+
+def peeled(root: Path, tag: str) -> str:
+    return git(root, "rev-parse", f"refs/tags/{tag}^{{commit}}")
+
+
+def test_tag_creates_annotated_tags_at_the_recorded_commits(
+    tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tagged_repo.root
+    assert release.main(["tag", "--root", str(root)]) == 0
+    for record in tagged_repo.records:
+        tag = f"{record.distribution}-v{record.version}"
+        assert git(root, "cat-file", "-t", f"refs/tags/{tag}") == "tag"
+        assert peeled(root, tag) == record.commit
+    message = git(root, "tag", "-l", "--format=%(contents)", "taquba-v0.8.0")
+    assert message.startswith("taquba 0.8.0\n\n### Added\n\n- taquba 0.8.0.")
+    assert "create 2, 0 already present" in capsys.readouterr().out
+    # A second run is a no-op.
+    assert release.main(["tag", "--root", str(root)]) == 0
+    assert "create 0, 2 already present" in capsys.readouterr().out
+
+
+def test_tag_refuses_a_moved_tag_and_creates_nothing(
+    tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tagged_repo.root
+    first = tagged_repo.records[0].commit
+    git(root, "tag", "-a", "-m", "wrong", "taquba-v0.8.0", first)
+    assert release.main(["tag", "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert f"tag taquba-v0.8.0 points at {first}, but the record says" in err
+    assert git(root, "tag", "-l", "taquba-v0.7.0") == ""
+    assert peeled(root, "taquba-v0.8.0") == first
+
+
+def test_tag_refuses_a_commit_missing_from_the_repository(
+    tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tagged_repo.records[0].commit = "0" * 40
+    root = tagged_repo.write()
+    assert release.main(["tag", "--root", str(root)]) == 1
+    assert "is not in this repository" in capsys.readouterr().err
+    assert git(root, "tag", "-l") == ""
+
+
+def test_tag_refuses_while_check_fails(
+    tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tagged_repo.notes.clear()
+    root = tagged_repo.write()
+    assert release.main(["tag", "--root", str(root)]) == 1
+    assert "fix `check` first" in capsys.readouterr().err
+    assert git(root, "tag", "-l") == ""
+
+
+def test_tag_dry_run_creates_nothing(
+    tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tagged_repo.root
+    assert release.main(["tag", "--dry-run", "--push", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "would create taquba-v0.7.0" in out
+    assert "would push 2 tag(s)" in out
+    assert git(root, "tag", "-l") == ""
+
+
+def test_tag_push_sends_the_tags_to_origin(tagged_repo: FakeRepo, tmp_path: Path) -> None:
+    root = tagged_repo.root
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(root, "remote", "add", "origin", str(remote))
+    git(root, "push", "-q", "origin", "HEAD")
+    assert release.main(["tag", "--push", "--root", str(root)]) == 0
+    assert sorted(git(remote, "tag", "-l").split()) == ["taquba-v0.7.0", "taquba-v0.8.0"]
+
+
+def test_plan_tags_sorts_records_into_create_present_conflict() -> None:
+    records = [
+        release.Record("taquba", "0.7.0", SHA_070, dt.date(2026, 10, 1)),
+        release.Record("taquba", "0.8.0", SHA_080, dt.date(2026, 11, 27)),
+        release.Record("taquba-cron", "0.4.0", SHA_090, dt.date(2026, 11, 27)),
+    ]
+    plan = release.plan_tags(records, {"taquba-v0.7.0": SHA_070, "taquba-v0.8.0": SHA_081})
+    assert [r.tag for r in plan.create] == ["taquba-cron-v0.4.0"]
+    assert [r.tag for r in plan.present] == ["taquba-v0.7.0"]
+    assert plan.conflicts == (
+        f"tag taquba-v0.8.0 points at {SHA_081}, but the record says {SHA_080}",
+    )
+
+
+@pytest.fixture
+def record_repo(tmp_path: Path, clean_git_env: None) -> FakeRepo:
+    """A git repository with taquba 0.8.0 and taquba-cron 0.4.0 and no records yet."""
+    root = tmp_path / "repo"
+    git_init(root)
+    repo = good_repo(root)
+    repo.records.clear()
+    repo.notes.clear()
+    repo.dists["taquba"].released.clear()
+    repo.write()
+    commit_all(root, "initial")
+    header = (REPO / "tools" / "releases.toml").read_text(encoding="utf-8")
+    (root / "tools" / "releases.toml").write_text(header, encoding="utf-8")
+    return repo
+
+
+def test_record_appends_a_tidy_record_at_head(
+    record_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = record_repo.root
+    head = git(root, "rev-parse", "HEAD")
+    path = root / "tools" / "releases.toml"
+    header = path.read_text(encoding="utf-8")
+    argv = ["record", "taquba", "0.8.0", "--date", "2026-11-27", "--root", str(root)]
+    assert release.main(argv) == 0
+    assert f"recorded taquba-v0.8.0 at {head}" in capsys.readouterr().out
+    argv = ["record", "taquba-cron", "0.4.0", "--commit", head[:10], "--root", str(root)]
+    assert release.main(argv) == 0
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    assert path.read_text(encoding="utf-8") == (
+        f"{header.rstrip()}\n\n"
+        f'[[release]]\ndistribution = "taquba"\nversion = "0.8.0"\ncommit = "{head}"\n'
+        "date = 2026-11-27\n\n"
+        f'[[release]]\ndistribution = "taquba-cron"\nversion = "0.4.0"\ncommit = "{head}"\n'
+        f"date = {today}\n"
+    )
+    ws = release.load_workspace(root)
+    assert [(r.tag, r.commit) for r in ws.records] == [
+        ("taquba-v0.8.0", head),
+        ("taquba-cron-v0.4.0", head),
+    ]
+
+
+def test_record_points_out_what_check_still_needs(
+    record_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release.main(["record", "taquba", "0.8.0", "--root", str(record_repo.root)]) == 0
+    out = capsys.readouterr().out
+    assert "note: `release.py check` still reports" in out
+    assert "no `## taquba-v0.8.0` section" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(
+            ["record", "taquba", "0.9.0"],
+            "packages/taquba/pyproject.toml has version 0.8.0; bump it before recording 0.9.0",
+            id="version-mismatch",
+        ),
+        pytest.param(["record", "taquba-nope", "0.1.0"], "no workspace member", id="unknown"),
+        pytest.param(
+            ["record", "taquba", "0.8.0", "--commit", "no-such-rev"],
+            "cannot resolve commit 'no-such-rev'",
+            id="bad-commit",
+        ),
+    ],
+)
+def test_record_refuses(
+    record_repo: FakeRepo, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    path = record_repo.root / "tools" / "releases.toml"
+    before = path.read_text(encoding="utf-8")
+    assert release.main([*argv, "--root", str(record_repo.root)]) == 1
+    assert expected in capsys.readouterr().err
+    assert path.read_text(encoding="utf-8") == before
+
+
+def test_record_refuses_a_duplicate(
+    record_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["record", "taquba", "0.8.0", "--root", str(record_repo.root)]
+    assert release.main(argv) == 0
+    capsys.readouterr()
+    assert release.main(argv) == 1
+    assert "taquba-v0.8.0 is already recorded" in capsys.readouterr().err
