@@ -1,0 +1,186 @@
+"""The taquba error tree.
+
+Every error taquba raises on purpose derives from `TaqubaError`. The tree separates "you
+misused it", "it was taken from you" and "the world broke", so callers can decide what to
+retry without reading messages::
+
+    TaqubaError
+    ├── UsageError                  the caller passed something invalid (never retry)
+    │   ├── InvalidId               a job id override outside [A-Za-z0-9_-]{1,128}
+    │   ├── InvalidQueueName        empty, too long, or with a control character
+    │   ├── InvalidStoreUrl         a store URL taquba cannot use
+    │   ├── KvValueTooLarge         a user KV value above MAX_KV_VALUE_SIZE
+    │   └── InvalidState            a real misuse: e.g. requeueing a job that is not dead
+    ├── ConflictError               the request conflicts with what is stored
+    │   ├── DuplicateJobId          an id override that names an existing job
+    │   ├── JobNotFound             the job (or its dead record) no longer exists
+    │   └── ClaimLost               the claim is gone: reaped, settled, or a stale copy
+    ├── DataError                   a stored record taquba cannot decode (never retry)
+    └── StorageError                the storage layer failed
+        ├── StorageUnavailable      transient: the object store did not answer (retry later)
+        ├── Fenced                  another process opened the store as writer; stop
+        ├── QueueClosed             the queue (or its database) was closed
+        └── StorageFatal            the database is broken in this process; reopen it
+
+`PermanentFailure` is not an error taquba raises: handlers raise it to dead-letter a job at
+once instead of retrying.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClaimLost",
+    "ConflictError",
+    "DataError",
+    "DuplicateJobId",
+    "Fenced",
+    "InvalidId",
+    "InvalidQueueName",
+    "InvalidState",
+    "InvalidStoreUrl",
+    "JobNotFound",
+    "KvValueTooLarge",
+    "PermanentFailure",
+    "QueueClosed",
+    "StorageError",
+    "StorageFatal",
+    "StorageUnavailable",
+    "TaqubaError",
+    "UsageError",
+]
+
+
+class TaqubaError(Exception):
+    """Base class of every error taquba raises."""
+
+    @property
+    def transient(self) -> bool:
+        """Whether retrying the same call later may succeed."""
+        return False
+
+
+class UsageError(TaqubaError, ValueError):
+    """The caller passed an invalid argument or used the API out of order."""
+
+
+class InvalidId(UsageError):
+    """A caller-supplied job id is not 1 to 128 characters of ``[A-Za-z0-9_-]``."""
+
+    def __init__(self, job_id: object, reason: str) -> None:
+        super().__init__(f"invalid job id {job_id!r}: {reason}")
+        self.job_id = job_id
+        """The rejected id, as given."""
+        self.reason = reason
+        """Why it was rejected."""
+
+
+class InvalidQueueName(UsageError):
+    """A queue name is empty, longer than 255 UTF-8 bytes, or holds a control character."""
+
+    def __init__(self, queue: object, reason: str) -> None:
+        super().__init__(f"invalid queue name {queue!r}: {reason}")
+        self.queue = queue
+        """The rejected name, as given."""
+        self.reason = reason
+        """Why it was rejected."""
+
+
+class InvalidStoreUrl(UsageError):
+    """A store URL has a scheme or shape taquba cannot use."""
+
+
+class KvValueTooLarge(UsageError):
+    """A user KV value is larger than `MAX_KV_VALUE_SIZE`."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"KV value of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        """The size of the rejected value in bytes."""
+        self.limit = limit
+        """The limit in bytes."""
+
+
+class InvalidState(UsageError):
+    """An operation was applied to a job in a state it does not accept.
+
+    Raised for genuine misuse only, e.g. `Queue.requeue_dead_job` on a job that is not dead.
+    A claim that was taken away raises `ClaimLost` instead.
+    """
+
+
+class ConflictError(TaqubaError):
+    """The request conflicts with the stored state of the queue."""
+
+
+class DuplicateJobId(ConflictError):
+    """An id override names a job that already exists; nothing was written."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"a job with id {job_id!r} already exists")
+        self.job_id = job_id
+        """The id that is already taken."""
+
+
+class JobNotFound(ConflictError):
+    """The job, or the record the operation needs, no longer exists."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found")
+        self.job_id = job_id
+        """The id that was looked up."""
+
+
+class ClaimLost(ConflictError):
+    """The claim being settled or renewed no longer exists.
+
+    Its lease expired and the reaper requeued the job, it was already settled, or it belongs
+    to a queue that has been closed and reopened. Nothing was written; a later delivery of the
+    job settles it.
+    """
+
+    def __init__(self, job_id: str, reason: str = "the claim is no longer held") -> None:
+        super().__init__(f"claim on job {job_id!r} lost: {reason}")
+        self.job_id = job_id
+        """The job whose claim was lost."""
+
+
+class DataError(TaqubaError):
+    """A stored record could not be decoded (corruption or an incompatible format)."""
+
+
+class StorageError(TaqubaError):
+    """The storage layer (SlateDB or the object store) failed."""
+
+
+class StorageUnavailable(StorageError):
+    """The object store did not answer or refused the request; retrying later may work."""
+
+    @property
+    def transient(self) -> bool:
+        """Always true: an outage or throttling may pass."""
+        return True
+
+
+class Fenced(StorageError):
+    """Another process opened the same store as writer; this queue can no longer write.
+
+    Every loop of the queue stops with this error. Writes that were acknowledged as durable
+    before it are safe; a write that raised it may or may not have landed.
+    """
+
+
+class QueueClosed(StorageError):
+    """The queue, or the database under it, has been closed."""
+
+
+class StorageFatal(StorageError):
+    """The database failed in a way this process cannot recover from; reopen the store."""
+
+
+class PermanentFailure(Exception):
+    """Raised by a job handler to dead-letter the job at once instead of retrying it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        """The reason recorded as the job's ``last_error``."""

@@ -1,0 +1,117 @@
+"""In-memory leases of the claims this process holds.
+
+A lease is process state, not storage: claims found in the store when a queue opens belong to
+a dead process and are recovered at once, so a durable expiry would add a write per renewal
+and buy nothing. Each entry carries a token minted at claim time; settlement, renewal and
+reaping are fenced on it, so a stale `Claim` (its job reaped and claimed again) cannot act.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from dataclasses import dataclass, field
+
+import trio
+
+__all__ = ["CancelToken", "LeaseEntry", "LeaseRegistry"]
+
+
+class CancelToken:
+    """Cooperative cancellation signal for one delivery of a job."""
+
+    def __init__(self, *, cancelled: bool = False) -> None:
+        """Create a token, optionally already fired."""
+        self._event = trio.Event()
+        if cancelled:
+            self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether a cancel of the job was requested."""
+        return self._event.is_set()
+
+    def fire(self) -> None:
+        """Request cancellation (idempotent)."""
+        self._event.set()
+
+    async def wait(self) -> None:
+        """Wait until cancellation is requested."""
+        await self._event.wait()
+
+
+@dataclass(slots=True)
+class LeaseEntry:
+    """One claim's lease."""
+
+    token: int
+    expires_at: int
+    cancel: CancelToken
+    reaping: bool = False
+
+
+@dataclass(slots=True)
+class LeaseRegistry:
+    """Leases keyed by (queue, job id), with an expiry-ordered index for the reaper."""
+
+    _entries: dict[tuple[str, str], LeaseEntry] = field(
+        default_factory=dict[tuple[str, str], LeaseEntry]
+    )
+    _heap: list[tuple[int, str, str, int]] = field(default_factory=list[tuple[int, str, str, int]])
+
+    @staticmethod
+    def new_token() -> int:
+        """A fresh 64-bit claim token."""
+        return secrets.randbits(64)
+
+    def insert(self, queue: str, job_id: str, entry: LeaseEntry) -> None:
+        """Register a lease (before the claim commits)."""
+        self._entries[(queue, job_id)] = entry
+        heapq.heappush(self._heap, (entry.expires_at, queue, job_id, entry.token))
+
+    def get(self, queue: str, job_id: str, token: int) -> LeaseEntry | None:
+        """The entry for this claim, if it still holds the lease and is not being reaped."""
+        entry = self._entries.get((queue, job_id))
+        if entry is None or entry.token != token or entry.reaping:
+            return None
+        return entry
+
+    def lookup(self, queue: str, job_id: str) -> LeaseEntry | None:
+        """The entry for a job, whoever holds it."""
+        return self._entries.get((queue, job_id))
+
+    def extend(self, queue: str, job_id: str, token: int, expires_at: int) -> bool:
+        """Set a new expiry for the claim; False if the claim no longer holds the lease."""
+        entry = self.get(queue, job_id, token)
+        if entry is None:
+            return False
+        entry.expires_at = expires_at
+        heapq.heappush(self._heap, (expires_at, queue, job_id, token))
+        return True
+
+    def remove(self, queue: str, job_id: str, token: int) -> None:
+        """Drop the lease if it still belongs to ``token`` (after the settling commit)."""
+        entry = self._entries.get((queue, job_id))
+        if entry is not None and entry.token == token:
+            del self._entries[(queue, job_id)]
+
+    def take_due(self, now_ms: int) -> list[tuple[str, str, int]]:
+        """Mark and return the leases that expired by ``now_ms``, soonest first."""
+        due: list[tuple[str, str, int]] = []
+        while self._heap and self._heap[0][0] <= now_ms:
+            expires_at, queue, job_id, token = heapq.heappop(self._heap)
+            entry = self._entries.get((queue, job_id))
+            if entry is None or entry.token != token or entry.expires_at != expires_at:
+                continue  # settled, re-claimed, or renewed: a stale heap item
+            entry.reaping = True
+            due.append((queue, job_id, token))
+        return due
+
+    def release_reaping(self, queue: str, job_id: str, token: int) -> None:
+        """Return a due lease to the heap after a reap attempt failed, for the next tick."""
+        entry = self._entries.get((queue, job_id))
+        if entry is not None and entry.token == token and entry.reaping:
+            heapq.heappush(self._heap, (entry.expires_at, queue, job_id, token))
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,203 @@
+"""Records stored in a taquba database, and their MessagePack encoding.
+
+Records are frozen dataclasses. On disk each is a MessagePack map (``ormsgpack``, bytes as
+``bin``) carrying a format version under ``"v"``; a record of an unknown version, or one that
+fails to decode, raises `DataError` rather than being misread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import ormsgpack
+
+from ._errors import DataError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "PRIORITY_HIGH",
+    "PRIORITY_LOW",
+    "PRIORITY_NORMAL",
+    "JobRecord",
+    "JobStatus",
+    "QueueStats",
+    "decode_job",
+    "encode_job",
+]
+
+FORMAT_VERSION = 1
+
+PRIORITY_HIGH = 100
+"""A priority claimed before the default (lower numbers are claimed first)."""
+PRIORITY_NORMAL = 1_000
+"""The default priority."""
+PRIORITY_LOW = 10_000
+"""A priority claimed after the default."""
+MAX_PRIORITY = 2**32 - 1
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life cycle.
+
+    ``PENDING -> CLAIMED -> DONE`` (or deleted); a failed claim goes back to ``PENDING`` or to
+    ``SCHEDULED`` (retry backoff), or to ``DEAD``; ``SCHEDULED -> PENDING`` when due.
+    """
+
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    CLAIMED = "claimed"
+    DONE = "done"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRecord:
+    """A job as stored; timestamps are epoch milliseconds read from the queue's clock.
+
+    A record read with `Queue.get_job` or `Queue.list_jobs` is a snapshot: it cannot settle the
+    job. Only a `Claim` can.
+    """
+
+    id: str
+    """The job id (a ULID unless the enqueuer supplied one)."""
+    queue: str
+    """The queue the job belongs to."""
+    payload: bytes
+    """The job's payload, as enqueued."""
+    status: JobStatus
+    """The job's state when the record was read."""
+    priority: int
+    """Claim priority; lower numbers are claimed first, FIFO within a priority."""
+    attempts: int
+    """How many times the job has been claimed (each claim is an attempt)."""
+    max_attempts: int
+    """After this many failed attempts the job is dead-lettered."""
+    enqueued_at: int
+    """When the job was first enqueued."""
+    headers: Mapping[str, str] = field(default_factory=dict[str, str])
+    """Caller metadata stored with the job."""
+    claimed_at: int | None = None
+    """When the current or most recent claim began."""
+    run_at: int | None = None
+    """When a scheduled job becomes due (only while scheduled)."""
+    last_error: str | None = None
+    """The most recent failure: a nack message, dead-letter reason or ``"lease expired"``."""
+    dedup_key: str | None = None
+    """The job's dedup key, released when the job is first claimed."""
+    completed_at: int | None = None
+    """When the job was acknowledged (kept done jobs only)."""
+    failed_at: int | None = None
+    """When the job was dead-lettered."""
+    cancel_requested: bool = False
+    """Whether a cancel was requested while the job was claimed."""
+
+    def replace(self, **changes: Any) -> JobRecord:
+        """Return a copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counters of one queue.
+
+    ``pending``, ``scheduled``, ``claimed`` and ``dead`` are live counts; ``done`` is cumulative
+    (every acknowledged job, whether or not its record is kept).
+    """
+
+    queue: str
+    """The queue these counters describe."""
+    pending: int = 0
+    """Jobs waiting to be claimed."""
+    scheduled: int = 0
+    """Jobs waiting for their due time (including retry backoff)."""
+    claimed: int = 0
+    """Jobs currently claimed by a worker."""
+    done: int = 0
+    """Jobs acknowledged since the queue was created."""
+    dead: int = 0
+    """Jobs in the dead-letter inbox."""
+
+
+_OPTIONAL = ("claimed_at", "run_at", "last_error", "dedup_key", "completed_at", "failed_at")
+
+
+def encode_job(job: JobRecord) -> bytes:
+    """Encode a job record for storage."""
+    data: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "id": job.id,
+        "queue": job.queue,
+        "payload": job.payload,
+        "status": job.status.value,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "enqueued_at": job.enqueued_at,
+    }
+    if job.headers:
+        data["headers"] = dict(job.headers)
+    for name in _OPTIONAL:
+        value = getattr(job, name)
+        if value is not None:
+            data[name] = value
+    if job.cancel_requested:
+        data["cancel_requested"] = True
+    return ormsgpack.packb(data)
+
+
+def decode_job(raw: bytes) -> JobRecord:
+    """Decode a stored job record; raise `DataError` if it cannot be read."""
+    try:
+        data = _as_map(ormsgpack.unpackb(raw))
+        if data is None or data.get("v") != FORMAT_VERSION:
+            raise DataError(f"unsupported job record format: {raw[:32]!r}")
+        return JobRecord(
+            id=data["id"],
+            queue=data["queue"],
+            payload=data["payload"],
+            status=JobStatus(data["status"]),
+            priority=data["priority"],
+            attempts=data["attempts"],
+            max_attempts=data["max_attempts"],
+            enqueued_at=data["enqueued_at"],
+            headers=data.get("headers", {}),
+            claimed_at=data.get("claimed_at"),
+            run_at=data.get("run_at"),
+            last_error=data.get("last_error"),
+            dedup_key=data.get("dedup_key"),
+            completed_at=data.get("completed_at"),
+            failed_at=data.get("failed_at"),
+            cancel_requested=data.get("cancel_requested", False),
+        )
+    except DataError:
+        raise
+    except (ormsgpack.MsgpackDecodeError, KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"undecodable job record: {exc}") from exc
+
+
+def encode_map(data: Mapping[str, Any]) -> bytes:
+    """Encode an internal record (cursor state, counters) with the format version."""
+    return ormsgpack.packb({"v": FORMAT_VERSION, **data})
+
+
+def decode_map(raw: bytes) -> dict[str, Any]:
+    """Decode an internal record written by `encode_map`."""
+    try:
+        data = _as_map(ormsgpack.unpackb(raw))
+    except ormsgpack.MsgpackDecodeError as exc:
+        raise DataError(f"undecodable record: {exc}") from exc
+    if data is None or data.get("v") != FORMAT_VERSION:
+        raise DataError(f"unsupported record format: {raw[:32]!r}")
+    return data
+
+
+def _as_map(value: object) -> dict[str, Any] | None:
+    """``value`` as a str-keyed dict, or None if it is not a dict."""
+    if not isinstance(value, dict):
+        return None
+    return cast("dict[str, Any]", value)
