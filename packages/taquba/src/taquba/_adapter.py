@@ -1,0 +1,944 @@
+"""The only module that talks to SlateDB.
+
+The `slatedb` distribution is a UniFFI binding whose async methods expect an asyncio event
+loop. This module makes it usable from trio and gives the rest of taquba a small, typed API
+(`Database`, `Transaction`, `run_transaction`) whose errors are taquba's own.
+
+Bridge. At import the module checks that the installed binding is the exact version it was
+tested with and that the private names it relies on exist in the generated module. If so, it
+installs an event-loop shim with the generated module's `uniffi_set_event_loop`: inside a trio
+task, the futures UniFFI creates park the current task and are woken through the trio token, so
+every binding call is awaited directly in trio (``BRIDGE == "shim"``). Outside trio, the shim
+hands out ordinary asyncio futures of the running loop, so asyncio users of `slatedb` in the
+same process keep working. If a check fails (or ``TAQUBA_SLATEDB_BRIDGE=thread`` is set), the
+module instead runs every binding call on a background asyncio loop thread and waits for it
+from trio (``BRIDGE == "thread"``, about four times slower per call, no private API).
+
+Byte copies. The generated code copies `bytes` into Rust buffers one byte at a time in Python
+(a 1 MiB put costs ~120 ms of GIL-holding CPU). Behind the same checks the module replaces the
+buffer builder's byte writers with `ctypes.memmove` copies and verifies them on a sample before
+keeping them (``BYTES_PATCHED``).
+
+Errors map at this boundary by exception class and close reason, never by message:
+
+| SlateDB | taquba |
+|---|---|
+| `Error.Transaction` | `TransactionConflict` (private; retried by `run_transaction`) |
+| `Error.Closed(FENCED)` | `Fenced` |
+| `Error.Closed(CLEAN)` | `QueueClosed` |
+| `Error.Closed(PANIC/UNKNOWN)`, `Error.Internal`, FFI `InternalError` | `StorageFatal` |
+| `Error.Unavailable` | `StorageUnavailable` |
+| `Error.Data` | `DataError` |
+| `Error.Invalid` | `StorageError` (a taquba bug or misuse) |
+
+Cancellation. Reads are cancellable. Writes (commits, puts, deletes) and their durability waits
+run shielded, bounded by `COMMIT_DEADLINE`; a write that fails or times out has an unknown
+outcome, so callers reconcile by reading back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import random
+import struct
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, TypeVarTuple, cast
+
+import slatedb.uniffi as _sdb
+import slatedb.uniffi._slatedb_uniffi.slatedb as _generated
+import trio
+
+from taquba._errors import (
+    DataError,
+    Fenced,
+    InvalidStoreUrl,
+    QueueClosed,
+    StorageError,
+    StorageFatal,
+    StorageUnavailable,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Generator
+
+    from taquba._store import Store
+
+__all__ = [
+    "BRIDGE",
+    "BYTES_PATCHED",
+    "CLOSE_DEADLINE",
+    "COMMIT_DEADLINE",
+    "SLATEDB_VERSION",
+    "CloseReasonName",
+    "Database",
+    "ObjectStore",
+    "Transaction",
+    "TransactionConflict",
+    "attach_object_store",
+    "local_object_store",
+    "map_errors",
+    "memory_object_store",
+    "run_transaction",
+    "s3_object_store",
+]
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+_Ts = TypeVarTuple("_Ts")
+
+SLATEDB_VERSION: Final = "0.17.0"
+"""The `slatedb` release this module was written and tested against."""
+
+COMMIT_DEADLINE: Final = 60.0
+"""Seconds a shielded write (commit, put, delete, durability wait) may take before its
+outcome is declared unknown (`StorageUnavailable`)."""
+
+CLOSE_DEADLINE: Final = 10.0
+"""Seconds `Database.close` waits for SlateDB's shutdown before giving up on it."""
+
+_ROLLBACK_DEADLINE: Final = 5.0
+_BRIDGE_ENV: Final = "TAQUBA_SLATEDB_BRIDGE"
+_DEFAULT_BATCH: Final = 256
+
+ObjectStore = _sdb.ObjectStore
+"""SlateDB's object-store handle (opaque to the rest of taquba)."""
+
+CloseReasonName = Literal["clean", "fenced", "panic", "unknown"]
+"""Why a database stopped accepting calls, as `Database.close_reason` reports it."""
+
+
+class TransactionConflict(Exception):
+    """A transaction lost a write conflict at commit; nothing it wrote was applied.
+
+    Internal: `run_transaction` retries on it. It is not a `TaqubaError` because it must never
+    reach users.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Error mapping
+# --------------------------------------------------------------------------------------------
+
+_CLOSE_REASON_NAMES: Final[dict[_sdb.CloseReason, CloseReasonName]] = {
+    _sdb.CloseReason.CLEAN: "clean",
+    _sdb.CloseReason.FENCED: "fenced",
+    _sdb.CloseReason.PANIC: "panic",
+    _sdb.CloseReason.UNKNOWN: "unknown",
+}
+
+
+def _closed_error(reason: CloseReasonName, message: str) -> StorageError:
+    if reason == "fenced":
+        return Fenced(message)
+    if reason == "clean":
+        return QueueClosed(message)
+    return StorageFatal(message)
+
+
+# The generated module defines `Error` twice (an Exception, then a namespace class that type
+# checkers see); the variants are real Exception subclasses at run time.
+_SLATEDB_ERRORS: Final = (cast("type[Exception]", _sdb.Error), _sdb.InternalError)
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """Return taquba's exception for a SlateDB one (or `exc` itself if it is not SlateDB's)."""
+    message = str(getattr(exc, "message", exc))
+    if isinstance(exc, _sdb.Error.Transaction):
+        return TransactionConflict(message)
+    if isinstance(exc, _sdb.Error.Closed):
+        reason: object = getattr(exc, "reason", None)
+        name: CloseReasonName = "unknown"
+        if isinstance(reason, _sdb.CloseReason):
+            name = _CLOSE_REASON_NAMES.get(reason, "unknown")
+        return _closed_error(name, message)
+    if isinstance(exc, _sdb.Error.Unavailable):
+        return StorageUnavailable(message)
+    if isinstance(exc, _sdb.Error.Data):
+        return DataError(message)
+    if isinstance(exc, _sdb.Error.Invalid):
+        return StorageError(f"SlateDB rejected a call (a taquba bug): {message}")
+    if isinstance(exc, _sdb.Error.Internal):
+        return StorageFatal(message)
+    if isinstance(exc, _sdb.InternalError):
+        return StorageFatal(f"SlateDB binding failure: {message}")
+    return exc
+
+
+@contextlib.contextmanager
+def map_errors() -> Generator[None]:
+    """Translate SlateDB exceptions raised inside the block into taquba's (chained with `from`).
+
+    `_call` does the same for awaited binding calls; use this around synchronous ones.
+    """
+    try:
+        yield
+    except _SLATEDB_ERRORS as exc:
+        raise _translate(exc) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Bridge (a): a background asyncio loop thread, waited for from trio
+# --------------------------------------------------------------------------------------------
+
+
+class _LoopThread:
+    """A daemon thread running an asyncio loop, started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+                thread = threading.Thread(
+                    target=self._run,
+                    args=(loop, ready),
+                    name="taquba-slatedb-loop",
+                    daemon=True,
+                )
+                thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+
+_LOOP_THREAD = _LoopThread()
+
+
+async def _call_on_loop_thread(fn: Callable[[*_Ts], Coroutine[Any, Any, _R]], *args: *_Ts) -> _R:
+    """Run ``fn(*args)`` on the loop thread and wait for it without blocking trio."""
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+
+    def wake(_: object) -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(done.set)
+
+    future = asyncio.run_coroutine_threadsafe(fn(*args), _LOOP_THREAD.loop())
+    future.add_done_callback(wake)
+    try:
+        await done.wait()
+    except trio.Cancelled:
+        # Cancel the asyncio task; the binding then drops its Rust future. A write may
+        # still have landed: the caller treats the outcome as unknown.
+        future.cancel()
+        raise
+    return future.result()
+
+
+# --------------------------------------------------------------------------------------------
+# Bridge (c): a trio-aware event loop for UniFFI
+# --------------------------------------------------------------------------------------------
+
+
+class _TrioFuture:
+    """The future UniFFI awaits for one poll of a Rust future, inside a trio task.
+
+    UniFFI's generated code only calls `cancelled()`, `set_result()` (through the loop's
+    `call_soon_threadsafe`) and awaits it. Awaiting parks the task that created it;
+    `set_result` runs in the trio thread (via the run's token) and reschedules that task.
+    """
+
+    __slots__ = ("_cancelled", "_done", "_result", "_task", "_waiting", "token")
+
+    def __init__(self, task: trio.lowlevel.Task, token: trio.lowlevel.TrioToken) -> None:
+        self._task = task
+        self.token = token
+        self._done = False
+        self._cancelled = False
+        self._waiting = False
+        self._result: Any = None
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def set_result(self, result: Any) -> None:
+        if self._done or self._cancelled:
+            return
+        self._done = True
+        self._result = result
+        if self._waiting:
+            self._waiting = False
+            trio.lowlevel.reschedule(self._task)
+
+    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        # Cancelled while parked: forget the wake-up. UniFFI's `finally` frees the Rust
+        # future, and its late continuation sees `cancelled()` and does nothing.
+        self._cancelled = True
+        self._waiting = False
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        if not self._done:
+            self._waiting = True
+            yield from trio.lowlevel.wait_task_rescheduled(self._abort).__await__()  # noqa: ASYNC105
+        return self._result
+
+
+class _TrioAwareLoop:
+    """The object given to `uniffi_set_event_loop`: trio futures in trio, asyncio's elsewhere."""
+
+    def create_future(self) -> _TrioFuture | asyncio.Future[Any]:
+        if trio.lowlevel.in_trio_task():
+            return _TrioFuture(trio.lowlevel.current_task(), trio.lowlevel.current_trio_token())
+        # Outside trio, behave as if no loop had been installed.
+        return asyncio.get_running_loop().create_future()
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> None:
+        # Called from Rust threads (inside a ctypes callback): it must never raise.
+        target = args[0] if args else None
+        if isinstance(target, _TrioFuture):
+            with contextlib.suppress(trio.RunFinishedError):
+                target.token.run_sync_soon(callback, *args)
+        elif isinstance(target, asyncio.Future):
+            loop = target.get_loop()  # pyright: ignore[reportUnknownMemberType]
+            with contextlib.suppress(RuntimeError):  # the loop has been closed
+                loop.call_soon_threadsafe(callback, *args)
+        else:
+            _log.error("taquba's SlateDB shim got a wake-up for an unknown future: %r", target)
+
+
+async def _call_direct(fn: Callable[[*_Ts], Coroutine[Any, Any, _R]], *args: *_Ts) -> _R:
+    return await fn(*args)
+
+
+# --------------------------------------------------------------------------------------------
+# Byte-copy patch
+# --------------------------------------------------------------------------------------------
+
+_BUILDER_NAME: Final = "_UniffiRustBufferBuilder"
+_BUFFER_NAME: Final = "_UniffiRustBuffer"
+_SET_LOOP_NAME: Final = "uniffi_set_event_loop"
+_GET_LOOP_NAME: Final = "_uniffi_get_event_loop"
+_GLOBAL_LOOP_NAME: Final = "_UNIFFI_GLOBAL_EVENT_LOOP"
+_BUILDER_METHODS: Final = ("write", "_pack_into", "_reserve", "finalize")
+
+_builder_cls: Any = getattr(_generated, _BUILDER_NAME, None)
+# The generated methods, even if this module is imported again after patching them.
+_STOCK_WRITE: Any = getattr(_builder_cls, "_taquba_stock_write", None) or getattr(
+    _builder_cls, "write", None
+)
+_STOCK_PACK_INTO: Any = getattr(_builder_cls, "_taquba_stock_pack_into", None) or getattr(
+    _builder_cls, "_pack_into", None
+)
+
+
+def _buffer_address(builder: Any) -> int:
+    address = ctypes.cast(builder.rbuf.data, ctypes.c_void_p).value
+    if address is None:  # pragma: no cover - the builder always allocates
+        raise MemoryError("UniFFI buffer has no storage")
+    return address + int(builder.rbuf.len)
+
+
+def _copy_into(builder: Any, data: bytes) -> None:
+    size = len(data)
+    with builder._reserve(size):
+        if size:
+            ctypes.memmove(_buffer_address(builder), data, size)
+
+
+def _fast_write(builder: Any, value: Any) -> None:
+    """`_UniffiRustBufferBuilder.write`, copying with one `memmove` instead of a loop."""
+    if isinstance(value, bytes):
+        _copy_into(builder, value)
+    elif isinstance(value, bytearray):
+        _copy_into(builder, bytes(value))
+    elif isinstance(value, memoryview) and value.itemsize == 1:
+        _copy_into(builder, value.tobytes())
+    else:  # anything exotic keeps the generated behaviour
+        _STOCK_WRITE(builder, value)
+
+
+def _fast_pack_into(builder: Any, size: int, fmt: str, value: Any) -> None:
+    """`_UniffiRustBufferBuilder._pack_into`, copying with one `memmove`."""
+    packed = struct.pack(fmt, value)
+    if len(packed) != size:  # pragma: no cover - the generated callers pass matching sizes
+        _STOCK_PACK_INTO(builder, size, fmt, value)
+    else:
+        _copy_into(builder, packed)
+
+
+def _builder_output(write: Callable[[Any, Any], None], pack: Any, sample: bytes) -> bytes:
+    builder = _builder_cls()
+    try:
+        pack(builder, 4, ">i", len(sample))
+        write(builder, sample)
+        write(builder, bytearray(sample[:7]))
+        write(builder, memoryview(sample)[3:11])
+        pack(builder, 8, ">Q", 2**64 - 2)
+        rbuf = builder.rbuf
+        return bytes(rbuf.data[0 : int(rbuf.len)])
+    finally:
+        builder.discard()
+
+
+def _install_bytes_patch() -> bool:
+    """Patch the buffer builder and keep the patch only if it writes identical bytes."""
+    sample = bytes(range(256)) * 70 + b"\x00end"  # several reallocations
+    expected = _builder_output(_STOCK_WRITE, _STOCK_PACK_INTO, sample)
+    if _builder_output(_fast_write, _fast_pack_into, sample) != expected:
+        return False
+    _builder_cls._taquba_stock_write = _STOCK_WRITE
+    _builder_cls._taquba_stock_pack_into = _STOCK_PACK_INTO
+    _builder_cls.write = _fast_write
+    _builder_cls._pack_into = _fast_pack_into
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Import-time choice
+# --------------------------------------------------------------------------------------------
+
+
+def _private_api_problem() -> str | None:
+    """Why the shim and the patch cannot be used, or None if they can."""
+    try:
+        installed = importlib.metadata.version("slatedb")
+    except importlib.metadata.PackageNotFoundError:
+        return "the slatedb distribution metadata is missing"
+    if installed != SLATEDB_VERSION:
+        return f"slatedb {installed} is installed, taquba was tested with {SLATEDB_VERSION}"
+    for name in (_SET_LOOP_NAME, _GET_LOOP_NAME, _GLOBAL_LOOP_NAME, _BUFFER_NAME):
+        if not hasattr(_generated, name):
+            return f"the generated slatedb module has no {name}"
+    if _builder_cls is None or not all(hasattr(_builder_cls, m) for m in _BUILDER_METHODS):
+        return f"the generated slatedb module has no usable {_BUILDER_NAME}"
+    installed_loop: object = getattr(_generated, _GLOBAL_LOOP_NAME)
+    if installed_loop is not None and type(installed_loop).__name__ != _TrioAwareLoop.__name__:
+        # (Our own loop from an earlier import of this module is fine to replace.)
+        return "another library already installed a UniFFI event loop for slatedb"
+    return None
+
+
+def _choose_bridge() -> tuple[Literal["shim", "thread"], bool]:
+    requested = os.environ.get(_BRIDGE_ENV, "").strip().lower()
+    if requested == "thread":
+        return "thread", False
+    if requested not in ("", "auto", "shim"):
+        _log.warning("ignoring %s=%r (expected 'thread' or 'shim')", _BRIDGE_ENV, requested)
+    problem = _private_api_problem()
+    if problem is not None:
+        _log.warning(
+            "taquba: %s; using the slower asyncio-thread bridge to SlateDB without the "
+            "byte-copy patch",
+            problem,
+        )
+        return "thread", False
+    getattr(_generated, _SET_LOOP_NAME)(_TrioAwareLoop())
+    try:
+        patched = _install_bytes_patch()
+    except Exception:  # the patch is an optimisation: never fail the import over it
+        _log.warning("taquba: could not patch slatedb's byte copies", exc_info=True)
+        patched = False
+    if not patched:
+        _log.warning("taquba: slatedb byte-copy patch failed its self-check; not using it")
+    return "shim", patched
+
+
+_CHOICE: Final = _choose_bridge()
+BRIDGE: Final[Literal["shim", "thread"]] = _CHOICE[0]
+"""How binding calls reach trio: the installed event-loop ``"shim"`` or a loop ``"thread"``."""
+BYTES_PATCHED: Final[bool] = _CHOICE[1]
+"""Whether the generated byte-buffer writer copies with `memmove`."""
+
+_call_impl = _call_direct if BRIDGE == "shim" else _call_on_loop_thread
+
+
+async def _call(fn: Callable[[*_Ts], Coroutine[Any, Any, _R]], *args: *_Ts) -> _R:
+    """Await a binding coroutine function through the bridge, mapping its errors."""
+    try:
+        return await _call_impl(fn, *args)
+    except _SLATEDB_ERRORS as exc:
+        raise _translate(exc) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Object stores
+# --------------------------------------------------------------------------------------------
+
+_OBJECT_STORES: weakref.WeakKeyDictionary[Store, _sdb.ObjectStore] = weakref.WeakKeyDictionary()
+
+
+def memory_object_store() -> _sdb.ObjectStore:
+    """A fresh in-memory object store, private to its caller."""
+    with map_errors():
+        return _sdb.ObjectStoreBuilder(_sdb.ObjectStoreType.IN_MEMORY).build()
+
+
+# SlateDB's local store takes its root from a URL path without percent-decoding it, so a root
+# holding a character the URL parser escapes cannot be used that way. Object paths inside a
+# store are escaped too (``%``, ``~``, non-ASCII, ...), so such characters cannot go into the
+# database path either. Each way handles characters the other cannot.
+_URL_ESCAPED: Final = frozenset(' "#<>?`{}\\')
+_PATH_ESCAPED: Final = frozenset('%`[]"<>#|\\{^}*?~')
+
+
+def _plain(text: str, escaped: frozenset[str]) -> bool:
+    return all(" " <= char <= "~" and char not in escaped for char in text)
+
+
+def local_object_store(root: str) -> tuple[_sdb.ObjectStore, str]:
+    """A local-filesystem object store for the absolute directory `root` (must exist).
+
+    Returns:
+        The object store and the path of `root` inside it, to prefix database paths with
+        (empty when the store is rooted at `root` itself).
+
+    Raises:
+        InvalidStoreUrl: SlateDB cannot address a directory with this name.
+    """
+    if _plain(root, _URL_ESCAPED):
+        with map_errors():
+            return _sdb.ObjectStoreBuilder.from_url(f"file://{root}").build(), ""
+    if _plain(root, _PATH_ESCAPED):
+        with map_errors():
+            return _sdb.ObjectStoreBuilder.from_url("file:///").build(), root.strip("/")
+    raise InvalidStoreUrl(
+        f"SlateDB cannot use the directory {root!r}: its path mixes characters its local "
+        'store escapes (non-ASCII, or one of space and "#<>?`{}|[]%~*^\\ in a combination '
+        "it cannot handle); choose a plainer path"
+    )
+
+
+def s3_object_store(config: dict[str, str]) -> _sdb.ObjectStore:
+    """An S3 object store built only from `config` (``object_store`` S3 keys), not the env."""
+    with map_errors():
+        builder = _sdb.ObjectStoreBuilder(_sdb.ObjectStoreType.S3)
+        for key, value in config.items():
+            builder.with_config(key, value)
+        return builder.build()
+
+
+def attach_object_store(store: Store, object_store: _sdb.ObjectStore) -> None:
+    """Remember `object_store` as the SlateDB side of `store` (for `Database.open`)."""
+    _OBJECT_STORES[store] = object_store
+
+
+# --------------------------------------------------------------------------------------------
+# Scans
+# --------------------------------------------------------------------------------------------
+
+
+def _duration(seconds: float, what: str) -> str:
+    """A SlateDB duration string; SlateDB keeps whole milliseconds."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"{what} must be a positive number of seconds, not {seconds!r}")
+    return json.dumps(f"{max(1, round(seconds * 1000))}ms")
+
+
+def _suffix(prefix: bytes, key: bytes, what: str) -> bytes:
+    if not key.startswith(prefix):
+        raise UsageError(f"scan {what} {key!r} does not start with the prefix {prefix!r}")
+    return key[len(prefix) :]
+
+
+def _scan_range(
+    prefix: bytes, start: bytes | None, start_inclusive: bool, end: bytes | None
+) -> _sdb.KeyRange | None:
+    """The prefix-relative `KeyRange` for full-key bounds, or None if the range is empty."""
+    start_suffix = None if start is None else _suffix(prefix, start, "start")
+    end_suffix = None if end is None else _suffix(prefix, end, "end")
+    if start_suffix == b"" and start_inclusive:
+        start_suffix = None  # every key under the prefix
+    if end_suffix is not None:
+        if end_suffix == b"":
+            return None  # nothing under the prefix sorts before the prefix itself
+        if start_suffix is not None and start_suffix >= end_suffix:
+            return None
+    return _sdb.KeyRange(
+        start=start_suffix,
+        start_inclusive=start_inclusive,
+        end=end_suffix,
+        end_inclusive=False,
+    )
+
+
+def _scan_options(*, cache_blocks: bool, reverse: bool) -> _sdb.ScanOptions:
+    return _sdb.ScanOptions(
+        durability_filter=_sdb.DurabilityLevel.MEMORY,
+        dirty=False,
+        read_ahead_bytes=1,
+        cache_blocks=cache_blocks,
+        max_fetch_tasks=1,
+        order=_sdb.IterationOrder.DESCENDING if reverse else _sdb.IterationOrder.ASCENDING,
+    )
+
+
+async def _drain(
+    iterator: _sdb.DbIterator, limit: int | None, batch_size: int
+) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    while limit is None or len(out) < limit:
+        want = batch_size if limit is None else min(batch_size, limit - len(out))
+        batch = await _call(iterator.next_batch, want)
+        out.extend((kv.key, kv.value) for kv in batch)
+        if len(batch) < want:
+            break
+    return out
+
+
+def _check_scan_args(limit: int | None, batch_size: int) -> None:
+    if limit is not None and limit < 0:
+        raise UsageError(f"scan limit must be >= 0, not {limit}")
+    if batch_size < 1:
+        raise UsageError(f"scan batch_size must be >= 1, not {batch_size}")
+
+
+class _Scanner:
+    """Shared scan logic of `Database` and `Transaction` (both expose `scan_prefix`)."""
+
+    __slots__ = ()
+
+    _target: _sdb.Db | _sdb.DbTransaction
+
+    async def scan(
+        self,
+        prefix: bytes,
+        *,
+        start: bytes | None = None,
+        start_inclusive: bool = True,
+        end: bytes | None = None,
+        limit: int | None = None,
+        cache_blocks: bool = False,
+        batch_size: int = _DEFAULT_BATCH,
+        reverse: bool = False,
+    ) -> list[tuple[bytes, bytes]]:
+        """Return ``(key, value)`` pairs of the keys under `prefix`, in key order.
+
+        Args:
+            prefix: Only keys starting with these bytes are returned.
+            start: Lower bound, a full key starting with `prefix`; None for no bound.
+            start_inclusive: Whether a key equal to `start` is included.
+            end: Upper bound (exclusive), a full key starting with `prefix`; None for none.
+            limit: At most this many pairs; None for all.
+            cache_blocks: Whether blocks read from storage go into SlateDB's block cache.
+            batch_size: Rows fetched from the iterator per binding call.
+            reverse: Iterate from the largest key down (`limit` then keeps the largest).
+
+        Returns:
+            Pairs of full keys and values.
+
+        Raises:
+            UsageError: A bound does not start with `prefix`, or `limit`/`batch_size` is
+                out of range.
+        """
+        _check_scan_args(limit, batch_size)
+        key_range = _scan_range(prefix, start, start_inclusive, end)
+        if key_range is None or limit == 0:
+            return []
+        options = _scan_options(cache_blocks=cache_blocks, reverse=reverse)
+        iterator = await _call(self._target.scan_prefix_with_options, prefix, key_range, options)
+        return await _drain(iterator, limit, batch_size)
+
+    async def last(self, prefix: bytes) -> tuple[bytes, bytes] | None:
+        """Return the pair with the largest key under `prefix`, or None if there is none."""
+        rows = await self.scan(prefix, limit=1, reverse=True)
+        return rows[0] if rows else None
+
+
+# --------------------------------------------------------------------------------------------
+# Database
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _shielded_write() -> Generator[None]:
+    """Shield a write from cancellation, bounded by `COMMIT_DEADLINE`."""
+    with trio.CancelScope(shield=True), trio.move_on_after(COMMIT_DEADLINE) as deadline:
+        yield
+    if deadline.cancelled_caught:
+        raise StorageUnavailable(
+            f"commit outcome unknown: no answer from storage within {COMMIT_DEADLINE:g} s"
+        )
+
+
+class Database(_Scanner):
+    """An open SlateDB database (one per queue), used from trio.
+
+    Open it with `Database.open`; close it with `close`. Every method maps SlateDB errors to
+    taquba's. Writes are shielded from cancellation; reads are not.
+    """
+
+    __slots__ = ("_closed", "_db", "_target", "name", "store")
+
+    def __init__(self, db: _sdb.Db, store: Store, name: str) -> None:
+        self._db = db
+        self._target = db
+        self._closed = False
+        self.store = store
+        """The store the database lives in (kept alive with it)."""
+        self.name = name
+        """The database name inside the store."""
+
+    def __repr__(self) -> str:
+        return f"<Database {self.name!r} in {self.store!r}>"
+
+    @classmethod
+    async def open(
+        cls,
+        store: Store,
+        name: str,
+        *,
+        flush_interval: float | None = None,
+        max_retries: int | None = None,
+        manifest_poll_interval: float | None = None,
+        open_deadline: float = 30.0,
+    ) -> Database:
+        """Open (or create) the database `name` in `store` as its single writer.
+
+        Opening fences any other writer of the same database: its next write fails with
+        `Fenced`.
+
+        Args:
+            store: Where the database lives.
+            name: The database name; see `Store.db_path`.
+            flush_interval: Seconds between WAL flushes (the durability latency and group
+                commit window); None keeps SlateDB's 100 ms.
+            max_retries: Object-store retries before a call fails with `StorageUnavailable`;
+                None uses `store.max_retries`. Always finite: SlateDB's default retries
+                forever.
+            manifest_poll_interval: Seconds between manifest reads (how soon an idle writer
+                notices it was fenced); None keeps SlateDB's 1 s.
+            open_deadline: Seconds the open may take before failing with
+                `StorageUnavailable`.
+
+        Returns:
+            The open database.
+
+        Raises:
+            StorageUnavailable: The store did not answer in time or after the retries.
+            StorageError: Another storage failure.
+        """
+        retries = store.max_retries if max_retries is None else max_retries
+        if retries < 0:
+            raise UsageError(f"max_retries must be >= 0, not {retries}")
+        object_store = _OBJECT_STORES.get(store)
+        if object_store is None:  # pragma: no cover - every Store attaches one
+            raise StorageError(f"{store!r} has no SlateDB object store")
+        with map_errors():
+            settings = _sdb.Settings.default()
+            if flush_interval is not None:
+                settings.set("flush_interval", _duration(flush_interval, "flush_interval"))
+            if manifest_poll_interval is not None:
+                settings.set(
+                    "manifest_poll_interval",
+                    _duration(manifest_poll_interval, "manifest_poll_interval"),
+                )
+            for key in (
+                "object_store_max_retries",
+                "compactor_options.object_store_max_retries",
+                "garbage_collector_options.object_store_max_retries",
+            ):
+                settings.set(key, str(retries))
+            builder = _sdb.DbBuilder(store.db_path(name), object_store)
+            builder.with_settings(settings)
+        try:
+            with trio.fail_after(open_deadline):
+                db = await _call(builder.build)
+        except trio.TooSlowError:
+            raise StorageUnavailable(
+                f"opening database {name!r} in {store.url} took longer than {open_deadline:g} s"
+            ) from None
+        return cls(db, store, name)
+
+    async def get(self, key: bytes) -> bytes | None:
+        """Return the value of `key` (including writes not yet durable), or None."""
+        return await _call(self._db.get, key)
+
+    async def put(self, key: bytes, value: bytes, *, durable: bool = True) -> None:
+        """Write `key`; with `durable`, return only once it is in object storage (shielded)."""
+        with _shielded_write():
+            handle = await _call(self._db.put, key, value)
+            if durable:
+                await _call(handle.await_durable)
+
+    async def delete(self, key: bytes, *, durable: bool = True) -> None:
+        """Delete `key`; with `durable`, return only once that is durable (shielded)."""
+        with _shielded_write():
+            handle = await _call(self._db.delete, key)
+            if durable:
+                await _call(handle.await_durable)
+
+    async def begin(self) -> Transaction:
+        """Start a transaction with snapshot isolation (write-write conflicts only)."""
+        txn = await _call(self._db.begin, _sdb.IsolationLevel.SNAPSHOT)
+        return Transaction(txn)
+
+    async def flush(self) -> None:
+        """Flush the WAL buffer to object storage now."""
+        await _call(self._db.flush)
+
+    def close_reason(self) -> CloseReasonName | None:
+        """Why the database stopped accepting calls, or None while it is open."""
+        with map_errors():
+            reason = self._db.status().close_reason
+        if reason is None:
+            return None
+        return _CLOSE_REASON_NAMES.get(reason, "unknown")
+
+    def check(self) -> None:
+        """Raise `Fenced`, `QueueClosed` or `StorageFatal` if the database is no longer open."""
+        reason = self.close_reason()
+        if reason is not None:
+            raise _closed_error(reason, f"database {self.name!r} is closed ({reason})")
+
+    async def watch(self, *, interval: float = 0.2) -> None:
+        """Poll the database's status until it stops; run it as a background task.
+
+        Returns normally when the database was closed cleanly (by `close`).
+
+        Raises:
+            Fenced: Another writer opened the database.
+            StorageFatal: The database failed for good.
+        """
+        while True:
+            reason = self.close_reason()
+            if reason == "clean":
+                return
+            if reason is not None:
+                raise _closed_error(reason, f"database {self.name!r} stopped ({reason})")
+            await trio.sleep(interval)
+
+    async def close(self) -> None:
+        """Shut the database down (flushing buffered writes). Idempotent; never raises.
+
+        Runs shielded from cancellation for at most `CLOSE_DEADLINE` seconds. A fenced or
+        failed database closes without error.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(CLOSE_DEADLINE, shield=True) as scope:
+            try:
+                await _call(self._db.shutdown)
+            except StorageError as exc:
+                _log.debug("shutdown of database %r: %s", self.name, exc)
+        if scope.cancelled_caught:
+            _log.warning(
+                "shutdown of database %r did not finish within %g s", self.name, CLOSE_DEADLINE
+            )
+
+
+class Transaction(_Scanner):
+    """A SlateDB transaction (snapshot isolation); conflicts surface at `commit`.
+
+    Reads see the transaction's own writes. Every method is async because the binding's are.
+    """
+
+    __slots__ = ("_completed", "_target", "_txn")
+
+    def __init__(self, txn: _sdb.DbTransaction) -> None:
+        self._txn = txn
+        self._target = txn
+        self._completed = False
+
+    async def get(self, key: bytes) -> bytes | None:
+        """Return the value of `key` as this transaction sees it, or None."""
+        return await _call(self._txn.get, key)
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        """Buffer a write of `key` in the transaction."""
+        await _call(self._txn.put, key, value)
+
+    async def delete(self, key: bytes) -> None:
+        """Buffer a deletion of `key` in the transaction."""
+        await _call(self._txn.delete, key)
+
+    async def unmark_write(self, keys: list[bytes]) -> None:
+        """Exclude `keys` from write-conflict detection (e.g. statistics counters)."""
+        await _call(self._txn.unmark_write, keys)
+
+    async def commit(self, *, durable: bool) -> None:
+        """Commit; with `durable`, return only once the writes are in object storage.
+
+        Shielded from cancellation and bounded by `COMMIT_DEADLINE`. After it returns or
+        raises, the transaction is finished.
+
+        Raises:
+            TransactionConflict: Another write to a key this transaction wrote committed
+                first; nothing was applied.
+            StorageUnavailable: No answer within the deadline; the outcome is unknown.
+            Fenced: Another writer opened the database; the outcome is unknown.
+        """
+        self._completed = True
+        with _shielded_write():
+            handle = await _call(self._txn.commit)
+            if durable and handle is not None:
+                await _call(handle.await_durable)
+
+    async def rollback(self) -> None:
+        """Discard the transaction. Safe to call at any time, including after `commit`."""
+        if self._completed:
+            return
+        self._completed = True
+        with trio.move_on_after(_ROLLBACK_DEADLINE, shield=True):
+            try:
+                await _call(self._txn.rollback)
+            except StorageError as exc:  # already completed, closed, fenced: nothing to undo
+                _log.debug("rollback: %s", exc)
+
+
+async def run_transaction(
+    db: Database,
+    body: Callable[[Transaction], Awaitable[_T]],
+    *,
+    durable: bool,
+    max_attempts: int = 64,
+) -> _T:
+    """Run `body` in a transaction and commit it, retrying on write conflicts.
+
+    Each attempt begins a fresh transaction. `body` must be safe to run again: it should read
+    what it needs through the transaction it is given. Conflicts back off with a small, growing,
+    jittered delay (at most 50 ms).
+
+    Args:
+        db: The database.
+        body: Reads and buffers writes through the transaction; its result is returned.
+        durable: Whether the commit waits for durability.
+        max_attempts: Attempts before giving up.
+
+    Returns:
+        What `body` returned in the attempt that committed.
+
+    Raises:
+        StorageError: The transaction conflicted `max_attempts` times (chained to the last
+            conflict), or storage failed.
+    """
+    if max_attempts < 1:
+        raise UsageError(f"max_attempts must be >= 1, not {max_attempts}")
+    last_conflict: TransactionConflict | None = None
+    for attempt in range(max_attempts):
+        txn = await db.begin()
+        try:
+            result = await body(txn)
+            await txn.commit(durable=durable)
+        except TransactionConflict as exc:
+            last_conflict = exc
+            await txn.rollback()
+        except BaseException:
+            await txn.rollback()
+            raise
+        else:
+            return result
+        await trio.sleep(random.uniform(0.0, min(0.05, 0.002 * 2.0**attempt)))
+    raise StorageError(f"transaction kept conflicting ({max_attempts} attempts)") from last_conflict

@@ -1,0 +1,708 @@
+"""Where taquba keeps its state: `Store`.
+
+A `Store` is one place in object storage, named by a URL, that every taquba layer shares:
+
+- ``memory://``: a fresh in-memory store private to the `Store` object (tests, demos). It lives
+  as long as the object: a queue closed and reopened on the same `Store` finds its data.
+- ``file:///abs/dir`` or a plain path (relative paths are made absolute; the directory is
+  created): a local directory.
+- ``s3://bucket/prefix``: an S3 (or S3-compatible) bucket, optionally under a key prefix.
+  Endpoint, region, credentials and ``allow_http`` come from explicit options, falling back to
+  the usual ``AWS_*`` environment variables. Needs the ``taquba[s3]`` extra (``s3fs``).
+
+Inside the store root the layout is::
+
+    <root>/db/<name>/...    the SlateDB database of queue <name> (name percent-encoded)
+    <root>/blobs/<path>     blobs: large payloads, workflow memos, job results, markers
+
+so the queue databases and the blob namespace never collide. Blobs are reached through fsspec
+(`Store.fs`, rooted at ``<root>/blobs``) and the async helpers `Store.put_blob`,
+`Store.get_blob`, `Store.delete_blob` and `Store.list_blobs`, which run the blocking fsspec
+calls in worker threads. The SlateDB object store is built explicitly from the same settings
+(never from ambient environment resolution) and is created once per `Store`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import re
+import tempfile
+import threading
+import uuid
+import weakref
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, TypeVarTuple
+from urllib.parse import unquote, urlsplit
+
+import trio
+from fsspec.implementations.dirfs import DirFileSystem
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+from taquba import _adapter
+from taquba._errors import (
+    InvalidQueueName,
+    InvalidStoreUrl,
+    StorageError,
+    StorageUnavailable,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import fsspec
+
+__all__ = ["Store", "StoreKind"]
+
+StoreKind = Literal["memory", "file", "s3"]
+"""The kinds of storage a `Store` can address."""
+
+_DB_DIR: Final = "db"
+_BLOB_DIR: Final = "blobs"
+_TMP_PREFIX: Final = ".taquba-tmp-"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+_R = TypeVar("_R")
+_Ts = TypeVarTuple("_Ts")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class _S3Config:
+    """Resolved S3 settings, shared by SlateDB's object store and s3fs."""
+
+    __slots__ = (
+        "access_key_id",
+        "allow_http",
+        "bucket",
+        "endpoint",
+        "prefix",
+        "region",
+        "secret_access_key",
+        "session_token",
+    )
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        prefix: str,
+        endpoint: str | None,
+        region: str | None,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        session_token: str | None,
+        allow_http: bool,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint = endpoint
+        self.region = region
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+        self.session_token = session_token
+        self.allow_http = allow_http
+
+    def object_store_config(self) -> dict[str, str]:
+        optional = {
+            "aws_endpoint": self.endpoint,
+            "aws_region": self.region,
+            "aws_access_key_id": self.access_key_id,
+            "aws_secret_access_key": self.secret_access_key,
+            "aws_session_token": self.session_token,
+        }
+        return {
+            "aws_bucket": self.bucket,
+            "aws_allow_http": str(self.allow_http).lower(),
+            **{key: value for key, value in optional.items() if value is not None},
+        }
+
+
+class Store:
+    """A place in object storage where taquba keeps queues and blobs.
+
+    Build one with `Store.from_url` or `Store.memory` and hand it to every taquba layer; they
+    all share its settings. A `Store` is immutable and safe to share between tasks. See the
+    module documentation for the layout inside the store.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_blob_fs",
+        "_blob_root",
+        "_db_root",
+        "_kind",
+        "_local_root",
+        "_max_retries",
+        "_memory_lock",
+        "_s3_config",
+        "_url",
+    )
+
+    _kind: StoreKind
+    _url: str
+    _max_retries: int
+    _db_root: str
+    _blob_fs: Any  # fsspec is untyped; `fs` exposes it as an AbstractFileSystem
+    _blob_root: str
+    _local_root: str | None
+    _memory_lock: threading.Lock | None
+    _s3_config: _S3Config | None
+
+    def __init__(self, _token: object, /) -> None:
+        if _token is not _PRIVATE:
+            raise TypeError("use Store.from_url() or Store.memory() to create a Store")
+
+    @classmethod
+    def memory(cls, *, max_retries: int = 3) -> Store:
+        """Return a fresh in-memory store, private to the returned object.
+
+        Its queue databases and blobs live as long as the object; blobs are kept in fsspec's
+        process-wide memory filesystem under a unique root.
+
+        Args:
+            max_retries: Object-store retries (kept for symmetry; memory never fails).
+        """
+        store = cls._new("memory", "memory://", _check_retries(max_retries), db_root="")
+        root = f"/taquba-{uuid.uuid4().hex}"
+        memory = MemoryFileSystem()
+        store._blob_root = f"{root}/{_BLOB_DIR}"
+        store._blob_fs = DirFileSystem(path=store._blob_root, fs=memory)
+        store._memory_lock = threading.Lock()
+        weakref.finalize(store, _forget_memory_root, memory, root)
+        _adapter.attach_object_store(store, _adapter.memory_object_store())
+        return store
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | os.PathLike[str],
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        allow_http: bool | None = None,
+        max_retries: int = 3,
+    ) -> Store:
+        """Return the store a URL names.
+
+        Args:
+            url: ``memory://``, ``file:///abs/dir``, a plain directory path (created if
+                missing), or ``s3://bucket[/prefix]``.
+            endpoint: S3 endpoint URL (default: ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT``, or
+                AWS itself).
+            region: S3 region (default: ``AWS_REGION``, ``AWS_DEFAULT_REGION``).
+            access_key_id: S3 access key. When any credential option is given, only the
+                given ones are used; otherwise ``AWS_ACCESS_KEY_ID``,
+                ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN`` are read.
+            secret_access_key: S3 secret key.
+            session_token: S3 session token.
+            allow_http: Allow a plain ``http://`` endpoint (default: ``AWS_ALLOW_HTTP``,
+                else true exactly when the endpoint is ``http://``).
+            max_retries: How often a failing object-store request is retried before taquba
+                reports `StorageUnavailable` (finite, so a misconfigured store fails instead
+                of hanging).
+
+        Returns:
+            The store.
+
+        Raises:
+            InvalidStoreUrl: The URL or an option cannot be used, or ``taquba[s3]`` is not
+                installed for an ``s3://`` URL.
+        """
+        retries = _check_retries(max_retries)
+        text = os.fspath(url)
+        if not isinstance(text, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidStoreUrl(f"store URL must be a str or path, not {type(url).__name__}")
+        text = text.strip()
+        if not text:
+            raise InvalidStoreUrl("store URL is empty")
+        if "\x00" in text:
+            raise InvalidStoreUrl("store URL contains a NUL character")
+        s3_options: dict[str, object] = {
+            "endpoint": endpoint,
+            "region": region,
+            "access_key_id": access_key_id,
+            "secret_access_key": secret_access_key,
+            "session_token": session_token,
+            "allow_http": allow_http,
+        }
+        match = _SCHEME.match(text)
+        scheme = match.group(1).lower() if match and len(match.group(1)) > 1 else None
+        if scheme != "s3":
+            given = sorted(k for k, v in s3_options.items() if v is not None)
+            if given:
+                raise InvalidStoreUrl(
+                    f"{', '.join(given)} only apply to s3:// stores, not {text!r}"
+                )
+        if scheme is None:
+            if "://" in text:
+                raise InvalidStoreUrl(f"not a store URL or directory path: {text!r}")
+            return cls._file(os.path.abspath(os.path.expanduser(text)), retries)
+        if scheme == "memory":
+            if text[len("memory:") :] not in ("//", "///"):
+                raise InvalidStoreUrl(f"a memory store URL is just 'memory://', not {text!r}")
+            return cls.memory(max_retries=retries)
+        if scheme == "file":
+            return cls._file(_file_url_path(text), retries)
+        if scheme == "s3":
+            config = _s3_config(
+                text,
+                endpoint=endpoint,
+                region=region,
+                access_key_id=access_key_id,
+                secret_access_key=secret_access_key,
+                session_token=session_token,
+                allow_http=allow_http,
+            )
+            return cls._s3(config, retries)
+        raise InvalidStoreUrl(
+            f"unsupported store URL scheme {scheme!r} in {text!r} "
+            "(use memory://, file:///dir, a directory path, or s3://bucket/prefix)"
+        )
+
+    @classmethod
+    def _new(cls, kind: StoreKind, url: str, max_retries: int, *, db_root: str) -> Store:
+        store = cls(_PRIVATE)
+        store._kind = kind
+        store._url = url
+        store._max_retries = max_retries
+        store._db_root = db_root
+        store._local_root = None
+        store._memory_lock = None
+        store._s3_config = None
+        return store
+
+    @classmethod
+    def _file(cls, root: str, max_retries: int) -> Store:
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as exc:
+            raise InvalidStoreUrl(f"cannot use directory {root!r} as a store: {exc}") from exc
+        object_store, db_root = _adapter.local_object_store(root)
+        store = cls._new("file", _path_uri(root), max_retries, db_root=db_root)
+        store._local_root = root
+        store._blob_root = os.path.join(root, _BLOB_DIR)
+        store._blob_fs = DirFileSystem(path=store._blob_root, fs=LocalFileSystem(auto_mkdir=True))
+        _adapter.attach_object_store(store, object_store)
+        return store
+
+    @classmethod
+    def _s3(cls, config: _S3Config, max_retries: int) -> Store:
+        try:
+            import s3fs
+        except ImportError as exc:
+            raise InvalidStoreUrl(
+                "s3:// stores need the s3 extra: pip install 'taquba[s3]'"
+            ) from exc
+        url = f"s3://{config.bucket}" + (f"/{config.prefix}" if config.prefix else "")
+        root = f"{config.bucket}/{config.prefix}" if config.prefix else config.bucket
+        store = cls._new("s3", url, max_retries, db_root=config.prefix)
+        store._s3_config = config
+        client_kwargs: dict[str, Any] = {}
+        if config.region is not None:
+            client_kwargs["region_name"] = config.region
+        s3: Any = s3fs.S3FileSystem(
+            key=config.access_key_id,
+            secret=config.secret_access_key,
+            token=config.session_token,
+            endpoint_url=config.endpoint,
+            client_kwargs=client_kwargs,
+            config_kwargs={
+                "retries": {"max_attempts": max_retries + 1, "mode": "standard"},
+                "connect_timeout": 10,
+            },
+            use_listings_cache=False,
+            skip_instance_cache=True,
+        )
+        s3.retries = max_retries + 1  # s3fs's own retry loop (a class attribute, default 5)
+        store._blob_root = f"{root}/{_BLOB_DIR}"
+        store._blob_fs = DirFileSystem(path=store._blob_root, fs=s3)
+        try:
+            object_store = _adapter.s3_object_store(config.object_store_config())
+        except StorageError as exc:
+            raise InvalidStoreUrl(f"cannot configure S3 store {url}: {exc}") from exc
+        _adapter.attach_object_store(store, object_store)
+        return store
+
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The store's URL, normalised (``memory://``, ``file:///abs/dir``, ``s3://b/p``)."""
+        return self._url
+
+    @property
+    def kind(self) -> StoreKind:
+        """What the store is backed by: ``"memory"``, ``"file"`` or ``"s3"``."""
+        return self._kind
+
+    @property
+    def max_retries(self) -> int:
+        """Object-store retries before a call fails with `StorageUnavailable`."""
+        return self._max_retries
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """An fsspec filesystem rooted at the store's blob namespace (``<root>/blobs``).
+
+        For advanced use (streaming large blobs, custom layouts). ``store.fs.cat_file("a/b")``
+        reads the same object as ``await store.get_blob("a/b")``. Its calls block: run them
+        in a worker thread from async code.
+        """
+        blob_fs: fsspec.AbstractFileSystem = self._blob_fs
+        return blob_fs
+
+    def __repr__(self) -> str:
+        return f"Store({self._url!r})"
+
+    def db_path(self, name: str) -> str:
+        """Return where the queue database `name` lives inside the store.
+
+        The path is relative to the SlateDB object store the `Store` builds:
+        ``[<prefix>/]db/<name>``, where ``%`` and ``/`` in the name are percent-encoded (and
+        a name of only dots has its dots encoded) so that every queue name maps to its own
+        single path segment. SlateDB escapes further characters in object names itself.
+
+        Raises:
+            InvalidQueueName: The name is empty.
+        """
+        if not name:
+            raise InvalidQueueName(name, "the name is empty")
+        segment = name.replace("%", "%25").replace("/", "%2F")
+        if segment in (".", ".."):
+            segment = segment.replace(".", "%2E")
+        parts = [self._db_root, _DB_DIR, segment] if self._db_root else [_DB_DIR, segment]
+        return "/".join(parts)
+
+    # ----------------------------------------------------------------------------------------
+    # Blobs
+
+    async def put_blob(self, path: str, data: bytes, *, create_only: bool = False) -> bool:
+        """Write the blob at `path` (relative to the blob namespace, ``/``-separated).
+
+        Writes are atomic: readers see the old blob or the whole new one.
+
+        Args:
+            path: The blob's path, e.g. ``"payloads/01J.../body"``.
+            data: Its content.
+            create_only: Write only if no blob exists at `path` (an atomic, conditional
+                create on S3 and local disk).
+
+        Returns:
+            True if written; False if `create_only` and the blob already existed.
+
+        Raises:
+            StorageUnavailable: The object store failed; the write may or may not have
+                landed.
+        """
+        key = _blob_path(path)
+        content = bytes(data)
+        return await self._blob_call(self._put_sync, key, content, create_only)
+
+    async def get_blob(self, path: str) -> bytes | None:
+        """Return the content of the blob at `path`, or None if there is none."""
+        key = _blob_path(path)
+        return await self._blob_call(self._get_sync, key, abandon_on_cancel=True)
+
+    async def delete_blob(self, path: str) -> bool:
+        """Delete the blob at `path`; return whether there was one."""
+        key = _blob_path(path)
+        return await self._blob_call(self._delete_sync, key)
+
+    async def list_blobs(
+        self, directory: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        """List the blobs under `directory`, recursively, sorted by name.
+
+        Listing respects path segments: ``list_blobs("run-1")`` returns blobs under
+        ``run-1/`` and never those under ``run-10/``.
+
+        Args:
+            directory: A blob directory (``/``-separated); ``""`` for the whole namespace.
+            start_after: Return only names sorting after this one (for paging).
+            limit: Return at most this many names.
+
+        Returns:
+            Blob names relative to `directory` (e.g. ``"a/b"`` for ``<directory>/a/b``).
+        """
+        if limit is not None and limit < 0:
+            raise UsageError(f"limit must be >= 0, not {limit}")
+        base = _blob_path(directory.strip("/")) if directory.strip("/") else ""
+        names = await self._blob_call(self._list_sync, base, abandon_on_cancel=True)
+        if start_after is not None:
+            names = [name for name in names if name > start_after]
+        return names if limit is None else names[:limit]
+
+    async def _blob_call(
+        self,
+        fn: Callable[[*_Ts], _R],
+        *args: *_Ts,
+        abandon_on_cancel: bool = False,
+    ) -> _R:
+        try:
+            return await trio.to_thread.run_sync(
+                lambda: fn(*args), abandon_on_cancel=abandon_on_cancel
+            )
+        except (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError) as exc:
+            raise StorageError(f"blob storage refused the request: {exc}") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"blob storage failed: {exc}") from exc
+        except Exception as exc:
+            if _is_client_error(exc):
+                raise StorageUnavailable(f"blob storage failed: {exc}") from exc
+            raise
+
+    def _put_sync(self, key: str, data: bytes, create_only: bool) -> bool:
+        if self._local_root is not None:
+            return _local_put(self._blob_root, key, data, create_only=create_only)
+        mode = "create" if create_only else "overwrite"
+        try:
+            if self._memory_lock is not None:
+                with self._memory_lock:
+                    self._blob_fs.pipe_file(key, data, mode=mode)
+            else:
+                self._blob_fs.pipe_file(key, data, mode=mode)
+        except FileExistsError:
+            if create_only:
+                return False
+            raise
+        except OSError as exc:
+            if create_only and _is_precondition_failed(exc):
+                return False
+            raise
+        return True
+
+    def _get_sync(self, key: str) -> bytes | None:
+        try:
+            data: bytes = self._blob_fs.cat_file(key)
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        return data
+
+    def _delete_sync(self, key: str) -> bool:
+        if self._local_root is not None:
+            try:
+                os.unlink(os.path.join(self._blob_root, *key.split("/")))
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return False
+            return True
+        if self._memory_lock is not None:
+            with self._memory_lock:
+                return self._delete_fs(key)
+        return self._delete_fs(key)
+
+    def _delete_fs(self, key: str) -> bool:
+        try:
+            info: dict[str, Any] = self._blob_fs.info(key)
+        except FileNotFoundError:
+            return False
+        if info.get("type") != "file":
+            return False
+        try:
+            self._blob_fs.rm_file(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _list_sync(self, base: str) -> list[str]:
+        try:
+            found: list[str] = self._blob_fs.find(base)
+        except FileNotFoundError:
+            return []
+        lead = f"{base}/" if base else ""
+        names: list[str] = []
+        for raw in found:
+            name = raw.lstrip("/")
+            if not name.startswith(lead):
+                continue  # e.g. `base` itself, or a sibling sharing its prefix
+            relative = name[len(lead) :]
+            if relative and not relative.rsplit("/", 1)[-1].startswith(_TMP_PREFIX):
+                names.append(relative)
+        names.sort()
+        return names
+
+
+_PRIVATE: Final = object()
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_retries(max_retries: int) -> int:
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidStoreUrl(f"max_retries must be an int, not {max_retries!r}")
+    if max_retries < 0:
+        raise InvalidStoreUrl(f"max_retries must be >= 0, not {max_retries}")
+    return max_retries
+
+
+def _path_uri(path: str) -> str:
+    return pathlib.Path(path).as_uri()
+
+
+def _file_url_path(text: str) -> str:
+    parts = urlsplit(text)
+    if not text[len("file:") :].startswith("//"):
+        raise InvalidStoreUrl(f"a file store URL looks like 'file:///abs/dir', not {text!r}")
+    if parts.netloc not in ("", "localhost"):
+        raise InvalidStoreUrl(f"file store URLs cannot name a host ({parts.netloc!r})")
+    if parts.query or parts.fragment:
+        raise InvalidStoreUrl(f"file store URLs take no query or fragment: {text!r}")
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise InvalidStoreUrl(f"file store URLs need an absolute path: {text!r}")
+    return os.path.normpath(path)
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _s3_config(
+    text: str,
+    *,
+    endpoint: str | None,
+    region: str | None,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    session_token: str | None,
+    allow_http: bool | None,
+) -> _S3Config:
+    parts = urlsplit(text)
+    if not text[len("s3:") :].startswith("//"):
+        raise InvalidStoreUrl(f"an S3 store URL looks like 's3://bucket/prefix', not {text!r}")
+    if parts.query or parts.fragment:
+        raise InvalidStoreUrl(f"S3 store URLs take no query or fragment: {text!r}")
+    bucket = parts.netloc
+    if not _BUCKET.match(bucket):
+        raise InvalidStoreUrl(f"invalid S3 bucket name {bucket!r} in {text!r}")
+    prefix = parts.path.strip("/")
+    if prefix:
+        segments = prefix.split("/")
+        if any(s in ("", ".", "..") for s in segments):
+            raise InvalidStoreUrl(f"invalid S3 key prefix {prefix!r} in {text!r}")
+
+    endpoint = endpoint or _env("AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+    if endpoint is not None:
+        scheme = urlsplit(endpoint).scheme.lower()
+        if scheme not in ("http", "https") or not urlsplit(endpoint).netloc:
+            raise InvalidStoreUrl(f"S3 endpoint must be an http(s) URL, not {endpoint!r}")
+    region = region or _env("AWS_REGION", "AWS_DEFAULT_REGION")
+    if (access_key_id, secret_access_key, session_token) == (None, None, None):
+        access_key_id = _env("AWS_ACCESS_KEY_ID")
+        secret_access_key = _env("AWS_SECRET_ACCESS_KEY")
+        session_token = _env("AWS_SESSION_TOKEN")
+    if (access_key_id is None) != (secret_access_key is None):
+        raise InvalidStoreUrl("S3 access_key_id and secret_access_key must be given together")
+    if session_token is not None and access_key_id is None:
+        raise InvalidStoreUrl("an S3 session_token needs access_key_id and secret_access_key")
+    if allow_http is None:
+        env_value = os.environ.get("AWS_ALLOW_HTTP")
+        if env_value is not None and env_value.strip().lower() in _TRUE | _FALSE:
+            allow_http = env_value.strip().lower() in _TRUE
+        elif env_value is not None:
+            raise InvalidStoreUrl(f"AWS_ALLOW_HTTP must be true or false, not {env_value!r}")
+        else:
+            allow_http = endpoint is not None and endpoint.lower().startswith("http://")
+    if not allow_http and endpoint is not None and endpoint.lower().startswith("http://"):
+        raise InvalidStoreUrl(f"S3 endpoint {endpoint!r} is plain http but allow_http is off")
+    return _S3Config(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=endpoint,
+        region=region,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        session_token=session_token,
+        allow_http=allow_http,
+    )
+
+
+def _blob_path(path: str) -> str:
+    """Validate a blob path: relative, ``/``-separated, no empty, ``.`` or ``..`` segments."""
+    if not isinstance(path, str) or not path:  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise UsageError(f"a blob path must be a non-empty str, not {path!r}")
+    if "\x00" in path:
+        raise UsageError(f"a blob path cannot contain NUL: {path!r}")
+    for segment in path.split("/"):
+        if segment in ("", ".", "..") or segment.startswith(_TMP_PREFIX):
+            raise UsageError(
+                f"invalid blob path {path!r}: use relative '/'-separated names without "
+                "empty, '.' or '..' segments"
+            )
+    return path
+
+
+def _local_put(root: str, key: str, data: bytes, *, create_only: bool) -> bool:
+    """Write a local blob atomically: a temporary file, then a rename (or a hard link)."""
+    target = os.path.join(root, *key.split("/"))
+    directory = os.path.dirname(target)
+    os.makedirs(directory, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        if not create_only:
+            os.replace(temporary, target)
+            return True
+        try:
+            os.link(temporary, target)  # fails if `target` exists: an atomic create
+        except FileExistsError:
+            return False
+        except OSError as exc:  # pragma: no cover - filesystems without hard links
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+                raise
+            try:
+                with open(target, "xb") as file:
+                    file.write(data)
+            except FileExistsError:
+                return False
+        return True
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _is_precondition_failed(exc: BaseException) -> bool:
+    """Whether an s3fs error is a failed conditional write (HTTP 412)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response: Any = getattr(current, "response", None)
+        try:
+            code: object = response["Error"].get("Code")
+        except (TypeError, KeyError, AttributeError):
+            code = None
+        try:
+            status: object = response["ResponseMetadata"].get("HTTPStatusCode")
+        except (TypeError, KeyError, AttributeError):
+            status = None
+        if code in ("PreconditionFailed", "412") or status == 412:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _is_client_error(exc: BaseException) -> bool:
+    """Whether `exc` is a botocore failure (s3fs lets connection errors through untranslated)."""
+    return any(
+        cls.__module__.startswith(("botocore.", "aiobotocore.")) for cls in type(exc).__mro__
+    )
+
+
+def _forget_memory_root(memory: Any, root: str) -> None:
+    with suppress(Exception):
+        memory.rm(root, recursive=True)
