@@ -1,8 +1,66 @@
-"""A durable task queue whose only state lives in object storage, through SlateDB."""
+"""taquba: a durable task queue whose only state lives in object storage, through SlateDB.
+
+Open a queue database on a `Store` (memory, local disk or S3) with `open_queue`, enqueue jobs,
+and serve them with `run_worker` / `run_worker_concurrent`, or claim and settle them by hand.
+Delivery is at-least-once: a job whose handler crashes, times out its lease, or whose process
+dies is delivered again. Everything is trio-native.
+
+    async with taquba.open_queue("file:///var/lib/app/queue") as queue:
+        await queue.enqueue("emails", b"...")
+        await taquba.run_worker_concurrent(queue, "emails", send_email)
+"""
 
 from importlib.metadata import version as _version
 
+from ._clock import Clock as Clock
+from ._clock import MockClock as MockClock
+from ._clock import SystemClock as SystemClock
+from ._config import QueueConfig as QueueConfig
+from ._config import backoff_delay as backoff_delay
+from ._errors import ClaimLost as ClaimLost
+from ._errors import ConflictError as ConflictError
+from ._errors import DataError as DataError
+from ._errors import DuplicateJobId as DuplicateJobId
+from ._errors import Fenced as Fenced
+from ._errors import InvalidId as InvalidId
+from ._errors import InvalidQueueName as InvalidQueueName
+from ._errors import InvalidState as InvalidState
+from ._errors import InvalidStoreUrl as InvalidStoreUrl
+from ._errors import JobNotFound as JobNotFound
+from ._errors import KvValueTooLarge as KvValueTooLarge
+from ._errors import PermanentFailure as PermanentFailure
+from ._errors import QueueClosed as QueueClosed
+from ._errors import StorageError as StorageError
+from ._errors import StorageFatal as StorageFatal
+from ._errors import StorageUnavailable as StorageUnavailable
+from ._errors import TaqubaError as TaqubaError
+from ._errors import UsageError as UsageError
+from ._ids import MAX_ID_LENGTH as MAX_ID_LENGTH
+from ._keys import MAX_QUEUE_NAME_BYTES as MAX_QUEUE_NAME_BYTES
+from ._queue import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
+from ._queue import Queue as Queue
+from ._queue import open_queue as open_queue
+from ._records import PRIORITY_HIGH as PRIORITY_HIGH
+from ._records import PRIORITY_LOW as PRIORITY_LOW
+from ._records import PRIORITY_NORMAL as PRIORITY_NORMAL
+from ._records import JobRecord as JobRecord
+from ._records import JobStatus as JobStatus
+from ._records import QueueStats as QueueStats
+from ._store import Store as Store
+from ._types import CancelOutcome as CancelOutcome
+from ._types import Claim as Claim
+from ._types import Effects as Effects
+from ._types import EnqueueRequest as EnqueueRequest
+from ._types import EnqueueResult as EnqueueResult
+from ._types import JobPage as JobPage
+from ._types import KvPage as KvPage
+from ._worker import SETTLEMENT_MARGIN as SETTLEMENT_MARGIN
+from ._worker import Handler as Handler
+from ._worker import HandlerFunction as HandlerFunction
+from ._worker import JobHandler as JobHandler
+from ._worker import LeaseHandle as LeaseHandle
+from ._worker import run_worker as run_worker
+from ._worker import run_worker_concurrent as run_worker_concurrent
+
 __version__: str = _version("taquba")
 """The installed version of the `taquba` distribution."""
-
-__all__ = ["__version__"]

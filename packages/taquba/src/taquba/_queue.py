@@ -1,0 +1,1564 @@
+"""The durable queue: `open_queue` and `Queue`."""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import ormsgpack
+import trio
+
+from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
+from ._adapter import Database, Transaction, run_transaction
+from ._clock import Clock, SystemClock
+from ._config import QueueConfig, backoff_delay
+from ._cursor import Bound, ClaimCursor
+from ._errors import (
+    ClaimLost,
+    DataError,
+    DuplicateJobId,
+    Fenced,
+    InvalidState,
+    JobNotFound,
+    KvValueTooLarge,
+    QueueClosed,
+    StorageError,
+    StorageFatal,
+    TaqubaError,
+    UsageError,
+)
+from ._ids import IdGenerator, validate_job_id
+from ._lease import CancelToken, LeaseEntry, LeaseRegistry
+from ._records import (
+    MAX_PRIORITY,
+    JobRecord,
+    JobStatus,
+    QueueStats,
+    decode_job,
+    decode_map,
+    encode_job,
+    encode_map,
+)
+from ._store import Store
+from ._types import (
+    CancelOutcome,
+    Claim,
+    Effects,
+    EnqueueRequest,
+    EnqueueResult,
+    JobPage,
+    KvPage,
+)
+from ._wakeup import Wakeup
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+
+__all__ = ["MAX_KV_VALUE_SIZE", "Queue", "open_queue"]
+
+log = logging.getLogger("taquba")
+
+T = TypeVar("T")
+
+MAX_KV_VALUE_SIZE = 256 * 1024
+"""The largest user KV value, in bytes."""
+
+_MAX_INSERT_WAKEUPS = 64
+_STATS_FIELDS = ("pending", "scheduled", "claimed", "done", "dead")
+_FOLD_THRESHOLD = 1_000
+_FOLD_BATCH = 4_096
+_SCAN_PAGE = 256
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix`` (None: no such key)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes((trimmed[-1] + 1,))
+
+
+@dataclass(slots=True)
+class _QueueState:
+    """Per-queue in-memory state of an open database."""
+
+    cursor: ClaimCursor = field(default_factory=ClaimCursor)
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    wakeup: Wakeup = field(default_factory=Wakeup)
+
+
+class _Deltas:
+    """Counter changes staged by one transaction, per queue."""
+
+    __slots__ = ("_by_queue",)
+
+    def __init__(self) -> None:
+        self._by_queue: dict[str, list[int]] = {}
+
+    def add(self, queue: str, field_name: str, amount: int = 1) -> None:
+        row = self._by_queue.setdefault(queue, [0, 0, 0, 0, 0])
+        row[_STATS_FIELDS.index(field_name)] += amount
+
+    def move(self, queue: str, source: str, target: str, amount: int = 1) -> None:
+        self.add(queue, source, -amount)
+        self.add(queue, target, amount)
+
+    async def stage(self, txn: Transaction, ids: IdGenerator) -> None:
+        for queue, row in self._by_queue.items():
+            if any(row):
+                await txn.put(keys.stats_delta_key(queue, ids.next_int()), ormsgpack.packb(row))
+
+    def queues(self) -> Iterable[str]:
+        return self._by_queue.keys()
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """An enqueue request resolved to a record before its transaction."""
+
+    record: JobRecord
+    key: bytes
+    explicit_id: bool
+
+
+class Queue:
+    """A durable queue database: many named queues in one SlateDB database on a `Store`.
+
+    Open one with `open_queue`. One process owns a store; producers and workers in that
+    process share the `Queue` object. All methods must be called from the trio thread that
+    opened it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        *,
+        config: QueueConfig,
+        queues: Mapping[str, QueueConfig],
+        clock: Clock,
+        flush_interval: float | None,
+        reaper_interval: float,
+        scheduler_interval: float,
+    ) -> None:
+        """Library-internal: use `open_queue`."""
+        self._store = store
+        self._name = name
+        self._default_config = config
+        self._configs = dict(queues)
+        self._clock = clock
+        self._flush_interval = flush_interval
+        self._reaper_interval = reaper_interval
+        self._scheduler_interval = scheduler_interval
+        self._ids = IdGenerator(clock)
+        self._leases = LeaseRegistry()
+        self._states: dict[str, _QueueState] = {}
+        self._completion = trio.Event()
+        self._stopped = trio.Event()
+        self._failure: TaqubaError | None = None
+        self._db: Database | None = None
+        self._fold_wanted = trio.Event()
+        self._unfolded: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def clock(self) -> Clock:
+        """The clock every timestamp of this queue is read from; layers share it."""
+        return self._clock
+
+    @property
+    def store(self) -> Store:
+        """The store the queue database lives in."""
+        return self._store
+
+    @property
+    def name(self) -> str:
+        """The database name inside the store."""
+        return self._name
+
+    def config(self, queue: str) -> QueueConfig:
+        """The configuration that applies to ``queue``."""
+        return self._configs.get(queue, self._default_config)
+
+    def next_job_id(self) -> str:
+        """A fresh monotonic ULID, for callers that must know a job's id before enqueueing it."""
+        return self._ids.next_id()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def _database(self) -> Database:
+        if self._failure is not None:
+            raise self._failure
+        if self._db is None:
+            raise QueueClosed("the queue is not open")
+        return self._db
+
+    def _state(self, queue: str) -> _QueueState:
+        state = self._states.get(queue)
+        if state is None:
+            state = self._states[queue] = _QueueState()
+        return state
+
+    async def _open(self) -> None:
+        self._db = await Database.open(self._store, self._name, flush_interval=self._flush_interval)
+        try:
+            await self._restore_cursors()
+            await self._recover_claims()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._db.close()
+            self._db = None
+            raise
+
+    async def _restore_cursors(self) -> None:
+        db = self._database
+        rows = await db.scan(keys.space_prefix(keys.Space.CURSOR))
+        if not rows:
+            return
+
+        async def body(txn: Transaction) -> None:
+            for key, _ in rows:
+                await txn.delete(key)
+
+        for key, value in rows:
+            try:
+                queue = keys.parse_queue_key(key)
+                data = decode_map(value)
+                bound_key = data.get("bound_key")
+                bound = (
+                    Bound(bytes(bound_key), bool(data.get("bound_inclusive")))
+                    if bound_key is not None
+                    else None
+                )
+                self._states[queue] = _QueueState(
+                    cursor=ClaimCursor(bound, known_empty=bool(data.get("known_empty")))
+                )
+            except (DataError, ValueError, UnicodeDecodeError):
+                log.warning("ignoring an unreadable claim-cursor record %r", key)
+        # Delete durably before serving: a stale record after a later crash could hide jobs.
+        await run_transaction(db, body, durable=True)
+
+    async def _recover_claims(self) -> None:
+        """Requeue (or dead-letter) every claim a previous process left behind."""
+        db = self._database
+        prefix = keys.space_prefix(keys.Space.CLAIMED)
+        start: bytes | None = None
+        while True:
+            rows = await db.scan(prefix, start=start, start_inclusive=False, limit=_SCAN_PAGE)
+            for key, value in rows:
+                try:
+                    job = decode_job(value)
+                except DataError:
+                    log.error("leaving an undecodable claimed record in place: %r", key)
+                    continue
+                await self._end_claim(key, job, reason="claim interrupted by process exit")
+            if len(rows) < _SCAN_PAGE:
+                return
+            start = rows[-1][0]
+
+    async def _end_claim(self, claimed: bytes, expected: JobRecord, *, reason: str) -> None:
+        """Requeue or dead-letter an abandoned claim (non-durable, idempotent)."""
+        now = self._clock.now_ms()
+        outcome: list[tuple[str, bytes, JobStatus]] = []
+
+        async def body(txn: Transaction) -> None:
+            outcome.clear()
+            raw = await txn.get(claimed)
+            if raw is None:
+                return
+            job = decode_job(raw)
+            deltas = _Deltas()
+            await txn.delete(claimed)
+            if job.attempts >= job.max_attempts:
+                dead = job.replace(
+                    status=JobStatus.DEAD, claimed_at=None, last_error=reason, failed_at=now
+                )
+                key = keys.dead_key(job.queue, job.id)
+                await txn.put(key, encode_job(dead))
+                deltas.move(job.queue, "claimed", "dead")
+                outcome.append((job.queue, key, JobStatus.DEAD))
+            else:
+                pending = job.replace(status=JobStatus.PENDING, claimed_at=None)
+                key = keys.pending_key(job.queue, job.priority, job.id)
+                await txn.put(key, encode_job(pending))
+                deltas.move(job.queue, "claimed", "pending")
+                outcome.append((job.queue, key, JobStatus.PENDING))
+            await txn.put(keys.index_key(job.id), key)
+            await deltas.stage(txn, self._ids)
+
+        del expected
+        await run_transaction(self._database, body, durable=False)
+        for queue, key, status in outcome:
+            self._count_deltas(queue)
+            if status is JobStatus.PENDING:
+                self._notify_inserts(queue, [key])
+            else:
+                self._notify_completion()
+
+    async def _close(self) -> None:
+        db = self._db
+        if db is None:
+            return
+        try:
+            if self._failure is None and db.close_reason() is None:
+                await self._persist_cursors(db)
+        except TaqubaError as exc:
+            log.warning("could not persist claim cursors at close: %s", exc)
+        finally:
+            self._db = None
+            if self._failure is None:
+                self._failure = QueueClosed("the queue has been closed")
+            self._stopped.set()
+            await db.close()
+
+    async def _persist_cursors(self, db: Database) -> None:
+        snapshots: list[tuple[str, Bound | None, bool]] = []
+        for queue, state in self._states.items():
+            bound, known_empty = state.cursor.snapshot()
+            if bound is not None or known_empty:
+                snapshots.append((queue, bound, known_empty))
+        if not snapshots:
+            return
+
+        async def body(txn: Transaction) -> None:
+            for queue, bound, known_empty in snapshots:
+                await txn.put(
+                    keys.cursor_key(queue),
+                    encode_map(
+                        {
+                            "bound_key": bound.key if bound else None,
+                            "bound_inclusive": bound.inclusive if bound else False,
+                            "known_empty": known_empty,
+                        }
+                    ),
+                )
+
+        await run_transaction(db, body, durable=True)
+
+    def _fail(self, error: TaqubaError) -> None:
+        if self._failure is None:
+            self._failure = error
+            log.error("queue %r stopped: %s", self._name, error)
+        self._stopped.set()
+
+    async def _watch(self) -> None:
+        db = self._db
+        if db is None:
+            return
+        try:
+            await db.watch()
+        except (Fenced, StorageFatal) as exc:
+            self._fail(exc)
+
+    # ------------------------------------------------------------------ notifications
+
+    def _notify_inserts(self, queue: str, pending_keys: Sequence[bytes]) -> None:
+        state = self._state(queue)
+        for key in pending_keys:
+            state.cursor.note_insert(key)
+        state.wakeup.notify(min(len(pending_keys), _MAX_INSERT_WAKEUPS))
+
+    def _notify_completion(self) -> None:
+        self._completion.set()
+        self._completion = trio.Event()
+
+    def _count_deltas(self, queue: str) -> None:
+        count = self._unfolded.get(queue, 0) + 1
+        self._unfolded[queue] = count
+        if count >= _FOLD_THRESHOLD:
+            self._fold_wanted.set()
+
+    # ------------------------------------------------------------------ enqueue
+
+    def _run_at_ms(self, run_at: datetime | None, delay: float | None, now: int) -> int | None:
+        if run_at is not None and delay is not None:
+            raise UsageError("pass either run_at or delay, not both")
+        if run_at is not None:
+            if not isinstance(run_at, datetime):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise UsageError("run_at must be a datetime")
+            if run_at.tzinfo is None:
+                raise UsageError("run_at must be timezone-aware")
+            at = math.floor(run_at.timestamp() * 1000)
+            return at if at > now else None
+        if delay is not None:
+            if not math.isfinite(delay) or delay < 0:
+                raise UsageError("delay must be a finite, non-negative number of seconds")
+            return now + math.ceil(delay * 1000) if delay > 0 else None
+        return None
+
+    def _prepare(self, request: EnqueueRequest, now: int) -> _Prepared:
+        queue = keys.validate_queue_name(request.queue)
+        payload = request.payload
+        if not isinstance(payload, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError(f"payload must be bytes, not {type(payload).__name__}")
+        config = self.config(queue)
+        priority = config.default_priority if request.priority is None else request.priority
+        if (
+            not isinstance(priority, int)  # pyright: ignore[reportUnnecessaryIsInstance]
+            or not 0 <= priority <= MAX_PRIORITY
+        ):
+            raise UsageError("priority must be an int between 0 and 2**32 - 1")
+        max_attempts = config.max_attempts if request.max_attempts is None else request.max_attempts
+        if not isinstance(max_attempts, int) or max_attempts < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("max_attempts must be a positive int")
+        if request.dedup_key is not None and (
+            not isinstance(request.dedup_key, str) or not request.dedup_key  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            raise UsageError("dedup_key must be a non-empty str")
+        headers = dict(request.headers)
+        for name, value in headers.items():
+            if not isinstance(name, str) or not isinstance(value, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise UsageError("headers must map str to str")
+        explicit = request.job_id is not None
+        job_id = validate_job_id(request.job_id) if explicit else self._ids.next_id()
+        run_at = self._run_at_ms(request.run_at, request.delay, now)
+        record = JobRecord(
+            id=job_id,
+            queue=queue,
+            payload=bytes(payload),
+            status=JobStatus.SCHEDULED if run_at is not None else JobStatus.PENDING,
+            priority=priority,
+            attempts=0,
+            max_attempts=max_attempts,
+            enqueued_at=now,
+            headers=headers,
+            run_at=run_at,
+            dedup_key=request.dedup_key,
+        )
+        key = (
+            keys.scheduled_key(run_at, queue, job_id)
+            if run_at is not None
+            else keys.pending_key(queue, priority, job_id)
+        )
+        return _Prepared(record, key, explicit)
+
+    async def _stage_enqueue(
+        self, txn: Transaction, prepared: _Prepared, deltas: _Deltas
+    ) -> EnqueueResult:
+        job = prepared.record
+        if prepared.explicit_id and await txn.get(keys.index_key(job.id)) is not None:
+            raise DuplicateJobId(job.id)
+        if job.dedup_key is not None:
+            dedup = keys.dedup_key(job.queue, job.dedup_key)
+            existing = await txn.get(dedup)
+            if existing is not None:
+                return EnqueueResult(existing.decode("ascii"), created=False)
+            await txn.put(dedup, job.id.encode("ascii"))
+        await txn.put(prepared.key, encode_job(job))
+        await txn.put(keys.index_key(job.id), prepared.key)
+        deltas.add(job.queue, "scheduled" if job.run_at is not None else "pending")
+        return EnqueueResult(job.id, created=True)
+
+    def _after_enqueues(
+        self, prepared: Sequence[_Prepared], results: Sequence[EnqueueResult]
+    ) -> None:
+        inserted: dict[str, list[bytes]] = {}
+        for item, result in zip(prepared, results, strict=True):
+            self._count_deltas(item.record.queue)
+            if result.created and item.record.status is JobStatus.PENDING:
+                inserted.setdefault(item.record.queue, []).append(item.key)
+        for queue, pending_keys in inserted.items():
+            self._notify_inserts(queue, pending_keys)
+
+    async def enqueue(
+        self,
+        queue: str,
+        payload: bytes,
+        *,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+        dedup_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_attempts: int | None = None,
+        job_id: str | None = None,
+        kv_writes: Mapping[bytes, bytes] | None = None,
+    ) -> EnqueueResult:
+        """Add a job to ``queue``; return once it is durable.
+
+        Args:
+            queue: the queue name.
+            payload: the job's bytes.
+            priority: claim priority (lower first); default the queue's.
+            run_at: do not claim before this timezone-aware time.
+            delay: do not claim for this many seconds (exclusive with ``run_at``).
+            dedup_key: if a pending or scheduled job on ``queue`` holds this key, write nothing
+                and return that job's id with ``created=False``.
+            headers: metadata stored with the job.
+            max_attempts: override the queue's ``max_attempts``.
+            job_id: use this id (1 to 128 of ``[A-Za-z0-9_-]``); `DuplicateJobId` if taken.
+            kv_writes: user KV entries written in the same transaction, only if the job is
+                created (a dedup hit writes nothing).
+
+        Raises:
+            UsageError: an invalid argument (`InvalidId`, `InvalidQueueName`, ...).
+            DuplicateJobId: ``job_id`` names an existing job.
+        """
+        request = EnqueueRequest(
+            queue=queue,
+            payload=payload,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            dedup_key=dedup_key,
+            headers=headers or {},
+            max_attempts=max_attempts,
+            job_id=job_id,
+        )
+        writes = _check_kv_writes(kv_writes or {})
+        prepared = self._prepare(request, self._clock.now_ms())
+
+        async def body(txn: Transaction) -> EnqueueResult:
+            deltas = _Deltas()
+            result = await self._stage_enqueue(txn, prepared, deltas)
+            if result.created:
+                for key, value in writes.items():
+                    await txn.put(keys.user_key(key), value)
+                await deltas.stage(txn, self._ids)
+            return result
+
+        result = await run_transaction(self._database, body, durable=True)
+        self._after_enqueues([prepared], [result])
+        return result
+
+    async def enqueue_batch(
+        self, requests: Sequence[EnqueueRequest], *, kv_writes: Mapping[bytes, bytes] | None = None
+    ) -> list[EnqueueResult]:
+        """Enqueue several jobs (possibly on several queues) in one transaction.
+
+        All jobs are created together or none is; each request honours its own options (a
+        dedup hit is reported per request with ``created=False``). Return once durable.
+        """
+        now = self._clock.now_ms()
+        prepared = [self._prepare(request, now) for request in requests]
+        writes = _check_kv_writes(kv_writes or {})
+        if not prepared and not writes:
+            return []
+        seen: set[str] = set()
+        for item in prepared:
+            if item.record.id in seen:
+                raise DuplicateJobId(item.record.id)
+            seen.add(item.record.id)
+
+        async def body(txn: Transaction) -> list[EnqueueResult]:
+            deltas = _Deltas()
+            results = [await self._stage_enqueue(txn, item, deltas) for item in prepared]
+            for key, value in writes.items():
+                await txn.put(keys.user_key(key), value)
+            await deltas.stage(txn, self._ids)
+            return results
+
+        results = await run_transaction(self._database, body, durable=True)
+        self._after_enqueues(prepared, results)
+        return results
+
+    # ------------------------------------------------------------------ claim
+
+    def _lease_ms(self, queue: str, lease: float | None) -> int:
+        seconds = self.config(queue).lease_duration if lease is None else lease
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise UsageError("lease must be a positive number of seconds")
+        return math.ceil(seconds * 1000)
+
+    async def claim(self, queue: str, *, lease: float | None = None) -> Claim | None:
+        """Claim the next job of ``queue``, or return None if none is ready.
+
+        The claim commits without waiting for durability: a claim lost in a crash leaves the
+        job pending, to be delivered again after recovery.
+        """
+        claims = await self.claim_batch(queue, 1, lease=lease)
+        return claims[0] if claims else None
+
+    async def claim_batch(
+        self, queue: str, max_jobs: int, *, lease: float | None = None
+    ) -> list[Claim]:
+        """Claim up to ``max_jobs`` jobs of ``queue`` in one transaction.
+
+        Jobs come in claim order (priority, then id) and share one lease of ``lease`` seconds
+        (default: the queue's ``lease_duration``).
+        """
+        keys.validate_queue_name(queue)
+        lease_ms = self._lease_ms(queue, lease)
+        if not isinstance(max_jobs, int) or max_jobs < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("max_jobs must be a non-negative int")
+        db = self._database
+        state = self._state(queue)
+        if max_jobs == 0 or state.cursor.known_empty:
+            await trio.lowlevel.checkpoint()
+            return []
+        async with state.lock:
+            if state.cursor.known_empty:
+                return []
+            ticket = state.cursor.begin_claim()
+            prefix = keys.pending_prefix(queue)
+            claims: list[Claim] = []
+            taken: list[bytes] = []
+            scanned = 0
+
+            async def body(txn: Transaction) -> None:
+                nonlocal scanned
+                claims.clear()
+                taken.clear()
+                now = self._clock.now_ms()
+                bound = ticket.bound
+                rows = await txn.scan(
+                    prefix,
+                    start=bound.key if bound else None,
+                    start_inclusive=bound.inclusive if bound else True,
+                    limit=max_jobs,
+                    cache_blocks=True,
+                )
+                scanned = len(rows)
+                if not rows:
+                    return
+                deltas = _Deltas()
+                expires = now + lease_ms
+                for key, value in rows:
+                    job = decode_job(value)
+                    claimed = job.replace(
+                        status=JobStatus.CLAIMED,
+                        attempts=job.attempts + 1,
+                        claimed_at=now,
+                        dedup_key=None,
+                    )
+                    if job.dedup_key is not None:
+                        dedup = keys.dedup_key(queue, job.dedup_key)
+                        if await txn.get(dedup) == job.id.encode("ascii"):
+                            await txn.delete(dedup)
+                    ckey = keys.claimed_key(queue, job.id)
+                    await txn.delete(key)
+                    await txn.put(ckey, encode_job(claimed))
+                    await txn.put(keys.index_key(job.id), ckey)
+                    token = LeaseRegistry.new_token()
+                    cancel = CancelToken(cancelled=job.cancel_requested)
+                    # Registered before the commit, so a concurrent cancel can reach it.
+                    self._leases.insert(queue, job.id, LeaseEntry(token, expires, cancel))
+                    claims.append(Claim(claimed, token, self, cancel))
+                    taken.append(key)
+                deltas.move(queue, "pending", "claimed", len(rows))
+                await deltas.stage(txn, self._ids)
+
+            try:
+                await run_transaction(db, body, durable=False)
+            except BaseException:
+                state.cursor.abort_claim(ticket)
+                raise
+            state.cursor.finish_claim(
+                ticket, taken[-1] if taken else None, ran_dry=scanned < max_jobs
+            )
+        if claims:
+            self._count_deltas(queue)
+        return claims
+
+    async def wait_for_jobs_on(self, queue: str) -> None:
+        """Wait until a job may be claimable on ``queue``.
+
+        Wakes one waiter per inserted job. A wakeup is a hint, not a promise: another worker
+        may claim the job first. Bound the wait with `trio.move_on_after`. Raises the queue's
+        failure (`Fenced`, `QueueClosed`) if it stops while waiting.
+        """
+        keys.validate_queue_name(queue)
+        self._database  # noqa: B018 - raises if the queue is closed or failed
+        state = self._state(queue)
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_failure() -> None:
+                await self._stopped.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_failure)
+            await state.wakeup.wait()
+            nursery.cancel_scope.cancel()
+        self._database  # noqa: B018 - raise the failure that ended the wait, if any
+
+    async def claim_with_wait(self, queue: str, *, lease: float | None = None) -> Claim:
+        """Claim the next job of ``queue``, waiting as long as it takes.
+
+        Bound it with `trio.move_on_after`: a lost race for a job does not end the wait. After
+        a successful claim one wakeup is passed on, so a backlog keeps waking other workers.
+        """
+        while True:
+            claim = await self.claim(queue, lease=lease)
+            if claim is not None:
+                self._state(queue).wakeup.notify_one()
+                return claim
+            await self.wait_for_jobs_on(queue)
+
+    # ------------------------------------------------------------------ settlement
+
+    def _check_claim(self, claim: object, operation: str) -> Claim:
+        if not isinstance(claim, Claim):
+            raise InvalidState(
+                f"{operation} takes a Claim returned by claim(); got {type(claim).__name__}"
+            )
+        if claim._owner is not self:  # pyright: ignore[reportPrivateUsage]
+            raise ClaimLost(claim.id, "the claim belongs to another queue handle")
+        return claim
+
+    async def _take_claim(self, txn: Transaction, claim: Claim) -> JobRecord:
+        """The settlement fence: the claim must still hold its lease and its record."""
+        token = claim._token  # pyright: ignore[reportPrivateUsage]
+        if self._leases.get(claim.queue, claim.id, token) is None:
+            raise ClaimLost(claim.id)
+        key = keys.claimed_key(claim.queue, claim.id)
+        raw = await txn.get(key)
+        if raw is None:
+            raise ClaimLost(claim.id, "the claimed record no longer exists")
+        await txn.delete(key)
+        return decode_job(raw)
+
+    def _prepare_effects(
+        self, effects: Effects | None
+    ) -> tuple[list[_Prepared], dict[bytes, bytes], list[bytes]]:
+        if effects is None:
+            return [], {}, []
+        if not isinstance(effects, Effects):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("effects must be an Effects instance")
+        now = self._clock.now_ms()
+        prepared = [self._prepare(request, now) for request in effects.enqueues]
+        writes = _check_kv_writes(effects.kv_writes)
+        deletes = [_check_kv_key(key) for key in effects.kv_deletes]
+        return prepared, writes, deletes
+
+    async def _stage_effects(
+        self,
+        txn: Transaction,
+        prepared: Sequence[_Prepared],
+        writes: Mapping[bytes, bytes],
+        deletes: Sequence[bytes],
+        deltas: _Deltas,
+    ) -> list[EnqueueResult]:
+        results = [await self._stage_enqueue(txn, item, deltas) for item in prepared]
+        for key, value in writes.items():
+            await txn.put(keys.user_key(key), value)
+        for key in deletes:
+            await txn.delete(keys.user_key(key))
+        return results
+
+    async def _settle(
+        self,
+        claim: Claim,
+        stage: Callable[[Transaction, JobRecord, _Deltas], Awaitable[tuple[bytes | None, T]]],
+    ) -> T:
+        """Run a settlement: fence, stage, durable commit, then release the lease."""
+        new_key: list[bytes | None] = [None]
+
+        async def body(txn: Transaction) -> T:
+            stored = await self._take_claim(txn, claim)
+            deltas = _Deltas()
+            key, result = await stage(txn, stored, deltas)
+            new_key[0] = key
+            await deltas.stage(txn, self._ids)
+            return result
+
+        result = await run_transaction(self._database, body, durable=True)
+        self._leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
+        self._count_deltas(claim.queue)
+        key = new_key[0]
+        if key is not None and key[0] == keys.Space.PENDING:
+            self._notify_inserts(claim.queue, [key])
+        return result
+
+    async def ack(self, claim: Claim) -> None:
+        """Acknowledge a claimed job as done; return once durable.
+
+        Raises:
+            ClaimLost: the claim is gone (lease expired and the job was requeued, or already
+                settled); nothing was written.
+        """
+        await self.ack_with(claim, None)
+
+    async def ack_with(self, claim: Claim, effects: Effects | None) -> list[EnqueueResult]:
+        """Acknowledge a claimed job and apply ``effects`` in the same transaction.
+
+        Either the ack and every effect commit together, or nothing does: when the claim is
+        gone this raises `ClaimLost` and applies nothing, so a chained job exists only if the
+        settlement that created it won. Returns one result per follow-up enqueue.
+        """
+        claim = self._check_claim(claim, "ack")
+        prepared, writes, deletes = self._prepare_effects(effects)
+        config = self.config(claim.queue)
+        completed_at = self._clock.now_ms()
+
+        async def stage(
+            txn: Transaction, stored: JobRecord, deltas: _Deltas
+        ) -> tuple[bytes | None, list[EnqueueResult]]:
+            if config.keep_done is not None:
+                done = stored.replace(status=JobStatus.DONE, completed_at=completed_at)
+                key = keys.done_key(completed_at, stored.queue, stored.id)
+                await txn.put(key, encode_job(done))
+                await txn.put(keys.index_key(stored.id), key)
+            else:
+                await txn.delete(keys.index_key(stored.id))
+            deltas.move(stored.queue, "claimed", "done")
+            results = await self._stage_effects(txn, prepared, writes, deletes, deltas)
+            return None, results
+
+        results = await self._settle(claim, stage)
+        self._after_enqueues(prepared, results)
+        self._notify_completion()
+        return results
+
+    async def nack(self, claim: Claim, error: str) -> None:
+        """Report a failed attempt: retry with backoff, or dead-letter when attempts run out.
+
+        The retry delay is ``retry_backoff_base * 2**(attempt - 1)``, capped at
+        ``retry_backoff_max``; a zero delay makes the job pending again at once.
+        """
+        claim = self._check_claim(claim, "nack")
+        if not isinstance(error, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("error must be a str")
+        config = self.config(claim.queue)
+        now = self._clock.now_ms()
+        dead = [False]
+
+        async def stage(
+            txn: Transaction, stored: JobRecord, deltas: _Deltas
+        ) -> tuple[bytes | None, None]:
+            if stored.attempts >= stored.max_attempts:
+                dead[0] = True
+                record = stored.replace(
+                    status=JobStatus.DEAD, claimed_at=None, last_error=error, failed_at=now
+                )
+                key = keys.dead_key(stored.queue, stored.id)
+                deltas.move(stored.queue, "claimed", "dead")
+            else:
+                delay = backoff_delay(
+                    stored.attempts, config.retry_backoff_base, config.retry_backoff_max
+                )
+                delay_ms = math.ceil(delay * 1000)
+                if delay_ms > 0:
+                    run_at = now + delay_ms
+                    record = stored.replace(
+                        status=JobStatus.SCHEDULED, claimed_at=None, last_error=error, run_at=run_at
+                    )
+                    key = keys.scheduled_key(run_at, stored.queue, stored.id)
+                    deltas.move(stored.queue, "claimed", "scheduled")
+                else:
+                    record = stored.replace(
+                        status=JobStatus.PENDING, claimed_at=None, last_error=error
+                    )
+                    key = keys.pending_key(stored.queue, stored.priority, stored.id)
+                    deltas.move(stored.queue, "claimed", "pending")
+            await txn.put(key, encode_job(record))
+            await txn.put(keys.index_key(stored.id), key)
+            return key, None
+
+        await self._settle(claim, stage)
+        if dead[0]:
+            self._notify_completion()
+
+    async def dead_letter(self, claim: Claim, reason: str) -> None:
+        """Move a claimed job to the dead-letter inbox at once (no retry)."""
+        claim = self._check_claim(claim, "dead_letter")
+        if not isinstance(reason, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("reason must be a str")
+        now = self._clock.now_ms()
+
+        async def stage(
+            txn: Transaction, stored: JobRecord, deltas: _Deltas
+        ) -> tuple[bytes | None, None]:
+            record = stored.replace(
+                status=JobStatus.DEAD, claimed_at=None, last_error=reason, failed_at=now
+            )
+            key = keys.dead_key(stored.queue, stored.id)
+            await txn.put(key, encode_job(record))
+            await txn.put(keys.index_key(stored.id), key)
+            deltas.move(stored.queue, "claimed", "dead")
+            return key, None
+
+        await self._settle(claim, stage)
+        self._notify_completion()
+
+    def renew_lease(self, claim: Claim, extension: float) -> int:
+        """Set the claim's lease to expire ``extension`` seconds from now; return the new expiry.
+
+        No write happens: leases are process state. May shorten the lease.
+
+        Raises:
+            ClaimLost: the claim no longer holds its lease.
+        """
+        claim = self._check_claim(claim, "renew_lease")
+        if not math.isfinite(extension) or extension <= 0:
+            raise UsageError("extension must be a positive number of seconds")
+        expires = self._clock.now_ms() + math.ceil(extension * 1000)
+        if self._db is None or not self._leases.extend(
+            claim.queue,
+            claim.id,
+            claim._token,  # pyright: ignore[reportPrivateUsage]
+            expires,
+        ):
+            raise ClaimLost(claim.id)
+        return expires
+
+    def lease_expiry(self, claim: Claim) -> int | None:
+        """When the claim's lease expires (ms since the epoch), or None if it is gone."""
+        entry = self._leases.get(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
+        return entry.expires_at if entry else None
+
+    async def requeue_dead_job(self, job: JobRecord) -> None:
+        """Revive a dead-lettered job as pending, with its attempts reset.
+
+        Raises:
+            InvalidState: ``job`` is not a dead record.
+            JobNotFound: its dead record no longer exists (e.g. swept by retention).
+        """
+        if not isinstance(job, JobRecord):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidState("requeue_dead_job takes a JobRecord")
+        if job.status is not JobStatus.DEAD:
+            raise InvalidState(f"job {job.id!r} is {job.status.value}, not dead")
+        dead = keys.dead_key(job.queue, job.id)
+        pending: list[bytes] = []
+
+        async def body(txn: Transaction) -> None:
+            pending.clear()
+            raw = await txn.get(dead)
+            if raw is None:
+                raise JobNotFound(job.id)
+            stored = decode_job(raw)
+            record = stored.replace(
+                status=JobStatus.PENDING,
+                attempts=0,
+                last_error=None,
+                claimed_at=None,
+                failed_at=None,
+                cancel_requested=False,
+            )
+            key = keys.pending_key(stored.queue, stored.priority, stored.id)
+            await txn.delete(dead)
+            await txn.put(key, encode_job(record))
+            await txn.put(keys.index_key(stored.id), key)
+            deltas = _Deltas()
+            deltas.move(stored.queue, "dead", "pending")
+            await deltas.stage(txn, self._ids)
+            pending.append(key)
+
+        await run_transaction(self._database, body, durable=True)
+        self._count_deltas(job.queue)
+        self._notify_inserts(job.queue, pending)
+
+    # ------------------------------------------------------------------ cancel and wait
+
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job.
+
+        A pending or scheduled job is deleted (`CancelOutcome.REMOVED`). A claimed job is
+        marked, and its handler's cancel signal fires (`CancelOutcome.REQUESTED`): the handler
+        decides how to stop, and settles the claim as usual.
+        """
+        validate_job_id(job_id)
+        index = keys.index_key(job_id)
+        outcome: list[tuple[CancelOutcome, JobRecord | None]] = []
+
+        async def body(txn: Transaction) -> None:
+            outcome.clear()
+            key = await txn.get(index)
+            raw = await txn.get(key) if key is not None else None
+            if key is None or raw is None:
+                outcome.append((CancelOutcome.NOT_FOUND, None))
+                return
+            job = decode_job(raw)
+            if job.status in (JobStatus.PENDING, JobStatus.SCHEDULED):
+                await txn.delete(key)
+                await txn.delete(index)
+                if job.dedup_key is not None:
+                    dedup = keys.dedup_key(job.queue, job.dedup_key)
+                    if await txn.get(dedup) == job.id.encode("ascii"):
+                        await txn.delete(dedup)
+                deltas = _Deltas()
+                deltas.add(job.queue, job.status.value, -1)
+                await deltas.stage(txn, self._ids)
+                outcome.append((CancelOutcome.REMOVED, job))
+            elif job.status is JobStatus.CLAIMED:
+                if not job.cancel_requested:
+                    await txn.put(key, encode_job(job.replace(cancel_requested=True)))
+                outcome.append((CancelOutcome.REQUESTED, job))
+            else:
+                outcome.append((CancelOutcome.NOT_FOUND, None))
+
+        await run_transaction(self._database, body, durable=True)
+        result, job = outcome[0]
+        if job is not None:
+            entry = self._leases.lookup(job.queue, job.id)
+            if entry is not None:
+                entry.cancel.fire()
+            if result is CancelOutcome.REMOVED:
+                self._count_deltas(job.queue)
+                self._notify_completion()
+        return result
+
+    async def wait_for_completion(self, job_id: str) -> JobRecord | None:
+        """Wait until the job is done, dead, or gone.
+
+        Returns the done or dead record if one is kept, else None (acknowledged without
+        ``keep_done``, or cancelled). Bound the wait with `trio.move_on_after`.
+
+        Raises:
+            JobNotFound: no job with this id exists when the wait starts.
+        """
+        first = True
+        while True:
+            event = self._completion
+            job = await self.get_job(job_id)
+            if job is None:
+                if first:
+                    raise JobNotFound(job_id)
+                return None
+            if job.status in (JobStatus.DONE, JobStatus.DEAD):
+                return job
+            first = False
+            async with trio.open_nursery() as nursery:
+
+                async def stop_on_failure() -> None:
+                    await self._stopped.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_on_failure)
+                await event.wait()
+                nursery.cancel_scope.cancel()
+            self._database  # noqa: B018 - raise the failure that ended the wait, if any
+
+    # ------------------------------------------------------------------ inspection
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """The job's current record in any state, or None if it does not exist."""
+        validate_job_id(job_id)
+        txn = await self._database.begin()
+        try:
+            key = await txn.get(keys.index_key(job_id))
+            raw = await txn.get(key) if key is not None else None
+        finally:
+            await txn.rollback()
+        return decode_job(raw) if raw is not None else None
+
+    async def stats(self, queue: str) -> QueueStats:
+        """The counters of ``queue``; they always equal a recount of its records."""
+        keys.validate_queue_name(queue)
+        txn = await self._database.begin()
+        try:
+            base = await txn.get(keys.stats_key(queue))
+            totals = _decode_counts(base)
+            prefix = keys.stats_delta_prefix(queue)
+            start: bytes | None = None
+            while True:
+                rows = await txn.scan(prefix, start=start, start_inclusive=False, limit=_FOLD_BATCH)
+                for _, value in rows:
+                    for i, amount in enumerate(_decode_delta(value)):
+                        totals[i] += amount
+                if len(rows) < _FOLD_BATCH:
+                    break
+                start = rows[-1][0]
+        finally:
+            await txn.rollback()
+        return QueueStats(queue, *totals)
+
+    async def list_queues(self) -> list[str]:
+        """Every queue that has ever held a job, sorted by name."""
+        db = self._database
+        names: set[str] = set()
+        for space in (keys.Space.STATS, keys.Space.STATS_DELTA):
+            prefix = keys.space_prefix(space)
+            start: bytes | None = None
+            while True:
+                rows = await db.scan(prefix, start=start, limit=1)
+                if not rows:
+                    break
+                queue = keys.parse_queue_key(rows[0][0])
+                names.add(queue)
+                start = _prefix_end(prefix + keys.encode_queue(queue))
+                if start is None:
+                    break
+        return sorted(names)
+
+    async def list_jobs(
+        self, queue: str, status: JobStatus, *, cursor: bytes | None = None, limit: int = 100
+    ) -> JobPage:
+        """One page of ``queue``'s jobs in ``status``.
+
+        Pending jobs come in claim order, claimed and dead jobs in id order, scheduled jobs by
+        due time and done jobs by completion time. Pass ``next_cursor`` back to continue. The
+        listing is not a snapshot: jobs may move between pages.
+        """
+        keys.validate_queue_name(queue)
+        status = JobStatus(status)
+        if not isinstance(limit, int) or limit < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("limit must be a non-negative int")
+        if limit == 0:
+            return JobPage([], cursor)
+        filtered = status in (JobStatus.SCHEDULED, JobStatus.DONE)
+        if status is JobStatus.PENDING:
+            prefix = keys.pending_prefix(queue)
+        elif status is JobStatus.CLAIMED:
+            prefix = keys.claimed_prefix(queue)
+        elif status is JobStatus.DEAD:
+            prefix = keys.dead_prefix(queue)
+        elif status is JobStatus.SCHEDULED:
+            prefix = keys.space_prefix(keys.Space.SCHEDULED)
+        else:
+            prefix = keys.space_prefix(keys.Space.DONE)
+        if cursor is not None and not cursor.startswith(prefix):
+            return JobPage([], None)
+        db = self._database
+        jobs: list[JobRecord] = []
+        start = cursor
+        while True:
+            page = limit if not filtered else max(limit, _SCAN_PAGE)
+            rows = await db.scan(prefix, start=start, start_inclusive=start is None, limit=page)
+            for key, value in rows:
+                job = decode_job(value)
+                start = key
+                if filtered and job.queue != queue:
+                    continue
+                jobs.append(job)
+                if len(jobs) == limit:
+                    return JobPage(jobs, key)
+            if len(rows) < page:
+                return JobPage(jobs, None)
+
+    async def dead_jobs(
+        self, queue: str, *, after: str | None = None, limit: int = 100
+    ) -> list[JobRecord]:
+        """Dead-lettered jobs of ``queue`` in id order, starting after the id ``after``."""
+        cursor = keys.dead_key(queue, validate_job_id(after)) if after is not None else None
+        page = await self.list_jobs(queue, JobStatus.DEAD, cursor=cursor, limit=limit)
+        return page.jobs
+
+    # ------------------------------------------------------------------ user KV
+
+    async def kv_get(self, key: bytes) -> bytes | None:
+        """The value stored under ``key`` in the user namespace, or None."""
+        return await self._database.get(keys.user_key(_check_kv_key(key)))
+
+    async def kv_put(self, key: bytes, value: bytes) -> None:
+        """Store ``value`` under ``key``; return once durable."""
+        writes = _check_kv_writes({key: value})
+        db = self._database
+        for k, v in writes.items():
+            await db.put(keys.user_key(k), v, durable=True)
+
+    async def kv_delete(self, key: bytes) -> None:
+        """Delete ``key`` (no error if absent); return once durable."""
+        await self._database.delete(keys.user_key(_check_kv_key(key)), durable=True)
+
+    async def kv_compare_and_set(
+        self, key: bytes, expected: bytes | None, new: bytes | None
+    ) -> bool:
+        """Atomically replace ``key``'s value if it currently equals ``expected``.
+
+        ``expected=None`` means "must be absent"; ``new=None`` deletes. Returns whether the
+        write happened; durable when it did.
+        """
+        stored_key = keys.user_key(_check_kv_key(key))
+        if new is not None:
+            _check_kv_writes({key: new})
+
+        async def body(txn: Transaction) -> bool:
+            current = await txn.get(stored_key)
+            if current != expected:
+                return False
+            if new is None:
+                if current is not None:
+                    await txn.delete(stored_key)
+            else:
+                await txn.put(stored_key, bytes(new))
+            return True
+
+        return await run_transaction(self._database, body, durable=True)
+
+    async def kv_scan(
+        self, prefix: bytes = b"", *, cursor: bytes | None = None, limit: int = 100
+    ) -> KvPage:
+        """Entries of the user namespace whose keys start with ``prefix``, in key order."""
+        _check_kv_key(prefix)
+        if not isinstance(limit, int) or limit < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("limit must be a non-negative int")
+        if limit == 0:
+            return KvPage([], cursor)
+        full = keys.user_key(prefix)
+        start = keys.user_key(cursor) if cursor is not None else None
+        if start is not None and not start.startswith(full):
+            return KvPage([], None)
+        rows = await self._database.scan(
+            full, start=start, start_inclusive=start is None, limit=limit
+        )
+        entries = [(key[1:], value) for key, value in rows]
+        return KvPage(entries, entries[-1][0] if len(entries) == limit else None)
+
+    # ------------------------------------------------------------------ background work
+
+    async def reap_now(self) -> int:
+        """Requeue (or dead-letter) every claim whose lease has expired; return how many."""
+        db = self._database
+        reaped = 0
+        for queue, job_id, token in self._leases.take_due(self._clock.now_ms()):
+            try:
+                if await self._reap_one(db, queue, job_id, token):
+                    reaped += 1
+            except (DataError, StorageError) as exc:
+                if isinstance(exc, (Fenced, StorageFatal, QueueClosed)):
+                    raise
+                log.error("could not reap %s/%s: %s", queue, job_id, exc)
+                self._leases.release_reaping(queue, job_id, token)
+        return reaped
+
+    async def _reap_one(self, db: Database, queue: str, job_id: str, token: int) -> bool:
+        key = keys.claimed_key(queue, job_id)
+        now = self._clock.now_ms()
+        result: list[tuple[bytes, JobStatus]] = []
+
+        async def body(txn: Transaction) -> None:
+            result.clear()
+            entry = self._leases.lookup(queue, job_id)
+            if entry is None or entry.token != token:
+                return  # settled meanwhile
+            raw = await txn.get(key)
+            if raw is None:
+                return  # the residue of a claim that never committed, or already settled
+            job = decode_job(raw)
+            await txn.delete(key)
+            deltas = _Deltas()
+            if job.attempts >= job.max_attempts:
+                record = job.replace(
+                    status=JobStatus.DEAD,
+                    claimed_at=None,
+                    last_error="lease expired",
+                    failed_at=now,
+                )
+                new_key = keys.dead_key(queue, job_id)
+                deltas.move(queue, "claimed", "dead")
+            else:
+                record = job.replace(status=JobStatus.PENDING, claimed_at=None)
+                new_key = keys.pending_key(queue, job.priority, job_id)
+                deltas.move(queue, "claimed", "pending")
+            await txn.put(new_key, encode_job(record))
+            await txn.put(keys.index_key(job_id), new_key)
+            await deltas.stage(txn, self._ids)
+            result.append((new_key, record.status))
+
+        await run_transaction(db, body, durable=False)
+        entry = self._leases.lookup(queue, job_id)
+        if entry is not None and entry.token == token:
+            entry.cancel.fire()  # tell a still-running handler its delivery is over
+        self._leases.remove(queue, job_id, token)
+        if not result:
+            return False
+        new_key, status = result[0]
+        self._count_deltas(queue)
+        if status is JobStatus.PENDING:
+            self._notify_inserts(queue, [new_key])
+        else:
+            self._notify_completion()
+        return True
+
+    async def promote_scheduled_now(self) -> int:
+        """Make every scheduled job whose time has come pending; return how many."""
+        db = self._database
+        now = self._clock.now_ms()
+        prefix = keys.space_prefix(keys.Space.SCHEDULED)
+        end = prefix + (now + 1).to_bytes(8, "big")
+        promoted = 0
+        while True:
+            rows = await db.scan(prefix, end=end, limit=_SCAN_PAGE)
+            for key, _ in rows:
+                if await self._promote_one(db, key):
+                    promoted += 1
+            if len(rows) < _SCAN_PAGE:
+                return promoted
+
+    async def _promote_one(self, db: Database, key: bytes) -> bool:
+        result: list[tuple[str, bytes]] = []
+
+        async def body(txn: Transaction) -> None:
+            result.clear()
+            raw = await txn.get(key)
+            if raw is None:
+                return
+            job = decode_job(raw)
+            pending_key = keys.pending_key(job.queue, job.priority, job.id)
+            await txn.delete(key)
+            await txn.put(
+                pending_key, encode_job(job.replace(status=JobStatus.PENDING, run_at=None))
+            )
+            await txn.put(keys.index_key(job.id), pending_key)
+            deltas = _Deltas()
+            deltas.move(job.queue, "scheduled", "pending")
+            await deltas.stage(txn, self._ids)
+            result.append((job.queue, pending_key))
+
+        await run_transaction(db, body, durable=False)
+        if not result:
+            return False
+        queue, pending_key = result[0]
+        self._count_deltas(queue)
+        self._notify_inserts(queue, [pending_key])
+        return True
+
+    async def sweep_now(self) -> int:
+        """Delete done and dead records whose retention has passed; return how many."""
+        db = self._database
+        now = self._clock.now_ms()
+        swept = 0
+        configs = [self._default_config, *self._configs.values()]
+        keeps = [c.keep_done for c in configs if c.keep_done is not None]
+        if keeps:
+            prefix = keys.space_prefix(keys.Space.DONE)
+            horizon = now - math.floor(min(keeps) * 1000)
+            end = prefix + max(horizon, 0).to_bytes(8, "big")
+            swept += await self._sweep(db, prefix, end, now, JobStatus.DONE)
+        if any(c.dead_retention is not None for c in configs):
+            prefix = keys.space_prefix(keys.Space.DEAD)
+            swept += await self._sweep(db, prefix, None, now, JobStatus.DEAD)
+        return swept
+
+    async def _sweep(
+        self, db: Database, prefix: bytes, end: bytes | None, now: int, status: JobStatus
+    ) -> int:
+        swept = 0
+        start: bytes | None = None
+        while True:
+            rows = await db.scan(
+                prefix, start=start, start_inclusive=False, end=end, limit=_SCAN_PAGE
+            )
+            for key, value in rows:
+                try:
+                    job = decode_job(value)
+                except DataError:
+                    log.error("leaving an undecodable record in place: %r", key)
+                    continue
+                config = self.config(job.queue)
+                if status is JobStatus.DONE:
+                    retention, since = config.keep_done, job.completed_at
+                else:
+                    retention, since = config.dead_retention, job.failed_at
+                if retention is None or since is None or since >= now - retention * 1000:
+                    continue
+                if await self._delete_record(db, key, job, status):
+                    swept += 1
+            if len(rows) < _SCAN_PAGE:
+                return swept
+            start = rows[-1][0]
+
+    async def _delete_record(
+        self, db: Database, key: bytes, job: JobRecord, status: JobStatus
+    ) -> bool:
+        deleted = [False]
+
+        async def body(txn: Transaction) -> None:
+            deleted[0] = False
+            if await txn.get(key) is None:
+                return
+            await txn.delete(key)
+            index = keys.index_key(job.id)
+            if await txn.get(index) == key:
+                await txn.delete(index)
+            if status is JobStatus.DEAD:
+                deltas = _Deltas()
+                deltas.add(job.queue, "dead", -1)
+                await deltas.stage(txn, self._ids)
+            deleted[0] = True
+
+        await run_transaction(db, body, durable=False)
+        if deleted[0] and status is JobStatus.DEAD:
+            self._count_deltas(job.queue)
+        return deleted[0]
+
+    async def fold_stats_now(self) -> None:
+        """Fold accumulated counter deltas into each queue's totals (keeps `stats` cheap)."""
+        db = self._database
+        prefix = keys.space_prefix(keys.Space.STATS_DELTA)
+        start: bytes | None = None
+        while True:
+            rows = await db.scan(prefix, start=start, limit=1)
+            if not rows:
+                return
+            queue = keys.parse_queue_key(rows[0][0])
+            self._unfolded.pop(queue, None)
+            await self._fold_queue(db, queue)
+            start = _prefix_end(prefix + keys.encode_queue(queue))
+            if start is None:
+                return
+
+    async def _fold_queue(self, db: Database, queue: str) -> None:
+        base_key = keys.stats_key(queue)
+        prefix = keys.stats_delta_prefix(queue)
+
+        async def body(txn: Transaction) -> int:
+            totals = _decode_counts(await txn.get(base_key))
+            rows = await txn.scan(prefix, limit=_FOLD_BATCH)
+            if not rows:
+                return 0
+            for key, value in rows:
+                for i, amount in enumerate(_decode_delta(value)):
+                    totals[i] += amount
+                await txn.delete(key)
+            await txn.put(base_key, encode_map(dict(zip(_STATS_FIELDS, totals, strict=True))))
+            return len(rows)
+
+        while await run_transaction(db, body, durable=False) == _FOLD_BATCH:
+            pass
+
+    async def _every(
+        self, interval: float, work: Callable[[], Awaitable[object]], what: str
+    ) -> None:
+        while self._failure is None:
+            await trio.sleep(interval)
+            try:
+                await work()
+            except (Fenced, StorageFatal) as exc:
+                self._fail(exc)
+                return
+            except QueueClosed:
+                return
+            except TaqubaError as exc:
+                log.error("%s failed: %s", what, exc)
+
+    async def _reaper(self) -> None:
+        async def tick() -> None:
+            await self.reap_now()
+            await self.sweep_now()
+
+        await self._every(self._reaper_interval, tick, "reaper")
+
+    async def _folder(self) -> None:
+        while self._failure is None:
+            with trio.move_on_after(max(self._scheduler_interval, 1.0)):
+                await self._fold_wanted.wait()
+            self._fold_wanted = trio.Event()
+            try:
+                await self.fold_stats_now()
+            except (Fenced, StorageFatal) as exc:
+                self._fail(exc)
+                return
+            except QueueClosed:
+                return
+            except TaqubaError as exc:
+                log.error("stats fold failed: %s", exc)
+
+    async def _background(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch)
+            nursery.start_soon(self._reaper)
+            nursery.start_soon(
+                self._every, self._scheduler_interval, self.promote_scheduled_now, "scheduler"
+            )
+            nursery.start_soon(self._folder)
+            task_status.started()
+
+
+def _check_kv_key(key: object) -> bytes:
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key)
+    if isinstance(key, memoryview):
+        return key.tobytes()
+    raise UsageError(f"KV keys must be bytes, not {type(key).__name__}")
+
+
+def _check_kv_writes(writes: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    checked: dict[bytes, bytes] = {}
+    for key, value in writes.items():
+        if not isinstance(value, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError(f"KV values must be bytes, not {type(value).__name__}")
+        if len(value) > MAX_KV_VALUE_SIZE:
+            raise KvValueTooLarge(len(value), MAX_KV_VALUE_SIZE)
+        checked[_check_kv_key(key)] = bytes(value)
+    return checked
+
+
+def _decode_counts(raw: bytes | None) -> list[int]:
+    if raw is None:
+        return [0] * len(_STATS_FIELDS)
+    data = decode_map(raw)
+    return [int(data.get(name, 0)) for name in _STATS_FIELDS]
+
+
+def _decode_delta(raw: bytes) -> list[int]:
+    try:
+        row: Any = ormsgpack.unpackb(raw)
+    except ormsgpack.MsgpackDecodeError as exc:
+        raise DataError(f"undecodable stats delta: {exc}") from exc
+    if not isinstance(row, list) or len(row) != len(_STATS_FIELDS):  # pyright: ignore[reportUnknownArgumentType]
+        raise DataError("malformed stats delta")
+    return [int(x) for x in row]  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+
+
+@asynccontextmanager
+async def open_queue(
+    store: Store | str | os.PathLike[str],
+    name: str = "taquba",
+    *,
+    config: QueueConfig | None = None,
+    queues: Mapping[str, QueueConfig] | None = None,
+    clock: Clock | None = None,
+    flush_interval: float | None = None,
+    reaper_interval: float = 5.0,
+    scheduler_interval: float = 1.0,
+) -> AsyncGenerator[Queue]:
+    """Open (creating if needed) the queue database ``name`` in ``store``.
+
+    On open, claims left behind by a process that died are requeued (or dead-lettered when
+    out of attempts), and the claim-scan state saved by the last clean close is restored.
+    While open, background tasks reap expired leases, promote due scheduled jobs, sweep
+    retained done/dead records and fold counters. On exit the claim-scan state is saved and
+    the database is shut down.
+
+    Args:
+        store: a `Store`, or a URL/path for `Store.from_url`.
+        name: the database name inside the store.
+        config: the configuration of queues not listed in ``queues``.
+        queues: per-queue configuration, by queue name (whole objects, not merged).
+        clock: the time source (default `SystemClock`); layers share it via `Queue.clock`.
+        flush_interval: SlateDB's WAL flush interval in seconds (default 0.1). Every durable
+            operation waits for a flush, so this is the floor of their latency.
+        reaper_interval: seconds between lease reaping and retention sweeps.
+        scheduler_interval: seconds between promotions of due scheduled jobs.
+
+    Raises:
+        StorageUnavailable: the store could not be reached in bounded time.
+        Fenced: inside the block, if another process opens the same store as writer; every
+            operation and worker loop then fails with it.
+    """
+    if not isinstance(store, Store):
+        store = Store.from_url(store)
+    keys.validate_queue_name(name)
+    for queue_name in queues or {}:
+        keys.validate_queue_name(queue_name)
+    for interval in (reaper_interval, scheduler_interval):
+        if not math.isfinite(interval) or interval <= 0:
+            raise UsageError("background intervals must be positive numbers of seconds")
+    if flush_interval is not None and (not math.isfinite(flush_interval) or flush_interval <= 0):
+        raise UsageError("flush_interval must be a positive number of seconds")
+    queue = Queue(
+        store,
+        name,
+        config=config or QueueConfig(),
+        queues=queues or {},
+        clock=clock or SystemClock(),
+        flush_interval=flush_interval,
+        reaper_interval=reaper_interval,
+        scheduler_interval=scheduler_interval,
+    )
+    await queue._open()  # pyright: ignore[reportPrivateUsage]
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(queue._background)  # pyright: ignore[reportPrivateUsage]
+            try:
+                yield queue
+            except BaseException as exc:  # re-raised below, outside the nursery
+                body_error = exc
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await queue._close()  # pyright: ignore[reportPrivateUsage]
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,164 @@
+"""Public value types of the queue API: requests, results, claims and pages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+    from ._lease import CancelToken
+    from ._records import JobRecord
+
+__all__ = [
+    "CancelOutcome",
+    "Claim",
+    "Effects",
+    "EnqueueRequest",
+    "EnqueueResult",
+    "JobPage",
+    "KvPage",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnqueueRequest:
+    """One job to enqueue, with its options. Unset options inherit the queue's configuration.
+
+    Used by `Queue.enqueue_batch` and as a follow-up enqueue inside `Effects`.
+    """
+
+    queue: str
+    """The queue to put the job on."""
+    payload: bytes
+    """The job's payload."""
+    priority: int | None = None
+    """Claim priority (lower first); default: the queue's ``default_priority``."""
+    run_at: datetime | None = None
+    """Do not claim before this time (timezone-aware). A past time means now."""
+    delay: float | None = None
+    """Do not claim for this many seconds. Exclusive with ``run_at``."""
+    dedup_key: str | None = None
+    """If a pending or scheduled job on the same queue holds this key, enqueue nothing."""
+    headers: Mapping[str, str] = field(default_factory=dict[str, str])
+    """Caller metadata stored with the job."""
+    max_attempts: int | None = None
+    """Override the queue's ``max_attempts`` for this job."""
+    job_id: str | None = None
+    """Use this id instead of a generated ULID (1 to 128 of ``[A-Za-z0-9_-]``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """The outcome of one enqueue."""
+
+    id: str
+    """The job's id: the new job's, or the existing job's on a dedup hit."""
+    created: bool
+    """False when a dedup key matched an existing job and nothing was written."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Effects:
+    """Writes applied atomically with a settlement (see `Queue.ack_with`).
+
+    Either the settlement and every effect commit together, or nothing does. A follow-up
+    enqueue whose dedup key matches an existing job is reported with ``created=False``; the
+    settlement and the other effects still commit.
+    """
+
+    enqueues: Sequence[EnqueueRequest] = ()
+    """Follow-up jobs, each honouring its own options."""
+    kv_writes: Mapping[bytes, bytes] = field(default_factory=dict[bytes, bytes])
+    """User KV entries to write."""
+    kv_deletes: Sequence[bytes] = ()
+    """User KV keys to delete."""
+
+
+class CancelOutcome(enum.StrEnum):
+    """What `Queue.cancel` did."""
+
+    REMOVED = "removed"
+    """The job was pending or scheduled and has been deleted."""
+    REQUESTED = "requested"
+    """The job is claimed; its handler was asked to stop (cancellation is cooperative)."""
+    NOT_FOUND = "not_found"
+    """No pending, scheduled or claimed job has this id."""
+
+
+class Claim:
+    """One delivery of a job to a worker: the only object that can settle it.
+
+    A claim is valid until it is settled, or until its lease expires and the reaper requeues
+    the job, after which settling it raises `ClaimLost`. Records read with `Queue.get_job` or
+    `Queue.list_jobs` cannot settle anything.
+    """
+
+    __slots__ = ("_cancel", "_job", "_owner", "_token")
+
+    def __init__(self, job: JobRecord, token: int, owner: object, cancel: CancelToken) -> None:
+        """Library-internal: claims are created by `Queue.claim` and friends."""
+        self._job = job
+        self._token = token
+        self._owner = owner
+        self._cancel = cancel
+
+    @property
+    def job(self) -> JobRecord:
+        """The job as it was when claimed."""
+        return self._job
+
+    @property
+    def id(self) -> str:
+        """The job id."""
+        return self._job.id
+
+    @property
+    def queue(self) -> str:
+        """The job's queue."""
+        return self._job.queue
+
+    @property
+    def payload(self) -> bytes:
+        """The job's payload."""
+        return self._job.payload
+
+    @property
+    def attempts(self) -> int:
+        """Which attempt this delivery is (1 for the first)."""
+        return self._job.attempts
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether `Queue.cancel` was called for this job during (or before) this delivery."""
+        return self._cancel.cancelled
+
+    async def wait_cancel_requested(self) -> None:
+        """Wait until the job's cancellation is requested."""
+        await self._cancel.wait()
+
+    def __repr__(self) -> str:
+        return f"<Claim {self._job.queue}/{self._job.id} attempt {self._job.attempts}>"
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of `Queue.list_jobs`."""
+
+    jobs: list[JobRecord]
+    """The jobs of this page (possibly fewer than the limit while more remain)."""
+    next_cursor: bytes | None
+    """Pass to the next call to continue; None when the listing is exhausted."""
+
+
+@dataclass(frozen=True, slots=True)
+class KvPage:
+    """One page of `Queue.kv_scan`."""
+
+    entries: list[tuple[bytes, bytes]]
+    """``(key, value)`` pairs in ascending key order."""
+    next_cursor: bytes | None
+    """Pass to the next call to continue; None when the scan is exhausted."""

@@ -1,0 +1,296 @@
+"""Worker loops: claim jobs, run a handler, settle the outcome."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+
+import trio
+
+from ._errors import (
+    ClaimLost,
+    Fenced,
+    PermanentFailure,
+    QueueClosed,
+    StorageFatal,
+    TaqubaError,
+    UsageError,
+)
+from ._records import JobRecord
+from ._types import Claim, Effects
+
+if TYPE_CHECKING:
+    from ._queue import Queue
+
+__all__ = [
+    "SETTLEMENT_MARGIN",
+    "Handler",
+    "HandlerFunction",
+    "JobHandler",
+    "LeaseHandle",
+    "run_worker",
+    "run_worker_concurrent",
+]
+
+log = logging.getLogger("taquba.worker")
+
+SETTLEMENT_MARGIN = 5.0
+"""Seconds `LeaseHandle.ensure_at_least` adds on top of what the handler asks for."""
+
+_SHUTDOWN_NACK_GRACE = 10.0
+_FATAL = (Fenced, QueueClosed, StorageFatal)
+
+
+class LeaseHandle:
+    """What a handler gets besides the job: its lease and its cancel signal."""
+
+    __slots__ = ("_claim", "_queue")
+
+    def __init__(self, queue: Queue, claim: Claim) -> None:
+        """Library-internal: worker loops create one per delivery."""
+        self._queue = queue
+        self._claim = claim
+
+    @property
+    def expires_at(self) -> int | None:
+        """When the lease expires (ms since the epoch), or None if the claim is gone."""
+        return self._queue.lease_expiry(self._claim)
+
+    def renew(self, extension: float) -> int:
+        """Set the lease to expire ``extension`` seconds from now; return the new expiry.
+
+        Raises:
+            ClaimLost: the lease already expired and the job was requeued.
+        """
+        return self._queue.renew_lease(self._claim, extension)
+
+    def ensure_at_least(self, remaining: float) -> None:
+        """Make sure the lease lasts ``remaining`` more seconds (plus a settlement margin).
+
+        Never shortens the lease. Call it before a long step, e.g. an HTTP call with a 60 s
+        timeout: ``lease.ensure_at_least(60)``.
+
+        Raises:
+            ClaimLost: the lease already expired and the job was requeued.
+        """
+        if not math.isfinite(remaining) or remaining < 0:
+            raise UsageError("remaining must be a non-negative number of seconds")
+        needed = self._queue.clock.now_ms() + math.ceil((remaining + SETTLEMENT_MARGIN) * 1000)
+        current = self.expires_at
+        if current is None:
+            raise ClaimLost(self._claim.id)
+        if current < needed:
+            self.renew(remaining + SETTLEMENT_MARGIN)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether the job's cancellation was requested (`Queue.cancel`) or its lease was lost."""
+        return self._claim.cancel_requested
+
+    async def wait_cancel_requested(self) -> None:
+        """Wait until `cancel_requested` becomes true."""
+        await self._claim.wait_cancel_requested()
+
+
+HandlerFunction: TypeAlias = Callable[[JobRecord, LeaseHandle], Awaitable[Effects | None]]
+"""An async function taking the job and its lease handle, returning effects or None."""
+
+
+@runtime_checkable
+class JobHandler(Protocol):
+    """An object whose ``process`` method handles jobs (an alternative to a plain function)."""
+
+    async def process(self, job: JobRecord, lease: LeaseHandle) -> Effects | None:
+        """Handle one job. Return effects to apply with the ack, or None."""
+        ...
+
+
+Handler: TypeAlias = HandlerFunction | JobHandler
+"""What the worker loops accept.
+
+The handler's outcome settles the job: returning acks it (applying returned `Effects` in the
+same transaction); raising `PermanentFailure` dead-letters it; raising anything else nacks it
+(retry with backoff, dead-letter once attempts run out).
+"""
+
+
+def _resolve(handler: Handler) -> HandlerFunction:
+    if isinstance(handler, JobHandler):
+        return handler.process
+    if callable(handler):
+        return handler
+    raise UsageError("handler must be an async callable or an object with a process() method")
+
+
+async def _process(queue: Queue, claim: Claim, handler: HandlerFunction) -> None:
+    """Run ``handler`` on one claim and settle the outcome. Only fatal errors escape."""
+    try:
+        try:
+            effects = await handler(claim.job, LeaseHandle(queue, claim))
+        except PermanentFailure as failure:
+            await queue.dead_letter(claim, failure.reason)
+            return
+        except Exception as exc:
+            log.info("job %s/%s failed: %r", claim.queue, claim.id, exc)
+            await queue.nack(claim, _describe(exc))
+            return
+        except BaseException:
+            # Cancelled (shutdown past its grace, or an outer cancel): hand the job back now
+            # rather than leaving it to lease expiry.
+            with trio.move_on_after(_SHUTDOWN_NACK_GRACE, shield=True):
+                await queue.nack(claim, "the worker stopped before the job finished")
+            raise
+        if effects is not None and not isinstance(effects, Effects):  # pyright: ignore[reportUnnecessaryIsInstance]
+            await queue.nack(
+                claim, f"handler returned {type(effects).__name__}, expected Effects or None"
+            )
+            return
+        await queue.ack_with(claim, effects)
+    except ClaimLost as exc:
+        log.warning(
+            "lost the claim on %s/%s before settling it (%s); the redelivered attempt settles it",
+            claim.queue,
+            claim.id,
+            exc,
+        )
+    except _FATAL:
+        raise
+    except TaqubaError as exc:
+        log.error("could not settle %s/%s: %s", claim.queue, claim.id, exc)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _idle(queue: Queue, queue_name: str, poll_interval: float, shutdown: trio.Event) -> None:
+    """Wait for a wakeup on ``queue_name``, shutdown, or ``poll_interval``, whichever is first."""
+    with trio.move_on_after(poll_interval):
+        async with trio.open_nursery() as nursery:
+
+            async def on_shutdown() -> None:
+                await shutdown.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_shutdown)
+            await queue.wait_for_jobs_on(queue_name)
+            nursery.cancel_scope.cancel()
+
+
+def _check_interval(poll_interval: float) -> None:
+    if not math.isfinite(poll_interval) or poll_interval <= 0:
+        raise UsageError("poll_interval must be a positive number of seconds")
+
+
+async def run_worker(
+    queue: Queue,
+    queue_name: str,
+    handler: Handler,
+    *,
+    poll_interval: float = 1.0,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Process jobs of ``queue_name`` one at a time until ``shutdown`` is set.
+
+    Shutdown is honoured between jobs and while idle; a job in progress always finishes.
+    Settlement failures (including `ClaimLost`) are logged and the loop goes on; errors on the
+    claim path (`Fenced`, `QueueClosed`, storage failures) end it.
+
+    Args:
+        queue: the open queue.
+        queue_name: which queue to serve.
+        handler: see `Handler`.
+        poll_interval: the longest idle wait between claim attempts, in seconds.
+        shutdown: set it to stop the loop gracefully.
+        task_status: for ``nursery.start``; started once the loop is ready.
+    """
+    fn = _resolve(handler)
+    _check_interval(poll_interval)
+    stop = shutdown or trio.Event()
+    task_status.started()
+    while not stop.is_set():
+        claim = await queue.claim(queue_name)
+        if claim is None:
+            await _idle(queue, queue_name, poll_interval, stop)
+            continue
+        await _process(queue, claim, fn)
+
+
+async def run_worker_concurrent(
+    queue: Queue,
+    queue_name: str,
+    handler: Handler,
+    *,
+    concurrency: int = 8,
+    poll_interval: float = 1.0,
+    shutdown: trio.Event | None = None,
+    shutdown_grace: float | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Process up to ``concurrency`` jobs of ``queue_name`` at once until ``shutdown`` is set.
+
+    Claims in batches sized to free capacity (one claim transaction per batch), runs each job
+    in its own task and settles each on its own. On shutdown it stops claiming and drains the
+    jobs in flight; with ``shutdown_grace`` set, jobs still running after that many seconds
+    are cancelled and handed back with a nack. Settlement failures are logged and the loop
+    goes on; claim-path errors (`Fenced`, `QueueClosed`, storage failures) end it after the
+    jobs in flight are cancelled.
+    """
+    fn = _resolve(handler)
+    _check_interval(poll_interval)
+    if not isinstance(concurrency, int) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise UsageError("concurrency must be a positive int")
+    stop = shutdown or trio.Event()
+    in_flight = 0
+    slot_freed = trio.Event()
+    fatal: list[BaseException] = []
+
+    async with trio.open_nursery() as jobs:
+
+        async def run_one(claim: Claim) -> None:
+            nonlocal in_flight, slot_freed
+            try:
+                await _process(queue, claim, fn)
+            except _FATAL as exc:
+                fatal.append(exc)
+                jobs.cancel_scope.cancel()
+            finally:
+                in_flight -= 1
+                slot_freed.set()
+                slot_freed = trio.Event()
+
+        task_status.started()
+        try:
+            while not stop.is_set() and not fatal:
+                free = concurrency - in_flight
+                if free == 0:
+                    event = slot_freed
+                    async with trio.open_nursery() as waiter:
+
+                        async def on_shutdown(
+                            scope: trio.CancelScope = waiter.cancel_scope,
+                        ) -> None:
+                            await stop.wait()
+                            scope.cancel()
+
+                        waiter.start_soon(on_shutdown)
+                        await event.wait()
+                        waiter.cancel_scope.cancel()
+                    continue
+                claims = await queue.claim_batch(queue_name, free)
+                for claim in claims:
+                    in_flight += 1
+                    jobs.start_soon(run_one, claim)
+                if not claims:
+                    await _idle(queue, queue_name, poll_interval, stop)
+        except _FATAL as exc:
+            fatal.append(exc)
+            jobs.cancel_scope.cancel()
+        if shutdown_grace is not None and not fatal:
+            jobs.cancel_scope.deadline = trio.current_time() + shutdown_grace
+    if fatal:
+        raise fatal[0]

@@ -1,0 +1,641 @@
+"""Core queue semantics, run on memory, local-disk and S3 (moto) stores."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import trio
+
+import taquba
+from taquba import (
+    CancelOutcome,
+    ClaimLost,
+    DuplicateJobId,
+    Effects,
+    EnqueueRequest,
+    InvalidId,
+    InvalidQueueName,
+    InvalidState,
+    JobNotFound,
+    JobStatus,
+    KvValueTooLarge,
+    MockClock,
+    QueueConfig,
+    Store,
+    UsageError,
+)
+
+FAST = {"flush_interval": 0.005, "reaper_interval": 3600.0, "scheduler_interval": 3600.0}
+
+
+@pytest.fixture
+def clock() -> MockClock:
+    return MockClock()
+
+
+@pytest.fixture
+async def queue(store: Store, clock: MockClock) -> AsyncIterator[taquba.Queue]:
+    config = QueueConfig(lease_duration=10, retry_backoff_base=1, retry_backoff_max=60)
+    async with taquba.open_queue(store, "q", config=config, clock=clock, **FAST) as q:
+        yield q
+
+
+async def recount(queue: taquba.Queue, name: str) -> taquba.QueueStats:
+    counts = {}
+    for status in (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.CLAIMED, JobStatus.DEAD):
+        page = await queue.list_jobs(name, status, limit=10_000)
+        counts[status.value] = len(page.jobs)
+    stats = await queue.stats(name)
+    return taquba.QueueStats(name, done=stats.done, **counts)
+
+
+async def test_enqueue_claim_ack_round_trip(queue: taquba.Queue) -> None:
+    result = await queue.enqueue("work", b"payload", headers={"k": "v"})
+    assert result.created
+    assert (await queue.stats("work")).pending == 1
+    claim = await queue.claim("work")
+    assert claim is not None
+    assert (claim.id, claim.payload, claim.attempts) == (result.id, b"payload", 1)
+    assert claim.job.headers == {"k": "v"}
+    assert (await queue.get_job(result.id)).status is JobStatus.CLAIMED  # type: ignore[union-attr]
+    await queue.ack(claim)
+    assert await queue.get_job(result.id) is None
+    assert await queue.stats("work") == taquba.QueueStats("work", done=1)
+    assert await queue.claim("work") is None
+    assert await queue.list_queues() == ["work"]
+
+
+async def test_claim_order_is_priority_then_fifo(queue: taquba.Queue) -> None:
+    low = [await queue.enqueue("w", b"l%d" % i, priority=taquba.PRIORITY_LOW) for i in range(3)]
+    normal = [await queue.enqueue("w", b"n%d" % i) for i in range(3)]
+    high = await queue.enqueue("w", b"h", priority=taquba.PRIORITY_HIGH)
+    claims = await queue.claim_batch("w", 10)
+    assert [c.id for c in claims] == [high.id] + [r.id for r in normal] + [r.id for r in low]
+    expiries = {queue.lease_expiry(c) for c in claims}
+    assert len(expiries) == 1  # one shared lease
+
+
+async def test_many_enqueues_in_one_millisecond_are_claimed_fifo(queue: taquba.Queue) -> None:
+    """Reference §16 item 10 (the mock clock does not move)."""
+    results = await queue.enqueue_batch(
+        [EnqueueRequest(queue="w", payload=b"%d" % i) for i in range(200)]
+    )
+    claims = await queue.claim_batch("w", 200)
+    assert [c.id for c in claims] == [r.id for r in results]
+
+
+async def test_dedup_key_returns_the_existing_job_and_writes_nothing(queue: taquba.Queue) -> None:
+    first = await queue.enqueue("w", b"a", dedup_key="k", kv_writes={b"x": b"1"})
+    second = await queue.enqueue("w", b"b", dedup_key="k", kv_writes={b"y": b"2"})
+    assert first.created and not second.created and second.id == first.id
+    assert await queue.kv_get(b"x") == b"1" and await queue.kv_get(b"y") is None
+    assert (await queue.stats("w")).pending == 1
+    # The key is released at the first claim.
+    claim = await queue.claim("w")
+    assert claim is not None
+    third = await queue.enqueue("w", b"c", dedup_key="k")
+    assert third.created and third.id != first.id
+
+
+async def test_nack_then_reenqueue_does_not_corrupt_dedup(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    """Reference §16 item 17: a retry of the old job must not delete the new job's dedup entry."""
+    old = await queue.enqueue("w", b"old", dedup_key="k")
+    claim = await queue.claim("w")
+    assert claim is not None
+    new = await queue.enqueue("w", b"new", dedup_key="k")
+    assert new.created
+    await queue.nack(claim, "boom")
+    clock.advance(5)
+    await queue.promote_scheduled_now()
+    again = await queue.enqueue("w", b"newer", dedup_key="k")
+    assert not again.created and again.id == new.id
+    del old
+
+
+async def test_concurrent_enqueues_under_contention_all_succeed(queue: taquba.Queue) -> None:
+    """Reference §16 item 2: conflicts are retried, never surfaced."""
+    results: list[taquba.EnqueueResult] = []
+
+    async def one(i: int) -> None:
+        results.append(await queue.enqueue("w", b"%d" % i, dedup_key="same" if i % 2 else None))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(60):
+            nursery.start_soon(one, i)
+    created = [r for r in results if r.created]
+    assert len(results) == 60
+    assert len(created) == 31  # 30 distinct + one winner of the shared dedup key
+    assert (await queue.stats("w")).pending == 31
+
+
+async def test_id_override_validation_and_duplicates(queue: taquba.Queue) -> None:
+    """Reference §16 item 5: a duplicate override writes nothing and leaves the original intact."""
+    with pytest.raises(InvalidId):
+        await queue.enqueue("w", b"x", job_id="bad id")
+    first = await queue.enqueue("w", b"original", job_id="order-42")
+    assert first.id == "order-42"
+    with pytest.raises(DuplicateJobId):
+        await queue.enqueue("w", b"other", job_id="order-42", kv_writes={b"side": b"effect"})
+    assert await queue.kv_get(b"side") is None
+    job = await queue.get_job("order-42")
+    assert job is not None and job.payload == b"original"
+    assert (await queue.stats("w")).pending == 1
+
+
+async def test_batch_enqueue_is_all_or_nothing(queue: taquba.Queue) -> None:
+    await queue.enqueue("w", b"x", job_id="taken")
+    batch = [
+        EnqueueRequest(queue="w", payload=b"a"),
+        EnqueueRequest(queue="w", payload=b"b", job_id="taken"),
+    ]
+    with pytest.raises(DuplicateJobId):
+        await queue.enqueue_batch(batch)
+    assert (await queue.stats("w")).pending == 1
+    results = await queue.enqueue_batch(
+        [
+            EnqueueRequest(queue="w", payload=b"a"),
+            EnqueueRequest(queue="other", payload=b"b", delay=60),
+        ]
+    )
+    assert all(r.created for r in results)
+    assert (await queue.stats("other")).scheduled == 1
+
+
+async def test_bad_input_is_rejected_with_typed_errors(queue: taquba.Queue) -> None:
+    with pytest.raises(InvalidQueueName):
+        await queue.enqueue("", b"x")
+    with pytest.raises(UsageError, match="payload must be bytes"):
+        await queue.enqueue("w", "text")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="priority"):
+        await queue.enqueue("w", b"x", priority=-1)
+    with pytest.raises(UsageError, match="timezone"):
+        await queue.enqueue("w", b"x", run_at=datetime(2030, 1, 1))
+    with pytest.raises(UsageError, match="either"):
+        await queue.enqueue("w", b"x", run_at=datetime.now(UTC), delay=1)
+    with pytest.raises(KvValueTooLarge):
+        await queue.kv_put(b"k", b"x" * (taquba.MAX_KV_VALUE_SIZE + 1))
+    with pytest.raises(InvalidState, match="takes a Claim"):
+        await queue.ack(await queue.get_job("nope"))  # type: ignore[arg-type]
+    assert (await queue.stats("w")).pending == 0
+
+
+async def test_scheduled_jobs_wait_for_their_time(queue: taquba.Queue, clock: MockClock) -> None:
+    run_at = datetime.fromtimestamp(clock.now_ms() / 1000, UTC) + timedelta(seconds=30)
+    job = await queue.enqueue("w", b"later", run_at=run_at)
+    assert (await queue.get_job(job.id)).status is JobStatus.SCHEDULED  # type: ignore[union-attr]
+    assert await queue.claim("w") is None
+    assert await queue.promote_scheduled_now() == 0
+    clock.advance(30)
+    assert await queue.promote_scheduled_now() == 1
+    claim = await queue.claim("w")
+    assert claim is not None and claim.id == job.id
+    assert claim.job.run_at is None
+
+
+async def test_nack_backs_off_then_dead_letters(store: Store, clock: MockClock) -> None:
+    config = QueueConfig(max_attempts=3, retry_backoff_base=2, retry_backoff_max=3)
+    async with taquba.open_queue(store, "b", config=config, clock=clock, **FAST) as queue:
+        job = await queue.enqueue("w", b"x")
+        delays = []
+        for attempt in (1, 2):
+            claim = await queue.claim("w")
+            assert claim is not None and claim.attempts == attempt
+            await queue.nack(claim, f"fail {attempt}")
+            record = await queue.get_job(job.id)
+            assert record is not None and record.status is JobStatus.SCHEDULED
+            assert record.last_error == f"fail {attempt}"
+            delays.append((record.run_at or 0) - clock.now_ms())
+            clock.advance(delays[-1] / 1000)
+            assert await queue.promote_scheduled_now() == 1
+        assert delays == [2000, 3000]  # 2 s, then 4 s capped at 3 s
+        claim = await queue.claim("w")
+        assert claim is not None
+        await queue.nack(claim, "last")
+        dead = await queue.get_job(job.id)
+        assert (
+            dead is not None and dead.status is JobStatus.DEAD and dead.failed_at == clock.now_ms()
+        )
+        assert await recount(queue, "w") == taquba.QueueStats("w", dead=1)
+        # Requeue revives it with attempts reset.
+        await queue.requeue_dead_job(dead)
+        revived = await queue.claim("w")
+        assert revived is not None and revived.attempts == 1
+        with pytest.raises(InvalidState):
+            await queue.requeue_dead_job(revived.job)
+
+
+async def test_zero_backoff_requeues_immediately(store: Store, clock: MockClock) -> None:
+    config = QueueConfig(retry_backoff_base=0)
+    async with taquba.open_queue(store, "z", config=config, clock=clock, **FAST) as queue:
+        await queue.enqueue("w", b"x")
+        claim = await queue.claim("w")
+        assert claim is not None
+        await queue.nack(claim, "again")
+        again = await queue.claim("w")
+        assert again is not None and again.attempts == 2 and again.job.last_error == "again"
+
+
+async def test_dead_letter_is_immediate(queue: taquba.Queue) -> None:
+    job = await queue.enqueue("w", b"x")
+    claim = await queue.claim("w")
+    assert claim is not None
+    await queue.dead_letter(claim, "poison")
+    dead = await queue.dead_jobs("w")
+    assert [(d.id, d.last_error, d.attempts) for d in dead] == [(job.id, "poison", 1)]
+
+
+async def test_requeue_of_a_swept_dead_job_is_job_not_found(store: Store, clock: MockClock) -> None:
+    """Reference §16 item 8: a stale dead record must not recreate the job."""
+    config = QueueConfig(dead_retention=60)
+    async with taquba.open_queue(store, "s", config=config, clock=clock, **FAST) as queue:
+        await queue.enqueue("w", b"x")
+        claim = await queue.claim("w")
+        assert claim is not None
+        await queue.dead_letter(claim, "bad")
+        (stale,) = await queue.dead_jobs("w")
+        clock.advance(59)
+        assert await queue.sweep_now() == 0
+        clock.advance(2)
+        assert await queue.sweep_now() == 1
+        with pytest.raises(JobNotFound):
+            await queue.requeue_dead_job(stale)
+        assert await queue.stats("w") == taquba.QueueStats("w")
+        assert await queue.get_job(stale.id) is None
+
+
+async def test_keep_done_retains_then_sweeps(store: Store, clock: MockClock) -> None:
+    config = QueueConfig(keep_done=100)
+    async with taquba.open_queue(store, "d", config=config, clock=clock, **FAST) as queue:
+        job = await queue.enqueue("w", b"x")
+        claim = await queue.claim("w")
+        assert claim is not None
+        clock.advance(5)
+        await queue.ack(claim)
+        done = await queue.get_job(job.id)
+        assert (
+            done is not None
+            and done.status is JobStatus.DONE
+            and done.completed_at == clock.now_ms()
+        )
+        assert [j.id for j in (await queue.list_jobs("w", JobStatus.DONE)).jobs] == [job.id]
+        clock.advance(99)
+        assert await queue.sweep_now() == 0
+        clock.advance(2)
+        assert await queue.sweep_now() == 1
+        assert await queue.get_job(job.id) is None
+        assert (await queue.stats("w")).done == 1  # done is cumulative
+
+
+async def test_settling_after_the_reaper_requeued_is_claim_lost(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    """Reference §16 item 6: ack, nack, dead_letter and renew all refuse a reaped claim."""
+    await queue.enqueue("w", b"x")
+    stale = await queue.claim("w")
+    assert stale is not None
+    clock.advance(11)
+    assert await queue.reap_now() == 1
+    assert stale.cancel_requested  # a still-running handler learns its delivery is over
+    before = await queue.stats("w")
+    for settle in (queue.ack(stale), queue.nack(stale, "x"), queue.dead_letter(stale, "x")):
+        with pytest.raises(ClaimLost):
+            await settle
+    with pytest.raises(ClaimLost):
+        queue.renew_lease(stale, 30)
+    assert await queue.stats("w") == before
+    fresh = await queue.claim("w")
+    assert fresh is not None and fresh.attempts == 2
+    await queue.ack(fresh)
+    assert await queue.stats("w") == taquba.QueueStats("w", done=1)
+
+
+async def test_ack_after_expiry_but_before_the_reaper_succeeds(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    await queue.enqueue("w", b"x")
+    claim = await queue.claim("w")
+    assert claim is not None
+    clock.advance(60)
+    await queue.ack(claim)
+    assert await queue.reap_now() == 0
+
+
+async def test_renewal_keeps_the_claim_alive(queue: taquba.Queue, clock: MockClock) -> None:
+    await queue.enqueue("w", b"x")
+    claim = await queue.claim("w")
+    assert claim is not None
+    clock.advance(8)
+    expiry = queue.renew_lease(claim, 30)
+    assert expiry == clock.now_ms() + 30_000
+    clock.advance(20)
+    assert await queue.reap_now() == 0
+    await queue.ack(claim)
+
+
+async def test_reaper_dead_letters_when_attempts_run_out(store: Store, clock: MockClock) -> None:
+    config = QueueConfig(max_attempts=1, lease_duration=1)
+    async with taquba.open_queue(store, "r", config=config, clock=clock, **FAST) as queue:
+        job = await queue.enqueue("w", b"x")
+        assert await queue.claim("w") is not None
+        clock.advance(2)
+        assert await queue.reap_now() == 1
+        dead = await queue.get_job(job.id)
+        assert (
+            dead is not None
+            and dead.status is JobStatus.DEAD
+            and dead.last_error == "lease expired"
+        )
+
+
+async def test_late_settlement_racing_the_reaper_resolves_to_claim_lost(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    """Reference §16 item 7: the first commit wins; the loser sees ClaimLost, not a conflict."""
+    for _ in range(20):
+        await queue.enqueue("race", b"x")
+    claims = await queue.claim_batch("race", 20)
+    clock.advance(11)
+    outcomes: list[str] = []
+
+    async def settle(claim: taquba.Claim) -> None:
+        try:
+            await queue.nack(claim, "late")
+            outcomes.append("nacked")
+        except ClaimLost:
+            outcomes.append("lost")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queue.reap_now)
+        for claim in claims:
+            nursery.start_soon(settle, claim)
+    assert len(outcomes) == 20
+    stats = await recount(queue, "race")
+    assert stats.claimed == 0 and stats.pending + stats.scheduled == 20
+    assert await queue.stats("race") == stats
+
+
+async def test_ack_with_applies_effects_atomically(queue: taquba.Queue, clock: MockClock) -> None:
+    await queue.kv_put(b"gone", b"1")
+    await queue.enqueue("w", b"parent")
+    claim = await queue.claim("w")
+    assert claim is not None
+    effects = Effects(
+        enqueues=[
+            EnqueueRequest(queue="next", payload=b"child", job_id="child-1", priority=7),
+            EnqueueRequest(queue="next", payload=b"later", delay=30),
+            EnqueueRequest(queue="next", payload=b"dup", dedup_key="d"),
+            EnqueueRequest(queue="next", payload=b"dup2", dedup_key="d"),
+        ],
+        kv_writes={b"state": b"done"},
+        kv_deletes=[b"gone"],
+    )
+    results = await queue.ack_with(claim, effects)
+    assert [r.created for r in results] == [True, True, True, False]
+    assert results[3].id == results[2].id
+    assert results[0].id == "child-1"
+    assert await queue.kv_get(b"state") == b"done" and await queue.kv_get(b"gone") is None
+    stats = await queue.stats("next")
+    assert (stats.pending, stats.scheduled) == (2, 1)
+    child = await queue.claim("next")
+    assert child is not None and child.id == "child-1" and child.job.priority == 7
+
+
+async def test_ack_with_on_a_lost_claim_applies_nothing(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    await queue.enqueue("w", b"x")
+    claim = await queue.claim("w")
+    assert claim is not None
+    clock.advance(11)
+    await queue.reap_now()
+    effects = Effects(enqueues=[EnqueueRequest(queue="next", payload=b"c")], kv_writes={b"k": b"v"})
+    with pytest.raises(ClaimLost):
+        await queue.ack_with(claim, effects)
+    assert await queue.kv_get(b"k") is None
+    assert await queue.stats("next") == taquba.QueueStats("next")
+
+
+async def test_ack_retries_through_conflicts(queue: taquba.Queue) -> None:
+    """Reference §16 item 1: a conflicting concurrent commit must not fail the ack."""
+    for _ in range(30):
+        await queue.enqueue("w", b"x")
+    claims = await queue.claim_batch("w", 30)
+
+    async with trio.open_nursery() as nursery:
+        for claim in claims:
+            # cancel() rewrites the claimed record while ack deletes it: they conflict.
+            nursery.start_soon(queue.cancel, claim.id)
+            nursery.start_soon(queue.ack, claim)
+    assert await queue.stats("w") == taquba.QueueStats("w", done=30)
+
+
+async def test_cancel_pending_and_claimed_jobs(queue: taquba.Queue, clock: MockClock) -> None:
+    pending = await queue.enqueue("w", b"p", dedup_key="k")
+    assert await queue.cancel(pending.id) is CancelOutcome.REMOVED
+    assert await queue.get_job(pending.id) is None
+    assert (await queue.enqueue("w", b"p2", dedup_key="k")).created  # dedup released
+    claim = await queue.claim("w")
+    assert claim is not None and not claim.cancel_requested
+    assert await queue.cancel(claim.id) is CancelOutcome.REQUESTED
+    assert claim.cancel_requested
+    with trio.fail_after(1):
+        await claim.wait_cancel_requested()
+    assert await queue.cancel("missing") is CancelOutcome.NOT_FOUND
+    # Reference §16 item 15: the cancel survives a nack, and the next delivery starts cancelled.
+    await queue.nack(claim, "stopping")
+    clock.advance(5)
+    await queue.promote_scheduled_now()
+    again = await queue.claim("w")
+    assert again is not None and again.cancel_requested and again.job.cancel_requested
+    await queue.dead_letter(again, "cancelled")
+    (dead,) = await queue.dead_jobs("w")
+    assert dead.cancel_requested
+
+
+async def test_wait_for_completion(queue: taquba.Queue) -> None:
+    with pytest.raises(JobNotFound):
+        await queue.wait_for_completion("nope")
+    job = await queue.enqueue("w", b"x")
+    results: list[taquba.JobRecord | None] = []
+
+    async def waiter() -> None:
+        results.append(await queue.wait_for_completion(job.id))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.sleep(0.01)
+        claim = await queue.claim("w")
+        assert claim is not None
+        await queue.dead_letter(claim, "x")
+    assert results[0] is not None and results[0].status is JobStatus.DEAD
+
+
+async def test_claim_with_wait_wakes_on_insert_and_waits_out_its_deadline(
+    queue: taquba.Queue,
+) -> None:
+    """Reference §16 item 9 (second half): a lost race does not end the wait early."""
+    got: list[taquba.Claim] = []
+
+    async def worker() -> None:
+        with trio.move_on_after(0.3):
+            got.append(await queue.claim_with_wait("w"))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker)
+        await trio.sleep(0.02)
+        await queue.enqueue("w", b"x")
+    assert len(got) == 1
+    # Now a waiter that loses every race keeps waiting until its own deadline.
+    start = trio.current_time()
+    with trio.move_on_after(0.2) as scope:
+        await queue.claim_with_wait("empty")
+    assert scope.cancelled_caught
+    assert trio.current_time() - start >= 0.2
+
+
+async def test_insert_behind_the_cursor_is_claimable(queue: taquba.Queue) -> None:
+    """Reference §16 items 3 and 4: ids A < B, B commits and is claimed, then A commits."""
+    a, b = queue.next_job_id(), queue.next_job_id()
+    assert a < b
+    await queue.enqueue("w", b"b", job_id=b)
+    first = await queue.claim("w")
+    assert first is not None and first.id == b
+    assert await queue.claim("w") is None  # the queue is now known empty
+    await queue.enqueue("w", b"a", job_id=a)
+    second = await queue.claim("w")
+    assert second is not None and second.id == a
+    # A higher-priority insert behind the bound.
+    await queue.enqueue("w", b"n1")
+    await queue.enqueue("w", b"n2")
+    assert (await queue.claim("w")) is not None
+    urgent = await queue.enqueue("w", b"urgent", priority=taquba.PRIORITY_HIGH)
+    nxt = await queue.claim("w")
+    assert nxt is not None and nxt.id == urgent.id
+
+
+async def test_kv_namespace(queue: taquba.Queue) -> None:
+    for i in range(5):
+        await queue.kv_put(b"a/%d" % i, b"v%d" % i)
+    await queue.kv_put(b"b/0", b"other")
+    page = await queue.kv_scan(b"a/", limit=3)
+    assert [k for k, _ in page.entries] == [b"a/0", b"a/1", b"a/2"]
+    rest = await queue.kv_scan(b"a/", cursor=page.next_cursor, limit=3)
+    assert [k for k, _ in rest.entries] == [b"a/3", b"a/4"] and rest.next_cursor is None
+    assert await queue.kv_compare_and_set(b"c", None, b"1")
+    assert not await queue.kv_compare_and_set(b"c", None, b"2")
+    assert await queue.kv_compare_and_set(b"c", b"1", b"3")
+    assert await queue.kv_get(b"c") == b"3"
+    assert await queue.kv_compare_and_set(b"c", b"3", None)
+    assert await queue.kv_get(b"c") is None
+    await queue.kv_delete(b"a/0")
+    assert await queue.kv_get(b"a/0") is None
+    # Internal records never show through the user namespace.
+    await queue.enqueue("w", b"x")
+    assert all(k.startswith((b"a/", b"b/")) for k, _ in (await queue.kv_scan()).entries)
+
+
+async def test_list_jobs_pages_through_each_state(queue: taquba.Queue, clock: MockClock) -> None:
+    ids = [(await queue.enqueue("w", b"%d" % i)).id for i in range(7)]
+    await queue.enqueue("other", b"x", delay=5)
+    for i in range(3):
+        await queue.enqueue("w", b"s%d" % i, delay=10 + i)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await queue.list_jobs("w", JobStatus.PENDING, cursor=cursor, limit=3)
+        seen += [j.id for j in page.jobs]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ids
+    scheduled = await queue.list_jobs("w", JobStatus.SCHEDULED, limit=2)
+    assert len(scheduled.jobs) == 2 and all(j.queue == "w" for j in scheduled.jobs)
+    rest = await queue.list_jobs("w", JobStatus.SCHEDULED, cursor=scheduled.next_cursor, limit=2)
+    assert len(rest.jobs) == 1
+    assert sorted(await queue.list_queues()) == ["other", "w"]
+
+
+async def test_stats_survive_folding_and_restart(store: Store, clock: MockClock) -> None:
+    async with taquba.open_queue(store, "st", clock=clock, **FAST) as queue:
+        for i in range(25):
+            await queue.enqueue("w", b"%d" % i)
+        for claim in await queue.claim_batch("w", 10):
+            await queue.ack(claim)
+        await queue.fold_stats_now()
+        await queue.enqueue("w", b"more")
+        assert await queue.stats("w") == taquba.QueueStats("w", pending=16, done=10)
+    async with taquba.open_queue(store, "st", clock=clock, **FAST) as queue:
+        assert await queue.stats("w") == taquba.QueueStats("w", pending=16, done=10)
+
+
+async def test_open_recovers_claims_of_a_dead_process(store: Store, clock: MockClock) -> None:
+    config = QueueConfig(max_attempts=2)
+    async with taquba.open_queue(store, "rec", config=config, clock=clock, **FAST) as queue:
+        for i in range(3):
+            await queue.enqueue("w", b"%d" % i)
+        held = await queue.claim_batch("w", 3)
+        await queue.nack(held[0], "x")  # back to scheduled, attempt 1 used
+        await queue.enqueue("w", b"keep")
+        # A durable commit flushes the claims; leaving without settling abandons them.
+    async with taquba.open_queue(store, "rec", config=config, clock=clock, **FAST) as queue:
+        stats = await queue.stats("w")
+        assert (stats.pending, stats.claimed, stats.scheduled) == (3, 0, 1)
+        assert await recount(queue, "w") == stats
+        claims = await queue.claim_batch("w", 10)
+        assert sorted(c.attempts for c in claims) == [1, 2, 2]
+
+
+async def test_cursor_state_is_persisted_at_close_and_restored(
+    store: Store, clock: MockClock
+) -> None:
+    async with taquba.open_queue(store, "cur", clock=clock, **FAST) as queue:
+        for i in range(5):
+            await queue.enqueue("w", b"%d" % i)
+        for claim in await queue.claim_batch("w", 5):
+            await queue.ack(claim)
+        assert await queue.claim("w") is None
+        bound = queue._states["w"].cursor.bound
+        assert bound is not None
+    async with taquba.open_queue(store, "cur", clock=clock, **FAST) as queue:
+        cursor = queue._states["w"].cursor
+        assert cursor.bound == bound and cursor.known_empty
+        # The record was deleted on open, so a crash now cannot resurrect a stale bound.
+        assert (
+            await queue._database.scan(taquba._keys.space_prefix(taquba._keys.Space.CURSOR)) == []
+        )
+        job = await queue.enqueue("w", b"new")
+        claim = await queue.claim("w")
+        assert claim is not None and claim.id == job.id
+
+
+async def test_settling_with_a_claim_from_another_handle_is_claim_lost(
+    store: Store, clock: MockClock
+) -> None:
+    async with taquba.open_queue(store, "h", clock=clock, **FAST) as queue:
+        await queue.enqueue("w", b"x")
+        old = await queue.claim("w")
+        assert old is not None
+    async with taquba.open_queue(store, "h", clock=clock, **FAST) as queue:
+        with pytest.raises(ClaimLost):
+            await queue.ack(old)
+        fresh = await queue.claim("w")
+        assert fresh is not None
+        await queue.ack(fresh)
+
+
+async def test_closed_queue_refuses_work(store: Store) -> None:
+    async with taquba.open_queue(store, "c", **FAST) as queue:
+        pass
+    with pytest.raises(taquba.QueueClosed):
+        await queue.enqueue("w", b"x")
+
+
+async def test_body_exceptions_propagate_unwrapped(store: Store) -> None:
+    with pytest.raises(KeyError):
+        async with taquba.open_queue(store, "e", **FAST):
+            raise KeyError("mine")
