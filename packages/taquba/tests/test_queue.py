@@ -639,3 +639,53 @@ async def test_body_exceptions_propagate_unwrapped(store: Store) -> None:
     with pytest.raises(KeyError):
         async with taquba.open_queue(store, "e", **FAST):
             raise KeyError("mine")
+
+
+async def test_kv_expect_makes_enqueue_a_compare_and_set(queue: taquba.Queue) -> None:
+    """Two racing enqueuers guarded by the same watermark: exactly one wins."""
+    outcomes: list[str] = []
+
+    async def fire(i: int) -> None:
+        try:
+            await queue.enqueue(
+                "cron", b"%d" % i, kv_expect={b"mark": None}, kv_writes={b"mark": b"%d" % i}
+            )
+            outcomes.append("created")
+        except taquba.KvConflict:
+            outcomes.append("conflict")
+
+    async with trio.open_nursery() as nursery:
+        for i in range(8):
+            nursery.start_soon(fire, i)
+    assert sorted(outcomes) == ["conflict"] * 7 + ["created"]
+    assert (await queue.stats("cron")).pending == 1
+    mark = await queue.kv_get(b"mark")
+    with pytest.raises(taquba.KvConflict):
+        await queue.enqueue_batch(
+            [EnqueueRequest(queue="cron", payload=b"x")], kv_expect={b"mark": b"other"}
+        )
+    results = await queue.enqueue_batch(
+        [EnqueueRequest(queue="cron", payload=b"x")],
+        kv_expect={b"mark": mark},
+        kv_writes={b"mark": b"next"},
+    )
+    assert results[0].created
+    assert await queue.kv_get(b"mark") == b"next"
+
+
+async def test_nack_honours_a_longer_retry_after(queue: taquba.Queue, clock: MockClock) -> None:
+    job = await queue.enqueue("w", b"x")
+    claim = await queue.claim("w")
+    assert claim is not None
+    await queue.nack(claim, "429", retry_after=45)
+    record = await queue.get_job(job.id)
+    assert record is not None
+    assert record.run_at == clock.now_ms() + 45_000
+    clock.advance(45)
+    await queue.promote_scheduled_now()
+    again = await queue.claim("w")
+    assert again is not None
+    await queue.nack(again, "503", retry_after=0.5)  # shorter than the 2 s backoff: backoff wins
+    record = await queue.get_job(job.id)
+    assert record is not None
+    assert record.run_at == clock.now_ms() + 2_000

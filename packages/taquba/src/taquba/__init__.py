@@ -27,6 +27,7 @@ from ._errors import InvalidQueueName as InvalidQueueName
 from ._errors import InvalidState as InvalidState
 from ._errors import InvalidStoreUrl as InvalidStoreUrl
 from ._errors import JobNotFound as JobNotFound
+from ._errors import KvConflict as KvConflict
 from ._errors import KvValueTooLarge as KvValueTooLarge
 from ._errors import PermanentFailure as PermanentFailure
 from ._errors import QueueClosed as QueueClosed

@@ -864,6 +864,10 @@ class Transaction(_Scanner):
         """Buffer a deletion of `key` in the transaction."""
         await _call(self._txn.delete, key)
 
+    async def mark_read(self, keys: list[bytes]) -> None:
+        """Treat `keys` as read, so a concurrent write to any of them conflicts at commit."""
+        await _call(self._txn.mark_read, keys)
+
     async def unmark_write(self, keys: list[bytes]) -> None:
         """Exclude `keys` from write-conflict detection (e.g. statistics counters)."""
         await _call(self._txn.unmark_write, keys)

@@ -14,6 +14,7 @@ retry without reading messages::
     ├── ConflictError               the request conflicts with what is stored
     │   ├── DuplicateJobId          an id override that names an existing job
     │   ├── JobNotFound             the job (or its dead record) no longer exists
+    │   ├── KvConflict              a user KV precondition did not hold
     │   └── ClaimLost               the claim is gone: reaped, settled, or a stale copy
     ├── DataError                   a stored record taquba cannot decode (never retry)
     └── StorageError                the storage layer failed
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidState",
     "InvalidStoreUrl",
     "JobNotFound",
+    "KvConflict",
     "KvValueTooLarge",
     "PermanentFailure",
     "QueueClosed",
@@ -128,6 +130,15 @@ class JobNotFound(ConflictError):
         super().__init__(f"job {job_id!r} not found")
         self.job_id = job_id
         """The id that was looked up."""
+
+
+class KvConflict(ConflictError):
+    """A user KV precondition (``kv_expect``) did not hold; nothing was written."""
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__(f"user KV entry {key!r} does not hold the expected value")
+        self.key = key
+        """The first key whose value differed from the expectation."""
 
 
 class ClaimLost(ConflictError):

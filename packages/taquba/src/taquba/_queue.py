@@ -24,6 +24,7 @@ from ._errors import (
     Fenced,
     InvalidState,
     JobNotFound,
+    KvConflict,
     KvValueTooLarge,
     QueueClosed,
     StorageError,
@@ -480,6 +481,7 @@ class Queue:
         max_attempts: int | None = None,
         job_id: str | None = None,
         kv_writes: Mapping[bytes, bytes] | None = None,
+        kv_expect: Mapping[bytes, bytes | None] | None = None,
     ) -> EnqueueResult:
         """Add a job to ``queue``; return once it is durable.
 
@@ -496,10 +498,15 @@ class Queue:
             job_id: use this id (1 to 128 of ``[A-Za-z0-9_-]``); `DuplicateJobId` if taken.
             kv_writes: user KV entries written in the same transaction, only if the job is
                 created (a dedup hit writes nothing).
+            kv_expect: preconditions on user KV entries (``None``: must be absent), checked
+                in the same transaction; with ``kv_writes`` this is a compare-and-set that
+                commits together with the job. A concurrent change to an expected key makes
+                the transaction retry and re-check.
 
         Raises:
             UsageError: an invalid argument (`InvalidId`, `InvalidQueueName`, ...).
             DuplicateJobId: ``job_id`` names an existing job.
+            KvConflict: an entry of ``kv_expect`` did not hold; nothing was written.
         """
         request = EnqueueRequest(
             queue=queue,
@@ -513,9 +520,11 @@ class Queue:
             job_id=job_id,
         )
         writes = _check_kv_writes(kv_writes or {})
+        expect = _check_kv_expect(kv_expect or {})
         prepared = self._prepare(request, self._clock.now_ms())
 
         async def body(txn: Transaction) -> EnqueueResult:
+            await _check_expectations(txn, expect)
             deltas = _Deltas()
             result = await self._stage_enqueue(txn, prepared, deltas)
             if result.created:
@@ -529,16 +538,23 @@ class Queue:
         return result
 
     async def enqueue_batch(
-        self, requests: Sequence[EnqueueRequest], *, kv_writes: Mapping[bytes, bytes] | None = None
+        self,
+        requests: Sequence[EnqueueRequest],
+        *,
+        kv_writes: Mapping[bytes, bytes] | None = None,
+        kv_expect: Mapping[bytes, bytes | None] | None = None,
     ) -> list[EnqueueResult]:
         """Enqueue several jobs (possibly on several queues) in one transaction.
 
         All jobs are created together or none is; each request honours its own options (a
-        dedup hit is reported per request with ``created=False``). Return once durable.
+        dedup hit is reported per request with ``created=False``). ``kv_writes`` and
+        ``kv_expect`` work as in `enqueue` (the writes apply whatever the dedup outcomes).
+        Return once durable.
         """
         now = self._clock.now_ms()
         prepared = [self._prepare(request, now) for request in requests]
         writes = _check_kv_writes(kv_writes or {})
+        expect = _check_kv_expect(kv_expect or {})
         if not prepared and not writes:
             return []
         seen: set[str] = set()
@@ -548,6 +564,7 @@ class Queue:
             seen.add(item.record.id)
 
         async def body(txn: Transaction) -> list[EnqueueResult]:
+            await _check_expectations(txn, expect)
             deltas = _Deltas()
             results = [await self._stage_enqueue(txn, item, deltas) for item in prepared]
             for key, value in writes.items():
@@ -806,15 +823,18 @@ class Queue:
         self._notify_completion()
         return results
 
-    async def nack(self, claim: Claim, error: str) -> None:
+    async def nack(self, claim: Claim, error: str, *, retry_after: float | None = None) -> None:
         """Report a failed attempt: retry with backoff, or dead-letter when attempts run out.
 
         The retry delay is ``retry_backoff_base * 2**(attempt - 1)``, capped at
-        ``retry_backoff_max``; a zero delay makes the job pending again at once.
+        ``retry_backoff_max``, or ``retry_after`` seconds if that is longer (e.g. an HTTP
+        ``Retry-After``); a zero delay makes the job pending again at once.
         """
         claim = self._check_claim(claim, "nack")
         if not isinstance(error, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise UsageError("error must be a str")
+        if retry_after is not None and (not math.isfinite(retry_after) or retry_after < 0):
+            raise UsageError("retry_after must be a finite, non-negative number of seconds")
         config = self.config(claim.queue)
         now = self._clock.now_ms()
         dead = [False]
@@ -833,6 +853,8 @@ class Queue:
                 delay = backoff_delay(
                     stored.attempts, config.retry_backoff_base, config.retry_backoff_max
                 )
+                if retry_after is not None:
+                    delay = max(delay, retry_after)
                 delay_ms = math.ceil(delay * 1000)
                 if delay_ms > 0:
                     run_at = now + delay_ms
@@ -1471,6 +1493,28 @@ def _check_kv_writes(writes: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
             raise KvValueTooLarge(len(value), MAX_KV_VALUE_SIZE)
         checked[_check_kv_key(key)] = bytes(value)
     return checked
+
+
+def _check_kv_expect(expect: Mapping[bytes, bytes | None]) -> dict[bytes, bytes | None]:
+    checked: dict[bytes, bytes | None] = {}
+    for key, value in expect.items():
+        if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError(
+                f"expected KV values must be bytes or None, not {type(value).__name__}"
+            )
+        checked[_check_kv_key(key)] = None if value is None else bytes(value)
+    return checked
+
+
+async def _check_expectations(txn: Transaction, expect: Mapping[bytes, bytes | None]) -> None:
+    """Raise `KvConflict` unless every expected user KV entry holds; conflict-protect them."""
+    if not expect:
+        return
+    stored = [keys.user_key(key) for key in expect]
+    await txn.mark_read(stored)
+    for key, full in zip(expect, stored, strict=True):
+        if await txn.get(full) != expect[key]:
+            raise KvConflict(key)
 
 
 def _decode_counts(raw: bytes | None) -> list[int]:
