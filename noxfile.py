@@ -91,7 +91,8 @@ def _test_requirements() -> list[str]:
 
 
 def _pytest_dirs() -> list[str]:
-    return [f"packages/{p}/tests" for p in PACKAGES] + ["tools/tests"]
+    dirs = [f"packages/{p}/tests" for p in PACKAGES] + ["tools/tests"]
+    return [d for d in dirs if (ROOT / d).is_dir()]
 
 
 @nox.session(python=DEFAULT_PYTHON, tags=["check"])
