@@ -4,12 +4,18 @@ Releases are recorded in ``tools/releases.toml`` as ``(distribution, version, co
 and tagged ``<dist>-v<version>``. Each member keeps a Keep a Changelog ``CHANGELOG.md`` and the
 root ``RELEASES.md`` holds one ``## <dist>-v<version>`` section per release, newest first.
 
+The same file may list *history* entries, ``[[history]]`` tables of ``(distribution, version,
+note[, date])``: CHANGELOG versions that document the line a member inherits (for example from
+the reference project) but that this project never published. They need no record, commit or
+RELEASES.md section, get no tag and never appear in the matrix; ``record`` refuses them.
+
 Subcommands (all accept ``--root PATH``, default: the repository holding this file):
 
 * ``check``: the records, the pyproject versions, the CHANGELOGs and RELEASES.md agree.
 * ``tag [--dry-run] [--push]``: create the missing annotated ``<dist>-v<version>`` tags.
 * ``matrix [--json]``: every dependent x every sibling version its ranges admit.
-* ``record <dist> <version> [--commit SHA] [--date YYYY-MM-DD]``: append a release record.
+* ``record <dist> <version> [--commit SHA] [--date YYYY-MM-DD]``: append a release record
+  (refused for a history version).
 
 The module is importable (``load_workspace``, ``check``, ``compute_matrix``, ...) so the
 noxfile can use the matrix without shelling out. Only the standard library and ``packaging``.
@@ -44,6 +50,9 @@ RELEASE_NOTES_FILE = "RELEASES.md"
 CHANGELOG_FILE = "CHANGELOG.md"
 DEFAULT_MEMBERS = ("packages/*",)
 RECORD_KEYS = ("distribution", "version", "commit", "date")
+HISTORY_KEYS = ("distribution", "version", "date", "note")
+HISTORY_REQUIRED_KEYS = ("distribution", "version", "note")
+TOP_LEVEL_KEYS = ("release", "history")
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _H2_RE = re.compile(r"^##(?!#)\s*(?P<title>.*?)\s*$")
@@ -79,6 +88,30 @@ class Record:
     def tag(self) -> str:
         """The release tag, ``<dist>-v<version>``."""
         return tag_name(self.distribution, self.version)
+
+    @property
+    def parsed_version(self) -> Version | None:
+        """The version, or ``None`` when it is not valid PEP 440."""
+        return parse_version(self.version)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A CHANGELOG version documented but never published by this project (``[[history]]``).
+
+    It has no commit and no tag: the version line is inherited (for instance from the reference
+    project), so recording it as a release would be false.
+    """
+
+    distribution: str
+    version: str
+    note: str
+    date: dt.date | None = None
+
+    @property
+    def key(self) -> str:
+        """The canonical distribution name."""
+        return canonicalize_name(self.distribution)
 
     @property
     def parsed_version(self) -> Version | None:
@@ -186,6 +219,12 @@ class Workspace:
     records: tuple[Record, ...]
     release_notes: tuple[ReleaseNote, ...]
     load_problems: tuple[str, ...]
+    history: tuple[HistoryEntry, ...] = ()
+
+    def history_versions(self, distribution: str) -> set[Version]:
+        """The (valid) history versions of ``distribution`` (any spelling)."""
+        key = canonicalize_name(distribution)
+        return {v for h in self.history if h.key == key and (v := h.parsed_version) is not None}
 
 
 @dataclass(frozen=True)
@@ -247,55 +286,126 @@ def _as_list(value: object) -> list[object] | None:
 
 
 def parse_records(text: str, *, source: str = RECORDS_FILE) -> tuple[list[Record], list[str]]:
-    """Parse ``releases.toml``.
+    """Parse the ``[[release]]`` tables of ``releases.toml``.
 
     Returns:
-        The well-formed records and the structural problems of the others.
+        The well-formed records and the structural problems of the whole file (``[[history]]``
+        tables included; see :func:`parse_release_file`).
+    """
+    records, _, problems = parse_release_file(text, source=source)
+    return records, problems
+
+
+def parse_release_file(
+    text: str, *, source: str = RECORDS_FILE
+) -> tuple[list[Record], list[HistoryEntry], list[str]]:
+    """Parse ``releases.toml``: ``[[release]]`` records and ``[[history]]`` entries.
+
+    Returns:
+        The well-formed records, the well-formed history entries and the structural problems
+        of the others.
     """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        return [], [f"{source}: invalid TOML: {exc}"]
+        return [], [], [f"{source}: invalid TOML: {exc}"]
     problems: list[str] = []
-    unexpected = sorted(set(data) - {"release"})
+    unexpected = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unexpected:
         problems.append(f"{source}: unexpected top-level key(s) {', '.join(unexpected)}")
+    records: list[Record] = []
     raw = _as_list(data.get("release", []))
     if raw is None:
-        return [], [*problems, f"{source}: `release` must be an array of tables ([[release]])"]
-    records: list[Record] = []
-    for index, item in enumerate(raw, start=1):
-        where = f"{source}: release #{index}"
-        table = _as_table(item)
-        if table is None:
-            problems.append(f"{where}: not a table")
-            continue
-        missing = [k for k in RECORD_KEYS if k not in table]
-        extra = sorted(set(table) - set(RECORD_KEYS))
-        if missing:
-            problems.append(f"{where}: missing key(s) {', '.join(missing)}")
-        if extra:
-            problems.append(f"{where}: unexpected key(s) {', '.join(extra)}")
-        if missing:
-            continue
-        strings = {k: table[k] for k in ("distribution", "version", "commit")}
-        wrong = [k for k, v in strings.items() if not isinstance(v, str)]
-        if wrong:
-            problems.append(f"{where}: {', '.join(wrong)} must be string(s)")
-            continue
+        problems.append(f"{source}: `release` must be an array of tables ([[release]])")
+    else:
+        for index, item in enumerate(raw, start=1):
+            record = _parse_record_table(item, f"{source}: release #{index}", problems)
+            if record is not None:
+                records.append(record)
+    history: list[HistoryEntry] = []
+    raw = _as_list(data.get("history", []))
+    if raw is None:
+        problems.append(f"{source}: `history` must be an array of tables ([[history]])")
+    else:
+        for index, item in enumerate(raw, start=1):
+            entry = _parse_history_table(item, f"{source}: history #{index}", problems)
+            if entry is not None:
+                history.append(entry)
+    return records, history, problems
+
+
+def _table_keys(
+    table: dict[str, object],
+    where: str,
+    problems: list[str],
+    *,
+    required: Sequence[str],
+    allowed: Sequence[str],
+) -> bool:
+    """Report missing and unexpected keys; whether all ``required`` keys are present."""
+    missing = [k for k in required if k not in table]
+    extra = sorted(set(table) - set(allowed))
+    if missing:
+        problems.append(f"{where}: missing key(s) {', '.join(missing)}")
+    if extra:
+        problems.append(f"{where}: unexpected key(s) {', '.join(extra)}")
+    return not missing
+
+
+def _parse_record_table(item: object, where: str, problems: list[str]) -> Record | None:
+    table = _as_table(item)
+    if table is None:
+        problems.append(f"{where}: not a table")
+        return None
+    if not _table_keys(table, where, problems, required=RECORD_KEYS, allowed=RECORD_KEYS):
+        return None
+    strings = {k: table[k] for k in ("distribution", "version", "commit")}
+    wrong = [k for k, v in strings.items() if not isinstance(v, str)]
+    if wrong:
+        problems.append(f"{where}: {', '.join(wrong)} must be string(s)")
+        return None
+    date = _parse_date(table["date"])
+    if date is None:
+        problems.append(f"{where}: date must be a TOML date or a YYYY-MM-DD string")
+        return None
+    return Record(
+        distribution=str(strings["distribution"]),
+        version=str(strings["version"]),
+        commit=str(strings["commit"]),
+        date=date,
+    )
+
+
+def _parse_history_table(item: object, where: str, problems: list[str]) -> HistoryEntry | None:
+    table = _as_table(item)
+    if table is None:
+        problems.append(f"{where}: not a table")
+        return None
+    if not _table_keys(
+        table, where, problems, required=HISTORY_REQUIRED_KEYS, allowed=HISTORY_KEYS
+    ):
+        return None
+    strings = {k: table[k] for k in HISTORY_REQUIRED_KEYS}
+    wrong = [k for k, v in strings.items() if not isinstance(v, str)]
+    if wrong:
+        problems.append(f"{where}: {', '.join(wrong)} must be string(s)")
+        return None
+    note = str(strings["note"]).strip()
+    if not note:
+        problems.append(f"{where}: note must say why this version is history, not a release")
+        return None
+    date: dt.date | None = None
+    if "date" in table:
         date = _parse_date(table["date"])
         if date is None:
             problems.append(f"{where}: date must be a TOML date or a YYYY-MM-DD string")
-            continue
-        records.append(
-            Record(
-                distribution=str(strings["distribution"]),
-                version=str(strings["version"]),
-                commit=str(strings["commit"]),
-                date=date,
-            )
-        )
-    return records, problems
+            return None
+    return HistoryEntry(
+        distribution=str(strings["distribution"]),
+        version=str(strings["version"]),
+        note=note,
+        date=date,
+    )
 
 
 def _parse_date(value: object) -> dt.date | None:
@@ -442,8 +552,11 @@ def load_workspace(root: Path) -> Workspace:
         distributions[dist.key] = dist
     records_path = root / RECORDS_FILE
     records: list[Record] = []
+    history: list[HistoryEntry] = []
     if records_path.is_file():
-        records, record_problems = parse_records(records_path.read_text(encoding="utf-8"))
+        records, history, record_problems = parse_release_file(
+            records_path.read_text(encoding="utf-8")
+        )
         problems.extend(record_problems)
     else:
         problems.append(f"{RECORDS_FILE}: missing")
@@ -457,6 +570,7 @@ def load_workspace(root: Path) -> Workspace:
         records=tuple(records),
         release_notes=tuple(notes),
         load_problems=tuple(problems),
+        history=tuple(history),
     )
 
 
@@ -505,14 +619,19 @@ def admits(specifier: SpecifierSet, version: str) -> bool:
 
 
 def compute_matrix(
-    distributions: Mapping[str, Distribution], records: Sequence[Record]
+    distributions: Mapping[str, Distribution],
+    records: Sequence[Record],
+    history: Iterable[HistoryEntry] = (),
 ) -> list[MatrixRow]:
     """The compatibility matrix.
 
     For each dependent and each direct sibling dependency: every recorded release of the
     sibling the dependent's range admits, then the sibling's workspace version if admitted.
-    Rows are ordered by dependent, sibling, then ascending version.
+    Rows are ordered by dependent, sibling, then ascending version. A version listed in
+    ``history`` never appears (there is nothing to build), even where ``check`` would object
+    to a record or workspace version equal to it.
     """
+    excluded = {(h.key, v) for h in history if (v := h.parsed_version) is not None}
     rows: list[MatrixRow] = []
     for dependent in sorted(distributions.values(), key=lambda d: d.key):
         deps, _ = sibling_dependencies(dependent, distributions.keys())
@@ -522,6 +641,8 @@ def compute_matrix(
             for record in records:
                 version = record.parsed_version
                 if record.key != sibling.key or version is None:
+                    continue
+                if (sibling.key, version) in excluded:
                     continue
                 if admits(dep.specifier, record.version):
                     row = MatrixRow(
@@ -534,7 +655,11 @@ def compute_matrix(
                     )
                     candidates.append((version, 0, row))
             workspace_version = parse_version(sibling.version)
-            if workspace_version is not None and admits(dep.specifier, sibling.version):
+            if (
+                workspace_version is not None
+                and (sibling.key, workspace_version) not in excluded
+                and admits(dep.specifier, sibling.version)
+            ):
                 row = MatrixRow(
                     dependent.name,
                     dependent.version,
@@ -610,9 +735,11 @@ def pending_releases(ws: Workspace) -> list[tuple[str, str]]:
 
     A record names the commit holding the release, so it can only land in a later commit. Until
     then the CHANGELOG's top released entry equals the pyproject version and has no record:
-    ``check`` accepts that entry (and its RELEASES.md section) as pending.
+    ``check`` accepts that entry (and its RELEASES.md section) as pending. A history version is
+    never pending.
     """
     recorded = {(r.key, r.parsed_version) for r in ws.records}
+    recorded |= {(h.key, h.parsed_version) for h in ws.history}
     pending: list[tuple[str, str]] = []
     for dist in ws.distributions.values():
         version = parse_version(dist.version)
@@ -628,7 +755,10 @@ def pending_releases(ws: Workspace) -> list[tuple[str, str]]:
 
 
 def _check_changelog(
-    dist: Distribution, recorded: Collection[Version], pending: Version | None
+    dist: Distribution,
+    recorded: Collection[Version],
+    pending: Version | None,
+    history: Collection[Version] = (),
 ) -> list[str]:
     changelog = dist.changelog
     path = dist.changelog_path
@@ -649,9 +779,14 @@ def _check_changelog(
         if version is None:
             problems.append(f"{path}:{entry.line}: `[{entry.label}]` is not a PEP 440 version")
             continue
-        if entry.date is None or _parse_date(entry.date) is None:
+        is_history = version in history
+        # A history entry may be undated (its line was not released here); a date it carries
+        # must still be a date.
+        if (entry.date is None and not is_history) or (
+            entry.date is not None and _parse_date(entry.date) is None
+        ):
             problems.append(f"{path}:{entry.line}: `[{entry.label}]` needs a ` - YYYY-MM-DD` date")
-        if version not in recorded and version != pending:
+        if version not in recorded and version != pending and not is_history:
             problems.append(
                 f"{path}:{entry.line}: [{entry.label}] has no release record in {RECORDS_FILE}"
             )
@@ -661,6 +796,8 @@ def _check_changelog(
                 f" [{previous.label}]"
             )
         previous = entry
+        if is_history and version not in recorded:
+            continue  # no tag to link to: any link definition (or none) is fine
         link = changelog.links.get(entry.label)
         tag = tag_name(dist.name, entry.label)
         if link is not None and tag not in link:
@@ -677,7 +814,11 @@ def _check_distribution(
         return [f"{dist.pyproject_path}: version {dist.version!r} is not PEP 440"]
     recorded = {r.parsed_version for r in ws.records if r.key == dist.key}
     pending = version if (dist.name, dist.version) in pending_releases(ws) else None
-    problems.extend(_check_changelog(dist, {v for v in recorded if v is not None}, pending))
+    problems.extend(
+        _check_changelog(
+            dist, {v for v in recorded if v is not None}, pending, ws.history_versions(dist.key)
+        )
+    )
     latest = newest.get(dist.key)
     if latest is not None:
         latest_version = cast("Version", latest.parsed_version)
@@ -715,6 +856,7 @@ def _check_release_notes(ws: Workspace) -> list[str]:
         for d, text in pending_releases(ws)
         if (v := parse_version(text)) is not None
     }
+    history = {(h.key, v) for h in ws.history if (v := h.parsed_version) is not None}
     seen: set[tuple[str, Version]] = set()
     ordered: list[tuple[ReleaseNote, Record]] = []
     for note in ws.release_notes:
@@ -728,6 +870,12 @@ def _check_release_notes(ws: Workspace) -> list[str]:
             continue
         seen.add(key)
         record = by_key.get(key)
+        if record is None and key in history:
+            problems.append(
+                f"{where}: `## {note.title}` is a history entry in {RECORDS_FILE}, never"
+                " released by this project: history versions get no RELEASES.md section"
+            )
+            continue
         if record is None and key in pending:
             if not note.body:
                 problems.append(f"{where}: `## {note.title}` has no release notes")
@@ -756,6 +904,71 @@ def _check_release_notes(ws: Workspace) -> list[str]:
     return problems
 
 
+def _check_history(ws: Workspace) -> list[str]:
+    problems: list[str] = []
+    seen: dict[tuple[str, Version], int] = {}
+    recorded = {
+        (r.key, v): index
+        for index, r in enumerate(ws.records, start=1)
+        if (v := r.parsed_version) is not None
+    }
+    for index, entry in enumerate(ws.history, start=1):
+        where = f"{RECORDS_FILE}: history #{index} ({entry.distribution} {entry.version})"
+        version = entry.parsed_version
+        if version is None:
+            problems.append(f"{where}: version is not PEP 440")
+            continue
+        if str(version) != entry.version:
+            problems.append(f"{where}: write the version in normal form, {version}")
+        key = (entry.key, version)
+        if key in seen:
+            problems.append(f"{where}: duplicate of history #{seen[key]}")
+        else:
+            seen[key] = index
+        if key in recorded:
+            problems.append(
+                f"{where}: also recorded as release #{recorded[key]}; a version is either a"
+                " release or history, not both"
+            )
+        dist = ws.distributions.get(entry.key)
+        if dist is None:
+            problems.append(f"{where}: no workspace member named {entry.distribution}")
+            continue
+        if entry.distribution != dist.name:
+            problems.append(f"{where}: spell the distribution as in its pyproject, {dist.name}")
+        lower = sorted(
+            (r for r in ws.records if r.key == dist.key and r.parsed_version is not None),
+            key=lambda r: cast("Version", r.parsed_version),
+        )
+        lower = [r for r in lower if cast("Version", r.parsed_version) < version]
+        if lower:
+            problems.append(
+                f"{where}: a history version must be lower than every recorded release of"
+                f" {dist.name}, but {', '.join(r.tag for r in lower)} is recorded"
+            )
+        workspace_version = parse_version(dist.version)
+        if workspace_version is not None and version >= workspace_version:
+            problems.append(
+                f"{where}: a history version must be lower than the workspace version of"
+                f" {dist.name} ({dist.version}), which is what this project releases next"
+            )
+        if dist.changelog is None:
+            continue
+        changelog_entry = dist.changelog.find(version)
+        if changelog_entry is None:
+            problems.append(
+                f"{dist.changelog_path}: no `## [{entry.version}]` section for history entry"
+                f" {dist.name} {entry.version}"
+            )
+        elif entry.date is not None and changelog_entry.date != entry.date.isoformat():
+            problems.append(
+                f"{dist.changelog_path}:{changelog_entry.line}: date"
+                f" {changelog_entry.date or '(none)'} disagrees with history entry"
+                f" {dist.name} {entry.version} ({entry.date.isoformat()})"
+            )
+    return problems
+
+
 def check(ws: Workspace) -> list[str]:
     """Every disagreement between records, pyproject versions, CHANGELOGs and RELEASES.md.
 
@@ -766,9 +979,15 @@ def check(ws: Workspace) -> list[str]:
     RELEASES.md sections each have a record, are newest first and are not empty. Each sibling
     range admits the sibling's workspace version. A release prepared but not yet recorded (see
     :func:`pending_releases`) is exempt from "each has a record".
+
+    History entries (``[[history]]``) are CHANGELOG versions this project never published: they
+    need no record and may be undated, their link definitions are not checked, and they must
+    not have a RELEASES.md section. Each is a normal-form PEP 440 version of a member, unique,
+    not also recorded, lower than every recorded release and than the workspace version (so
+    lower than a pending release), with a CHANGELOG section (dated the same when it has a date).
     """
     newest = newest_records(ws.records)
-    problems = [*ws.load_problems, *_check_records(ws)]
+    problems = [*ws.load_problems, *_check_records(ws), *_check_history(ws)]
     for dist in ws.distributions.values():
         problems.extend(_check_distribution(dist, ws, newest))
     problems.extend(_check_release_notes(ws))
@@ -824,6 +1043,19 @@ def validate_new_record(ws: Workspace, distribution: str, version: str) -> list[
         problems.append(
             f"{dist.pyproject_path} has version {dist.version}; bump it before recording {version}"
         )
+    for entry in ws.history:
+        if entry.key != dist.key or entry.parsed_version is None:
+            continue
+        if entry.parsed_version == parsed:
+            problems.append(
+                f"{dist.name} {version} is listed as history in {RECORDS_FILE} ({entry.note});"
+                " a history version was never published here and cannot be recorded"
+            )
+        elif entry.parsed_version > parsed:
+            problems.append(
+                f"{dist.name} {version} is older than history entry {entry.version}; history"
+                " versions must be lower than every release"
+            )
     for record in ws.records:
         if record.key != dist.key or record.parsed_version is None:
             continue
@@ -921,9 +1153,11 @@ def cmd_check(root: Path) -> int:
         return 1
     pending = [tag_name(d, v) for d, v in pending_releases(ws)]
     waiting = f", pending record: {', '.join(pending)}" if pending else ""
+    count = len(ws.history)
+    history = f", {count} history {'entry' if count == 1 else 'entries'}" if count else ""
     print(
         f"release.py check: ok ({len(ws.distributions)} distributions,"
-        f" {len(ws.records)} recorded releases{waiting})"
+        f" {len(ws.records)} recorded releases{history}{waiting})"
     )
     return 0
 
@@ -999,7 +1233,7 @@ def format_table(rows: Sequence[MatrixRow]) -> str:
 def cmd_matrix(root: Path, *, as_json: bool) -> int:
     """Run ``matrix``."""
     ws = load_workspace(root)
-    rows = compute_matrix(ws.distributions, ws.records)
+    rows = compute_matrix(ws.distributions, ws.records, ws.history)
     if as_json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
     else:
@@ -1024,7 +1258,7 @@ def cmd_record(root: Path, distribution: str, version: str, commit: str, date: d
     path = root / RECORDS_FILE
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     new = append_record(old, record)
-    _, parse_problems = parse_records(new)
+    _, _, parse_problems = parse_release_file(new)
     if parse_problems:
         _report(parse_problems, "record (releases.toml is malformed; nothing written)")
         return 1

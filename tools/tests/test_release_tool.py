@@ -49,12 +49,21 @@ class FakeRecord:
 
 
 @dataclass
+class FakeHistory:
+    distribution: str
+    version: str
+    note: str = "documents the line inherited from the reference; not published by this project"
+    date: str | None = None
+
+
+@dataclass
 class FakeRepo:
     root: Path
     dists: dict[str, FakeDist] = field(default_factory=lambda: dict[str, FakeDist]())
     records: list[FakeRecord] = field(default_factory=lambda: list[FakeRecord]())
     # RELEASES.md sections in file order: (heading, body)
     notes: list[tuple[str, str]] = field(default_factory=lambda: list[tuple[str, str]]())
+    history: list[FakeHistory] = field(default_factory=lambda: list[FakeHistory]())
 
     def add(self, dist: FakeDist) -> None:
         self.dists[dist.name] = dist
@@ -79,19 +88,27 @@ class FakeRepo:
                 f"dependencies = [{deps}]\n",
                 encoding="utf-8",
             )
+            # An empty date writes an undated heading, `## [x.y.z]`.
             entries = "".join(
-                f"## [{v}] - {d}\n\n### Added\n\n- Things.\n\n" for v, d in dist.released
+                f"## [{v}]{f' - {d}' if d else ''}\n\n### Added\n\n- Things.\n\n"
+                for v, d in dist.released
             )
             (directory / "CHANGELOG.md").write_text(
                 f"# Changelog: {dist.name}\n\n## [Unreleased]\n\n{entries}", encoding="utf-8"
             )
+        history = "".join(
+            f'\n[[history]]\ndistribution = "{h.distribution}"\nversion = "{h.version}"\n'
+            + (f"date = {h.date}\n" if h.date else "")
+            + f"note = {json.dumps(h.note)}\n"
+            for h in self.history
+        )
         records = "".join(
             f'\n[[release]]\ndistribution = "{r.distribution}"\nversion = "{r.version}"\n'
             f'commit = "{r.commit}"\ndate = {r.date}\n'
             for r in self.records
         )
         (self.root / "tools" / "releases.toml").write_text(
-            f"# release records\n{records}", encoding="utf-8"
+            f"# release records\n{history}{records}", encoding="utf-8"
         )
         sections = "".join(f"## {h}\n\n{b}\n\n" for h, b in self.notes)
         (self.root / "RELEASES.md").write_text(f"# Releases\n\nIntro.\n\n{sections}", "utf-8")
@@ -104,6 +121,17 @@ def good_repo(root: Path) -> FakeRepo:
     repo.add(FakeDist("taquba", "0.8.0"))
     repo.add(FakeDist("taquba-cron", "0.4.0", deps=["taquba>=0.8,<0.9", "croniter>=2"]))
     repo.release("taquba", "0.7.0", SHA_070, "2026-10-01")
+    repo.release("taquba", "0.8.0", SHA_080, "2026-11-27")
+    return repo
+
+
+def history_repo(root: Path) -> FakeRepo:
+    """Like :func:`good_repo`, but taquba 0.7.0 is history: CHANGELOG entry only, no release."""
+    repo = FakeRepo(root)
+    repo.add(FakeDist("taquba", "0.8.0"))
+    repo.add(FakeDist("taquba-cron", "0.4.0", deps=["taquba>=0.7,<0.9", "croniter>=2"]))
+    repo.dists["taquba"].released.append(("0.7.0", "2026-10-01"))
+    repo.history.append(FakeHistory("taquba", "0.7.0", date="2026-10-01"))
     repo.release("taquba", "0.8.0", SHA_080, "2026-11-27")
     return repo
 
@@ -712,3 +740,274 @@ def test_record_refuses_a_duplicate(
     capsys.readouterr()
     assert release.main(argv) == 1
     assert "taquba-v0.8.0 is already recorded" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# history entries ([[history]]): CHANGELOG versions never published by this project
+# --------------------------------------------------------------------------------------------
+
+
+def test_check_accepts_a_history_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # taquba 0.7.0 has a CHANGELOG entry but no record, commit, tag or RELEASES.md section.
+    root = history_repo(tmp_path).write()
+    assert problems_of(root) == []
+    assert release.main(["check", "--root", str(root)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "release.py check: ok (2 distributions, 1 recorded releases, 1 history entry)"
+    )
+
+
+def test_check_accepts_an_undated_history_entry_with_any_link(tmp_path: Path) -> None:
+    repo = history_repo(tmp_path)
+    repo.history[0].date = None
+    repo.dists["taquba"].released[-1] = ("0.7.0", "")
+    root = repo.write()
+    path = root / "packages" / "taquba" / "CHANGELOG.md"
+    link = "[0.7.0]: https://example.invalid/reference/releases/0.7.0\n"
+    path.write_text(path.read_text(encoding="utf-8") + link, encoding="utf-8")
+    assert "\n## [0.7.0]\n" in path.read_text(encoding="utf-8")
+    assert problems_of(root) == []
+
+
+def test_check_still_demands_the_tag_link_of_released_entries(tmp_path: Path) -> None:
+    root = history_repo(tmp_path).write()
+    path = root / "packages" / "taquba" / "CHANGELOG.md"
+    link = "[0.8.0]: https://example.invalid/reference/releases/0.8.0\n"
+    path.write_text(path.read_text(encoding="utf-8") + link, encoding="utf-8")
+    assert problems_of(root) == [
+        "packages/taquba/CHANGELOG.md: link for [0.8.0] should point at tag taquba-v0.8.0"
+    ]
+
+
+def test_check_and_pending_ignore_history_before_the_first_release(tmp_path: Path) -> None:
+    # The first release (0.8.0) is prepared but not recorded yet; 0.7.0 is history.
+    repo = history_repo(tmp_path)
+    repo.records.clear()
+    root = repo.write()
+    assert problems_of(root) == []
+    assert release.pending_releases(release.load_workspace(root)) == [("taquba", "0.8.0")]
+
+
+def _history_with_release_notes(repo: FakeRepo) -> None:
+    repo.notes.append(("taquba-v0.7.0", "### Added\n\n- The 0.7.0 line."))
+
+
+def _history_above_a_record(repo: FakeRepo) -> None:
+    repo.dists["taquba"].version = "0.9.0"
+    repo.dists["taquba-cron"].deps = ["taquba>=0.7,<0.10"]
+    repo.dists["taquba"].released.insert(0, ("0.8.5", "2026-12-01"))
+    repo.history.append(FakeHistory("taquba", "0.8.5"))
+
+
+def _history_equal_to_a_record(repo: FakeRepo) -> None:
+    repo.history.append(FakeHistory("taquba", "0.8.0"))
+
+
+def _history_at_the_workspace_version(repo: FakeRepo) -> None:
+    repo.records.clear()
+    repo.notes.clear()
+    repo.dists["taquba"].released = [("0.8.0", "2026-11-27"), ("0.7.0", "2026-10-01")]
+    repo.history.append(FakeHistory("taquba", "0.8.0"))
+
+
+def _history_without_changelog_entry(repo: FakeRepo) -> None:
+    repo.history.append(FakeHistory("taquba", "0.6.0"))
+
+
+def _history_date_disagrees(repo: FakeRepo) -> None:
+    repo.history[0].date = "2026-09-30"
+
+
+def _history_duplicated(repo: FakeRepo) -> None:
+    repo.history.append(FakeHistory("taquba", "0.7.0"))
+
+
+def _history_of_unknown_distribution(repo: FakeRepo) -> None:
+    repo.history.append(FakeHistory("taquba-nope", "0.1.0"))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        pytest.param(
+            _history_with_release_notes,
+            "RELEASES.md:11: `## taquba-v0.7.0` is a history entry in tools/releases.toml, never"
+            " released by this project: history versions get no RELEASES.md section",
+            id="history-with-release-notes",
+        ),
+        pytest.param(
+            _history_above_a_record,
+            "tools/releases.toml: history #2 (taquba 0.8.5): a history version must be lower"
+            " than every recorded release of taquba, but taquba-v0.8.0 is recorded",
+            id="history-above-record",
+        ),
+        pytest.param(
+            _history_equal_to_a_record,
+            "tools/releases.toml: history #2 (taquba 0.8.0): also recorded as release #1;"
+            " a version is either a release or history, not both",
+            id="history-equal-to-record",
+        ),
+        pytest.param(
+            _history_at_the_workspace_version,
+            "tools/releases.toml: history #2 (taquba 0.8.0): a history version must be lower"
+            " than the workspace version of taquba (0.8.0)",
+            id="history-at-workspace-version",
+        ),
+        pytest.param(
+            _history_without_changelog_entry,
+            "packages/taquba/CHANGELOG.md: no `## [0.6.0]` section for history entry taquba 0.6.0",
+            id="history-without-changelog",
+        ),
+        pytest.param(
+            _history_date_disagrees,
+            "packages/taquba/CHANGELOG.md:11: date 2026-10-01 disagrees with history entry"
+            " taquba 0.7.0 (2026-09-30)",
+            id="history-date",
+        ),
+        pytest.param(_history_duplicated, "duplicate of history #1", id="history-duplicate"),
+        pytest.param(
+            _history_of_unknown_distribution,
+            "history #2 (taquba-nope 0.1.0): no workspace member named taquba-nope",
+            id="history-unknown-dist",
+        ),
+    ],
+)
+def test_check_reports_history_problems(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mutate: Callable[[FakeRepo], None],
+    expected: str,
+) -> None:
+    repo = history_repo(tmp_path)
+    mutate(repo)
+    root = repo.write()
+    problems = problems_of(root)
+    assert any(expected in p for p in problems), problems
+    assert release.main(["check", "--root", str(root)]) == 1
+    assert expected in capsys.readouterr().err
+
+
+def test_parse_release_file_reads_history_and_reports_its_problems() -> None:
+    text = """
+[[history]]
+distribution = "taquba"
+version = "0.7.0"
+note = "  documents the 0.7.0 line inherited from the reference  "
+
+[[history]]
+distribution = "taquba"
+version = "0.6.0"
+date = 2026-09-01
+note = "older line"
+
+[[history]]
+distribution = "taquba"
+version = "0.5.0"
+commit = "%s"
+
+[[history]]
+distribution = "taquba"
+version = "0.4.0"
+note = " "
+""" % ("5" * 40)
+    records, history, problems = release.parse_release_file(text)
+    assert records == []
+    assert history == [
+        release.HistoryEntry(
+            "taquba", "0.7.0", "documents the 0.7.0 line inherited from the reference"
+        ),
+        release.HistoryEntry("taquba", "0.6.0", "older line", dt.date(2026, 9, 1)),
+    ]
+    assert problems == [
+        "tools/releases.toml: history #3: missing key(s) note",
+        "tools/releases.toml: history #3: unexpected key(s) commit",
+        "tools/releases.toml: history #4: note must say why this version is history, not a release",
+    ]
+    # parse_records accepts the `history` key and reports the same problems.
+    assert release.parse_records(text) == ([], problems)
+
+
+def test_matrix_excludes_history_versions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # taquba-cron admits taquba 0.7.x, but 0.7.0 was never published: nothing to build.
+    root = history_repo(tmp_path).write()
+    assert [(r.sibling_version, r.source) for r in cron_rows(root)] == [
+        ("0.8.0", "release"),
+        ("0.8.0", "workspace"),
+    ]
+    assert release.main(["matrix", "--json", "--root", str(root)]) == 0
+    versions = {row["sibling_version"] for row in json.loads(capsys.readouterr().out)}
+    assert versions == {"0.8.0"}
+
+
+def test_compute_matrix_drops_history_even_when_wrongly_recorded(tmp_path: Path) -> None:
+    repo = history_repo(tmp_path)
+    repo.records.insert(0, FakeRecord("taquba", "0.7.0", SHA_070, "2026-10-01"))
+    ws = release.load_workspace(repo.write())
+    assert release.check(ws) != []
+    with_record = release.compute_matrix(ws.distributions, ws.records)
+    assert "0.7.0" in {r.sibling_version for r in with_record}
+    rows = release.compute_matrix(ws.distributions, ws.records, ws.history)
+    assert "0.7.0" not in {r.sibling_version for r in rows}
+
+
+def test_tag_never_tags_a_history_version(
+    tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tagged_repo.root
+    tagged_repo.dists["taquba"].released.append(("0.6.0", "2026-09-01"))
+    tagged_repo.history.append(FakeHistory("taquba", "0.6.0"))
+    tagged_repo.write()
+    assert release.main(["tag", "--root", str(root)]) == 0
+    assert "create 2, 0 already present" in capsys.readouterr().out
+    assert sorted(git(root, "tag", "-l").split()) == ["taquba-v0.7.0", "taquba-v0.8.0"]
+
+
+def test_record_refuses_a_history_version(
+    record_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Even with the pyproject at the history version, 0.7.0 cannot be recorded.
+    root = record_repo.root
+    record_repo.dists["taquba"].version = "0.7.0"
+    record_repo.dists["taquba"].released = [("0.7.0", "2026-10-01")]
+    record_repo.history.append(FakeHistory("taquba", "0.7.0", note="inherited 0.7.0 line"))
+    record_repo.write()
+    path = root / "tools" / "releases.toml"
+    before = path.read_text(encoding="utf-8")
+    assert release.main(["record", "taquba", "0.7.0", "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "release.py record: 1 problem(s):" in err
+    assert (
+        "taquba 0.7.0 is listed as history in tools/releases.toml (inherited 0.7.0 line);"
+        " a history version was never published here and cannot be recorded"
+    ) in err
+    assert path.read_text(encoding="utf-8") == before
+
+
+def test_record_refuses_a_version_below_a_history_version(
+    record_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = record_repo.root
+    record_repo.dists["taquba"].version = "0.6.0"
+    record_repo.history.append(FakeHistory("taquba", "0.7.0"))
+    record_repo.write()
+    assert release.main(["record", "taquba", "0.6.0", "--root", str(root)]) == 1
+    assert "taquba 0.6.0 is older than history entry 0.7.0" in capsys.readouterr().err
+
+
+def test_record_accepts_the_first_release_above_history(
+    record_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = record_repo.root
+    record_repo.dists["taquba"].released = [("0.8.0", "2026-11-27"), ("0.7.0", "2026-10-01")]
+    record_repo.history.append(FakeHistory("taquba", "0.7.0", date="2026-10-01"))
+    record_repo.notes.append(("taquba-v0.8.0", "### Added\n\n- taquba 0.8.0."))
+    record_repo.write()
+    argv = ["record", "taquba", "0.8.0", "--date", "2026-11-27", "--root", str(root)]
+    assert release.main(argv) == 0
+    assert "still reports" not in capsys.readouterr().out
+    ws = release.load_workspace(root)
+    assert [r.tag for r in ws.records] == ["taquba-v0.8.0"]
+    assert [h.version for h in ws.history] == ["0.7.0"]
+    assert release.check(ws) == []
