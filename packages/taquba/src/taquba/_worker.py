@@ -210,7 +210,7 @@ async def run_worker(
     """
     fn = _resolve(handler)
     _check_interval(poll_interval)
-    stop = shutdown or trio.Event()
+    stop = shutdown if shutdown is not None else trio.Event()
     task_status.started()
     while not stop.is_set():
         claim = await queue.claim(queue_name)
@@ -244,7 +244,7 @@ async def run_worker_concurrent(
     _check_interval(poll_interval)
     if not isinstance(concurrency, int) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
         raise UsageError("concurrency must be a positive int")
-    stop = shutdown or trio.Event()
+    stop = shutdown if shutdown is not None else trio.Event()
     in_flight = 0
     slot_freed = trio.Event()
     fatal: list[BaseException] = []

@@ -1,0 +1,513 @@
+"""The ``taquba`` command: the demo and small administration commands.
+
+::
+
+    taquba demo [--store URL] [--jobs N] [--workers N] [--keep]
+    taquba inspect [--store URL] [--db NAME]
+    taquba dead list QUEUE [--limit N]
+    taquba dead requeue QUEUE (JOB_ID | --all)
+    taquba jobs QUEUE [--status STATUS] [--limit N]
+
+Every command takes ``--store`` and ``--db``, defaulting to the demo's store
+(``./.taquba-demo``) and database (``demo``), so ``taquba inspect`` right after ``taquba demo``
+shows what the demo left. Exit status: 0 on success, 1 when something failed at run time
+(storage, a demo check), 2 for bad input (an unusable store URL, a missing store, queue or
+job, a bad option). Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Final, TextIO, cast
+from urllib.parse import unquote, urlsplit
+
+import trio
+
+from taquba import (
+    InvalidState,
+    JobNotFound,
+    JobRecord,
+    JobStatus,
+    Store,
+    TaqubaError,
+    UsageError,
+    __version__,
+    open_queue,
+)
+from taquba._demo import (
+    CHILD_COMMAND,
+    DEFAULT_DB,
+    DEFAULT_STORE,
+    DemoError,
+    DemoOptions,
+    local_path,
+    run_child,
+    run_demo,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from contextlib import AbstractAsyncContextManager
+
+    from taquba import Queue
+
+__all__ = ["CliError", "build_parser", "main"]
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_WRITER_NOTE: Final = (
+    "It opens the store as its writer, which is fine while no other process uses the store; "
+    "a process that does (a running app or demo) would be fenced and stop."
+)
+
+
+class CliError(Exception):
+    """A problem the user can fix; reported as one line on stderr."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+        """The exit status to report it with."""
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, not {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``taquba`` command."""
+    parser = argparse.ArgumentParser(
+        prog="taquba",
+        description=(
+            "taquba: a durable task queue whose only state lives in object storage. Start "
+            "with `taquba demo`. The other commands open the store as its writer: run them "
+            "while no other process uses the store."
+        ),
+        epilog="Exit status: 0 success, 1 run-time failure, 2 bad input.",
+    )
+    parser.add_argument("--version", action="version", version=f"taquba {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", title="commands", required=True
+    )
+
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help=(
+            f"the store: a directory, file:///abs/dir or s3://bucket/prefix "
+            f"(default: ./{DEFAULT_STORE}, the demo's)"
+        ),
+    )
+    where.add_argument(
+        "--db",
+        metavar="NAME",
+        default=DEFAULT_DB,
+        help=f"the queue database inside the store (default: {DEFAULT_DB})",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[where],
+        help="run the self-explaining demo (the project's main job)",
+        description=(
+            "Run a narrated tour of taquba on a local-disk store: enqueue a batch of jobs, "
+            "serve them with live progress (retries, dead letters, scheduled and urgent jobs), "
+            "kill a worker process with SIGKILL while it holds claims and recover them, then "
+            "summarise. The demo database is wiped first unless --keep is given."
+        ),
+    )
+    demo.add_argument(
+        "--jobs",
+        type=_bounded_int(10, 100_000),
+        default=300,
+        metavar="N",
+        help="how many document jobs to enqueue (default: 300)",
+    )
+    demo.add_argument(
+        "--workers",
+        type=_bounded_int(1, 256),
+        default=8,
+        metavar="N",
+        help="how many jobs the workers handle at once (default: 8)",
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep what the demo database already holds instead of wiping it",
+    )
+
+    inspect = commands.add_parser(
+        "inspect",
+        parents=[where],
+        help="list the queues of a database with their counters",
+        description="List every queue of the database with its counters. " + _WRITER_NOTE,
+    )
+    del inspect
+
+    dead = commands.add_parser(
+        "dead",
+        help="list or requeue dead-lettered jobs",
+        description="Administer the dead-letter inbox of a queue. " + _WRITER_NOTE,
+    )
+    dead_actions = dead.add_subparsers(
+        dest="action", metavar="ACTION", title="actions", required=True
+    )
+    dead_list = dead_actions.add_parser(
+        "list",
+        parents=[where],
+        help="list dead jobs with their last error",
+        description="List the dead jobs of QUEUE, oldest id first. " + _WRITER_NOTE,
+    )
+    dead_list.add_argument("queue", metavar="QUEUE", help="the queue name")
+    dead_list.add_argument(
+        "--limit",
+        type=_bounded_int(1, 100_000),
+        default=20,
+        metavar="N",
+        help="show at most N jobs (default: 20)",
+    )
+    requeue = dead_actions.add_parser(
+        "requeue",
+        parents=[where],
+        help="make dead jobs pending again, attempts reset",
+        description=(
+            "Revive dead jobs of QUEUE as pending, with their attempts reset; they run when a "
+            "worker next serves QUEUE. " + _WRITER_NOTE
+        ),
+    )
+    requeue.add_argument("queue", metavar="QUEUE", help="the queue name")
+    which = requeue.add_mutually_exclusive_group(required=True)
+    which.add_argument("job_id", metavar="JOB_ID", nargs="?", help="the dead job to requeue")
+    which.add_argument("--all", action="store_true", help="requeue every dead job of QUEUE")
+
+    jobs = commands.add_parser(
+        "jobs",
+        parents=[where],
+        help="list the jobs of a queue in one status",
+        description=(
+            "List jobs of QUEUE in one status. Claimed is always empty here: opening the store "
+            "as its writer recovers the claims an earlier process left. Done jobs are listed "
+            "only if the queue keeps them (keep_done). " + _WRITER_NOTE
+        ),
+    )
+    jobs.add_argument("queue", metavar="QUEUE", help="the queue name")
+    jobs.add_argument(
+        "--status",
+        choices=[status.value for status in JobStatus],
+        default=JobStatus.PENDING.value,
+        help="which jobs to list (default: pending)",
+    )
+    jobs.add_argument(
+        "--limit",
+        type=_bounded_int(1, 100_000),
+        default=20,
+        metavar="N",
+        help="show at most N jobs (default: 20)",
+    )
+
+    # The crash-recovery phase of the demo runs this in a second process; not for users.
+    child = commands.add_parser(CHILD_COMMAND, parents=[where])
+    child.add_argument("--count", type=_bounded_int(1, 100_000), required=True)
+    return parser
+
+
+# ------------------------------------------------------------------------------ stores
+
+
+def _local_dir(text: str) -> str | None:
+    """The directory a plain path or a well-formed ``file://`` URL names, else None."""
+    text = text.strip()
+    match = _SCHEME.match(text)
+    if match is None or len(match.group(1)) == 1:  # no scheme, or a Windows drive letter
+        return os.path.abspath(os.path.expanduser(text)) if text and "://" not in text else None
+    if match.group(1).lower() != "file":
+        return None
+    parts = urlsplit(text)
+    path = unquote(parts.path)
+    if parts.netloc in ("", "localhost") and path.startswith("/") and text[5:].startswith("//"):
+        return path
+    return None  # malformed: Store.from_url says why
+
+
+def _open_admin_store(url: str | None, db: str) -> Store:
+    """The store an admin command works on; it must already hold the database ``db``."""
+    text = url if url is not None else DEFAULT_STORE
+    hint = " (run `taquba demo` first, or pass --store)" if url is None else ""
+    directory = _local_dir(text)
+    if directory is not None and not os.path.isdir(directory):
+        raise CliError(f"no store at {directory}{hint}")
+    store = Store.from_url(text)
+    root = local_path(store)
+    if root is not None and not os.path.isdir(os.path.join(root, *store.db_path(db).split("/"))):
+        raise CliError(f"no database {db!r} in the store {store.url}{hint}")
+    return store
+
+
+def _open_admin_queue(store: Store, db: str) -> AbstractAsyncContextManager[Queue]:
+    return open_queue(store, db, flush_interval=0.01)
+
+
+async def _require_queue(queue: Queue, name: str) -> None:
+    names = await queue.list_queues()
+    if name not in names:
+        known = ", ".join(names) if names else "none"
+        raise CliError(f"no queue {name!r} in database {queue.name!r} (queues: {known})")
+
+
+# ------------------------------------------------------------------------------ output
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _preview(payload: bytes, width: int = 60) -> str:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(payload)} bytes>"
+    text = " ".join(text.split())
+    if not text.isprintable():
+        return f"<{len(payload)} bytes>"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _table(
+    out: TextIO, headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: int = 0
+) -> None:
+    """Print aligned columns; the ``right`` last columns are right-aligned."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    first_right = len(headers) - right
+    for row in [headers, *rows]:
+        cells = [
+            cell.rjust(w) if i >= first_right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.write("  ".join(cells).rstrip() + "\n")
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+async def _inspect(out: TextIO, url: str | None, db: str) -> int:
+    store = _open_admin_store(url, db)
+    async with _open_admin_queue(store, db) as queue:
+        names = await queue.list_queues()
+        stats = [await queue.stats(name) for name in names]
+    out.write(f"store:    {store.url}\ndatabase: {db}\n")
+    if not stats:
+        out.write("no queues yet\n")
+        return EXIT_OK
+    out.write("\n")
+    fields = ("pending", "scheduled", "claimed", "done", "dead")
+    rows = [[s.queue, *(str(getattr(s, f)) for f in fields)] for s in stats]
+    _table(out, ["queue", *fields], rows, right=len(fields))
+    return EXIT_OK
+
+
+def _dead_row(job: JobRecord) -> list[str]:
+    return [
+        job.id,
+        f"{job.attempts}/{job.max_attempts}",
+        _when(job.failed_at),
+        " ".join((job.last_error or "-").split()),
+    ]
+
+
+async def _dead_list(out: TextIO, url: str | None, db: str, name: str, limit: int) -> int:
+    store = _open_admin_store(url, db)
+    async with _open_admin_queue(store, db) as queue:
+        await _require_queue(queue, name)
+        total = (await queue.stats(name)).dead
+        jobs = await queue.dead_jobs(name, limit=limit)
+    if not jobs:
+        out.write(f"the dead-letter inbox of {name!r} is empty\n")
+        return EXIT_OK
+    shown = f", showing {len(jobs)}" if len(jobs) < total else ""
+    out.write(f"{total} dead jobs in {name!r}{shown}:\n")
+    _table(out, ["id", "attempts", "failed at", "last error"], [_dead_row(j) for j in jobs])
+    return EXIT_OK
+
+
+async def _dead_requeue(
+    out: TextIO, url: str | None, db: str, name: str, job_id: str | None, every: bool
+) -> int:
+    store = _open_admin_store(url, db)
+    requeued: list[str] = []
+    async with _open_admin_queue(store, db) as queue:
+        await _require_queue(queue, name)
+        if every:
+            while batch := await queue.dead_jobs(name, limit=100):
+                for job in batch:
+                    await queue.requeue_dead_job(job)
+                    requeued.append(job.id)
+        else:
+            assert job_id is not None
+            job = await queue.get_job(job_id)
+            if job is None or job.queue != name:
+                raise CliError(f"no job {job_id!r} in queue {name!r}")
+            if job.status is not JobStatus.DEAD:
+                raise CliError(f"job {job_id!r} is {job.status.value}, not dead")
+            try:
+                await queue.requeue_dead_job(job)
+            except (InvalidState, JobNotFound) as exc:
+                raise CliError(str(exc)) from exc
+            requeued.append(job.id)
+    if not requeued:
+        out.write(f"the dead-letter inbox of {name!r} is empty: nothing to requeue\n")
+        return EXIT_OK
+    for requeued_id in requeued:
+        out.write(f"requeued {requeued_id}\n")
+    out.write(
+        f"{len(requeued)} job(s) pending again with attempts reset; they run when a worker "
+        f"next serves {name!r}\n"
+    )
+    return EXIT_OK
+
+
+def _job_row(job: JobRecord) -> list[str]:
+    moment = {
+        JobStatus.PENDING: job.enqueued_at,
+        JobStatus.SCHEDULED: job.run_at,
+        JobStatus.CLAIMED: job.claimed_at,
+        JobStatus.DONE: job.completed_at,
+        JobStatus.DEAD: job.failed_at,
+    }[job.status]
+    return [
+        job.id,
+        str(job.priority),
+        f"{job.attempts}/{job.max_attempts}",
+        _when(moment),
+        _preview(job.payload),
+    ]
+
+
+_MOMENT_HEADER: Final = {
+    JobStatus.PENDING: "enqueued",
+    JobStatus.SCHEDULED: "due",
+    JobStatus.CLAIMED: "claimed",
+    JobStatus.DONE: "completed",
+    JobStatus.DEAD: "failed",
+}
+
+
+async def _jobs(
+    out: TextIO, url: str | None, db: str, name: str, status: JobStatus, limit: int
+) -> int:
+    store = _open_admin_store(url, db)
+    async with _open_admin_queue(store, db) as queue:
+        await _require_queue(queue, name)
+        page = await queue.list_jobs(name, status, limit=limit)
+    if not page.jobs:
+        out.write(f"no {status.value} jobs in {name!r}\n")
+        return EXIT_OK
+    more = " (more exist: raise --limit)" if page.next_cursor is not None else ""
+    out.write(f"{len(page.jobs)} {status.value} jobs in {name!r}{more}:\n")
+    headers = ["id", "priority", "attempts", _MOMENT_HEADER[status], "payload"]
+    _table(out, headers, [_job_row(job) for job in page.jobs])
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    store: str | None = args.store
+    options = DemoOptions(
+        store=store if store is not None else DEFAULT_STORE,
+        db=args.db,
+        jobs=args.jobs,
+        workers=args.workers,
+        keep=args.keep,
+        store_is_default=store is None,
+    )
+    return trio.run(run_demo, options)
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
+    command: str = args.command
+    url: str | None = args.store
+    db: str = args.db
+    if command == "demo":
+        return _demo(args)
+    if command == CHILD_COMMAND:
+        return trio.run(run_child, url or DEFAULT_STORE, db, args.count)
+    if command == "inspect":
+        return trio.run(_inspect, out, url, db)
+    if command == "jobs":
+        return trio.run(_jobs, out, url, db, args.queue, JobStatus(args.status), args.limit)
+    if args.action == "list":
+        return trio.run(_dead_list, out, url, db, args.queue, args.limit)
+    return trio.run(_dead_requeue, out, url, db, args.queue, args.job_id, args.all)
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def _reportable(exc: BaseException) -> tuple[str, int] | None:
+    """The message and exit status to report ``exc`` with, or None if it is a bug."""
+    if isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        for leaf in group.exceptions:
+            found = _reportable(leaf)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, CliError):
+        return str(exc), exc.code
+    if isinstance(exc, UsageError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, (TaqubaError, OSError)):
+        return f"{type(exc).__name__}: {exc}", EXIT_FAILURE
+    if isinstance(exc, DemoError):
+        return str(exc), EXIT_FAILURE
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``taquba`` command; return its exit status.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 on a run-time failure, 2 on bad input (argparse exits with 2 itself
+        for malformed options).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="taquba: %(name)s: %(levelname)s: %(message)s")
+    try:
+        return _dispatch(args, sys.stdout)
+    except KeyboardInterrupt:
+        print("\ntaquba: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        found = _reportable(exc)
+        if found is None:
+            raise
+        message, code = found
+        print(f"taquba: error: {' '.join(message.split())}", file=sys.stderr)
+        return code

@@ -1,0 +1,339 @@
+"""The `taquba` command: the demo end to end, the admin commands, and bad input.
+
+The demo and the main admin flows run in real subprocesses (``python -m taquba``), against
+stores the tests prepare with the public API and close first (one writer per store); the many
+small edge cases call `main` in-process, which is quicker.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+import taquba
+from taquba import _demo
+from taquba._cli import main
+
+
+async def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "taquba", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def text(result: subprocess.CompletedProcess[bytes]) -> tuple[str, str]:
+    return result.stdout.decode(), result.stderr.decode()
+
+
+def table_row(output: str, first_cell: str) -> list[str]:
+    for line in output.splitlines():
+        cells = line.split()
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in:\n{output}")
+
+
+# ------------------------------------------------------------------------------ the demo
+
+
+async def test_demo_end_to_end(tmp_path: Path) -> None:
+    store = tmp_path / "demo-store"
+    result = await run_cli("demo", "--store", str(store), "--jobs", "60", "--workers", "8")
+    out, err = text(result)
+    assert result.returncode == 0, out + err
+    assert "Traceback" not in err
+
+    # Every phase explained itself.
+    for heading in ("1. Enqueue 60", "2. Serve", "3. Crash recovery", "4. Summary"):
+        assert heading in out
+
+    # The killed child's claims were recovered at reopen, before any processing.
+    held = re.search(r"child\s+process\s+\d+\s+holds\s+(\d+)\s+claims", out)
+    recovered = re.search(
+        r"recovered\s+(\d+)\s+claims\s+of\s+the\s+killed\s+process\s+\(it\s+held\s+(\d+)\)", out
+    )
+    after = re.search(r"after\s+reopening:\s+pending\s+(\d+),\s+claimed\s+(\d+)", out)
+    assert held and recovered and after, out
+    assert int(held[1]) == int(recovered[1]) == int(recovered[2]) > 0
+    assert int(after[2]) == 0
+    assert int(after[1]) >= int(held[1])
+    assert re.search(r"exit\s+status\s+-9", out)
+
+    # No job lost: done + dead == enqueued, nothing left over.
+    totals = re.search(
+        r"Totals:\s+enqueued\s+(\d+),\s+done\s+(\d+),\s+dead\s+(\d+),\s+unsettled\s+(\d+)", out
+    )
+    assert totals, out
+    enqueued, done, dead, unsettled = (int(n) for n in totals.groups())
+    assert enqueued == 60 + int(held[1])
+    assert done + dead == enqueued
+    assert unsettled == 0
+    assert dead >= 2  # the poison job and the one that exhausts its attempts
+    assert "CHECK FAILED" not in out
+    assert "taquba inspect" in out
+
+    # Right after the demo, `inspect` on its store shows the same story.
+    result = await run_cli("inspect", "--store", str(store))
+    out, err = text(result)
+    assert result.returncode == 0, err
+    documents = table_row(out, "documents")
+    exports = table_row(out, "exports")
+    pending, scheduled, claimed, docs_done, docs_dead = (int(n) for n in documents[1:])
+    assert (pending, scheduled, claimed) == (0, 0, 0)
+    assert docs_done + docs_dead == 60
+    assert exports[1:] == ["0", "0", "0", held[1], "0"]
+
+
+def test_progress_redraws_in_place_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        encoding = "utf-8"
+
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("TERM", "xterm")
+    screen = Terminal()
+    console = _demo._Console(screen)
+    assert console.live
+    base = taquba.QueueStats("q")
+    progress = _demo._Progress(console, label="q", total=4, base=base, tracker=_demo._Tracker())
+    progress.update(taquba.QueueStats("q", pending=4))
+    progress.update(taquba.QueueStats("q", pending=1, claimed=1, done=1, dead=1), final=True)
+    drawn = screen.getvalue()
+    assert drawn.count("\x1b[3F") == 1  # the second frame moved back over the first
+    assert "2/4 settled" in drawn
+    assert "█" in drawn
+
+
+def test_progress_prints_lines_when_not_a_terminal() -> None:
+    log = io.StringIO()
+    console = _demo._Console(log)
+    assert not console.live
+    progress = _demo._Progress(
+        console, label="q", total=2, base=taquba.QueueStats("q"), tracker=_demo._Tracker()
+    )
+    progress.update(taquba.QueueStats("q", pending=2))
+    progress.update(taquba.QueueStats("q", done=2), final=True)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "\x1b" not in log.getvalue()
+    assert "2/2 settled" in lines[-1]
+
+
+# ------------------------------------------------------------------------------ admin
+
+
+@dataclass(frozen=True)
+class Prepared:
+    store: str
+    pending: str
+    scheduled: str
+    done: str
+    poison: str
+    exhausted: str
+
+
+async def prepare(root: Path) -> Prepared:
+    config = taquba.QueueConfig(max_attempts=1, keep_done=3_600.0, retry_backoff_base=0.0)
+    async with taquba.open_queue(str(root), "ops", config=config, flush_interval=0.005) as queue:
+        done = (await queue.enqueue("mail", b'{"to": "done@example.com"}')).id
+        poison = (await queue.enqueue("mail", b'{"to": "poison@example.com"}')).id
+        exhausted = (await queue.enqueue("mail", b"\xff\xfe binary")).id
+        claims = await queue.claim_batch("mail", 3)
+        assert [c.id for c in claims] == [done, poison, exhausted]
+        await queue.ack(claims[0])
+        await queue.dead_letter(claims[1], "malformed address")
+        await queue.nack(claims[2], "SMTP 421: try again later")  # out of attempts: dead
+        pending = (await queue.enqueue("mail", b'{"to": "later@example.com"}')).id
+        scheduled = (await queue.enqueue("mail", b"tomorrow", delay=86_400)).id
+        await queue.enqueue("other", b"x")
+        stats = await queue.stats("mail")
+        assert (stats.pending, stats.scheduled, stats.done, stats.dead) == (1, 1, 1, 2)
+    return Prepared(str(root), pending, scheduled, done, poison, exhausted)
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> Prepared:
+    """A closed store with a queue 'mail' in every state (and a queue 'other'), database 'ops'."""
+    return trio.run(prepare, tmp_path / "admin-store")
+
+
+def admin(prepared: Prepared, *args: str) -> list[str]:
+    return [*args, "--store", prepared.store, "--db", "ops"]
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the command in this process (quicker than a subprocess, for the many small cases)."""
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:  # argparse
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_inspect_lists_queues_with_counters(prepared: Prepared) -> None:
+    result = await run_cli(*admin(prepared, "inspect"))
+    out, err = text(result)
+    assert result.returncode == 0, err
+    assert "database: ops" in out
+    assert table_row(out, "mail")[1:] == ["1", "1", "0", "1", "2"]
+    assert table_row(out, "other")[1:] == ["1", "0", "0", "0", "0"]
+
+
+async def test_jobs_lists_one_status(prepared: Prepared) -> None:
+    result = await run_cli(*admin(prepared, "jobs", "mail", "--status", "pending"))
+    out, err = text(result)
+    assert result.returncode == 0, err
+    assert prepared.pending in out
+    assert '{"to": "later@example.com"}' in out
+    result = await run_cli(*admin(prepared, "jobs", "mail", "--status", "dead", "--limit", "1"))
+    out, err = text(result)
+    assert result.returncode == 0, err
+    assert prepared.poison in out
+    assert prepared.exhausted not in out
+    assert "raise --limit" in out
+
+
+def test_jobs_in_every_status(prepared: Prepared, capsys: pytest.CaptureFixture[str]) -> None:
+    expected = {
+        "pending": (prepared.pending, "enqueued"),
+        "scheduled": (prepared.scheduled, "due"),
+        "done": (prepared.done, "completed"),
+        "dead": (prepared.exhausted, "failed"),
+    }
+    for status, (job_id, column) in expected.items():
+        code, out, err = run_main(capsys, *admin(prepared, "jobs", "mail", "--status", status))
+        assert code == 0, err
+        assert job_id in out, (status, out)
+        assert column in out.splitlines()[1]
+    code, out, _ = run_main(capsys, *admin(prepared, "jobs", "mail", "--status", "dead"))
+    assert "<" in out  # the binary payload is shown by size
+    code, out, _ = run_main(capsys, *admin(prepared, "jobs", "mail", "--status", "claimed"))
+    assert code == 0
+    assert "no claimed jobs in 'mail'" in out
+
+
+async def test_dead_list_and_requeue(prepared: Prepared) -> None:
+    result = await run_cli(*admin(prepared, "dead", "list", "mail"))
+    out, err = text(result)
+    assert result.returncode == 0, err
+    assert "2 dead jobs in 'mail'" in out
+    assert re.search(rf"{prepared.poison}\s+1/1\s.*malformed address", out)
+    assert re.search(rf"{prepared.exhausted}\s+1/1\s.*SMTP 421: try again later", out)
+
+    result = await run_cli(*admin(prepared, "dead", "requeue", "mail", prepared.poison))
+    out, err = text(result)
+    assert result.returncode == 0, err
+    assert f"requeued {prepared.poison}" in out
+
+    # A job that is no longer dead cannot be requeued again.
+    result = await run_cli(*admin(prepared, "dead", "requeue", "mail", prepared.poison))
+    assert result.returncode == 2
+    assert "is pending, not dead" in text(result)[1]
+
+    result = await run_cli(*admin(prepared, "dead", "requeue", "mail", "--all"))
+    out, err = text(result)
+    assert result.returncode == 0, err
+    assert f"requeued {prepared.exhausted}" in out
+    assert "1 job(s) pending again" in out
+
+    result = await run_cli(*admin(prepared, "inspect"))
+    assert table_row(text(result)[0], "mail")[1:] == ["3", "1", "0", "1", "0"]
+
+
+def test_dead_admin_edge_cases(prepared: Prepared, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(capsys, *admin(prepared, "dead", "list", "mail", "--limit", "1"))
+    assert code == 0
+    assert "2 dead jobs in 'mail', showing 1" in out
+    code, out, _ = run_main(capsys, *admin(prepared, "dead", "list", "other"))
+    assert code == 0
+    assert "is empty" in out
+    code, out, _ = run_main(capsys, *admin(prepared, "dead", "requeue", "other", "--all"))
+    assert code == 0
+    assert "nothing to requeue" in out
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+async def test_bad_input_exits_2_with_one_line(prepared: Prepared) -> None:
+    for args, message in [
+        (["inspect", "--store", "ftp://example.com/x"], "scheme 'ftp'"),
+        (admin(prepared, "dead", "list", "nosuch"), "no queue 'nosuch'"),
+    ]:
+        result = await run_cli(*args)
+        out, err = text(result)
+        assert result.returncode == 2, out + err
+        assert err.startswith("taquba: error: ")
+        assert message in err
+        assert err.count("\n") == 1  # one line, no traceback
+
+
+def assert_bad_input(capsys: pytest.CaptureFixture[str], *args: str, message: str) -> None:
+    code, out, err = run_main(capsys, *args)
+    assert code == 2, out + err
+    assert "Traceback" not in err
+    assert message in err
+    if not err.startswith("usage:"):  # argparse prints its usage first
+        assert err.count("\n") == 1, err
+
+
+def test_missing_store_database_queue_and_job(
+    prepared: Prepared,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    missing = tmp_path / "nowhere"
+    assert_bad_input(capsys, "inspect", "--store", str(missing), message="no store at")
+    assert_bad_input(capsys, "inspect", "--store", missing.as_uri(), message="no store at")
+    assert not missing.exists()  # an admin command never creates a store
+    assert_bad_input(
+        capsys, "inspect", "--store", prepared.store, "--db", "nope", message="no database"
+    )
+    assert_bad_input(capsys, *admin(prepared, "jobs", "nosuch"), message="no queue 'nosuch'")
+    assert_bad_input(
+        capsys, *admin(prepared, "dead", "requeue", "mail", "NOPE"), message="no job 'NOPE'"
+    )
+    assert_bad_input(
+        capsys, *admin(prepared, "dead", "requeue", "other", prepared.poison), message="no job"
+    )
+    assert_bad_input(
+        capsys, *admin(prepared, "dead", "requeue", "mail", "bad id!"), message="invalid job id"
+    )
+    assert_bad_input(capsys, *admin(prepared, "jobs", "\x01"), message="no queue")
+    # Without --store, the demo's default store is used and its absence explained.
+    monkeypatch.chdir(tmp_path)
+    assert_bad_input(capsys, "inspect", message="run `taquba demo` first")
+    assert_bad_input(capsys, "demo", "--store", "memory://", message="memory://")
+    assert_bad_input(capsys, "demo", "--store", "s3://", message="bucket")
+
+
+def test_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_bad_input(capsys, message="required: COMMAND")
+    assert_bad_input(capsys, "jobs", "q", "--status", "lost", message="invalid choice")
+    assert_bad_input(capsys, "dead", "requeue", "q", message="one of the arguments")
+    assert_bad_input(capsys, "demo", "--jobs", "3", message="between 10 and")
+    assert_bad_input(capsys, "demo", "--workers", "many", message="not an integer")
+
+
+async def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("taquba")
+    result = await trio.run_process(
+        [str(script), "--version"], capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout.decode().strip() == f"taquba {taquba.__version__}"
