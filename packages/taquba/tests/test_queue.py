@@ -689,3 +689,77 @@ async def test_nack_honours_a_longer_retry_after(queue: taquba.Queue, clock: Moc
     record = await queue.get_job(job.id)
     assert record is not None
     assert record.run_at == clock.now_ms() + 2_000
+
+
+async def test_nack_writes_kv_either_way_and_effects_only_when_dead(
+    store: Store, clock: MockClock
+) -> None:
+    config = QueueConfig(max_attempts=2, retry_backoff_base=0)
+    async with taquba.open_queue(store, "nk", config=config, clock=clock, **FAST) as queue:
+        await queue.enqueue("w", b"x")
+        follow_up = Effects(enqueues=[EnqueueRequest(queue="alerts", payload=b"it died")])
+        first = await queue.claim("w")
+        assert first is not None
+        retried = await queue.nack(
+            first, "once", kv_writes={b"attempt": b"1"}, effects_if_dead=follow_up
+        )
+        assert not retried.dead
+        assert retried.enqueued == []
+        assert await queue.kv_get(b"attempt") == b"1"
+        assert await queue.stats("alerts") == taquba.QueueStats("alerts")
+        second = await queue.claim("w")
+        assert second is not None
+        died = await queue.nack(
+            second, "twice", kv_writes={b"attempt": b"2"}, effects_if_dead=follow_up
+        )
+        assert died.dead
+        assert [r.created for r in died.enqueued] == [True]
+        assert await queue.kv_get(b"attempt") == b"2"
+        assert (await queue.stats("alerts")).pending == 1
+
+
+async def test_dead_letter_applies_effects_atomically(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    await queue.enqueue("w", b"x")
+    claim = await queue.claim("w")
+    assert claim is not None
+    results = await queue.dead_letter(
+        claim,
+        "poison",
+        effects=Effects(
+            kv_writes={b"why": b"poison"}, enqueues=[EnqueueRequest(queue="audit", payload=b"a")]
+        ),
+    )
+    assert [r.created for r in results] == [True]
+    assert await queue.kv_get(b"why") == b"poison"
+    # A lost claim applies nothing.
+    await queue.enqueue("w", b"y")
+    stale = await queue.claim("w")
+    assert stale is not None
+    clock.advance(11)
+    await queue.reap_now()
+    with pytest.raises(ClaimLost):
+        await queue.dead_letter(stale, "late", effects=Effects(kv_writes={b"late": b"1"}))
+    assert await queue.kv_get(b"late") is None
+
+
+async def test_retry_later_from_a_handler_delays_the_retry() -> None:
+    from taquba.testing import drain, open_test_queue
+
+    clock = taquba.MockClock()
+    config = taquba.QueueConfig(retry_backoff_base=1)
+    async with open_test_queue(
+        clock=clock, config=config, reaper_interval=3600, scheduler_interval=3600
+    ) as queue:
+        job = await queue.enqueue("w", b"x")
+
+        async def handler(job: taquba.JobRecord, lease: taquba.LeaseHandle) -> None:
+            raise taquba.RetryLater("rate limited", retry_after=90)
+
+        assert await drain(queue, "w", handler) == 1
+        record = await queue.get_job(job.id)
+        assert record is not None
+        assert record.status is taquba.JobStatus.SCHEDULED
+        assert record.last_error == "rate limited"
+        assert record.run_at == clock.now_ms() + 90_000

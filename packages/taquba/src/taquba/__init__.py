@@ -31,6 +31,7 @@ from ._errors import KvConflict as KvConflict
 from ._errors import KvValueTooLarge as KvValueTooLarge
 from ._errors import PermanentFailure as PermanentFailure
 from ._errors import QueueClosed as QueueClosed
+from ._errors import RetryLater as RetryLater
 from ._errors import StorageError as StorageError
 from ._errors import StorageFatal as StorageFatal
 from ._errors import StorageUnavailable as StorageUnavailable
@@ -55,6 +56,7 @@ from ._types import EnqueueRequest as EnqueueRequest
 from ._types import EnqueueResult as EnqueueResult
 from ._types import JobPage as JobPage
 from ._types import KvPage as KvPage
+from ._types import NackResult as NackResult
 from ._worker import SETTLEMENT_MARGIN as SETTLEMENT_MARGIN
 from ._worker import Handler as Handler
 from ._worker import HandlerFunction as HandlerFunction
@@ -62,6 +64,62 @@ from ._worker import JobHandler as JobHandler
 from ._worker import LeaseHandle as LeaseHandle
 from ._worker import run_worker as run_worker
 from ._worker import run_worker_concurrent as run_worker_concurrent
+
+__all__ = [
+    "CancelOutcome",
+    "Claim",
+    "ClaimLost",
+    "Clock",
+    "ConflictError",
+    "DataError",
+    "DuplicateJobId",
+    "Effects",
+    "EnqueueRequest",
+    "EnqueueResult",
+    "Fenced",
+    "Handler",
+    "HandlerFunction",
+    "InvalidId",
+    "InvalidQueueName",
+    "InvalidState",
+    "InvalidStoreUrl",
+    "JobHandler",
+    "JobNotFound",
+    "JobPage",
+    "JobRecord",
+    "JobStatus",
+    "KvConflict",
+    "KvPage",
+    "KvValueTooLarge",
+    "LeaseHandle",
+    "MAX_ID_LENGTH",
+    "MAX_KV_VALUE_SIZE",
+    "MAX_QUEUE_NAME_BYTES",
+    "MockClock",
+    "NackResult",
+    "PRIORITY_HIGH",
+    "PRIORITY_LOW",
+    "PRIORITY_NORMAL",
+    "PermanentFailure",
+    "Queue",
+    "QueueClosed",
+    "QueueConfig",
+    "QueueStats",
+    "RetryLater",
+    "SETTLEMENT_MARGIN",
+    "StorageError",
+    "StorageFatal",
+    "StorageUnavailable",
+    "Store",
+    "SystemClock",
+    "TaqubaError",
+    "UsageError",
+    "_version",
+    "backoff_delay",
+    "open_queue",
+    "run_worker",
+    "run_worker_concurrent",
+]
 
 __version__: str = _version("taquba")
 """The installed version of the `taquba` distribution."""

@@ -23,8 +23,8 @@ retry without reading messages::
         ├── QueueClosed             the queue (or its database) was closed
         └── StorageFatal            the database is broken in this process; reopen it
 
-`PermanentFailure` is not an error taquba raises: handlers raise it to dead-letter a job at
-once instead of retrying.
+`PermanentFailure` and `RetryLater` are not errors taquba raises: handlers raise them to
+dead-letter a job at once, or to retry it no sooner than a given delay.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ __all__ = [
     "KvValueTooLarge",
     "PermanentFailure",
     "QueueClosed",
+    "RetryLater",
     "StorageError",
     "StorageFatal",
     "StorageUnavailable",
@@ -195,3 +196,18 @@ class PermanentFailure(Exception):
         super().__init__(reason)
         self.reason = reason
         """The reason recorded as the job's ``last_error``."""
+
+
+class RetryLater(Exception):  # noqa: N818 - the name says what a handler means by it
+    """Raised by a job handler to retry the job no sooner than ``retry_after`` seconds.
+
+    The job is nacked as for any failure (it dead-letters once attempts run out), waiting
+    ``max(queue backoff, retry_after)`` before the next attempt.
+    """
+
+    def __init__(self, reason: str, *, retry_after: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        """The reason recorded as the job's ``last_error``."""
+        self.retry_after = retry_after
+        """The least delay before the next attempt, in seconds."""

@@ -53,6 +53,7 @@ from ._types import (
     EnqueueResult,
     JobPage,
     KvPage,
+    NackResult,
 )
 from ._wakeup import Wakeup
 
@@ -823,70 +824,105 @@ class Queue:
         self._notify_completion()
         return results
 
-    async def nack(self, claim: Claim, error: str, *, retry_after: float | None = None) -> None:
+    async def nack(
+        self,
+        claim: Claim,
+        error: str,
+        *,
+        retry_after: float | None = None,
+        kv_writes: Mapping[bytes, bytes] | None = None,
+        effects_if_dead: Effects | None = None,
+    ) -> NackResult:
         """Report a failed attempt: retry with backoff, or dead-letter when attempts run out.
 
         The retry delay is ``retry_backoff_base * 2**(attempt - 1)``, capped at
         ``retry_backoff_max``, or ``retry_after`` seconds if that is longer (e.g. an HTTP
         ``Retry-After``); a zero delay makes the job pending again at once.
+
+        Args:
+            claim: the claim to settle.
+            error: recorded as the job's ``last_error``.
+            retry_after: the least delay before the retry, in seconds.
+            kv_writes: user KV entries written in the nack's transaction, whichever way it
+                goes (e.g. a record of the failed attempt).
+            effects_if_dead: applied atomically only if this nack dead-letters the job (a
+                retried job must not fan out follow-ups on every attempt).
+
+        Raises:
+            ClaimLost: the claim is gone; nothing was written.
         """
         claim = self._check_claim(claim, "nack")
         if not isinstance(error, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise UsageError("error must be a str")
         if retry_after is not None and (not math.isfinite(retry_after) or retry_after < 0):
             raise UsageError("retry_after must be a finite, non-negative number of seconds")
+        writes = _check_kv_writes(kv_writes or {})
+        prepared, effect_writes, deletes = self._prepare_effects(effects_if_dead)
         config = self.config(claim.queue)
         now = self._clock.now_ms()
-        dead = [False]
 
         async def stage(
             txn: Transaction, stored: JobRecord, deltas: _Deltas
-        ) -> tuple[bytes | None, None]:
+        ) -> tuple[bytes | None, NackResult]:
+            for key, value in writes.items():
+                await txn.put(keys.user_key(key), value)
             if stored.attempts >= stored.max_attempts:
-                dead[0] = True
                 record = stored.replace(
                     status=JobStatus.DEAD, claimed_at=None, last_error=error, failed_at=now
                 )
                 key = keys.dead_key(stored.queue, stored.id)
                 deltas.move(stored.queue, "claimed", "dead")
-            else:
-                delay = backoff_delay(
-                    stored.attempts, config.retry_backoff_base, config.retry_backoff_max
+                await txn.put(key, encode_job(record))
+                await txn.put(keys.index_key(stored.id), key)
+                results = await self._stage_effects(txn, prepared, effect_writes, deletes, deltas)
+                return key, NackResult(dead=True, enqueued=results)
+            delay = backoff_delay(
+                stored.attempts, config.retry_backoff_base, config.retry_backoff_max
+            )
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            delay_ms = math.ceil(delay * 1000)
+            if delay_ms > 0:
+                run_at = now + delay_ms
+                record = stored.replace(
+                    status=JobStatus.SCHEDULED, claimed_at=None, last_error=error, run_at=run_at
                 )
-                if retry_after is not None:
-                    delay = max(delay, retry_after)
-                delay_ms = math.ceil(delay * 1000)
-                if delay_ms > 0:
-                    run_at = now + delay_ms
-                    record = stored.replace(
-                        status=JobStatus.SCHEDULED, claimed_at=None, last_error=error, run_at=run_at
-                    )
-                    key = keys.scheduled_key(run_at, stored.queue, stored.id)
-                    deltas.move(stored.queue, "claimed", "scheduled")
-                else:
-                    record = stored.replace(
-                        status=JobStatus.PENDING, claimed_at=None, last_error=error
-                    )
-                    key = keys.pending_key(stored.queue, stored.priority, stored.id)
-                    deltas.move(stored.queue, "claimed", "pending")
+                key = keys.scheduled_key(run_at, stored.queue, stored.id)
+                deltas.move(stored.queue, "claimed", "scheduled")
+            else:
+                record = stored.replace(status=JobStatus.PENDING, claimed_at=None, last_error=error)
+                key = keys.pending_key(stored.queue, stored.priority, stored.id)
+                deltas.move(stored.queue, "claimed", "pending")
             await txn.put(key, encode_job(record))
             await txn.put(keys.index_key(stored.id), key)
-            return key, None
+            return key, NackResult(dead=False, enqueued=[])
 
-        await self._settle(claim, stage)
-        if dead[0]:
+        result = await self._settle(claim, stage)
+        if result.dead:
+            self._after_enqueues(prepared, result.enqueued)
             self._notify_completion()
+        return result
 
-    async def dead_letter(self, claim: Claim, reason: str) -> None:
-        """Move a claimed job to the dead-letter inbox at once (no retry)."""
+    async def dead_letter(
+        self, claim: Claim, reason: str, *, effects: Effects | None = None
+    ) -> list[EnqueueResult]:
+        """Move a claimed job to the dead-letter inbox at once (no retry).
+
+        ``effects`` commit atomically with the dead-letter; returns one result per follow-up
+        enqueue.
+
+        Raises:
+            ClaimLost: the claim is gone; nothing was written.
+        """
         claim = self._check_claim(claim, "dead_letter")
         if not isinstance(reason, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise UsageError("reason must be a str")
+        prepared, writes, deletes = self._prepare_effects(effects)
         now = self._clock.now_ms()
 
         async def stage(
             txn: Transaction, stored: JobRecord, deltas: _Deltas
-        ) -> tuple[bytes | None, None]:
+        ) -> tuple[bytes | None, list[EnqueueResult]]:
             record = stored.replace(
                 status=JobStatus.DEAD, claimed_at=None, last_error=reason, failed_at=now
             )
@@ -894,10 +930,13 @@ class Queue:
             await txn.put(key, encode_job(record))
             await txn.put(keys.index_key(stored.id), key)
             deltas.move(stored.queue, "claimed", "dead")
-            return key, None
+            results = await self._stage_effects(txn, prepared, writes, deletes, deltas)
+            return key, results
 
-        await self._settle(claim, stage)
+        results = await self._settle(claim, stage)
+        self._after_enqueues(prepared, results)
         self._notify_completion()
+        return results
 
     def renew_lease(self, claim: Claim, extension: float) -> int:
         """Set the claim's lease to expire ``extension`` seconds from now; return the new expiry.

@@ -21,6 +21,7 @@ __all__ = [
     "EnqueueResult",
     "JobPage",
     "KvPage",
+    "NackResult",
 ]
 
 
@@ -142,6 +143,16 @@ class Claim:
 
     def __repr__(self) -> str:
         return f"<Claim {self._job.queue}/{self._job.id} attempt {self._job.attempts}>"
+
+
+@dataclass(frozen=True, slots=True)
+class NackResult:
+    """What `Queue.nack` did."""
+
+    dead: bool
+    """True if the job ran out of attempts and was dead-lettered, False if it will be retried."""
+    enqueued: list[EnqueueResult]
+    """Results of ``effects_if_dead`` follow-up enqueues (empty when retried)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from ._errors import (
     Fenced,
     PermanentFailure,
     QueueClosed,
+    RetryLater,
     StorageFatal,
     TaqubaError,
     UsageError,
@@ -49,7 +50,11 @@ class LeaseHandle:
     __slots__ = ("_claim", "_queue")
 
     def __init__(self, queue: Queue, claim: Claim) -> None:
-        """Library-internal: worker loops create one per delivery."""
+        """Wrap ``claim`` of ``queue``; the worker loops make one per delivery.
+
+        Build one yourself only when writing your own claim loop, to hand handlers the same
+        interface the built-in loops give them.
+        """
         self._queue = queue
         self._claim = claim
 
@@ -111,8 +116,9 @@ Handler: TypeAlias = HandlerFunction | JobHandler
 """What the worker loops accept.
 
 The handler's outcome settles the job: returning acks it (applying returned `Effects` in the
-same transaction); raising `PermanentFailure` dead-letters it; raising anything else nacks it
-(retry with backoff, dead-letter once attempts run out).
+same transaction); raising `PermanentFailure` dead-letters it; raising `RetryLater` nacks it
+with a least delay; raising anything else nacks it (retry with backoff, dead-letter once
+attempts run out).
 """
 
 
@@ -131,6 +137,9 @@ async def _process(queue: Queue, claim: Claim, handler: HandlerFunction) -> None
             effects = await handler(claim.job, LeaseHandle(queue, claim))
         except PermanentFailure as failure:
             await queue.dead_letter(claim, failure.reason)
+            return
+        except RetryLater as later:
+            await queue.nack(claim, later.reason, retry_after=later.retry_after)
             return
         except Exception as exc:
             log.info("job %s/%s failed: %r", claim.queue, claim.id, exc)
