@@ -763,3 +763,25 @@ async def test_retry_later_from_a_handler_delays_the_retry() -> None:
         assert record.status is taquba.JobStatus.SCHEDULED
         assert record.last_error == "rate limited"
         assert record.run_at == clock.now_ms() + 90_000
+
+
+async def test_batch_kv_writes_apply_even_when_every_job_hits_a_dedup_key(
+    queue: taquba.Queue,
+) -> None:
+    """taquba-cron relies on this to advance its watermark past an already-enqueued firing."""
+    await queue.enqueue("w", b"first", dedup_key="fire-1")
+    results = await queue.enqueue_batch(
+        [EnqueueRequest(queue="w", payload=b"again", dedup_key="fire-1")],
+        kv_expect={b"mark": None},
+        kv_writes={b"mark": b"fire-1"},
+    )
+    assert [r.created for r in results] == [False]
+    assert await queue.kv_get(b"mark") == b"fire-1"
+
+
+def test_public_validators() -> None:
+    assert taquba.validate_queue_name("emails") == "emails"
+    assert taquba.validate_job_id("order-1") == "order-1"
+    with pytest.raises(InvalidQueueName):
+        taquba.validate_queue_name("")
+    assert taquba.MAX_PRIORITY == 2**32 - 1

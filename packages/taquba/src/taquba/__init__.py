@@ -38,10 +38,13 @@ from ._errors import StorageUnavailable as StorageUnavailable
 from ._errors import TaqubaError as TaqubaError
 from ._errors import UsageError as UsageError
 from ._ids import MAX_ID_LENGTH as MAX_ID_LENGTH
+from ._ids import validate_job_id as validate_job_id
 from ._keys import MAX_QUEUE_NAME_BYTES as MAX_QUEUE_NAME_BYTES
+from ._keys import validate_queue_name as validate_queue_name
 from ._queue import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._queue import Queue as Queue
 from ._queue import open_queue as open_queue
+from ._records import MAX_PRIORITY as MAX_PRIORITY
 from ._records import PRIORITY_HIGH as PRIORITY_HIGH
 from ._records import PRIORITY_LOW as PRIORITY_LOW
 from ._records import PRIORITY_NORMAL as PRIORITY_NORMAL
@@ -66,6 +69,14 @@ from ._worker import run_worker as run_worker
 from ._worker import run_worker_concurrent as run_worker_concurrent
 
 __all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_KV_VALUE_SIZE",
+    "MAX_PRIORITY",
+    "MAX_QUEUE_NAME_BYTES",
+    "PRIORITY_HIGH",
+    "PRIORITY_LOW",
+    "PRIORITY_NORMAL",
+    "SETTLEMENT_MARGIN",
     "CancelOutcome",
     "Claim",
     "ClaimLost",
@@ -92,21 +103,14 @@ __all__ = [
     "KvPage",
     "KvValueTooLarge",
     "LeaseHandle",
-    "MAX_ID_LENGTH",
-    "MAX_KV_VALUE_SIZE",
-    "MAX_QUEUE_NAME_BYTES",
     "MockClock",
     "NackResult",
-    "PRIORITY_HIGH",
-    "PRIORITY_LOW",
-    "PRIORITY_NORMAL",
     "PermanentFailure",
     "Queue",
     "QueueClosed",
     "QueueConfig",
     "QueueStats",
     "RetryLater",
-    "SETTLEMENT_MARGIN",
     "StorageError",
     "StorageFatal",
     "StorageUnavailable",
@@ -119,6 +123,8 @@ __all__ = [
     "open_queue",
     "run_worker",
     "run_worker_concurrent",
+    "validate_job_id",
+    "validate_queue_name",
 ]
 
 __version__: str = _version("taquba")

@@ -198,7 +198,7 @@ class PermanentFailure(Exception):
         """The reason recorded as the job's ``last_error``."""
 
 
-class RetryLater(Exception):  # noqa: N818 - the name says what a handler means by it
+class RetryLater(Exception):
     """Raised by a job handler to retry the job no sooner than ``retry_after`` seconds.
 
     The job is nacked as for any failure (it dead-letters once attempts run out), waiting

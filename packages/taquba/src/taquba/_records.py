@@ -39,6 +39,7 @@ PRIORITY_NORMAL = 1_000
 PRIORITY_LOW = 10_000
 """A priority claimed after the default."""
 MAX_PRIORITY = 2**32 - 1
+"""The largest priority (priorities are unsigned 32-bit; lower is claimed first)."""
 
 
 class JobStatus(enum.StrEnum):
