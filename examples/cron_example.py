@@ -1,0 +1,86 @@
+"""taquba-cron by example: live schedules with a worker, then a simulated week with a mock clock.
+
+Run it with ``uv run python examples/cron_example.py`` (about five seconds). Part one runs a
+seconds-field schedule on the system clock and a worker that prints each job. Part two drives a
+daily Europe/London schedule with a `taquba.MockClock` through a three-day outage and the
+October DST change, with the backfill policy, in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import trio
+
+import taquba
+from taquba.testing import open_test_queue
+from taquba_cron import Missed, Schedule, Scheduler
+
+
+async def live(seconds: float = 5.0) -> list[str]:
+    """Run a 2-second heartbeat schedule and a worker for ``seconds``; return what ran."""
+    ran: list[str] = []
+
+    async def handle(job: taquba.JobRecord, lease: taquba.LeaseHandle) -> None:
+        fired = job.headers["cron.fire_time"]
+        ran.append(fired)
+        print(f"  worker: {job.headers['cron.schedule']} fired at {fired}: {job.payload!r}")
+
+    heartbeat = Schedule(
+        "heartbeat",
+        "*/2 * * * * *",  # six fields: the first one is seconds
+        "pings",
+        payload_factory=lambda fire: f"beat {fire:%H:%M:%S}".encode(),
+    )
+    nightly = Schedule("nightly", "30 2 * * *", "reports", tz="America/New_York")
+    async with taquba.open_queue(taquba.Store.memory(), flush_interval=0.01) as queue:
+        scheduler = Scheduler(queue, [heartbeat, nightly], poll_interval=0.5)
+        print(
+            "next nightly runs:", [t.isoformat() for t in scheduler.next_fire_times("nightly", 3)]
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.run)
+            await nursery.start(taquba.run_worker, queue, "pings", handle)
+            await trio.sleep(seconds)
+            nursery.cancel_scope.cancel()
+    return ran
+
+
+async def simulated_week() -> list[str]:
+    """Drive a daily London schedule through an outage and a DST change with a mock clock."""
+    clock = taquba.MockClock(int(datetime(2026, 10, 20, 12, tzinfo=UTC).timestamp() * 1000))
+    digest = Schedule(
+        "digest",
+        "30 1 * * *",  # 01:30 London time: repeated on 25 October 2026, when clocks go back
+        "digests",
+        tz="Europe/London",
+        missed=Missed.BACKFILL,
+        lookback=7 * 86400,
+    )
+    async with open_test_queue(clock=clock) as queue:
+        scheduler = Scheduler(queue, [digest])
+        await scheduler.fire_due()  # the schedule starts now
+        clock.advance(3 * 86400)  # the scheduler is down for three days...
+        print(f"  after the outage: {await scheduler.fire_due()} jobs backfilled")
+        for _ in range(4):  # ...then runs normally, firing at each due time
+            upcoming = scheduler.next_fire_times("digest")[0]
+            clock.advance(upcoming.timestamp() - clock.now_ms() / 1000)
+            await scheduler.fire_due()
+        await scheduler.pause("digest")
+        page = await queue.list_jobs("digests", taquba.JobStatus.PENDING)
+    fired = sorted(job.headers["cron.fire_time"] for job in page.jobs)
+    for moment in fired:
+        print("  digest job for", moment)
+    return fired
+
+
+async def main() -> None:
+    """Run both parts."""
+    print("Part 1: live schedules on the system clock")
+    await live()
+    print("Part 2: a simulated week (outage, backfill, DST) on a mock clock")
+    await simulated_week()
+
+
+if __name__ == "__main__":
+    trio.run(main)

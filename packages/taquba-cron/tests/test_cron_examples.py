@@ -1,0 +1,42 @@
+"""The README snippet and examples/cron_example.py run."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import re
+from types import ModuleType
+
+import trio
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+def _load(path: pathlib.Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_example_runs() -> None:
+    example = _load(ROOT / "examples" / "cron_example.py", "cron_example")
+    ran = await example.live(2.5)
+    assert ran  # at least one heartbeat was enqueued and handled
+    fired = await example.simulated_week()
+    assert fired == [f"2026-10-{day}T01:30:00+01:00" for day in range(21, 26)] + [
+        "2026-10-26T01:30:00+00:00",
+        "2026-10-27T01:30:00+00:00",
+    ]
+
+
+async def test_the_readme_example_starts(tmp_path: pathlib.Path) -> None:
+    readme = (ROOT / "packages" / "taquba-cron" / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    code = code.replace("file:///tmp/taquba-cron-demo", (tmp_path / "store").as_uri())
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    with trio.move_on_after(1.5) as scope:
+        await namespace["main"]()  # type: ignore[operator]
+    assert scope.cancelled_caught  # it ran until cancelled: the loops serve forever

@@ -1,0 +1,484 @@
+"""The scheduler against real queues (memory store) driven by a MockClock."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import trio
+
+import taquba
+from taquba import JobRecord, JobStatus, LeaseHandle, MockClock, Store
+from taquba.testing import drain, open_test_queue
+from taquba_cron import (
+    STATE_KEY_PREFIX,
+    CorruptState,
+    Missed,
+    PayloadError,
+    Schedule,
+    Scheduler,
+    UnknownSchedule,
+)
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+START_MS = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)  # the clock fixture's start
+
+
+async def pending(queue: taquba.Queue, name: str = "q") -> list[JobRecord]:
+    jobs: list[JobRecord] = []
+    cursor: bytes | None = None
+    while True:
+        page = await queue.list_jobs(name, JobStatus.PENDING, cursor=cursor, limit=500)
+        jobs += page.jobs
+        if page.next_cursor is None:
+            return jobs
+        cursor = page.next_cursor
+
+
+def fire_times(jobs: list[JobRecord], schedule: str | None = None) -> list[int]:
+    return sorted(
+        int(job.headers["cron.fire_ms"])
+        for job in jobs
+        if schedule is None or job.headers["cron.schedule"] == schedule
+    )
+
+
+async def wait_for_pending(queue: taquba.Queue, count: int) -> None:
+    """Wait until ``queue`` holds ``count`` pending jobs on "q" (a scheduler loop is working).
+
+    The loops under test wake on their poll interval, not on an event a test could wait for,
+    so polling is the honest way to observe them.
+    """
+    with trio.fail_after(10):
+        while len(await pending(queue)) < count:  # noqa: ASYNC110
+            await trio.sleep(0.005)
+
+
+def advance_to(clock: MockClock, ms: int) -> None:
+    clock.advance((ms - clock.now_ms()) / 1000)
+
+
+def expected_fires(schedule: Schedule, start: int, end: int) -> list[int]:
+    found: list[int] = []
+    instant = start
+    while (fire := schedule.next_fire_after_ms(instant)) is not None and fire <= end:
+        found.append(fire)
+        instant = fire
+    return found
+
+
+async def test_fires_each_fire_time_once_with_headers_and_options(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedule = Schedule(
+        "ten",
+        "*/10 * * * *",
+        "q",
+        payload=b"tick",
+        priority=7,
+        max_attempts=2,
+        headers={"team": "ops"},
+    )
+    scheduler = Scheduler(queue, [schedule])
+    assert await scheduler.fire_due() == 0  # first sight: the state starts now
+    clock.advance(10 * 60 + 1)
+    assert await scheduler.fire_due() == 1
+    assert await scheduler.fire_due() == 0  # same instant: nothing more is due
+    clock.advance(10 * 60)
+    assert await scheduler.fire_due() == 1
+    first, second = sorted(await pending(queue), key=lambda job: job.headers["cron.fire_ms"])
+    fire = START_MS + 10 * MINUTE
+    assert first.payload == b"tick"
+    assert (first.priority, first.max_attempts) == (7, 2)
+    assert first.dedup_key == f"cron:ten:{fire}"
+    assert dict(first.headers) == {
+        "team": "ops",
+        "cron.schedule": "ten",
+        "cron.fire_ms": str(fire),
+        "cron.fire_time": "2026-01-01T00:10:00+00:00",
+    }
+    assert second.headers["cron.fire_ms"] == str(fire + 10 * MINUTE)
+    assert second.headers["cron.previous_fire_ms"] == str(fire)
+
+
+async def test_a_fire_time_equal_to_the_first_start_is_not_fired(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    scheduler = Scheduler(queue, [Schedule("h", "@hourly", "q")])
+    assert await scheduler.fire_due() == 0  # START is exactly midnight: before the schedule
+    clock.advance(3600)
+    assert await scheduler.fire_due() == 1
+
+
+async def test_payload_factory_receives_the_fire_time_in_the_schedule_zone(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    seen: list[datetime] = []
+
+    def factory(fire: datetime) -> bytes:
+        seen.append(fire)
+        return fire.isoformat().encode()
+
+    schedule = Schedule("paris", "0 9 * * *", "q", tz="Europe/Paris", payload_factory=factory)
+    scheduler = Scheduler(queue, [schedule])
+    await scheduler.fire_due()
+    advance_to(clock, START_MS + 8 * HOUR)  # 09:00 in Paris (UTC+1)
+    assert await scheduler.fire_due() == 1
+    (job,) = await pending(queue)
+    assert job.payload == b"2026-01-01T09:00:00+01:00"
+    assert seen == [datetime(2026, 1, 1, 9, tzinfo=ZoneInfo("Europe/Paris"))]
+    assert job.headers["cron.fire_time"] == "2026-01-01T09:00:00+01:00"
+
+
+async def test_a_failing_payload_factory_leaves_the_firing_due(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    calls = 0
+
+    def flaky(fire: datetime) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database down")
+        return b"ok"
+
+    scheduler = Scheduler(queue, [Schedule("f", "@hourly", "q", payload_factory=flaky)])
+    await scheduler.fire_due()
+    clock.advance(3600)
+    with pytest.raises(PayloadError) as info:
+        await scheduler.fire_due()
+    assert info.value.schedule == "f"
+    assert info.value.fire_ms == START_MS + HOUR
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert await pending(queue) == []
+    assert await scheduler.fire_due() == 1
+    assert fire_times(await pending(queue)) == [START_MS + HOUR]
+
+
+async def test_a_payload_factory_must_return_bytes(queue: taquba.Queue, clock: MockClock) -> None:
+    schedule = Schedule("s", "@hourly", "q", payload_factory=lambda fire: "text")  # type: ignore[arg-type,return-value]
+    scheduler = Scheduler(queue, [schedule])
+    await scheduler.fire_due()
+    clock.advance(3600)
+    with pytest.raises(PayloadError, match="not bytes"):
+        await scheduler.fire_due()
+
+
+async def test_two_racing_schedulers_enqueue_each_fire_time_exactly_once(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedules = [
+        Schedule("every-5m", "*/5 * * * *", "q"),
+        Schedule("seconds", "*/20 * * * * *", "q", missed=Missed.BACKFILL),
+        Schedule("ny", "7,37 * * * *", "q", tz="America/New_York", missed=Missed.COALESCE),
+    ]
+    a, b = Scheduler(queue, schedules), Scheduler(queue, schedules, batch_size=3)
+    created = 0
+    for _ in range(60):
+        async with trio.open_nursery() as nursery:
+
+            async def fire(scheduler: Scheduler) -> None:
+                nonlocal created
+                count = await scheduler.fire_due()
+                created += count
+
+            nursery.start_soon(fire, a)
+            nursery.start_soon(fire, b)
+        clock.advance(37)  # steps shorter than the grace: no firing is ever missed
+    jobs = await pending(queue)
+    assert created == len(jobs)
+    for schedule in schedules:
+        got = fire_times(jobs, schedule.name)
+        assert got == expected_fires(schedule, START_MS, clock.now_ms() - 37_000)
+    assert not [key for key, n in Counter(job.dedup_key for job in jobs).items() if n > 1]
+
+
+class StaleReads:
+    """A real queue whose first ``kv_get`` result is held back until ``release`` is set.
+
+    Not a mock: every call reaches the real queue. It lets a test make one scheduler instance
+    act on a state it read before another instance's commit, the race the watermark's
+    compare-and-set exists for.
+    """
+
+    def __init__(self, queue: taquba.Queue) -> None:
+        self._queue = queue
+        self.read = trio.Event()
+        self.release = trio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._queue, name)
+
+    async def kv_get(self, key: bytes) -> bytes | None:
+        value = await self._queue.kv_get(key)
+        if not self.release.is_set():
+            self.read.set()
+            await self.release.wait()
+        return value
+
+
+async def test_a_stale_instance_loses_the_compare_and_set_even_without_dedup(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedule = Schedule("s", "@hourly", "q")
+    stale = StaleReads(queue)
+    fresh, late = Scheduler(queue, [schedule]), Scheduler(stale, [schedule])  # type: ignore[arg-type]
+    await fresh.fire_due()
+    clock.advance(3600 + 1)
+    handled: list[int] = []
+
+    async def record(job: JobRecord, lease: LeaseHandle) -> None:
+        handled.append(int(job.headers["cron.fire_ms"]))
+
+    late_created: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def run_late() -> None:
+            late_created.append(await late.fire_due())
+
+        nursery.start_soon(run_late)
+        await stale.read.wait()  # the late instance has read the old watermark
+        assert await fresh.fire_due() == 1
+        assert await drain(queue, "q", record) == 1  # claimed and acked: dedup key released
+        stale.release.set()
+    assert late_created == [0]
+    assert handled == [START_MS + HOUR]
+    assert await pending(queue) == []
+
+
+async def test_racing_schedulers_rely_on_the_watermark_not_only_on_dedup_keys(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    # Jobs are consumed as soon as they appear, which releases their dedup keys: only the
+    # watermark's compare-and-set keeps a second instance from enqueuing a fire time again.
+    schedule = Schedule("s", "*/10 * * * * *", "q", missed=Missed.BACKFILL)
+    instances = [Scheduler(queue, [schedule], batch_size=2) for _ in range(3)]
+    handled: list[int] = []
+
+    async def record(job: JobRecord, lease: LeaseHandle) -> None:
+        handled.append(int(job.headers["cron.fire_ms"]))
+
+    await instances[0].fire_due()  # the schedule starts at START
+    for _ in range(30):
+        clock.advance(25)
+        async with trio.open_nursery() as nursery:
+            for instance in instances:
+                nursery.start_soon(instance.fire_due)
+                nursery.start_soon(drain, queue, "q", record)
+        await drain(queue, "q", record)
+    assert sorted(handled) == expected_fires(schedule, START_MS, clock.now_ms())
+
+
+async def test_racing_run_loops_enqueue_each_fire_time_exactly_once(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedules = [Schedule("m", "* * * * *", "q"), Schedule("s", "*/30 * * * * *", "q")]
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            await nursery.start(Scheduler(queue, schedules, poll_interval=0.002).run)
+        for _ in range(6):
+            clock.advance(60)
+            now = clock.now_ms()
+            await wait_for_pending(
+                queue, sum(len(expected_fires(s, START_MS, now)) for s in schedules)
+            )
+        await trio.sleep(0.05)  # let both loops look again: nothing more appears
+        nursery.cancel_scope.cancel()
+    jobs = await pending(queue)
+    assert fire_times(jobs, "m") == expected_fires(schedules[0], START_MS, clock.now_ms())
+    assert fire_times(jobs, "s") == expected_fires(schedules[1], START_MS, clock.now_ms())
+
+
+async def test_run_reports_started_once_every_state_exists(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedules = [Schedule("a", "@daily", "q"), Schedule("b", "@hourly", "q")]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(Scheduler(queue, schedules).run)
+        page = await queue.kv_scan(STATE_KEY_PREFIX)
+        assert [key for key, _ in page.entries] == [b"cron/state/a", b"cron/state/b"]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("missed", list(Missed))
+async def test_restart_neither_duplicates_nor_loses_firings(
+    store: Store, clock: MockClock, missed: Missed
+) -> None:
+    schedule = Schedule("h", "0 * * * *", "q", missed=missed, lookback=3 * 3600)
+    async with open_test_queue(store, clock=clock) as queue, trio.open_nursery() as nursery:
+        await nursery.start(Scheduler(queue, [schedule], poll_interval=0.002).run)
+        for hour in range(1, 4):
+            clock.advance(3600)
+            await wait_for_pending(queue, hour)
+        nursery.cancel_scope.cancel()
+    clock.advance(5 * 3600 + 120)  # down from 03:00 to 08:02: 04:00 ... 08:00 are missed
+    async with open_test_queue(store, clock=clock) as queue:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(Scheduler(queue, [schedule], poll_interval=0.002).run)
+            nursery.cancel_scope.cancel()
+        jobs = await pending(queue)
+    before = [START_MS + h * HOUR for h in (1, 2, 3)]
+    after = {
+        Missed.SKIP: [],  # 08:00 is 120 s late, beyond the 60 s grace
+        Missed.COALESCE: [START_MS + 8 * HOUR],
+        Missed.BACKFILL: [START_MS + h * HOUR for h in (6, 7, 8)],  # within the 3 h lookback
+    }[missed]
+    assert fire_times(jobs) == before + after
+    if after:
+        latest = max(jobs, key=lambda job: int(job.headers["cron.fire_ms"]))
+        previous = after[-2] if len(after) > 1 else before[-1]
+        assert latest.headers["cron.previous_fire_ms"] == str(previous)
+
+
+async def test_a_lost_watermark_is_covered_by_the_dedup_key(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedule = Schedule("d", "@hourly", "q", missed=Missed.BACKFILL)
+    scheduler = Scheduler(queue, [schedule])
+    await scheduler.fire_due()
+    clock.advance(3600)
+    assert await scheduler.fire_due() == 1
+    # Roll the watermark back (a restored backup, a hand edit): the pending job's dedup key
+    # still prevents a second job for the same fire time, and the watermark moves on.
+    await queue.kv_put(
+        b"cron/state/d",
+        f'{{"last":null,"paused":false,"through":{START_MS},"v":1}}'.encode(),
+    )
+    assert await scheduler.fire_due() == 0
+    assert fire_times(await pending(queue)) == [START_MS + HOUR]
+    clock.advance(3600)
+    assert await scheduler.fire_due() == 1
+
+
+async def test_pause_and_resume_are_durable_and_skip_the_paused_firings(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedule = Schedule("p", "@hourly", "q", missed=Missed.BACKFILL)
+    scheduler = Scheduler(queue, [schedule])
+    await scheduler.fire_due()
+    await scheduler.pause("p")
+    await scheduler.pause("p")  # idempotent
+    clock.advance(3 * 3600 + 30)
+    assert await scheduler.fire_due() == 0
+    other = Scheduler(queue, [schedule])  # e.g. after a restart: the pause is stored
+    assert (await other.status("p")).paused
+    assert (await other.status("p")).next_fire is None
+    assert await other.fire_due() == 0
+    await other.resume("p")
+    await other.resume("p")  # idempotent
+    assert await scheduler.fire_due() == 0  # 01:00-03:00 fell due while paused: skipped
+    status = await scheduler.status("p")
+    assert not status.paused
+    assert status.next_fire == datetime(2026, 1, 1, 4, tzinfo=ZoneInfo("UTC"))
+    clock.advance(3600)
+    assert await scheduler.fire_due() == 1
+    assert fire_times(await pending(queue)) == [START_MS + 4 * HOUR]
+    assert (await scheduler.status("p")).last_fire == datetime(
+        2026, 1, 1, 4, tzinfo=ZoneInfo("UTC")
+    )
+
+
+async def test_pausing_a_never_run_schedule(queue: taquba.Queue, clock: MockClock) -> None:
+    scheduler = Scheduler(queue, [Schedule("p", "@hourly", "q")])
+    assert (await scheduler.status("p")).last_fire is None
+    await scheduler.pause("p")
+    clock.advance(7200)
+    assert await scheduler.fire_due() == 0
+    await scheduler.resume("p")
+    clock.advance(3600)
+    assert await scheduler.fire_due() == 1
+
+
+async def test_inspection(queue: taquba.Queue, clock: MockClock) -> None:
+    schedule = Schedule("i", "0 9 * * 1-5", "q", tz="Asia/Kolkata")
+    scheduler = Scheduler(queue, [schedule])
+    assert list(scheduler.schedules) == ["i"]
+    assert scheduler.queue is queue
+    times = scheduler.next_fire_times("i", 3)  # 2026-01-01 is a Thursday
+    assert [t.isoformat() for t in times] == [
+        "2026-01-01T09:00:00+05:30",
+        "2026-01-02T09:00:00+05:30",
+        "2026-01-05T09:00:00+05:30",
+    ]
+    status = await scheduler.status("i")
+    assert status.next_fire == times[0]
+    with pytest.raises(UnknownSchedule):
+        scheduler.next_fire_times("nope")
+    for method in (scheduler.pause, scheduler.resume, scheduler.status):
+        with pytest.raises(UnknownSchedule):
+            await method("nope")
+
+
+async def test_corrupt_state_is_reported(queue: taquba.Queue) -> None:
+    await queue.kv_put(b"cron/state/c", b"garbage")
+    scheduler = Scheduler(queue, [Schedule("c", "@hourly", "q")])
+    with pytest.raises(CorruptState):
+        await scheduler.fire_due()
+    with pytest.raises(CorruptState):
+        await scheduler.status("c")
+
+
+async def test_run_keeps_other_schedules_going_when_one_fails(
+    queue: taquba.Queue, clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(fire: datetime) -> bytes:
+        raise ValueError("boom")
+
+    schedules = [
+        Schedule("broken", "* * * * *", "q", payload_factory=broken),
+        Schedule("fine", "* * * * *", "q"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="taquba_cron"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(Scheduler(queue, schedules, poll_interval=0.002).run)
+            clock.advance(60)
+            await wait_for_pending(queue, 1)
+            nursery.cancel_scope.cancel()
+    assert fire_times(await pending(queue), "fine") == [START_MS + MINUTE]
+    assert any("'broken' failed" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_year_of_daily_firings_across_dst_with_a_mock_clock(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    zone = ZoneInfo("America/New_York")
+    schedule = Schedule("daily", "30 2 * * *", "q", tz="America/New_York")
+    scheduler = Scheduler(queue, [schedule])
+    await scheduler.fire_due()
+    end = int(datetime(2027, 1, 1, tzinfo=zone).timestamp() * 1000)
+    while (upcoming := scheduler.next_fire_times("daily")[0]) < datetime.fromtimestamp(
+        end / 1000, UTC
+    ):
+        advance_to(clock, int(upcoming.timestamp() * 1000))
+        assert await scheduler.fire_due() == 1
+    jobs = await pending(queue)
+    local = [datetime.fromtimestamp(f / 1000, zone) for f in fire_times(jobs)]
+    assert len(local) == 365  # one per local day of 2026 (Jan 1 02:30 EST is after START)
+    assert len({t.date() for t in local}) == 365
+    assert local[66].isoformat() == "2026-03-08T03:00:00-04:00"  # the spring-forward gap
+    assert {t.strftime("%H:%M") for t in local} == {"02:30", "03:00"}
+
+
+async def test_a_year_of_hourly_firings_backfilled_weekly(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedule = Schedule(
+        "hourly", "0 * * * *", "q", tz="Europe/London", missed=Missed.BACKFILL, lookback=8 * 86400
+    )
+    scheduler = Scheduler(queue, [schedule], batch_size=500)
+    await scheduler.fire_due()
+    for _ in range(52):
+        clock.advance(7 * 86400)
+        await scheduler.fire_due()
+    clock.advance(86400)  # 365 days in all
+    await scheduler.fire_due()
+    got = fire_times(await pending(queue))
+    # 365 * 24 wall hours; in March 01:00 does not exist and folds into 02:00 BST (one fewer),
+    # in October 01:00 repeats and fires once: 8759 distinct instants.
+    assert len(got) == len(set(got)) == 365 * 24 - 1
+    assert got == expected_fires(schedule, START_MS, START_MS + 365 * DAY)
