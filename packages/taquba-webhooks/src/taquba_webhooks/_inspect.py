@@ -1,0 +1,185 @@
+"""Reading attempt records and endpoint statistics; dead-letter inspection and replay."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import taquba
+
+from ._errors import InvalidDelivery
+from ._records import (
+    ATTEMPTS_PREFIX,
+    ENDPOINTS_PREFIX,
+    DeliveryAttempt,
+    EndpointStats,
+    attempt_key,
+    decode_attempt,
+    decode_stats,
+    encode_stats,
+    endpoint_key,
+    merge_stats,
+)
+from ._request import DEFAULT_QUEUE, WebhookRequest, decode_request
+
+__all__ = [
+    "DeadDelivery",
+    "dead_deliveries",
+    "endpoint_stats",
+    "get_attempt",
+    "list_endpoint_stats",
+    "prune_attempts",
+    "replay_dead_deliveries",
+    "replay_delivery",
+]
+
+log = logging.getLogger("taquba_webhooks")
+
+_PAGE = 100
+_CAS_ROUNDS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class DeadDelivery:
+    """A dead-lettered delivery: its job, what it was to send, and its last attempt."""
+
+    job: taquba.JobRecord
+    """The dead job record (``last_error`` holds a one-line summary of the failure)."""
+    request: WebhookRequest | None
+    """The delivery request, or None if the payload is not a readable delivery."""
+    last_attempt: DeliveryAttempt | None
+    """The latest attempt's record (status, response body, error), if one was kept."""
+
+    @property
+    def job_id(self) -> str:
+        """The delivery's job id (pass it to `replay_delivery`)."""
+        return self.job.id
+
+
+async def get_attempt(queue: taquba.Queue, job_id: str) -> DeliveryAttempt | None:
+    """The record of a delivery's latest attempt, or None.
+
+    The record is kept while the delivery is being retried or is dead; on success it is
+    deleted with the ack, unless the queue keeps done jobs (``QueueConfig.keep_done``).
+    """
+    raw = await queue.kv_get(attempt_key(job_id))
+    return decode_attempt(raw) if raw is not None else None
+
+
+async def endpoint_stats(queue: taquba.Queue, endpoint: str) -> EndpointStats:
+    """The delivery counters of one endpoint (zeros if it has none)."""
+    return decode_stats(endpoint, await queue.kv_get(endpoint_key(endpoint)))
+
+
+async def list_endpoint_stats(queue: taquba.Queue) -> list[EndpointStats]:
+    """The delivery counters of every endpoint, sorted by endpoint."""
+    stats: list[EndpointStats] = []
+    cursor: bytes | None = None
+    while True:
+        page = await queue.kv_scan(ENDPOINTS_PREFIX, cursor=cursor, limit=_PAGE)
+        for key, value in page.entries:
+            endpoint = key[len(ENDPOINTS_PREFIX) :].decode("utf-8", errors="replace")
+            stats.append(decode_stats(endpoint, value))
+        if page.next_cursor is None:
+            return stats
+        cursor = page.next_cursor
+
+
+async def add_endpoint_stats(queue: taquba.Queue, delta: EndpointStats) -> None:
+    """Add ``delta`` to an endpoint's stored counters (library-internal).
+
+    A compare-and-set loop: read, add, write only if the value is still the one read, else
+    start over. Each call is one atomic read-modify-write, so concurrent writers (other
+    workers of the process) never lose each other's increments.
+    """
+    key = endpoint_key(delta.endpoint)
+    for _ in range(_CAS_ROUNDS):
+        raw = await queue.kv_get(key)
+        updated = merge_stats(decode_stats(delta.endpoint, raw), delta)
+        if await queue.kv_compare_and_set(key, raw, encode_stats(updated)):
+            return
+    log.warning("gave up updating the statistics of %s under contention", delta.endpoint)
+
+
+async def dead_deliveries(
+    queue: taquba.Queue,
+    queue_name: str = DEFAULT_QUEUE,
+    *,
+    after: str | None = None,
+    limit: int = 100,
+) -> list[DeadDelivery]:
+    """Dead-lettered deliveries of ``queue_name`` in job-id order, after the job id ``after``."""
+    jobs = await queue.dead_jobs(queue_name, after=after, limit=limit)
+    found: list[DeadDelivery] = []
+    for job in jobs:
+        try:
+            request: WebhookRequest | None = decode_request(job.payload)
+        except InvalidDelivery:
+            request = None
+        found.append(DeadDelivery(job, request, await get_attempt(queue, job.id)))
+    return found
+
+
+async def replay_delivery(queue: taquba.Queue, job_id: str) -> None:
+    """Send a dead-lettered delivery again: it becomes pending with its attempts reset.
+
+    The ``webhook-id`` stays the same, so receivers that already processed it can drop it.
+
+    Raises:
+        taquba.JobNotFound: no such job, or its dead record was swept.
+        taquba.InvalidState: the job is not dead.
+    """
+    job = await queue.get_job(job_id)
+    if job is None:
+        raise taquba.JobNotFound(job_id)
+    await queue.requeue_dead_job(job)
+
+
+async def replay_dead_deliveries(
+    queue: taquba.Queue, queue_name: str = DEFAULT_QUEUE, *, endpoint: str | None = None
+) -> int:
+    """Replay every dead delivery of ``queue_name`` (of one endpoint if given); return how many.
+
+    Deliveries whose payload is unreadable are left dead.
+    """
+    replayed = 0
+    after: str | None = None
+    while True:
+        page = await dead_deliveries(queue, queue_name, after=after, limit=_PAGE)
+        for dead in page:
+            if dead.request is None:
+                continue
+            if endpoint is not None and dead.request.endpoint_key != endpoint:
+                continue
+            try:
+                await queue.requeue_dead_job(dead.job)
+            except taquba.JobNotFound:
+                continue
+            replayed += 1
+        if len(page) < _PAGE:
+            return replayed
+        after = page[-1].job.id
+
+
+async def prune_attempts(queue: taquba.Queue) -> int:
+    """Delete attempt records whose job no longer exists; return how many were deleted.
+
+    Records outlive their jobs when dead (or kept done) jobs are swept by retention. Each
+    deletion is a compare-and-set against the value read, so a record rewritten meanwhile is
+    kept. `WebhookWorker.serve` runs this periodically.
+    """
+    deleted = 0
+    cursor: bytes | None = None
+    while True:
+        page = await queue.kv_scan(ATTEMPTS_PREFIX, cursor=cursor, limit=_PAGE)
+        for key, value in page.entries:
+            job_id = key[len(ATTEMPTS_PREFIX) :].decode("ascii", errors="replace")
+            try:
+                job = await queue.get_job(job_id)
+            except taquba.UsageError:
+                job = None
+            if job is None and await queue.kv_compare_and_set(key, value, None):
+                deleted += 1
+        if page.next_cursor is None:
+            return deleted
+        cursor = page.next_cursor

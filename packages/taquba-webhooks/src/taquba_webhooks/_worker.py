@@ -1,0 +1,618 @@
+"""The delivery worker: claim webhook jobs, send them over HTTP, settle by the outcome."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+import httpx
+import trio
+
+import taquba
+
+from ._classify import MAX_RETRY_AFTER, Classification, classify_status, parse_retry_after
+from ._errors import DestinationRefused, InvalidDelivery, InvalidSecret
+from ._guard import DestinationPolicy, GuardedTransport
+from ._inspect import add_endpoint_stats, prune_attempts
+from ._records import (
+    AttemptOutcome,
+    DeliveryAttempt,
+    EndpointStats,
+    attempt_key,
+    encode_attempt,
+    merge_stats,
+)
+from ._request import DEFAULT_QUEUE, DEFAULT_TIMEOUT, WebhookRequest, decode_request
+from ._signing import Secret, secret_key, signature_headers
+
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["RESPONSE_BODY_LIMIT", "WebhookWorker"]
+
+log = logging.getLogger("taquba_webhooks")
+
+RESPONSE_BODY_LIMIT = 1024
+"""Default number of response-body bytes kept on a delivery's attempt record."""
+
+_FATAL = (taquba.Fenced, taquba.QueueClosed, taquba.StorageFatal)
+_SHUTDOWN_NACK_GRACE = 10.0
+_FLUSH_GRACE = 10.0
+_CLOSE_GRACE = 5.0
+_SUMMARY_BODY = 200
+_DRAIN_LIMIT = 64 * 1024
+
+_Wait: TypeAlias = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Result:
+    """The outcome of one attempt before settlement."""
+
+    kind: Classification
+    status: int | None = None
+    body: bytes = b""
+    truncated: bool = False
+    error: str | None = None
+    retry_after: float | None = None
+    location: str | None = None
+    cancelled: bool = False
+
+    def summary(self) -> str:
+        """A one-line description for the job's ``last_error``."""
+        if self.status is not None:
+            text = f"HTTP {self.status}"
+            if self.location is not None:
+                text += f" (redirect to {self.location} not followed)"
+            snippet = " ".join(self.body[:_SUMMARY_BODY].decode("utf-8", "replace").split())
+            if snippet:
+                text += f": {snippet}"
+        else:
+            text = self.error or self.kind.value
+        if self.retry_after is not None:
+            text += f" (Retry-After {self.retry_after:g} s)"
+        return text
+
+
+def _failure(kind: Classification, error: str) -> _Result:
+    return _Result(kind=kind, error=error)
+
+
+class _StatsRecorder:
+    """Coalesces counter increments and applies them with compare-and-set writes.
+
+    The task that records first while no flush runs becomes the flusher and applies every
+    increment pending (including those recorded while it writes) before returning; other
+    tasks just add to the pending batch. So the number of KV writes per endpoint follows the
+    storage latency, not the delivery rate.
+    """
+
+    def __init__(self, queue: taquba.Queue) -> None:
+        self._queue = queue
+        self._pending: dict[str, EndpointStats] = {}
+        self._flushing = False
+
+    async def record(self, endpoint: str, outcome: AttemptOutcome, at: int) -> None:
+        delta = EndpointStats(
+            endpoint,
+            delivered=int(outcome is AttemptOutcome.DELIVERED),
+            retried=int(outcome is AttemptOutcome.RETRY),
+            dead=int(outcome is AttemptOutcome.DEAD),
+            last_attempt_at=at,
+            last_delivered_at=at if outcome is AttemptOutcome.DELIVERED else None,
+            last_failed_at=None if outcome is AttemptOutcome.DELIVERED else at,
+        )
+        current = self._pending.get(endpoint)
+        self._pending[endpoint] = delta if current is None else merge_stats(current, delta)
+        await self.flush()
+
+    async def flush(self) -> None:
+        if self._flushing:
+            await trio.lowlevel.checkpoint()
+            return
+        self._flushing = True
+        try:
+            while self._pending:
+                endpoint, delta = next(iter(self._pending.items()))
+                del self._pending[endpoint]
+                # A write that fails or is cancelled may or may not have landed; its counts
+                # are dropped rather than retried, so counters never over-count.
+                try:
+                    await add_endpoint_stats(self._queue, delta)
+                except taquba.TaqubaError as exc:
+                    log.warning("could not update the statistics of %s: %s", endpoint, exc)
+        finally:
+            self._flushing = False
+
+
+class WebhookWorker:
+    """Delivers the webhook jobs of a queue over HTTP (configure once, then `serve`).
+
+    Each attempt resolves the destination and applies the SSRF guard (``policy``), extends
+    the job's lease to cover ``timeout``, signs the request when it names a signing key, sends
+    it with redirects off unless ``follow_redirects``, and settles the job:
+
+    - 2xx: acknowledged.
+    - 408, 425, 429, 5xx, timeouts and connection errors: retried with the queue's backoff, or
+      after the receiver's ``Retry-After`` if that is longer (capped at ``max_retry_after``);
+      dead-lettered once the job's attempts run out.
+    - any other 3xx or 4xx, a refused destination, an unknown signing key, an unreadable
+      payload: dead-lettered at once (fix the cause, then `replay_delivery`).
+    - a job cancelled with `taquba.Queue.cancel` is abandoned and dead-lettered.
+
+    Args:
+        secrets: signing secrets by key name; a request's ``signing_key`` picks one entry.
+            An entry is one secret or several (all active during a rotation: every one signs,
+            and the receiver accepts any). Secrets never enter the queue.
+        policy: the SSRF guard (default: only globally routable addresses).
+        follow_redirects: follow 3xx responses (each hop is SSRF-checked again).
+        max_redirects: the most redirects followed per attempt.
+        default_timeout: seconds an attempt may take when its request sets no ``timeout``.
+        max_retry_after: cap (seconds) on a receiver's ``Retry-After``.
+        response_body_limit: response-body bytes kept on the attempt record.
+        user_agent: the ``user-agent`` header unless a request sets one.
+        ssl_context: TLS settings for https (default: httpx's, with certifi's CAs).
+        max_connections: the most simultaneous HTTP connections.
+
+    Raises:
+        InvalidSecret: a secret is malformed.
+        ValueError: another argument is out of range.
+    """
+
+    def __init__(
+        self,
+        *,
+        secrets: Mapping[str, Secret | Sequence[Secret]] | None = None,
+        policy: DestinationPolicy | None = None,
+        follow_redirects: bool = False,
+        max_redirects: int = 5,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        max_retry_after: float = MAX_RETRY_AFTER,
+        response_body_limit: int = RESPONSE_BODY_LIMIT,
+        user_agent: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        keyring: dict[str, tuple[Secret, ...]] = {}
+        for name, value in (secrets or {}).items():
+            entries: tuple[Secret, ...] = (
+                (value,) if isinstance(value, str | bytes) else tuple(value)
+            )
+            if not entries:
+                raise InvalidSecret(f"signing key {name!r} has no secret")
+            for entry in entries:
+                secret_key(entry)
+            keyring[name] = entries
+        if not math.isfinite(default_timeout) or default_timeout <= 0:
+            raise ValueError("default_timeout must be a positive number of seconds")
+        if not math.isfinite(max_retry_after) or max_retry_after < 0:
+            raise ValueError("max_retry_after must be a non-negative number of seconds")
+        if response_body_limit < 0:
+            raise ValueError("response_body_limit must not be negative")
+        if max_redirects < 0 or max_connections < 1:
+            raise ValueError("max_redirects must be >= 0 and max_connections >= 1")
+        self._secrets = keyring
+        self._policy = policy or DestinationPolicy()
+        self._follow_redirects = follow_redirects
+        self._max_redirects = max_redirects
+        self._default_timeout = float(default_timeout)
+        self._max_retry_after = float(max_retry_after)
+        self._body_limit = response_body_limit
+        self._user_agent = user_agent or f"taquba-webhooks/{_version()}"
+        self._ssl_context = ssl_context
+        self._max_connections = max_connections
+
+    @property
+    def policy(self) -> DestinationPolicy:
+        """The SSRF guard this worker applies."""
+        return self._policy
+
+    def _client(self) -> httpx.AsyncClient:
+        transport = GuardedTransport(
+            self._policy, ssl_context=self._ssl_context, max_connections=self._max_connections
+        )
+        return httpx.AsyncClient(
+            transport=transport,
+            follow_redirects=self._follow_redirects,
+            max_redirects=self._max_redirects,
+            trust_env=False,  # no proxies from the environment: they would bypass the guard
+            timeout=self._default_timeout,
+        )
+
+    async def serve(
+        self,
+        queue: taquba.Queue,
+        queue_name: str = DEFAULT_QUEUE,
+        *,
+        concurrency: int = 8,
+        poll_interval: float = 1.0,
+        shutdown: trio.Event | None = None,
+        shutdown_grace: float | None = None,
+        prune_interval: float | None = 3600.0,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Deliver the jobs of ``queue_name``, up to ``concurrency`` at once, until shutdown.
+
+        On shutdown it stops claiming and lets the deliveries in flight finish; with
+        ``shutdown_grace`` set, those still running after that many seconds are cancelled
+        and handed back with a nack. Settlement failures are logged and the loop goes on;
+        `taquba.Fenced`, `taquba.QueueClosed` and `taquba.StorageFatal` end it.
+
+        Args:
+            queue: the open queue.
+            queue_name: which queue to serve.
+            concurrency: the most deliveries in flight.
+            poll_interval: the longest idle wait between claim attempts, in seconds.
+            shutdown: set it to stop gracefully.
+            shutdown_grace: seconds in-flight deliveries get after shutdown (None: no limit).
+            prune_interval: seconds between `prune_attempts` runs (None: never).
+            task_status: for ``nursery.start``; started once the loop is ready.
+
+        Raises:
+            ValueError: an argument is out of range.
+            taquba.Fenced: another process took the store; also `taquba.QueueClosed` and
+                `taquba.StorageFatal`, after the deliveries in flight are cancelled.
+        """
+        if not isinstance(concurrency, int) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ValueError("concurrency must be a positive int")
+        if not math.isfinite(poll_interval) or poll_interval <= 0:
+            raise ValueError("poll_interval must be a positive number of seconds")
+        if prune_interval is not None and (
+            not math.isfinite(prune_interval) or prune_interval <= 0
+        ):
+            raise ValueError("prune_interval must be a positive number of seconds")
+        stop = shutdown if shutdown is not None else trio.Event()
+        fatal: list[BaseException] = []
+        async with self._client() as client:
+            run = _Run(self, queue, client)
+            try:
+                async with trio.open_nursery() as background:
+                    if prune_interval is not None:
+                        background.start_soon(run.prune_forever, prune_interval)
+                    try:
+                        await run.loop(
+                            queue_name,
+                            concurrency,
+                            poll_interval,
+                            stop,
+                            shutdown_grace,
+                            task_status,
+                        )
+                    except _FATAL as exc:
+                        fatal.append(exc)
+                    background.cancel_scope.cancel()
+            finally:
+                with trio.move_on_after(_FLUSH_GRACE, shield=True):
+                    await run.stats.flush()
+        if fatal:
+            raise fatal[0]
+
+
+def _version() -> str:
+    return importlib.metadata.version("taquba-webhooks")
+
+
+class _Run:
+    """One `WebhookWorker.serve` call: its queue, HTTP client and statistics."""
+
+    def __init__(
+        self, worker: WebhookWorker, queue: taquba.Queue, client: httpx.AsyncClient
+    ) -> None:
+        self.worker = worker
+        self.queue = queue
+        self.client = client
+        self.stats = _StatsRecorder(queue)
+
+    async def prune_forever(self, interval: float) -> None:
+        while True:
+            try:
+                pruned = await prune_attempts(self.queue)
+            except _FATAL:
+                return
+            except taquba.TaqubaError as exc:
+                log.warning("pruning attempt records failed: %s", exc)
+            else:
+                if pruned:
+                    log.info("pruned %d attempt records of deleted jobs", pruned)
+            await trio.sleep(interval)
+
+    async def loop(
+        self,
+        queue_name: str,
+        concurrency: int,
+        poll_interval: float,
+        stop: trio.Event,
+        shutdown_grace: float | None,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        queue = self.queue
+        in_flight = 0
+        slot_freed = trio.Event()
+        fatal: list[BaseException] = []
+        async with trio.open_nursery() as jobs:
+
+            async def run_one(claim: taquba.Claim) -> None:
+                nonlocal in_flight, slot_freed
+                try:
+                    await self.process(claim)
+                except _FATAL as exc:
+                    fatal.append(exc)
+                    jobs.cancel_scope.cancel()
+                finally:
+                    in_flight -= 1
+                    slot_freed.set()
+                    slot_freed = trio.Event()
+
+            task_status.started()
+            try:
+                while not stop.is_set() and not fatal:
+                    free = concurrency - in_flight
+                    if free == 0:
+                        await _first_of(slot_freed.wait, stop.wait)
+                        continue
+                    claims = await queue.claim_batch(queue_name, free)
+                    for claim in claims:
+                        in_flight += 1
+                        jobs.start_soon(run_one, claim)
+                    if not claims:
+                        with trio.move_on_after(poll_interval):
+                            await _first_of(lambda: queue.wait_for_jobs_on(queue_name), stop.wait)
+            except _FATAL as exc:
+                fatal.append(exc)
+                jobs.cancel_scope.cancel()
+            if shutdown_grace is not None and not fatal:
+                jobs.cancel_scope.deadline = trio.current_time() + shutdown_grace
+        if fatal:
+            raise fatal[0]
+
+    async def process(self, claim: taquba.Claim) -> None:
+        """Attempt one delivery and settle it. Only fatal queue errors escape."""
+        queue = self.queue
+        started_ms = queue.clock.now_ms()
+        started = trio.current_time()
+        request: WebhookRequest | None = None
+        try:
+            try:
+                request = decode_request(claim.payload)
+            except InvalidDelivery as exc:
+                result = _failure(Classification.PERMANENT, f"invalid delivery: {exc}")
+            else:
+                try:
+                    result = await self.attempt(claim, request)
+                except taquba.TaqubaError:
+                    raise
+                except Exception as exc:  # a bug or an unmapped library error: retry later
+                    log.exception("delivery %s/%s failed unexpectedly", claim.queue, claim.id)
+                    result = _failure(Classification.RETRY, f"unexpected error: {_describe(exc)}")
+                except BaseException:
+                    with trio.move_on_after(_SHUTDOWN_NACK_GRACE, shield=True):
+                        try:
+                            await queue.nack(
+                                claim, "the worker stopped before the delivery finished"
+                            )
+                        except taquba.TaqubaError as exc:
+                            log.warning("could not hand back %s: %s", claim.id, exc)
+                    raise
+            duration = math.ceil((trio.current_time() - started) * 1000)
+            await self.settle(claim, request, result, started_ms, duration)
+        except taquba.ClaimLost as exc:
+            log.warning(
+                "lost the claim on %s/%s before settling it (%s); it will be delivered again",
+                claim.queue,
+                claim.id,
+                exc,
+            )
+        except _FATAL:
+            raise
+        except taquba.TaqubaError as exc:
+            log.error("could not settle %s/%s: %s", claim.queue, claim.id, exc)
+
+    async def attempt(self, claim: taquba.Claim, request: WebhookRequest) -> _Result:
+        """Send one attempt of ``request``; classify what happened."""
+        worker = self.worker
+        secrets: tuple[Secret, ...] | None = None
+        if request.signing_key is not None:
+            secrets = worker._secrets.get(request.signing_key)  # pyright: ignore[reportPrivateUsage]
+            if secrets is None:
+                return _failure(
+                    Classification.PERMANENT,
+                    f"signing key {request.signing_key!r} is not configured on this worker",
+                )
+        if claim.cancel_requested:
+            return _Result(kind=Classification.PERMANENT, error="cancelled", cancelled=True)
+        timeout = request.timeout or worker._default_timeout  # pyright: ignore[reportPrivateUsage]
+        # Hold the lease for the whole attempt (plus a settlement margin) before sending.
+        taquba.LeaseHandle(self.queue, claim).ensure_at_least(timeout)
+        headers: dict[str, str] = {}
+        if not any(name.lower() == "user-agent" for name in request.headers):
+            headers["user-agent"] = worker._user_agent  # pyright: ignore[reportPrivateUsage]
+        headers.update(request.headers)
+        webhook_id = request.id or claim.id
+        timestamp = self.queue.clock.now_ms() // 1000
+        if secrets is not None:
+            headers.update(signature_headers(secrets, webhook_id, timestamp, request.body))
+        else:
+            headers["webhook-id"] = webhook_id
+            headers["webhook-timestamp"] = str(timestamp)
+
+        exchange = trio.CancelScope()
+        result: _Result | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def watch_cancel() -> None:
+                await claim.wait_cancel_requested()
+                exchange.cancel()
+
+            nursery.start_soon(watch_cancel)
+            with exchange:
+                result = await self.exchange(request, headers, timeout)
+            nursery.cancel_scope.cancel()
+        if result is None:
+            return _Result(
+                kind=Classification.PERMANENT, error="cancelled while delivering", cancelled=True
+            )
+        return result
+
+    async def exchange(
+        self, request: WebhookRequest, headers: dict[str, str], seconds: float
+    ) -> _Result:
+        """The HTTP exchange, bounded by ``seconds`` in all. Never raises but Cancelled."""
+        worker = self.worker
+        timeout = seconds
+        deadline = trio.current_time() + timeout
+        try:
+            response: httpx.Response | None = None
+            with trio.CancelScope(deadline=deadline):
+                outgoing = self.client.build_request(
+                    request.method,
+                    request.url,
+                    content=request.body,
+                    headers=headers,
+                    timeout=httpx.Timeout(timeout),
+                )
+                response = await self.client.send(outgoing, stream=True)
+            if response is None:
+                return _failure(Classification.RETRY, f"timed out after {timeout:g} s")
+            body = bytearray()
+            truncated = False
+            try:
+                with trio.CancelScope(deadline=deadline):
+                    truncated = await _read_limited(response, body, worker._body_limit)  # pyright: ignore[reportPrivateUsage]
+            except httpx.HTTPError:
+                pass  # the status is what counts; keep what was read
+            finally:
+                with trio.move_on_after(_CLOSE_GRACE, shield=True):
+                    await response.aclose()
+        except DestinationRefused as exc:
+            return _failure(Classification.PERMANENT, str(exc))
+        except httpx.TooManyRedirects as exc:
+            return _failure(Classification.PERMANENT, f"too many redirects: {exc}")
+        except httpx.UnsupportedProtocol as exc:
+            return _failure(Classification.PERMANENT, f"unsupported protocol: {exc}")
+        except httpx.TimeoutException:
+            return _failure(Classification.RETRY, f"timed out after {timeout:g} s")
+        except httpx.TransportError as exc:
+            return _failure(Classification.RETRY, f"connection failed: {_describe(exc)}")
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return _failure(Classification.PERMANENT, f"request failed: {_describe(exc)}")
+        status = response.status_code
+        kind = classify_status(status)
+        retry_after = None
+        if kind is Classification.RETRY:
+            retry_after = parse_retry_after(
+                response.headers.get("retry-after"),
+                now=self.queue.clock.now_ms() / 1000,
+                cap=worker._max_retry_after,  # pyright: ignore[reportPrivateUsage]
+            )
+        location = response.headers.get("location") if 300 <= status <= 399 else None
+        return _Result(
+            kind=kind,
+            status=status,
+            body=bytes(body),
+            truncated=truncated,
+            error=None if kind is Classification.DELIVERED else f"HTTP {status}",
+            retry_after=retry_after,
+            location=location,
+        )
+
+    async def settle(
+        self,
+        claim: taquba.Claim,
+        request: WebhookRequest | None,
+        result: _Result,
+        started_ms: int,
+        duration_ms: int,
+    ) -> None:
+        """Record the attempt, settle the job, then count it in the endpoint's statistics."""
+        queue = self.queue
+        exhausted = claim.attempts >= claim.job.max_attempts
+        if result.kind is Classification.DELIVERED:
+            outcome = AttemptOutcome.DELIVERED
+        elif result.kind is Classification.RETRY and not exhausted:
+            outcome = AttemptOutcome.RETRY
+        else:
+            outcome = AttemptOutcome.DEAD
+        endpoint = request.endpoint_key if request is not None else ""
+        summary = result.summary()
+        if outcome is AttemptOutcome.DEAD and result.kind is Classification.RETRY:
+            summary = f"gave up after {claim.attempts} attempts: {summary}"
+        record = DeliveryAttempt(
+            job_id=claim.id,
+            webhook_id=(request.id or claim.id) if request is not None else claim.id,
+            attempt=claim.attempts,
+            at=started_ms,
+            duration_ms=duration_ms,
+            url=request.url if request is not None else "",
+            endpoint=endpoint,
+            outcome=outcome,
+            status=result.status,
+            response_body=result.body,
+            response_truncated=result.truncated,
+            error=None if outcome is AttemptOutcome.DELIVERED else summary,
+            retry_after=result.retry_after,
+        )
+        key = attempt_key(claim.id)
+        if outcome is AttemptOutcome.DELIVERED:
+            if queue.config(claim.queue).keep_done is not None:
+                effects = taquba.Effects(kv_writes={key: encode_attempt(record)})
+            else:
+                effects = taquba.Effects(kv_deletes=[key])
+            await queue.ack_with(claim, effects)
+        else:
+            await queue.kv_put(key, encode_attempt(record))
+            if result.kind is Classification.RETRY:
+                # Past max_attempts the queue dead-letters the job itself.
+                await queue.nack(claim, summary, retry_after=result.retry_after)
+            else:
+                await queue.dead_letter(claim, summary)
+        if request is not None and not result.cancelled:
+            await self.stats.record(endpoint, outcome, started_ms)
+
+
+async def _read_limited(response: httpx.Response, into: bytearray, limit: int) -> bool:
+    """Read the body, keeping its first ``limit`` bytes in ``into``; return whether it was longer.
+
+    Small bodies are read to the end so the connection can be reused. A body past
+    `_DRAIN_LIMIT` is abandoned by cancelling the read, which unwinds httpx's nested async
+    generators cleanly (breaking out of them would leave them to the garbage collector).
+    """
+    truncated = False
+    seen = 0
+    with trio.CancelScope() as scope:
+        async for chunk in response.aiter_bytes():
+            seen += len(chunk)
+            room = limit - len(into)
+            if room > 0:
+                into += chunk[:room]
+            truncated |= len(chunk) > room
+            if seen > _DRAIN_LIMIT:
+                scope.cancel()
+    return truncated
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, taking the message from the first cause that has one."""
+    text = ""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and not text and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        current = current.__cause__ or current.__context__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _first_of(*waits: _Wait) -> None:
+    """Return as soon as any of the waits returns."""
+    async with trio.open_nursery() as nursery:
+
+        async def run(wait: _Wait) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(run, wait)
