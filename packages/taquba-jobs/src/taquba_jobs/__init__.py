@@ -1,8 +1,68 @@
-"""Typed async background functions with awaitable, idempotent results on a taquba queue."""
+"""Typed async background functions with awaitable, idempotent results on a taquba queue.
+
+Define a job as a typed async function, submit calls of it durably, and await the result,
+which is kept in the store (so it survives restarts). Submissions with an idempotency key
+run at most once per key and input, whatever the state of the first submission::
+
+    @taquba_jobs.job(name="thumbnails.resize")
+    async def resize(ctx: taquba_jobs.JobContext, request: Resize) -> Thumbnail: ...
+
+    async with taquba.open_queue("file:///var/lib/app") as queue:
+        runner = taquba_jobs.JobRunner(queue, [resize])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.serve)
+            handle = await runner.submit(resize, Resize(...), idempotency_key="img-42")
+            thumbnail = await handle.result()
+            runner.shutdown()
+
+Inputs and outputs are dataclasses, TypedDicts, pydantic models, enums, primitives and
+containers of those, stored as MessagePack; a value that does not match the declared type is
+a `TypeMismatch` at submit (or when decoding). Delivery is at-least-once, like the queue's,
+but a job whose outcome was recorded is never run again.
+"""
 
 from importlib.metadata import version as _version
+
+from ._errors import ConfigurationError as ConfigurationError
+from ._errors import InputMismatch as InputMismatch
+from ._errors import JobCancelled as JobCancelled
+from ._errors import JobFailed as JobFailed
+from ._errors import JobsError as JobsError
+from ._errors import ResultNotFound as ResultNotFound
+from ._errors import SerializationError as SerializationError
+from ._errors import TypeMismatch as TypeMismatch
+from ._errors import UnknownJob as UnknownJob
+from ._job import Job as Job
+from ._job import JobFunction as JobFunction
+from ._job import job as job
+from ._runner import JobContext as JobContext
+from ._runner import JobHandle as JobHandle
+from ._runner import JobRunner as JobRunner
+from ._runner import Outcome as Outcome
+from ._runner import RunnerStatistics as RunnerStatistics
+from ._runner import SweepReport as SweepReport
 
 __version__: str = _version("taquba-jobs")
 """The installed version of the `taquba-jobs` distribution."""
 
-__all__ = ["__version__"]
+__all__ = [
+    "ConfigurationError",
+    "InputMismatch",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobFailed",
+    "JobFunction",
+    "JobHandle",
+    "JobRunner",
+    "JobsError",
+    "Outcome",
+    "ResultNotFound",
+    "RunnerStatistics",
+    "SerializationError",
+    "SweepReport",
+    "TypeMismatch",
+    "UnknownJob",
+    "__version__",
+    "job",
+]

@@ -1,0 +1,239 @@
+"""Job definitions: `Job` and the `job` decorator."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
+
+from . import _codec as codec
+from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._runner import JobContext
+
+__all__ = ["Job", "JobFunction", "job"]
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+
+JobFunction = Callable[["JobContext", InT], Awaitable[OutT]]
+"""The shape of a job: ``async def fn(ctx: JobContext, input: In) -> Out``."""
+
+_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+_UNSET: Any = object()
+
+
+def _default_name(fn: Callable[..., object]) -> str:
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def _annotation_names() -> dict[str, object]:
+    """Names a job module may import only under ``TYPE_CHECKING`` (its context type)."""
+    import taquba_jobs
+
+    from ._runner import JobContext
+
+    return {"JobContext": JobContext, "taquba_jobs": taquba_jobs}
+
+
+class Job(Generic[InT, OutT]):
+    """A registered kind of background work: a typed async function and how to run it.
+
+    Create one with the `job` decorator (or by calling `Job` on a function). The function
+    takes a `JobContext` and one input value and returns the output value; both types come
+    from its annotations (``typing.get_type_hints``) unless given explicitly::
+
+        @taquba_jobs.job(name="thumbnails.resize")
+        async def resize(ctx: JobContext, request: ResizeRequest) -> ResizeResult: ...
+
+    The name is stored with every submitted job and selects the function that runs it, so
+    keep it stable: renaming a job strands its submitted jobs (they fail with
+    ``error_type="taquba_jobs.UnknownJob"``).
+
+    Args:
+        fn: the job function, ``async def fn(ctx, input) -> output``.
+        name: the stable name; default ``"<module>:<qualname>"`` of ``fn``.
+        input_type: the input type; default: the annotation of ``fn``'s second parameter.
+        output_type: the output type; default: ``fn``'s return annotation.
+        max_attempts: attempts before a failing job is dead-lettered; default: the queue's
+            ``max_attempts`` (`taquba.QueueConfig`). `JobRunner.submit` may override it.
+        permanent_errors: exception types that fail the job at once, without retries
+            (`taquba.PermanentFailure` always does).
+        interruptible: if true (the default), `JobRunner.cancel` on a running job cancels the
+            function at its next trio checkpoint (it sees `trio.Cancelled`); if false, the
+            function must watch `JobContext.cancel_requested` itself.
+
+    Raises:
+        ConfigurationError: ``fn`` is not an async function of two parameters, an annotation
+            cannot be resolved, a type is not serializable, or an option is invalid.
+    """
+
+    __slots__ = (
+        "_fn",
+        "_input_type",
+        "_interruptible",
+        "_max_attempts",
+        "_name",
+        "_output_type",
+        "_permanent_errors",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[[JobContext, InT], Awaitable[OutT]],
+        *,
+        name: str | None = None,
+        input_type: Any = _UNSET,
+        output_type: Any = _UNSET,
+        max_attempts: int | None = None,
+        permanent_errors: tuple[type[BaseException], ...] = (),
+        interruptible: bool = True,
+    ) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise ConfigurationError(f"a job function must be an async def, not {fn!r}")
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if len(params) != 2:
+            raise ConfigurationError(
+                f"a job function takes (ctx, input), but {fn.__qualname__} takes "
+                f"{len(params)} positional parameters"
+            )
+        resolved = name if name is not None else _default_name(fn)
+        if not isinstance(resolved, str) or not _NAME.match(resolved):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigurationError(
+                f"a job name is 1 to 200 characters without control characters: {resolved!r}"
+            )
+        if max_attempts is not None and (
+            not isinstance(max_attempts, int) or max_attempts < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            raise ConfigurationError("max_attempts must be a positive int")
+        for error in permanent_errors:
+            if not (isinstance(error, type) and issubclass(error, BaseException)):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise ConfigurationError(f"permanent_errors holds a non-exception: {error!r}")
+        if input_type is _UNSET or output_type is _UNSET:
+            try:
+                hints = typing.get_type_hints(fn, localns=_annotation_names())
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"cannot resolve the annotations of job {resolved!r}: {exc} (pass "
+                    "input_type=/output_type= explicitly)"
+                ) from exc
+            if input_type is _UNSET:
+                input_type = hints.get(params[1].name, Any)
+            if output_type is _UNSET:
+                output_type = hints.get("return", Any)
+        codec.check_supported(input_type)
+        codec.check_supported(output_type)
+        self._fn = fn
+        self._name = resolved
+        self._input_type: object = input_type
+        self._output_type: object = output_type
+        self._max_attempts = max_attempts
+        self._permanent_errors = tuple(permanent_errors)
+        self._interruptible = bool(interruptible)
+
+    @property
+    def name(self) -> str:
+        """The stable name stored with each submitted job."""
+        return self._name
+
+    @property
+    def fn(self) -> Callable[[JobContext, InT], Awaitable[OutT]]:
+        """The job function."""
+        return self._fn
+
+    @property
+    def input_type(self) -> object:
+        """The declared input type."""
+        return self._input_type
+
+    @property
+    def output_type(self) -> object:
+        """The declared output type."""
+        return self._output_type
+
+    @property
+    def max_attempts(self) -> int | None:
+        """Attempts before dead-lettering (None: the queue's ``max_attempts``)."""
+        return self._max_attempts
+
+    @property
+    def permanent_errors(self) -> tuple[type[BaseException], ...]:
+        """Exception types that fail the job without retries."""
+        return self._permanent_errors
+
+    @property
+    def interruptible(self) -> bool:
+        """Whether a cancel request interrupts the running function."""
+        return self._interruptible
+
+    def encode_input(self, value: InT) -> bytes:
+        """The MessagePack payload for ``value``; `TypeMismatch` if it is not an ``InT``."""
+        return codec.pack(value, self._input_type, "input")
+
+    def decode_input(self, raw: bytes) -> InT:
+        """Rebuild an input from its payload; `TypeMismatch` if it no longer fits."""
+        return cast("InT", codec.unpack(raw, self._input_type, "input"))
+
+    def encode_output(self, value: OutT) -> bytes:
+        """The MessagePack encoding of an output; `TypeMismatch` if it is not an ``OutT``."""
+        return codec.pack(value, self._output_type, "output")
+
+    def decode_output(self, raw: bytes) -> OutT:
+        """Rebuild an output from its encoding; `TypeMismatch` if it no longer fits."""
+        return cast("OutT", codec.unpack(raw, self._output_type, "output"))
+
+    def __repr__(self) -> str:
+        return (
+            f"<Job {self._name!r} ({codec.describe(self._input_type)}) -> "
+            f"{codec.describe(self._output_type)}>"
+        )
+
+
+@overload
+def job(fn: Callable[[JobContext, InT], Awaitable[OutT]], /) -> Job[InT, OutT]: ...
+
+
+@overload
+def job(
+    *,
+    name: str | None = None,
+    max_attempts: int | None = None,
+    permanent_errors: tuple[type[BaseException], ...] = (),
+    interruptible: bool = True,
+) -> Callable[[Callable[[JobContext, InT], Awaitable[OutT]]], Job[InT, OutT]]: ...
+
+
+def job(
+    fn: Callable[[JobContext, Any], Awaitable[Any]] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    max_attempts: int | None = None,
+    permanent_errors: tuple[type[BaseException], ...] = (),
+    interruptible: bool = True,
+) -> Job[Any, Any] | Callable[[Callable[[JobContext, Any], Awaitable[Any]]], Job[Any, Any]]:
+    """Turn an async function into a `Job`; usable bare (``@job``) or with options.
+
+    ``@job(name="emails.send", max_attempts=5)`` is ``Job(fn, name="emails.send",
+    max_attempts=5)``; see `Job` for the options. Types come from the annotations.
+    """
+
+    def wrap(f: Callable[[JobContext, Any], Awaitable[Any]]) -> Job[Any, Any]:
+        return Job(
+            f,
+            name=name,
+            max_attempts=max_attempts,
+            permanent_errors=permanent_errors,
+            interruptible=interruptible,
+        )
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap

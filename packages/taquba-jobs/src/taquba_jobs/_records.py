@@ -1,0 +1,244 @@
+"""What taquba-jobs stores, and where: pure encoding of keys, names and records.
+
+Layout (``<prefix>`` is the runner's ``result_prefix``, ``<queue>`` its queue name)::
+
+    user KV  taquba-jobs/dedup/<queue><NUL><key>    dedup record of an idempotency key
+    blob     <prefix>/<job_id>                      the job's outcome (result record)
+    blob     <prefix>/terminals/<inv>_<job_id>      retention marker (only with retention)
+
+where ``<inv>`` is ``2**64 - 1 - finished_at_ms`` in 20 zero-padded digits. Queue names hold
+no control characters, so the NUL ends the queue name unambiguously. Job ids are ULIDs, which
+never equal the literal ``terminals`` segment.
+
+Why an *inverted* timestamp: object stores list names in ascending order and can only skip
+a *prefix* of that order (S3 ``StartAfter``, object_store ``list_with_offset``,
+`taquba.Store.list_blobs` ``start_after``); none can stop at an upper bound. The sweep wants
+exactly the markers older than a cut-off. With inverted timestamps the newest markers sort
+first and the oldest last, so "older than the cut-off" is a *suffix* of the listing, which
+one ``start_after`` reaches without touching a younger marker: the listing cost is
+proportional to the expired set, however many live markers there are. (With ascending
+timestamps the expired markers would be the prefix, and a ``start_after`` listing would have
+to walk every live marker after them.)
+
+Records are MessagePack maps with a format version under ``"v"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import ormsgpack
+
+from ._errors import SerializationError
+
+__all__ = [
+    "DEDUP_PREFIX",
+    "FORMAT_VERSION",
+    "HEADER_FORMAT",
+    "HEADER_JOB",
+    "HEADER_KEY",
+    "MARKER_DIR",
+    "DedupRecord",
+    "Marker",
+    "ResultRecord",
+    "decode_dedup",
+    "decode_marker",
+    "decode_result",
+    "dedup_key",
+    "encode_dedup",
+    "encode_marker",
+    "encode_result",
+    "expired_start_after",
+    "input_hash",
+    "marker_name",
+    "parse_marker_name",
+]
+
+FORMAT_VERSION = 1
+HEADER_JOB = "taquba_jobs.job"
+"""Job header naming the registered job (function) to run."""
+HEADER_KEY = "taquba_jobs.key"
+"""Job header carrying the submission's idempotency key, if any."""
+HEADER_FORMAT = "taquba_jobs.format"
+"""Job header carrying the payload format version."""
+DEDUP_PREFIX = b"taquba-jobs/dedup/"
+MARKER_DIR = "terminals"
+_MAX_MS = 2**64 - 1
+_DIGITS = 20
+
+OutcomeStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+def dedup_key(queue_name: str, key: str) -> bytes:
+    """The user-KV key of the dedup record for idempotency key ``key`` on ``queue_name``."""
+    return DEDUP_PREFIX + queue_name.encode() + b"\x00" + key.encode()
+
+
+def input_hash(job_name: str, payload: bytes) -> bytes:
+    """SHA-256 over the job name and the encoded input: what a resubmission must match."""
+    digest = hashlib.sha256()
+    digest.update(job_name.encode())
+    digest.update(b"\x00")
+    digest.update(payload)
+    return digest.digest()
+
+
+def _load(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data: object = ormsgpack.unpackb(raw)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"undecodable {what}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SerializationError(f"malformed {what}")
+    mapping = cast("dict[str, Any]", data)
+    if mapping.get("v") != FORMAT_VERSION:
+        raise SerializationError(f"unsupported {what} format: {mapping.get('v')!r}")
+    return mapping
+
+
+@dataclass(frozen=True, slots=True)
+class DedupRecord:
+    """Binds an idempotency key to the job it created and to that job's input."""
+
+    job_id: str
+    job_name: str
+    input_hash: bytes
+
+
+def encode_dedup(record: DedupRecord) -> bytes:
+    """Encode a dedup record for the user KV."""
+    return ormsgpack.packb(
+        {
+            "v": FORMAT_VERSION,
+            "job_id": record.job_id,
+            "job": record.job_name,
+            "input_hash": record.input_hash,
+        }
+    )
+
+
+def decode_dedup(raw: bytes) -> DedupRecord:
+    """Decode a dedup record; raise `SerializationError` if it cannot be read."""
+    data = _load(raw, "dedup record")
+    try:
+        return DedupRecord(str(data["job_id"]), str(data["job"]), bytes(data["input_hash"]))
+    except (KeyError, TypeError) as exc:
+        raise SerializationError(f"malformed dedup record: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """A job's terminal outcome as stored in its result blob."""
+
+    job_id: str
+    job_name: str
+    status: OutcomeStatus
+    value: bytes | None
+    """The encoded output (``succeeded`` only): `_codec.pack` bytes of the output type."""
+    error_type: str | None
+    error_message: str | None
+    permanent: bool
+    attempts: int
+    finished_at: int
+    """When the outcome was recorded (ms since the epoch, from the runner's clock)."""
+
+
+def encode_result(record: ResultRecord) -> bytes:
+    """Encode a result record for its blob."""
+    data: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "job_id": record.job_id,
+        "job": record.job_name,
+        "status": record.status,
+        "attempts": record.attempts,
+        "finished_at": record.finished_at,
+    }
+    if record.status == "succeeded":
+        data["value"] = record.value
+    else:
+        data["error"] = {
+            "type": record.error_type,
+            "message": record.error_message,
+            "permanent": record.permanent,
+        }
+    return ormsgpack.packb(data)
+
+
+def decode_result(raw: bytes) -> ResultRecord:
+    """Decode a result record; raise `SerializationError` if it cannot be read."""
+    data = _load(raw, "result record")
+    try:
+        status = data["status"]
+        if status not in ("succeeded", "failed", "cancelled"):
+            raise SerializationError(f"unknown result status {status!r}")
+        error = cast("dict[str, Any]", data.get("error") or {})
+        value = data.get("value")
+        return ResultRecord(
+            job_id=str(data["job_id"]),
+            job_name=str(data["job"]),
+            status=status,
+            value=bytes(value) if value is not None else None,
+            error_type=error.get("type"),
+            error_message=error.get("message"),
+            permanent=bool(error.get("permanent", False)),
+            attempts=int(data["attempts"]),
+            finished_at=int(data["finished_at"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SerializationError(f"malformed result record: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """What a retention marker blob holds: enough to clean up after its job."""
+
+    job_id: str
+    idempotency_key: str | None
+
+
+def encode_marker(marker: Marker) -> bytes:
+    """Encode a retention marker's content."""
+    return ormsgpack.packb(
+        {"v": FORMAT_VERSION, "job_id": marker.job_id, "key": marker.idempotency_key}
+    )
+
+
+def decode_marker(raw: bytes) -> Marker:
+    """Decode a retention marker's content."""
+    data = _load(raw, "retention marker")
+    try:
+        key = data.get("key")
+        return Marker(str(data["job_id"]), str(key) if key is not None else None)
+    except (KeyError, TypeError) as exc:
+        raise SerializationError(f"malformed retention marker: {exc}") from exc
+
+
+def marker_name(finished_at_ms: int, job_id: str) -> str:
+    """The marker's name inside ``<prefix>/terminals``: inverted timestamp, then the id."""
+    if not 0 <= finished_at_ms <= _MAX_MS:
+        raise ValueError(f"timestamp out of range: {finished_at_ms}")
+    return f"{_MAX_MS - finished_at_ms:0{_DIGITS}d}_{job_id}"
+
+
+def parse_marker_name(name: str) -> tuple[int, str] | None:
+    """``(finished_at_ms, job_id)`` of a marker name, or None if it is not one."""
+    digits, sep, job_id = name.partition("_")
+    if not sep or len(digits) != _DIGITS or not digits.isdigit() or not job_id:
+        return None
+    if "/" in job_id or int(digits) > _MAX_MS:
+        return None
+    return _MAX_MS - int(digits), job_id
+
+
+def expired_start_after(cutoff_ms: int) -> str | None:
+    """The ``start_after`` that lists exactly the markers with ``finished_at < cutoff_ms``.
+
+    Those markers have inverted timestamps ``>= 2**64 - cutoff_ms``; every such name sorts
+    after that number's digits alone (a name continues with ``_``), and every younger marker's
+    digits are smaller, so it sorts before. None when nothing can be expired (cutoff <= 0).
+    """
+    if cutoff_ms <= 0:
+        return None
+    return f"{_MAX_MS - cutoff_ms + 1:0{_DIGITS}d}"

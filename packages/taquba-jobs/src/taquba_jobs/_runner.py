@@ -1,0 +1,1091 @@
+"""The runner: submit typed jobs, serve them, and await their durable results."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar, cast
+
+import trio
+
+from taquba import (
+    CancelOutcome,
+    Clock,
+    Effects,
+    Fenced,
+    JobRecord,
+    JobStatus,
+    KvConflict,
+    LeaseHandle,
+    PermanentFailure,
+    Queue,
+    QueueClosed,
+    StorageFatal,
+    TaqubaError,
+    run_worker_concurrent,
+)
+
+from ._errors import (
+    ConfigurationError,
+    InputMismatch,
+    JobCancelled,
+    JobFailed,
+    JobsError,
+    ResultNotFound,
+    SerializationError,
+    TypeMismatch,
+    UnknownJob,
+)
+from ._job import Job
+from ._records import (
+    FORMAT_VERSION,
+    HEADER_FORMAT,
+    HEADER_JOB,
+    HEADER_KEY,
+    MARKER_DIR,
+    DedupRecord,
+    Marker,
+    ResultRecord,
+    decode_dedup,
+    decode_marker,
+    decode_result,
+    dedup_key,
+    encode_dedup,
+    encode_marker,
+    encode_result,
+    expired_start_after,
+    input_hash,
+    marker_name,
+    parse_marker_name,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import datetime
+
+__all__ = [
+    "JobContext",
+    "JobHandle",
+    "JobRunner",
+    "Outcome",
+    "RunnerStatistics",
+    "SweepReport",
+]
+
+log = logging.getLogger("taquba_jobs")
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+
+_FATAL = (Fenced, QueueClosed, StorageFatal)
+_MAX_KEY_LENGTH = 1024
+_SUBMIT_ROUNDS = 32
+_SWEEP_PAGE = 500
+_STOP_GRACE = 10.0
+_PREFIX_SEGMENT = re.compile(r"^(?!\.{1,2}$)(?!\.taquba-tmp-)[^\x00/]+$")
+
+
+def _qualified(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# ---------------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerStatistics:
+    """Counters of one `JobRunner` in this process (see `JobRunner.statistics`)."""
+
+    executions: int
+    """Job function calls started by this runner."""
+    succeeded: int
+    """Outcomes this runner recorded as succeeded."""
+    failed: int
+    """Outcomes this runner recorded as failed."""
+    cancelled: int
+    """Outcomes this runner recorded as cancelled."""
+    in_flight: int
+    """Job functions running right now."""
+    waiting_handles: int
+    """Handles of this queue currently waiting in `JobHandle.wait` / `JobHandle.result`."""
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What one result-retention sweep did (see `JobRunner.sweep_results_now`)."""
+
+    listed: int
+    """Marker names the listing returned: the expired markers only, never the live ones."""
+    swept: int
+    """Jobs whose result, retention marker and dedup record were deleted."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome(Generic[OutT]):
+    """The terminal outcome of a job: its value, or why it has none."""
+
+    job_id: str
+    """The job's id."""
+    status: Literal["succeeded", "failed", "cancelled"]
+    """How the job ended."""
+    value: OutT | None
+    """The job's output if it succeeded (which may itself be None), else None."""
+    error: JobFailed | JobCancelled | None
+    """The error `unwrap` raises if the job did not succeed, else None."""
+    attempts: int
+    """How many attempts the job had."""
+    finished_at: int | None
+    """When the outcome was recorded (ms since the epoch); None if the queue dead-lettered
+    the job without a recorded outcome."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the job succeeded."""
+        return self.status == "succeeded"
+
+    def unwrap(self) -> OutT:
+        """The job's output; raise `JobFailed` or `JobCancelled` if it has none."""
+        if self.error is not None:
+            raise self.error
+        return cast("OutT", self.value)  # None only if OutT admits it
+
+
+# ---------------------------------------------------------------------------------- waiters
+
+
+class _Slot:
+    __slots__ = ("error", "event", "record", "users")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.record: ResultRecord | None = None
+        self.error: BaseException | None = None
+        self.users = 0
+
+
+class _Registry:
+    """In-process completion notifications, per queue, keyed by job id.
+
+    A dispatcher that records an outcome resolves the job's slot, waking every handle
+    waiting on it with the outcome itself: awaiting many handles costs no storage reads
+    beyond each handle's first look.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, _Slot] = {}
+
+    def acquire(self, job_id: str) -> _Slot:
+        slot = self._slots.get(job_id)
+        if slot is None:
+            slot = self._slots[job_id] = _Slot()
+        slot.users += 1
+        return slot
+
+    def release(self, job_id: str, slot: _Slot) -> None:
+        slot.users -= 1
+        if slot.users == 0 and self._slots.get(job_id) is slot:
+            del self._slots[job_id]
+
+    def resolve(self, record: ResultRecord) -> None:
+        slot = self._slots.get(record.job_id)
+        if slot is not None and not slot.event.is_set():
+            slot.record = record
+            slot.event.set()
+
+    def fail_all(self, error: BaseException) -> None:
+        for slot in self._slots.values():
+            if not slot.event.is_set():
+                slot.error = error
+                slot.event.set()
+
+    @property
+    def waiting(self) -> int:
+        return sum(slot.users for slot in self._slots.values())
+
+
+_REGISTRIES: weakref.WeakKeyDictionary[Queue, _Registry] = weakref.WeakKeyDictionary()
+
+
+def _registry(queue: Queue) -> _Registry:
+    registry = _REGISTRIES.get(queue)
+    if registry is None:
+        registry = _REGISTRIES[queue] = _Registry()
+    return registry
+
+
+class _Gone:
+    """Neither a result nor a job: the id is unknown, or its result was swept."""
+
+
+_GONE = _Gone()
+
+
+class _DeliveryLost(Exception):
+    """The claim was taken away (lease expired) while the job ran: let the queue retry it."""
+
+
+# ---------------------------------------------------------------------------------- handles
+
+
+class JobHandle(Generic[OutT]):
+    """A submitted job: its id, and ways to get its outcome.
+
+    Returned by `JobRunner.submit` (and `JobRunner.handle` for an id kept from earlier). The
+    outcome is read from the result blob in the store, so a handle works after a restart and
+    from a new runner; waiting for a job that has not finished uses the runner's in-process
+    notifications, not storage polling.
+    """
+
+    __slots__ = ("_job", "_job_id", "_newly", "_runner")
+
+    def __init__(
+        self, runner: JobRunner, job: Job[Any, OutT], job_id: str, *, newly_submitted: bool
+    ) -> None:
+        """Library-internal: use `JobRunner.submit` or `JobRunner.handle`."""
+        self._runner = runner
+        self._job = job
+        self._job_id = job_id
+        self._newly = newly_submitted
+
+    @property
+    def job_id(self) -> str:
+        """The job's id (a ULID)."""
+        return self._job_id
+
+    @property
+    def job(self) -> Job[Any, OutT]:
+        """The job definition the outcome is decoded with."""
+        return self._job
+
+    @property
+    def newly_submitted(self) -> bool:
+        """Whether the submission that produced this handle created the job.
+
+        False if it found an existing job for its idempotency key (pending, running or
+        finished) and enqueued nothing, and for handles made by `JobRunner.handle`.
+        """
+        return self._newly
+
+    async def fetch(self) -> Outcome[OutT] | None:
+        """The job's outcome if it has one, else None, without waiting.
+
+        None means the job has not finished, or that no result exists any more (swept by
+        result retention) or ever did.
+
+        Raises:
+            TypeMismatch: the stored result does not decode into the job's output type (or
+                belongs to another job).
+        """
+        state = await self._runner._probe(self._job_id)  # pyright: ignore[reportPrivateUsage]
+        if isinstance(state, ResultRecord):
+            return _outcome(self._job, state)
+        return None
+
+    async def wait(self) -> Outcome[OutT]:
+        """Wait until the job is terminal and return its outcome (do not raise its failure).
+
+        Bound the wait with `trio.move_on_after`. Waiting relies on the in-process
+        notifications of the runners serving this queue in this process.
+
+        Raises:
+            ResultNotFound: there is no job and no result under this id.
+            TypeMismatch: the stored result does not decode into the job's output type.
+            taquba.Fenced: the queue stopped (the same error as the serving runner's).
+        """
+        registry = self._runner._registry  # pyright: ignore[reportPrivateUsage]
+        slot = registry.acquire(self._job_id)
+        try:
+            state = await self._runner._probe(self._job_id)  # pyright: ignore[reportPrivateUsage]
+            if isinstance(state, ResultRecord):
+                return _outcome(self._job, state)
+            if isinstance(state, _Gone):
+                raise ResultNotFound(self._job_id)
+            await slot.event.wait()
+            if slot.error is not None:
+                raise slot.error
+            assert slot.record is not None
+            return _outcome(self._job, slot.record)
+        finally:
+            registry.release(self._job_id, slot)
+
+    async def result(self) -> OutT:
+        """Wait for the job and return its output.
+
+        Raises:
+            JobFailed: the job failed (its error type, message and permanence are attached).
+            JobCancelled: the job was cancelled.
+            ResultNotFound: there is no job and no result under this id.
+            TypeMismatch: the stored result does not decode into the job's output type.
+        """
+        outcome = await self.wait()
+        return outcome.unwrap()
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self._job.name!r} {self._job_id}>"
+
+
+def _outcome(job: Job[Any, OutT], record: ResultRecord) -> Outcome[OutT]:
+    if record.job_name != job.name:
+        raise TypeMismatch(
+            f"result of job {record.job_id}",
+            f"a result of job {job.name!r}",
+            f"a result of job {record.job_name!r}",
+        )
+    if record.status == "succeeded":
+        value = job.decode_output(record.value or b"\xc0")
+        error: JobFailed | JobCancelled | None = None
+    elif record.status == "cancelled":
+        value = None
+        error = JobCancelled(record.job_id, record.error_message or "the job was cancelled")
+    else:
+        value = None
+        error = JobFailed(
+            record.job_id,
+            record.error_type or "unknown",
+            record.error_message or "",
+            permanent=record.permanent,
+            attempts=record.attempts,
+        )
+    return Outcome(
+        job_id=record.job_id,
+        status=record.status,
+        value=value,
+        error=error,
+        attempts=record.attempts,
+        finished_at=record.finished_at or None,
+    )
+
+
+# ---------------------------------------------------------------------------------- context
+
+
+class JobContext:
+    """What a running job gets besides its input: identity, lease, cancellation, submission.
+
+    One is created per attempt. Use it to submit follow-up jobs (`submit`), to keep the lease
+    alive through long work (``ctx.lease.ensure_at_least(60)``), and to notice a cancel
+    request (`cancel_requested`, `wait_cancel_requested`, `raise_if_cancel_requested`).
+    """
+
+    __slots__ = ("_job", "_lease", "_record", "_runner")
+
+    def __init__(
+        self, runner: JobRunner, job: Job[Any, Any], record: JobRecord, lease: LeaseHandle
+    ) -> None:
+        """Library-internal: the runner creates one per attempt."""
+        self._runner = runner
+        self._job = job
+        self._record = record
+        self._lease = lease
+
+    @property
+    def job_id(self) -> str:
+        """The running job's id."""
+        return self._record.id
+
+    @property
+    def job(self) -> Job[Any, Any]:
+        """The running job's definition."""
+        return self._job
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this is (1 for the first)."""
+        return self._record.attempts
+
+    @property
+    def max_attempts(self) -> int:
+        """The job's attempt limit."""
+        return self._record.max_attempts
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The idempotency key the job was submitted with, if any."""
+        return self._record.headers.get(HEADER_KEY)
+
+    @property
+    def lease(self) -> LeaseHandle:
+        """The claim's lease: renew it before long work so the job is not redelivered."""
+        return self._lease
+
+    @property
+    def runner(self) -> JobRunner:
+        """The runner executing the job."""
+        return self._runner
+
+    @property
+    def queue(self) -> Queue:
+        """The queue the job lives on."""
+        return self._runner.queue
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether the job's cancellation was requested, or its lease was lost.
+
+        Either way the job should stop: a cancelled job records a cancelled outcome, and a job
+        whose lease was lost is being (or will be) delivered again.
+        """
+        return self._lease.cancel_requested
+
+    async def wait_cancel_requested(self) -> None:
+        """Wait until `cancel_requested` becomes true."""
+        await self._lease.wait_cancel_requested()
+
+    def raise_if_cancel_requested(self) -> None:
+        """Raise `JobCancelled` if `cancel_requested` is true (for non-interruptible jobs)."""
+        if self._lease.cancel_requested:
+            raise JobCancelled(self.job_id)
+
+    async def submit(
+        self,
+        job: Job[InT, OutT],
+        value: InT,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> JobHandle[OutT]:
+        """Submit another job (see `JobRunner.submit`); it runs independently of this one.
+
+        A retried attempt submits again: pass an ``idempotency_key`` derived from this job
+        (``f"{ctx.job_id}/thumbnail"``) so a retry finds the child instead of duplicating it.
+        """
+        return await self._runner.submit(
+            job,
+            value,
+            idempotency_key=idempotency_key,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            max_attempts=max_attempts,
+        )
+
+    def __repr__(self) -> str:
+        return f"<JobContext {self._job.name!r} {self.job_id} attempt {self.attempt}>"
+
+
+# ---------------------------------------------------------------------------------- runner
+
+
+class JobRunner:
+    """Submits typed jobs to a queue, runs them, and keeps their outcomes in the store.
+
+    ::
+
+        runner = JobRunner(queue, [resize, notify], concurrency=8)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.serve)
+            handle = await runner.submit(resize, ResizeRequest(...), idempotency_key="img-42")
+            result = await handle.result()
+            runner.shutdown()
+
+    One runner (or several sharing the queue) per process that owns the store. Jobs can be
+    submitted whether or not `serve` is running; they wait in the queue until served.
+
+    Args:
+        queue: the open queue.
+        jobs: the jobs this runner can submit and run (more with `register`).
+        queue_name: the queue the jobs go on.
+        concurrency: jobs run at once by `serve`.
+        result_prefix: where results live in the store's blob namespace; default
+            ``"<queue_name>-results"`` (``"jobs-results"`` for the default queue).
+        result_retention: seconds to keep a result after its job became terminal (None, the
+            default: forever). When set, terminal markers are written and `serve` sweeps
+            expired results, markers and dedup records; a swept job's `JobHandle.fetch`
+            returns None and an idempotent resubmission runs the job again.
+        sweep_interval: seconds between retention sweeps (default: the retention, at most 60).
+        poll_interval: the longest idle wait of the worker loop between claim attempts.
+        shutdown_grace: after `shutdown`, cancel jobs still running after this many seconds
+            (None: let them finish).
+        clock: the clock of outcome timestamps and the retention cut-off (default:
+            ``queue.clock``).
+
+    Raises:
+        ConfigurationError: an invalid option, or two jobs with the same name.
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        jobs: Iterable[Job[Any, Any]] = (),
+        *,
+        queue_name: str = "jobs",
+        concurrency: int = 16,
+        result_prefix: str | None = None,
+        result_retention: float | None = None,
+        sweep_interval: float | None = None,
+        poll_interval: float = 1.0,
+        shutdown_grace: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(queue, Queue):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigurationError(f"queue must be a taquba.Queue, not {queue!r}")
+        if not isinstance(queue_name, str) or not queue_name:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigurationError("queue_name must be a non-empty str")
+        if not isinstance(concurrency, int) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigurationError("concurrency must be a positive int")
+        prefix = result_prefix if result_prefix is not None else f"{queue_name}-results"
+        if not isinstance(prefix, str) or not all(  # pyright: ignore[reportUnnecessaryIsInstance]
+            _PREFIX_SEGMENT.match(segment) for segment in prefix.split("/")
+        ):
+            raise ConfigurationError(
+                f"result_prefix {prefix!r} is not a relative '/'-separated blob path"
+                + (" (pass result_prefix= explicitly)" if result_prefix is None else "")
+            )
+        retention_ms: int | None = None
+        if result_retention is not None:
+            if not math.isfinite(result_retention) or result_retention < 0.001:
+                raise ConfigurationError("result_retention must be at least 0.001 seconds")
+            retention_ms = math.ceil(result_retention * 1000)
+        for name, seconds in (("sweep_interval", sweep_interval), ("poll_interval", poll_interval)):
+            if seconds is not None and (not math.isfinite(seconds) or seconds <= 0):
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        if shutdown_grace is not None and (not math.isfinite(shutdown_grace) or shutdown_grace < 0):
+            raise ConfigurationError("shutdown_grace must be a non-negative number of seconds")
+        self._queue = queue
+        self._queue_name = queue_name
+        self._concurrency = concurrency
+        self._prefix = prefix
+        self._retention_ms = retention_ms
+        self._sweep_interval = (
+            sweep_interval
+            if sweep_interval is not None
+            else min(result_retention, 60.0)
+            if result_retention is not None
+            else 60.0
+        )
+        self._poll_interval = poll_interval
+        self._shutdown_grace = shutdown_grace
+        self._clock = clock if clock is not None else queue.clock
+        self._jobs: dict[str, Job[Any, Any]] = {}
+        self._registry = _registry(queue)
+        self._shutdown = trio.Event()
+        self._serving = False
+        self._executions = 0
+        self._in_flight = 0
+        self._counts = {"succeeded": 0, "failed": 0, "cancelled": 0}
+        for job in jobs:
+            self.register(job)
+
+    # ---------------------------------------------------------------- configuration
+
+    @property
+    def queue(self) -> Queue:
+        """The queue jobs are submitted to."""
+        return self._queue
+
+    @property
+    def queue_name(self) -> str:
+        """The name of the queue jobs go on."""
+        return self._queue_name
+
+    @property
+    def result_prefix(self) -> str:
+        """Where results live in the store's blob namespace."""
+        return self._prefix
+
+    @property
+    def jobs(self) -> dict[str, Job[Any, Any]]:
+        """The registered jobs by name (a copy)."""
+        return dict(self._jobs)
+
+    def register(self, job: Job[Any, Any]) -> None:
+        """Make ``job`` submittable and runnable by this runner.
+
+        Raises:
+            ConfigurationError: ``job`` is not a `Job`, or another job has its name.
+        """
+        if not isinstance(job, Job):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigurationError(f"register takes a Job (use @job), not {job!r}")
+        existing = self._jobs.get(job.name)
+        if existing is not None and existing is not job:
+            raise ConfigurationError(f"two jobs are named {job.name!r}")
+        self._jobs[job.name] = job
+
+    def result_path(self, job_id: str) -> str:
+        """The blob path of a job's result."""
+        return f"{self._prefix}/{job_id}"
+
+    def statistics(self) -> RunnerStatistics:
+        """A snapshot of this runner's counters."""
+        return RunnerStatistics(
+            executions=self._executions,
+            succeeded=self._counts["succeeded"],
+            failed=self._counts["failed"],
+            cancelled=self._counts["cancelled"],
+            in_flight=self._in_flight,
+            waiting_handles=self._registry.waiting,
+        )
+
+    # ---------------------------------------------------------------- submission
+
+    def _known(self, job: Job[Any, Any]) -> None:
+        if self._jobs.get(job.name) is not job:
+            raise UnknownJob(job.name)
+
+    async def submit(
+        self,
+        job: Job[InT, OutT],
+        value: InT,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> JobHandle[OutT]:
+        """Submit a call of ``job`` with input ``value``; return once it is durable.
+
+        With an ``idempotency_key``, the first submission binds the key to its job and input
+        in a durable record written atomically with the enqueue. A later submission with the
+        same key and an equal input (same job, same encoded bytes) enqueues nothing and
+        returns a handle to that job, whether it is pending, running or finished
+        (``newly_submitted`` is False); a different job or input raises `InputMismatch`.
+        Racing submissions of one key create one job. Once result retention has swept the
+        job's result (and the record with it), the key is free and the job runs again.
+
+        Args:
+            job: a registered job.
+            value: the input; it must match the job's input type.
+            idempotency_key: makes the submission idempotent (1 to 1024 characters).
+            priority: claim priority (lower first); default the queue's.
+            delay: seconds before the job may run (exclusive with ``run_at``).
+            run_at: timezone-aware time before which the job does not run.
+            max_attempts: overrides the job's and the queue's attempt limit.
+
+        Raises:
+            UnknownJob: ``job`` is not registered with this runner.
+            TypeMismatch: ``value`` does not match the job's input type.
+            InputMismatch: ``idempotency_key`` is bound to another job or input.
+            ConfigurationError: an invalid ``idempotency_key``.
+        """
+        self._known(job)
+        payload = job.encode_input(value)
+        headers = {HEADER_JOB: job.name, HEADER_FORMAT: str(FORMAT_VERSION)}
+        options: dict[str, Any] = {
+            "priority": priority,
+            "delay": delay,
+            "run_at": run_at,
+            "max_attempts": max_attempts if max_attempts is not None else job.max_attempts,
+        }
+        if idempotency_key is None:
+            result = await self._queue.enqueue(
+                self._queue_name, payload, headers=headers, **options
+            )
+            return JobHandle(self, job, result.id, newly_submitted=True)
+        if (
+            not isinstance(idempotency_key, str)  # pyright: ignore[reportUnnecessaryIsInstance]
+            or not 1 <= len(idempotency_key) <= _MAX_KEY_LENGTH
+        ):
+            raise ConfigurationError("idempotency_key must be a str of 1 to 1024 characters")
+        headers[HEADER_KEY] = idempotency_key
+        key = dedup_key(self._queue_name, idempotency_key)
+        digest = input_hash(job.name, payload)
+        for _ in range(_SUBMIT_ROUNDS):
+            current = await self._queue.kv_get(key)
+            if current is not None:
+                record = decode_dedup(current)
+                if record.input_hash != digest:
+                    raise InputMismatch(idempotency_key, record.job_id)
+                if await self._exists(record.job_id):
+                    return JobHandle(self, job, record.job_id, newly_submitted=False)
+                # A stale record: its job and result are gone (e.g. a sweep that stopped
+                # between the result and the record). Replace it, compare-and-set.
+            job_id = self._queue.next_job_id()
+            new = encode_dedup(DedupRecord(job_id, job.name, digest))
+            try:
+                await self._queue.enqueue(
+                    self._queue_name,
+                    payload,
+                    job_id=job_id,
+                    headers=headers,
+                    kv_writes={key: new},
+                    kv_expect={key: current},
+                    **options,
+                )
+            except KvConflict:
+                continue  # a concurrent submission (or sweep) changed the record: re-read
+            return JobHandle(self, job, job_id, newly_submitted=True)
+        raise JobsError(  # pragma: no cover - needs 32 lost races in a row
+            f"could not settle the submission of idempotency key {idempotency_key!r}"
+        )
+
+    async def _exists(self, job_id: str) -> bool:
+        """Whether the job still exists or has a stored result (checked in that order)."""
+        if await self._queue.get_job(job_id) is not None:
+            return True
+        return await self._queue.store.get_blob(self.result_path(job_id)) is not None
+
+    def handle(self, job: Job[Any, OutT], job_id: str) -> JobHandle[OutT]:
+        """A handle for a job submitted earlier (e.g. by a previous process), by its id."""
+        return JobHandle(self, job, job_id, newly_submitted=False)
+
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job.
+
+        A pending or scheduled job is removed and its outcome recorded as cancelled
+        (`CancelOutcome.REMOVED`). A running job is asked to stop
+        (`CancelOutcome.REQUESTED`): an interruptible job is cancelled at its next
+        checkpoint, other jobs see `JobContext.cancel_requested`; if the job stops, its
+        outcome is cancelled, if it finishes anyway, its result stands. A finished or
+        unknown job is left alone (`CancelOutcome.NOT_FOUND`).
+        """
+        record = await self._queue.get_job(job_id)
+        outcome = await self._queue.cancel(job_id)
+        if (
+            outcome is CancelOutcome.REMOVED
+            and record is not None
+            and record.queue == self._queue_name
+        ):
+            await self._store_outcome(
+                self._terminal(record, "cancelled", "taquba_jobs.JobCancelled", None), record
+            )
+        return outcome
+
+    # ---------------------------------------------------------------- outcomes in storage
+
+    async def _read_result(self, job_id: str) -> ResultRecord | None:
+        raw = await self._queue.store.get_blob(self.result_path(job_id))
+        return decode_result(raw) if raw is not None else None
+
+    async def _probe(self, job_id: str) -> ResultRecord | _Gone | None:
+        """The job's outcome, `_GONE` if it has none and never will, None if still running.
+
+        The queue record is read before the blob: a job's result blob is written before its
+        settlement removes the record, so "no record, then no blob" really means gone.
+        """
+        job = await self._queue.get_job(job_id)
+        result = await self._read_result(job_id)
+        if result is not None:
+            return result
+        if job is None or job.status is JobStatus.DONE:
+            return _GONE
+        if job.status is JobStatus.DEAD:
+            # Dead-lettered by the queue itself (a lease that expired on the last attempt,
+            # or a crash during it), so no outcome was recorded: report the queue's reason.
+            return ResultRecord(
+                job_id=job.id,
+                job_name=job.headers.get(HEADER_JOB, ""),
+                status="failed",
+                value=None,
+                error_type="taquba.DeadLettered",
+                error_message=job.last_error or "dead-lettered by the queue",
+                permanent=False,
+                attempts=job.attempts,
+                finished_at=0,
+            )
+        return None
+
+    def _terminal(
+        self,
+        record: JobRecord,
+        status: Literal["succeeded", "failed", "cancelled"],
+        error_type: str | None,
+        message: str | None,
+        *,
+        value: bytes | None = None,
+        permanent: bool = True,
+    ) -> ResultRecord:
+        return ResultRecord(
+            job_id=record.id,
+            job_name=record.headers.get(HEADER_JOB, ""),
+            status=status,
+            value=value,
+            error_type=error_type,
+            error_message=message,
+            permanent=permanent,
+            attempts=record.attempts,
+            finished_at=self._clock.now_ms(),
+        )
+
+    async def _store_outcome(self, outcome: ResultRecord, record: JobRecord) -> ResultRecord:
+        """Persist ``outcome`` unless the job already has one; return the one that stands.
+
+        The first outcome written wins (a conditional create), so a job's result never
+        changes once a caller could have seen it, even if a stale delivery finishes later.
+        """
+        path = self.result_path(outcome.job_id)
+        if not await self._queue.store.put_blob(path, encode_result(outcome), create_only=True):
+            existing = await self._read_result(outcome.job_id)
+            if existing is not None:
+                outcome = existing
+            else:  # pragma: no cover - deleted between the two calls (a sweep)
+                await self._queue.store.put_blob(path, encode_result(outcome))
+        await self._after_outcome(outcome, record)
+        self._counts[outcome.status] += 1
+        return outcome
+
+    async def _after_outcome(self, outcome: ResultRecord, record: JobRecord) -> None:
+        """Write the retention marker (idempotent: named from the outcome) and notify."""
+        if self._retention_ms is not None:
+            name = marker_name(outcome.finished_at, outcome.job_id)
+            marker = Marker(outcome.job_id, record.headers.get(HEADER_KEY))
+            await self._queue.store.put_blob(
+                f"{self._prefix}/{MARKER_DIR}/{name}", encode_marker(marker)
+            )
+        self._registry.resolve(outcome)
+
+    # ---------------------------------------------------------------- serving
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run submitted jobs until `shutdown` is called (or the task is cancelled).
+
+        Starts the worker loop and, with result retention, the sweeper (its first sweep runs
+        at once). ``task_status.started()`` is called once jobs are being claimed. On
+        `shutdown` it stops claiming and lets the jobs in flight finish (cancelling them after
+        ``shutdown_grace``); if the surrounding scope is cancelled, jobs in flight are
+        cancelled and handed back to the queue. Handles still waiting when the queue fails
+        raise the queue's error.
+
+        Raises:
+            ConfigurationError: this runner is already serving.
+            taquba.Fenced: another process took over the store (likewise `taquba.QueueClosed`
+                and `taquba.StorageFatal`).
+        """
+        if self._serving:
+            raise ConfigurationError("this runner is already serving")
+        self._serving = True
+        failure: list[TaqubaError] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._work, failure, nursery.cancel_scope)
+                if self._retention_ms is not None:
+                    nursery.start_soon(self._sweep_loop)
+                task_status.started()
+        finally:
+            self._serving = False
+            self._shutdown = trio.Event()
+        if failure:
+            self._registry.fail_all(failure[0])
+            raise failure[0]
+
+    async def _work(
+        self,
+        failure: list[TaqubaError],
+        scope: trio.CancelScope,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await run_worker_concurrent(
+                self._queue,
+                self._queue_name,
+                self._handle,
+                concurrency=self._concurrency,
+                poll_interval=self._poll_interval,
+                shutdown=self._shutdown,
+                shutdown_grace=self._shutdown_grace,
+                task_status=task_status,
+            )
+        except TaqubaError as exc:  # the queue failed (fenced, closed, storage): stop serving
+            failure.append(exc)
+        finally:
+            scope.cancel()  # stop the sweeper with the worker
+
+    def shutdown(self) -> None:
+        """Stop `serve` gracefully: no new claims; the jobs in flight finish first."""
+        self._shutdown.set()
+
+    async def _handle(self, record: JobRecord, lease: LeaseHandle) -> Effects | None:
+        """The queue handler: run one delivery of a job and record its terminal outcome."""
+        existing = await self._read_result(record.id)
+        if existing is not None:
+            # An earlier delivery recorded the outcome but did not settle (a crash, a lost
+            # lease): do not run the job again, settle it as recorded.
+            await self._after_outcome(existing, record)
+            return _settle(existing)
+        job = self._jobs.get(record.headers.get(HEADER_JOB, ""))
+        if record.cancel_requested:
+            outcome = self._terminal(record, "cancelled", "taquba_jobs.JobCancelled", None)
+        elif record.headers.get(HEADER_FORMAT, str(FORMAT_VERSION)) != str(FORMAT_VERSION):
+            outcome = self._terminal(
+                record,
+                "failed",
+                "taquba_jobs.SerializationError",
+                f"unsupported payload format {record.headers.get(HEADER_FORMAT)!r}",
+            )
+        elif job is None:
+            outcome = self._terminal(
+                record,
+                "failed",
+                "taquba_jobs.UnknownJob",
+                f"no job named {record.headers.get(HEADER_JOB)!r} is registered",
+            )
+        else:
+            try:
+                value = job.decode_input(record.payload)
+            except SerializationError as exc:
+                outcome = self._terminal(record, "failed", _qualified_jobs(exc), str(exc))
+            else:
+                outcome = await self._execute(job, value, record, lease)
+        return _settle(await self._store_outcome(outcome, record))
+
+    async def _execute(
+        self, job: Job[Any, Any], value: object, record: JobRecord, lease: LeaseHandle
+    ) -> ResultRecord:
+        """Call the job function; return its terminal outcome, or raise to retry it."""
+        ctx = JobContext(self, job, record, lease)
+        results: list[object] = []
+        errors: list[Exception] = []
+        scope = trio.CancelScope()
+        self._executions += 1
+        self._in_flight += 1
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def run() -> None:
+                    try:
+                        with scope:
+                            results.append(await job.fn(ctx, value))
+                    except Exception as exc:
+                        errors.append(exc)
+                    finally:
+                        nursery.cancel_scope.cancel()  # stop the cancel watcher
+
+                async def interrupt_on_cancel() -> None:
+                    await lease.wait_cancel_requested()
+                    scope.cancel()
+
+                if job.interruptible:
+                    nursery.start_soon(interrupt_on_cancel)
+                nursery.start_soon(run)
+        except BaseException:
+            # The worker is stopping under us (shutdown grace, outer cancel). On the last
+            # attempt the queue dead-letters the job: record why, so waiters learn it.
+            if record.attempts >= record.max_attempts:
+                with trio.move_on_after(_STOP_GRACE, shield=True):
+                    try:
+                        await self._store_outcome(
+                            self._terminal(
+                                record,
+                                "failed",
+                                "taquba_jobs.WorkerStopped",
+                                "the worker stopped before the job finished",
+                                permanent=False,
+                            ),
+                            record,
+                        )
+                    except (TaqubaError, JobsError) as exc:
+                        log.warning("could not record the stop of job %s: %s", record.id, exc)
+            raise
+        finally:
+            self._in_flight -= 1
+        if results:
+            try:
+                encoded = job.encode_output(results[0])
+            except SerializationError as exc:
+                return self._terminal(record, "failed", _qualified_jobs(exc), str(exc))
+            return self._terminal(record, "succeeded", None, None, value=encoded)
+        error = errors[0] if errors else None
+        if scope.cancelled_caught or isinstance(error, JobCancelled):
+            if lease.expires_at is None:
+                raise _DeliveryLost(f"the lease on job {record.id} was lost while it ran")
+            message = error.message if isinstance(error, JobCancelled) else None
+            return self._terminal(record, "cancelled", "taquba_jobs.JobCancelled", message)
+        assert error is not None
+        if isinstance(error, PermanentFailure):
+            cause = error.__cause__
+            kind = _qualified(cause) if cause is not None else _qualified(error)
+            return self._terminal(record, "failed", kind, error.reason)
+        if isinstance(error, job.permanent_errors):
+            return self._terminal(record, "failed", _qualified(error), str(error))
+        if record.attempts >= record.max_attempts:
+            return self._terminal(record, "failed", _qualified(error), str(error), permanent=False)
+        raise error  # retried by the queue (nack with backoff)
+
+    # ---------------------------------------------------------------- retention
+
+    async def sweep_results_now(self) -> SweepReport:
+        """Delete expired results now; `serve` calls this every ``sweep_interval``.
+
+        Lists only the expired markers (see the design notes in the guide), then per job
+        deletes the dedup record (if it still names the job), the result blob, then the
+        marker, so an interrupted sweep is finished by the next one.
+
+        Raises:
+            ConfigurationError: the runner has no ``result_retention``.
+        """
+        if self._retention_ms is None:
+            raise ConfigurationError("this runner has no result_retention")
+        cutoff = self._clock.now_ms() - self._retention_ms
+        cursor = expired_start_after(cutoff)
+        if cursor is None:
+            return SweepReport(0, 0)
+        directory = f"{self._prefix}/{MARKER_DIR}"
+        listed = swept = 0
+        while True:
+            names = await self._queue.store.list_blobs(
+                directory, start_after=cursor, limit=_SWEEP_PAGE
+            )
+            listed += len(names)
+            for name in names:
+                parsed = parse_marker_name(name)
+                if parsed is None:
+                    log.warning("skipping an unrecognised retention marker %s/%s", directory, name)
+                    continue
+                finished_at, job_id = parsed
+                if finished_at >= cutoff:  # pragma: no cover - excluded by the listing
+                    continue
+                await self._sweep_one(f"{directory}/{name}", job_id)
+                swept += 1
+            if len(names) < _SWEEP_PAGE:
+                return SweepReport(listed, swept)
+            cursor = names[-1]
+
+    async def _sweep_one(self, marker_path: str, job_id: str) -> None:
+        raw = await self._queue.store.get_blob(marker_path)
+        key: str | None = None
+        if raw is not None:
+            try:
+                key = decode_marker(raw).idempotency_key
+            except SerializationError as exc:
+                log.warning("unreadable retention marker %s: %s", marker_path, exc)
+        if key is not None:
+            kv_key = dedup_key(self._queue_name, key)
+            current = await self._queue.kv_get(kv_key)
+            if current is not None:
+                try:
+                    bound = decode_dedup(current).job_id
+                except SerializationError:
+                    bound = None
+                if bound == job_id:  # a newer submission may have taken the key over
+                    await self._queue.kv_compare_and_set(kv_key, current, None)
+        await self._queue.store.delete_blob(self.result_path(job_id))
+        await self._queue.store.delete_blob(marker_path)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                report = await self.sweep_results_now()
+                if report.swept:
+                    log.debug("result retention swept %d jobs", report.swept)
+            except _FATAL:
+                return  # the worker loop reports the queue's failure
+            except (TaqubaError, JobsError) as exc:
+                log.error("result retention sweep failed: %s", exc)
+            await trio.sleep(self._sweep_interval)
+
+    def __repr__(self) -> str:
+        return f"<JobRunner {self._queue_name!r} jobs={sorted(self._jobs)}>"
+
+
+def _qualified_jobs(exc: JobsError) -> str:
+    return f"taquba_jobs.{type(exc).__name__}"
+
+
+def _settle(outcome: ResultRecord) -> Effects | None:
+    """How the queue settles a job with this recorded outcome: ack, or dead-letter."""
+    if outcome.status == "failed":
+        _fail(outcome)
+    return None
+
+
+def _fail(outcome: ResultRecord) -> NoReturn:
+    raise PermanentFailure(f"{outcome.error_type}: {outcome.error_message}")

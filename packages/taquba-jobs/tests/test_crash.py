@@ -1,0 +1,197 @@
+"""Crash tests: a runner process (``crash_child.py``) is SIGKILLed while jobs run, then the
+store is reopened and the same batch resubmitted.
+
+Whatever the child printed was durable when printed. After the restart every submission finds
+its job (no duplicates), every handle resolves exactly once with the right value, a job whose
+result was stored before the kill never runs again, and a job runs again only if its earlier
+execution was cut short (or finished without its result reaching the store).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+
+import taquba
+from taquba import JobStatus, QueueConfig
+from taquba_jobs import Job, JobContext, JobHandle, JobRunner
+
+CHILD = Path(__file__).with_name("crash_child.py")
+# Must match crash_child.py.
+CONCURRENCY = 8
+FAST = {"flush_interval": 0.01, "reaper_interval": 3600.0, "scheduler_interval": 0.05}
+CONFIG = QueueConfig(lease_duration=600, retry_backoff_base=0, max_attempts=10)
+COUNT = 60
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+
+
+class Child:
+    """A running ``crash_child.py`` and a line reader over its stdout."""
+
+    def __init__(self, process: trio.Process, stderr_path: Path) -> None:
+        self.process = process
+        self.stderr_path = stderr_path
+        self.lines: list[str] = []
+        self._buffer = b""
+
+    async def next_line(self) -> str | None:
+        """The next complete line, or None at end of output (a torn last line is dropped)."""
+        assert self.process.stdout is not None
+        while b"\n" not in self._buffer:
+            data = await self.process.stdout.receive_some(65536)
+            if not data:
+                return None
+            self._buffer += data
+        raw, self._buffer = self._buffer.split(b"\n", 1)
+        line = raw.decode()
+        self.lines.append(line)
+        return line
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+    def tagged(self, tag: str) -> list[list[str]]:
+        return [line.split()[1:] for line in self.lines if line.startswith(tag + " ")]
+
+
+@asynccontextmanager
+async def spawn_child(tmp_path: Path, *args: str) -> AsyncIterator[Child]:
+    stderr_path = tmp_path / "child.err"
+    with stderr_path.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, str(CHILD), *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    child = Child(process, stderr_path)
+    try:
+        yield child
+    finally:
+        child.kill()  # never leave a child behind, whatever happened
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            await process.wait()
+        if process.stdout is not None:
+            await process.stdout.aclose()
+
+
+def parent_job(log_fd: int) -> Job[int, int]:
+    """The child's job, as the restarted process defines it (same name and types)."""
+
+    async def work(ctx: JobContext, index: int) -> int:
+        os.write(log_fd, f"{ctx.job_id} {ctx.attempt} start parent\n".encode())
+        await trio.lowlevel.checkpoint()
+        os.write(log_fd, f"{ctx.job_id} {ctx.attempt} done parent\n".encode())
+        return 3 * index
+
+    return Job(work, name="crash.work")
+
+
+@pytest.mark.parametrize("kill_after", [COUNT // 4, COUNT // 2])
+async def test_sigkill_while_jobs_run_then_restart_resolves_every_handle_once(
+    tmp_path: Path, kill_after: int, serving: Any
+) -> None:
+    store_dir = tmp_path / "store"
+    log = tmp_path / "executions.log"
+    log.touch()
+
+    with trio.fail_after(60):
+        async with spawn_child(tmp_path, str(store_dir), str(log), str(COUNT)) as child:
+            while len(child.tagged("RESULT")) < kill_after:
+                line = await child.next_line()
+                assert line is not None, f"child ended early:\n{child.stderr()}"
+            child.kill()
+            while await child.next_line() is not None:
+                pass
+            assert await child.process.wait() == -signal.SIGKILL
+
+    submitted = {int(index): job_id for index, job_id, _ in child.tagged("SUB")}
+    stored_before_kill = {job_id: int(value) for job_id, value in child.tagged("RESULT")}
+    assert len(stored_before_kill) >= kill_after
+    child_lines = log.read_text().splitlines()
+    assert any(line.endswith("start child") for line in child_lines)
+
+    log_fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    work = parent_job(log_fd)
+    try:
+        with trio.fail_after(60):
+            async with taquba.open_queue(store_dir, "crash", config=CONFIG, **FAST) as queue:
+                runner = JobRunner(queue, [work], concurrency=CONCURRENCY, poll_interval=0.05)
+                resolved: dict[int, int] = {}
+                handles: dict[int, JobHandle[int]] = {}
+                async with serving(runner), trio.open_nursery() as nursery:
+                    for index in range(COUNT):
+
+                        async def resubmit(index: int = index) -> None:
+                            handle = await runner.submit(
+                                work, index, idempotency_key=f"crash/{index}"
+                            )
+                            handles[index] = handle
+                            value = await handle.result()
+                            assert index not in resolved  # each handle resolves exactly once
+                            resolved[index] = value
+
+                        nursery.start_soon(resubmit)
+                stats = await queue.stats("jobs")
+                outcomes = {i: await h.fetch() for i, h in handles.items()}
+                dead = await queue.list_jobs("jobs", JobStatus.DEAD)
+    finally:
+        os.close(log_fd)
+
+    # Every handle resolved once, with its own value; nothing failed or was duplicated.
+    assert resolved == {i: 3 * i for i in range(COUNT)}
+    assert dead.jobs == []
+    assert stats.pending == stats.claimed == stats.scheduled == 0
+    # A submission the child saw return durably is found again, never enqueued twice.
+    for index, job_id in submitted.items():
+        assert handles[index].job_id == job_id
+        assert not handles[index].newly_submitted
+    job_ids = {h.job_id for h in handles.values()}
+    assert len(job_ids) == COUNT
+
+    executions: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    for line in log.read_text().splitlines():
+        job_id, attempt, phase, who = line.split()
+        assert job_id in job_ids
+        executions[job_id].append((int(attempt), phase, who))
+    for index, handle in handles.items():
+        runs = executions[handle.job_id]
+        done = [(attempt, who) for attempt, phase, who in runs if phase == "done"]
+        outcome = outcomes[index]
+        assert outcome is not None
+        assert outcome.value == 3 * index
+        if handle.job_id in stored_before_kill:
+            # Its result was stored before the kill: the restart did not run it again.
+            assert all(who == "child" for _, _, who in runs), runs
+        # The stored outcome is the last completed execution: nothing ran after it.
+        assert done, runs
+        assert done[-1][0] == outcome.attempts, (runs, outcome)
+    # Re-execution happens only to jobs caught in flight by the kill (at most one batch).
+    rerun = [
+        job_id for job_id, runs in executions.items() if sum(p == "start" for _, p, _ in runs) > 1
+    ]
+    assert len(rerun) <= CONCURRENCY
+    assert runner.statistics().executions == sum(
+        1
+        for runs in executions.values()
+        for _, phase, who in runs
+        if phase == "start" and who == "parent"
+    )
