@@ -785,3 +785,38 @@ def test_public_validators() -> None:
     with pytest.raises(InvalidQueueName):
         taquba.validate_queue_name("")
     assert taquba.MAX_PRIORITY == 2**32 - 1
+
+
+async def test_permanent_failure_effects_commit_with_the_dead_letter() -> None:
+    from taquba.testing import drain, open_test_queue
+
+    async with open_test_queue(reaper_interval=3600, scheduler_interval=3600) as queue:
+        await queue.enqueue("w", b"x")
+
+        async def handler(job: taquba.JobRecord, lease: taquba.LeaseHandle) -> None:
+            raise taquba.PermanentFailure("bad", effects=Effects(kv_writes={b"why": b"bad"}))
+
+        assert await drain(queue, "w", handler) == 1
+        (dead,) = await queue.dead_jobs("w")
+        assert dead.last_error == "bad"
+        assert await queue.kv_get(b"why") == b"bad"
+
+
+async def test_an_idle_worker_loop_ends_with_a_bare_fenced_error(tmp_path) -> None:
+    """The loop's internal nurseries must not wrap the queue's failure in exception groups."""
+    store = Store.from_url(str(tmp_path / "s"))
+
+    async def handler(job: taquba.JobRecord, lease: taquba.LeaseHandle) -> None:
+        return None
+
+    async def second_writer() -> None:
+        await trio.sleep(0.2)
+        async with taquba.open_queue(store, "f", flush_interval=0.005):
+            await trio.sleep_forever()
+
+    async with taquba.open_queue(store, "f", flush_interval=0.005) as first:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(second_writer)
+            with pytest.raises(taquba.Fenced), trio.fail_after(30):
+                await taquba.run_worker_concurrent(first, "w", handler, poll_interval=0.05)
+            nursery.cancel_scope.cancel()

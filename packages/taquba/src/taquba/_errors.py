@@ -29,6 +29,11 @@ dead-letter a job at once, or to retry it no sooner than a given delay.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._types import Effects
+
 __all__ = [
     "ClaimLost",
     "ConflictError",
@@ -190,12 +195,17 @@ class StorageFatal(StorageError):
 
 
 class PermanentFailure(Exception):
-    """Raised by a job handler to dead-letter the job at once instead of retrying it."""
+    """Raised by a job handler to dead-letter the job at once instead of retrying it.
 
-    def __init__(self, reason: str) -> None:
+    ``effects`` (an `Effects`) commit atomically with the dead-letter, e.g. to record why.
+    """
+
+    def __init__(self, reason: str, *, effects: Effects | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         """The reason recorded as the job's ``last_error``."""
+        self.effects = effects
+        """Effects to apply with the dead-letter, or None."""
 
 
 class RetryLater(Exception):

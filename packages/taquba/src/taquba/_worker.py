@@ -136,7 +136,7 @@ async def _process(queue: Queue, claim: Claim, handler: HandlerFunction) -> None
         try:
             effects = await handler(claim.job, LeaseHandle(queue, claim))
         except PermanentFailure as failure:
-            await queue.dead_letter(claim, failure.reason)
+            await queue.dead_letter(claim, failure.reason, effects=failure.effects)
             return
         except RetryLater as later:
             await queue.nack(claim, later.reason, retry_after=later.retry_after)
@@ -176,7 +176,12 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _idle(queue: Queue, queue_name: str, poll_interval: float, shutdown: trio.Event) -> None:
-    """Wait for a wakeup on ``queue_name``, shutdown, or ``poll_interval``, whichever is first."""
+    """Wait for a wakeup on ``queue_name``, shutdown, or ``poll_interval``, whichever is first.
+
+    A queue failure (`Fenced`, `QueueClosed`) is raised as itself, not inside an exception
+    group: the nursery here is an implementation detail.
+    """
+    failure: TaqubaError | None = None
     with trio.move_on_after(poll_interval):
         async with trio.open_nursery() as nursery:
 
@@ -185,8 +190,13 @@ async def _idle(queue: Queue, queue_name: str, poll_interval: float, shutdown: t
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(on_shutdown)
-            await queue.wait_for_jobs_on(queue_name)
+            try:
+                await queue.wait_for_jobs_on(queue_name)
+            except TaqubaError as exc:
+                failure = exc
             nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
 
 
 def _check_interval(poll_interval: float) -> None:
