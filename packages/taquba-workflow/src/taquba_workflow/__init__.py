@@ -1,8 +1,126 @@
-"""Durable multi-step runs with per-step memoization on a taquba queue."""
+"""taquba-workflow: durable multi-step runs with per-step memoization on a taquba queue.
+
+A run is a sequence of steps; each step is a job on a taquba queue, and the step runner returns
+what happens next (`Continue`, `ContinueAfter`, `Succeed`, `Fail`, `Cancel`). The decision
+commits atomically with the step's acknowledgement, so a step's successor exists if and only
+if the step settled. Steps are delivered at least once: memoize their expensive side effects
+with `Step.memo`. Everything is trio-native.
+
+    async def run_step(step: Step) -> StepOutcome:
+        if step.number == 0:
+            return Continue(step.payload.upper())
+        return Succeed(step.payload)
+
+    async with taquba.open_queue("./data") as queue:
+        runtime = WorkflowRuntime(queue, run_step)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.run)
+            submitted = await runtime.submit(RunSpec(input=b"hello", run_id="greeting"))
+            await runtime.wait_finished(submitted.run_id)
+"""
 
 from importlib.metadata import version as _version
+
+from ._errors import InputMismatch as InputMismatch
+from ._errors import InvalidRunId as InvalidRunId
+from ._errors import PermanentStepError as PermanentStepError
+from ._errors import ReservedHeader as ReservedHeader
+from ._errors import StepError as StepError
+from ._errors import TransientStepError as TransientStepError
+from ._errors import UnserializableInput as UnserializableInput
+from ._errors import WorkflowDataError as WorkflowDataError
+from ._errors import WorkflowError as WorkflowError
+from ._errors import WorkflowUsageError as WorkflowUsageError
+from ._keys import DEFAULT_MEMO_PREFIX as DEFAULT_MEMO_PREFIX
+from ._keys import HEADER_CONTROL as HEADER_CONTROL
+from ._keys import HEADER_RUN_ID as HEADER_RUN_ID
+from ._keys import HEADER_STEP as HEADER_STEP
+from ._keys import MAX_RUN_ID_LENGTH as MAX_RUN_ID_LENGTH
+from ._keys import RESERVED_HEADER_PREFIX as RESERVED_HEADER_PREFIX
+from ._keys import RESERVED_KV_PREFIX as RESERVED_KV_PREFIX
+from ._keys import remaining_delay as remaining_delay
+from ._memo import Memo as Memo
+from ._memo import MemoStore as MemoStore
+from ._memo import TerminalMarker as TerminalMarker
+from ._memo import content_key as content_key
+from ._runtime import Hook as Hook
+from ._runtime import HookFunction as HookFunction
+from ._runtime import Runner as Runner
+from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._runtime import StepFunction as StepFunction
+from ._runtime import StepRunner as StepRunner
+from ._runtime import SweepReport as SweepReport
+from ._runtime import TerminalHook as TerminalHook
+from ._runtime import WorkflowRuntime as WorkflowRuntime
+from ._runtime import read_run_outcome as read_run_outcome
+from ._types import Cancel as Cancel
+from ._types import Continue as Continue
+from ._types import ContinueAfter as ContinueAfter
+from ._types import Fail as Fail
+from ._types import RunOutcome as RunOutcome
+from ._types import RunSpec as RunSpec
+from ._types import RunState as RunState
+from ._types import RunStatus as RunStatus
+from ._types import Step as Step
+from ._types import StepOutcome as StepOutcome
+from ._types import SubmitOutcome as SubmitOutcome
+from ._types import Succeed as Succeed
+from ._types import TerminalStatus as TerminalStatus
 
 __version__: str = _version("taquba-workflow")
 """The installed version of the `taquba-workflow` distribution."""
 
-__all__ = ["__version__"]
+# Listed so documentation tools (griffe/mkdocstrings) render the re-exported names here.
+__all__ = [  # noqa: RUF022 - grouped by topic, not sorted
+    # the runtime
+    "WorkflowRuntime",
+    "Runner",
+    "StepFunction",
+    "StepRunner",
+    "Hook",
+    "HookFunction",
+    "TerminalHook",
+    "RuntimeStatistics",
+    "SweepReport",
+    "read_run_outcome",
+    # runs and steps
+    "RunSpec",
+    "SubmitOutcome",
+    "Step",
+    "StepOutcome",
+    "Continue",
+    "ContinueAfter",
+    "Succeed",
+    "Fail",
+    "Cancel",
+    "RunState",
+    "RunStatus",
+    "RunOutcome",
+    "TerminalStatus",
+    # memos and retention
+    "Memo",
+    "MemoStore",
+    "TerminalMarker",
+    "content_key",
+    "remaining_delay",
+    # errors
+    "WorkflowError",
+    "WorkflowUsageError",
+    "InvalidRunId",
+    "ReservedHeader",
+    "UnserializableInput",
+    "InputMismatch",
+    "WorkflowDataError",
+    "StepError",
+    "TransientStepError",
+    "PermanentStepError",
+    # constants
+    "DEFAULT_MEMO_PREFIX",
+    "HEADER_CONTROL",
+    "HEADER_RUN_ID",
+    "HEADER_STEP",
+    "MAX_RUN_ID_LENGTH",
+    "RESERVED_HEADER_PREFIX",
+    "RESERVED_KV_PREFIX",
+    "__version__",
+]

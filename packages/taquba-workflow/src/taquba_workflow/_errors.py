@@ -1,0 +1,120 @@
+"""The taquba-workflow error tree.
+
+Every error taquba-workflow raises on purpose derives from `WorkflowError`::
+
+    WorkflowError
+    ├── WorkflowUsageError          the caller passed something invalid (never retry)
+    │   ├── InvalidRunId            a run id outside [A-Za-z0-9_-]{1,128}
+    │   ├── ReservedHeader          a run header in the reserved ``workflow.`` namespace
+    │   └── UnserializableInput     a memo content key whose input MessagePack cannot encode
+    ├── InputMismatch               the run id is active with a different input
+    ├── WorkflowDataError           a stored workflow record cannot be decoded
+    └── StepError                   raised by step runners to classify a failure
+        ├── TransientStepError      retry the step with the queue's backoff
+        └── PermanentStepError      fail the run now
+
+Errors of the queue and the store (`taquba.StorageUnavailable`, `taquba.Fenced`, ...) are not
+wrapped: they reach the caller as the `taquba` errors they are.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InputMismatch",
+    "InvalidRunId",
+    "PermanentStepError",
+    "ReservedHeader",
+    "StepError",
+    "TransientStepError",
+    "UnserializableInput",
+    "WorkflowDataError",
+    "WorkflowError",
+    "WorkflowUsageError",
+]
+
+
+class WorkflowError(Exception):
+    """Base class of every error taquba-workflow raises."""
+
+
+class WorkflowUsageError(WorkflowError, ValueError):
+    """The caller passed an invalid argument or used the API out of order."""
+
+
+class InvalidRunId(WorkflowUsageError):
+    """A run id is not 1 to 128 characters of ``[A-Za-z0-9_-]``.
+
+    Run ids become object-path segments and KV key segments, so an empty or path-like id could
+    alias the memo prefix itself (and a retention sweep would then delete every run's memos).
+    """
+
+    def __init__(self, run_id: object, reason: str) -> None:
+        super().__init__(f"invalid run id {run_id!r}: {reason}")
+        self.run_id = run_id
+        """The rejected id, as given."""
+        self.reason = reason
+        """Why it was rejected."""
+
+
+class ReservedHeader(WorkflowUsageError):
+    """A run header name starts with the reserved ``workflow.`` prefix."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"header {name!r} is in the reserved 'workflow.' namespace")
+        self.name = name
+        """The rejected header name."""
+
+
+class UnserializableInput(WorkflowUsageError, TypeError):
+    """`Memo.content_get` / `Memo.content_put` got an input MessagePack cannot serialize."""
+
+
+class InputMismatch(WorkflowError):
+    """A run with this id is active and was submitted with a different input.
+
+    Resubmitting an active run id with the same input is a no-op
+    (`SubmitOutcome.newly_submitted` is false); with a different input it raises this, also
+    across process restarts (the check reads the durable run record).
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} is active with a different input")
+        self.run_id = run_id
+        """The run id."""
+
+
+class WorkflowDataError(WorkflowError):
+    """A stored workflow record (run record, outcome, replay entry) cannot be decoded."""
+
+
+class StepError(WorkflowError):
+    """Raised by a step runner to say how a failed step should be treated.
+
+    Raise `TransientStepError` or `PermanentStepError`; any other exception a runner raises is
+    treated as transient.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        """The error text, reported as the run's ``error`` when the run fails."""
+
+
+class TransientStepError(StepError):
+    """The step may succeed later: it is retried with the queue's backoff.
+
+    With ``retry_after`` (seconds), the retry waits at least that long (e.g. a rate limit's
+    ``Retry-After``). When the step's attempts are exhausted, the run fails with this error's
+    message.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None and not (0 <= retry_after < float("inf")):
+            raise WorkflowUsageError("retry_after must be a finite, non-negative number")
+        self.retry_after = retry_after
+        """The least delay before the retry, in seconds (None: the queue's backoff)."""
+
+
+class PermanentStepError(StepError):
+    """The step cannot succeed: the run fails now, with this error's message."""

@@ -1,0 +1,274 @@
+"""Stored records: MessagePack maps with a format version ``v``. Pure encode/decode.
+
+Every decoder raises `WorkflowDataError` on anything it cannot read, so callers handle one
+error for corruption and for records of an unknown future format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Final
+
+import ormsgpack
+
+from ._errors import WorkflowDataError
+from ._types import (
+    Cancel,
+    Continue,
+    ContinueAfter,
+    Fail,
+    RunOutcome,
+    StepOutcome,
+    Succeed,
+    TerminalStatus,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+FORMAT: Final = 1
+MAX_KV_ERROR_CHARS: Final = 8 * 1024  # the KV outcome keeps the error's head, far below 256 KiB
+
+
+def _pack(data: dict[str, Any]) -> bytes:
+    return ormsgpack.packb({"v": FORMAT, **data})
+
+
+def _unpack(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data: Any = ormsgpack.unpackb(raw)
+    except (ormsgpack.MsgpackDecodeError, ValueError, TypeError) as exc:
+        raise WorkflowDataError(f"undecodable {what}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise WorkflowDataError(f"malformed {what}: not a map")
+    fields: dict[str, Any] = data  # pyright: ignore[reportUnknownVariableType]
+    if fields.get("v") != FORMAT:
+        raise WorkflowDataError(f"{what} has unknown format version {fields.get('v')!r}")
+    return fields
+
+
+def _str(data: dict[str, Any], name: str, what: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str):
+        raise WorkflowDataError(f"malformed {what}: {name!r} is not a str")
+    return value
+
+
+def _opt_str(data: dict[str, Any], name: str, what: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise WorkflowDataError(f"malformed {what}: {name!r} is not a str")
+    return value
+
+
+def _int(data: dict[str, Any], name: str, what: str) -> int:
+    value = data.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WorkflowDataError(f"malformed {what}: {name!r} is not an int")
+    return value
+
+
+def _bytes(data: dict[str, Any], name: str, what: str) -> bytes:
+    value = data.get(name)
+    if not isinstance(value, bytes):
+        raise WorkflowDataError(f"malformed {what}: {name!r} is not bytes")
+    return value
+
+
+def _headers(data: dict[str, Any], what: str) -> dict[str, str]:
+    value = data.get("headers", {})
+    if not isinstance(value, dict):
+        raise WorkflowDataError(f"malformed {what}: headers is not a map")
+    headers: dict[str, str] = {}
+    for k, v in value.items():  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise WorkflowDataError(f"malformed {what}: a header is not str -> str")
+        headers[k] = v
+    return headers
+
+
+# ------------------------------------------------------------------------------- run record
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """The durable record of an active run (user KV ``workflow/<queue>/runs/<id>``)."""
+
+    run_id: str
+    incarnation: str  # the step-0 job id: tells two runs that reused one run id apart
+    input_hash: str
+    submitted_at_ms: int
+    step: int
+    job_id: str  # the job carrying the current step
+    headers: Mapping[str, str]
+
+    def encode(self) -> bytes:
+        return _pack(
+            {
+                "run_id": self.run_id,
+                "incarnation": self.incarnation,
+                "input_hash": self.input_hash,
+                "submitted_at_ms": self.submitted_at_ms,
+                "step": self.step,
+                "job_id": self.job_id,
+                "headers": dict(self.headers),
+            }
+        )
+
+    def advance(self, job_id: str) -> RunRecord:
+        return replace(self, step=self.step + 1, job_id=job_id)
+
+
+def decode_run(raw: bytes) -> RunRecord:
+    what = "run record"
+    data = _unpack(raw, what)
+    return RunRecord(
+        run_id=_str(data, "run_id", what),
+        incarnation=_str(data, "incarnation", what),
+        input_hash=_str(data, "input_hash", what),
+        submitted_at_ms=_int(data, "submitted_at_ms", what),
+        step=_int(data, "step", what),
+        job_id=_str(data, "job_id", what),
+        headers=_headers(data, what),
+    )
+
+
+# --------------------------------------------------------------------------- cancel request
+
+
+def encode_cancel(incarnation: str, requested_at_ms: int) -> bytes:
+    """The cancellation request (KV value, and the control job's payload)."""
+    return _pack({"incarnation": incarnation, "requested_at_ms": requested_at_ms})
+
+
+def decode_cancel_incarnation(raw: bytes) -> str:
+    """The incarnation a cancellation request (KV value or control payload) targets."""
+    what = "cancellation request"
+    return _str(_unpack(raw, what), "incarnation", what)
+
+
+# ------------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """The committed terminal outcome in user KV (small: no result bytes)."""
+
+    run_id: str
+    incarnation: str
+    status: TerminalStatus
+    final_step: int
+    error: str | None
+    finished_at_ms: int
+
+    def encode(self) -> bytes:
+        error = self.error
+        if error is not None and len(error) > MAX_KV_ERROR_CHARS:
+            error = error[:MAX_KV_ERROR_CHARS] + "..."
+        return _pack(
+            {
+                "run_id": self.run_id,
+                "incarnation": self.incarnation,
+                "status": self.status.value,
+                "final_step": self.final_step,
+                "error": error,
+                "finished_at_ms": self.finished_at_ms,
+            }
+        )
+
+
+def _status(data: dict[str, Any], what: str) -> TerminalStatus:
+    try:
+        return TerminalStatus(_str(data, "status", what))
+    except ValueError as exc:
+        raise WorkflowDataError(f"malformed {what}: unknown status") from exc
+
+
+def decode_outcome_record(raw: bytes) -> OutcomeRecord:
+    what = "outcome record"
+    data = _unpack(raw, what)
+    return OutcomeRecord(
+        run_id=_str(data, "run_id", what),
+        incarnation=_str(data, "incarnation", what),
+        status=_status(data, what),
+        final_step=_int(data, "final_step", what),
+        error=_opt_str(data, "error", what),
+        finished_at_ms=_int(data, "finished_at_ms", what),
+    )
+
+
+def encode_outcome_blob(outcome: RunOutcome, incarnation: str) -> bytes:
+    return _pack(
+        {
+            "run_id": outcome.run_id,
+            "incarnation": incarnation,
+            "status": outcome.status.value,
+            "result": outcome.result,
+            "error": outcome.error,
+            "headers": dict(outcome.headers),
+            "final_step": outcome.final_step,
+            "finished_at_ms": outcome.finished_at_ms,
+        }
+    )
+
+
+def decode_outcome_blob(raw: bytes) -> tuple[RunOutcome, str]:
+    what = "outcome"
+    data = _unpack(raw, what)
+    result = data.get("result")
+    if result is not None and not isinstance(result, bytes):
+        raise WorkflowDataError("malformed outcome: result is not bytes")
+    outcome = RunOutcome(
+        run_id=_str(data, "run_id", what),
+        status=_status(data, what),
+        result=result,
+        error=_opt_str(data, "error", what),
+        headers=_headers(data, what),
+        final_step=_int(data, "final_step", what),
+        finished_at_ms=_int(data, "finished_at_ms", what),
+    )
+    return outcome, _str(data, "incarnation", what)
+
+
+# ------------------------------------------------------------------------- replay records
+
+
+def encode_replay(outcome: StepOutcome, stored_at_ms: int) -> bytes:
+    match outcome:
+        case Continue(payload):
+            body: dict[str, Any] = {"kind": "continue", "payload": payload}
+        case ContinueAfter(delay, payload):
+            body = {"kind": "continue_after", "payload": payload, "delay_ms": round(delay * 1000)}
+        case Succeed(result):
+            body = {"kind": "succeed", "result": result}
+        case Fail(error):
+            body = {"kind": "fail", "error": error}
+        case Cancel(reason):
+            body = {"kind": "cancel", "reason": reason}
+    return _pack({"stored_at_ms": stored_at_ms, "outcome": body})
+
+
+def decode_replay(raw: bytes) -> tuple[StepOutcome, int, int]:
+    """``(outcome, stored_at_ms, delay_ms)``; ``delay_ms`` is 0 unless `ContinueAfter`."""
+    what = "step-output record"
+    data = _unpack(raw, what)
+    stored_at = _int(data, "stored_at_ms", what)
+    body = data.get("outcome")
+    if not isinstance(body, dict):
+        raise WorkflowDataError(f"malformed {what}: no outcome")
+    fields: dict[str, Any] = body  # pyright: ignore[reportUnknownVariableType]
+    kind = fields.get("kind")
+    if kind == "continue":
+        return Continue(_bytes(fields, "payload", what)), stored_at, 0
+    if kind == "continue_after":
+        delay_ms = _int(fields, "delay_ms", what)
+        if delay_ms < 0:
+            raise WorkflowDataError(f"malformed {what}: negative delay")
+        return ContinueAfter(delay_ms / 1000, _bytes(fields, "payload", what)), stored_at, delay_ms
+    if kind == "succeed":
+        return Succeed(_bytes(fields, "result", what)), stored_at, 0
+    if kind == "fail":
+        return Fail(_str(fields, "error", what)), stored_at, 0
+    if kind == "cancel":
+        return Cancel(_opt_str(fields, "reason", what)), stored_at, 0
+    raise WorkflowDataError(f"malformed {what}: unknown outcome kind {kind!r}")
