@@ -814,9 +814,11 @@ async def test_an_idle_worker_loop_ends_with_a_bare_fenced_error(tmp_path) -> No
         async with taquba.open_queue(store, "f", flush_interval=0.005):
             await trio.sleep_forever()
 
-    async with taquba.open_queue(store, "f", flush_interval=0.005) as first:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(second_writer)
-            with pytest.raises(taquba.Fenced), trio.fail_after(30):
-                await taquba.run_worker_concurrent(first, "w", handler, poll_interval=0.05)
-            nursery.cancel_scope.cancel()
+    async with (
+        taquba.open_queue(store, "f", flush_interval=0.005) as first,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(second_writer)
+        with pytest.raises(taquba.Fenced), trio.fail_after(30):
+            await taquba.run_worker_concurrent(first, "w", handler, poll_interval=0.05)
+        nursery.cancel_scope.cancel()
