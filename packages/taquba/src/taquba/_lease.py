@@ -113,5 +113,10 @@ class LeaseRegistry:
         if entry is not None and entry.token == token and entry.reaping:
             heapq.heappush(self._heap, (entry.expires_at, queue, job_id, token))
 
+    def fire_all(self) -> None:
+        """Fire the cancel token of every lease (the queue stopped: no delivery can settle)."""
+        for entry in self._entries.values():
+            entry.cancel.fire()
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from contextlib import asynccontextmanager
@@ -73,6 +74,7 @@ MAX_KV_VALUE_SIZE = 256 * 1024
 _MAX_INSERT_WAKEUPS = 64
 _STATS_FIELDS = ("pending", "scheduled", "claimed", "done", "dead")
 _FOLD_THRESHOLD = 1_000
+_MAX_ACK_BATCH = 256
 _FOLD_BATCH = 4_096
 _SCAN_PAGE = 256
 
@@ -117,6 +119,27 @@ class _Deltas:
 
     def queues(self) -> Iterable[str]:
         return self._by_queue.keys()
+
+
+class _DropFromBatch(Exception):
+    """One request of an ack batch failed while staging; retry the batch without it."""
+
+
+@dataclass(slots=True, eq=False)
+class _AckRequest:
+    """One `Queue.ack_with` call waiting to be committed in a batch."""
+
+    claim: Claim
+    prepared: list[_Prepared]
+    writes: dict[bytes, bytes]
+    deletes: list[bytes]
+    completed_at: int
+    keep_done: bool
+    wake: trio.Event = field(default_factory=trio.Event)
+    settled: bool = False
+    done: bool = False
+    results: list[EnqueueResult] = field(default_factory=list[EnqueueResult])
+    error: TaqubaError | None = None
 
 
 @dataclass(slots=True)
@@ -166,6 +189,8 @@ class Queue:
         self._db: Database | None = None
         self._fold_wanted = trio.Event()
         self._unfolded: dict[str, int] = {}
+        self._acks: list[_AckRequest] = []
+        self._ack_leader = False
 
     # ------------------------------------------------------------------ properties
 
@@ -292,7 +317,7 @@ class Queue:
                 await txn.put(key, encode_job(pending))
                 deltas.move(job.queue, "claimed", "pending")
                 outcome.append((job.queue, key, JobStatus.PENDING))
-            await txn.put(keys.index_key(job.id), key)
+            # The index keeps pointing at the pending key (see _locate).
             await deltas.stage(txn, self._ids)
 
         del expected
@@ -348,7 +373,18 @@ class Queue:
         if self._failure is None:
             self._failure = error
             log.error("queue %r stopped: %s", self._name, error)
+            # Every delivery this process holds is over: tell the handlers.
+            self._leases.fire_all()
         self._stopped.set()
+
+    @property
+    def failure(self) -> TaqubaError | None:
+        """Why the queue stopped (`Fenced`, `QueueClosed`, ...), or None while it runs."""
+        return self._failure
+
+    async def wait_stopped(self) -> None:
+        """Wait until the queue is closed or fails (see `failure`)."""
+        await self._stopped.wait()
 
     async def _watch(self) -> None:
         db = self._db
@@ -653,7 +689,6 @@ class Queue:
                     ckey = keys.claimed_key(queue, job.id)
                     await txn.delete(key)
                     await txn.put(ckey, encode_job(claimed))
-                    await txn.put(keys.index_key(job.id), ckey)
                     token = LeaseRegistry.new_token()
                     cancel = CancelToken(cancelled=job.cancel_requested)
                     # Registered before the commit, so a concurrent cancel can reach it.
@@ -798,31 +833,140 @@ class Queue:
 
         Either the ack and every effect commit together, or nothing does: when the claim is
         gone this raises `ClaimLost` and applies nothing, so a chained job exists only if the
-        settlement that created it won. Returns one result per follow-up enqueue.
+        settlement that created it won. Returns one result per follow-up enqueue; returns once
+        durable.
+
+        Concurrent acks are committed together: while one batch waits for its WAL flush the
+        next accumulates, and each ack still succeeds or fails on its own (`ClaimLost`,
+        `DuplicateJobId` from a follow-up). Once started, an ack runs to its end even if the
+        caller is cancelled meanwhile, so its outcome is always known.
         """
         claim = self._check_claim(claim, "ack")
         prepared, writes, deletes = self._prepare_effects(effects)
-        config = self.config(claim.queue)
-        completed_at = self._clock.now_ms()
-
-        async def stage(
-            txn: Transaction, stored: JobRecord, deltas: _Deltas
-        ) -> tuple[bytes | None, list[EnqueueResult]]:
-            if config.keep_done is not None:
-                done = stored.replace(status=JobStatus.DONE, completed_at=completed_at)
-                key = keys.done_key(completed_at, stored.queue, stored.id)
-                await txn.put(key, encode_job(done))
-                await txn.put(keys.index_key(stored.id), key)
+        request = _AckRequest(
+            claim=claim,
+            prepared=prepared,
+            writes=writes,
+            deletes=deletes,
+            completed_at=self._clock.now_ms(),
+            keep_done=self.config(claim.queue).keep_done is not None,
+        )
+        self._database  # noqa: B018 - raises if the queue is closed or failed
+        with trio.CancelScope(shield=True):
+            self._acks.append(request)
+            if self._ack_leader:
+                await request.wake.wait()
             else:
-                await txn.delete(keys.index_key(stored.id))
-            deltas.move(stored.queue, "claimed", "done")
-            results = await self._stage_effects(txn, prepared, writes, deletes, deltas)
-            return None, results
+                self._ack_leader = True
+            if not request.done:  # this task leads the next batch
+                await self._lead_acks()
+        if request.error is not None:
+            raise request.error
+        return request.results
 
-        results = await self._settle(claim, stage)
-        self._after_enqueues(prepared, results)
-        self._notify_completion()
-        return results
+    async def _lead_acks(self) -> None:
+        batch: list[_AckRequest] = []
+        try:
+            # Let acks that are ready to run join this batch.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            batch = self._acks[:_MAX_ACK_BATCH]
+            del self._acks[: len(batch)]
+            await self._commit_acks(batch)
+        finally:
+            for request in batch:
+                if not request.settled:  # the batch died of something unexpected
+                    request.error = StorageError("the ack's outcome is unknown")
+                request.done = True
+                request.wake.set()
+            if self._acks:
+                self._acks[0].wake.set()  # hand the lead to the oldest waiting ack
+            else:
+                self._ack_leader = False
+
+    async def _commit_acks(self, batch: list[_AckRequest]) -> None:
+        """Commit ``batch`` in one durable transaction; record each request's outcome."""
+        remaining = list(batch)
+        while remaining:
+            lost: list[_AckRequest] = []
+            failed: list[tuple[_AckRequest, TaqubaError]] = []
+            body = functools.partial(self._stage_acks, remaining, lost, failed)
+            try:
+                await run_transaction(self._database, body, durable=True)
+            except _DropFromBatch:
+                request, exc = failed[-1]
+                request.error = exc
+                request.settled = True
+                remaining.remove(request)
+                continue
+            except TaqubaError as exc:
+                for request in remaining:
+                    request.error = exc
+                    request.settled = True
+                return
+            committed = [r for r in remaining if r not in lost]
+            for request in lost:
+                request.error = ClaimLost(request.claim.id)
+                request.settled = True
+            for request in committed:
+                request.settled = True
+                claim = request.claim
+                self._leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
+                self._after_enqueues(request.prepared, request.results)
+            for queue in {r.claim.queue for r in committed}:
+                self._count_deltas(queue)
+            if committed:
+                self._notify_completion()
+            return
+
+    async def _stage_acks(
+        self,
+        remaining: list[_AckRequest],
+        lost: list[_AckRequest],
+        failed: list[tuple[_AckRequest, TaqubaError]],
+        txn: Transaction,
+    ) -> None:
+        """One attempt at staging a batch of acks (rerun from scratch on conflict)."""
+        lost.clear()
+        deltas = _Deltas()
+        seen: set[int] = set()
+        for request in remaining:
+            claim = request.claim
+            token = claim._token  # pyright: ignore[reportPrivateUsage]
+            if token in seen or self._leases.get(claim.queue, claim.id, token) is None:
+                lost.append(request)
+                continue
+            seen.add(token)
+            try:
+                request.results = await self._stage_ack(txn, request, deltas)
+            except TaqubaError as exc:
+                failed.append((request, exc))
+                raise _DropFromBatch from exc
+        await deltas.stage(txn, self._ids)
+
+    async def _stage_ack(
+        self, txn: Transaction, request: _AckRequest, deltas: _Deltas
+    ) -> list[EnqueueResult]:
+        claim = request.claim
+        key = keys.claimed_key(claim.queue, claim.id)
+        if request.keep_done:
+            raw = await txn.get(key)
+            if raw is None:
+                raise ClaimLost(claim.id, "the claimed record no longer exists")
+            at = request.completed_at
+            done = decode_job(raw).replace(status=JobStatus.DONE, completed_at=at)
+            done_key = keys.done_key(at, claim.queue, claim.id)
+            await txn.put(done_key, encode_job(done))
+            await txn.put(keys.index_key(claim.id), done_key)
+        else:
+            # A blind delete: the lease check above proves the record exists (only the
+            # reaper removes a leased record, and it revokes the lease first); a racing
+            # writer of the same key makes this commit conflict and the retry re-checks.
+            await txn.delete(keys.index_key(claim.id))
+        await txn.delete(key)
+        deltas.move(claim.queue, "claimed", "done")
+        return await self._stage_effects(
+            txn, request.prepared, request.writes, request.deletes, deltas
+        )
 
     async def nack(
         self,
@@ -873,7 +1017,6 @@ class Queue:
                 key = keys.dead_key(stored.queue, stored.id)
                 deltas.move(stored.queue, "claimed", "dead")
                 await txn.put(key, encode_job(record))
-                await txn.put(keys.index_key(stored.id), key)
                 results = await self._stage_effects(txn, prepared, effect_writes, deletes, deltas)
                 return key, NackResult(dead=True, enqueued=results)
             delay = backoff_delay(
@@ -889,12 +1032,12 @@ class Queue:
                 )
                 key = keys.scheduled_key(run_at, stored.queue, stored.id)
                 deltas.move(stored.queue, "claimed", "scheduled")
+                await txn.put(keys.index_key(stored.id), key)
             else:
                 record = stored.replace(status=JobStatus.PENDING, claimed_at=None, last_error=error)
                 key = keys.pending_key(stored.queue, stored.priority, stored.id)
                 deltas.move(stored.queue, "claimed", "pending")
             await txn.put(key, encode_job(record))
-            await txn.put(keys.index_key(stored.id), key)
             return key, NackResult(dead=False, enqueued=[])
 
         result = await self._settle(claim, stage)
@@ -928,7 +1071,6 @@ class Queue:
             )
             key = keys.dead_key(stored.queue, stored.id)
             await txn.put(key, encode_job(record))
-            await txn.put(keys.index_key(stored.id), key)
             deltas.move(stored.queue, "claimed", "dead")
             results = await self._stage_effects(txn, prepared, writes, deletes, deltas)
             return key, results
@@ -1020,11 +1162,11 @@ class Queue:
 
         async def body(txn: Transaction) -> None:
             outcome.clear()
-            key = await txn.get(index)
-            raw = await txn.get(key) if key is not None else None
-            if key is None or raw is None:
+            found = await _locate(txn, job_id)
+            if found is None:
                 outcome.append((CancelOutcome.NOT_FOUND, None))
                 return
+            key, raw = found
             job = decode_job(raw)
             if job.status in (JobStatus.PENDING, JobStatus.SCHEDULED):
                 await txn.delete(key)
@@ -1093,11 +1235,10 @@ class Queue:
         validate_job_id(job_id)
         txn = await self._database.begin()
         try:
-            key = await txn.get(keys.index_key(job_id))
-            raw = await txn.get(key) if key is not None else None
+            found = await _locate(txn, job_id)
         finally:
             await txn.rollback()
-        return decode_job(raw) if raw is not None else None
+        return decode_job(found[1]) if found is not None else None
 
     async def stats(self, queue: str) -> QueueStats:
         """The counters of ``queue``; they always equal a recount of its records."""
@@ -1299,7 +1440,6 @@ class Queue:
                 new_key = keys.pending_key(queue, job.priority, job_id)
                 deltas.move(queue, "claimed", "pending")
             await txn.put(new_key, encode_job(record))
-            await txn.put(keys.index_key(job_id), new_key)
             await deltas.stage(txn, self._ids)
             result.append((new_key, record.status))
 
@@ -1415,10 +1555,10 @@ class Queue:
             deleted[0] = False
             if await txn.get(key) is None:
                 return
+            found = await _locate(txn, job.id)
             await txn.delete(key)
-            index = keys.index_key(job.id)
-            if await txn.get(index) == key:
-                await txn.delete(index)
+            if found is not None and found[0] == key:
+                await txn.delete(keys.index_key(job.id))
             if status is JobStatus.DEAD:
                 deltas = _Deltas()
                 deltas.add(job.queue, "dead", -1)
@@ -1513,6 +1653,31 @@ class Queue:
             )
             nursery.start_soon(self._folder)
             task_status.started()
+
+
+async def _locate(txn: Transaction, job_id: str) -> tuple[bytes, bytes] | None:
+    """The key and stored bytes of a job's current record, or None if it has none.
+
+    The index is a hint that is rewritten only when a job moves to a key whose fields the
+    index cannot imply: a scheduled key (due time), a done key (completion time), or a new
+    pending key. While a job moves between its pending, claimed and dead keys, which share
+    (queue, id), the index keeps pointing at the pending key, so claims, settlements and the
+    reaper save a write per job; a reader that finds the pending key empty looks at the
+    claimed and dead keys of the same (queue, id).
+    """
+    hint = await txn.get(keys.index_key(job_id))
+    if hint is None:
+        return None
+    raw = await txn.get(hint)
+    if raw is not None:
+        return hint, raw
+    if hint[0] == keys.Space.PENDING:
+        queue = keys.parse_job_key(hint).queue
+        for key in (keys.claimed_key(queue, job_id), keys.dead_key(queue, job_id)):
+            raw = await txn.get(key)
+            if raw is not None:
+                return key, raw
+    return None
 
 
 def _check_kv_key(key: object) -> bytes:

@@ -296,9 +296,16 @@ async def run_worker_concurrent(
                             await stop.wait()
                             scope.cancel()
 
+                        async def on_failure(scope: trio.CancelScope = waiter.cancel_scope) -> None:
+                            await queue.wait_stopped()
+                            scope.cancel()
+
                         waiter.start_soon(on_shutdown)
+                        waiter.start_soon(on_failure)
                         await event.wait()
                         waiter.cancel_scope.cancel()
+                    if queue.failure is not None:
+                        raise queue.failure  # caught below: cancels the jobs in flight
                     continue
                 claims = await queue.claim_batch(queue_name, free)
                 for claim in claims:
