@@ -822,3 +822,24 @@ async def test_an_idle_worker_loop_ends_with_a_bare_fenced_error(tmp_path) -> No
         with pytest.raises(taquba.Fenced), trio.fail_after(30):
             await taquba.run_worker_concurrent(first, "w", handler, poll_interval=0.05)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_full_claim_passes_a_wakeup_on_so_a_backlog_wakes_every_waiter(
+    queue: taquba.Queue,
+) -> None:
+    """Jobs inserted before anyone waits leave one permit; claims pass wakeups along."""
+    for i in range(5):
+        await queue.enqueue("w", b"%d" % i)
+    claimed: list[str] = []
+
+    async def waiter() -> None:
+        await queue.wait_for_jobs_on("w")
+        claim = await queue.claim("w")
+        assert claim is not None
+        claimed.append(claim.id)
+
+    with trio.move_on_after(5):
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(waiter)
+    assert len(claimed) == 3

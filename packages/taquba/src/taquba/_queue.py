@@ -708,6 +708,10 @@ class Queue:
             )
         if claims:
             self._count_deltas(queue)
+            if scanned == max_jobs:
+                # The batch filled up, so more jobs may be waiting: pass one wakeup on, so a
+                # backlog keeps waking idle workers (each insert woke only one).
+                state.wakeup.notify_one()
         return claims
 
     async def wait_for_jobs_on(self, queue: str) -> None:
@@ -734,13 +738,12 @@ class Queue:
     async def claim_with_wait(self, queue: str, *, lease: float | None = None) -> Claim:
         """Claim the next job of ``queue``, waiting as long as it takes.
 
-        Bound it with `trio.move_on_after`: a lost race for a job does not end the wait. After
-        a successful claim one wakeup is passed on, so a backlog keeps waking other workers.
+        Bound it with `trio.move_on_after`: a lost race for a job does not end the wait. A
+        claim that fills its batch passes one wakeup on, so a backlog keeps waking workers.
         """
         while True:
             claim = await self.claim(queue, lease=lease)
             if claim is not None:
-                self._state(queue).wakeup.notify_one()
                 return claim
             await self.wait_for_jobs_on(queue)
 
