@@ -171,7 +171,8 @@ def _compat_release(
         py = str(venv / "bin" / "python")
         session.run(
             "uv", "pip", "install", "-p", py, "--find-links", str(links),
-            f"{sibling}=={version}", dependent, *_test_requirements(), external=True,
+            f"{sibling}=={version}", dependent, "taquba[s3]", *_test_requirements(),
+            external=True,
         )  # fmt: skip
         session.run(py, "-m", "pytest", f"packages/{dependent}/tests", external=True)
     finally:

@@ -136,7 +136,7 @@ def test_pyright_sees_the_public_names() -> None:
 def test_the_readme_example_runs(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]]
     assert blocks
     for i, block in enumerate(blocks):

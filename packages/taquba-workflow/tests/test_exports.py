@@ -15,7 +15,7 @@ import taquba_workflow
 
 PUBLIC = [name for name in dir(taquba_workflow) if not name.startswith("_")]
 PACKAGE = pathlib.Path(taquba_workflow.__file__).parent
-ROOT = PACKAGE.parents[3]
+ROOT = pathlib.Path(__file__).resolve().parents[3]  # the repository, not site-packages
 
 
 def _attribute_docstrings() -> set[str]:
