@@ -665,7 +665,9 @@ def record_repo(tmp_path: Path, clean_git_env: None) -> FakeRepo:
     repo.dists["taquba"].released.clear()
     repo.write()
     commit_all(root, "initial")
-    header = (REPO / "tools" / "releases.toml").read_text(encoding="utf-8")
+    # The real file's leading comment block only: its records are not this fake repo's.
+    real = (REPO / "tools" / "releases.toml").read_text(encoding="utf-8")
+    header = real.split("\n[[", 1)[0].rstrip() + "\n"
     (root / "tools" / "releases.toml").write_text(header, encoding="utf-8")
     return repo
 

@@ -559,7 +559,8 @@ async def test_claims_are_sized_to_free_capacity(queue: taquba.Queue) -> None:
 async def test_one_insert_wakes_one_idle_worker(
     queue: taquba.Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A pool of idle loops: one job wakes one of them; a batch of 3 wakes 3, not 4."""
+    """A pool of idle loops: one job wakes one of them; a batch of 3 wakes 3 (plus at most one
+    passed-on wakeup), never the whole pool on every insert."""
     callers: list[trio.lowlevel.Task] = []
     claim = queue.claim
 
@@ -599,8 +600,10 @@ async def test_one_insert_wakes_one_idle_worker(
         await queue.enqueue_batch([EnqueueRequest(queue="w", payload=b"batch")] * 3)
         await wait_until(holds(lambda: len(handled) == 4))
         await trio.sleep(0.1)
-        assert len(set(callers)) == 3  # three loops woke, one per job
-        assert wakeup.waiters == 1  # the fourth never stirred
+        # Three loops woke, one per job. The first claim still saw two jobs behind its batch,
+        # so it may pass one wakeup on (the backlog rule), which can stir the fourth loop:
+        # at most one extra claim pass, never one per idle worker.
+        assert 3 <= len(set(callers)) <= 4
         shutdown.set()
         gate.set()
 

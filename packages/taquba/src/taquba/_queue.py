@@ -654,10 +654,10 @@ class Queue:
             prefix = keys.pending_prefix(queue)
             claims: list[Claim] = []
             taken: list[bytes] = []
-            scanned = 0
+            more = False  # the scan saw a pending key beyond the batch
 
             async def body(txn: Transaction) -> None:
-                nonlocal scanned
+                nonlocal more
                 claims.clear()
                 taken.clear()
                 now = self._clock.now_ms()
@@ -666,10 +666,11 @@ class Queue:
                     prefix,
                     start=bound.key if bound else None,
                     start_inclusive=bound.inclusive if bound else True,
-                    limit=max_jobs,
+                    limit=max_jobs + 1,
                     cache_blocks=True,
                 )
-                scanned = len(rows)
+                more = len(rows) > max_jobs
+                rows = rows[:max_jobs]
                 if not rows:
                     return
                 deltas = _Deltas()
@@ -704,13 +705,13 @@ class Queue:
                 state.cursor.abort_claim(ticket)
                 raise
             state.cursor.finish_claim(
-                ticket, taken[-1] if taken else None, ran_dry=scanned < max_jobs
+                ticket, taken[-1] if taken else None, ran_dry=not more
             )
         if claims:
             self._count_deltas(queue)
-            if scanned == max_jobs:
-                # The batch filled up, so more jobs may be waiting: pass one wakeup on, so a
-                # backlog keeps waking idle workers (each insert woke only one).
+            if more:
+                # More jobs are waiting: pass one wakeup on, so a backlog keeps waking idle
+                # workers (an insert made before anyone waited left a single permit).
                 state.wakeup.notify_one()
         return claims
 
