@@ -704,9 +704,7 @@ class Queue:
             except BaseException:
                 state.cursor.abort_claim(ticket)
                 raise
-            state.cursor.finish_claim(
-                ticket, taken[-1] if taken else None, ran_dry=not more
-            )
+            state.cursor.finish_claim(ticket, taken[-1] if taken else None, ran_dry=not more)
         if claims:
             self._count_deltas(queue)
             if more:
