@@ -1,0 +1,92 @@
+"""A bulk process for the crash test: ``python bulk_crash_child.py STORE_DIR STATE_DIR LABEL N``.
+
+It is started with ``sys.executable`` (never forked from the test process) and runs a batch of
+``N`` items through a three-phase pipeline on a local-disk store. Each phase is memoized and
+takes a little time, so a SIGKILL lands in the middle of some of them. It reports through:
+
+- ``STATE_DIR/log``: one ``O_APPEND`` line per event (never torn by a SIGKILL):
+  ``LABEL enter ITEM`` when the pipeline starts on an item, ``LABEL call ITEM PHASE`` when a
+  phase's function runs (a paid call), ``LABEL stored ITEM PHASE`` once its memo is durable;
+- stdout: ``DONE RUN_ID`` per output record (written once the item's end committed), then
+  ``FINISHED <report as JSON>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import taquba
+from taquba import QueueConfig
+from taquba_bulk import Bulk, BulkCtx, OutputRecord, Pipeline
+
+PHASES = ("extract", "classify", "summarize")
+
+
+class StdoutSink:
+    def write(self, record: OutputRecord) -> None:
+        print("DONE", record.run_id, flush=True)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+class ThreePhases(Pipeline[str, dict[str, str]]):
+    def __init__(self, log: Path, label: str) -> None:
+        self.log = log
+        self.label = label
+
+    def note(self, *words: str) -> None:
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (" ".join((self.label, *words)) + "\n").encode())
+        finally:
+            os.close(fd)
+
+    async def run(self, ctx: BulkCtx[str]) -> dict[str, str]:
+        item = ctx.input
+        self.note("enter", item)
+        value = item
+        for phase in PHASES:
+
+            async def call(phase: str = phase, value: str = value) -> str:
+                self.note("call", item, phase)
+                await trio.sleep(0.03)
+                return f"{phase}({value})"
+
+            value = await ctx.memoized(phase, call)
+            self.note("stored", item, phase)
+        return {"item": item, "result": value}
+
+
+async def main(store_dir: str, state_dir: str, label: str, count: int) -> None:
+    pipeline = ThreePhases(Path(state_dir) / "log", label)
+    config = QueueConfig(retry_backoff_base=0)
+    async with taquba.open_queue(store_dir, "bulk", config=config, flush_interval=0.01) as queue:
+        bulk = Bulk(
+            queue,
+            pipeline,
+            output=StdoutSink(),
+            key=lambda item: item,
+            max_concurrency=6,
+            poll_interval=0.05,
+            progress=False,
+        )
+        report = await bulk.run([f"doc{i:03d}" for i in range(count)])
+    summary: dict[str, Any] = {
+        "total": report.total,
+        "succeeded": report.succeeded,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "complete": report.complete,
+    }
+    print("FINISHED", json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
