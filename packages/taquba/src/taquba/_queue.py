@@ -281,53 +281,67 @@ class Queue:
             rows = await db.scan(prefix, start=start, start_inclusive=False, limit=_SCAN_PAGE)
             for key, value in rows:
                 try:
-                    job = decode_job(value)
+                    decode_job(value)
                 except DataError:
                     log.error("leaving an undecodable claimed record in place: %r", key)
                     continue
-                await self._end_claim(key, job, reason="claim interrupted by process exit")
+                await self._end_claim(key, reason="claim interrupted by process exit")
             if len(rows) < _SCAN_PAGE:
                 return
             start = rows[-1][0]
 
-    async def _end_claim(self, claimed: bytes, expected: JobRecord, *, reason: str) -> None:
-        """Requeue or dead-letter an abandoned claim (non-durable, idempotent)."""
+    async def _end_claim(
+        self,
+        claimed: bytes,
+        *,
+        reason: str,
+        still_abandoned: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """Requeue or dead-letter an abandoned claim (non-durable, idempotent).
+
+        Shared by open-time recovery and the reaper. The job goes back to its pending key
+        (no attempt is consumed: the next claim counts one), or to the dead-letter inbox with
+        ``reason`` when it is out of attempts. ``still_abandoned`` is re-checked inside each
+        transaction attempt (the reaper's lease fence). Returns whether a record moved.
+        """
         now = self._clock.now_ms()
         outcome: list[tuple[str, bytes, JobStatus]] = []
 
         async def body(txn: Transaction) -> None:
             outcome.clear()
+            if not still_abandoned():
+                return  # settled meanwhile
             raw = await txn.get(claimed)
             if raw is None:
-                return
+                return  # already settled, or the residue of a claim that never committed
             job = decode_job(raw)
             deltas = _Deltas()
             await txn.delete(claimed)
             if job.attempts >= job.max_attempts:
-                dead = job.replace(
+                record = job.replace(
                     status=JobStatus.DEAD, claimed_at=None, last_error=reason, failed_at=now
                 )
                 key = keys.dead_key(job.queue, job.id)
-                await txn.put(key, encode_job(dead))
                 deltas.move(job.queue, "claimed", "dead")
-                outcome.append((job.queue, key, JobStatus.DEAD))
             else:
-                pending = job.replace(status=JobStatus.PENDING, claimed_at=None)
+                record = job.replace(status=JobStatus.PENDING, claimed_at=None)
                 key = keys.pending_key(job.queue, job.priority, job.id)
-                await txn.put(key, encode_job(pending))
                 deltas.move(job.queue, "claimed", "pending")
-                outcome.append((job.queue, key, JobStatus.PENDING))
             # The index keeps pointing at the pending key (see _locate).
+            await txn.put(key, encode_job(record))
             await deltas.stage(txn, self._ids)
+            outcome.append((job.queue, key, record.status))
 
-        del expected
         await run_transaction(self._database, body, durable=False)
-        for queue, key, status in outcome:
-            self._count_deltas(queue)
-            if status is JobStatus.PENDING:
-                self._notify_inserts(queue, [key])
-            else:
-                self._notify_completion()
+        if not outcome:
+            return False
+        queue, key, status = outcome[0]
+        self._count_deltas(queue)
+        if status is JobStatus.PENDING:
+            self._notify_inserts(queue, [key])
+        else:
+            self._notify_completion()
+        return True
 
     async def _close(self) -> None:
         db = self._db
@@ -1399,11 +1413,11 @@ class Queue:
 
     async def reap_now(self) -> int:
         """Requeue (or dead-letter) every claim whose lease has expired; return how many."""
-        db = self._database
+        self._database  # noqa: B018 - raises if the queue is closed or failed
         reaped = 0
         for queue, job_id, token in self._leases.take_due(self._clock.now_ms()):
             try:
-                if await self._reap_one(db, queue, job_id, token):
+                if await self._reap_one(queue, job_id, token):
                     reaped += 1
             except (DataError, StorageError) as exc:
                 if isinstance(exc, (Fenced, StorageFatal, QueueClosed)):
@@ -1412,53 +1426,19 @@ class Queue:
                 self._leases.release_reaping(queue, job_id, token)
         return reaped
 
-    async def _reap_one(self, db: Database, queue: str, job_id: str, token: int) -> bool:
-        key = keys.claimed_key(queue, job_id)
-        now = self._clock.now_ms()
-        result: list[tuple[bytes, JobStatus]] = []
-
-        async def body(txn: Transaction) -> None:
-            result.clear()
+    async def _reap_one(self, queue: str, job_id: str, token: int) -> bool:
+        def still_held() -> bool:
             entry = self._leases.lookup(queue, job_id)
-            if entry is None or entry.token != token:
-                return  # settled meanwhile
-            raw = await txn.get(key)
-            if raw is None:
-                return  # the residue of a claim that never committed, or already settled
-            job = decode_job(raw)
-            await txn.delete(key)
-            deltas = _Deltas()
-            if job.attempts >= job.max_attempts:
-                record = job.replace(
-                    status=JobStatus.DEAD,
-                    claimed_at=None,
-                    last_error="lease expired",
-                    failed_at=now,
-                )
-                new_key = keys.dead_key(queue, job_id)
-                deltas.move(queue, "claimed", "dead")
-            else:
-                record = job.replace(status=JobStatus.PENDING, claimed_at=None)
-                new_key = keys.pending_key(queue, job.priority, job_id)
-                deltas.move(queue, "claimed", "pending")
-            await txn.put(new_key, encode_job(record))
-            await deltas.stage(txn, self._ids)
-            result.append((new_key, record.status))
+            return entry is not None and entry.token == token
 
-        await run_transaction(db, body, durable=False)
+        moved = await self._end_claim(
+            keys.claimed_key(queue, job_id), reason="lease expired", still_abandoned=still_held
+        )
         entry = self._leases.lookup(queue, job_id)
         if entry is not None and entry.token == token:
             entry.cancel.fire()  # tell a still-running handler its delivery is over
         self._leases.remove(queue, job_id, token)
-        if not result:
-            return False
-        new_key, status = result[0]
-        self._count_deltas(queue)
-        if status is JobStatus.PENDING:
-            self._notify_inserts(queue, [new_key])
-        else:
-            self._notify_completion()
-        return True
+        return moved
 
     async def promote_scheduled_now(self) -> int:
         """Make every scheduled job whose time has come pending; return how many."""
