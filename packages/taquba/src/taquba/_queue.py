@@ -964,19 +964,19 @@ class Queue:
     ) -> list[EnqueueResult]:
         claim = request.claim
         key = keys.claimed_key(claim.queue, claim.id)
+        # The record must still be there. The lease alone is not enough: a racing settlement
+        # of the same claim removes the lease only after its commit is durable, and between
+        # its commit and then, a blind delete here would commit and count the job twice.
+        raw = await txn.get(key)
+        if raw is None:
+            raise ClaimLost(claim.id, "the claimed record no longer exists")
         if request.keep_done:
-            raw = await txn.get(key)
-            if raw is None:
-                raise ClaimLost(claim.id, "the claimed record no longer exists")
             at = request.completed_at
             done = decode_job(raw).replace(status=JobStatus.DONE, completed_at=at)
             done_key = keys.done_key(at, claim.queue, claim.id)
             await txn.put(done_key, encode_job(done))
             await txn.put(keys.index_key(claim.id), done_key)
         else:
-            # A blind delete: the lease check above proves the record exists (only the
-            # reaper removes a leased record, and it revokes the lease first); a racing
-            # writer of the same key makes this commit conflict and the retry re-checks.
             await txn.delete(keys.index_key(claim.id))
         await txn.delete(key)
         deltas.move(claim.queue, "claimed", "done")
