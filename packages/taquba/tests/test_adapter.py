@@ -84,6 +84,60 @@ def test_patched_builder_writes_the_same_bytes_as_the_generated_one(chunks: list
     assert patched == stock
 
 
+@pytest.mark.skipif(not _adapter.BYTES_PATCHED, reason="byte-copy patch not installed")
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=5000), st.sampled_from(["bytes", "bytearray", "memoryview"]))
+def test_patched_lowering_matches_the_generated_one(data: bytes, kind: str) -> None:
+    value: Any = {"bytes": data, "bytearray": bytearray(data), "memoryview": memoryview(data)}[
+        kind
+    ]
+    stock = _adapter._lowered_bytes(_adapter._STOCK_LOWER, value)
+    assert _adapter._lowered_bytes(_adapter._fast_lower_bytes, value) == stock
+    assert stock[4:] == data
+
+
+async def test_bytes_like_values_round_trip(memory_store: Store) -> None:
+    db = await open_db(memory_store)
+    try:
+        txn = await db.begin()
+        await txn.put(b"a", bytearray(b"from a bytearray"))  # pyright: ignore[reportArgumentType]
+        await txn.put(memoryview(b"xxkeyxx")[2:5], memoryview(b"<view>")[1:5])  # pyright: ignore[reportArgumentType]
+        await txn.commit(durable=False)
+        assert await db.get(b"a") == b"from a bytearray"
+        assert await db.get(b"key") == b"view"
+    finally:
+        await db.close()
+
+
+async def test_calls_completing_in_place_still_let_other_tasks_run(memory_store: Store) -> None:
+    # Transaction reads and buffered writes usually complete during their poll, without
+    # yielding; the shim must still checkpoint now and then so a long loop cannot starve others.
+    db = await open_db(memory_store)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            txn = await db.begin()
+            before = ticks
+            for i in range(2_000):
+                await txn.put(b"k%05d" % i, b"v")
+                assert await txn.get(b"k%05d" % i) == b"v"
+            # 4,000 calls: at least one checkpoint per 64 of them, whatever the exact limit
+            assert _adapter._FAST_STREAK_LIMIT <= 64
+            assert ticks - before >= 4_000 // 64
+            await txn.rollback()
+            nursery.cancel_scope.cancel()
+    finally:
+        await db.close()
+
+
 @settings(
     max_examples=25,
     deadline=None,

@@ -251,19 +251,31 @@ async def _call_on_loop_thread(fn: Callable[[*_Ts], Coroutine[Any, Any, _R]], *a
 # --------------------------------------------------------------------------------------------
 
 
+_FAST_STREAK_LIMIT: Final = 32
+"""Binding calls in a row that may complete without yielding before one forced checkpoint."""
+
+_fast_streak = 0
+
+
 class _TrioFuture:
     """The future UniFFI awaits for one poll of a Rust future, inside a trio task.
 
     UniFFI's generated code only calls `cancelled()`, `set_result()` (through the loop's
     `call_soon_threadsafe`) and awaits it. Awaiting parks the task that created it;
-    `set_result` runs in the trio thread (via the run's token) and reschedules that task.
+    `set_result` runs in the trio thread and reschedules that task.
+
+    Many binding calls (transaction reads and buffered writes) complete during the poll itself,
+    on the trio thread. Their result is then set at once and awaiting does not yield, which
+    saves a trip through trio's scheduler per call; every `_FAST_STREAK_LIMIT` such calls in a
+    row take one cancel-shielded checkpoint so a long loop of them cannot starve other tasks.
     """
 
-    __slots__ = ("_cancelled", "_done", "_result", "_task", "_waiting", "token")
+    __slots__ = ("_cancelled", "_done", "_result", "_task", "_waiting", "thread", "token")
 
     def __init__(self, task: trio.lowlevel.Task, token: trio.lowlevel.TrioToken) -> None:
         self._task = task
         self.token = token
+        self.thread = threading.get_ident()
         self._done = False
         self._cancelled = False
         self._waiting = False
@@ -289,9 +301,18 @@ class _TrioFuture:
         return trio.lowlevel.Abort.SUCCEEDED
 
     def __await__(self) -> Generator[Any, Any, Any]:
+        global _fast_streak  # one counter per process is all fairness needs
         if not self._done:
+            _fast_streak = 0
             self._waiting = True
             yield from trio.lowlevel.wait_task_rescheduled(self._abort).__await__()  # noqa: ASYNC105
+        else:
+            _fast_streak += 1
+            if _fast_streak >= _FAST_STREAK_LIMIT:
+                _fast_streak = 0
+                # Shielded: the binding call has already completed, so a cancellation here
+                # would lose its result (and with it, whether a write happened).
+                yield from trio.lowlevel.cancel_shielded_checkpoint().__await__()  # noqa: ASYNC105
         return self._result
 
 
@@ -305,9 +326,17 @@ class _TrioAwareLoop:
         return asyncio.get_running_loop().create_future()
 
     def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> None:
-        # Called from Rust threads (inside a ctypes callback): it must never raise.
+        # Called from Rust (inside a ctypes callback): it must never raise.
         target = args[0] if args else None
         if isinstance(target, _TrioFuture):
+            if target.thread == threading.get_ident():
+                # Completed on the trio thread itself (usually during the poll): set the
+                # result now instead of waking the run loop through its socket.
+                try:
+                    callback(*args)
+                except Exception:  # pragma: no cover - set_result does not raise
+                    _log.exception("taquba's SlateDB shim failed to complete a call")
+                return
             with contextlib.suppress(trio.RunFinishedError):
                 target.token.run_sync_soon(callback, *args)
         elif isinstance(target, asyncio.Future):
@@ -341,6 +370,13 @@ _STOCK_WRITE: Any = getattr(_builder_cls, "_taquba_stock_write", None) or getatt
 _STOCK_PACK_INTO: Any = getattr(_builder_cls, "_taquba_stock_pack_into", None) or getattr(
     _builder_cls, "_pack_into", None
 )
+_BYTES_CONVERTER_NAME: Final = "_UniffiFfiConverterBytes"
+_bytes_converter: Any = getattr(_generated, _BYTES_CONVERTER_NAME, None)
+_rust_buffer_cls: Any = getattr(_generated, _BUFFER_NAME, None)
+_STOCK_LOWER: Any = getattr(_bytes_converter, "_taquba_stock_lower", None) or getattr(
+    _bytes_converter, "lower", None
+)
+_LENGTH_PREFIX: Final = struct.Struct(">i")
 
 
 def _buffer_address(builder: Any) -> int:
@@ -378,6 +414,42 @@ def _fast_pack_into(builder: Any, size: int, fmt: str, value: Any) -> None:
         _copy_into(builder, packed)
 
 
+def _fast_lower_bytes(value: Any) -> Any:
+    """`_UniffiFfiConverterBytes.lower`: one buffer allocation and two `memmove` copies.
+
+    The generated version grows a buffer builder through context managers and several FFI
+    allocations; lowering is a length prefix followed by the bytes, so its size is known.
+    """
+    if isinstance(value, bytes):
+        data: bytes = value
+    elif isinstance(value, bytearray) or (isinstance(value, memoryview) and value.itemsize == 1):
+        data = bytes(cast("bytearray | memoryview", value))
+    else:  # anything exotic keeps the generated behaviour
+        return _STOCK_LOWER(value)
+    size = len(data)
+    rbuf = _rust_buffer_cls.alloc(size + 4)
+    try:
+        address = ctypes.cast(rbuf.data, ctypes.c_void_p).value
+        if address is None:  # pragma: no cover - the allocation always has storage
+            raise MemoryError("UniFFI buffer has no storage")
+        ctypes.memmove(address, _LENGTH_PREFIX.pack(size), 4)
+        if size:
+            ctypes.memmove(address + 4, data, size)
+        rbuf.len = size + 4
+    except BaseException:
+        rbuf.free()
+        raise
+    return rbuf
+
+
+def _lowered_bytes(lower: Callable[[Any], Any], value: Any) -> bytes:
+    rbuf = lower(value)
+    try:
+        return bytes(rbuf.data[0 : int(rbuf.len)])
+    finally:
+        rbuf.free()
+
+
 def _builder_output(write: Callable[[Any, Any], None], pack: Any, sample: bytes) -> bytes:
     builder = _builder_cls()
     try:
@@ -398,10 +470,15 @@ def _install_bytes_patch() -> bool:
     expected = _builder_output(_STOCK_WRITE, _STOCK_PACK_INTO, sample)
     if _builder_output(_fast_write, _fast_pack_into, sample) != expected:
         return False
+    for value in (sample, b"", bytearray(sample[:9]), memoryview(sample)[5:77]):
+        if _lowered_bytes(_fast_lower_bytes, value) != _lowered_bytes(_STOCK_LOWER, value):
+            return False
     _builder_cls._taquba_stock_write = _STOCK_WRITE
     _builder_cls._taquba_stock_pack_into = _STOCK_PACK_INTO
     _builder_cls.write = _fast_write
     _builder_cls._pack_into = _fast_pack_into
+    _bytes_converter._taquba_stock_lower = _STOCK_LOWER
+    _bytes_converter.lower = staticmethod(_fast_lower_bytes)
     return True
 
 
@@ -423,6 +500,8 @@ def _private_api_problem() -> str | None:
             return f"the generated slatedb module has no {name}"
     if _builder_cls is None or not all(hasattr(_builder_cls, m) for m in _BUILDER_METHODS):
         return f"the generated slatedb module has no usable {_BUILDER_NAME}"
+    if _bytes_converter is None or not hasattr(_bytes_converter, "lower"):
+        return f"the generated slatedb module has no usable {_BYTES_CONVERTER_NAME}"
     installed_loop: object = getattr(_generated, _GLOBAL_LOOP_NAME)
     if installed_loop is not None and type(installed_loop).__name__ != _TrioAwareLoop.__name__:
         # (Our own loop from an earlier import of this module is fine to replace.)
@@ -465,7 +544,12 @@ _call_impl = _call_direct if BRIDGE == "shim" else _call_on_loop_thread
 
 
 async def _call(fn: Callable[[*_Ts], Coroutine[Any, Any, _R]], *args: *_Ts) -> _R:
-    """Await a binding coroutine function through the bridge, mapping its errors."""
+    """Await a binding coroutine function through the bridge, mapping its errors.
+
+    Raises `trio.Cancelled` before calling if the caller is cancelled: a binding call that
+    completes during its poll does not yield, so this is its cancellation point.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
     try:
         return await _call_impl(fn, *args)
     except _SLATEDB_ERRORS as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ import trio
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
 from ._adapter import Database, Transaction, run_transaction
+from ._batch import BatchRequest, DropFromBatch, GroupCommit
 from ._clock import Clock, SystemClock
 from ._config import QueueConfig, backoff_delay
 from ._cursor import Bound, ClaimCursor
@@ -74,7 +74,7 @@ MAX_KV_VALUE_SIZE = 256 * 1024
 _MAX_INSERT_WAKEUPS = 64
 _STATS_FIELDS = ("pending", "scheduled", "claimed", "done", "dead")
 _FOLD_THRESHOLD = 1_000
-_MAX_ACK_BATCH = 256
+_MAX_BATCH = 256
 _FOLD_BATCH = 4_096
 _SCAN_PAGE = 256
 
@@ -121,12 +121,8 @@ class _Deltas:
         return self._by_queue.keys()
 
 
-class _DropFromBatch(Exception):
-    """One request of an ack batch failed while staging; retry the batch without it."""
-
-
 @dataclass(slots=True, eq=False)
-class _AckRequest:
+class _AckRequest(BatchRequest):
     """One `Queue.ack_with` call waiting to be committed in a batch."""
 
     claim: Claim
@@ -135,11 +131,18 @@ class _AckRequest:
     deletes: list[bytes]
     completed_at: int
     keep_done: bool
-    wake: trio.Event = field(default_factory=trio.Event)
-    settled: bool = False
-    done: bool = False
     results: list[EnqueueResult] = field(default_factory=list[EnqueueResult])
-    error: TaqubaError | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _EnqueueRequest(BatchRequest):
+    """One `Queue.enqueue` or `Queue.enqueue_batch` call waiting to be committed in a batch."""
+
+    prepared: list[_Prepared]
+    writes: dict[bytes, bytes]
+    expect: dict[bytes, bytes | None]
+    writes_need_creation: bool  # `enqueue`: KV writes only if the job was created
+    results: list[EnqueueResult] = field(default_factory=list[EnqueueResult])
 
 
 @dataclass(slots=True)
@@ -189,8 +192,15 @@ class Queue:
         self._db: Database | None = None
         self._fold_wanted = trio.Event()
         self._unfolded: dict[str, int] = {}
-        self._acks: list[_AckRequest] = []
-        self._ack_leader = False
+        self._acks = GroupCommit(
+            lambda: self._database, self._stage_acks, self._acks_committed, max_batch=_MAX_BATCH
+        )
+        self._enqueues = GroupCommit(
+            lambda: self._database,
+            self._stage_enqueues,
+            self._enqueues_committed,
+            max_batch=_MAX_BATCH,
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -570,23 +580,14 @@ class Queue:
             max_attempts=max_attempts,
             job_id=job_id,
         )
-        writes = _check_kv_writes(kv_writes or {})
-        expect = _check_kv_expect(kv_expect or {})
-        prepared = self._prepare(request, self._clock.now_ms())
-
-        async def body(txn: Transaction) -> EnqueueResult:
-            await _check_expectations(txn, expect)
-            deltas = _Deltas()
-            result = await self._stage_enqueue(txn, prepared, deltas)
-            if result.created:
-                for key, value in writes.items():
-                    await txn.put(keys.user_key(key), value)
-                await deltas.stage(txn, self._ids)
-            return result
-
-        result = await run_transaction(self._database, body, durable=True)
-        self._after_enqueues([prepared], [result])
-        return result
+        batch = _EnqueueRequest(
+            prepared=[self._prepare(request, self._clock.now_ms())],
+            writes=_check_kv_writes(kv_writes or {}),
+            expect=_check_kv_expect(kv_expect or {}),
+            writes_need_creation=True,
+        )
+        await self._enqueues.submit(batch)
+        return batch.results[0]
 
     async def enqueue_batch(
         self,
@@ -613,19 +614,39 @@ class Queue:
             if item.record.id in seen:
                 raise DuplicateJobId(item.record.id)
             seen.add(item.record.id)
+        batch = _EnqueueRequest(
+            prepared=prepared, writes=writes, expect=expect, writes_need_creation=False
+        )
+        await self._enqueues.submit(batch)
+        return batch.results
 
-        async def body(txn: Transaction) -> list[EnqueueResult]:
-            await _check_expectations(txn, expect)
-            deltas = _Deltas()
-            results = [await self._stage_enqueue(txn, item, deltas) for item in prepared]
-            for key, value in writes.items():
-                await txn.put(keys.user_key(key), value)
-            await deltas.stage(txn, self._ids)
-            return results
+    async def _stage_enqueues(
+        self, txn: Transaction, batch: list[_EnqueueRequest]
+    ) -> list[tuple[_EnqueueRequest, TaqubaError]]:
+        """Stage concurrent enqueue calls in one transaction (rerun from scratch on conflict).
 
-        results = await run_transaction(self._database, body, durable=True)
-        self._after_enqueues(prepared, results)
-        return results
+        Requests are staged in arrival order, so each sees the writes of those before it (a
+        dedup key or job id taken earlier in the batch counts as taken). A request that fails
+        (`KvConflict`, `DuplicateJobId`) is dropped and the batch restaged without it.
+        """
+        deltas = _Deltas()
+        for request in batch:
+            try:
+                await _check_expectations(txn, request.expect)
+                request.results = [
+                    await self._stage_enqueue(txn, item, deltas) for item in request.prepared
+                ]
+            except TaqubaError as exc:
+                raise DropFromBatch(request, exc) from exc
+            if not request.writes_need_creation or any(r.created for r in request.results):
+                for key, value in request.writes.items():
+                    await txn.put(keys.user_key(key), value)
+        await deltas.stage(txn, self._ids)
+        return []
+
+    def _enqueues_committed(self, committed: list[_EnqueueRequest]) -> None:
+        for request in committed:
+            self._after_enqueues(request.prepared, request.results)
 
     # ------------------------------------------------------------------ claim
 
@@ -867,97 +888,38 @@ class Queue:
             completed_at=self._clock.now_ms(),
             keep_done=self.config(claim.queue).keep_done is not None,
         )
-        self._database  # noqa: B018 - raises if the queue is closed or failed
-        with trio.CancelScope(shield=True):
-            self._acks.append(request)
-            if self._ack_leader:
-                await request.wake.wait()
-            else:
-                self._ack_leader = True
-            if not request.done:  # this task leads the next batch
-                await self._lead_acks()
-        if request.error is not None:
-            raise request.error
+        await self._acks.submit(request)
         return request.results
 
-    async def _lead_acks(self) -> None:
-        batch: list[_AckRequest] = []
-        try:
-            # Let acks that are ready to run join this batch.
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            batch = self._acks[:_MAX_ACK_BATCH]
-            del self._acks[: len(batch)]
-            await self._commit_acks(batch)
-        finally:
-            for request in batch:
-                if not request.settled:  # the batch died of something unexpected
-                    request.error = StorageError("the ack's outcome is unknown")
-                request.done = True
-                request.wake.set()
-            if self._acks:
-                self._acks[0].wake.set()  # hand the lead to the oldest waiting ack
-            else:
-                self._ack_leader = False
-
-    async def _commit_acks(self, batch: list[_AckRequest]) -> None:
-        """Commit ``batch`` in one durable transaction; record each request's outcome."""
-        remaining = list(batch)
-        while remaining:
-            lost: list[_AckRequest] = []
-            failed: list[tuple[_AckRequest, TaqubaError]] = []
-            body = functools.partial(self._stage_acks, remaining, lost, failed)
-            try:
-                await run_transaction(self._database, body, durable=True)
-            except _DropFromBatch:
-                request, exc = failed[-1]
-                request.error = exc
-                request.settled = True
-                remaining.remove(request)
-                continue
-            except TaqubaError as exc:
-                for request in remaining:
-                    request.error = exc
-                    request.settled = True
-                return
-            committed = [r for r in remaining if r not in lost]
-            for request in lost:
-                request.error = ClaimLost(request.claim.id)
-                request.settled = True
-            for request in committed:
-                request.settled = True
-                claim = request.claim
-                self._leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
-                self._after_enqueues(request.prepared, request.results)
-            for queue in {r.claim.queue for r in committed}:
-                self._count_deltas(queue)
-            if committed:
-                self._notify_completion()
-            return
-
     async def _stage_acks(
-        self,
-        remaining: list[_AckRequest],
-        lost: list[_AckRequest],
-        failed: list[tuple[_AckRequest, TaqubaError]],
-        txn: Transaction,
-    ) -> None:
-        """One attempt at staging a batch of acks (rerun from scratch on conflict)."""
-        lost.clear()
+        self, txn: Transaction, batch: list[_AckRequest]
+    ) -> list[tuple[_AckRequest, TaqubaError]]:
+        """Stage a batch of acks (rerun from scratch on conflict); return the lost claims."""
+        lost: list[tuple[_AckRequest, TaqubaError]] = []
         deltas = _Deltas()
         seen: set[int] = set()
-        for request in remaining:
+        for request in batch:
             claim = request.claim
             token = claim._token  # pyright: ignore[reportPrivateUsage]
             if token in seen or self._leases.get(claim.queue, claim.id, token) is None:
-                lost.append(request)
+                lost.append((request, ClaimLost(claim.id)))
                 continue
             seen.add(token)
             try:
                 request.results = await self._stage_ack(txn, request, deltas)
             except TaqubaError as exc:
-                failed.append((request, exc))
-                raise _DropFromBatch from exc
+                raise DropFromBatch(request, exc) from exc
         await deltas.stage(txn, self._ids)
+        return lost
+
+    def _acks_committed(self, committed: list[_AckRequest]) -> None:
+        for request in committed:
+            claim = request.claim
+            self._leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
+            self._after_enqueues(request.prepared, request.results)
+        for queue in {r.claim.queue for r in committed}:
+            self._count_deltas(queue)
+        self._notify_completion()
 
     async def _stage_ack(
         self, txn: Transaction, request: _AckRequest, deltas: _Deltas

@@ -1,0 +1,137 @@
+"""Group commit of concurrent enqueues: shared transactions, per-request outcomes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+import taquba
+from taquba import (
+    DuplicateJobId,
+    EnqueueRequest,
+    EnqueueResult,
+    KvConflict,
+    QueueClosed,
+    Store,
+    _adapter,  # pyright: ignore[reportPrivateUsage]
+    _batch,  # pyright: ignore[reportPrivateUsage]
+)
+from taquba.testing import open_test_queue
+
+
+@pytest.fixture
+async def queue(memory_store: Store) -> AsyncIterator[taquba.Queue]:
+    async with open_test_queue(memory_store) as q:
+        yield q
+
+
+@pytest.fixture
+def transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the group-commit transactions (the real ones run underneath)."""
+    counted: list[int] = []
+    real = _adapter.run_transaction
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        counted.append(1)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(_batch, "run_transaction", counting)
+    return counted
+
+
+async def _gather(*calls: Any) -> list[Any]:
+    """Run the zero-argument async callables concurrently; collect results or exceptions."""
+    outcomes: list[Any] = [None] * len(calls)
+
+    async def one(i: int) -> None:
+        try:
+            outcomes[i] = await calls[i]()
+        except taquba.TaqubaError as exc:
+            outcomes[i] = exc
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(calls)):
+            nursery.start_soon(one, i)
+    return outcomes
+
+
+async def test_concurrent_enqueues_share_transactions(
+    queue: taquba.Queue, transactions: list[int]
+) -> None:
+    results = await _gather(*[lambda i=i: queue.enqueue("q", b"%d" % i) for i in range(100)])
+    assert all(isinstance(r, EnqueueResult) and r.created for r in results)
+    assert len({r.id for r in results}) == 100
+    assert (await queue.stats("q")).pending == 100
+    # 100 callers, far fewer commits: every caller that arrives while a batch is being
+    # committed joins the next one.
+    assert len(transactions) <= 10
+
+
+async def test_each_request_in_a_batch_gets_its_own_outcome(queue: taquba.Queue) -> None:
+    await queue.kv_put(b"guard", b"held")
+    taken = await queue.enqueue("q", b"first", job_id="taken")
+    outcomes = await _gather(
+        lambda: queue.enqueue("q", b"a"),
+        lambda: queue.enqueue("q", b"dup id", job_id="taken"),
+        lambda: queue.enqueue("q", b"needs absent", kv_expect={b"guard": None}),
+        lambda: queue.enqueue("q", b"needs held", kv_expect={b"guard": b"held"}),
+        lambda: queue.enqueue("q", b"d1", dedup_key="same"),
+        lambda: queue.enqueue("q", b"d2", dedup_key="same"),
+        lambda: queue.enqueue("q", b"b", kv_writes={b"written": b"yes"}),
+    )
+    plain, dup_id, absent, held, d1, d2, with_writes = outcomes
+    assert isinstance(plain, EnqueueResult) and plain.created
+    assert isinstance(dup_id, DuplicateJobId)
+    assert isinstance(absent, KvConflict)
+    assert isinstance(held, EnqueueResult) and held.created
+    assert isinstance(with_writes, EnqueueResult) and with_writes.created
+    # Two requests with one dedup key: exactly one job, and both name it.
+    assert isinstance(d1, EnqueueResult) and isinstance(d2, EnqueueResult)
+    assert d1.id == d2.id and sorted([d1.created, d2.created]) == [False, True]
+    assert await queue.kv_get(b"written") == b"yes"
+    stats = await queue.stats("q")
+    assert stats.pending == 5  # taken, plain, held, one of d1/d2, with_writes
+    job = await queue.get_job(taken.id)
+    assert job is not None and job.payload == b"first"
+
+
+async def test_a_failed_batch_request_writes_nothing(queue: taquba.Queue) -> None:
+    await queue.kv_put(b"guard", b"changed")
+    outcomes = await _gather(
+        lambda: queue.enqueue_batch(
+            [
+                EnqueueRequest(queue="q", payload=b"x"),
+                EnqueueRequest(queue="q", payload=b"y", job_id="y-id"),
+            ],
+            kv_writes={b"side": b"effect"},
+            kv_expect={b"guard": b"original"},
+        ),
+        lambda: queue.enqueue("q", b"bystander"),
+    )
+    assert isinstance(outcomes[0], KvConflict)
+    assert isinstance(outcomes[1], EnqueueResult) and outcomes[1].created
+    assert await queue.get_job("y-id") is None
+    assert await queue.kv_get(b"side") is None
+    assert (await queue.stats("q")).pending == 1
+
+
+async def test_a_cancelled_enqueue_runs_to_its_end(queue: taquba.Queue) -> None:
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(queue.enqueue, "q", b"one", job_id="c1"))
+            await trio.lowlevel.checkpoint()  # the enqueue has been submitted
+            scope.cancel()
+    # Its outcome is known: it was committed, not left half-done.
+    job = await queue.get_job("c1")
+    assert job is not None and job.payload == b"one"
+
+
+async def test_enqueues_on_a_closed_queue_fail_alike(memory_store: Store) -> None:
+    async with open_test_queue(memory_store) as queue:
+        pass
+    outcomes = await _gather(*[lambda: queue.enqueue("q", b"late") for _ in range(5)])
+    assert all(isinstance(o, QueueClosed) for o in outcomes)
