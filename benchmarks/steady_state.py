@@ -11,7 +11,9 @@ whose ack has not.
 Default: search for the maximum sustainable rate (steps of ``--step-seconds``, growing by
 ``--growth`` until a step is not sustained, then ``--refine`` bisection steps), then run at
 half that rate and at ``--low-rate``. A step is sustained when acks kept up with the offered
-rate (>= 95 %) and the backlog at its end is under a quarter second of work. With
+rate (>= 95 %), the backlog at its end is under a quarter second of work, and the pacer never
+fell more than 5 % of the step behind its schedule (rates are per second of the step's real
+duration, so a blocked pacer cannot pass off a longer step as a faster one). With
 ``--schedule "secs:rate,..."`` (or ``--rate``/``--duration``) it runs that schedule instead.
 Between steps the backlog is drained.
 """
@@ -55,6 +57,8 @@ class Step:
     label: str
     offered: float
     seconds: float
+    elapsed: float = 0.0  # wall time of the step, in-flight enqueues included
+    spawn_lag: float = 0.0  # how far the producer fell behind its schedule (max_inflight)
     enq_lat: list[float] = field(default_factory=list[float])
     e2e: list[float] = field(default_factory=list[float])
     enqueued: int = 0
@@ -69,7 +73,15 @@ class Step:
     def sustained(self) -> bool:
         want = self.offered * self.seconds
         limit = max(self.offered * 0.25, 100)
-        return self.acked >= 0.95 * want and (self.backlog[-1] if self.backlog else 0) < limit
+        return (
+            self.acked >= 0.95 * want
+            and (self.backlog[-1] if self.backlog else 0) < limit
+            and self.spawn_lag <= 0.05 * self.seconds + 0.1
+        )
+
+    def rate(self, count: int) -> float:
+        """`count` per second of the step's real duration (not its nominal one)."""
+        return count / max(self.elapsed, self.seconds)
 
 
 class Bench:
@@ -139,9 +151,14 @@ class Bench:
                     await slots.acquire()
                     nursery.start_soon(self.enqueue_one, step, slots)
                     spawned += 1
+                    # With max_inflight enqueues outstanding the producer blocks: the offered
+                    # rate is then not being offered, which counts against the step.
+                    lag = time.perf_counter() - (start + (spawned - 1) / rate)
+                    step.spawn_lag = max(step.spawn_lag, lag)
                 await trio.sleep(max(0.0, start + spawned / rate - time.perf_counter()))
-            # the step's clock stops here; enqueues still in flight finish into it
+            # the schedule ends here; enqueues still in flight finish into the step
             step.backlog.append(self.backlog())
+        step.elapsed = time.perf_counter() - start
         step.claims_after = len(self.log.calls)
         step.acks_after = len(self.log.acks)
         self.step = None
@@ -194,8 +211,9 @@ async def run(ctx: h.Context) -> h.Report:
                 step = await bench.run_step(label, rate, seconds)
                 steps.append(step)
                 print(
-                    f"[steady_state] {label} {rate:,.0f}/s: acked {step.acked / seconds:,.0f}/s "
+                    f"[steady_state] {label} {rate:,.0f}/s: acked {step.rate(step.acked):,.0f}/s "
                     f"e2e p50 {h.ms(h.pct(step.e2e, 50))} ms backlog {step.backlog[-1]} "
+                    f"producer lag {h.ms(step.spawn_lag)} ms "
                     f"{'ok' if step.sustained() else 'NOT sustained'}",
                     flush=True,
                 )
@@ -247,6 +265,7 @@ async def run(ctx: h.Context) -> h.Report:
         "claim p99 ms",
         "ack p99 ms",
         "backlog at end",
+        "producer lag ms",
         "sustained",
     )
     for step in steps:
@@ -255,9 +274,9 @@ async def run(ctx: h.Context) -> h.Report:
         table.add(
             step.label,
             h.rate(step.offered),
-            h.rate(step.enqueued / step.seconds),
-            h.rate(step.acked / step.seconds),
-            h.ratio(step.acked / step.seconds, ctx.ceiling),
+            h.rate(step.rate(step.enqueued)),
+            h.rate(step.rate(step.acked)),
+            h.ratio(step.rate(step.acked), ctx.ceiling),
             h.ms(h.pct(step.e2e, 50)),
             h.ms(h.pct(step.e2e, 99)),
             h.ms(h.pct(step.enq_lat, 50)),
@@ -265,6 +284,7 @@ async def run(ctx: h.Context) -> h.Report:
             h.ms(h.pct(claims, 99)),
             h.ms(h.pct(acks, 99)),
             step.backlog[-1] if step.backlog else "-",
+            h.ms(step.spawn_lag),
             "yes" if step.sustained() else "no",
         )
     if best is not None:
