@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import taquba
 from taquba import (
@@ -135,3 +136,25 @@ async def test_enqueues_on_a_closed_queue_fail_alike(memory_store: Store) -> Non
         pass
     outcomes = await _gather(*[lambda: queue.enqueue("q", b"late") for _ in range(5)])
     assert all(isinstance(o, QueueClosed) for o in outcomes)
+
+
+async def test_a_batch_commits_while_the_one_before_waits_for_its_flush(
+    memory_store: Store,
+) -> None:
+    # A long flush interval holds the first batch in its durability wait; the second must not
+    # wait for that flush to be committed (pipelining), though neither returns before it.
+    async with open_test_queue(memory_store, flush_interval=2.0) as queue:
+        returned: list[str] = []
+
+        async def enqueue(job_id: str) -> None:
+            await queue.enqueue("q", b"x", job_id=job_id)
+            returned.append(job_id)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(enqueue, "first")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(enqueue, "second")
+            await trio.testing.wait_all_tasks_blocked()
+            assert returned == []  # both wait for the WAL flush
+            assert await queue.get_job("second") is not None  # but the second has committed
+        assert sorted(returned) == ["first", "second"]

@@ -956,11 +956,12 @@ class Transaction(_Scanner):
         """Exclude `keys` from write-conflict detection (e.g. statistics counters)."""
         await _call(self._txn.unmark_write, keys)
 
-    async def commit(self, *, durable: bool) -> None:
+    async def commit(self, *, durable: bool, on_commit: Callable[[], None] | None = None) -> None:
         """Commit; with `durable`, return only once the writes are in object storage.
 
         Shielded from cancellation and bounded by `COMMIT_DEADLINE`. After it returns or
-        raises, the transaction is finished.
+        raises, the transaction is finished. `on_commit` is called once the commit is applied
+        (visible to later transactions) and before the durability wait.
 
         Raises:
             TransactionConflict: Another write to a key this transaction wrote committed
@@ -971,6 +972,8 @@ class Transaction(_Scanner):
         self._completed = True
         with _shielded_write():
             handle = await _call(self._txn.commit)
+            if on_commit is not None:
+                on_commit()
             if durable and handle is not None:
                 await _call(handle.await_durable)
 
@@ -992,6 +995,7 @@ async def run_transaction(
     *,
     durable: bool,
     max_attempts: int = 64,
+    on_commit: Callable[[], None] | None = None,
 ) -> _T:
     """Run `body` in a transaction and commit it, retrying on write conflicts.
 
@@ -1004,6 +1008,8 @@ async def run_transaction(
         body: Reads and buffers writes through the transaction; its result is returned.
         durable: Whether the commit waits for durability.
         max_attempts: Attempts before giving up.
+        on_commit: Called once, when the commit that succeeds is applied and before its
+            durability wait (see `Transaction.commit`).
 
     Returns:
         What `body` returned in the attempt that committed.
@@ -1019,7 +1025,7 @@ async def run_transaction(
         txn = await db.begin()
         try:
             result = await body(txn)
-            await txn.commit(durable=durable)
+            await txn.commit(durable=durable, on_commit=on_commit)
         except TransactionConflict as exc:
             last_conflict = exc
             await txn.rollback()

@@ -3,8 +3,9 @@
 A durable commit waits for the next WAL flush, so its latency is about one flush interval
 whatever it holds. `GroupCommit` lets many concurrent calls (acks, enqueues) ride one commit:
 the first caller becomes the leader and commits everything queued when it starts; callers that
-arrive meanwhile queue up, and when the leader's batch is settled the oldest of them leads the
-next one. Each request still succeeds or fails on its own:
+arrive meanwhile queue up, and as soon as the leader's commit is applied (before its WAL flush)
+the oldest of them leads the next one, so one batch can commit while the one before it waits
+for durability. Each request still succeeds or fails on its own:
 
 - a request the stage function *rejects* (e.g. an ack whose lease is gone) is answered with
   its error and left out of the transaction;
@@ -93,22 +94,34 @@ class GroupCommit(Generic[R]):
 
     async def _lead(self) -> None:
         batch: list[R] = []
+        handed_over = False
+
+        def hand_over() -> None:
+            # Called when this batch's commit is applied: the next batch may form and commit
+            # while this one waits for its WAL flush (flushes are ordered, so a later batch
+            # is never durable before an earlier one).
+            nonlocal handed_over
+            if handed_over:
+                return
+            handed_over = True
+            if self._queue:
+                self._queue[0].wake.set()  # the oldest waiting request leads the next batch
+            else:
+                self._leading = False
+
         try:
             # Let requests that are ready to run join this batch.
             await trio.lowlevel.cancel_shielded_checkpoint()
             batch = self._queue[: self._max_batch]
             del self._queue[: len(batch)]
-            await self._commit(batch)
+            await self._commit(batch, hand_over)
         finally:
             for request in batch:
                 if not request.settled:  # the batch died of something unexpected
                     request.error = StorageError("the outcome of this write is unknown")
                 request.done = True
                 request.wake.set()
-            if self._queue:
-                self._queue[0].wake.set()  # hand the lead to the oldest waiting request
-            else:
-                self._leading = False
+            hand_over()
 
     def _body(
         self, batch: list[R]
@@ -118,12 +131,12 @@ class GroupCommit(Generic[R]):
 
         return body
 
-    async def _commit(self, batch: list[R]) -> None:
+    async def _commit(self, batch: list[R], on_commit: Callable[[], None]) -> None:
         remaining: list[R] = list(batch)
         while remaining:
             try:
                 rejected = await run_transaction(
-                    self._database(), self._body(remaining), durable=True
+                    self._database(), self._body(remaining), durable=True, on_commit=on_commit
                 )
             except DropFromBatch as drop:
                 drop.request.error = drop.error
