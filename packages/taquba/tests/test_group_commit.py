@@ -1,4 +1,4 @@
-"""Group commit of concurrent enqueues: shared transactions, per-request outcomes."""
+"""Batched writes: group commit of enqueues, and reaping expired claims a page at a time."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from taquba import (
     Store,
     _adapter,  # pyright: ignore[reportPrivateUsage]
     _batch,  # pyright: ignore[reportPrivateUsage]
+    _queue,  # pyright: ignore[reportPrivateUsage]
 )
 from taquba.testing import open_test_queue
 
@@ -158,3 +159,37 @@ async def test_a_batch_commits_while_the_one_before_waits_for_its_flush(
             assert returned == []  # both wait for the WAL flush
             assert await queue.get_job("second") is not None  # but the second has committed
         assert sorted(returned) == ["first", "second"]
+
+
+async def test_expired_claims_are_reaped_a_page_per_transaction(
+    memory_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = taquba.MockClock()
+    config = taquba.QueueConfig(lease_duration=5, max_attempts=2)
+    async with open_test_queue(
+        memory_store, clock=clock, config=config, reaper_interval=3600, scheduler_interval=3600
+    ) as queue:
+        await queue.enqueue_batch(
+            [EnqueueRequest(queue="q", payload=b"%d" % i) for i in range(600)]
+        )
+        claims = await queue.claim_batch("q", 600)
+        assert len(claims) == 600
+        await queue.ack(claims[0])  # settled before expiry: the reaper must leave it alone
+        clock.advance(10)
+        counted: list[int] = []
+        real = _adapter.run_transaction
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            counted.append(1)
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(_queue, "run_transaction", counting)
+        assert await queue.reap_now() == 599
+        assert len(counted) == 3  # 599 expired claims, 256 per page
+        monkeypatch.undo()
+        stats = await queue.stats("q")
+        assert (stats.pending, stats.claimed, stats.done) == (599, 0, 1)
+        again = await queue.claim_batch("q", 1000)
+        assert len(again) == 599 and all(c.attempts == 2 for c in again)
+        with pytest.raises(taquba.ClaimLost):
+            await queue.ack(claims[1])  # the first delivery's claim is over

@@ -289,69 +289,85 @@ class Queue:
         start: bytes | None = None
         while True:
             rows = await db.scan(prefix, start=start, start_inclusive=False, limit=_SCAN_PAGE)
+            claimed: list[bytes] = []
             for key, value in rows:
                 try:
                     decode_job(value)
                 except DataError:
                     log.error("leaving an undecodable claimed record in place: %r", key)
                     continue
-                await self._end_claim(key, reason="claim interrupted by process exit")
+                claimed.append(key)
+            if claimed:
+                await self._end_claims(
+                    [(key, _always) for key in claimed], reason="claim interrupted by process exit"
+                )
             if len(rows) < _SCAN_PAGE:
                 return
             start = rows[-1][0]
 
-    async def _end_claim(
-        self,
-        claimed: bytes,
-        *,
-        reason: str,
-        still_abandoned: Callable[[], bool] = lambda: True,
-    ) -> bool:
-        """Requeue or dead-letter an abandoned claim (non-durable, idempotent).
+    async def _end_claims(
+        self, claims: Sequence[tuple[bytes, Callable[[], bool]]], *, reason: str
+    ) -> list[bool]:
+        """Requeue or dead-letter abandoned claims in one transaction (non-durable, idempotent).
 
-        Shared by open-time recovery and the reaper. The job goes back to its pending key
-        (no attempt is consumed: the next claim counts one), or to the dead-letter inbox with
-        ``reason`` when it is out of attempts. ``still_abandoned`` is re-checked inside each
-        transaction attempt (the reaper's lease fence). Returns whether a record moved.
+        Shared by open-time recovery and the reaper. Each job goes back to its pending key (no
+        attempt is consumed: the next claim counts one), or to the dead-letter inbox with
+        ``reason`` when it is out of attempts. Each claim's fence (the reaper's lease check) is
+        re-checked inside every transaction attempt; a claim that fails it, is already gone or
+        cannot be decoded is left alone. Returns, per claim, whether its record moved. One
+        transaction for a whole page keeps a storm of expired leases from rewinding the claim
+        cursor once per job.
         """
         now = self._clock.now_ms()
-        outcome: list[tuple[str, bytes, JobStatus]] = []
+        outcome: list[tuple[int, str, bytes, JobStatus]] = []
 
         async def body(txn: Transaction) -> None:
             outcome.clear()
-            if not still_abandoned():
-                return  # settled meanwhile
-            raw = await txn.get(claimed)
-            if raw is None:
-                return  # already settled, or the residue of a claim that never committed
-            job = decode_job(raw)
             deltas = _Deltas()
-            await txn.delete(claimed)
-            if job.attempts >= job.max_attempts:
-                record = job.replace(
-                    status=JobStatus.DEAD, claimed_at=None, last_error=reason, failed_at=now
-                )
-                key = keys.dead_key(job.queue, job.id)
-                deltas.move(job.queue, "claimed", "dead")
-            else:
-                record = job.replace(status=JobStatus.PENDING, claimed_at=None)
-                key = keys.pending_key(job.queue, job.priority, job.id)
-                deltas.move(job.queue, "claimed", "pending")
-            # The index keeps pointing at the pending key (see _locate).
-            await txn.put(key, encode_job(record))
+            for index, (claimed, still_abandoned) in enumerate(claims):
+                if not still_abandoned():
+                    continue  # settled meanwhile
+                raw = await txn.get(claimed)
+                if raw is None:
+                    continue  # already settled, or the residue of a claim that never committed
+                try:
+                    job = decode_job(raw)
+                except DataError:
+                    log.error("leaving an undecodable claimed record in place: %r", claimed)
+                    continue
+                await txn.delete(claimed)
+                if job.attempts >= job.max_attempts:
+                    record = job.replace(
+                        status=JobStatus.DEAD, claimed_at=None, last_error=reason, failed_at=now
+                    )
+                    key = keys.dead_key(job.queue, job.id)
+                    deltas.move(job.queue, "claimed", "dead")
+                else:
+                    record = job.replace(status=JobStatus.PENDING, claimed_at=None)
+                    key = keys.pending_key(job.queue, job.priority, job.id)
+                    deltas.move(job.queue, "claimed", "pending")
+                # The index keeps pointing at the pending key (see _locate).
+                await txn.put(key, encode_job(record))
+                outcome.append((index, job.queue, key, record.status))
             await deltas.stage(txn, self._ids)
-            outcome.append((job.queue, key, record.status))
 
         await run_transaction(self._database, body, durable=False)
-        if not outcome:
-            return False
-        queue, key, status = outcome[0]
-        self._count_deltas(queue)
-        if status is JobStatus.PENDING:
-            self._notify_inserts(queue, [key])
-        else:
+        moved = [False] * len(claims)
+        inserted: dict[str, list[bytes]] = {}
+        any_dead = False
+        for index, queue, key, status in outcome:
+            moved[index] = True
+            if status is JobStatus.PENDING:
+                inserted.setdefault(queue, []).append(key)
+            else:
+                any_dead = True
+        for queue in {queue for _, queue, _, _ in outcome}:
+            self._count_deltas(queue)
+        for queue, pending_keys in inserted.items():
+            self._notify_inserts(queue, pending_keys)
+        if any_dead:
             self._notify_completion()
-        return True
+        return moved
 
     async def _close(self) -> None:
         db = self._db
@@ -1376,31 +1392,41 @@ class Queue:
     async def reap_now(self) -> int:
         """Requeue (or dead-letter) every claim whose lease has expired; return how many."""
         self._database  # noqa: B018 - raises if the queue is closed or failed
+        due = list(self._leases.take_due(self._clock.now_ms()))
         reaped = 0
-        for queue, job_id, token in self._leases.take_due(self._clock.now_ms()):
+        for start in range(0, len(due), _SCAN_PAGE):
+            page = due[start : start + _SCAN_PAGE]
             try:
-                if await self._reap_one(queue, job_id, token):
-                    reaped += 1
+                reaped += await self._reap_page(page)
             except (DataError, StorageError) as exc:
                 if isinstance(exc, (Fenced, StorageFatal, QueueClosed)):
                     raise
-                log.error("could not reap %s/%s: %s", queue, job_id, exc)
-                self._leases.release_reaping(queue, job_id, token)
+                log.error("could not reap %d expired claims: %s", len(page), exc)
+                for queue, job_id, token in page:
+                    self._leases.release_reaping(queue, job_id, token)
         return reaped
 
-    async def _reap_one(self, queue: str, job_id: str, token: int) -> bool:
-        def still_held() -> bool:
-            entry = self._leases.lookup(queue, job_id)
-            return entry is not None and entry.token == token
+    async def _reap_page(self, page: Sequence[tuple[str, str, int]]) -> int:
+        def still_held(queue: str, job_id: str, token: int) -> Callable[[], bool]:
+            def check() -> bool:
+                entry = self._leases.lookup(queue, job_id)
+                return entry is not None and entry.token == token
 
-        moved = await self._end_claim(
-            keys.claimed_key(queue, job_id), reason="lease expired", still_abandoned=still_held
+            return check
+
+        moved = await self._end_claims(
+            [
+                (keys.claimed_key(queue, job_id), still_held(queue, job_id, token))
+                for queue, job_id, token in page
+            ],
+            reason="lease expired",
         )
-        entry = self._leases.lookup(queue, job_id)
-        if entry is not None and entry.token == token:
-            entry.cancel.fire()  # tell a still-running handler its delivery is over
-        self._leases.remove(queue, job_id, token)
-        return moved
+        for queue, job_id, token in page:
+            entry = self._leases.lookup(queue, job_id)
+            if entry is not None and entry.token == token:
+                entry.cancel.fire()  # tell a still-running handler its delivery is over
+            self._leases.remove(queue, job_id, token)
+        return sum(moved)
 
     async def promote_scheduled_now(self) -> int:
         """Make every scheduled job whose time has come pending; return how many."""
@@ -1597,6 +1623,10 @@ class Queue:
             )
             nursery.start_soon(self._folder)
             task_status.started()
+
+
+def _always() -> bool:
+    return True
 
 
 async def _locate(txn: Transaction, job_id: str) -> tuple[bytes, bytes] | None:
