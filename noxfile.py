@@ -131,7 +131,11 @@ def compat(session: nox.Session) -> None:
         ).stdout
     )
     released = [r for r in rows if r["source"] == "release"]
-    session.log(f"{len(rows)} matrix rows, {len(released)} against recorded releases")
+    # `nox -s compat -- taquba-jobs lowest` runs only those dependents' rows / the floors.
+    only = set(session.posargs)
+    if only:
+        released = [r for r in released if r["dependent"] in only]
+    session.log(f"{len(rows)} matrix rows, {len(released)} against recorded releases to run")
     with tempfile.TemporaryDirectory() as tmp:
         wheels = pathlib.Path(tmp) / "wheels"
         session.run(
@@ -139,7 +143,8 @@ def compat(session: nox.Session) -> None:
         )
         for row in released:
             _compat_release(session, row, pathlib.Path(tmp), wheels)
-    _compat_lowest(session)
+    if not only or "lowest" in only:
+        _compat_lowest(session)
 
 
 def _compat_release(
@@ -174,9 +179,35 @@ def _compat_release(
             f"{sibling}=={version}", dependent, "taquba[s3]", *_test_requirements(),
             external=True,
         )  # fmt: skip
+        if sibling == "taquba":
+            _overlay_test_support(session, py)
         session.run(py, "-m", "pytest", f"packages/{dependent}/tests", external=True)
     finally:
         session.run("git", "worktree", "remove", "--force", str(src), external=True)
+
+
+def _overlay_test_support(session: nox.Session, py: str) -> None:
+    """Put the workspace's ``taquba.testing`` over the released taquba's, in the compat venv.
+
+    The dependents' test suites use the newest test support (fixtures, crash-child helpers,
+    conformance checks), which older taquba releases do not ship. The row tests the dependent's
+    code against the release's queue; the test support is tooling, so it comes from the
+    workspace. It only uses names every admitted release has (the rows prove it).
+    """
+    site = subprocess.run(
+        [py, "-c", "import taquba, pathlib; print(pathlib.Path(taquba.__file__).parent)"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    target = pathlib.Path(site) / "testing"
+    session.log(f"compat: test support from the workspace -> {target}")
+    shutil.rmtree(target)
+    shutil.copytree(
+        ROOT / "packages" / "taquba" / "src" / "taquba" / "testing",
+        target,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
 
 
 def _compat_lowest(session: nox.Session) -> None:

@@ -1,24 +1,19 @@
-"""Shared fixtures: memory and local-disk stores, and the helpers module on the path."""
+"""Shared fixtures: memory and local-disk stores, and the helpers module on the path.
+
+The stores come from `taquba.testing.pytest_plugin`; ``store`` is narrowed to ``memory`` and
+``file`` (the bulk layer adds nothing storage-specific that S3 would exercise).
+"""
 
 from __future__ import annotations
 
 import pathlib
 import sys
-from typing import Any
 
 import pytest
 
 from taquba import Store
 
-
-@pytest.fixture
-def memory_store() -> Store:
-    return Store.memory()
-
-
-@pytest.fixture
-def file_store(tmp_path: Any) -> Store:
-    return Store.from_url(tmp_path / "store")
+pytest_plugins = ["taquba.testing.pytest_plugin"]
 
 
 @pytest.fixture(params=["memory", "file"])

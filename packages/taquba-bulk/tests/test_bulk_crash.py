@@ -1,22 +1,23 @@
 """A batch killed with SIGKILL halfway, then restarted, re-executes no completed phase.
 
-The child (``bulk_crash_child.py``) is a fresh interpreter started with ``sys.executable``,
-never a fork. The first run is killed once half the items have reported their committed end;
-the second run, on the same local-disk store, must finish the batch without calling any phase
-whose memo the first run stored, and without running any item whose end it saw committed.
+The child (``bulk_crash_child.py``) is a fresh interpreter started by
+`taquba.testing.open_child`, never a fork. The first run is killed once half the items have
+reported their committed end; the second run, on the same local-disk store, must finish the
+batch without calling any phase whose memo the first run stored, and without running any item
+whose end it saw committed.
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import trio
+
+from taquba.testing import open_child
 
 CHILD = Path(__file__).with_name("bulk_crash_child.py")
 ITEMS = 40
@@ -27,37 +28,14 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
 async def run_child(store: Path, state: Path, label: str, kill_after: int | None) -> list[str]:
     """Run the child; SIGKILL it after ``kill_after`` DONE lines. Return its stdout lines."""
-    stderr = state / f"stderr-{label}.log"
-    with stderr.open("wb") as err:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, str(CHILD), str(store), str(state), label, str(ITEMS)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
-    lines: list[str] = []
-    try:
-        assert process.stdout is not None
-        buffer = b""
-        with trio.fail_after(60):
-            while True:
-                data = await process.stdout.receive_some(4096)
-                if not data:
-                    code = await process.wait()
-                    assert code == 0, stderr.read_text()[-3000:]
-                    return lines
-                buffer += data
-                while b"\n" in buffer:
-                    raw, buffer = buffer.split(b"\n", 1)
-                    lines.append(raw.decode())
-                    done = sum(line.startswith("DONE ") for line in lines)
-                    if kill_after is not None and done >= kill_after:
-                        process.send_signal(signal.SIGKILL)
-                        await process.wait()
-                        return lines
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    with trio.fail_after(60):
+        async with open_child(CHILD, store, state, label, str(ITEMS)) as child:
+            if kill_after is None:
+                await child.expect_exit(0)
+            else:
+                await child.read_until(lambda: len(child.tagged("DONE")) >= kill_after)
+                await child.kill()
+    return child.lines
 
 
 def events(state: Path, label: str, kind: str) -> list[tuple[str, ...]]:

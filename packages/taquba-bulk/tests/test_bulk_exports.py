@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import ast
 import inspect
-import itertools
-import json
 import pathlib
 import re
-import subprocess
 import sys
 
 import taquba_bulk
 import taquba_workflow
+from taquba.testing import check_public_api, check_type_completeness
 
 PUBLIC = [name for name in dir(taquba_bulk) if not name.startswith("_")]
 PACKAGE = pathlib.Path(taquba_bulk.__file__).parent
@@ -21,64 +19,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]  # the repository, not site-p
 REEXPORTED = {"StepError", "TransientStepError", "PermanentStepError", "TerminalStatus"}
 
 
-def _attribute_docstrings() -> set[str]:
-    documented: set[str] = set()
-    for path in PACKAGE.glob("_*.py"):
-        body = ast.parse(path.read_text()).body
-        for node, following in itertools.pairwise(body):
-            targets = (
-                [node.target]
-                if isinstance(node, ast.AnnAssign)
-                else node.targets
-                if isinstance(node, ast.Assign)
-                else []
-            )
-            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
-                documented |= {t.id for t in targets if isinstance(t, ast.Name)}
-    return documented
+def test_the_public_api_conforms() -> None:
+    """``__all__`` complete, exported once from private modules, documented, in the guide."""
+    check_public_api(
+        taquba_bulk,
+        reexported=REEXPORTED,
+        mentioned_in=[ROOT / "docs" / "guides" / "taquba-bulk.md"],
+    )
 
 
-def test_every_public_name_is_documented() -> None:
-    attribute_docs = _attribute_docstrings()
-    undocumented = []
-    for name in PUBLIC:
-        obj = getattr(taquba_bulk, name)
-        if inspect.isclass(obj) or inspect.isfunction(obj):
-            if not (obj.__doc__ or "").strip():
-                undocumented.append(name)
-            for member_name, member in vars(obj).items() if inspect.isclass(obj) else []:
-                if member_name.startswith("_"):
-                    continue
-                if isinstance(member, property):
-                    member = member.fget
-                elif not callable(member):
-                    continue
-                if not (getattr(member, "__doc__", None) or "").strip():
-                    undocumented.append(f"{name}.{member_name}")
-        elif not inspect.ismodule(obj) and name not in attribute_docs:
-            undocumented.append(name)
-    assert undocumented == []
-
-
-def test_every_public_name_is_exported_once_from_a_private_module() -> None:
-    init = ast.parse((PACKAGE / "__init__.py").read_text())
-    exported = [
-        alias.asname
-        for node in init.body
-        if isinstance(node, ast.ImportFrom)
-        for alias in node.names
-        if alias.asname is not None and not alias.asname.startswith("_")
-    ]
-    assert len(exported) == len(set(exported))
-    assert sorted(exported) == sorted(n for n in PUBLIC if n != "__version__")
-    for name in PUBLIC:
-        obj = getattr(taquba_bulk, name)
-        if not inspect.isclass(obj):
-            continue
-        if name in REEXPORTED:
-            assert obj is getattr(taquba_workflow, name)
-        else:
-            assert obj.__module__.startswith("taquba_bulk._"), (name, obj.__module__)
+def test_reexported_names_are_taquba_workflows() -> None:
+    for name in REEXPORTED:
+        assert getattr(taquba_bulk, name) is getattr(taquba_workflow, name)
 
 
 def test_errors_form_one_tree() -> None:
@@ -120,35 +72,12 @@ def test_no_private_imports_of_other_distributions() -> None:
 
 
 def test_pyright_sees_the_public_names() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyright",
-            "--verifytypes",
-            "taquba_bulk",
-            "--ignoreexternal",
-            "--outputjson",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    completeness = json.loads(result.stdout)["typeCompleteness"]
-    assert completeness["exportedSymbolCounts"]["withUnknownType"] == 0, [
-        s["name"] for s in completeness["symbols"] if not s["isTypeKnown"]
-    ]
+    check_type_completeness(taquba_bulk)
 
 
 def test_the_reference_page_renders_the_package() -> None:
     page = (ROOT / "docs" / "reference" / "taquba-bulk.md").read_text()
     assert "::: taquba_bulk" in page
-
-
-def test_the_guide_mentions_every_public_name() -> None:
-    guide = (ROOT / "docs" / "guides" / "taquba-bulk.md").read_text()
-    missing = [name for name in PUBLIC if name != "__version__" and name not in guide]
-    assert missing == []
 
 
 def test_the_guide_mentions_every_public_method() -> None:
@@ -161,8 +90,3 @@ def test_the_guide_mentions_every_public_method() -> None:
         if not member.startswith("_") and member not in guide
     ]
     assert missing == []
-
-
-def test_dunder_all_lists_every_public_name_once() -> None:
-    assert len(taquba_bulk.__all__) == len(set(taquba_bulk.__all__))
-    assert sorted(taquba_bulk.__all__) == sorted([*PUBLIC, "__version__"])

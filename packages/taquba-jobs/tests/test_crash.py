@@ -10,12 +10,8 @@ execution was cut short (or finished without its result reaching the store).
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +21,7 @@ import trio.lowlevel
 
 import taquba
 from taquba import JobStatus, QueueConfig
+from taquba.testing import open_child
 from taquba_jobs import Job, JobContext, JobHandle, JobRunner
 
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -35,62 +32,6 @@ CONFIG = QueueConfig(lease_duration=600, retry_backoff_base=0, max_attempts=10)
 COUNT = 60
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
-
-
-class Child:
-    """A running ``crash_child.py`` and a line reader over its stdout."""
-
-    def __init__(self, process: trio.Process, stderr_path: Path) -> None:
-        self.process = process
-        self.stderr_path = stderr_path
-        self.lines: list[str] = []
-        self._buffer = b""
-
-    async def next_line(self) -> str | None:
-        """The next complete line, or None at end of output (a torn last line is dropped)."""
-        assert self.process.stdout is not None
-        while b"\n" not in self._buffer:
-            data = await self.process.stdout.receive_some(65536)
-            if not data:
-                return None
-            self._buffer += data
-        raw, self._buffer = self._buffer.split(b"\n", 1)
-        line = raw.decode()
-        self.lines.append(line)
-        return line
-
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")[-4000:]
-
-    def tagged(self, tag: str) -> list[list[str]]:
-        return [line.split()[1:] for line in self.lines if line.startswith(tag + " ")]
-
-
-@asynccontextmanager
-async def spawn_child(tmp_path: Path, *args: str) -> AsyncIterator[Child]:
-    stderr_path = tmp_path / "child.err"
-    with stderr_path.open("wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, str(CHILD), *args],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    child = Child(process, stderr_path)
-    try:
-        yield child
-    finally:
-        child.kill()  # never leave a child behind, whatever happened
-        with trio.CancelScope(shield=True), trio.move_on_after(10):
-            await process.wait()
-        if process.stdout is not None:
-            await process.stdout.aclose()
 
 
 def parent_job(log_fd: int) -> Job[int, int]:
@@ -114,14 +55,9 @@ async def test_sigkill_while_jobs_run_then_restart_resolves_every_handle_once(
     log.touch()
 
     with trio.fail_after(60):
-        async with spawn_child(tmp_path, str(store_dir), str(log), str(COUNT)) as child:
-            while len(child.tagged("RESULT")) < kill_after:
-                line = await child.next_line()
-                assert line is not None, f"child ended early:\n{child.stderr()}"
-            child.kill()
-            while await child.next_line() is not None:
-                pass
-            assert await child.process.wait() == -signal.SIGKILL
+        async with open_child(CHILD, store_dir, log, str(COUNT), cwd=tmp_path) as child:
+            await child.read_until(lambda: len(child.tagged("RESULT")) >= kill_after)
+            await child.kill()
 
     submitted = {int(index): job_id for index, job_id, _ in child.tagged("SUB")}
     stored_before_kill = {job_id: int(value) for job_id, value in child.tagged("RESULT")}

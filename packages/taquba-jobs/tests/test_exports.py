@@ -2,72 +2,23 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
-import itertools
-import json
 import pathlib
 import runpy
-import subprocess
 import sys
 
 import pytest
 
 import taquba_jobs
+from taquba.testing import check_public_api, check_type_completeness
 
 PUBLIC = [name for name in dir(taquba_jobs) if not name.startswith("_")]
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-PACKAGE = pathlib.Path(taquba_jobs.__file__).parent
 
 
-def _attribute_docstrings() -> set[str]:
-    """Names assigned at module level in taquba_jobs' modules and followed by a docstring."""
-    documented: set[str] = set()
-    for path in PACKAGE.glob("*.py"):
-        body = ast.parse(path.read_text()).body
-        for node, following in itertools.pairwise(body):
-            targets = (
-                [node.target]
-                if isinstance(node, ast.AnnAssign)
-                else node.targets
-                if isinstance(node, ast.Assign)
-                else []
-            )
-            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
-                documented |= {t.id for t in targets if isinstance(t, ast.Name)}
-    return documented
-
-
-def test_all_lists_exactly_the_public_names() -> None:
-    assert sorted(set(taquba_jobs.__all__) - {"__version__"}) == sorted(PUBLIC)
-    assert len(set(taquba_jobs.__all__)) == len(taquba_jobs.__all__)
-
-
-def test_every_public_name_is_documented() -> None:
-    attribute_docs = _attribute_docstrings()
-    undocumented = []
-    for name in PUBLIC:
-        obj = getattr(taquba_jobs, name)
-        if inspect.isclass(obj) or inspect.isfunction(obj):
-            if not (obj.__doc__ or "").strip():
-                undocumented.append(name)
-            for member_name, member in vars(obj).items() if inspect.isclass(obj) else []:
-                if member_name.startswith("_") or (
-                    not callable(member) and not isinstance(member, property)
-                ):
-                    continue
-                if not (getattr(member, "__doc__", None) or "").strip():
-                    undocumented.append(f"{name}.{member_name}")
-        elif name not in attribute_docs:
-            undocumented.append(name)
-    assert undocumented == []
-
-
-def test_public_objects_live_in_private_modules() -> None:
-    for name in PUBLIC:
-        module = getattr(getattr(taquba_jobs, name), "__module__", None)
-        if module is not None and name != "JobFunction":
-            assert module.startswith("taquba_jobs._"), (name, module)
+def test_the_public_api_conforms() -> None:
+    """``__all__`` complete, exported once from private modules, everything documented."""
+    check_public_api(taquba_jobs)
 
 
 def test_errors_form_one_tree() -> None:
@@ -112,25 +63,7 @@ def test_the_example_runs(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatc
 
 def test_pyright_sees_the_public_names() -> None:
     """The names are re-exported explicitly (``X as X``), so pyright's verifytypes accepts them."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyright",
-            "--verifytypes",
-            "taquba_jobs",
-            "--ignoreexternal",
-            "--outputjson",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    report = json.loads(result.stdout)
-    completeness = report["typeCompleteness"]
-    assert completeness["exportedSymbolCounts"]["withUnknownType"] == 0, [
-        s["name"] for s in completeness["symbols"] if not s["isTypeKnown"]
-    ]
+    check_type_completeness(taquba_jobs)
 
 
 def test_the_readme_example_runs(

@@ -1,14 +1,13 @@
 """Crash-resume with real processes: SIGKILL a 5-step run in every step, in its hook, and after.
 
-The child (``wf_crash_child.py``) is a fresh interpreter, never a fork. It stops the first time
-it reaches each point and the test kills it there with SIGKILL, then starts it again on the same
-local-disk store. The run must finish exactly once, each step's memoized work done once.
+The child (``wf_crash_child.py``) is a fresh interpreter (`taquba.testing.open_child`), never a
+fork. It stops the first time it reaches each point and the test kills it there with SIGKILL,
+then starts it again on the same local-disk store. The run must finish exactly once, each
+step's memoized work done once.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import trio
 
 import taquba
 from taquba import QueueConfig
+from taquba.testing import open_child
 from taquba_workflow import RunState, TerminalStatus, WorkflowRuntime, read_run_outcome
 from wf_support import live_jobs
 
@@ -28,38 +28,16 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
 async def run_child(store_dir: Path, state: Path) -> tuple[str, str]:
     """Run the child until it stops somewhere (kill it there) or ends; return what it said."""
-    stderr = state / "stderr.log"
-    with stderr.open("ab") as err:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, str(CHILD), str(store_dir), str(state)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
-    try:
-        assert process.stdout is not None
-        buffer = b""
-        with trio.fail_after(30):
-            while True:
-                data = await process.stdout.receive_some(4096)
-                if not data:
-                    code = await process.wait()
-                    raise AssertionError(f"child exited ({code}):\n{stderr.read_text()[-3000:]}")
-                buffer += data
-                while b"\n" in buffer:
-                    raw, buffer = buffer.split(b"\n", 1)
-                    words = raw.decode().split()
-                    if words[0] == "AT":
-                        (state / f"killed-{words[1]}").touch()  # the next process goes past
-                        process.send_signal(signal.SIGKILL)
-                        await process.wait()
-                        return "killed", words[1]
-                    if words[0] == "DONE":
-                        assert await process.wait() == 0
-                        return "done", words[1]
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    with trio.fail_after(30):
+        async with open_child(CHILD, store_dir, state) as child:
+            line = await child.expect(lambda line: line.startswith(("AT ", "DONE ")))
+            tag, point = line.split()
+            if tag == "AT":
+                (state / f"killed-{point}").touch()  # the next process goes past
+                await child.kill()
+                return "killed", point
+            await child.expect_exit(0)
+            return "done", point
 
 
 def lines(state: Path, name: str) -> int:

@@ -88,9 +88,7 @@ def test_patched_builder_writes_the_same_bytes_as_the_generated_one(chunks: list
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=5000), st.sampled_from(["bytes", "bytearray", "memoryview"]))
 def test_patched_lowering_matches_the_generated_one(data: bytes, kind: str) -> None:
-    value: Any = {"bytes": data, "bytearray": bytearray(data), "memoryview": memoryview(data)}[
-        kind
-    ]
+    value: Any = {"bytes": data, "bytearray": bytearray(data), "memoryview": memoryview(data)}[kind]
     stock = _adapter._lowered_bytes(_adapter._STOCK_LOWER, value)
     assert _adapter._lowered_bytes(_adapter._fast_lower_bytes, value) == stock
     assert stock[4:] == data

@@ -1,20 +1,16 @@
 """Crash tests: a real queue process (``crash_child.py``) is killed with SIGKILL, then reopened.
 
-The child is a fresh interpreter (``sys.executable``), never a fork of the test process. It
-prints a line only after the call it reports returned (i.e. after durability), so whatever
-the test read from it is a promise the store must keep after the kill.
+The child is a fresh interpreter (`taquba.testing.open_child`), never a fork of the test
+process. It prints a line only after the call it reports returned (i.e. after durability), so
+whatever the test read from it is a promise the store must keep after the kill.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +19,7 @@ import trio
 
 import taquba
 from taquba import Effects, EnqueueRequest, JobRecord, JobStatus, LeaseHandle, QueueConfig
+from taquba.testing import Child, open_child
 
 CHILD = Path(__file__).with_name("crash_child.py")
 FAST = {"flush_interval": 0.01, "reaper_interval": 3600.0, "scheduler_interval": 3600.0}
@@ -34,69 +31,9 @@ STORM_CONFIG = QueueConfig(lease_duration=600, retry_backoff_base=0, keep_done=8
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
 
-class Child:
-    """A running ``crash_child.py`` and a line reader over its stdout."""
-
-    def __init__(self, process: trio.Process, stderr_path: Path) -> None:
-        self.process = process
-        self.stderr_path = stderr_path
-        self.lines: list[str] = []
-        self._buffer = b""
-
-    async def next_line(self) -> str | None:
-        """The next complete line, or None at end of output (a torn last line is dropped)."""
-        assert self.process.stdout is not None
-        while b"\n" not in self._buffer:
-            data = await self.process.stdout.receive_some(65536)
-            if not data:
-                return None
-            self._buffer += data
-        raw, self._buffer = self._buffer.split(b"\n", 1)
-        line = raw.decode()
-        self.lines.append(line)
-        return line
-
-    async def expect(self, wanted: str) -> None:
-        while (line := await self.next_line()) != wanted:
-            assert line is not None, f"child ended before {wanted!r}:\n{self.stderr()}"
-
-    async def drain(self) -> None:
-        """Read everything the child wrote before it died."""
-        while await self.next_line() is not None:
-            pass
-
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")[-4000:]
-
-    def words(self, tag: str) -> list[str]:
-        return [line.split()[1] for line in self.lines if line.startswith(tag + " ")]
-
-
-@asynccontextmanager
-async def spawn_child(tmp_path: Path, *args: str) -> AsyncIterator[Child]:
-    stderr_path = tmp_path / f"child-{args[0]}.err"
-    with stderr_path.open("wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, str(CHILD), *args],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    child = Child(process, stderr_path)
-    try:
-        yield child
-    finally:
-        child.kill()  # never leave a child behind, whatever happened
-        with trio.CancelScope(shield=True), trio.move_on_after(10):
-            await process.wait()
-        if process.stdout is not None:
-            await process.stdout.aclose()
+def reported(child: Child, tag: str) -> list[str]:
+    """The job ids of the child's ``<tag> <id>`` lines."""
+    return [words[0] for words in child.tagged(tag)]
 
 
 async def kv_keys(queue: taquba.Queue, prefix: bytes) -> dict[bytes, bytes]:
@@ -150,15 +87,11 @@ async def test_sigkill_with_claims_held_recovers_every_job_and_acks_each_once(
     fast = [i for i in ids if i not in slow]
 
     with trio.fail_after(60):
-        async with spawn_child(tmp_path, "hold", str(store_dir), str(log)) as child:
+        async with open_child(CHILD, "hold", store_dir, log, cwd=tmp_path) as child:
             await child.expect("READY")
-            while len(child.words("HOLD")) < HOLD_CONCURRENCY:
-                line = await child.next_line()
-                assert line is not None, child.stderr()
-            child.kill()
-            await child.drain()
-            assert await child.process.wait() == -signal.SIGKILL
-    assert set(child.words("HOLD")) == slow
+            await child.read_until(lambda: len(child.tagged("HOLD")) >= HOLD_CONCURRENCY)
+            await child.kill()
+    assert set(reported(child, "HOLD")) == slow
 
     executions = Counter(line.split()[0] for line in log.read_text().splitlines())
     assert set(executions) == set(ids[:-2])  # the last two fast jobs were never claimed
@@ -217,19 +150,20 @@ async def test_sigkill_during_a_storm_of_durable_commits_loses_nothing_acknowled
     want_enqueued = rng.randrange(40, 200)
     want_acked = rng.randrange(5, 40)
     with trio.fail_after(60):
-        async with spawn_child(tmp_path, "storm", str(store_dir)) as child:
+        async with open_child(CHILD, "storm", store_dir, cwd=tmp_path) as child:
             await child.expect("READY")
-            while len(child.words("ENQ")) < want_enqueued or len(child.words("ACK")) < want_acked:
-                line = await child.next_line()
-                assert line is not None, child.stderr()
+            await child.read_until(
+                lambda: (
+                    len(child.tagged("ENQ")) >= want_enqueued
+                    and len(child.tagged("ACK")) >= want_acked
+                )
+            )
             with trio.move_on_after(rng.uniform(0, 0.05)):
                 while await child.next_line() is not None:
                     pass
-            child.kill()
-            await child.drain()
-            assert await child.process.wait() == -signal.SIGKILL
-    enqueued = child.words("ENQ")
-    acked = child.words("ACK")
+            await child.kill()
+    enqueued = reported(child, "ENQ")
+    acked = reported(child, "ACK")
     assert len(set(enqueued)) == len(enqueued)
     assert len(set(acked)) == len(acked)
     assert set(acked) <= set(enqueued)

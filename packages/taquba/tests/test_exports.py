@@ -2,58 +2,22 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
-import itertools
-import json
-import pathlib
-import subprocess
-import sys
 
 import taquba
 import taquba.testing
+from taquba.testing import check_public_api, check_type_completeness
 
 PUBLIC = [name for name in dir(taquba) if not name.startswith("_")]
 
 
-def _attribute_docstrings() -> set[str]:
-    """Names assigned at module level in taquba's modules and followed by a docstring."""
-    documented: set[str] = set()
-    for path in pathlib.Path(taquba.__file__).parent.glob("_*.py"):
-        body = ast.parse(path.read_text()).body
-        for node, following in itertools.pairwise(body):
-            targets = (
-                [node.target]
-                if isinstance(node, ast.AnnAssign)
-                else node.targets
-                if isinstance(node, ast.Assign)
-                else []
-            )
-            is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-            if is_doc:
-                documented |= {t.id for t in targets if isinstance(t, ast.Name)}
-    return documented
+def test_the_public_api_conforms() -> None:
+    check_public_api(taquba)
 
 
-def test_every_public_name_is_documented() -> None:
-    attribute_docs = _attribute_docstrings()
-    undocumented = []
-    for name in PUBLIC:
-        obj = getattr(taquba, name)
-        if inspect.isclass(obj) or inspect.isfunction(obj):
-            if not (obj.__doc__ or "").strip():
-                undocumented.append(name)
-        elif not inspect.ismodule(obj) and name not in attribute_docs:
-            undocumented.append(name)  # constants and type aliases: a docstring after them
-    assert undocumented == []
-
-
-def test_public_classes_and_functions_live_in_private_modules_but_export_from_taquba() -> None:
-    for name in PUBLIC:
-        obj = getattr(taquba, name)
-        module = getattr(obj, "__module__", None)
-        if module is not None and inspect.isclass(obj) | inspect.isfunction(obj):
-            assert module.startswith("taquba"), (name, module)
+def test_the_testing_api_conforms() -> None:
+    check_public_api(taquba.testing, reexported={"MockClock"})
+    assert taquba.testing.MockClock is taquba.MockClock
 
 
 def test_errors_form_one_tree() -> None:
@@ -71,27 +35,19 @@ def test_errors_form_one_tree() -> None:
 
 
 def test_testing_helpers_are_exported() -> None:
-    assert set(taquba.testing.__all__) >= {"MockClock", "drain", "memory_store", "open_test_queue"}
+    assert set(taquba.testing.__all__) == {
+        "Child",
+        "ChildExited",
+        "MockClock",
+        "check_public_api",
+        "check_type_completeness",
+        "drain",
+        "memory_store",
+        "open_child",
+        "open_test_queue",
+    }
 
 
 def test_pyright_sees_the_public_names() -> None:
     """The names are re-exported explicitly (``X as X``), so pyright's verifytypes accepts them."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyright",
-            "--verifytypes",
-            "taquba",
-            "--ignoreexternal",
-            "--outputjson",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    report = json.loads(result.stdout)
-    completeness = report["typeCompleteness"]
-    assert completeness["exportedSymbolCounts"]["withUnknownType"] == 0, [
-        s["name"] for s in completeness["symbols"] if not s["isTypeKnown"]
-    ]
+    check_type_completeness("taquba")

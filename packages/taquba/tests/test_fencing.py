@@ -8,10 +8,7 @@ processes on a local-disk store. Also: a misconfigured S3 endpoint fails fast wi
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -22,6 +19,7 @@ import trio
 
 import taquba
 from taquba import Fenced, JobRecord, JobStatus, LeaseHandle, QueueStats, Store
+from taquba.testing import open_child
 
 FAST = {"flush_interval": 0.01, "reaper_interval": 3600.0, "scheduler_interval": 3600.0}
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -204,18 +202,10 @@ async def test_a_writer_in_another_process_fences_this_one(tmp_path: Path) -> No
         before = [(await first.enqueue("w", b"first %d" % i)).id for i in range(3)]
         held = await first.claim("w")
         assert held is not None
-        err = tmp_path / "child.err"
-        with trio.fail_after(60), err.open("wb") as stderr:
-            result = await trio.run_process(
-                [sys.executable, str(CHILD), "fence", str(store_dir), "5"],
-                capture_stdout=True,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                check=False,
-            )
-        assert result.returncode == 0, err.read_text()
-        lines = result.stdout.decode().splitlines()
+        with trio.fail_after(60):
+            async with open_child(CHILD, "fence", store_dir, "5", cwd=tmp_path) as child:
+                await child.expect_exit(0)
+        lines = child.lines
         assert lines[0] == "READY" and lines[-1] == "CLOSED"
         with pytest.raises(Fenced):
             await first.enqueue("w", b"too late")

@@ -118,7 +118,7 @@ __all__ = [
     "SystemClock",
     "TaqubaError",
     "UsageError",
-    "_version",
+    "__version__",
     "backoff_delay",
     "open_queue",
     "run_worker",

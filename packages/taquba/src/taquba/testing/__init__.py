@@ -1,76 +1,38 @@
-"""Helpers for testing code built on taquba: stores, clocks, and draining a queue.
+"""Helpers for testing code built on taquba: stores, clocks, queues, crashes, conformance.
 
-`memory_store` gives a private in-memory store; `MockClock` virtualises the queue's time;
-`drain` runs a handler over a queue until it is idle; `open_test_queue` opens a queue tuned
-for tests (fast flushes, quick background ticks).
+- Queues: `memory_store` gives a private in-memory store; `MockClock` virtualises the queue's
+  time; `open_test_queue` opens a queue tuned for tests (fast flushes, quick background
+  ticks); `drain` runs a handler over a queue until it is idle.
+- Crash tests: `open_child` runs a Python program in a child process whose stdout the test
+  reads line by line (`Child`), and SIGKILLs it; `ChildExited` reports a child that ended
+  early.
+- Conformance: `check_public_api` checks that a package exports each public name once, from
+  a private module, documented; `check_type_completeness` that pyright knows every type.
+- Fixtures: the pytest plugin `taquba.testing.pytest_plugin` (opt in with
+  ``pytest_plugins = ["taquba.testing.pytest_plugin"]``) provides memory, local-disk and S3
+  (moto) stores, and a ``store`` fixture parametrized over the three.
+
+Importing `taquba.testing` does not import pytest; only the plugin module does.
 """
 
-from __future__ import annotations
+from .._clock import MockClock as MockClock
+from ._child import Child as Child
+from ._child import ChildExited as ChildExited
+from ._child import open_child as open_child
+from ._public_api import check_public_api as check_public_api
+from ._public_api import check_type_completeness as check_type_completeness
+from ._queues import drain as drain
+from ._queues import memory_store as memory_store
+from ._queues import open_test_queue as open_test_queue
 
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
-
-import trio
-
-from .._clock import Clock, MockClock
-from .._queue import Queue, open_queue
-from .._store import Store
-from .._worker import Handler, _process, _resolve  # pyright: ignore[reportPrivateUsage]
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping
-
-    from .._config import QueueConfig
-
-__all__ = ["MockClock", "drain", "memory_store", "open_test_queue"]
-
-
-def memory_store() -> Store:
-    """A fresh, private in-memory store."""
-    return Store.memory()
-
-
-@asynccontextmanager
-async def open_test_queue(
-    store: Store | None = None,
-    name: str = "test",
-    *,
-    config: QueueConfig | None = None,
-    queues: Mapping[str, QueueConfig] | None = None,
-    clock: Clock | None = None,
-    flush_interval: float = 0.005,
-    reaper_interval: float = 0.05,
-    scheduler_interval: float = 0.05,
-) -> AsyncGenerator[Queue]:
-    """`open_queue` with test-friendly defaults: a memory store, 5 ms flushes, fast ticks."""
-    async with open_queue(
-        store or Store.memory(),
-        name,
-        config=config,
-        queues=queues,
-        clock=clock,
-        flush_interval=flush_interval,
-        reaper_interval=reaper_interval,
-        scheduler_interval=scheduler_interval,
-    ) as queue:
-        yield queue
-
-
-async def drain(
-    queue: Queue, queue_name: str, handler: Handler, *, max_jobs: int | None = None
-) -> int:
-    """Claim and handle jobs of ``queue_name`` one by one until none is ready; return how many.
-
-    Scheduled jobs that are not yet due are left alone. Settlement follows the worker loops'
-    rules (return: ack; `PermanentFailure`: dead-letter; other errors: nack).
-    """
-    fn = _resolve(handler)
-    handled = 0
-    while max_jobs is None or handled < max_jobs:
-        claim = await queue.claim(queue_name)
-        if claim is None:
-            break
-        await _process(queue, claim, fn)
-        handled += 1
-    await trio.lowlevel.checkpoint()
-    return handled
+__all__ = [
+    "Child",
+    "ChildExited",
+    "MockClock",
+    "check_public_api",
+    "check_type_completeness",
+    "drain",
+    "memory_store",
+    "open_child",
+    "open_test_queue",
+]

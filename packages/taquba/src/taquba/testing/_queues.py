@@ -1,0 +1,69 @@
+"""Stores and queues for tests: a private memory store, a fast test queue, and `drain`."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._queue import Queue, open_queue
+from .._store import Store
+from .._worker import Handler, _process, _resolve  # pyright: ignore[reportPrivateUsage]
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Mapping
+
+    from .._clock import Clock
+    from .._config import QueueConfig
+
+
+def memory_store() -> Store:
+    """A fresh, private in-memory store."""
+    return Store.memory()
+
+
+@asynccontextmanager
+async def open_test_queue(
+    store: Store | None = None,
+    name: str = "test",
+    *,
+    config: QueueConfig | None = None,
+    queues: Mapping[str, QueueConfig] | None = None,
+    clock: Clock | None = None,
+    flush_interval: float = 0.005,
+    reaper_interval: float = 0.05,
+    scheduler_interval: float = 0.05,
+) -> AsyncGenerator[Queue]:
+    """`open_queue` with test-friendly defaults: a memory store, 5 ms flushes, fast ticks."""
+    async with open_queue(
+        store or Store.memory(),
+        name,
+        config=config,
+        queues=queues,
+        clock=clock,
+        flush_interval=flush_interval,
+        reaper_interval=reaper_interval,
+        scheduler_interval=scheduler_interval,
+    ) as queue:
+        yield queue
+
+
+async def drain(
+    queue: Queue, queue_name: str, handler: Handler, *, max_jobs: int | None = None
+) -> int:
+    """Claim and handle jobs of ``queue_name`` one by one until none is ready; return how many.
+
+    Scheduled jobs that are not yet due are left alone. Settlement follows the worker loops'
+    rules (return: ack; `PermanentFailure`: dead-letter; other errors: nack).
+    """
+    fn = _resolve(handler)
+    handled = 0
+    while max_jobs is None or handled < max_jobs:
+        claim = await queue.claim(queue_name)
+        if claim is None:
+            break
+        await _process(queue, claim, fn)
+        handled += 1
+    await trio.lowlevel.checkpoint()
+    return handled
