@@ -158,7 +158,7 @@ async def test_a_batch_commits_while_the_one_before_waits_for_its_flush(
             # Without pipelining the second commit would wait for the first one's flush, a
             # minute away; the bound only keeps a broken build from hanging.
             with trio.fail_after(30):
-                while await queue.get_job("second") is None:
+                while await queue.get_job("second") is None:  # noqa: ASYNC110 - polls storage
                     await trio.sleep(0.01)
             assert returned == []  # both still wait for the WAL flush
             await queue._database.flush()  # pyright: ignore[reportPrivateUsage]
