@@ -562,6 +562,9 @@ class Queue:
     ) -> EnqueueResult:
         """Add a job to ``queue``; return once it is durable.
 
+        Concurrent enqueues are committed together (see `ack_with`); each keeps its own outcome.
+        Once started, an enqueue runs to its end even if the caller is cancelled meanwhile.
+
         Args:
             queue: the queue name.
             payload: the job's bytes.
