@@ -1,4 +1,6 @@
-"""A bulk process for the crash test: ``python bulk_crash_child.py STORE_DIR STATE_DIR LABEL N``.
+"""A bulk process for the crash test.
+
+``python bulk_crash_child.py STORE_DIR STATE_DIR LABEL N [STALL]``.
 
 It is started with ``sys.executable`` (never forked from the test process) and runs a batch of
 ``N`` items through a three-phase pipeline on a local-disk store. Each phase is memoized and
@@ -9,6 +11,11 @@ takes a little time, so a SIGKILL lands in the middle of some of them. It report
   phase's function runs (a paid call), ``LABEL stored ITEM PHASE`` once its memo is durable;
 - stdout: ``DONE RUN_ID`` per output record (written once the item's end committed), then
   ``FINISHED <report as JSON>``.
+
+With ``STALL``, items ``docSTALL`` and after never finish their last phase (it sleeps until the
+kill), so a run killed after they started certainly has items stopped mid-way: with group
+commit, items in flight tend to finish their phases together, and a kill can otherwise land
+when none has a phase stored.
 """
 
 from __future__ import annotations
@@ -37,9 +44,10 @@ class StdoutSink:
 
 
 class ThreePhases(Pipeline[str, dict[str, str]]):
-    def __init__(self, log: Path, label: str) -> None:
+    def __init__(self, log: Path, label: str, stall_from: int | None) -> None:
         self.log = log
         self.label = label
+        self.stall_from = stall_from
 
     def note(self, *words: str) -> None:
         fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -56,7 +64,8 @@ class ThreePhases(Pipeline[str, dict[str, str]]):
 
             async def call(phase: str = phase, value: str = value) -> str:
                 self.note("call", item, phase)
-                await trio.sleep(0.03)
+                stall = self.stall_from is not None and int(item[3:]) >= self.stall_from
+                await trio.sleep(3600 if stall and phase == PHASES[-1] else 0.03)
                 return f"{phase}({value})"
 
             value = await ctx.memoized(phase, call)
@@ -64,8 +73,10 @@ class ThreePhases(Pipeline[str, dict[str, str]]):
         return {"item": item, "result": value}
 
 
-async def main(store_dir: str, state_dir: str, label: str, count: int) -> None:
-    pipeline = ThreePhases(Path(state_dir) / "log", label)
+async def main(
+    store_dir: str, state_dir: str, label: str, count: int, stall_from: int | None
+) -> None:
+    pipeline = ThreePhases(Path(state_dir) / "log", label, stall_from)
     config = QueueConfig(retry_backoff_base=0)
     async with taquba.open_queue(store_dir, "bulk", config=config, flush_interval=0.01) as queue:
         bulk = Bulk(
@@ -89,4 +100,5 @@ async def main(store_dir: str, state_dir: str, label: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    stall = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), stall)

@@ -27,13 +27,26 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
 
 async def run_child(store: Path, state: Path, label: str, kill_after: int | None) -> list[str]:
-    """Run the child; SIGKILL it after ``kill_after`` DONE lines. Return its stdout lines."""
+    """Run the child; SIGKILL it after ``kill_after`` DONE lines. Return its stdout lines.
+
+    A run to be killed stalls the last phase of items from ``kill_after + 5`` on, and the kill
+    waits until one of them has stored a phase, so some item is certainly cut off mid-way.
+    """
+    args = [CHILD, store, state, label, str(ITEMS)]
+    stall_from = None if kill_after is None else kill_after + 5
+    if stall_from is not None:
+        args.append(str(stall_from))
     with trio.fail_after(60):
-        async with open_child(CHILD, store, state, label, str(ITEMS)) as child:
-            if kill_after is None:
+        async with open_child(*args) as child:
+            if kill_after is None or stall_from is None:
                 await child.expect_exit(0)
             else:
                 await child.read_until(lambda: len(child.tagged("DONE")) >= kill_after)
+                # A stalled item with a stored phase can never finish: it is cut off mid-way.
+                while not any(  # noqa: ASYNC110 - polls the child's log file
+                    int(item[3:]) >= stall_from for item, _ in events(state, label, "stored")
+                ):
+                    await trio.sleep(0.02)
                 await child.kill()
     return child.lines
 
