@@ -71,6 +71,8 @@ async def test_concurrent_enqueues_share_transactions(
     # 100 callers, far fewer commits: every caller that arrives while a batch is being
     # committed joins the next one.
     assert len(transactions) <= 10
+    # One stats delta record per transaction, and the fold bookkeeping counts exactly those.
+    assert queue._unfolded["q"] == len(transactions)  # pyright: ignore[reportPrivateUsage]
 
 
 async def test_each_request_in_a_batch_gets_its_own_outcome(queue: taquba.Queue) -> None:

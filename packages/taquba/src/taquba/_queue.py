@@ -448,10 +448,16 @@ class Queue:
         self._completion = trio.Event()
 
     def _count_deltas(self, queue: str) -> None:
+        """Note one committed stats delta record of ``queue`` (one per queue per transaction)."""
         count = self._unfolded.get(queue, 0) + 1
         self._unfolded[queue] = count
         if count >= _FOLD_THRESHOLD:
             self._fold_wanted.set()
+
+    def _count_queues(self, queues: Iterable[str]) -> None:
+        """`_count_deltas` once per distinct queue of one committed transaction."""
+        for queue in set(queues):
+            self._count_deltas(queue)
 
     # ------------------------------------------------------------------ enqueue
 
@@ -539,7 +545,6 @@ class Queue:
     ) -> None:
         inserted: dict[str, list[bytes]] = {}
         for item, result in zip(prepared, results, strict=True):
-            self._count_deltas(item.record.queue)
             if result.created and item.record.status is JobStatus.PENDING:
                 inserted.setdefault(item.record.queue, []).append(item.key)
         for queue, pending_keys in inserted.items():
@@ -666,6 +671,7 @@ class Queue:
     def _enqueues_committed(self, committed: list[_EnqueueRequest]) -> None:
         for request in committed:
             self._after_enqueues(request.prepared, request.results)
+        self._count_queues(item.record.queue for r in committed for item in r.prepared)
 
     # ------------------------------------------------------------------ claim
 
@@ -936,8 +942,10 @@ class Queue:
             claim = request.claim
             self._leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
             self._after_enqueues(request.prepared, request.results)
-        for queue in {r.claim.queue for r in committed}:
-            self._count_deltas(queue)
+        self._count_queues(
+            [r.claim.queue for r in committed]
+            + [item.record.queue for r in committed for item in r.prepared]
+        )
         self._notify_completion()
 
     async def _stage_ack(
@@ -1040,6 +1048,7 @@ class Queue:
         result = await self._settle(claim, stage)
         if result.dead:
             self._after_enqueues(prepared, result.enqueued)
+            self._count_queues({item.record.queue for item in prepared} - {claim.queue})
             self._notify_completion()
         return result
 
@@ -1074,6 +1083,7 @@ class Queue:
 
         results = await self._settle(claim, stage)
         self._after_enqueues(prepared, results)
+        self._count_queues({item.record.queue for item in prepared} - {claim.queue})
         self._notify_completion()
         return results
 
