@@ -171,7 +171,7 @@ class Store:
         memory = MemoryFileSystem()
         store._blob_root = f"{root}/{_BLOB_DIR}"
         store._blob_fs = DirFileSystem(path=store._blob_root, fs=memory)
-        store._memory_lock = threading.Lock()
+        store._memory_lock = _MEMORY_FS_LOCK
         weakref.finalize(store, _forget_memory_root, memory, root)
         _adapter.attach_object_store(store, _adapter.memory_object_store())
         return store
@@ -512,7 +512,13 @@ class Store:
 
     def _list_sync(self, base: str) -> list[str]:
         try:
-            found: list[str] = self._blob_fs.find(base)
+            if self._memory_lock is not None:
+                # fsspec's memory filesystem iterates a plain dict that blob writes in other
+                # worker threads change ("dictionary changed size during iteration").
+                with self._memory_lock:
+                    found: list[str] = self._blob_fs.find(base)
+            else:
+                found = self._blob_fs.find(base)
         except FileNotFoundError:
             return []
         lead = f"{base}/" if base else ""
@@ -529,6 +535,9 @@ class Store:
 
 
 _PRIVATE: Final = object()
+
+_MEMORY_FS_LOCK: Final = threading.Lock()
+"""Serialises blob calls on fsspec's memory filesystem, whose one dict every memory store shares."""
 
 
 # --------------------------------------------------------------------------------------------
