@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pathlib
 import socket
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 import trio
+from fsspec.implementations.memory import MemoryFileSystem
 
+from taquba import _store
 from taquba._adapter import Database
 from taquba._errors import InvalidQueueName, InvalidStoreUrl, StorageUnavailable, UsageError
 from taquba._store import Store
@@ -366,6 +369,24 @@ async def test_memory_blobs_are_private_to_their_store() -> None:
     await one.put_blob("x", b"1")
     assert await two.get_blob("x") is None
     assert await two.list_blobs("") == []
+
+
+async def test_a_collected_memory_store_leaves_the_shared_dict_alone_until_locked() -> None:
+    # A finalizer runs wherever the collector runs, e.g. while another thread lists fsspec's
+    # process-wide memory dict under the lock. It must not change the dict then (CI saw
+    # "dictionary changed size during iteration"); its blobs go at the next locked blob call.
+    doomed = Store.memory()
+    await doomed.put_blob("a/b", b"1")
+    shared: dict[str, Any] = MemoryFileSystem.store
+    mine = [key for key in shared if key.startswith(doomed._blob_root)]  # pyright: ignore[reportPrivateUsage]
+    assert len(mine) == 1
+    with _store._MEMORY_FS_LOCK:  # pyright: ignore[reportPrivateUsage]  # a listing in progress
+        del doomed
+        gc.collect()
+        assert all(key in shared for key in mine)
+    survivor = Store.memory()
+    assert await survivor.list_blobs("") == []
+    assert not any(key in shared for key in mine)
 
 
 async def test_fs_is_rooted_at_the_blob_namespace(store: Store) -> None:

@@ -32,7 +32,8 @@ import tempfile
 import threading
 import uuid
 import weakref
-from contextlib import suppress
+from collections import deque
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, TypeVarTuple
 from urllib.parse import unquote, urlsplit
 
@@ -51,7 +52,7 @@ from taquba._errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Generator
 
     import fsspec
 
@@ -134,10 +135,10 @@ class Store:
         "_blob_fs",
         "_blob_root",
         "_db_root",
+        "_in_memory_fs",
         "_kind",
         "_local_root",
         "_max_retries",
-        "_memory_lock",
         "_s3_config",
         "_url",
     )
@@ -149,7 +150,7 @@ class Store:
     _blob_fs: Any  # fsspec is untyped; `fs` exposes it as an AbstractFileSystem
     _blob_root: str
     _local_root: str | None
-    _memory_lock: threading.Lock | None
+    _in_memory_fs: bool
     _s3_config: _S3Config | None
 
     def __init__(self, _token: object, /) -> None:
@@ -171,7 +172,7 @@ class Store:
         memory = MemoryFileSystem()
         store._blob_root = f"{root}/{_BLOB_DIR}"
         store._blob_fs = DirFileSystem(path=store._blob_root, fs=memory)
-        store._memory_lock = _MEMORY_FS_LOCK
+        store._in_memory_fs = True
         weakref.finalize(store, _forget_memory_root, memory, root)
         _adapter.attach_object_store(store, _adapter.memory_object_store())
         return store
@@ -274,7 +275,7 @@ class Store:
         store._max_retries = max_retries
         store._db_root = db_root
         store._local_root = None
-        store._memory_lock = None
+        store._in_memory_fs = False
         store._s3_config = None
         return store
 
@@ -463,8 +464,8 @@ class Store:
             return _local_put(self._blob_root, key, data, create_only=create_only)
         mode = "create" if create_only else "overwrite"
         try:
-            if self._memory_lock is not None:
-                with self._memory_lock:
+            if self._in_memory_fs:
+                with _memory_fs_locked():
                     self._blob_fs.pipe_file(key, data, mode=mode)
             else:
                 self._blob_fs.pipe_file(key, data, mode=mode)
@@ -492,8 +493,8 @@ class Store:
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 return False
             return True
-        if self._memory_lock is not None:
-            with self._memory_lock:
+        if self._in_memory_fs:
+            with _memory_fs_locked():
                 return self._delete_fs(key)
         return self._delete_fs(key)
 
@@ -512,10 +513,10 @@ class Store:
 
     def _list_sync(self, base: str) -> list[str]:
         try:
-            if self._memory_lock is not None:
+            if self._in_memory_fs:
                 # fsspec's memory filesystem iterates a plain dict that blob writes in other
                 # worker threads change ("dictionary changed size during iteration").
-                with self._memory_lock:
+                with _memory_fs_locked():
                     found: list[str] = self._blob_fs.find(base)
             else:
                 found = self._blob_fs.find(base)
@@ -538,6 +539,26 @@ _PRIVATE: Final = object()
 
 _MEMORY_FS_LOCK: Final = threading.Lock()
 """Serialises blob calls on fsspec's memory filesystem, whose one dict every memory store shares."""
+
+_DEAD_MEMORY_ROOTS: Final[deque[tuple[Any, str]]] = deque()
+"""Blob roots of garbage-collected memory stores, removed by the next locked blob call.
+
+A finalizer runs wherever the garbage collector happens to run: in the middle of another
+thread's listing, or inside an allocation of a thread that holds `_MEMORY_FS_LOCK`. It must not
+touch the shared dict (that was a "dictionary changed size during iteration" in CI), nor take
+the lock (that could deadlock), so it only queues the root here.
+"""
+
+
+@contextmanager
+def _memory_fs_locked() -> Generator[None]:
+    """Hold `_MEMORY_FS_LOCK`, first removing the blobs of memory stores since collected."""
+    with _MEMORY_FS_LOCK:
+        while _DEAD_MEMORY_ROOTS:
+            memory, root = _DEAD_MEMORY_ROOTS.popleft()
+            with suppress(Exception):
+                memory.rm(root, recursive=True)
+        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -713,5 +734,5 @@ def _is_client_error(exc: BaseException) -> bool:
 
 
 def _forget_memory_root(memory: Any, root: str) -> None:
-    with suppress(Exception):
-        memory.rm(root, recursive=True)
+    # A finalizer: queue only (see `_DEAD_MEMORY_ROOTS`); deque.append is atomic.
+    _DEAD_MEMORY_ROOTS.append((memory, root))
