@@ -136,6 +136,91 @@ async def test_calls_completing_in_place_still_let_other_tasks_run(memory_store:
         await db.close()
 
 
+async def test_large_values_round_trip_at_and_around_the_threshold(store: Store) -> None:
+    db = await open_db(store)
+    limit = _adapter.LARGE_VALUE_BYTES
+    values = {
+        b"below": os.urandom(limit - 1),
+        b"at": os.urandom(limit),
+        b"big": os.urandom(3 << 20),
+        b"empty-key-neighbour": b"",
+    }
+    try:
+        txn = await db.begin()
+        for key, value in values.items():
+            await txn.put(key, value)
+        assert await txn.get(b"big") == values[b"big"]  # read-your-writes before commit
+        await txn.put(b"at", values[b"below"])  # a later small write replaces a large one
+        await txn.commit(durable=True)
+        assert await db.get(b"at") == values[b"below"]
+        for key in (b"below", b"big", b"empty-key-neighbour"):
+            assert await db.get(key) == values[key]
+    finally:
+        await db.close()
+
+
+@pytest.mark.skipif(_adapter._LARGE_PUT is None, reason="large puts stay on the event loop")
+async def test_a_large_put_lets_other_tasks_run(memory_store: Store) -> None:
+    # Handing a value over takes the binding about 6 ms per MiB; from LARGE_VALUE_BYTES on that
+    # happens in a worker thread. On the loop, the put of 16 MiB would not yield at all
+    # (buffered transaction writes complete during their poll), so the ticker would not run.
+    db = await open_db(memory_store)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    try:
+        txn = await db.begin()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await trio.lowlevel.checkpoint()
+            before = ticks
+            await txn.put(b"k", b"x" * (16 << 20))
+            assert ticks - before > 5
+            nursery.cancel_scope.cancel()
+        await txn.commit(durable=False)
+        assert await db.get(b"k") == b"x" * (16 << 20)
+    finally:
+        await db.close()
+
+
+async def test_cancelling_large_puts_loses_no_completed_write(memory_store: Store) -> None:
+    # A large put is either buffered (then committed) or not; cancellation at random points
+    # leaves no pending continuation and no half-written value.
+    db = await open_db(memory_store)
+    rng = random.Random(7)
+    value = bytes(range(256)) * (_adapter.LARGE_VALUE_BYTES // 256 * 4)
+    written: list[bytes] = []
+    try:
+        for i in range(30):
+            txn = await db.begin()
+            key = b"L%02d" % i
+            with trio.move_on_after(rng.choice([0, 0.00005, 0.0005, 5])) as scope:
+                await txn.put(key, value)
+            if not scope.cancelled_caught:
+                written.append(key)
+            await txn.commit(durable=False)
+        for _ in range(500):
+            if not _pending_continuations():
+                break
+            await trio.sleep(0.01)
+        assert _pending_continuations() == 0
+        assert written  # the 5 s budget always suffices
+        for i in range(30):
+            key = b"L%02d" % i
+            got = await db.get(key)
+            if key in written:
+                assert got == value
+            else:
+                assert got in (None, value)  # cancelled after the write was buffered
+    finally:
+        await db.close()
+
+
 @settings(
     max_examples=25,
     deadline=None,
