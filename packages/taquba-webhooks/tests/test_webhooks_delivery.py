@@ -433,3 +433,39 @@ async def test_a_lost_lease_is_logged_and_the_job_delivered_again(
 
 async def _done(queue: taquba.Queue) -> bool:
     return (await queue.stats(tw.DEFAULT_QUEUE)).done == 1
+
+
+
+async def test_a_worker_that_lost_its_claim_writes_no_attempt_record(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Attempt 1 hangs and its lease is reaped, which abandons it; attempt 2 is under way.
+    # Attempt 1's settlement fails with ClaimLost and must write nothing: the attempt record
+    # commits with the settlement, so no record claims the delivery ended while it is running.
+    clock = MockClock()
+    config = taquba.QueueConfig(max_attempts=3, retry_backoff_base=0)
+    async with open_test_queue(config=config, clock=clock) as queue:
+        receiver.script("/hook", Reply(500, delay=5), Reply(200, delay=0.5))
+        result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
+
+        async def reap_mid_request() -> bool:
+            if not receiver.received():
+                return False
+            clock.advance(3600)
+            assert await queue.reap_now() == 1
+            return True
+
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: worker().serve(
+                    queue, shutdown=shutdown, poll_interval=0.05, task_status=task_status
+                )
+            )
+            await wait_until(reap_mid_request, 3)
+            await wait_until(lambda: "lost the claim" in caplog.text, 3)
+            assert await tw.get_attempt(queue, result.id) is None
+            await wait_until(lambda: _done(queue), 3)
+            shutdown.set()
+        assert len(receiver.received()) == 2
+        assert await queue.get_job(result.id) is None

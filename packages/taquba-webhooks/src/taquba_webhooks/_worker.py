@@ -563,12 +563,15 @@ class _Run:
                 effects = taquba.Effects(kv_deletes=[key])
             await queue.ack_with(claim, effects)
         else:
-            await queue.kv_put(key, encode_attempt(record))
+            # The record commits with the settlement, so a worker that lost its claim (its
+            # lease expired and another worker took the delivery) cannot overwrite the record
+            # of the newer attempt.
+            writes = {key: encode_attempt(record)}
             if result.kind is Classification.RETRY:
                 # Past max_attempts the queue dead-letters the job itself.
-                await queue.nack(claim, summary, retry_after=result.retry_after)
+                await queue.nack(claim, summary, retry_after=result.retry_after, kv_writes=writes)
             else:
-                await queue.dead_letter(claim, summary)
+                await queue.dead_letter(claim, summary, effects=taquba.Effects(kv_writes=writes))
         if request is not None and not result.cancelled:
             await self.stats.record(endpoint, outcome, started_ms)
 
