@@ -47,6 +47,7 @@ def table_row(output: str, first_cell: str) -> list[str]:
 # ------------------------------------------------------------------------------ the demo
 
 
+@pytest.mark.slow
 async def test_demo_end_to_end(tmp_path: Path) -> None:
     store = tmp_path / "demo-store"
     result = await run_cli("demo", "--store", str(store), "--jobs", "60", "--workers", "8")

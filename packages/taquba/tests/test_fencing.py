@@ -224,6 +224,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]  # closed again when the socket is
 
 
+@pytest.mark.slow
 async def test_an_unreachable_s3_endpoint_fails_open_with_storage_unavailable() -> None:
     """A misconfigured endpoint must not hang: finite retries, then `StorageUnavailable`.
 
