@@ -435,7 +435,6 @@ async def _done(queue: taquba.Queue) -> bool:
     return (await queue.stats(tw.DEFAULT_QUEUE)).done == 1
 
 
-
 async def test_a_worker_that_lost_its_claim_writes_no_attempt_record(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
