@@ -474,6 +474,88 @@ async def test_wait_for_completion(queue: taquba.Queue) -> None:
     assert results[0] is not None and results[0].status is JobStatus.DEAD
 
 
+async def test_a_completion_wakes_only_the_waiters_of_that_job(
+    memory_store: Store, clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 100 jobs with two waiters each, completed one by one: each waiter reads its job once at
+    # the start and once after its own completion. A broadcast would cost ~100 reads per
+    # completion (every waiter rereads), 10,000 in all.
+    async with taquba.open_queue(memory_store, "q", clock=clock, **FAST) as queue:
+        jobs = [await queue.enqueue("w", b"%d" % i) for i in range(100)]
+        reads = 0
+        first_reads_done = trio.Event()
+        get_job = queue.get_job
+
+        async def counting_get_job(job_id: str) -> taquba.JobRecord | None:
+            nonlocal reads
+            job = await get_job(job_id)
+            reads += 1  # counted once done: the acks below start after every first read
+            if reads == 200:
+                first_reads_done.set()
+            return job
+
+        monkeypatch.setattr(queue, "get_job", counting_get_job)
+        done: list[str] = []
+
+        async def waiter(job_id: str) -> None:
+            assert await queue.wait_for_completion(job_id) is None  # acked, not kept
+            done.append(job_id)
+
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(waiter, job.id)
+                nursery.start_soon(waiter, job.id)
+            await first_reads_done.wait()
+            for _ in jobs:
+                claim = await queue.claim("w")
+                assert claim is not None
+                await queue.ack(claim)
+        assert sorted(done) == sorted([job.id for job in jobs] * 2)
+        assert reads == 400
+        assert queue._completion_waiters == {}  # pyright: ignore[reportPrivateUsage]
+
+
+async def test_waiters_wake_on_every_kind_of_completion(memory_store: Store) -> None:
+    clock = MockClock()
+    config = QueueConfig(lease_duration=10, max_attempts=1)
+    async with taquba.open_queue(memory_store, "q", config=config, clock=clock, **FAST) as queue:
+        reaped = await queue.enqueue("w", b"reaped")  # out of attempts when its lease expires
+        nacked = await queue.enqueue("w", b"nacked")
+        cancelled = await queue.enqueue("w", b"cancelled")  # still pending: removed
+        results: dict[str, taquba.JobRecord | None] = {}
+
+        async def waiter(job_id: str) -> None:
+            results[job_id] = await queue.wait_for_completion(job_id)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for job in (reaped, nacked, cancelled):
+                    nursery.start_soon(waiter, job.id)
+                first = await queue.claim("w")
+                second = await queue.claim("w")
+                assert first is not None and second is not None
+                assert (first.id, second.id) == (reaped.id, nacked.id)
+                await queue.nack(second, "boom")  # one attempt allowed: dead
+                assert await queue.cancel(cancelled.id) is CancelOutcome.REMOVED
+                clock.advance(60)
+                assert await queue.reap_now() == 1
+        dead_reaped, dead_nacked = results[reaped.id], results[nacked.id]
+        assert dead_reaped is not None and dead_reaped.status is JobStatus.DEAD
+        assert dead_nacked is not None and dead_nacked.last_error == "boom"
+        assert results[cancelled.id] is None
+
+
+async def test_a_cancelled_wait_leaves_no_registration(memory_store: Store) -> None:
+    async with taquba.open_queue(memory_store, "q", **FAST) as queue:
+        job = await queue.enqueue("w", b"x")
+        with trio.move_on_after(0.05):
+            await queue.wait_for_completion(job.id)
+        assert queue._completion_waiters == {}  # pyright: ignore[reportPrivateUsage]
+        with pytest.raises(taquba.InvalidId):
+            await queue.wait_for_completion("not a ulid!")
+        assert queue._completion_waiters == {}  # pyright: ignore[reportPrivateUsage]
+
+
 async def test_claim_with_wait_wakes_on_insert_and_waits_out_its_deadline(
     queue: taquba.Queue,
 ) -> None:

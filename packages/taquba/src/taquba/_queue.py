@@ -87,6 +87,14 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return trimmed[:-1] + bytes((trimmed[-1] + 1,))
 
 
+@dataclass(slots=True, eq=False)
+class _CompletionWaiter:
+    """The `wait_for_completion` calls of one job: one event, and how many calls share it."""
+
+    event: trio.Event = field(default_factory=trio.Event)
+    count: int = 0
+
+
 @dataclass(slots=True)
 class _QueueState:
     """Per-queue in-memory state of an open database."""
@@ -186,7 +194,7 @@ class Queue:
         self._ids = IdGenerator(clock)
         self._leases = LeaseRegistry()
         self._states: dict[str, _QueueState] = {}
-        self._completion = trio.Event()
+        self._completion_waiters: dict[str, _CompletionWaiter] = {}
         self._stopped = trio.Event()
         self._failure: TaqubaError | None = None
         self._db: Database | None = None
@@ -319,7 +327,7 @@ class Queue:
         cursor once per job.
         """
         now = self._clock.now_ms()
-        outcome: list[tuple[int, str, bytes, JobStatus]] = []
+        outcome: list[tuple[int, str, bytes, JobStatus, str]] = []
 
         async def body(txn: Transaction) -> None:
             outcome.clear()
@@ -348,25 +356,24 @@ class Queue:
                     deltas.move(job.queue, "claimed", "pending")
                 # The index keeps pointing at the pending key (see _locate).
                 await txn.put(key, encode_job(record))
-                outcome.append((index, job.queue, key, record.status))
+                outcome.append((index, job.queue, key, record.status, job.id))
             await deltas.stage(txn, self._ids)
 
         await run_transaction(self._database, body, durable=False)
         moved = [False] * len(claims)
         inserted: dict[str, list[bytes]] = {}
-        any_dead = False
-        for index, queue, key, status in outcome:
+        dead: list[str] = []
+        for index, queue, key, status, job_id in outcome:
             moved[index] = True
             if status is JobStatus.PENDING:
                 inserted.setdefault(queue, []).append(key)
             else:
-                any_dead = True
-        for queue in {queue for _, queue, _, _ in outcome}:
+                dead.append(job_id)
+        for queue in {queue for _, queue, _, _, _ in outcome}:
             self._count_deltas(queue)
         for queue, pending_keys in inserted.items():
             self._notify_inserts(queue, pending_keys)
-        if any_dead:
-            self._notify_completion()
+        self._notify_completion(dead)
         return moved
 
     async def _close(self) -> None:
@@ -443,9 +450,15 @@ class Queue:
             state.cursor.note_insert(key)
         state.wakeup.notify(min(len(pending_keys), _MAX_INSERT_WAKEUPS))
 
-    def _notify_completion(self) -> None:
-        self._completion.set()
-        self._completion = trio.Event()
+    def _notify_completion(self, job_ids: Iterable[str]) -> None:
+        """Wake the `wait_for_completion` calls waiting for these jobs (and only those)."""
+        waiters = self._completion_waiters
+        if not waiters:
+            return
+        for job_id in job_ids:
+            waiter = waiters.pop(job_id, None)
+            if waiter is not None:
+                waiter.event.set()
 
     def _count_deltas(self, queue: str) -> None:
         """Note one committed stats delta record of ``queue`` (one per queue per transaction)."""
@@ -946,7 +959,7 @@ class Queue:
             [r.claim.queue for r in committed]
             + [item.record.queue for r in committed for item in r.prepared]
         )
-        self._notify_completion()
+        self._notify_completion(r.claim.id for r in committed)
 
     async def _stage_ack(
         self, txn: Transaction, request: _AckRequest, deltas: _Deltas
@@ -1049,7 +1062,7 @@ class Queue:
         if result.dead:
             self._after_enqueues(prepared, result.enqueued)
             self._count_queues({item.record.queue for item in prepared} - {claim.queue})
-            self._notify_completion()
+            self._notify_completion((claim.id,))
         return result
 
     async def dead_letter(
@@ -1084,7 +1097,7 @@ class Queue:
         results = await self._settle(claim, stage)
         self._after_enqueues(prepared, results)
         self._count_queues({item.record.queue for item in prepared} - {claim.queue})
-        self._notify_completion()
+        self._notify_completion((claim.id,))
         return results
 
     def renew_lease(self, claim: Claim, extension: float) -> int:
@@ -1201,38 +1214,51 @@ class Queue:
                 entry.cancel.fire()
             if result is CancelOutcome.REMOVED:
                 self._count_deltas(job.queue)
-                self._notify_completion()
+                self._notify_completion((job.id,))
         return result
 
     async def wait_for_completion(self, job_id: str) -> JobRecord | None:
         """Wait until the job is done, dead, or gone.
 
         Returns the done or dead record if one is kept, else None (acknowledged without
-        ``keep_done``, or cancelled). Bound the wait with `trio.move_on_after`.
+        ``keep_done``, or cancelled). Bound the wait with `trio.move_on_after`. Only this
+        job's own settlement wakes the wait, so many concurrent waiters stay cheap.
 
         Raises:
             JobNotFound: no job with this id exists when the wait starts.
         """
+        validate_job_id(job_id)
         first = True
         while True:
-            event = self._completion
-            job = await self.get_job(job_id)
-            if job is None:
-                if first:
-                    raise JobNotFound(job_id)
-                return None
-            if job.status in (JobStatus.DONE, JobStatus.DEAD):
-                return job
-            first = False
-            async with trio.open_nursery() as nursery:
+            # Registered before the read, so a completion committed meanwhile is not missed.
+            # Only this job's settlement wakes the wait: a thousand waiters cost one read each
+            # per completion of their own job, not per completion in the queue.
+            waiter = self._completion_waiters.get(job_id)
+            if waiter is None:
+                waiter = self._completion_waiters[job_id] = _CompletionWaiter()
+            waiter.count += 1
+            try:
+                job = await self.get_job(job_id)
+                if job is None:
+                    if first:
+                        raise JobNotFound(job_id)
+                    return None
+                if job.status in (JobStatus.DONE, JobStatus.DEAD):
+                    return job
+                first = False
+                async with trio.open_nursery() as nursery:
 
-                async def stop_on_failure() -> None:
-                    await self._stopped.wait()
+                    async def stop_on_failure() -> None:
+                        await self._stopped.wait()
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(stop_on_failure)
+                    await waiter.event.wait()
                     nursery.cancel_scope.cancel()
-
-                nursery.start_soon(stop_on_failure)
-                await event.wait()
-                nursery.cancel_scope.cancel()
+            finally:
+                waiter.count -= 1
+                if waiter.count == 0 and self._completion_waiters.get(job_id) is waiter:
+                    del self._completion_waiters[job_id]
             self._database  # noqa: B018 - raise the failure that ended the wait, if any
 
     # ------------------------------------------------------------------ inspection
