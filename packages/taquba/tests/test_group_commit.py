@@ -1,4 +1,4 @@
-"""Batched writes: group commit of enqueues, and reaping expired claims a page at a time."""
+"""Batched writes: group commit of enqueues; reaping and sweeping a page at a time."""
 
 from __future__ import annotations
 
@@ -199,3 +199,38 @@ async def test_expired_claims_are_reaped_a_page_per_transaction(
         assert len(again) == 599 and all(c.attempts == 2 for c in again)
         with pytest.raises(taquba.ClaimLost):
             await queue.ack(claims[1])  # the first delivery's claim is over
+
+
+async def test_expired_records_are_swept_a_page_per_transaction(
+    memory_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = taquba.MockClock()
+    config = taquba.QueueConfig(dead_retention=60, keep_done=60)
+    async with open_test_queue(
+        memory_store, clock=clock, config=config, reaper_interval=3600, scheduler_interval=3600
+    ) as queue:
+        await queue.enqueue_batch(
+            [EnqueueRequest(queue="q", payload=b"%d" % i) for i in range(700)]
+        )
+        claims = await queue.claim_batch("q", 700)
+        async with trio.open_nursery() as nursery:
+            for claim in claims[:300]:
+                nursery.start_soon(queue.ack, claim)
+            for claim in claims[300:]:
+                nursery.start_soon(functools.partial(queue.dead_letter, claim, "bad"))
+        clock.advance(61)
+        counted: list[int] = []
+        real = _adapter.run_transaction
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            counted.append(1)
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(_queue, "run_transaction", counting)
+        assert await queue.sweep_now() == 700
+        assert len(counted) == 4  # 300 done records in 2 pages, 400 dead ones in 2
+        monkeypatch.undo()
+        stats = await queue.stats("q")
+        assert (stats.done, stats.dead, stats.pending, stats.claimed) == (300, 0, 0, 0)
+        assert [await queue.get_job(c.id) for c in claims[::37]] == [None] * len(claims[::37])
+        assert (await queue.list_jobs("q", taquba.JobStatus.DEAD)).jobs == []

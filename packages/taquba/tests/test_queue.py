@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import trio
@@ -265,6 +266,67 @@ async def test_requeue_of_a_swept_dead_job_is_job_not_found(store: Store, clock:
             await queue.requeue_dead_job(stale)
         assert await queue.stats("w") == taquba.QueueStats("w")
         assert await queue.get_job(stale.id) is None
+
+
+async def test_the_dead_space_is_scanned_only_once_a_dead_record_can_have_expired(
+    memory_store: Store, clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dead-letter inbox is kept for days by default; rereading it on every reaper tick cost
+    # ~0.4 s of event loop per tick for 20k dead jobs. Every way a job dies lowers the due time.
+    queues = {"short": QueueConfig(dead_retention=10, max_attempts=1, lease_duration=5)}
+    config = QueueConfig(dead_retention=60)
+    async with taquba.open_queue(
+        memory_store, "s", config=config, queues=queues, clock=clock, **FAST
+    ) as queue:
+        scans: list[int] = []
+        sweep = queue._sweep  # pyright: ignore[reportPrivateUsage]
+
+        async def counting_sweep(*args: Any) -> tuple[int, int | None]:
+            if args[-1] is JobStatus.DEAD:
+                scans.append(clock.now_ms())
+            return await sweep(*args)
+
+        monkeypatch.setattr(queue, "_sweep", counting_sweep)
+
+        async def dead_letter(name: str) -> str:
+            job = await queue.enqueue(name, b"x")
+            claim = await queue.claim(name)
+            assert claim is not None and claim.id == job.id
+            await queue.dead_letter(claim, "bad")
+            return job.id
+
+        long_lived = await dead_letter("w")
+        assert await queue.sweep_now() == 0  # the first sweep of an open queue scans
+        assert len(scans) == 1
+        for _ in range(5):
+            clock.advance(10)
+            assert await queue.sweep_now() == 0  # the only dead record expires at 60 s
+        assert len(scans) == 1
+
+        # Dead by nack (out of attempts) in a 10 s queue: due before the long-lived one.
+        await queue.enqueue("short", b"y")
+        claim = await queue.claim("short")
+        assert claim is not None
+        assert (await queue.nack(claim, "boom")).dead
+        clock.advance(9)
+        assert await queue.sweep_now() == 0
+        assert len(scans) == 1
+        clock.advance(2)  # 61 s after the first, 11 s after the nack
+        assert await queue.sweep_now() == 2
+        assert len(scans) == 2
+        assert await queue.get_job(long_lived) is None
+
+        # Dead by the reaper (lease expired on the last attempt).
+        await queue.enqueue("short", b"z")
+        assert await queue.claim("short") is not None
+        clock.advance(6)
+        assert await queue.reap_now() == 1
+        assert await queue.sweep_now() == 0
+        assert len(scans) == 2
+        clock.advance(11)
+        assert await queue.sweep_now() == 1
+        assert len(scans) == 3
+        assert await queue.stats("short") == taquba.QueueStats("short")
 
 
 async def test_keep_done_retains_then_sweeps(store: Store, clock: MockClock) -> None:

@@ -195,6 +195,7 @@ class Queue:
         self._leases = LeaseRegistry()
         self._states: dict[str, _QueueState] = {}
         self._completion_waiters: dict[str, _CompletionWaiter] = {}
+        self._dead_sweep_due: int | None = 0  # ms; None: no retained dead record is known
         self._stopped = trio.Event()
         self._failure: TaqubaError | None = None
         self._db: Database | None = None
@@ -369,6 +370,7 @@ class Queue:
                 inserted.setdefault(queue, []).append(key)
             else:
                 dead.append(job_id)
+                self._note_dead_letter(queue)
         for queue in {queue for _, queue, _, _, _ in outcome}:
             self._count_deltas(queue)
         for queue, pending_keys in inserted.items():
@@ -1062,6 +1064,7 @@ class Queue:
         if result.dead:
             self._after_enqueues(prepared, result.enqueued)
             self._count_queues({item.record.queue for item in prepared} - {claim.queue})
+            self._note_dead_letter(claim.queue)
             self._notify_completion((claim.id,))
         return result
 
@@ -1097,6 +1100,7 @@ class Queue:
         results = await self._settle(claim, stage)
         self._after_enqueues(prepared, results)
         self._count_queues({item.record.queue for item in prepared} - {claim.queue})
+        self._note_dead_letter(claim.queue)
         self._notify_completion((claim.id,))
         return results
 
@@ -1511,7 +1515,13 @@ class Queue:
         return True
 
     async def sweep_now(self) -> int:
-        """Delete done and dead records whose retention has passed; return how many."""
+        """Delete done and dead records whose retention has passed; return how many.
+
+        Done records are keyed by completion time, so only the expired ones are read. Dead
+        records are keyed by queue and id: the dead space is scanned only once its earliest
+        retained record can have expired (known from the last scan and from the dead-letters
+        made since), so a large dead-letter inbox is not reread on every reaper tick.
+        """
         db = self._database
         now = self._clock.now_ms()
         swept = 0
@@ -1521,21 +1531,47 @@ class Queue:
             prefix = keys.space_prefix(keys.Space.DONE)
             horizon = now - math.floor(min(keeps) * 1000)
             end = prefix + max(horizon, 0).to_bytes(8, "big")
-            swept += await self._sweep(db, prefix, end, now, JobStatus.DONE)
-        if any(c.dead_retention is not None for c in configs):
-            prefix = keys.space_prefix(keys.Space.DEAD)
-            swept += await self._sweep(db, prefix, None, now, JobStatus.DEAD)
+            swept += (await self._sweep(db, prefix, end, now, JobStatus.DONE))[0]
+        due = self._dead_sweep_due
+        if any(c.dead_retention is not None for c in configs) and due is not None and now >= due:
+            self._dead_sweep_due = None  # dead-letters made during the scan lower it again
+            try:
+                count, next_due = await self._sweep(
+                    db, keys.space_prefix(keys.Space.DEAD), None, now, JobStatus.DEAD
+                )
+            except BaseException:
+                self._dead_sweep_due = 0  # unknown: scan again next time
+                raise
+            swept += count
+            self._dead_sweep_at(next_due)
         return swept
+
+    def _dead_sweep_at(self, due: int | None) -> None:
+        """Note that a dead record may expire at ``due`` (ms), lowering the next dead sweep."""
+        if due is not None and (self._dead_sweep_due is None or due < self._dead_sweep_due):
+            self._dead_sweep_due = due
+
+    def _note_dead_letter(self, queue: str) -> None:
+        """Note a committed dead-letter in ``queue`` (its ``failed_at`` is at most now)."""
+        retention = self.config(queue).dead_retention
+        if retention is not None:
+            self._dead_sweep_at(self._clock.now_ms() + math.ceil(retention * 1000))
 
     async def _sweep(
         self, db: Database, prefix: bytes, end: bytes | None, now: int, status: JobStatus
-    ) -> int:
+    ) -> tuple[int, int | None]:
+        """Delete the expired records under ``prefix``, a page per transaction.
+
+        Returns how many were deleted, and when the earliest record kept expires (ms).
+        """
         swept = 0
+        next_due: int | None = None
         start: bytes | None = None
         while True:
             rows = await db.scan(
                 prefix, start=start, start_inclusive=False, end=end, limit=_SCAN_PAGE
             )
+            expired: list[tuple[bytes, JobRecord]] = []
             for key, value in rows:
                 try:
                     job = decode_job(value)
@@ -1547,37 +1583,48 @@ class Queue:
                     retention, since = config.keep_done, job.completed_at
                 else:
                     retention, since = config.dead_retention, job.failed_at
-                if retention is None or since is None or since >= now - retention * 1000:
+                if retention is None or since is None:
                     continue
-                if await self._delete_record(db, key, job, status):
-                    swept += 1
+                expiry = since + math.ceil(retention * 1000)
+                if since >= now - retention * 1000:
+                    if next_due is None or expiry < next_due:
+                        next_due = expiry
+                    continue
+                expired.append((key, job))
+            if expired:
+                swept += await self._delete_records(db, expired, status)
             if len(rows) < _SCAN_PAGE:
-                return swept
+                return swept, next_due
             start = rows[-1][0]
 
-    async def _delete_record(
-        self, db: Database, key: bytes, job: JobRecord, status: JobStatus
-    ) -> bool:
-        deleted = [False]
+    async def _delete_records(
+        self, db: Database, records: Sequence[tuple[bytes, JobRecord]], status: JobStatus
+    ) -> int:
+        """Delete expired records (and their index entries) in one transaction; return how many.
+
+        A record already gone (requeued, or deleted by another sweep) is skipped.
+        """
+        deleted: list[str] = []
 
         async def body(txn: Transaction) -> None:
-            deleted[0] = False
-            if await txn.get(key) is None:
-                return
-            found = await _locate(txn, job.id)
-            await txn.delete(key)
-            if found is not None and found[0] == key:
-                await txn.delete(keys.index_key(job.id))
-            if status is JobStatus.DEAD:
-                deltas = _Deltas()
-                deltas.add(job.queue, "dead", -1)
-                await deltas.stage(txn, self._ids)
-            deleted[0] = True
+            deleted.clear()
+            deltas = _Deltas()
+            for key, job in records:
+                if await txn.get(key) is None:
+                    continue
+                found = await _locate(txn, job.id)
+                await txn.delete(key)
+                if found is not None and found[0] == key:
+                    await txn.delete(keys.index_key(job.id))
+                if status is JobStatus.DEAD:
+                    deltas.add(job.queue, "dead", -1)
+                deleted.append(job.queue)
+            await deltas.stage(txn, self._ids)
 
         await run_transaction(db, body, durable=False)
-        if deleted[0] and status is JobStatus.DEAD:
-            self._count_deltas(job.queue)
-        return deleted[0]
+        if status is JobStatus.DEAD:
+            self._count_queues(deleted)
+        return len(deleted)
 
     async def fold_stats_now(self) -> None:
         """Fold accumulated counter deltas into each queue's totals (keeps `stats` cheap)."""
