@@ -166,7 +166,11 @@ async def test_sigkill_during_a_storm_of_durable_commits_loses_nothing_acknowled
     acked = reported(child, "ACK")
     assert len(set(enqueued)) == len(enqueued)
     assert len(set(acked)) == len(acked)
-    assert set(acked) <= set(enqueued)
+    # An ACK may be reported for a job whose ENQ never was: claims read committed writes, so
+    # a worker can claim and ack a job before its producer's task has run again after the
+    # enqueue's WAL flush (pipelined group commits make this common; CI saw it), and the kill
+    # can land between the two reports. The ack's flush comes after the enqueue's, so both
+    # are durable; the checks below cover that (every reported ack is a done record).
 
     redelivered: list[str] = []
 
