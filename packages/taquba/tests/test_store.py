@@ -352,6 +352,53 @@ async def test_list_blobs_respects_path_segments(store: Store) -> None:
     assert await store.list_blobs("run-1", limit=0) == []
 
 
+_TRICKY_NAMES = [  # no name is also a directory: a file system cannot hold both
+    "a-c",
+    "a.b/x",
+    "a/b-1",
+    "a/b/c",
+    "a/b/d/e",
+    "a/ba",
+    "a0",
+    "b/\u00e9t\u00e9",
+    "b/z",
+    "c",
+]
+
+
+async def test_paged_listings_match_a_filtered_full_listing(store: Store) -> None:
+    # Local and S3 stores push start_after and limit down (skipping directories they are past,
+    # S3 StartAfter); the result must equal filtering the full sorted listing, including where
+    # '-' and '.' sort before '/', and for start_after values that are not names.
+    for name in _TRICKY_NAMES:
+        await store.put_blob(f"root/{name}", b"1")
+    await store.put_blob("rootx", b"1")  # a sibling sharing the directory's prefix
+    everything = sorted(_TRICKY_NAMES)
+    assert await store.list_blobs("root") == everything
+    offsets = [None, "", "a", "a/", "a/b", "a/b/", "a/b/c", "a/b0", "a.", "a/c", "b", "zz"]
+    for start_after in offsets:
+        expected = [n for n in everything if start_after is None or n > start_after]
+        for limit in (None, 1, 2, 5):
+            got = await store.list_blobs("root", start_after=start_after, limit=limit)
+            assert got == expected[:limit], (start_after, limit)
+    assert await store.list_blobs("root/a", start_after="b/c") == ["b/d/e", "ba"]
+    assert await store.list_blobs("root/a/b", limit=1) == ["c"]
+
+
+async def test_a_long_s3_listing_pages_through_continuations(
+    s3_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Several ListObjectsV2 pages (7 keys a page here), with and without a limit.
+    monkeypatch.setattr(_store, "_S3_LIST_PAGE", 7)
+    async with trio.open_nursery() as nursery:
+        for i in range(40):
+            nursery.start_soon(s3_store.put_blob, f"many/{i:05d}", b"")
+    names = await s3_store.list_blobs("many")
+    assert names == [f"{i:05d}" for i in range(40)]
+    assert await s3_store.list_blobs("many", start_after="00010", limit=20) == names[11:31]
+    assert await s3_store.list_blobs("many", start_after="00036") == names[37:]
+
+
 async def test_blob_paths_are_validated(memory_store: Store) -> None:
     for bad in ["", "/abs", "a//b", "a/", "./a", "a/../b", "a/.", "nul\x00", ".taquba-tmp-x"]:
         with pytest.raises(UsageError):

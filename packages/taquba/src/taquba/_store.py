@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, TypeVarTuple
 from urllib.parse import unquote, urlsplit
 
 import trio
+from fsspec.asyn import sync as _fsspec_sync  # pyright: ignore[reportUnknownVariableType]
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
@@ -435,10 +436,12 @@ class Store:
         if limit is not None and limit < 0:
             raise UsageError(f"limit must be >= 0, not {limit}")
         base = _blob_path(directory.strip("/")) if directory.strip("/") else ""
-        names = await self._blob_call(self._list_sync, base, abandon_on_cancel=True)
-        if start_after is not None:
-            names = [name for name in names if name > start_after]
-        return names if limit is None else names[:limit]
+        if limit == 0:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._blob_call(
+            self._list_sync, base, start_after, limit, abandon_on_cancel=True
+        )
 
     async def _blob_call(
         self,
@@ -511,7 +514,47 @@ class Store:
             return False
         return True
 
-    def _list_sync(self, base: str) -> list[str]:
+    def _list_sync(self, base: str, start_after: str | None, limit: int | None) -> list[str]:
+        """The sorted names under `base` after `start_after`, at most `limit` of them.
+
+        Local and S3 stores skip what sorts before `start_after` (directories it is past, S3
+        ``StartAfter``) and stop at `limit`, so a paged listing costs what it returns; the
+        memory store filters a full listing.
+        """
+        if self._local_root is not None:
+            return _local_list(self._blob_root, base, start_after, limit)
+        if self._kind == "s3":
+            return self._list_s3(base, start_after, limit)
+        names = self._list_all(base)
+        if start_after is not None:
+            names = [name for name in names if name > start_after]
+        return names if limit is None else names[:limit]
+
+    def _list_s3(self, base: str, start_after: str | None, limit: int | None) -> list[str]:
+        s3: Any = self._blob_fs.fs
+        bucket, _, root = self._blob_root.partition("/")
+        prefix = f"{root}/{base}/" if base else f"{root}/"
+        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if start_after is not None:
+            request["StartAfter"] = prefix + start_after
+        names: list[str] = []
+        while limit is None or len(names) < limit:
+            want = _S3_LIST_PAGE if limit is None else min(_S3_LIST_PAGE, limit - len(names))
+            request["MaxKeys"] = want
+            # One ListObjectsV2 page through s3fs's client (its retries and error mapping);
+            # s3fs's own listing calls cannot start after a key.
+            page: Any = _fsspec_sync(s3.loop, s3._call_s3, "list_objects_v2", **request)
+            for item in page.get("Contents", []):
+                name = str(item["Key"])[len(prefix) :]
+                if name and not name.rsplit("/", 1)[-1].startswith(_TMP_PREFIX):
+                    names.append(name)
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+            request["ContinuationToken"] = token
+        return names if limit is None else names[:limit]
+
+    def _list_all(self, base: str) -> list[str]:
         try:
             if self._in_memory_fs:
                 # fsspec's memory filesystem iterates a plain dict that blob writes in other
@@ -536,6 +579,9 @@ class Store:
 
 
 _PRIVATE: Final = object()
+
+_S3_LIST_PAGE = 1000
+"""Keys asked for per ListObjectsV2 request (S3's own maximum)."""
 
 _MEMORY_FS_LOCK: Final = threading.Lock()
 """Serialises blob calls on fsspec's memory filesystem, whose one dict every memory store shares."""
@@ -673,6 +719,47 @@ def _blob_path(path: str) -> str:
                 "empty, '.' or '..' segments"
             )
     return path
+
+
+def _local_list(root: str, base: str, start_after: str | None, limit: int | None) -> list[str]:
+    """`Store.list_blobs` on a local directory tree, in name order, skipping what it is past.
+
+    At each level the entries are sorted as their names would sort in a listing (a directory
+    as ``name/``), a directory whose names all sort at or before `start_after` is not opened,
+    and the walk stops once it has `limit` names.
+    """
+    names: list[str] = []
+    top = os.path.join(root, *base.split("/")) if base else root
+
+    def walk(directory: str, lead: str) -> bool:
+        try:
+            with os.scandir(directory) as it:
+                entries = [
+                    (lead + entry.name + "/" if entry.is_dir() else lead + entry.name, entry)
+                    for entry in it
+                    if not entry.name.startswith(_TMP_PREFIX)
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        entries.sort(key=lambda pair: pair[0])
+        for name, entry in entries:
+            if name.endswith("/"):
+                if (
+                    start_after is not None
+                    and name < start_after
+                    and not start_after.startswith(name)
+                ):
+                    continue  # every name inside sorts before start_after
+                if not walk(entry.path, name):
+                    return False
+            elif start_after is None or name > start_after:
+                names.append(name)
+                if limit is not None and len(names) >= limit:
+                    return False
+        return True
+
+    walk(top, "")
+    return names
 
 
 def _local_put(root: str, key: str, data: bytes, *, create_only: bool) -> bool:
