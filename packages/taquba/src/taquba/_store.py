@@ -423,7 +423,9 @@ class Store:
         """List the blobs under `directory`, recursively, sorted by name.
 
         Listing respects path segments: ``list_blobs("run-1")`` returns blobs under
-        ``run-1/`` and never those under ``run-10/``.
+        ``run-1/`` and never those under ``run-10/``. On S3 and local stores a page costs
+        about what it returns: names before `start_after` are skipped by the store (S3
+        ``StartAfter``) or by directory, and listing stops at `limit`.
 
         Args:
             directory: A blob directory (``/``-separated); ``""`` for the whole namespace.
