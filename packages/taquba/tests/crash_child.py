@@ -11,11 +11,11 @@ Modes:
     `HOLD_CONCURRENCY`). Each execution appends ``"<id> child\\n"`` to ``LOG``. Jobs whose
     payload starts with ``b"slow"`` print ``HOLD <id>`` and sleep forever; the others are acked
     with a KV marker ``ack/<id>/<attempt>`` written atomically with the ack.
-``storm STORE_DIR``
+``storm STORE_DIR [fold]``
     Open database ``storm`` (done records kept) and run producers (``enqueue`` and
     ``enqueue_batch``, printing ``ENQ <id>`` after each call returns) and workers (claim, then
     ``ack_with`` a KV marker ``ack/<id>`` concurrently, printing ``ACK <id>`` after it returns)
-    until killed.
+    until killed. With ``fold``, the counters are also folded every few milliseconds.
 ``fence STORE_DIR COUNT``
     Open database ``fence`` as a second writer (fencing the test's queue), enqueue ``COUNT``
     jobs printing ``ENQ <id>`` each, close cleanly and print ``CLOSED``.
@@ -62,7 +62,7 @@ async def hold(store_dir: str, log_path: str) -> None:
         )
 
 
-async def storm(store_dir: str) -> None:
+async def storm(store_dir: str, fold: bool = False) -> None:
     async with taquba.open_queue(store_dir, "storm", config=STORM_CONFIG, **FAST) as queue:
         say("READY")
 
@@ -94,7 +94,14 @@ async def storm(store_dir: str) -> None:
                         acks.start_soon(ack, claim)
                     await trio.lowlevel.checkpoint()
 
+        async def folder() -> None:
+            while True:
+                await queue.fold_stats_now()
+                await trio.sleep(0.005)
+
         async with trio.open_nursery() as nursery:
+            if fold:
+                nursery.start_soon(folder)
             nursery.start_soon(producer, False)
             nursery.start_soon(producer, False)
             nursery.start_soon(producer, True)
@@ -116,7 +123,7 @@ async def main(argv: list[str]) -> None:
         if mode == "hold":
             await hold(store_dir, rest[0])
         elif mode == "storm":
-            await storm(store_dir)
+            await storm(store_dir, fold=rest == ["fold"])
         elif mode == "fence":
             await fence(store_dir, int(rest[0]))
         else:

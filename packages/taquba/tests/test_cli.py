@@ -224,7 +224,30 @@ def test_jobs_in_every_status(prepared: Prepared, capsys: pytest.CaptureFixture[
     assert "<" in out  # the binary payload is shown by size
     code, out, _ = run_main(capsys, *admin(prepared, "jobs", "mail", "--status", "claimed"))
     assert code == 0
-    assert "no claimed jobs in 'mail'" in out
+    assert "no claimed jobs in 'mail'" in out  # the store was closed cleanly: none held
+
+
+async def test_read_only_commands_leave_a_running_writer_alone(prepared: Prepared) -> None:
+    # inspect, jobs and dead list open a reader: the writer holding the store keeps working
+    # (a writer-opening command would fence it), and its live claim shows up as claimed.
+    config = taquba.QueueConfig(max_attempts=1, keep_done=3_600.0)
+    async with taquba.open_queue(
+        prepared.store, "ops", config=config, flush_interval=0.005
+    ) as queue:
+        claim = await queue.claim("mail")
+        assert claim is not None and claim.id == prepared.pending
+        await queue.enqueue("mail", b"durable before the reads")  # the claim's flush too
+        result = await run_cli(*admin(prepared, "inspect"))
+        out, err = text(result)
+        assert result.returncode == 0, err
+        assert table_row(out, "mail")[1:] == ["1", "1", "1", "1", "2"]
+        result = await run_cli(*admin(prepared, "jobs", "mail", "--status", "claimed"))
+        assert prepared.pending in text(result)[0]
+        result = await run_cli(*admin(prepared, "dead", "list", "mail"))
+        assert "2 dead jobs in 'mail'" in text(result)[0]
+        assert queue.failure is None
+        await queue.ack(claim)  # still the writer: a fenced queue would raise here
+        assert (await queue.stats("mail")).done == 2
 
 
 async def test_dead_list_and_requeue(prepared: Prepared) -> None:

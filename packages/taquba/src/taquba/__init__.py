@@ -19,6 +19,7 @@ from ._config import QueueConfig as QueueConfig
 from ._config import backoff_delay as backoff_delay
 from ._errors import ClaimLost as ClaimLost
 from ._errors import ConflictError as ConflictError
+from ._errors import DatabaseNotFound as DatabaseNotFound
 from ._errors import DataError as DataError
 from ._errors import DuplicateJobId as DuplicateJobId
 from ._errors import Fenced as Fenced
@@ -44,6 +45,8 @@ from ._keys import validate_queue_name as validate_queue_name
 from ._queue import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._queue import Queue as Queue
 from ._queue import open_queue as open_queue
+from ._reader import QueueReader as QueueReader
+from ._reader import open_reader as open_reader
 from ._records import MAX_PRIORITY as MAX_PRIORITY
 from ._records import PRIORITY_HIGH as PRIORITY_HIGH
 from ._records import PRIORITY_LOW as PRIORITY_LOW
@@ -83,6 +86,7 @@ __all__ = [
     "Clock",
     "ConflictError",
     "DataError",
+    "DatabaseNotFound",
     "DuplicateJobId",
     "Effects",
     "EnqueueRequest",
@@ -109,6 +113,7 @@ __all__ = [
     "Queue",
     "QueueClosed",
     "QueueConfig",
+    "QueueReader",
     "QueueStats",
     "RetryLater",
     "StorageError",
@@ -121,6 +126,7 @@ __all__ = [
     "__version__",
     "backoff_delay",
     "open_queue",
+    "open_reader",
     "run_worker",
     "run_worker_concurrent",
     "validate_job_id",

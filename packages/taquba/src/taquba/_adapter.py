@@ -57,6 +57,7 @@ import slatedb.uniffi._slatedb_uniffi.slatedb as _generated
 import trio
 
 from taquba._errors import (
+    DatabaseNotFound,
     DataError,
     Fenced,
     InvalidStoreUrl,
@@ -64,6 +65,7 @@ from taquba._errors import (
     StorageError,
     StorageFatal,
     StorageUnavailable,
+    TaqubaError,
     UsageError,
 )
 
@@ -77,10 +79,12 @@ __all__ = [
     "BYTES_PATCHED",
     "CLOSE_DEADLINE",
     "COMMIT_DEADLINE",
+    "LARGE_VALUE_BYTES",
     "SLATEDB_VERSION",
     "CloseReasonName",
     "Database",
     "ObjectStore",
+    "Reader",
     "Transaction",
     "TransactionConflict",
     "attach_object_store",
@@ -761,7 +765,7 @@ class _Scanner:
 
     __slots__ = ()
 
-    _target: _sdb.Db | _sdb.DbTransaction
+    _target: _sdb.Db | _sdb.DbTransaction | _sdb.DbReader
 
     async def scan(
         self,
@@ -989,6 +993,106 @@ class Database(_Scanner):
             _log.warning(
                 "shutdown of database %r did not finish within %g s", self.name, CLOSE_DEADLINE
             )
+
+
+class Reader(_Scanner):
+    """A read-only handle on a database that a writer (in any process) may be writing.
+
+    It follows the writer's latest durable state (SlateDB's ``FOLLOW_LATEST`` reader mode),
+    polling the manifest every `poll_interval`; it writes nothing to the store, so it neither
+    fences nor slows the writer. Reads are not snapshots: each call sees the state the reader
+    had loaded at that moment.
+    """
+
+    __slots__ = ("_closed", "_reader", "_target", "name", "store")
+
+    def __init__(self, reader: _sdb.DbReader, store: Store, name: str) -> None:
+        self._reader = reader
+        self._target = reader
+        self._closed = False
+        self.store = store
+        """The store the database lives in."""
+        self.name = name
+        """The database name inside the store."""
+
+    def __repr__(self) -> str:
+        return f"<Reader {self.name!r} in {self.store!r}>"
+
+    @classmethod
+    async def open(
+        cls,
+        store: Store,
+        name: str,
+        *,
+        poll_interval: float = 1.0,
+        max_retries: int | None = None,
+        open_deadline: float = 30.0,
+    ) -> Reader:
+        """Open the existing database `name` in `store` for reading.
+
+        Raises:
+            DatabaseNotFound: There is no database `name` in `store`.
+            StorageUnavailable: The store did not answer in time or after the retries.
+            StorageError: Another storage failure.
+        """
+        retries = store.max_retries if max_retries is None else max_retries
+        if retries < 0:
+            raise UsageError(f"max_retries must be >= 0, not {retries}")
+        if not math.isfinite(poll_interval) or poll_interval <= 0:
+            raise UsageError(
+                f"poll_interval must be a positive number of seconds, not {poll_interval!r}"
+            )
+        object_store = _OBJECT_STORES.get(store)
+        if object_store is None:  # pragma: no cover - every Store attaches one
+            raise StorageError(f"{store!r} has no SlateDB object store")
+        with map_errors():
+            builder = _sdb.DbReaderBuilder(store.db_path(name), object_store)
+            # The generated variant classes are not typed as subclasses of ReaderMode.
+            builder.with_reader_mode(cast("_sdb.ReaderMode", _sdb.ReaderMode.FOLLOW_LATEST()))
+            builder.with_options(
+                _sdb.ReaderOptions(
+                    manifest_poll_interval_ms=max(1, round(poll_interval * 1000)),
+                    checkpoint_lifetime_ms=_READER_CHECKPOINT_LIFETIME_MS,
+                    max_memtable_bytes=_READER_MEMTABLE_BYTES,
+                    skip_wal_replay=False,
+                    object_store_max_retries=retries,
+                )
+            )
+        try:
+            with trio.fail_after(open_deadline):
+                reader = await _call(builder.build)
+        except trio.TooSlowError:
+            raise StorageUnavailable(
+                f"opening database {name!r} in {store.url} took longer than {open_deadline:g} s"
+            ) from None
+        except DataError as exc:
+            if _NO_MANIFEST in str(exc):
+                raise DatabaseNotFound(name, store.url) from exc
+            raise
+        return cls(reader, store, name)
+
+    async def get(self, key: bytes) -> bytes | None:
+        """Return the value of `key` as the reader last loaded it, or None."""
+        return await _call(self._reader.get, key)
+
+    async def close(self) -> None:
+        """Stop the reader's background polling (idempotent; runs even if cancelled)."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True), trio.move_on_after(COMMIT_DEADLINE):
+            try:
+                await _call(self._reader.shutdown)
+            except TaqubaError as exc:
+                _log.warning("closing the reader of %s: %s", self.name, exc)
+
+
+_READER_CHECKPOINT_LIFETIME_MS: Final = 10 * 60 * 1000
+"""Required by the binding's reader options; unused in ``FOLLOW_LATEST`` mode."""
+_READER_MEMTABLE_BYTES: Final = 64 << 20
+"""How much WAL data a reader keeps in memory before it reads only what is flushed."""
+_NO_MANIFEST: Final = "failed to find latest transactional object"
+"""SlateDB's error text when a path holds no database (no manifest)."""
 
 
 class Transaction(_Scanner):

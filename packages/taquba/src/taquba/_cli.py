@@ -38,6 +38,7 @@ from taquba import (
     UsageError,
     __version__,
     open_queue,
+    open_reader,
 )
 from taquba._demo import (
     CHILD_COMMAND,
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from contextlib import AbstractAsyncContextManager
 
-    from taquba import Queue
+    from taquba import Queue, QueueReader
 
 __all__ = ["CliError", "build_parser", "main"]
 
@@ -66,6 +67,10 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _WRITER_NOTE: Final = (
     "It opens the store as its writer, which is fine while no other process uses the store; "
     "a process that does (a running app or demo) would be fenced and stop."
+)
+_READER_NOTE: Final = (
+    "It only reads the store, so it is safe while a running app or demo uses it; it shows "
+    "what that writer has made durable, up to about a second late."
 )
 
 
@@ -100,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="taquba",
         description=(
             "taquba: a durable task queue whose only state lives in object storage. Start "
-            "with `taquba demo`. The other commands open the store as its writer: run them "
-            "while no other process uses the store."
+            "with `taquba demo`. `inspect`, `jobs` and `dead list` only read the store and are "
+            "safe next to a running app; `dead requeue` opens it as its writer: run it while "
+            "no other process uses the store."
         ),
         epilog="Exit status: 0 success, 1 run-time failure, 2 bad input.",
     )
@@ -162,14 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect",
         parents=[where],
         help="list the queues of a database with their counters",
-        description="List every queue of the database with its counters. " + _WRITER_NOTE,
+        description="List every queue of the database with its counters. " + _READER_NOTE,
     )
     del inspect
 
     dead = commands.add_parser(
         "dead",
         help="list or requeue dead-lettered jobs",
-        description="Administer the dead-letter inbox of a queue. " + _WRITER_NOTE,
+        description=(
+            "Administer the dead-letter inbox of a queue: `list` only reads the store, "
+            "`requeue` opens it as its writer."
+        ),
     )
     dead_actions = dead.add_subparsers(
         dest="action", metavar="ACTION", title="actions", required=True
@@ -178,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         "list",
         parents=[where],
         help="list dead jobs with their last error",
-        description="List the dead jobs of QUEUE, oldest id first. " + _WRITER_NOTE,
+        description="List the dead jobs of QUEUE, oldest id first. " + _READER_NOTE,
     )
     dead_list.add_argument("queue", metavar="QUEUE", help="the queue name")
     dead_list.add_argument(
@@ -207,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[where],
         help="list the jobs of a queue in one status",
         description=(
-            "List jobs of QUEUE in one status. Claimed is always empty here: opening the store "
-            "as its writer recovers the claims an earlier process left. Done jobs are listed "
-            "only if the queue keeps them (keep_done). " + _WRITER_NOTE
+            "List jobs of QUEUE in one status. Claimed jobs are those a running worker holds "
+            "(or held when its process died: the next writer to open the store recovers "
+            "them). Done jobs are listed only if the queue keeps them (keep_done). " + _READER_NOTE
         ),
     )
     jobs.add_argument("queue", metavar="QUEUE", help="the queue name")
@@ -269,7 +278,11 @@ def _open_admin_queue(store: Store, db: str) -> AbstractAsyncContextManager[Queu
     return open_queue(store, db, flush_interval=0.01)
 
 
-async def _require_queue(queue: Queue, name: str) -> None:
+def _open_admin_reader(store: Store, db: str) -> AbstractAsyncContextManager[QueueReader]:
+    return open_reader(store, db)
+
+
+async def _require_queue(queue: Queue | QueueReader, name: str) -> None:
     names = await queue.list_queues()
     if name not in names:
         known = ", ".join(names) if names else "none"
@@ -317,9 +330,9 @@ def _table(
 
 async def _inspect(out: TextIO, url: str | None, db: str) -> int:
     store = _open_admin_store(url, db)
-    async with _open_admin_queue(store, db) as queue:
-        names = await queue.list_queues()
-        stats = [await queue.stats(name) for name in names]
+    async with _open_admin_reader(store, db) as reader:
+        names = await reader.list_queues()
+        stats = [await reader.stats(name) for name in names]
     out.write(f"store:    {store.url}\ndatabase: {db}\n")
     if not stats:
         out.write("no queues yet\n")
@@ -342,10 +355,10 @@ def _dead_row(job: JobRecord) -> list[str]:
 
 async def _dead_list(out: TextIO, url: str | None, db: str, name: str, limit: int) -> int:
     store = _open_admin_store(url, db)
-    async with _open_admin_queue(store, db) as queue:
-        await _require_queue(queue, name)
-        total = (await queue.stats(name)).dead
-        jobs = await queue.dead_jobs(name, limit=limit)
+    async with _open_admin_reader(store, db) as reader:
+        await _require_queue(reader, name)
+        total = (await reader.stats(name)).dead
+        jobs = await reader.dead_jobs(name, limit=limit)
     if not jobs:
         out.write(f"the dead-letter inbox of {name!r} is empty\n")
         return EXIT_OK
@@ -421,9 +434,9 @@ async def _jobs(
     out: TextIO, url: str | None, db: str, name: str, status: JobStatus, limit: int
 ) -> int:
     store = _open_admin_store(url, db)
-    async with _open_admin_queue(store, db) as queue:
-        await _require_queue(queue, name)
-        page = await queue.list_jobs(name, status, limit=limit)
+    async with _open_admin_reader(store, db) as reader:
+        await _require_queue(reader, name)
+        page = await reader.list_jobs(name, status, limit=limit)
     if not page.jobs:
         out.write(f"no {status.value} jobs in {name!r}\n")
         return EXIT_OK

@@ -9,6 +9,7 @@ retry without reading messages::
     │   ├── InvalidId               a job id override outside [A-Za-z0-9_-]{1,128}
     │   ├── InvalidQueueName        empty, too long, or with a control character
     │   ├── InvalidStoreUrl         a store URL taquba cannot use
+    │   ├── DatabaseNotFound        a read-only open of a database that does not exist
     │   ├── KvValueTooLarge         a user KV value above MAX_KV_VALUE_SIZE
     │   └── InvalidState            a real misuse: e.g. requeueing a job that is not dead
     ├── ConflictError               the request conflicts with what is stored
@@ -38,6 +39,7 @@ __all__ = [
     "ClaimLost",
     "ConflictError",
     "DataError",
+    "DatabaseNotFound",
     "DuplicateJobId",
     "Fenced",
     "InvalidId",
@@ -95,6 +97,20 @@ class InvalidQueueName(UsageError):
 
 class InvalidStoreUrl(UsageError):
     """A store URL has a scheme or shape taquba cannot use."""
+
+
+class DatabaseNotFound(UsageError):
+    """`open_reader` found no queue database of that name in the store.
+
+    A writer (`open_queue`) creates the database; a reader never does.
+    """
+
+    def __init__(self, name: str, store_url: str) -> None:
+        super().__init__(f"no queue database {name!r} in {store_url}")
+        self.name = name
+        """The database name that was looked for."""
+        self.store_url = store_url
+        """The store's URL."""
 
 
 class KvValueTooLarge(UsageError):

@@ -7,12 +7,13 @@ import math
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import ormsgpack
 import trio
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
+from . import _views as views
 from ._adapter import Database, Transaction, run_transaction
 from ._batch import BatchRequest, DropFromBatch, GroupCommit
 from ._clock import Clock, SystemClock
@@ -56,6 +57,14 @@ from ._types import (
     KvPage,
     NackResult,
 )
+from ._views import FOLD_BATCH as _FOLD_BATCH
+from ._views import SCAN_PAGE as _SCAN_PAGE
+from ._views import STATS_FIELDS as _STATS_FIELDS
+from ._views import check_kv_key as _check_kv_key
+from ._views import decode_counts as _decode_counts
+from ._views import decode_delta as _decode_delta
+from ._views import locate as _locate
+from ._views import prefix_end as _prefix_end
 from ._wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -72,19 +81,8 @@ MAX_KV_VALUE_SIZE = 256 * 1024
 """The largest user KV value, in bytes."""
 
 _MAX_INSERT_WAKEUPS = 64
-_STATS_FIELDS = ("pending", "scheduled", "claimed", "done", "dead")
 _FOLD_THRESHOLD = 1_000
 _MAX_BATCH = 256
-_FOLD_BATCH = 4_096
-_SCAN_PAGE = 256
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with ``prefix`` (None: no such key)."""
-    trimmed = prefix.rstrip(b"\xff")
-    if not trimmed:
-        return None
-    return trimmed[:-1] + bytes((trimmed[-1] + 1,))
 
 
 @dataclass(slots=True, eq=False)
@@ -1282,39 +1280,13 @@ class Queue:
         keys.validate_queue_name(queue)
         txn = await self._database.begin()
         try:
-            base = await txn.get(keys.stats_key(queue))
-            totals = _decode_counts(base)
-            prefix = keys.stats_delta_prefix(queue)
-            start: bytes | None = None
-            while True:
-                rows = await txn.scan(prefix, start=start, start_inclusive=False, limit=_FOLD_BATCH)
-                for _, value in rows:
-                    for i, amount in enumerate(_decode_delta(value)):
-                        totals[i] += amount
-                if len(rows) < _FOLD_BATCH:
-                    break
-                start = rows[-1][0]
+            return (await views.read_stats(txn, queue))[1]
         finally:
             await txn.rollback()
-        return QueueStats(queue, *totals)
 
     async def list_queues(self) -> list[str]:
         """Every queue that has ever held a job, sorted by name."""
-        db = self._database
-        names: set[str] = set()
-        for space in (keys.Space.STATS, keys.Space.STATS_DELTA):
-            prefix = keys.space_prefix(space)
-            start: bytes | None = None
-            while True:
-                rows = await db.scan(prefix, start=start, limit=1)
-                if not rows:
-                    break
-                queue = keys.parse_queue_key(rows[0][0])
-                names.add(queue)
-                start = _prefix_end(prefix + keys.encode_queue(queue))
-                if start is None:
-                    break
-        return sorted(names)
+        return await views.list_queue_names(self._database)
 
     async def list_jobs(
         self, queue: str, status: JobStatus, *, cursor: bytes | None = None, limit: int = 100
@@ -1325,41 +1297,7 @@ class Queue:
         due time and done jobs by completion time. Pass ``next_cursor`` back to continue. The
         listing is not a snapshot: jobs may move between pages.
         """
-        keys.validate_queue_name(queue)
-        status = JobStatus(status)
-        if not isinstance(limit, int) or limit < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise UsageError("limit must be a non-negative int")
-        if limit == 0:
-            return JobPage([], cursor)
-        filtered = status in (JobStatus.SCHEDULED, JobStatus.DONE)
-        if status is JobStatus.PENDING:
-            prefix = keys.pending_prefix(queue)
-        elif status is JobStatus.CLAIMED:
-            prefix = keys.claimed_prefix(queue)
-        elif status is JobStatus.DEAD:
-            prefix = keys.dead_prefix(queue)
-        elif status is JobStatus.SCHEDULED:
-            prefix = keys.space_prefix(keys.Space.SCHEDULED)
-        else:
-            prefix = keys.space_prefix(keys.Space.DONE)
-        if cursor is not None and not cursor.startswith(prefix):
-            return JobPage([], None)
-        db = self._database
-        jobs: list[JobRecord] = []
-        start = cursor
-        while True:
-            page = limit if not filtered else max(limit, _SCAN_PAGE)
-            rows = await db.scan(prefix, start=start, start_inclusive=start is None, limit=page)
-            for key, value in rows:
-                job = decode_job(value)
-                start = key
-                if filtered and job.queue != queue:
-                    continue
-                jobs.append(job)
-                if len(jobs) == limit:
-                    return JobPage(jobs, key)
-            if len(rows) < page:
-                return JobPage(jobs, None)
+        return await views.list_jobs_page(self._database, queue, status, cursor, limit)
 
     async def dead_jobs(
         self, queue: str, *, after: str | None = None, limit: int = 100
@@ -1415,20 +1353,7 @@ class Queue:
         self, prefix: bytes = b"", *, cursor: bytes | None = None, limit: int = 100
     ) -> KvPage:
         """Entries of the user namespace whose keys start with ``prefix``, in key order."""
-        _check_kv_key(prefix)
-        if not isinstance(limit, int) or limit < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise UsageError("limit must be a non-negative int")
-        if limit == 0:
-            return KvPage([], cursor)
-        full = keys.user_key(prefix)
-        start = keys.user_key(cursor) if cursor is not None else None
-        if start is not None and not start.startswith(full):
-            return KvPage([], None)
-        rows = await self._database.scan(
-            full, start=start, start_inclusive=start is None, limit=limit
-        )
-        entries = [(key[1:], value) for key, value in rows]
-        return KvPage(entries, entries[-1][0] if len(entries) == limit else None)
+        return await views.kv_scan_page(self._database, prefix, cursor, limit)
 
     # ------------------------------------------------------------------ background work
 
@@ -1715,39 +1640,6 @@ def _always() -> bool:
     return True
 
 
-async def _locate(txn: Transaction, job_id: str) -> tuple[bytes, bytes] | None:
-    """The key and stored bytes of a job's current record, or None if it has none.
-
-    The index is a hint that is rewritten only when a job moves to a key whose fields the
-    index cannot imply: a scheduled key (due time), a done key (completion time), or a new
-    pending key. While a job moves between its pending, claimed and dead keys, which share
-    (queue, id), the index keeps pointing at the pending key, so claims, settlements and the
-    reaper save a write per job; a reader that finds the pending key empty looks at the
-    claimed and dead keys of the same (queue, id).
-    """
-    hint = await txn.get(keys.index_key(job_id))
-    if hint is None:
-        return None
-    raw = await txn.get(hint)
-    if raw is not None:
-        return hint, raw
-    if hint[0] == keys.Space.PENDING:
-        queue = keys.parse_job_key(hint).queue
-        for key in (keys.claimed_key(queue, job_id), keys.dead_key(queue, job_id)):
-            raw = await txn.get(key)
-            if raw is not None:
-                return key, raw
-    return None
-
-
-def _check_kv_key(key: object) -> bytes:
-    if isinstance(key, (bytes, bytearray)):
-        return bytes(key)
-    if isinstance(key, memoryview):
-        return key.tobytes()
-    raise UsageError(f"KV keys must be bytes, not {type(key).__name__}")
-
-
 def _check_kv_writes(writes: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
     checked: dict[bytes, bytes] = {}
     for key, value in writes.items():
@@ -1779,23 +1671,6 @@ async def _check_expectations(txn: Transaction, expect: Mapping[bytes, bytes | N
     for key, full in zip(expect, stored, strict=True):
         if await txn.get(full) != expect[key]:
             raise KvConflict(key)
-
-
-def _decode_counts(raw: bytes | None) -> list[int]:
-    if raw is None:
-        return [0] * len(_STATS_FIELDS)
-    data = decode_map(raw)
-    return [int(data.get(name, 0)) for name in _STATS_FIELDS]
-
-
-def _decode_delta(raw: bytes) -> list[int]:
-    try:
-        row: Any = ormsgpack.unpackb(raw)
-    except ormsgpack.MsgpackDecodeError as exc:
-        raise DataError(f"undecodable stats delta: {exc}") from exc
-    if not isinstance(row, list) or len(row) != len(_STATS_FIELDS):  # pyright: ignore[reportUnknownArgumentType]
-        raise DataError("malformed stats delta")
-    return [int(x) for x in row]  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
 
 
 @asynccontextmanager
