@@ -525,9 +525,9 @@ class Store:
         """
         if self._local_root is not None:
             return _local_list(self._blob_root, base, start_after, limit)
-        if self._kind == "s3":
+        if self._kind == "s3" and hasattr(self._blob_fs.fs, "_call_s3"):
             return self._list_s3(base, start_after, limit)
-        names = self._list_all(base)
+        names = self._list_all(base)  # memory, or an s3fs without the private call
         if start_after is not None:
             names = [name for name in names if name > start_after]
         return names if limit is None else names[:limit]
