@@ -56,6 +56,34 @@ def test_shim_and_patch_are_installed() -> None:
     assert _adapter.BYTES_PATCHED
 
 
+def test_async_calls_take_the_streamlined_path() -> None:
+    import slatedb.uniffi._slatedb_uniffi.slatedb as generated
+
+    assert generated._uniffi_rust_call_async is _adapter._fast_call_async
+    assert generated._taquba_stock_call_async is _adapter._STOCK_CALL_ASYNC
+    assert _adapter._STOCK_CALL_ASYNC.__module__ == generated.__name__
+
+
+async def test_a_cancelled_parked_call_forgets_its_poll(memory_store: Store) -> None:
+    # A durability wait parks until a WAL flush. Cancelling it while parked must drop the
+    # shim's record of the poll at once and free the Rust future; the write itself stays.
+    db = await open_db(memory_store, flush_interval=5)
+    try:
+        parked = 0
+        for i in range(20):
+            handle = await _adapter._call(db._db.put, b"k%d" % i, b"v")
+            with trio.move_on_after(0.001) as scope:
+                await _adapter._call(handle.await_durable)
+            if scope.cancelled_caught:
+                parked += 1
+                assert _pending_continuations() == 0
+        assert parked > 0
+        await db.flush()
+        assert await db.get(b"k19") == b"v"
+    finally:
+        await db.close()
+
+
 def test_a_second_import_would_keep_the_shim() -> None:
     # Our own event loop is already installed; the checks must not mistake it for a foreign one.
     assert _adapter._private_api_problem() is None
@@ -705,7 +733,8 @@ async def test_reads_are_cancellable(memory_store: Store) -> None:
 def _pending_continuations() -> int:
     import slatedb.uniffi._slatedb_uniffi.slatedb as generated
 
-    return len(generated._UniffiContinuationHandleMap)
+    # The generated handle map (asyncio callers) and the shim's own (trio callers).
+    return len(generated._UniffiContinuationHandleMap) + len(_adapter._waiting_polls)
 
 
 async def test_random_cancellation_leaves_no_pending_continuations(memory_store: Store) -> None:

@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import ctypes
 import importlib.metadata
+import itertools
 import json
 import logging
 import math
@@ -487,6 +488,130 @@ def _install_bytes_patch() -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Streamlined async calls
+# --------------------------------------------------------------------------------------------
+
+_STOCK_CALL_ASYNC_NAME: Final = "_uniffi_rust_call_async"
+_STOCK_CALL_ASYNC: Any = getattr(_generated, "_taquba_stock_call_async", None) or getattr(
+    _generated, _STOCK_CALL_ASYNC_NAME, None
+)
+_STOCK_CALL_WITH_ERROR_NAME: Final = "_uniffi_rust_call_with_error"
+_STOCK_CALL_WITH_ERROR: Any = getattr(_generated, "_taquba_stock_call_with_error", None) or getattr(
+    _generated, _STOCK_CALL_WITH_ERROR_NAME, None
+)
+_status_cls: Any = getattr(_generated, "_UniffiRustCallStatus", None)
+_check_status: Any = getattr(_generated, "_uniffi_check_call_status", None)
+_continuation_type: Any = getattr(_generated, "_UNIFFI_RUST_FUTURE_CONTINUATION_CALLBACK", None)
+_POLL_READY: Final = getattr(_generated, "_UNIFFI_RUST_FUTURE_POLL_READY", 0)
+
+_waiting_polls: dict[int, _TrioFuture] = {}
+"""The trio futures of polls in flight, by the handle given to Rust (`_continue`)."""
+_poll_handles = itertools.count(1)
+
+
+def _continue(
+    handle: int,
+    poll_code: int,
+    *,
+    _polls: dict[int, _TrioFuture] = _waiting_polls,
+    _get_ident: Callable[[], int] = threading.get_ident,
+    _finished: type[Exception] = trio.RunFinishedError,
+) -> None:
+    """The continuation Rust calls when a polled future can make progress (any thread).
+
+    What it uses is bound as defaults, so it still works while the interpreter shuts down
+    and module globals are cleared.
+    """
+    future = _polls.pop(handle, None)
+    if future is None:  # the call was cancelled and its future freed
+        return
+    if future.thread == _get_ident():
+        future.set_result(poll_code)
+        return
+    try:  # noqa: SIM105 - contextlib is a module global, gone at shutdown
+        future.token.run_sync_soon(future.set_result, poll_code)
+    except _finished:
+        pass
+
+
+_CONTINUE: Any = _continuation_type(_continue) if _continuation_type is not None else None
+
+
+async def _fast_call_async(
+    rust_future: Any,
+    ffi_poll: Any,
+    ffi_complete: Any,
+    ffi_free: Any,
+    lift_func: Callable[[Any], Any],
+    error_ffi_converter: Any,
+) -> Any:
+    """The generated ``_uniffi_rust_call_async`` with less bookkeeping, for trio tasks.
+
+    Same protocol (poll until ready, complete, free), minus the event-loop lookup, the locked
+    handle map and the call-status helpers: a plain dict keyed by a counter holds the future
+    of the poll in flight, and the completion's call status is built and checked directly.
+    Outside a trio task (asyncio users of the binding) the generated function runs instead.
+    """
+    if not trio.lowlevel.in_trio_task():
+        return await _STOCK_CALL_ASYNC(
+            rust_future, ffi_poll, ffi_complete, ffi_free, lift_func, error_ffi_converter
+        )
+    task = trio.lowlevel.current_task()
+    token = trio.lowlevel.current_trio_token()
+    handle = 0
+    try:
+        while True:
+            future = _TrioFuture(task, token)
+            handle = next(_poll_handles)
+            _waiting_polls[handle] = future
+            ffi_poll(rust_future, _CONTINUE, handle)
+            if await future == _POLL_READY:
+                break
+        status = _status_cls()  # zeroed: success, empty error buffer
+        result = ffi_complete(rust_future, ctypes.byref(status))
+        if status.code:
+            _check_status(error_ffi_converter, status)
+        return lift_func(result)
+    finally:
+        _waiting_polls.pop(handle, None)
+        ffi_free(rust_future)
+
+
+def _fast_call_with_error(
+    error_ffi_converter: Any,
+    fn: Any,
+    *args: Any,
+    _status_cls: Any = _status_cls,
+    _byref: Any = ctypes.byref,
+    _check_status: Any = _check_status,
+) -> Any:
+    """The generated ``_uniffi_rust_call_with_error``, building the call status directly.
+
+    A zero-initialised status is what the generated ``default()`` builds in two steps
+    (success, an empty error buffer). Every synchronous binding call goes through this,
+    including the frees in the binding's ``__del__`` methods at interpreter shutdown, when
+    module globals are already cleared: what it uses is bound as defaults.
+    """
+    status = _status_cls()
+    result = fn(*args, _byref(status))
+    if status.code:
+        _check_status(error_ffi_converter, status)
+    return result
+
+
+def _install_call_patch() -> bool:
+    """Use the streamlined call helpers above, if the generated pieces exist."""
+    if None in (_STOCK_CALL_ASYNC, _STOCK_CALL_WITH_ERROR, _status_cls, _check_status, _CONTINUE):
+        return False
+    namespace: dict[str, Any] = _generated.__dict__
+    namespace["_taquba_stock_call_async"] = _STOCK_CALL_ASYNC
+    namespace["_taquba_stock_call_with_error"] = _STOCK_CALL_WITH_ERROR
+    namespace[_STOCK_CALL_ASYNC_NAME] = _fast_call_async
+    namespace[_STOCK_CALL_WITH_ERROR_NAME] = _fast_call_with_error
+    return True
+
+
+# --------------------------------------------------------------------------------------------
 # Import-time choice
 # --------------------------------------------------------------------------------------------
 
@@ -535,6 +660,8 @@ def _choose_bridge() -> tuple[Literal["shim", "thread"], bool]:
         patched = False
     if not patched:
         _log.warning("taquba: slatedb byte-copy patch failed its self-check; not using it")
+    if not _install_call_patch():
+        _log.warning("taquba: slatedb's async call helpers are not as expected; not patching")
     return "shim", patched
 
 
