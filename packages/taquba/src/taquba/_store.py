@@ -548,6 +548,8 @@ class Store:
             page: Any = _fsspec_sync(s3.loop, s3._call_s3, "list_objects_v2", **request)
             for item in page.get("Contents", []):
                 name = str(item["Key"])[len(prefix) :]
+                if name.endswith("/"):
+                    continue  # a "directory" marker object, not a blob
                 if name and not name.rsplit("/", 1)[-1].startswith(_TMP_PREFIX):
                     names.append(name)
             token = page.get("NextContinuationToken")
