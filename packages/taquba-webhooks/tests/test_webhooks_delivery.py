@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email.utils
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -408,31 +410,40 @@ async def test_a_lost_lease_is_logged_and_the_job_delivered_again(
     async with open_test_queue(config=config, clock=clock) as queue:
         receiver.script("/hook", Reply(200, delay=0.5), Reply(200))
         result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-
-        async def reap_mid_request() -> bool:
-            if not receiver.received():
-                return False
-            clock.advance(3600)  # far past the extended lease
-            assert await queue.reap_now() == 1
-            return True
-
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: worker().serve(
-                    queue, shutdown=shutdown, poll_interval=0.05, task_status=task_status
-                )
-            )
-            await wait_until(reap_mid_request, 3)
+        async with _serving_with_the_first_attempt_reaped(queue, clock, receiver):
             await wait_until(lambda: len(receiver.received()) == 2, 3)
             await wait_until(lambda: _done(queue), 3)
-            shutdown.set()
         assert await queue.get_job(result.id) is None
         assert "lost the claim" in caplog.text
 
 
 async def _done(queue: taquba.Queue) -> bool:
     return (await queue.stats(tw.DEFAULT_QUEUE)).done == 1
+
+
+@asynccontextmanager
+async def _serving_with_the_first_attempt_reaped(
+    queue: taquba.Queue, clock: MockClock, receiver: Receiver
+) -> AsyncIterator[None]:
+    """Serve ``queue``; once the first attempt reaches the receiver, expire and reap its lease."""
+
+    async def reap_mid_request() -> bool:
+        if not receiver.received():
+            return False
+        clock.advance(3600)  # far past the extended lease
+        assert await queue.reap_now() == 1
+        return True
+
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: worker().serve(
+                queue, shutdown=shutdown, poll_interval=0.05, task_status=task_status
+            )
+        )
+        await wait_until(reap_mid_request, 3)
+        yield
+        shutdown.set()
 
 
 async def test_a_worker_that_lost_its_claim_writes_no_attempt_record(
@@ -446,25 +457,9 @@ async def test_a_worker_that_lost_its_claim_writes_no_attempt_record(
     async with open_test_queue(config=config, clock=clock) as queue:
         receiver.script("/hook", Reply(500, delay=5), Reply(200, delay=0.5))
         result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-
-        async def reap_mid_request() -> bool:
-            if not receiver.received():
-                return False
-            clock.advance(3600)
-            assert await queue.reap_now() == 1
-            return True
-
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: worker().serve(
-                    queue, shutdown=shutdown, poll_interval=0.05, task_status=task_status
-                )
-            )
-            await wait_until(reap_mid_request, 3)
+        async with _serving_with_the_first_attempt_reaped(queue, clock, receiver):
             await wait_until(lambda: "lost the claim" in caplog.text, 3)
             assert await tw.get_attempt(queue, result.id) is None
             await wait_until(lambda: _done(queue), 3)
-            shutdown.set()
         assert len(receiver.received()) == 2
         assert await queue.get_job(result.id) is None

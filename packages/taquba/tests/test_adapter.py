@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -135,31 +137,42 @@ async def test_bytes_like_values_round_trip(memory_store: Store) -> None:
         await db.close()
 
 
+class _Ticks:
+    count = 0
+
+
+@contextlib.asynccontextmanager
+async def _ticking() -> AsyncIterator[_Ticks]:
+    """Run, for the block's length, a task that counts how often it gets to run."""
+    ticks = _Ticks()
+
+    async def tick() -> None:
+        while True:
+            ticks.count += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        await trio.lowlevel.checkpoint()
+        yield ticks
+        nursery.cancel_scope.cancel()
+
+
 async def test_calls_completing_in_place_still_let_other_tasks_run(memory_store: Store) -> None:
     # Transaction reads and buffered writes usually complete during their poll, without
     # yielding; the shim must still checkpoint now and then so a long loop cannot starve others.
     db = await open_db(memory_store)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await trio.lowlevel.checkpoint()
-
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ticker)
+        async with _ticking() as ticks:
             txn = await db.begin()
-            before = ticks
+            before = ticks.count
             for i in range(2_000):
                 await txn.put(b"k%05d" % i, b"v")
                 assert await txn.get(b"k%05d" % i) == b"v"
             # 4,000 calls: at least one checkpoint per 64 of them, whatever the exact limit
             assert _adapter._FAST_STREAK_LIMIT <= 64
-            assert ticks - before >= 4_000 // 64
+            assert ticks.count - before >= 4_000 // 64
             await txn.rollback()
-            nursery.cancel_scope.cancel()
     finally:
         await db.close()
 
@@ -193,23 +206,12 @@ async def test_a_large_put_lets_other_tasks_run(memory_store: Store) -> None:
     # happens in a worker thread. On the loop, the put of 16 MiB would not yield at all
     # (buffered transaction writes complete during their poll), so the ticker would not run.
     db = await open_db(memory_store)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await trio.lowlevel.checkpoint()
-
     try:
         txn = await db.begin()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ticker)
-            await trio.lowlevel.checkpoint()
-            before = ticks
+        async with _ticking() as ticks:
+            before = ticks.count
             await txn.put(b"k", b"x" * (16 << 20))
-            assert ticks - before > 5
-            nursery.cancel_scope.cancel()
+            assert ticks.count - before > 5
         await txn.commit(durable=False)
         assert await db.get(b"k") == b"x" * (16 << 20)
     finally:

@@ -31,9 +31,8 @@ async def queue(memory_store: Store) -> AsyncIterator[taquba.Queue]:
         yield q
 
 
-@pytest.fixture
-def transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the group-commit transactions (the real ones run underneath)."""
+def _count_transactions(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
+    """Count the transactions `module` runs (the real ones run underneath)."""
     counted: list[int] = []
     real = _adapter.run_transaction
 
@@ -41,8 +40,14 @@ def transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         counted.append(1)
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(_batch, "run_transaction", counting)
+    monkeypatch.setattr(module, "run_transaction", counting)
     return counted
+
+
+@pytest.fixture
+def transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the group-commit transactions."""
+    return _count_transactions(monkeypatch, _batch)
 
 
 async def _gather(*calls: Any) -> list[Any]:
@@ -182,14 +187,7 @@ async def test_expired_claims_are_reaped_a_page_per_transaction(
         assert len(claims) == 600
         await queue.ack(claims[0])  # settled before expiry: the reaper must leave it alone
         clock.advance(10)
-        counted: list[int] = []
-        real = _adapter.run_transaction
-
-        async def counting(*args: Any, **kwargs: Any) -> Any:
-            counted.append(1)
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(_queue, "run_transaction", counting)
+        counted = _count_transactions(monkeypatch, _queue)
         assert await queue.reap_now() == 599
         assert len(counted) == 3  # 599 expired claims, 256 per page
         monkeypatch.undo()
@@ -219,14 +217,7 @@ async def test_expired_records_are_swept_a_page_per_transaction(
             for claim in claims[300:]:
                 nursery.start_soon(functools.partial(queue.dead_letter, claim, "bad"))
         clock.advance(61)
-        counted: list[int] = []
-        real = _adapter.run_transaction
-
-        async def counting(*args: Any, **kwargs: Any) -> Any:
-            counted.append(1)
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(_queue, "run_transaction", counting)
+        counted = _count_transactions(monkeypatch, _queue)
         assert await queue.sweep_now() == 700
         assert len(counted) == 4  # 300 done records in 2 pages, 400 dead ones in 2
         monkeypatch.undo()

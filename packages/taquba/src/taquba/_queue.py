@@ -1303,9 +1303,7 @@ class Queue:
         self, queue: str, *, after: str | None = None, limit: int = 100
     ) -> list[JobRecord]:
         """Dead-lettered jobs of ``queue`` in id order, starting after the id ``after``."""
-        cursor = keys.dead_key(queue, validate_job_id(after)) if after is not None else None
-        page = await self.list_jobs(queue, JobStatus.DEAD, cursor=cursor, limit=limit)
-        return page.jobs
+        return await views.dead_jobs(self._database, queue, after, limit)
 
     # ------------------------------------------------------------------ user KV
 

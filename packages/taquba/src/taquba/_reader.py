@@ -100,9 +100,7 @@ class QueueReader:
         self, queue: str, *, after: str | None = None, limit: int = 100
     ) -> list[JobRecord]:
         """Dead-lettered jobs of ``queue`` in id order, starting after the id ``after``."""
-        cursor = keys.dead_key(queue, validate_job_id(after)) if after is not None else None
-        page = await self.list_jobs(queue, JobStatus.DEAD, cursor=cursor, limit=limit)
-        return page.jobs
+        return await views.dead_jobs(self._reader, queue, after, limit)
 
     async def kv_get(self, key: bytes) -> bytes | None:
         """The value stored under ``key`` in the user namespace, or None."""

@@ -13,6 +13,7 @@ import ormsgpack
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
 from ._errors import DataError, UsageError
+from ._ids import validate_job_id
 from ._records import JobRecord, JobStatus, QueueStats, decode_job, decode_map
 from ._types import JobPage, KvPage
 
@@ -185,6 +186,12 @@ async def list_jobs_page(
                 return JobPage(jobs, key)
         if len(rows) < page:
             return JobPage(jobs, None)
+
+
+async def dead_jobs(view: ReadView, queue: str, after: str | None, limit: int) -> list[JobRecord]:
+    """Dead-lettered jobs of ``queue`` in id order, after the id ``after``."""
+    cursor = keys.dead_key(queue, validate_job_id(after)) if after is not None else None
+    return (await list_jobs_page(view, queue, JobStatus.DEAD, cursor, limit)).jobs
 
 
 async def kv_scan_page(view: ReadView, prefix: bytes, cursor: bytes | None, limit: int) -> KvPage:
