@@ -21,7 +21,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 RESULTS_MARKER = "<!-- Entries are inserted below this line, newest first. -->"
 MOTO_BUCKET = "taquba-bench"
-MOTO_KEY = "testing"
 MOTO_REGION = "us-east-1"
 
 
@@ -130,12 +128,6 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Stores:
     """Hands out fresh, isolated stores of the kind the flags ask for.
 
@@ -146,7 +138,7 @@ class Stores:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.kind: str
-        self._moto: Any = None
+        self._moto: contextlib.ExitStack | None = None
         self._tmp: str | None = None
         self._keep = bool(args.keep)
         self._run = f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -183,29 +175,11 @@ class Stores:
         }[self.kind]
 
     def _start_moto(self, url: str) -> None:
-        import boto3
-        from moto.server import ThreadedMotoServer
+        from taquba.testing import moto_s3
 
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
         bucket = url.removeprefix("s3://").split("/", 1)[0]
-        boto3.client(  # pyright: ignore[reportUnknownMemberType]
-            "s3",
-            endpoint_url=endpoint,
-            region_name=MOTO_REGION,
-            aws_access_key_id=MOTO_KEY,
-            aws_secret_access_key=MOTO_KEY,
-        ).create_bucket(Bucket=bucket)  # pyright: ignore[reportUnknownMemberType]
-        self._moto = server
-        self._s3_options = {
-            "endpoint": endpoint,
-            "region": MOTO_REGION,
-            "access_key_id": MOTO_KEY,
-            "secret_access_key": MOTO_KEY,
-            "allow_http": True,
-        }
+        self._moto = contextlib.ExitStack()
+        self._s3_options = dict(self._moto.enter_context(moto_s3(bucket)))
 
     def spec(self, label: str) -> dict[str, Any]:
         """A fresh store's description: ``{"url": ..., "options": {...}}``."""
@@ -226,7 +200,7 @@ class Stores:
         if self._tmp is not None and not self._keep:
             shutil.rmtree(self._tmp, ignore_errors=True)
         if self._moto is not None:
-            self._moto.stop()
+            self._moto.close()
 
 
 def store_from_spec(spec: dict[str, Any]) -> Store:

@@ -39,10 +39,12 @@ def test_testing_helpers_are_exported() -> None:
         "Child",
         "ChildExited",
         "MockClock",
+        "S3Options",
         "check_public_api",
         "check_type_completeness",
         "drain",
         "memory_store",
+        "moto_s3",
         "open_child",
         "open_test_queue",
     }

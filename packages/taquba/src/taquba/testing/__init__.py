@@ -8,6 +8,8 @@
   early.
 - Conformance: `check_public_api` checks that a package exports each public name once, from
   a private module, documented; `check_type_completeness` that pyright knows every type.
+- S3: `moto_s3` runs an S3-compatible moto server on loopback and yields the `S3Options`
+  that reach it.
 - Fixtures: the pytest plugin `taquba.testing.pytest_plugin` (opt in with
   ``pytest_plugins = ["taquba.testing.pytest_plugin"]``) provides memory, local-disk and S3
   (moto) stores, and a ``store`` fixture parametrized over the three.
@@ -19,6 +21,8 @@ from .._clock import MockClock as MockClock
 from ._child import Child as Child
 from ._child import ChildExited as ChildExited
 from ._child import open_child as open_child
+from ._moto import S3Options as S3Options
+from ._moto import moto_s3 as moto_s3
 from ._public_api import check_public_api as check_public_api
 from ._public_api import check_type_completeness as check_type_completeness
 from ._queues import drain as drain
@@ -29,10 +33,12 @@ __all__ = [
     "Child",
     "ChildExited",
     "MockClock",
+    "S3Options",
     "check_public_api",
     "check_type_completeness",
     "drain",
     "memory_store",
+    "moto_s3",
     "open_child",
     "open_test_queue",
 ]

@@ -25,13 +25,13 @@ This module imports pytest; `taquba.testing` itself does not.
 
 from __future__ import annotations
 
-import socket
 import uuid
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .._store import Store
+from ._moto import S3Options, moto_s3
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -49,64 +49,24 @@ __all__ = [
 ]
 
 _BUCKET = "taquba-test"
-_REGION = "us-east-1"
-_KEY = "testing"
-_SECRET = "testing"
-
-
-class S3Options(TypedDict):
-    """The keyword arguments of `taquba.Store.from_url` that reach the moto server."""
-
-    endpoint: str
-    region: str
-    access_key_id: str
-    secret_access_key: str
-    allow_http: bool
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """The URL of a moto S3 server on loopback, started once per session, with the test bucket."""
-    import boto3  # test-only dependencies: imported when a test needs S3
-    from moto.server import ThreadedMotoServer
+def _moto_s3() -> Iterator[S3Options]:
+    with moto_s3(_BUCKET) as options:
+        yield options
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        client = cast(
-            "Any",
-            boto3.client(  # pyright: ignore[reportUnknownMemberType]
-                "s3",
-                endpoint_url=endpoint,
-                region_name=_REGION,
-                aws_access_key_id=_KEY,
-                aws_secret_access_key=_SECRET,
-            ),
-        )
-        client.create_bucket(Bucket=_BUCKET)
-        yield endpoint
-    finally:
-        server.stop()
+
+@pytest.fixture(scope="session")
+def moto_endpoint(_moto_s3: S3Options) -> str:
+    """The URL of a moto S3 server on loopback, started once per session, with the test bucket."""
+    return _moto_s3["endpoint"]
 
 
 @pytest.fixture
-def s3_options(moto_endpoint: str) -> S3Options:
+def s3_options(_moto_s3: S3Options) -> S3Options:
     """Options for `taquba.Store.from_url` that reach the moto server (``**s3_options``)."""
-    return S3Options(
-        endpoint=moto_endpoint,
-        region=_REGION,
-        access_key_id=_KEY,
-        secret_access_key=_SECRET,
-        allow_http=True,
-    )
+    return S3Options(**_moto_s3)
 
 
 @pytest.fixture
