@@ -16,7 +16,7 @@ def test_the_public_api_conforms() -> None:
 
 
 def test_the_testing_api_conforms() -> None:
-    check_public_api(taquba.testing, reexported={"MockClock"})
+    check_public_api(taquba.testing, reexported={"MockClock", "FaultKind"})
     assert taquba.testing.MockClock is taquba.MockClock
 
 
@@ -38,11 +38,16 @@ def test_testing_helpers_are_exported() -> None:
     assert set(taquba.testing.__all__) == {
         "Child",
         "ChildExited",
+        "Fault",
+        "FaultInjector",
+        "FaultKind",
+        "InjectedFault",
         "MockClock",
         "S3Options",
         "check_public_api",
         "check_type_completeness",
         "drain",
+        "inject_faults",
         "memory_store",
         "moto_s3",
         "open_child",

@@ -57,6 +57,7 @@ import slatedb.uniffi as _sdb
 import slatedb.uniffi._slatedb_uniffi.slatedb as _generated
 import trio
 
+from taquba import _failpoints
 from taquba._errors import (
     DatabaseNotFound,
     DataError,
@@ -929,6 +930,8 @@ class _Scanner:
         key_range = _scan_range(prefix, start, start_inclusive, end)
         if key_range is None or limit == 0:
             return []
+        if _failpoints.INSTALLED:
+            await _read_fault("scan")
         options = _scan_options(cache_blocks=cache_blocks, reverse=reverse)
         iterator = await _call(self._target.scan_prefix_with_options, prefix, key_range, options)
         return await _drain(iterator, limit, batch_size)
@@ -942,6 +945,53 @@ class _Scanner:
 # --------------------------------------------------------------------------------------------
 # Database
 # --------------------------------------------------------------------------------------------
+
+
+async def _read_fault(site: _failpoints.Site) -> None:
+    """Apply an injected read fault, if a test installed one for this call."""
+    fault = _failpoints.INSTALLED[-1].pick(site) if _failpoints.INSTALLED else None
+    if fault is None:
+        return
+    if fault.kind == "slow":
+        await trio.sleep(fault.seconds)
+    else:
+        raise _injected_error(fault)
+
+
+def _write_fault(
+    site: _failpoints.Site, *, transaction: bool, durable: bool
+) -> _failpoints.InjectedKind | None:
+    """The fault a test injects into this write, if any."""
+    if not _failpoints.INSTALLED:
+        return None
+    return _failpoints.INSTALLED[-1].pick(site, transaction=transaction, durable=durable)
+
+
+def _injected_error(fault: _failpoints.InjectedKind) -> Exception:
+    """The error an injected fault raises where the real fault would."""
+    if fault.kind == "conflict":
+        return TransactionConflict("injected write conflict")
+    if fault.kind == "unavailable":
+        return StorageUnavailable("injected: storage unavailable")
+    if fault.kind == "permanent":
+        return StorageError("injected: permanent storage failure")
+    return StorageUnavailable("commit outcome unknown (injected)")
+
+
+async def _before_applying(fault: _failpoints.InjectedKind | None) -> None:
+    """Raise the error of a fault that stops a write before it is applied."""
+    if fault is not None and fault.kind in ("conflict", "unavailable", "permanent", "lost"):
+        raise _injected_error(fault)
+
+
+async def _after_applying(fault: _failpoints.InjectedKind | None) -> None:
+    """Stall (``slow``) or report an unknown outcome (``unknown``) after a write applied."""
+    if fault is None:
+        return
+    if fault.kind == "slow":
+        await trio.sleep(fault.seconds)
+    elif fault.kind == "unknown":
+        raise _injected_error(fault)
 
 
 @contextlib.contextmanager
@@ -1046,19 +1096,27 @@ class Database(_Scanner):
 
     async def get(self, key: bytes) -> bytes | None:
         """Return the value of `key` (including writes not yet durable), or None."""
+        if _failpoints.INSTALLED:
+            await _read_fault("get")
         return await _call(self._db.get, key)
 
     async def put(self, key: bytes, value: bytes, *, durable: bool = True) -> None:
         """Write `key`; with `durable`, return only once it is in object storage (shielded)."""
+        fault = _write_fault("put", transaction=False, durable=durable)
         with _shielded_write():
+            await _before_applying(fault)
             handle = await _call(self._db.put, key, value)
+            await _after_applying(fault)
             if durable:
                 await _call(handle.await_durable)
 
     async def delete(self, key: bytes, *, durable: bool = True) -> None:
         """Delete `key`; with `durable`, return only once that is durable (shielded)."""
+        fault = _write_fault("delete", transaction=False, durable=durable)
         with _shielded_write():
+            await _before_applying(fault)
             handle = await _call(self._db.delete, key)
+            await _after_applying(fault)
             if durable:
                 await _call(handle.await_durable)
 
@@ -1237,6 +1295,8 @@ class Transaction(_Scanner):
 
     async def get(self, key: bytes) -> bytes | None:
         """Return the value of `key` as this transaction sees it, or None."""
+        if _failpoints.INSTALLED:
+            await _read_fault("get")
         return await _call(self._txn.get, key)
 
     async def put(self, key: bytes, value: bytes) -> None:
@@ -1276,10 +1336,15 @@ class Transaction(_Scanner):
             Fenced: Another writer opened the database; the outcome is unknown.
         """
         self._completed = True
+        fault = _write_fault("commit", transaction=True, durable=durable)
         with _shielded_write():
+            if fault is not None and fault.kind in ("conflict", "unavailable", "permanent", "lost"):
+                await _call(self._txn.rollback)
+                await _before_applying(fault)
             handle = await _call(self._txn.commit)
             if on_commit is not None:
                 on_commit()
+            await _after_applying(fault)
             if durable and handle is not None:
                 await _call(handle.await_durable)
 

@@ -8,6 +8,9 @@
   early.
 - Conformance: `check_public_api` checks that a package exports each public name once, from
   a private module, documented; `check_type_completeness` that pyright knows every type.
+- Faults: `inject_faults` installs a `FaultInjector` that makes the storage adapter's writes
+  slow, conflicting, failing or of unknown outcome, and its reads slow or failing, on purpose
+  (`Fault`), so a test can prove that nothing is lost or hidden when storage misbehaves.
 - S3: `moto_s3` runs an S3-compatible moto server on loopback and yields the `S3Options`
   that reach it.
 - Fixtures: the pytest plugin `taquba.testing.pytest_plugin` (opt in with
@@ -18,9 +21,14 @@ Importing `taquba.testing` does not import pytest; only the plugin module does.
 """
 
 from .._clock import MockClock as MockClock
+from .._failpoints import FaultKind as FaultKind
 from ._child import Child as Child
 from ._child import ChildExited as ChildExited
 from ._child import open_child as open_child
+from ._faults import Fault as Fault
+from ._faults import FaultInjector as FaultInjector
+from ._faults import InjectedFault as InjectedFault
+from ._faults import inject_faults as inject_faults
 from ._moto import S3Options as S3Options
 from ._moto import moto_s3 as moto_s3
 from ._public_api import check_public_api as check_public_api
@@ -32,11 +40,16 @@ from ._queues import open_test_queue as open_test_queue
 __all__ = [
     "Child",
     "ChildExited",
+    "Fault",
+    "FaultInjector",
+    "FaultKind",
+    "InjectedFault",
     "MockClock",
     "S3Options",
     "check_public_api",
     "check_type_completeness",
     "drain",
+    "inject_faults",
     "memory_store",
     "moto_s3",
     "open_child",
