@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from ._errors import InvalidArgument
 from ._validate import MAX_TIMESTAMP_MS, check_int, check_seconds
@@ -60,7 +60,7 @@ class MockClock:
         Raises `InvalidArgument` (a `ValueError`) for a negative, NaN or infinite step; the
         reading never passes `MAX_TIMESTAMP_MS`.
         """
-        given: object = seconds  # checked as what a caller may really pass
+        given = cast("object", seconds)  # checked as what a caller may really pass
         if isinstance(given, (int, float)) and given < 0:
             raise InvalidArgument(
                 "seconds", seconds, "must not be negative (a MockClock never moves backwards)"
