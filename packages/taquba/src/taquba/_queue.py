@@ -599,8 +599,9 @@ class Queue:
             queue: the queue name.
             payload: the job's bytes.
             priority: claim priority (lower first); default the queue's.
-            run_at: do not claim before this timezone-aware time.
-            delay: do not claim for this many seconds (exclusive with ``run_at``).
+            run_at: do not claim before this timezone-aware time (a past time means now).
+            delay: do not claim for this many seconds (exclusive with ``run_at``; finite and
+                non-negative). A due time past `MAX_TIMESTAMP_MS` is clamped to it.
             dedup_key: if a pending or scheduled job on ``queue`` holds this key, write nothing
                 and return that job's id with ``created=False``.
             headers: metadata stored with the job.
@@ -614,7 +615,8 @@ class Queue:
                 the transaction retry and re-check.
 
         Raises:
-            UsageError: an invalid argument (`InvalidId`, `InvalidQueueName`, ...).
+            UsageError: an invalid argument (`InvalidArgument` for a bad number, time or
+                type, `InvalidId`, `InvalidQueueName`, ...); nothing was written.
             DuplicateJobId: ``job_id`` names an existing job.
             KvConflict: an entry of ``kv_expect`` did not hold; nothing was written.
         """
@@ -655,6 +657,11 @@ class Queue:
         dedup hit is reported per request with ``created=False``). ``kv_writes`` and
         ``kv_expect`` work as in `enqueue` (the writes apply whatever the dedup outcomes).
         Return once durable.
+
+        Raises:
+            InvalidArgument: an item is not an `EnqueueRequest` (``argument == "requests"``),
+                or one has a bad ``delay``, ``run_at``, ``priority`` or ``max_attempts``;
+                nothing was written.
         """
         now = self._clock.now_ms()
         prepared = [self._prepare(request, now) for request in requests]
@@ -729,6 +736,10 @@ class Queue:
 
         Jobs come in claim order (priority, then id) and share one lease of ``lease`` seconds
         (default: the queue's ``lease_duration``).
+
+        Raises:
+            InvalidArgument: ``max_jobs`` is not an int from 0 to ``2**31 - 1``, or ``lease``
+                is not a finite positive number of seconds.
         """
         keys.validate_queue_name(queue)
         lease_ms = self._lease_ms(queue, lease)
@@ -1030,7 +1041,8 @@ class Queue:
         Args:
             claim: the claim to settle.
             error: recorded as the job's ``last_error``.
-            retry_after: the least delay before the retry, in seconds.
+            retry_after: the least delay before the retry, in seconds (finite, non-negative;
+                a due time past `MAX_TIMESTAMP_MS` is clamped to it).
             kv_writes: user KV entries written in the nack's transaction, whichever way it
                 goes (e.g. a record of the failed attempt).
             effects_if_dead: applied atomically only if this nack dead-letters the job (a
@@ -1038,6 +1050,7 @@ class Queue:
 
         Raises:
             ClaimLost: the claim is gone; nothing was written.
+            InvalidArgument: a bad ``retry_after``; nothing was written.
         """
         claim = self._check_claim(claim, "nack")
         if not isinstance(error, str):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -1139,10 +1152,12 @@ class Queue:
     def renew_lease(self, claim: Claim, extension: float) -> int:
         """Set the claim's lease to expire ``extension`` seconds from now; return the new expiry.
 
-        No write happens: leases are process state. May shorten the lease.
+        No write happens: leases are process state. May shorten the lease. ``extension`` must
+        be a finite positive number of seconds; an expiry past `MAX_TIMESTAMP_MS` is clamped.
 
         Raises:
             ClaimLost: the claim no longer holds its lease.
+            InvalidArgument: a bad ``extension``.
         """
         claim = self._check_claim(claim, "renew_lease")
         seconds = check_seconds("extension", extension, positive=True)
@@ -1821,6 +1836,8 @@ async def open_queue(
         scheduler_interval: seconds between promotions of due scheduled jobs.
 
     Raises:
+        InvalidArgument: an argument of the wrong type (e.g. a dict for ``config``) or a bad
+            interval (intervals are finite positive seconds); nothing was opened.
         StorageUnavailable: the store could not be reached in bounded time.
         Fenced: inside the block, if another process opens the same store as writer; every
             operation and worker loop then fails with it.
