@@ -408,7 +408,7 @@ OPEN_CASES: list[tuple[str, object]] = [
     ("queues['w']", {"w": {"max_attempts": 3}}),
     ("clock", 1_700_000_000_000),
     ("clock", object()),
-    *[("flush_interval", v) for v in [*BAD_DURATIONS, 0]],
+    *[("flush_interval", v) for v in [*BAD_DURATIONS, 0, 1e300, 86_401]],
     *[("reaper_interval", v) for v in [*BAD_DURATIONS, 0, None]],
     *[("scheduler_interval", v) for v in [*BAD_DURATIONS, 0, None]],
 ]
@@ -489,3 +489,13 @@ def test_aware_datetimes_map_to_storable_times_exactly(moment: datetime) -> None
     if ms < MAX_TIMESTAMP_MS:
         exact = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
         assert ms == exact
+
+
+@pytest.mark.parametrize("poll_interval", [*BAD_DURATIONS, 0, 1e300])
+async def test_open_reader_checks_its_poll_interval(
+    memory_store: Store, poll_interval: object
+) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        async with taquba.open_reader(memory_store, "q", poll_interval=poll_interval):  # type: ignore[arg-type]
+            raise AssertionError("opened")
+    rejected(exc, "poll_interval")

@@ -23,6 +23,7 @@ from ._errors import (
     DataError,
     DuplicateJobId,
     Fenced,
+    InvalidArgument,
     InvalidState,
     JobNotFound,
     KvConflict,
@@ -97,6 +98,7 @@ _FOLD_THRESHOLD = 1_000
 _MAX_BATCH = 256
 _MAX_CLAIM = 2**31 - 1
 _KEY_TIME_END = 2**64 - 1
+_MAX_FLUSH_INTERVAL = 86_400.0  # every durable call waits a flush; SlateDB refuses huge ones
 
 
 @dataclass(slots=True, eq=False)
@@ -1830,8 +1832,8 @@ async def open_queue(
         config: the configuration of queues not listed in ``queues``.
         queues: per-queue configuration, by queue name (whole objects, not merged).
         clock: the time source (default `SystemClock`); layers share it via `Queue.clock`.
-        flush_interval: SlateDB's WAL flush interval in seconds (default 0.1). Every durable
-            operation waits for a flush, so this is the floor of their latency.
+        flush_interval: SlateDB's WAL flush interval in seconds (default 0.1, at most a day).
+            Every durable operation waits for a flush, so this is the floor of their latency.
         reaper_interval: seconds between lease reaping and retention sweeps.
         scheduler_interval: seconds between promotions of due scheduled jobs.
 
@@ -1849,6 +1851,10 @@ async def open_queue(
     reaper_interval = check_seconds("reaper_interval", reaper_interval, positive=True)
     scheduler_interval = check_seconds("scheduler_interval", scheduler_interval, positive=True)
     flush_interval = check_optional_seconds("flush_interval", flush_interval, positive=True)
+    if flush_interval is not None and flush_interval > _MAX_FLUSH_INTERVAL:
+        raise InvalidArgument(
+            "flush_interval", flush_interval, f"must be at most {_MAX_FLUSH_INTERVAL:g} seconds"
+        )
     queue = Queue(
         store,
         name,
