@@ -23,6 +23,7 @@ from ._errors import DatabaseNotFound as DatabaseNotFound
 from ._errors import DataError as DataError
 from ._errors import DuplicateJobId as DuplicateJobId
 from ._errors import Fenced as Fenced
+from ._errors import InvalidArgument as InvalidArgument
 from ._errors import InvalidId as InvalidId
 from ._errors import InvalidQueueName as InvalidQueueName
 from ._errors import InvalidState as InvalidState
@@ -63,6 +64,7 @@ from ._types import EnqueueResult as EnqueueResult
 from ._types import JobPage as JobPage
 from ._types import KvPage as KvPage
 from ._types import NackResult as NackResult
+from ._validate import MAX_TIMESTAMP_MS as MAX_TIMESTAMP_MS
 from ._worker import SETTLEMENT_MARGIN as SETTLEMENT_MARGIN
 from ._worker import Handler as Handler
 from ._worker import HandlerFunction as HandlerFunction
@@ -76,6 +78,7 @@ __all__ = [
     "MAX_KV_VALUE_SIZE",
     "MAX_PRIORITY",
     "MAX_QUEUE_NAME_BYTES",
+    "MAX_TIMESTAMP_MS",
     "PRIORITY_HIGH",
     "PRIORITY_LOW",
     "PRIORITY_NORMAL",
@@ -94,6 +97,7 @@ __all__ = [
     "Fenced",
     "Handler",
     "HandlerFunction",
+    "InvalidArgument",
     "InvalidId",
     "InvalidQueueName",
     "InvalidState",

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
+
+from ._errors import InvalidArgument
+from ._validate import MAX_TIMESTAMP_MS, check_int, check_seconds
 
 __all__ = ["Clock", "MockClock", "SystemClock"]
 
@@ -44,9 +47,7 @@ class MockClock:
 
     def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
         """Create a clock reading ``start_ms`` (default: a fixed instant in November 2023)."""
-        if start_ms < 0:
-            raise ValueError("start_ms must not be negative")
-        self._now = start_ms
+        self._now = check_int("start_ms", start_ms, low=0, high=MAX_TIMESTAMP_MS)
         self._lock = threading.Lock()
 
     def now_ms(self) -> int:
@@ -54,11 +55,19 @@ class MockClock:
         return self._now
 
     def advance(self, seconds: float) -> int:
-        """Move the clock forward by ``seconds`` (rounded to milliseconds); return the new time."""
-        if seconds < 0:
-            raise ValueError("a MockClock never moves backwards")
+        """Move the clock forward by ``seconds`` (rounded to milliseconds); return the new time.
+
+        Raises `InvalidArgument` (a `ValueError`) for a negative, NaN or infinite step; the
+        reading never passes `MAX_TIMESTAMP_MS`.
+        """
+        given = cast("object", seconds)  # checked as what a caller may really pass
+        if isinstance(given, (int, float)) and given < 0:
+            raise InvalidArgument(
+                "seconds", seconds, "must not be negative (a MockClock never moves backwards)"
+            )
+        step = check_seconds("seconds", seconds)
         with self._lock:
-            self._now += round(seconds * 1000)
+            self._now = min(self._now + min(round(step * 1000), MAX_TIMESTAMP_MS), MAX_TIMESTAMP_MS)
             return self._now
 
     def __repr__(self) -> str:

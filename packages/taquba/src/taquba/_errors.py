@@ -6,6 +6,7 @@ retry without reading messages::
 
     TaqubaError
     ├── UsageError                  the caller passed something invalid (never retry)
+    │   ├── InvalidArgument         a number, time or object of the wrong type or out of range
     │   ├── InvalidId               a job id override outside [A-Za-z0-9_-]{1,128}
     │   ├── InvalidQueueName        empty, too long, or with a control character
     │   ├── InvalidStoreUrl         a store URL taquba cannot use
@@ -42,6 +43,7 @@ __all__ = [
     "DatabaseNotFound",
     "DuplicateJobId",
     "Fenced",
+    "InvalidArgument",
     "InvalidId",
     "InvalidQueueName",
     "InvalidState",
@@ -71,6 +73,32 @@ class TaqubaError(Exception):
 
 class UsageError(TaqubaError, ValueError):
     """The caller passed an invalid argument or used the API out of order."""
+
+
+class InvalidArgument(UsageError):
+    """An argument has the wrong type, or a value outside what taquba can store.
+
+    Raised for NaN, a refused infinity, a negative duration, a number where an int is needed
+    (``bool`` counts as wrong), an int out of range, or an object of the wrong type (e.g. bytes
+    where an `EnqueueRequest` is expected). The message starts with the argument's name.
+    Being a `UsageError`, it is also a `ValueError`.
+    """
+
+    def __init__(self, argument: str, value: object, reason: str) -> None:
+        super().__init__(f"{argument} {reason}, not {_show(value)}")
+        self.argument = argument
+        """The name of the rejected argument (or field), e.g. ``"delay"``."""
+        self.value = value
+        """The rejected value, as given."""
+        self.reason = reason
+        """What the argument must be."""
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
 
 
 class InvalidId(UsageError):
@@ -228,12 +256,18 @@ class RetryLater(Exception):
     """Raised by a job handler to retry the job no sooner than ``retry_after`` seconds.
 
     The job is nacked as for any failure (it dead-letters once attempts run out), waiting
-    ``max(queue backoff, retry_after)`` before the next attempt.
+    ``max(queue backoff, retry_after)`` before the next attempt. ``retry_after`` is checked
+    here, so a bad value fails where it is written: NaN, infinity, a negative number or a
+    non-number raises `InvalidArgument` (and a handler that raises that is nacked like any
+    failing handler). A finite delay past the latest storable time (`MAX_TIMESTAMP_MS`,
+    the end of year 9999) is clamped to it.
     """
 
     def __init__(self, reason: str, *, retry_after: float) -> None:
+        from ._validate import check_seconds  # here: _validate imports this module
+
         super().__init__(reason)
         self.reason = reason
         """The reason recorded as the job's ``last_error``."""
-        self.retry_after = retry_after
+        self.retry_after = check_seconds("retry_after", retry_after)
         """The least delay before the next attempt, in seconds."""

@@ -50,6 +50,7 @@ __all__ = [
     "done_key",
     "encode_queue",
     "index_key",
+    "key_time",
     "parse_job_key",
     "pending_key",
     "pending_prefix",
@@ -159,6 +160,12 @@ def done_key(completed_at_ms: int, queue: str, job_id: str) -> bytes:
         + encode_queue(queue)
         + job_id.encode("ascii")
     )
+
+
+def key_time(key: bytes) -> int:
+    """The time field (ms) of a scheduled or done key: the u64 right after the tag."""
+    (stamp,) = _U64.unpack_from(key, 2)
+    return stamp
 
 
 def dead_prefix(queue: str) -> bytes:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import ormsgpack
 import trio
@@ -24,6 +23,7 @@ from ._errors import (
     DataError,
     DuplicateJobId,
     Fenced,
+    InvalidArgument,
     InvalidState,
     JobNotFound,
     KvConflict,
@@ -36,7 +36,9 @@ from ._errors import (
 )
 from ._ids import IdGenerator, validate_job_id
 from ._lease import CancelToken, LeaseEntry, LeaseRegistry
+from ._marks import Mark
 from ._records import (
+    MAX_ATTEMPTS,
     MAX_PRIORITY,
     JobRecord,
     JobStatus,
@@ -57,6 +59,16 @@ from ._types import (
     KvPage,
     NackResult,
 )
+from ._validate import (
+    check_int,
+    check_optional_seconds,
+    check_seconds,
+    check_type,
+    clamp_time,
+    datetime_ms,
+    duration_ms,
+    retention_ms,
+)
 from ._views import FOLD_BATCH as _FOLD_BATCH
 from ._views import SCAN_PAGE as _SCAN_PAGE
 from ._views import STATS_FIELDS as _STATS_FIELDS
@@ -69,7 +81,8 @@ from ._wakeup import Wakeup
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+    from datetime import datetime
 
 __all__ = ["MAX_KV_VALUE_SIZE", "Queue", "open_queue"]
 
@@ -83,6 +96,9 @@ MAX_KV_VALUE_SIZE = 256 * 1024
 _MAX_INSERT_WAKEUPS = 64
 _FOLD_THRESHOLD = 1_000
 _MAX_BATCH = 256
+_MAX_CLAIM = 2**31 - 1
+_KEY_TIME_END = 2**64 - 1
+_MAX_FLUSH_INTERVAL = 86_400.0  # every durable call waits a flush; SlateDB refuses huge ones
 
 
 @dataclass(slots=True, eq=False)
@@ -193,7 +209,12 @@ class Queue:
         self._leases = LeaseRegistry()
         self._states: dict[str, _QueueState] = {}
         self._completion_waiters: dict[str, _CompletionWaiter] = {}
-        self._dead_sweep_due: int | None = 0  # ms; None: no retained dead record is known
+        # Low-water marks of the time-ordered background scans (see _marks.py).
+        self._promote_mark = Mark()
+        self._done_mark = Mark()
+        self._dead_mark = Mark()
+        self._promote_lock = trio.Lock()
+        self._sweep_lock = trio.Lock()
         self._stopped = trio.Event()
         self._failure: TaqubaError | None = None
         self._db: Database | None = None
@@ -474,37 +495,30 @@ class Queue:
 
     # ------------------------------------------------------------------ enqueue
 
-    def _run_at_ms(self, run_at: datetime | None, delay: float | None, now: int) -> int | None:
+    def _run_at_ms(self, run_at: object, delay: object, now: int) -> int | None:
         if run_at is not None and delay is not None:
             raise UsageError("pass either run_at or delay, not both")
         if run_at is not None:
-            if not isinstance(run_at, datetime):  # pyright: ignore[reportUnnecessaryIsInstance]
-                raise UsageError("run_at must be a datetime")
-            if run_at.tzinfo is None:
-                raise UsageError("run_at must be timezone-aware")
-            at = math.floor(run_at.timestamp() * 1000)
+            at = datetime_ms("run_at", run_at)
             return at if at > now else None
-        if delay is not None:
-            if not math.isfinite(delay) or delay < 0:
-                raise UsageError("delay must be a finite, non-negative number of seconds")
-            return now + math.ceil(delay * 1000) if delay > 0 else None
-        return None
+        seconds = check_optional_seconds("delay", delay)
+        if not seconds:
+            return None
+        return clamp_time(now + duration_ms(seconds))
 
     def _prepare(self, request: EnqueueRequest, now: int) -> _Prepared:
+        check_type("requests", request, EnqueueRequest, "EnqueueRequest objects")
         queue = keys.validate_queue_name(request.queue)
         payload = request.payload
         if not isinstance(payload, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise UsageError(f"payload must be bytes, not {type(payload).__name__}")
         config = self.config(queue)
-        priority = config.default_priority if request.priority is None else request.priority
-        if (
-            not isinstance(priority, int)  # pyright: ignore[reportUnnecessaryIsInstance]
-            or not 0 <= priority <= MAX_PRIORITY
-        ):
-            raise UsageError("priority must be an int between 0 and 2**32 - 1")
-        max_attempts = config.max_attempts if request.max_attempts is None else request.max_attempts
-        if not isinstance(max_attempts, int) or max_attempts < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise UsageError("max_attempts must be a positive int")
+        priority = config.default_priority
+        if request.priority is not None:
+            priority = check_int("priority", request.priority, low=0, high=MAX_PRIORITY)
+        max_attempts = config.max_attempts
+        if request.max_attempts is not None:
+            max_attempts = check_int("max_attempts", request.max_attempts, low=1, high=MAX_ATTEMPTS)
         if request.dedup_key is not None and (
             not isinstance(request.dedup_key, str) or not request.dedup_key  # pyright: ignore[reportUnnecessaryIsInstance]
         ):
@@ -587,8 +601,9 @@ class Queue:
             queue: the queue name.
             payload: the job's bytes.
             priority: claim priority (lower first); default the queue's.
-            run_at: do not claim before this timezone-aware time.
-            delay: do not claim for this many seconds (exclusive with ``run_at``).
+            run_at: do not claim before this timezone-aware time (a past time means now).
+            delay: do not claim for this many seconds (exclusive with ``run_at``; finite and
+                non-negative). A due time past `MAX_TIMESTAMP_MS` is clamped to it.
             dedup_key: if a pending or scheduled job on ``queue`` holds this key, write nothing
                 and return that job's id with ``created=False``.
             headers: metadata stored with the job.
@@ -602,7 +617,8 @@ class Queue:
                 the transaction retry and re-check.
 
         Raises:
-            UsageError: an invalid argument (`InvalidId`, `InvalidQueueName`, ...).
+            UsageError: an invalid argument (`InvalidArgument` for a bad number, time or
+                type, `InvalidId`, `InvalidQueueName`, ...); nothing was written.
             DuplicateJobId: ``job_id`` names an existing job.
             KvConflict: an entry of ``kv_expect`` did not hold; nothing was written.
         """
@@ -623,7 +639,11 @@ class Queue:
             expect=_check_kv_expect(kv_expect or {}),
             writes_need_creation=True,
         )
-        await self._enqueues.submit(batch)
+        holds = self._hold_scheduled(batch.prepared)
+        try:
+            await self._enqueues.submit(batch)
+        finally:
+            self._release(self._promote_mark, holds)
         return batch.results[0]
 
     async def enqueue_batch(
@@ -639,6 +659,11 @@ class Queue:
         dedup hit is reported per request with ``created=False``). ``kv_writes`` and
         ``kv_expect`` work as in `enqueue` (the writes apply whatever the dedup outcomes).
         Return once durable.
+
+        Raises:
+            InvalidArgument: an item is not an `EnqueueRequest` (``argument == "requests"``),
+                or one has a bad ``delay``, ``run_at``, ``priority`` or ``max_attempts``;
+                nothing was written.
         """
         now = self._clock.now_ms()
         prepared = [self._prepare(request, now) for request in requests]
@@ -654,7 +679,11 @@ class Queue:
         batch = _EnqueueRequest(
             prepared=prepared, writes=writes, expect=expect, writes_need_creation=False
         )
-        await self._enqueues.submit(batch)
+        holds = self._hold_scheduled(prepared)
+        try:
+            await self._enqueues.submit(batch)
+        finally:
+            self._release(self._promote_mark, holds)
         return batch.results
 
     async def _stage_enqueues(
@@ -689,10 +718,9 @@ class Queue:
     # ------------------------------------------------------------------ claim
 
     def _lease_ms(self, queue: str, lease: float | None) -> int:
-        seconds = self.config(queue).lease_duration if lease is None else lease
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise UsageError("lease must be a positive number of seconds")
-        return math.ceil(seconds * 1000)
+        if lease is None:
+            return duration_ms(self.config(queue).lease_duration)
+        return duration_ms(check_seconds("lease", lease, positive=True))
 
     async def claim(self, queue: str, *, lease: float | None = None) -> Claim | None:
         """Claim the next job of ``queue``, or return None if none is ready.
@@ -710,11 +738,14 @@ class Queue:
 
         Jobs come in claim order (priority, then id) and share one lease of ``lease`` seconds
         (default: the queue's ``lease_duration``).
+
+        Raises:
+            InvalidArgument: ``max_jobs`` is not an int from 0 to ``2**31 - 1``, or ``lease``
+                is not a finite positive number of seconds.
         """
         keys.validate_queue_name(queue)
         lease_ms = self._lease_ms(queue, lease)
-        if not isinstance(max_jobs, int) or max_jobs < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise UsageError("max_jobs must be a non-negative int")
+        max_jobs = check_int("max_jobs", max_jobs, low=0, high=_MAX_CLAIM)
         db = self._database
         state = self._state(queue)
         if max_jobs == 0 or state.cursor.known_empty:
@@ -747,7 +778,7 @@ class Queue:
                 if not rows:
                     return
                 deltas = _Deltas()
-                expires = now + lease_ms
+                expires = clamp_time(now + lease_ms)
                 for key, value in rows:
                     job = decode_job(value)
                     claimed = job.replace(
@@ -926,7 +957,15 @@ class Queue:
             completed_at=self._clock.now_ms(),
             keep_done=self.config(claim.queue).keep_done is not None,
         )
-        await self._acks.submit(request)
+        holds = self._hold_scheduled(prepared)
+        done_holds = (
+            [self._hold_done(claim.queue, request.completed_at)] if request.keep_done else []
+        )
+        try:
+            await self._acks.submit(request)
+        finally:
+            self._release(self._promote_mark, holds)
+            self._release(self._done_mark, done_holds)
         return request.results
 
     async def _stage_acks(
@@ -1004,7 +1043,8 @@ class Queue:
         Args:
             claim: the claim to settle.
             error: recorded as the job's ``last_error``.
-            retry_after: the least delay before the retry, in seconds.
+            retry_after: the least delay before the retry, in seconds (finite, non-negative;
+                a due time past `MAX_TIMESTAMP_MS` is clamped to it).
             kv_writes: user KV entries written in the nack's transaction, whichever way it
                 goes (e.g. a record of the failed attempt).
             effects_if_dead: applied atomically only if this nack dead-letters the job (a
@@ -1012,16 +1052,17 @@ class Queue:
 
         Raises:
             ClaimLost: the claim is gone; nothing was written.
+            InvalidArgument: a bad ``retry_after``; nothing was written.
         """
         claim = self._check_claim(claim, "nack")
         if not isinstance(error, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise UsageError("error must be a str")
-        if retry_after is not None and (not math.isfinite(retry_after) or retry_after < 0):
-            raise UsageError("retry_after must be a finite, non-negative number of seconds")
+        retry_after = check_optional_seconds("retry_after", retry_after)
         writes = _check_kv_writes(kv_writes or {})
         prepared, effect_writes, deletes = self._prepare_effects(effects_if_dead)
         config = self.config(claim.queue)
         now = self._clock.now_ms()
+        holds = self._hold_scheduled(prepared)  # held until the settlement is over
 
         async def stage(
             txn: Transaction, stored: JobRecord, deltas: _Deltas
@@ -1042,9 +1083,10 @@ class Queue:
             )
             if retry_after is not None:
                 delay = max(delay, retry_after)
-            delay_ms = math.ceil(delay * 1000)
+            delay_ms = duration_ms(delay)  # an uncapped backoff may be infinite
             if delay_ms > 0:
-                run_at = now + delay_ms
+                run_at = clamp_time(now + delay_ms)
+                holds.append(self._promote_mark.hold(run_at, run_at))
                 record = stored.replace(
                     status=JobStatus.SCHEDULED, claimed_at=None, last_error=error, run_at=run_at
                 )
@@ -1058,7 +1100,10 @@ class Queue:
             await txn.put(key, encode_job(record))
             return key, NackResult(dead=False, enqueued=[])
 
-        result = await self._settle(claim, stage)
+        try:
+            result = await self._settle(claim, stage)
+        finally:
+            self._release(self._promote_mark, holds)
         if result.dead:
             self._after_enqueues(prepared, result.enqueued)
             self._count_queues({item.record.queue for item in prepared} - {claim.queue})
@@ -1095,7 +1140,11 @@ class Queue:
             results = await self._stage_effects(txn, prepared, writes, deletes, deltas)
             return key, results
 
-        results = await self._settle(claim, stage)
+        holds = self._hold_scheduled(prepared)
+        try:
+            results = await self._settle(claim, stage)
+        finally:
+            self._release(self._promote_mark, holds)
         self._after_enqueues(prepared, results)
         self._count_queues({item.record.queue for item in prepared} - {claim.queue})
         self._note_dead_letter(claim.queue)
@@ -1105,15 +1154,16 @@ class Queue:
     def renew_lease(self, claim: Claim, extension: float) -> int:
         """Set the claim's lease to expire ``extension`` seconds from now; return the new expiry.
 
-        No write happens: leases are process state. May shorten the lease.
+        No write happens: leases are process state. May shorten the lease. ``extension`` must
+        be a finite positive number of seconds; an expiry past `MAX_TIMESTAMP_MS` is clamped.
 
         Raises:
             ClaimLost: the claim no longer holds its lease.
+            InvalidArgument: a bad ``extension``.
         """
         claim = self._check_claim(claim, "renew_lease")
-        if not math.isfinite(extension) or extension <= 0:
-            raise UsageError("extension must be a positive number of seconds")
-        expires = self._clock.now_ms() + math.ceil(extension * 1000)
+        seconds = check_seconds("extension", extension, positive=True)
+        expires = clamp_time(self._clock.now_ms() + duration_ms(seconds))
         if self._db is None or not self._leases.extend(
             claim.queue,
             claim.id,
@@ -1395,19 +1445,63 @@ class Queue:
         return sum(moved)
 
     async def promote_scheduled_now(self) -> int:
-        """Make every scheduled job whose time has come pending; return how many."""
+        """Make every scheduled job whose time has come pending; return how many.
+
+        Cheap when idle: the scheduled space is read only once its earliest due time has come,
+        and from that time on, not through the tombstones earlier promotions left (see
+        ``docs/design/queue-internals.md``). Concurrent calls run one after the other, so when
+        one returns every job due at its start has been promoted.
+        """
         db = self._database
-        now = self._clock.now_ms()
+        async with self._promote_lock:
+            now = self._clock.now_ms()
+            mark = self._promote_mark
+            start = mark.begin(now)
+            if start is None:
+                return 0
+            try:
+                return await self._promote_due(db, start, now)
+            except BaseException:
+                mark.abort(start)
+                raise
+
+    async def _promote_due(self, db: Database, start: int, now: int) -> int:
+        """Promote the scheduled keys from ``start`` to ``now`` (ms); re-mark the next one."""
         prefix = keys.space_prefix(keys.Space.SCHEDULED)
+        first = prefix + start.to_bytes(8, "big")
         end = prefix + (now + 1).to_bytes(8, "big")
         promoted = 0
+        inclusive = True
         while True:
-            rows = await db.scan(prefix, end=end, limit=_SCAN_PAGE)
+            rows = await db.scan(
+                prefix, start=first, start_inclusive=inclusive, end=end, limit=_SCAN_PAGE
+            )
             for key, _ in rows:
                 if await self._promote_one(db, key):
                     promoted += 1
             if len(rows) < _SCAN_PAGE:
-                return promoted
+                break
+            first, inclusive = rows[-1][0], False
+        # Keys due later were not looked at: mark the earliest one (one key read).
+        later = await db.scan(prefix, start=end, limit=1)
+        if later:
+            run_at = keys.key_time(later[0][0])
+            self._promote_mark.note(run_at, run_at)
+        return promoted
+
+    def _hold_scheduled(self, prepared: Iterable[_Prepared]) -> list[int]:
+        """Hold the promotion mark at the due times of these enqueues until `_release`."""
+        mark = self._promote_mark
+        return [
+            mark.hold(item.record.run_at, item.record.run_at)
+            for item in prepared
+            if item.record.run_at is not None
+        ]
+
+    def _release(self, mark: Mark, holds: Iterable[int]) -> None:
+        """Release the holds of a write whose commit attempt is over (whatever its outcome)."""
+        for handle in holds:
+            mark.release(handle)
 
     async def _promote_one(self, db: Database, key: bytes) -> bool:
         result: list[tuple[str, bytes]] = []
@@ -1440,76 +1534,104 @@ class Queue:
     async def sweep_now(self) -> int:
         """Delete done and dead records whose retention has passed; return how many.
 
-        Done records are keyed by completion time, so only the expired ones are read. Dead
-        records are keyed by queue and id: the dead space is scanned only once its earliest
-        retained record can have expired (known from the last scan and from the dead-letters
-        made since), so a large dead-letter inbox is not reread on every reaper tick.
+        Each space is read only once its earliest retained record can have expired (known
+        from the last pass and from the acks and dead-letters made since), so a large inbox is
+        not reread on every reaper tick. Done records are keyed by completion time: a pass
+        starts at the oldest record it kept last time (not at the tombstones of the ones it
+        deleted) and stops where even the shortest ``keep_done`` has not run out. Dead records
+        are keyed by queue and id, so a dead pass reads the whole dead space.
         """
         db = self._database
-        now = self._clock.now_ms()
-        swept = 0
-        configs = [self._default_config, *self._configs.values()]
-        keeps = [c.keep_done for c in configs if c.keep_done is not None]
-        if keeps:
-            prefix = keys.space_prefix(keys.Space.DONE)
-            horizon = now - math.floor(min(keeps) * 1000)
-            end = prefix + max(horizon, 0).to_bytes(8, "big")
-            swept += (await self._sweep(db, prefix, end, now, JobStatus.DONE))[0]
-        due = self._dead_sweep_due
-        if any(c.dead_retention is not None for c in configs) and due is not None and now >= due:
-            self._dead_sweep_due = None  # dead-letters made during the scan lower it again
-            try:
-                count, next_due = await self._sweep(
-                    db, keys.space_prefix(keys.Space.DEAD), None, now, JobStatus.DEAD
-                )
-            except BaseException:
-                self._dead_sweep_due = 0  # unknown: scan again next time
-                raise
-            swept += count
-            self._dead_sweep_at(next_due)
-        return swept
+        async with self._sweep_lock:
+            now = self._clock.now_ms()
+            configs = [self._default_config, *self._configs.values()]
+            swept = 0
+            keeps = [ms for c in configs if (ms := retention_ms(c.keep_done)) is not None]
+            if keeps:
+                swept += await self._sweep_space(db, now, JobStatus.DONE, min(keeps))
+            if any(retention_ms(c.dead_retention) is not None for c in configs):
+                swept += await self._sweep_space(db, now, JobStatus.DEAD, None)
+            return swept
 
-    def _dead_sweep_at(self, due: int | None) -> None:
-        """Note that a dead record may expire at ``due`` (ms), lowering the next dead sweep."""
-        if due is not None and (self._dead_sweep_due is None or due < self._dead_sweep_due):
-            self._dead_sweep_due = due
+    async def _sweep_space(
+        self, db: Database, now: int, status: JobStatus, shortest: int | None
+    ) -> int:
+        """One retention pass over the done or dead space, if its mark says one is due."""
+        mark = self._done_mark if status is JobStatus.DONE else self._dead_mark
+        start = mark.begin(now)
+        if start is None:
+            return 0
+        prefix = keys.space_prefix(keys.Space.DONE if status is JobStatus.DONE else keys.Space.DEAD)
+        try:
+            if shortest is None:
+                return (await self._sweep(db, prefix, None, None, now, status))[0]
+            # Done keys are time-first: nothing at or after the horizon can have expired.
+            first = prefix + start.to_bytes(8, "big")
+            end = prefix + min(max(now - shortest, start), _KEY_TIME_END).to_bytes(8, "big")
+            count = (await self._sweep(db, prefix, first, end, now, status))[0]
+            later = await db.scan(prefix, start=end, limit=1)
+            if later:
+                completed_at = keys.key_time(later[0][0])
+                mark.note(completed_at, completed_at + shortest)
+            return count
+        except BaseException:
+            mark.abort(start)
+            raise
 
     def _note_dead_letter(self, queue: str) -> None:
         """Note a committed dead-letter in ``queue`` (its ``failed_at`` is at most now)."""
-        retention = self.config(queue).dead_retention
+        retention = retention_ms(self.config(queue).dead_retention)
         if retention is not None:
-            self._dead_sweep_at(self._clock.now_ms() + math.ceil(retention * 1000))
+            self._dead_mark.note(0, self._clock.now_ms() + retention)
+
+    def _hold_done(self, queue: str, completed_at: int) -> int:
+        """Hold the done mark at a done record being written, until `_release`."""
+        retention = retention_ms(self.config(queue).keep_done)
+        due = None if retention is None else completed_at + retention
+        return self._done_mark.hold(completed_at, due)
 
     async def _sweep(
-        self, db: Database, prefix: bytes, end: bytes | None, now: int, status: JobStatus
+        self,
+        db: Database,
+        prefix: bytes,
+        first: bytes | None,
+        end: bytes | None,
+        now: int,
+        status: JobStatus,
     ) -> tuple[int, int | None]:
-        """Delete the expired records under ``prefix``, a page per transaction.
+        """Delete the expired records in ``[first, end)`` under ``prefix``, a page per transaction.
 
-        Returns how many were deleted, and when the earliest record kept expires (ms).
+        Every record kept is noted in the space's mark. Returns how many were deleted, and
+        when the earliest record kept expires (ms).
         """
+        mark = self._done_mark if status is JobStatus.DONE else self._dead_mark
         swept = 0
         next_due: int | None = None
-        start: bytes | None = None
+        start, inclusive = first, True
         while True:
             rows = await db.scan(
-                prefix, start=start, start_inclusive=False, end=end, limit=_SCAN_PAGE
+                prefix, start=start, start_inclusive=inclusive, end=end, limit=_SCAN_PAGE
             )
             expired: list[tuple[bytes, JobRecord]] = []
             for key, value in rows:
+                at = keys.key_time(key) if status is JobStatus.DONE else 0
                 try:
                     job = decode_job(value)
                 except DataError:
                     log.error("leaving an undecodable record in place: %r", key)
+                    mark.note(at, None)
                     continue
                 config = self.config(job.queue)
                 if status is JobStatus.DONE:
-                    retention, since = config.keep_done, job.completed_at
+                    retention, since = retention_ms(config.keep_done), job.completed_at
                 else:
-                    retention, since = config.dead_retention, job.failed_at
+                    retention, since = retention_ms(config.dead_retention), job.failed_at
                 if retention is None or since is None:
+                    mark.note(at, None)
                     continue
-                expiry = since + math.ceil(retention * 1000)
-                if since >= now - retention * 1000:
+                expiry = since + retention
+                if expiry >= now:
+                    mark.note(at, expiry)
                     if next_due is None or expiry < next_due:
                         next_due = expiry
                     continue
@@ -1518,7 +1640,7 @@ class Queue:
                 swept += await self._delete_records(db, expired, status)
             if len(rows) < _SCAN_PAGE:
                 return swept, next_due
-            start = rows[-1][0]
+            start, inclusive = rows[-1][0], False
 
     async def _delete_records(
         self, db: Database, records: Sequence[tuple[bytes, JobRecord]], status: JobStatus
@@ -1671,6 +1793,19 @@ async def _check_expectations(txn: Transaction, expect: Mapping[bytes, bytes | N
             raise KvConflict(key)
 
 
+def _check_open_arguments(config: object, queues: object, clock: object) -> None:
+    """Type-check `open_queue`'s objects up front (a dict for a config fails late otherwise)."""
+    if config is not None:
+        check_type("config", config, QueueConfig, "a QueueConfig")
+    if queues is not None:
+        check_type("queues", queues, Mapping, "a mapping of queue names to QueueConfig")
+        for queue_name, queue_config in cast("Mapping[object, object]", queues).items():
+            keys.validate_queue_name(queue_name)
+            check_type(f"queues[{queue_name!r}]", queue_config, QueueConfig, "a QueueConfig")
+    if clock is not None:
+        check_type("clock", clock, Clock, "a Clock (an object with now_ms())")
+
+
 @asynccontextmanager
 async def open_queue(
     store: Store | str | os.PathLike[str],
@@ -1697,12 +1832,14 @@ async def open_queue(
         config: the configuration of queues not listed in ``queues``.
         queues: per-queue configuration, by queue name (whole objects, not merged).
         clock: the time source (default `SystemClock`); layers share it via `Queue.clock`.
-        flush_interval: SlateDB's WAL flush interval in seconds (default 0.1). Every durable
-            operation waits for a flush, so this is the floor of their latency.
+        flush_interval: SlateDB's WAL flush interval in seconds (default 0.1, at most a day).
+            Every durable operation waits for a flush, so this is the floor of their latency.
         reaper_interval: seconds between lease reaping and retention sweeps.
         scheduler_interval: seconds between promotions of due scheduled jobs.
 
     Raises:
+        InvalidArgument: an argument of the wrong type (e.g. a dict for ``config``) or a bad
+            interval (intervals are finite positive seconds); nothing was opened.
         StorageUnavailable: the store could not be reached in bounded time.
         Fenced: inside the block, if another process opens the same store as writer; every
             operation and worker loop then fails with it.
@@ -1710,13 +1847,14 @@ async def open_queue(
     if not isinstance(store, Store):
         store = Store.from_url(store)
     keys.validate_queue_name(name)
-    for queue_name in queues or {}:
-        keys.validate_queue_name(queue_name)
-    for interval in (reaper_interval, scheduler_interval):
-        if not math.isfinite(interval) or interval <= 0:
-            raise UsageError("background intervals must be positive numbers of seconds")
-    if flush_interval is not None and (not math.isfinite(flush_interval) or flush_interval <= 0):
-        raise UsageError("flush_interval must be a positive number of seconds")
+    _check_open_arguments(config, queues, clock)
+    reaper_interval = check_seconds("reaper_interval", reaper_interval, positive=True)
+    scheduler_interval = check_seconds("scheduler_interval", scheduler_interval, positive=True)
+    flush_interval = check_optional_seconds("flush_interval", flush_interval, positive=True)
+    if flush_interval is not None and flush_interval > _MAX_FLUSH_INTERVAL:
+        raise InvalidArgument(
+            "flush_interval", flush_interval, f"must be at most {_MAX_FLUSH_INTERVAL:g} seconds"
+        )
     queue = Queue(
         store,
         name,

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
 from . import _views as views
 from ._adapter import Reader
-from ._errors import StorageUnavailable, UsageError
+from ._errors import InvalidArgument, StorageUnavailable
 from ._ids import validate_job_id
 from ._records import JobRecord, JobStatus, QueueStats, decode_job
 from ._store import Store
+from ._validate import check_seconds
 
 if TYPE_CHECKING:
     import os
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["QueueReader", "open_reader"]
 
 _ATTEMPTS: Final = 10
+_MAX_POLL_INTERVAL: Final = 86_400.0  # SlateDB refuses huge durations
 """Reads that straddle a change of the writer's state are retried this many times."""
 
 
@@ -128,7 +129,8 @@ async def open_reader(
     Args:
         store: a `Store`, or a URL/path for `Store.from_url`.
         name: the database name inside the store.
-        poll_interval: seconds between the reader's checks for the writer's new state.
+        poll_interval: seconds between the reader's checks for the writer's new state
+            (finite, positive, at most a day; `InvalidArgument` otherwise).
 
     Raises:
         DatabaseNotFound: the store holds no database ``name`` (a reader never creates one).
@@ -137,8 +139,11 @@ async def open_reader(
     if not isinstance(store, Store):
         store = Store.from_url(store)
     keys.validate_queue_name(name)
-    if not math.isfinite(poll_interval) or poll_interval <= 0:
-        raise UsageError("poll_interval must be a positive number of seconds")
+    poll_interval = check_seconds("poll_interval", poll_interval, positive=True)
+    if poll_interval > _MAX_POLL_INTERVAL:
+        raise InvalidArgument(
+            "poll_interval", poll_interval, f"must be at most {_MAX_POLL_INTERVAL:g} seconds"
+        )
     reader = await Reader.open(store, name, poll_interval=poll_interval)
     try:
         yield QueueReader(reader)

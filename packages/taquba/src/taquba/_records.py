@@ -40,6 +40,8 @@ PRIORITY_LOW = 10_000
 """A priority claimed after the default."""
 MAX_PRIORITY = 2**32 - 1
 """The largest priority (priorities are unsigned 32-bit; lower is claimed first)."""
+MAX_ATTEMPTS = 2**63 - 1
+"""The largest ``max_attempts`` (records store it as a 64-bit MessagePack int)."""
 
 
 class JobStatus(enum.StrEnum):

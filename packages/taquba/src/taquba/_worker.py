@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
@@ -21,6 +20,7 @@ from ._errors import (
 )
 from ._records import JobRecord
 from ._types import Claim, Effects
+from ._validate import check_int, check_optional_seconds, check_seconds, clamp_time, duration_ms
 
 if TYPE_CHECKING:
     from ._queue import Queue
@@ -41,6 +41,7 @@ SETTLEMENT_MARGIN = 5.0
 """Seconds `LeaseHandle.ensure_at_least` adds on top of what the handler asks for."""
 
 _SHUTDOWN_NACK_GRACE = 10.0
+_MAX_CONCURRENCY = 2**31 - 1
 _FATAL = (Fenced, QueueClosed, StorageFatal)
 
 
@@ -80,9 +81,8 @@ class LeaseHandle:
         Raises:
             ClaimLost: the lease already expired and the job was requeued.
         """
-        if not math.isfinite(remaining) or remaining < 0:
-            raise UsageError("remaining must be a non-negative number of seconds")
-        needed = self._queue.clock.now_ms() + math.ceil((remaining + SETTLEMENT_MARGIN) * 1000)
+        remaining = check_seconds("remaining", remaining)
+        needed = clamp_time(self._queue.clock.now_ms() + duration_ms(remaining + SETTLEMENT_MARGIN))
         current = self.expires_at
         if current is None:
             raise ClaimLost(self._claim.id)
@@ -200,8 +200,7 @@ async def _idle(queue: Queue, queue_name: str, poll_interval: float, shutdown: t
 
 
 def _check_interval(poll_interval: float) -> None:
-    if not math.isfinite(poll_interval) or poll_interval <= 0:
-        raise UsageError("poll_interval must be a positive number of seconds")
+    check_seconds("poll_interval", poll_interval, positive=True)
 
 
 async def run_worker(
@@ -254,15 +253,17 @@ async def run_worker_concurrent(
 
     Claims in batches sized to free capacity (one claim transaction per batch), runs each job
     in its own task and settles each on its own. On shutdown it stops claiming and drains the
-    jobs in flight; with ``shutdown_grace`` set, jobs still running after that many seconds
-    are cancelled and handed back with a nack. Settlement failures are logged and the loop
-    goes on; claim-path errors (`Fenced`, `QueueClosed`, storage failures) end it after the
-    jobs in flight are cancelled.
+    jobs in flight; with ``shutdown_grace`` set (and finite: ``math.inf`` waits as long as
+    None does), jobs still running after that many seconds are cancelled and handed back with
+    a nack. Arguments are checked before the loop starts (`InvalidArgument` names the bad
+    one). Settlement failures are logged and the loop goes on; claim-path errors (`Fenced`,
+    `QueueClosed`, storage failures) end it after the jobs in flight are cancelled.
     """
     fn = _resolve(handler)
     _check_interval(poll_interval)
-    if not isinstance(concurrency, int) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise UsageError("concurrency must be a positive int")
+    concurrency = check_int("concurrency", concurrency, low=1, high=_MAX_CONCURRENCY)
+    # math.inf: wait for the jobs in flight as long as they take, the same as None.
+    grace = check_optional_seconds("shutdown_grace", shutdown_grace, allow_inf=True)
     stop = shutdown if shutdown is not None else trio.Event()
     in_flight = 0
     slot_freed = trio.Event()
@@ -316,7 +317,7 @@ async def run_worker_concurrent(
         except _FATAL as exc:
             fatal.append(exc)
             jobs.cancel_scope.cancel()
-        if shutdown_grace is not None and not fatal:
-            jobs.cancel_scope.deadline = trio.current_time() + shutdown_grace
+        if grace is not None and not fatal:
+            jobs.cancel_scope.deadline = trio.current_time() + grace
     if fatal:
         raise fatal[0]
