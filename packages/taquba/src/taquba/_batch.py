@@ -14,8 +14,11 @@ for durability. Each request still succeeds or fails on its own:
   never leaves half its writes behind);
 - any other failure of the commit (storage errors, fencing) is every remaining request's error.
 
-Submission is shielded from cancellation: once a request is queued it runs to its end, so its
-caller always knows whether it was applied.
+Cancellation: a cancelled caller stops only while its outcome is known to be "nothing
+written". `submit` checks for cancellation before queueing the request, and a request still
+waiting in the queue (not yet taken into a batch by a leader) is withdrawn if its caller is
+cancelled. Once a leader has taken it, the request runs to its end shielded, so its caller
+always knows whether it was applied.
 """
 
 from __future__ import annotations
@@ -79,14 +82,29 @@ class GroupCommit(Generic[R]):
         self._leading = False
 
     async def submit(self, request: R) -> None:
-        """Commit `request` with whatever else is queued; raise its error if it failed."""
+        """Commit `request` with whatever else is queued; raise its error if it failed.
+
+        Raises `trio.Cancelled` only when nothing of the request was staged: if the caller is
+        cancelled before the request is queued, or while it waits in the queue.
+        """
         self._database()  # raises if the database is closed or failed: queue nothing then
-        with trio.CancelScope(shield=True):
-            self._queue.append(request)
-            if self._leading:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._queue.append(request)
+        if self._leading:
+            try:
                 await request.wake.wait()
-            else:
-                self._leading = True
+            except trio.Cancelled:
+                if request in self._queue and not request.wake.is_set():
+                    self._queue.remove(request)  # withdrawn: no leader has staged it
+                    raise
+                # Between the cancellation and now a leader took the request into its batch,
+                # or chose it to lead the next one: it runs to its end, and its outcome is
+                # returned (the caller's next checkpoint raises `Cancelled` again).
+                with trio.CancelScope(shield=True):
+                    await request.wake.wait()
+        else:
+            self._leading = True
+        with trio.CancelScope(shield=True):
             if not request.done:  # this task leads the next batch
                 await self._lead()
         if request.error is not None:
