@@ -281,3 +281,14 @@ async def test_a_cancelled_request_waiting_for_a_leader_is_withdrawn(queue: taqu
     assert await queue.kv_get(b"k-follower") is None
     assert await queue.kv_get(b"k-leader") == b"v"
     assert (await queue.stats("q")).pending == 1
+
+
+async def test_a_cancelled_worker_still_records_its_ack(queue: taquba.Queue) -> None:
+    """Settlements stay shielded: an ack submitted under a cancelled scope is recorded."""
+    await queue.enqueue("q", b"x")
+    claim = await queue.claim("q")
+    assert claim is not None
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await queue.ack(claim)
+    assert (await queue.stats("q")).done == 1

@@ -274,6 +274,7 @@ class Queue:
             self._stage_enqueues,
             self._enqueues_committed,
             max_batch=_MAX_BATCH,
+            cancellable=True,
         )
 
     # ------------------------------------------------------------------ properties
@@ -655,7 +656,10 @@ class Queue:
         """Add a job to ``queue``; return once it is durable.
 
         Concurrent enqueues are committed together (see `ack_with`); each keeps its own outcome.
-        Once started, an enqueue runs to its end even if the caller is cancelled meanwhile.
+        A cancelled caller gets `trio.Cancelled` only while nothing has been written (before
+        its request joins a batch); once in a batch, the enqueue runs to its end and returns
+        its result (the caller's next checkpoint raises `Cancelled`). The job becomes
+        claimable once durable (see `claim_batch`).
 
         Args:
             queue: the queue name.
