@@ -132,7 +132,8 @@ async def test_a_cancelled_enqueue_runs_to_its_end(queue: taquba.Queue) -> None:
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(functools.partial(queue.enqueue, "q", b"one", job_id="c1"))
-            await trio.lowlevel.checkpoint()  # the enqueue has been submitted
+            # In its batch (a cancel before that withdraws it: see the tests below).
+            await trio.testing.wait_all_tasks_blocked()
             scope.cancel()
     # Its outcome is known: it was committed, not left half-done.
     job = await queue.get_job("c1")
