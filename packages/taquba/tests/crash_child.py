@@ -13,9 +13,10 @@ Modes:
     with a KV marker ``ack/<id>/<attempt>`` written atomically with the ack.
 ``storm STORE_DIR [fold]``
     Open database ``storm`` (done records kept) and run producers (``enqueue`` and
-    ``enqueue_batch``, printing ``ENQ <id>`` after each call returns) and workers (claim, then
-    ``ack_with`` a KV marker ``ack/<id>`` concurrently, printing ``ACK <id>`` after it returns)
-    until killed. With ``fold``, the counters are also folded every few milliseconds.
+    ``enqueue_batch``, printing ``ENQ <id>`` after each call returns) and workers (claim,
+    print ``RUN <id>`` as a handler would start, then ``ack_with`` a KV marker ``ack/<id>``
+    concurrently, printing ``ACK <id>`` after it returns) until killed. With ``fold``, the
+    counters are also folded every few milliseconds.
 ``fence STORE_DIR COUNT``
     Open database ``fence`` as a second writer (fencing the test's queue), enqueue ``COUNT``
     jobs printing ``ENQ <id>`` each, close cleanly and print ``CLOSED``.
@@ -91,6 +92,7 @@ async def storm(store_dir: str, fold: bool = False) -> None:
                     if not claims:
                         await trio.sleep(0.002)
                     for claim in claims:
+                        say("RUN", claim.id)  # the "handler" runs it
                         acks.start_soon(ack, claim)
                     await trio.lowlevel.checkpoint()
 

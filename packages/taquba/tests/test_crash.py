@@ -142,8 +142,9 @@ async def test_sigkill_during_a_storm_of_durable_commits_loses_nothing_acknowled
     """Producers and workers commit concurrently; SIGKILL lands at a random moment.
 
     Every enqueue the child reported must exist after reopen (pending or done: a claim in
-    flight is recovered to pending), every reported ack must be a done record with its KV
-    marker, and no job whose ack returned is delivered again.
+    flight is recovered to pending), and so must every job a worker ran (claims see only
+    durable enqueues); every reported ack must be a done record with its KV marker, and no
+    job whose ack returned is delivered again.
     """
     rng = random.Random(seed)
     store_dir = tmp_path / "store"
@@ -164,13 +165,13 @@ async def test_sigkill_during_a_storm_of_durable_commits_loses_nothing_acknowled
             await child.kill()
     enqueued = reported(child, "ENQ")
     acked = reported(child, "ACK")
+    ran = reported(child, "RUN")
     assert len(set(enqueued)) == len(enqueued)
     assert len(set(acked)) == len(acked)
-    # An ACK may be reported for a job whose ENQ never was: claims read committed writes, so
-    # a worker can claim and ack a job before its producer's task has run again after the
-    # enqueue's WAL flush (pipelined group commits make this common; CI saw it), and the kill
-    # can land between the two reports. The ack's flush comes after the enqueue's, so both
-    # are durable; the checks below cover that (every reported ack is a done record).
+    # An ACK may be reported for a job whose ENQ never was: a worker can claim and ack a job
+    # once its enqueue is durable, before its producer's task has run again to report it, and
+    # the kill can land between the two reports. Claims see only durable enqueues, so every
+    # job a worker ran survives the kill (the checks below: RUN implies pending or done).
 
     redelivered: list[str] = []
 
@@ -185,6 +186,8 @@ async def test_sigkill_during_a_storm_of_durable_commits_loses_nothing_acknowled
         assert not pending & done
         missing = set(enqueued) - pending - done
         assert not missing, f"{len(missing)} acknowledged enqueues lost after SIGKILL"
+        vanished = set(ran) - pending - done
+        assert not vanished, f"{len(vanished)} jobs a worker ran are gone after SIGKILL"
         assert set(acked) <= done, "an acknowledged ack was lost"
         markers = await kv_keys(queue, b"ack/")
         assert {key.decode()[4:] for key in markers} == done  # marker iff done, atomically

@@ -83,11 +83,8 @@ async def test_read_faults() -> None:
         assert [f.site for f in faults.injected] == ["get", "get"]
 
 
-async def test_slow_durability_past_the_deadline_is_an_unknown_outcome(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr("taquba._adapter.COMMIT_DEADLINE", 0.2)
-    async with open_test_queue() as queue:
+async def test_slow_durability_past_the_deadline_is_an_unknown_outcome() -> None:
+    async with open_test_queue(commit_deadline=0.2) as queue:
         with inject_faults() as faults:
             faults.on_write(Fault.slow(5.0))
             with pytest.raises(taquba.StorageUnavailable, match="outcome unknown"):

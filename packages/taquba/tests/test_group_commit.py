@@ -22,7 +22,7 @@ from taquba import (
     _batch,  # pyright: ignore[reportPrivateUsage]
     _queue,  # pyright: ignore[reportPrivateUsage]
 )
-from taquba.testing import open_test_queue
+from taquba.testing import Fault, inject_faults, open_test_queue
 
 
 @pytest.fixture
@@ -132,7 +132,8 @@ async def test_a_cancelled_enqueue_runs_to_its_end(queue: taquba.Queue) -> None:
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(functools.partial(queue.enqueue, "q", b"one", job_id="c1"))
-            await trio.lowlevel.checkpoint()  # the enqueue has been submitted
+            # In its batch (a cancel before that withdraws it: see the tests below).
+            await trio.testing.wait_all_tasks_blocked()
             scope.cancel()
     # Its outcome is known: it was committed, not left half-done.
     job = await queue.get_job("c1")
@@ -225,3 +226,70 @@ async def test_expired_records_are_swept_a_page_per_transaction(
         assert (stats.done, stats.dead, stats.pending, stats.claimed) == (300, 0, 0, 0)
         assert [await queue.get_job(c.id) for c in claims[::37]] == [None] * len(claims[::37])
         assert (await queue.list_jobs("q", taquba.JobStatus.DEAD)).jobs == []
+
+
+# ------------------------------------------------------------------ cancellation
+
+
+async def test_a_cancelled_producer_loop_stops_before_staging(queue: taquba.Queue) -> None:
+    """A cancelled caller's next enqueue raises `Cancelled` and writes nothing."""
+    written: list[int] = []
+    with trio.CancelScope() as scope:
+        for i in range(100):
+            if i == 3:
+                scope.cancel()
+            await queue.enqueue("q", b"%d" % i, job_id=f"j{i}")
+            written.append(i)
+    assert scope.cancelled_caught
+    assert written == [0, 1, 2]
+    assert (await queue.stats("q")).pending == 3
+    assert await queue.get_job("j3") is None
+
+
+async def test_a_producer_loop_under_move_on_after_ends(queue: taquba.Queue) -> None:
+    count = 0
+    with trio.move_on_after(0.05) as scope:
+        while count < 2_000:  # about 10 s of enqueues if cancellation went unseen
+            await queue.enqueue("q", b"x")
+            count += 1
+    assert scope.cancelled_caught
+    assert count < 2_000
+    # Every enqueue that returned is there; the cancelled one wrote nothing.
+    assert (await queue.stats("q")).pending == count
+
+
+async def test_a_cancelled_request_waiting_for_a_leader_is_withdrawn(queue: taquba.Queue) -> None:
+    """A request still queued behind a leader is withdrawn on cancel: nothing of it is written."""
+    finished: list[str] = []
+
+    async def enqueue(job_id: str, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await queue.enqueue("q", b"x", job_id=job_id, kv_writes={b"k-" + job_id.encode(): b"v"})
+            finished.append(job_id)
+
+    with inject_faults() as faults:
+        faults.on_read(Fault.slow(0.2))  # the leader stalls while staging (its id check)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(enqueue, "leader")
+            await trio.testing.wait_all_tasks_blocked()  # the leader sleeps inside its batch
+            follower = await nursery.start(enqueue, "follower")
+            await trio.testing.wait_all_tasks_blocked()  # the follower waits in the queue
+            follower.cancel()
+    assert [f.site for f in faults.injected] == ["get"]
+    assert finished == ["leader"]
+    assert await queue.get_job("follower") is None
+    assert await queue.kv_get(b"k-follower") is None
+    assert await queue.kv_get(b"k-leader") == b"v"
+    assert (await queue.stats("q")).pending == 1
+
+
+async def test_a_cancelled_worker_still_records_its_ack(queue: taquba.Queue) -> None:
+    """Settlements stay shielded: an ack submitted under a cancelled scope is recorded."""
+    await queue.enqueue("q", b"x")
+    claim = await queue.claim("q")
+    assert claim is not None
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await queue.ack(claim)
+    assert (await queue.stats("q")).done == 1

@@ -24,6 +24,8 @@ A second test races operations concurrently in one nursery (conflicts are retrie
 taquba) and checks the invariants that hold whatever the interleaving: stats equal a recount,
 the job index agrees with the records, a claim settles at most once, a delivery is handed
 out once, each claimed job has exactly one live lease, a dedup key has at most one holder.
+Then it drains the queue (expiring leases, reaping, promoting, claiming and acking until
+nothing is left): every pending job must be claimable, none hidden behind the claim cursor.
 
 Knobs for longer runs: ``TAQUBA_HYPOTHESIS_EXAMPLES`` (default 60; the race test runs a third
 as many) and ``TAQUBA_HYPOTHESIS_STEPS`` (default 50: programs of 25 to 50 operations), e.g.
@@ -944,3 +946,23 @@ async def test_concurrent_operations_keep_the_invariants(
                 for op in ops:
                     nursery.start_soon(race_one, queue, log, dead, op)
             await check_race(queue, log)
+            await drain_race(queue, clock, log)
+            await check_race(queue, log)
+
+
+async def drain_race(queue: taquba.Queue, clock: MockClock, log: RaceLog) -> None:
+    """After the race, every pending job is claimable: drain until nothing is left."""
+    while True:
+        clock.advance(3600)  # past every lease and retry delay
+        await queue.reap_now()
+        await queue.promote_scheduled_now()
+        claims = await queue.claim_batch("c", 100)
+        log.claims += claims
+        for claim in claims:
+            await queue.ack(claim)
+            log.acks += 1
+            log.settled.setdefault(id(claim), []).append("ack")
+        if not claims:
+            break
+    stats = await queue.stats("c")
+    assert (stats.pending, stats.scheduled, stats.claimed) == (0, 0, 0), f"hidden jobs: {stats}"

@@ -32,8 +32,10 @@ Errors map at this boundary by exception class and close reason, never by messag
 | `Error.Invalid` | `StorageError` (a taquba bug or misuse) |
 
 Cancellation. Reads are cancellable. Writes (commits, puts, deletes) and their durability waits
-run shielded, bounded by `COMMIT_DEADLINE`; a write that fails or times out has an unknown
-outcome, so callers reconcile by reading back.
+run shielded, bounded by the database's commit deadline (`Database.open`, by default
+`default_commit_deadline`: longer than the store's own retry budget, so storage gives up and
+answers before the deadline does); a write that fails or times out has an unknown outcome, so
+callers reconcile by reading back.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from taquba._errors import (
     TaqubaError,
     UsageError,
 )
+from taquba._validate import check_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -80,8 +83,8 @@ __all__ = [
     "BRIDGE",
     "BYTES_PATCHED",
     "CLOSE_DEADLINE",
-    "COMMIT_DEADLINE",
     "LARGE_VALUE_BYTES",
+    "OBJECT_STORE_REQUEST_BUDGET",
     "SLATEDB_VERSION",
     "CloseReasonName",
     "Database",
@@ -90,6 +93,8 @@ __all__ = [
     "Transaction",
     "TransactionConflict",
     "attach_object_store",
+    "check_commit_deadline",
+    "default_commit_deadline",
     "local_object_store",
     "map_errors",
     "memory_object_store",
@@ -106,9 +111,39 @@ _Ts = TypeVarTuple("_Ts")
 SLATEDB_VERSION: Final = "0.17.0"
 """The `slatedb` release this module was written and tested against."""
 
-COMMIT_DEADLINE: Final = 60.0
-"""Seconds a shielded write (commit, put, delete, durability wait) may take before its
-outcome is declared unknown (`StorageUnavailable`)."""
+OBJECT_STORE_REQUEST_BUDGET: Final = 210.0
+"""Seconds one object-store request may take inside SlateDB before it fails: the HTTP client's
+own retries stop starting new attempts after 180 s (``object_store``'s default
+``retry_timeout``), and the last attempt may run its 30 s request timeout."""
+
+_SLATEDB_RETRY_DELAY_MAX: Final = 1.0
+"""SlateDB's retrying object store backs off at most 1 s between its retries."""
+
+_COMMIT_DEADLINE_MARGIN: Final = 30.0
+"""Slack on top of the retry budget for WAL flush scheduling and queueing."""
+
+
+def default_commit_deadline(max_retries: int) -> float:
+    """The default commit deadline for a store with `max_retries` object-store retries.
+
+    A write's durability wait covers one WAL flush: an object-store PUT that SlateDB retries
+    `max_retries` times (at most 1 s apart), each attempt bounded by
+    `OBJECT_STORE_REQUEST_BUDGET`. The deadline exceeds that budget by a margin, so a failing
+    store answers (`StorageUnavailable`, nothing hidden) before the deadline declares an
+    outcome unknown. With the default 3 retries: 4 x 210 s + 3 x 1 s = 843 s, plus 30 s.
+    """
+    budget = (max_retries + 1) * OBJECT_STORE_REQUEST_BUDGET
+    return budget + max_retries * _SLATEDB_RETRY_DELAY_MAX + _COMMIT_DEADLINE_MARGIN
+
+
+def check_commit_deadline(seconds: object) -> float:
+    """Return `seconds` as a float if it is a finite, positive number of seconds.
+
+    Raises:
+        InvalidArgument: anything else.
+    """
+    return check_seconds("commit_deadline", seconds, positive=True)
+
 
 CLOSE_DEADLINE: Final = 10.0
 """Seconds `Database.close` waits for SlateDB's shutdown before giving up on it."""
@@ -995,13 +1030,13 @@ async def _after_applying(fault: _failpoints.InjectedKind | None) -> None:
 
 
 @contextlib.contextmanager
-def _shielded_write() -> Generator[None]:
-    """Shield a write from cancellation, bounded by `COMMIT_DEADLINE`."""
-    with trio.CancelScope(shield=True), trio.move_on_after(COMMIT_DEADLINE) as deadline:
+def _shielded_write(seconds: float) -> Generator[None]:
+    """Shield a write from cancellation, bounded by the commit deadline ``seconds``."""
+    with trio.CancelScope(shield=True), trio.move_on_after(seconds) as deadline:
         yield
     if deadline.cancelled_caught:
         raise StorageUnavailable(
-            f"commit outcome unknown: no answer from storage within {COMMIT_DEADLINE:g} s"
+            f"commit outcome unknown: no answer from storage within {seconds:g} s"
         )
 
 
@@ -1012,12 +1047,15 @@ class Database(_Scanner):
     taquba's. Writes are shielded from cancellation; reads are not.
     """
 
-    __slots__ = ("_closed", "_db", "_target", "name", "store")
+    __slots__ = ("_closed", "_db", "_target", "commit_deadline", "name", "store")
 
-    def __init__(self, db: _sdb.Db, store: Store, name: str) -> None:
+    def __init__(self, db: _sdb.Db, store: Store, name: str, *, commit_deadline: float) -> None:
         self._db = db
         self._target = db
         self._closed = False
+        self.commit_deadline = commit_deadline
+        """Seconds a write (commit, put, delete and its durability wait) may take before its
+        outcome is declared unknown (`StorageUnavailable`)."""
         self.store = store
         """The store the database lives in (kept alive with it)."""
         self.name = name
@@ -1036,6 +1074,7 @@ class Database(_Scanner):
         max_retries: int | None = None,
         manifest_poll_interval: float | None = None,
         open_deadline: float = 30.0,
+        commit_deadline: float | None = None,
     ) -> Database:
         """Open (or create) the database `name` in `store` as its single writer.
 
@@ -1054,6 +1093,9 @@ class Database(_Scanner):
                 notices it was fenced); None keeps SlateDB's 1 s.
             open_deadline: Seconds the open may take before failing with
                 `StorageUnavailable`.
+            commit_deadline: Seconds a write and its durability wait may take before its
+                outcome is declared unknown; None uses `default_commit_deadline` of the
+                retries, which outlasts the store's own retry budget.
 
         Returns:
             The open database.
@@ -1065,6 +1107,11 @@ class Database(_Scanner):
         retries = store.max_retries if max_retries is None else max_retries
         if retries < 0:
             raise UsageError(f"max_retries must be >= 0, not {retries}")
+        deadline = (
+            default_commit_deadline(retries)
+            if commit_deadline is None
+            else check_commit_deadline(commit_deadline)
+        )
         object_store = _OBJECT_STORES.get(store)
         if object_store is None:  # pragma: no cover - every Store attaches one
             raise StorageError(f"{store!r} has no SlateDB object store")
@@ -1092,7 +1139,7 @@ class Database(_Scanner):
             raise StorageUnavailable(
                 f"opening database {name!r} in {store.url} took longer than {open_deadline:g} s"
             ) from None
-        return cls(db, store, name)
+        return cls(db, store, name, commit_deadline=deadline)
 
     async def get(self, key: bytes) -> bytes | None:
         """Return the value of `key` (including writes not yet durable), or None."""
@@ -1103,7 +1150,7 @@ class Database(_Scanner):
     async def put(self, key: bytes, value: bytes, *, durable: bool = True) -> None:
         """Write `key`; with `durable`, return only once it is in object storage (shielded)."""
         fault = _write_fault("put", transaction=False, durable=durable)
-        with _shielded_write():
+        with _shielded_write(self.commit_deadline):
             await _before_applying(fault)
             handle = await _call(self._db.put, key, value)
             await _after_applying(fault)
@@ -1113,7 +1160,7 @@ class Database(_Scanner):
     async def delete(self, key: bytes, *, durable: bool = True) -> None:
         """Delete `key`; with `durable`, return only once that is durable (shielded)."""
         fault = _write_fault("delete", transaction=False, durable=durable)
-        with _shielded_write():
+        with _shielded_write(self.commit_deadline):
             await _before_applying(fault)
             handle = await _call(self._db.delete, key)
             await _after_applying(fault)
@@ -1123,7 +1170,7 @@ class Database(_Scanner):
     async def begin(self) -> Transaction:
         """Start a transaction with snapshot isolation (write-write conflicts only)."""
         txn = await _call(self._db.begin, _sdb.IsolationLevel.SNAPSHOT)
-        return Transaction(txn)
+        return Transaction(txn, commit_deadline=self.commit_deadline)
 
     async def flush(self) -> None:
         """Flush the WAL buffer to object storage now."""
@@ -1265,7 +1312,7 @@ class Reader(_Scanner):
         if self._closed:
             return
         self._closed = True
-        with trio.CancelScope(shield=True), trio.move_on_after(COMMIT_DEADLINE):
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
             try:
                 await _call(self._reader.shutdown)
             except TaqubaError as exc:
@@ -1286,12 +1333,13 @@ class Transaction(_Scanner):
     Reads see the transaction's own writes. Every method is async because the binding's are.
     """
 
-    __slots__ = ("_completed", "_target", "_txn")
+    __slots__ = ("_commit_deadline", "_completed", "_target", "_txn")
 
-    def __init__(self, txn: _sdb.DbTransaction) -> None:
+    def __init__(self, txn: _sdb.DbTransaction, *, commit_deadline: float) -> None:
         self._txn = txn
         self._target = txn
         self._completed = False
+        self._commit_deadline = commit_deadline
 
     async def get(self, key: bytes) -> bytes | None:
         """Return the value of `key` as this transaction sees it, or None."""
@@ -1325,9 +1373,10 @@ class Transaction(_Scanner):
     async def commit(self, *, durable: bool, on_commit: Callable[[], None] | None = None) -> None:
         """Commit; with `durable`, return only once the writes are in object storage.
 
-        Shielded from cancellation and bounded by `COMMIT_DEADLINE`. After it returns or
-        raises, the transaction is finished. `on_commit` is called once the commit is applied
-        (visible to later transactions) and before the durability wait.
+        Shielded from cancellation and bounded by the database's commit deadline (past it the
+        outcome is unknown). After it returns or raises, the transaction is finished.
+        `on_commit` is called once the commit is applied (visible to later transactions) and
+        before the durability wait.
 
         Raises:
             TransactionConflict: Another write to a key this transaction wrote committed
@@ -1337,7 +1386,7 @@ class Transaction(_Scanner):
         """
         self._completed = True
         fault = _write_fault("commit", transaction=True, durable=durable)
-        with _shielded_write():
+        with _shielded_write(self._commit_deadline):
             if fault is not None and fault.kind in ("conflict", "unavailable", "permanent", "lost"):
                 await _call(self._txn.rollback)
                 await _before_applying(fault)

@@ -14,8 +14,13 @@ for durability. Each request still succeeds or fails on its own:
   never leaves half its writes behind);
 - any other failure of the commit (storage errors, fencing) is every remaining request's error.
 
-Submission is shielded from cancellation: once a request is queued it runs to its end, so its
-caller always knows whether it was applied.
+Cancellation. A `GroupCommit` made with ``cancellable=True`` (enqueues) lets a cancelled caller
+stop while its outcome is known to be "nothing written": `submit` checks for cancellation
+before queueing the request, and a request still waiting in the queue (not yet taken into a
+batch by a leader) is withdrawn if its caller is cancelled. Once a leader has taken it, the
+request runs to its end shielded, so its caller always knows whether it was applied. Without
+it (settlements: acks), the whole submission is shielded, as settlement paths are: a worker
+cancelled just as its handler returns still records the ack.
 """
 
 from __future__ import annotations
@@ -61,7 +66,15 @@ StageFn = Callable[[Transaction, list[R]], Awaitable[list[tuple[R, TaqubaError]]
 class GroupCommit(Generic[R]):
     """Leader/follower group commit of requests of type `R` (see the module docstring)."""
 
-    __slots__ = ("_committed", "_database", "_leading", "_max_batch", "_queue", "_stage")
+    __slots__ = (
+        "_cancellable",
+        "_committed",
+        "_database",
+        "_leading",
+        "_max_batch",
+        "_queue",
+        "_stage",
+    )
 
     def __init__(
         self,
@@ -70,8 +83,10 @@ class GroupCommit(Generic[R]):
         committed: Callable[[list[R]], None],
         *,
         max_batch: int,
+        cancellable: bool = False,
     ) -> None:
         self._database = database
+        self._cancellable = cancellable
         self._stage = stage
         self._committed = committed
         self._max_batch = max_batch
@@ -79,14 +94,32 @@ class GroupCommit(Generic[R]):
         self._leading = False
 
     async def submit(self, request: R) -> None:
-        """Commit `request` with whatever else is queued; raise its error if it failed."""
+        """Commit `request` with whatever else is queued; raise its error if it failed.
+
+        If cancellable, raises `trio.Cancelled` only when nothing of the request was staged:
+        if the caller is cancelled before the request is queued, or while it waits in the
+        queue. Otherwise cancellation is ignored until the request is settled.
+        """
         self._database()  # raises if the database is closed or failed: queue nothing then
+        if self._cancellable:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        self._queue.append(request)
+        if self._leading:
+            try:
+                with trio.CancelScope(shield=not self._cancellable):
+                    await request.wake.wait()
+            except trio.Cancelled:
+                if request in self._queue and not request.wake.is_set():
+                    self._queue.remove(request)  # withdrawn: no leader has staged it
+                    raise
+                # Between the cancellation and now a leader took the request into its batch,
+                # or chose it to lead the next one: it runs to its end, and its outcome is
+                # returned (the caller's next checkpoint raises `Cancelled` again).
+                with trio.CancelScope(shield=True):
+                    await request.wake.wait()
+        else:
+            self._leading = True
         with trio.CancelScope(shield=True):
-            self._queue.append(request)
-            if self._leading:
-                await request.wake.wait()
-            else:
-                self._leading = True
             if not request.done:  # this task leads the next batch
                 await self._lead()
         if request.error is not None:

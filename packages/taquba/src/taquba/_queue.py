@@ -13,7 +13,7 @@ import trio
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
 from . import _views as views
-from ._adapter import Database, Transaction, run_transaction
+from ._adapter import Database, Transaction, check_commit_deadline, run_transaction
 from ._batch import BatchRequest, DropFromBatch, GroupCommit
 from ._clock import Clock, SystemClock
 from ._config import QueueConfig, backoff_delay
@@ -116,6 +116,69 @@ class _QueueState:
     cursor: ClaimCursor = field(default_factory=ClaimCursor)
     lock: trio.Lock = field(default_factory=trio.Lock)
     wakeup: Wakeup = field(default_factory=Wakeup)
+    unflushed: dict[bytes, int] = field(default_factory=dict[bytes, int])
+    """Pending keys of durable writes whose durability wait has not ended (claims skip
+    them), with how many writes hold each."""
+
+
+class _Inserts:
+    """The pending keys one write inserts, and when claims may see them.
+
+    Every path that can insert a pending key (enqueue, follow-up enqueues of settlements,
+    retries, requeues, recovery, promotion) records its keys here while it stages them:
+
+    - A durable write (``hold=True``) *holds* its keys from staging until its durability wait
+      ends: claims skip held keys, so a worker only sees a job whose insert is durable (a job
+      it runs cannot vanish in a crash). Holding starts before the commit, so no claim can
+      see the keys between the commit being applied and this task resuming.
+    - A non-durable write (claims' background relatives: reaper requeues, open-time recovery,
+      promotion) does not hold: the state it moves the job from was durable already, so a
+      crash leaves the job claimable anyway.
+
+    `finish` runs when the write ends *whatever its outcome* (durable, failed, or unknown):
+    it releases the holds and tells the claim cursor about every recorded key, which wakes
+    waiting workers. A write whose outcome is unknown may have inserted its keys, so they
+    must never sit behind the cursor unannounced (they would stay pending, counted and
+    never claimed, even across a reopen that restores the cursor); announcing a key that
+    was not written costs one scan.
+    """
+
+    __slots__ = ("_hold", "_keys", "_notify", "_state")
+
+    def __init__(
+        self,
+        state: Callable[[str], _QueueState],
+        notify: Callable[[str, Sequence[bytes]], None],
+        *,
+        hold: bool,
+    ) -> None:
+        self._state = state
+        self._notify = notify
+        self._hold = hold
+        self._keys: list[tuple[str, bytes]] = []
+
+    def add(self, queue: str, key: bytes) -> None:
+        """Record that the write stages pending ``key`` of ``queue`` (hold it if durable)."""
+        self._keys.append((queue, key))
+        if self._hold:
+            held = self._state(queue).unflushed
+            held[key] = held.get(key, 0) + 1
+
+    def finish(self) -> None:
+        """Release the holds and announce every recorded key (idempotent)."""
+        recorded, self._keys = self._keys, []
+        by_queue: dict[str, dict[bytes, None]] = {}
+        for queue, key in recorded:
+            if self._hold:
+                held = self._state(queue).unflushed
+                count = held.get(key, 0) - 1
+                if count > 0:
+                    held[key] = count
+                else:
+                    held.pop(key, None)
+            by_queue.setdefault(queue, {})[key] = None
+        for queue, pending_keys in by_queue.items():
+            self._notify(queue, list(pending_keys))
 
 
 class _Deltas:
@@ -153,6 +216,7 @@ class _AckRequest(BatchRequest):
     deletes: list[bytes]
     completed_at: int
     keep_done: bool
+    inserts: _Inserts  # follow-up enqueues: hidden from claims until durable
     results: list[EnqueueResult] = field(default_factory=list[EnqueueResult])
 
 
@@ -164,6 +228,7 @@ class _EnqueueRequest(BatchRequest):
     writes: dict[bytes, bytes]
     expect: dict[bytes, bytes | None]
     writes_need_creation: bool  # `enqueue`: KV writes only if the job was created
+    inserts: _Inserts  # hidden from claims until durable
     results: list[EnqueueResult] = field(default_factory=list[EnqueueResult])
 
 
@@ -195,8 +260,10 @@ class Queue:
         flush_interval: float | None,
         reaper_interval: float,
         scheduler_interval: float,
+        commit_deadline: float | None = None,
     ) -> None:
         """Library-internal: use `open_queue`."""
+        self._commit_deadline = commit_deadline
         self._store = store
         self._name = name
         self._default_config = config
@@ -228,6 +295,7 @@ class Queue:
             self._stage_enqueues,
             self._enqueues_committed,
             max_batch=_MAX_BATCH,
+            cancellable=True,
         )
 
     # ------------------------------------------------------------------ properties
@@ -272,7 +340,12 @@ class Queue:
         return state
 
     async def _open(self) -> None:
-        self._db = await Database.open(self._store, self._name, flush_interval=self._flush_interval)
+        self._db = await Database.open(
+            self._store,
+            self._name,
+            flush_interval=self._flush_interval,
+            commit_deadline=self._commit_deadline,
+        )
         try:
             await self._restore_cursors()
             await self._recover_claims()
@@ -348,6 +421,9 @@ class Queue:
         """
         now = self._clock.now_ms()
         outcome: list[tuple[int, str, bytes, JobStatus, str]] = []
+        # Not held: the claims were made from durable pending jobs, so a crash before this
+        # write is durable leaves the jobs claimable anyway.
+        inserts = self._inserts(hold=False)
 
         async def body(txn: Transaction) -> None:
             outcome.clear()
@@ -374,26 +450,25 @@ class Queue:
                     record = job.replace(status=JobStatus.PENDING, claimed_at=None)
                     key = keys.pending_key(job.queue, job.priority, job.id)
                     deltas.move(job.queue, "claimed", "pending")
+                    inserts.add(job.queue, key)
                 # The index keeps pointing at the pending key (see _locate).
                 await txn.put(key, encode_job(record))
                 outcome.append((index, job.queue, key, record.status, job.id))
             await deltas.stage(txn, self._ids)
 
-        await run_transaction(self._database, body, durable=False)
+        try:
+            await run_transaction(self._database, body, durable=False)
+        finally:
+            inserts.finish()  # also when the outcome is unknown
         moved = [False] * len(claims)
-        inserted: dict[str, list[bytes]] = {}
         dead: list[str] = []
-        for index, queue, key, status, job_id in outcome:
+        for index, queue, _, status, job_id in outcome:
             moved[index] = True
-            if status is JobStatus.PENDING:
-                inserted.setdefault(queue, []).append(key)
-            else:
+            if status is not JobStatus.PENDING:
                 dead.append(job_id)
                 self._note_dead_letter(queue)
         for queue in {queue for _, queue, _, _, _ in outcome}:
             self._count_deltas(queue)
-        for queue, pending_keys in inserted.items():
-            self._notify_inserts(queue, pending_keys)
         self._notify_completion(dead)
         return moved
 
@@ -416,6 +491,10 @@ class Queue:
     async def _persist_cursors(self, db: Database) -> None:
         snapshots: list[tuple[str, Bound | None, bool]] = []
         for queue, state in self._states.items():
+            # A write still in flight may yet insert its held keys, which claims skipped:
+            # never save a cursor past them.
+            for key in state.unflushed:
+                state.cursor.note_insert(key)
             bound, known_empty = state.cursor.snapshot()
             if bound is not None or known_empty:
                 snapshots.append((queue, bound, known_empty))
@@ -464,6 +543,10 @@ class Queue:
             self._fail(exc)
 
     # ------------------------------------------------------------------ notifications
+
+    def _inserts(self, *, hold: bool) -> _Inserts:
+        """Track the pending keys of one write (see `_Inserts`)."""
+        return _Inserts(self._state, self._notify_inserts, hold=hold)
 
     def _notify_inserts(self, queue: str, pending_keys: Sequence[bytes]) -> None:
         state = self._state(queue)
@@ -551,7 +634,7 @@ class Queue:
         return _Prepared(record, key, explicit)
 
     async def _stage_enqueue(
-        self, txn: Transaction, prepared: _Prepared, deltas: _Deltas
+        self, txn: Transaction, prepared: _Prepared, deltas: _Deltas, inserts: _Inserts
     ) -> EnqueueResult:
         job = prepared.record
         if prepared.explicit_id and await txn.get(keys.index_key(job.id)) is not None:
@@ -564,18 +647,10 @@ class Queue:
             await txn.put(dedup, job.id.encode("ascii"))
         await txn.put(prepared.key, encode_job(job))
         await txn.put(keys.index_key(job.id), prepared.key)
+        if job.run_at is None:
+            inserts.add(job.queue, prepared.key)
         deltas.add(job.queue, "scheduled" if job.run_at is not None else "pending")
         return EnqueueResult(job.id, created=True)
-
-    def _after_enqueues(
-        self, prepared: Sequence[_Prepared], results: Sequence[EnqueueResult]
-    ) -> None:
-        inserted: dict[str, list[bytes]] = {}
-        for item, result in zip(prepared, results, strict=True):
-            if result.created and item.record.status is JobStatus.PENDING:
-                inserted.setdefault(item.record.queue, []).append(item.key)
-        for queue, pending_keys in inserted.items():
-            self._notify_inserts(queue, pending_keys)
 
     async def enqueue(
         self,
@@ -595,7 +670,10 @@ class Queue:
         """Add a job to ``queue``; return once it is durable.
 
         Concurrent enqueues are committed together (see `ack_with`); each keeps its own outcome.
-        Once started, an enqueue runs to its end even if the caller is cancelled meanwhile.
+        A cancelled caller gets `trio.Cancelled` only while nothing has been written (before
+        its request joins a batch); once in a batch, the enqueue runs to its end and returns
+        its result (the caller's next checkpoint raises `Cancelled`). The job becomes
+        claimable once durable (see `claim_batch`).
 
         Args:
             queue: the queue name.
@@ -638,12 +716,14 @@ class Queue:
             writes=_check_kv_writes(kv_writes or {}),
             expect=_check_kv_expect(kv_expect or {}),
             writes_need_creation=True,
+            inserts=self._inserts(hold=True),
         )
         holds = self._hold_scheduled(batch.prepared)
         try:
             await self._enqueues.submit(batch)
         finally:
             self._release(self._promote_mark, holds)
+            batch.inserts.finish()  # claimable now: durable, or of unknown outcome
         return batch.results[0]
 
     async def enqueue_batch(
@@ -677,13 +757,18 @@ class Queue:
                 raise DuplicateJobId(item.record.id)
             seen.add(item.record.id)
         batch = _EnqueueRequest(
-            prepared=prepared, writes=writes, expect=expect, writes_need_creation=False
+            prepared=prepared,
+            writes=writes,
+            expect=expect,
+            writes_need_creation=False,
+            inserts=self._inserts(hold=True),
         )
         holds = self._hold_scheduled(prepared)
         try:
             await self._enqueues.submit(batch)
         finally:
             self._release(self._promote_mark, holds)
+            batch.inserts.finish()  # claimable now: durable, or of unknown outcome
         return batch.results
 
     async def _stage_enqueues(
@@ -700,7 +785,8 @@ class Queue:
             try:
                 await _check_expectations(txn, request.expect)
                 request.results = [
-                    await self._stage_enqueue(txn, item, deltas) for item in request.prepared
+                    await self._stage_enqueue(txn, item, deltas, request.inserts)
+                    for item in request.prepared
                 ]
             except TaqubaError as exc:
                 raise DropFromBatch(request, exc) from exc
@@ -711,8 +797,7 @@ class Queue:
         return []
 
     def _enqueues_committed(self, committed: list[_EnqueueRequest]) -> None:
-        for request in committed:
-            self._after_enqueues(request.prepared, request.results)
+        # The cursor learns of the new keys from each caller's `_Inserts.finish`.
         self._count_queues(item.record.queue for r in committed for item in r.prepared)
 
     # ------------------------------------------------------------------ claim
@@ -737,7 +822,9 @@ class Queue:
         """Claim up to ``max_jobs`` jobs of ``queue`` in one transaction.
 
         Jobs come in claim order (priority, then id) and share one lease of ``lease`` seconds
-        (default: the queue's ``lease_duration``).
+        (default: the queue's ``lease_duration``). Only jobs whose enqueue is durable are
+        claimed: a job whose enqueue (or follow-up enqueue, retry or requeue) still waits for
+        its WAL flush becomes claimable, and wakes waiting workers, when the flush is done.
 
         Raises:
             InvalidArgument: ``max_jobs`` is not an int from 0 to ``2**31 - 1``, or ``lease``
@@ -766,13 +853,7 @@ class Queue:
                 taken.clear()
                 now = self._clock.now_ms()
                 bound = ticket.bound
-                rows = await txn.scan(
-                    prefix,
-                    start=bound.key if bound else None,
-                    start_inclusive=bound.inclusive if bound else True,
-                    limit=max_jobs + 1,
-                    cache_blocks=True,
-                )
+                rows = await self._scan_claimable(txn, state, prefix, bound, max_jobs + 1)
                 more = len(rows) > max_jobs
                 rows = rows[:max_jobs]
                 if not rows:
@@ -816,6 +897,35 @@ class Queue:
                 # workers (an insert made before anyone waited left a single permit).
                 state.wakeup.notify_one()
         return claims
+
+    async def _scan_claimable(
+        self,
+        txn: Transaction,
+        state: _QueueState,
+        prefix: bytes,
+        bound: Bound | None,
+        want: int,
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``want`` pending rows from ``bound`` on, skipping keys not yet durable.
+
+        A skipped (held) key may end up behind the cursor's bound; its write announces it
+        when its durability wait ends (`_Inserts.finish`), which moves the bound back and
+        bumps the insert epoch, so neither the bound nor a "ran dry" verdict can hide it.
+        """
+        held = state.unflushed
+        start = bound.key if bound else None
+        inclusive = bound.inclusive if bound else True
+        rows: list[tuple[bytes, bytes]] = []
+        while True:
+            need = want - len(rows)
+            limit = need + min(len(held), need)  # room for a few held keys in one scan
+            page = await txn.scan(
+                prefix, start=start, start_inclusive=inclusive, limit=limit, cache_blocks=True
+            )
+            rows.extend(row for row in page if row[0] not in held)
+            if len(rows) >= want or len(page) < limit:
+                return rows[:want]
+            start, inclusive = page[-1][0], False
 
     async def wait_for_jobs_on(self, queue: str) -> None:
         """Wait until a job may be claimable on ``queue``.
@@ -893,8 +1003,9 @@ class Queue:
         writes: Mapping[bytes, bytes],
         deletes: Sequence[bytes],
         deltas: _Deltas,
+        inserts: _Inserts,
     ) -> list[EnqueueResult]:
-        results = [await self._stage_enqueue(txn, item, deltas) for item in prepared]
+        results = [await self._stage_enqueue(txn, item, deltas, inserts) for item in prepared]
         for key, value in writes.items():
             await txn.put(keys.user_key(key), value)
         for key in deletes:
@@ -904,25 +1015,28 @@ class Queue:
     async def _settle(
         self,
         claim: Claim,
-        stage: Callable[[Transaction, JobRecord, _Deltas], Awaitable[tuple[bytes | None, T]]],
+        stage: Callable[[Transaction, JobRecord, _Deltas, _Inserts], Awaitable[T]],
     ) -> T:
-        """Run a settlement: fence, stage, durable commit, then release the lease."""
-        new_key: list[bytes | None] = [None]
+        """Run a settlement: fence, stage, durable commit, then release the lease.
+
+        Pending keys the settlement inserts (a retry, follow-up enqueues) are held from
+        claims until the commit is durable, and announced to the cursor whatever the outcome.
+        """
+        inserts = self._inserts(hold=True)
 
         async def body(txn: Transaction) -> T:
             stored = await self._take_claim(txn, claim)
             deltas = _Deltas()
-            key, result = await stage(txn, stored, deltas)
-            new_key[0] = key
+            result = await stage(txn, stored, deltas, inserts)
             await deltas.stage(txn, self._ids)
             return result
 
-        result = await run_transaction(self._database, body, durable=True)
+        try:
+            result = await run_transaction(self._database, body, durable=True)
+        finally:
+            inserts.finish()
         self._leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
         self._count_deltas(claim.queue)
-        key = new_key[0]
-        if key is not None and key[0] == keys.Space.PENDING:
-            self._notify_inserts(claim.queue, [key])
         return result
 
     async def ack(self, claim: Claim) -> None:
@@ -956,6 +1070,7 @@ class Queue:
             deletes=deletes,
             completed_at=self._clock.now_ms(),
             keep_done=self.config(claim.queue).keep_done is not None,
+            inserts=self._inserts(hold=True),
         )
         holds = self._hold_scheduled(prepared)
         done_holds = (
@@ -966,6 +1081,7 @@ class Queue:
         finally:
             self._release(self._promote_mark, holds)
             self._release(self._done_mark, done_holds)
+            request.inserts.finish()  # follow-ups claimable now: durable, or unknown
         return request.results
 
     async def _stage_acks(
@@ -993,7 +1109,6 @@ class Queue:
         for request in committed:
             claim = request.claim
             self._leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
-            self._after_enqueues(request.prepared, request.results)
         self._count_queues(
             [r.claim.queue for r in committed]
             + [item.record.queue for r in committed for item in r.prepared]
@@ -1022,7 +1137,7 @@ class Queue:
         await txn.delete(key)
         deltas.move(claim.queue, "claimed", "done")
         return await self._stage_effects(
-            txn, request.prepared, request.writes, request.deletes, deltas
+            txn, request.prepared, request.writes, request.deletes, deltas, request.inserts
         )
 
     async def nack(
@@ -1065,8 +1180,8 @@ class Queue:
         holds = self._hold_scheduled(prepared)  # held until the settlement is over
 
         async def stage(
-            txn: Transaction, stored: JobRecord, deltas: _Deltas
-        ) -> tuple[bytes | None, NackResult]:
+            txn: Transaction, stored: JobRecord, deltas: _Deltas, inserts: _Inserts
+        ) -> NackResult:
             for key, value in writes.items():
                 await txn.put(keys.user_key(key), value)
             if stored.attempts >= stored.max_attempts:
@@ -1076,8 +1191,10 @@ class Queue:
                 key = keys.dead_key(stored.queue, stored.id)
                 deltas.move(stored.queue, "claimed", "dead")
                 await txn.put(key, encode_job(record))
-                results = await self._stage_effects(txn, prepared, effect_writes, deletes, deltas)
-                return key, NackResult(dead=True, enqueued=results)
+                results = await self._stage_effects(
+                    txn, prepared, effect_writes, deletes, deltas, inserts
+                )
+                return NackResult(dead=True, enqueued=results)
             delay = backoff_delay(
                 stored.attempts, config.retry_backoff_base, config.retry_backoff_max
             )
@@ -1097,15 +1214,15 @@ class Queue:
                 record = stored.replace(status=JobStatus.PENDING, claimed_at=None, last_error=error)
                 key = keys.pending_key(stored.queue, stored.priority, stored.id)
                 deltas.move(stored.queue, "claimed", "pending")
+                inserts.add(stored.queue, key)
             await txn.put(key, encode_job(record))
-            return key, NackResult(dead=False, enqueued=[])
+            return NackResult(dead=False, enqueued=[])
 
         try:
             result = await self._settle(claim, stage)
         finally:
             self._release(self._promote_mark, holds)
         if result.dead:
-            self._after_enqueues(prepared, result.enqueued)
             self._count_queues({item.record.queue for item in prepared} - {claim.queue})
             self._note_dead_letter(claim.queue)
             self._notify_completion((claim.id,))
@@ -1129,23 +1246,21 @@ class Queue:
         now = self._clock.now_ms()
 
         async def stage(
-            txn: Transaction, stored: JobRecord, deltas: _Deltas
-        ) -> tuple[bytes | None, list[EnqueueResult]]:
+            txn: Transaction, stored: JobRecord, deltas: _Deltas, inserts: _Inserts
+        ) -> list[EnqueueResult]:
             record = stored.replace(
                 status=JobStatus.DEAD, claimed_at=None, last_error=reason, failed_at=now
             )
             key = keys.dead_key(stored.queue, stored.id)
             await txn.put(key, encode_job(record))
             deltas.move(stored.queue, "claimed", "dead")
-            results = await self._stage_effects(txn, prepared, writes, deletes, deltas)
-            return key, results
+            return await self._stage_effects(txn, prepared, writes, deletes, deltas, inserts)
 
         holds = self._hold_scheduled(prepared)
         try:
             results = await self._settle(claim, stage)
         finally:
             self._release(self._promote_mark, holds)
-        self._after_enqueues(prepared, results)
         self._count_queues({item.record.queue for item in prepared} - {claim.queue})
         self._note_dead_letter(claim.queue)
         self._notify_completion((claim.id,))
@@ -1190,10 +1305,9 @@ class Queue:
         if job.status is not JobStatus.DEAD:
             raise InvalidState(f"job {job.id!r} is {job.status.value}, not dead")
         dead = keys.dead_key(job.queue, job.id)
-        pending: list[bytes] = []
+        inserts = self._inserts(hold=True)
 
         async def body(txn: Transaction) -> None:
-            pending.clear()
             raw = await txn.get(dead)
             if raw is None:
                 raise JobNotFound(job.id)
@@ -1213,11 +1327,13 @@ class Queue:
             deltas = _Deltas()
             deltas.move(stored.queue, "dead", "pending")
             await deltas.stage(txn, self._ids)
-            pending.append(key)
+            inserts.add(stored.queue, key)
 
-        await run_transaction(self._database, body, durable=True)
+        try:
+            await run_transaction(self._database, body, durable=True)
+        finally:
+            inserts.finish()  # claimable now: durable, or of unknown outcome
         self._count_deltas(job.queue)
-        self._notify_inserts(job.queue, pending)
 
     # ------------------------------------------------------------------ cancel and wait
 
@@ -1505,6 +1621,8 @@ class Queue:
 
     async def _promote_one(self, db: Database, key: bytes) -> bool:
         result: list[tuple[str, bytes]] = []
+        # Not held: the scheduled record was durable, so the job survives a crash either way.
+        inserts = self._inserts(hold=False)
 
         async def body(txn: Transaction) -> None:
             result.clear()
@@ -1521,14 +1639,16 @@ class Queue:
             deltas = _Deltas()
             deltas.move(job.queue, "scheduled", "pending")
             await deltas.stage(txn, self._ids)
+            inserts.add(job.queue, pending_key)
             result.append((job.queue, pending_key))
 
-        await run_transaction(db, body, durable=False)
+        try:
+            await run_transaction(db, body, durable=False)
+        finally:
+            inserts.finish()  # also when the outcome is unknown
         if not result:
             return False
-        queue, pending_key = result[0]
-        self._count_deltas(queue)
-        self._notify_inserts(queue, [pending_key])
+        self._count_deltas(result[0][0])
         return True
 
     async def sweep_now(self) -> int:
@@ -1817,6 +1937,7 @@ async def open_queue(
     flush_interval: float | None = None,
     reaper_interval: float = 5.0,
     scheduler_interval: float = 1.0,
+    commit_deadline: float | None = None,
 ) -> AsyncGenerator[Queue]:
     """Open (creating if needed) the queue database ``name`` in ``store``.
 
@@ -1836,6 +1957,12 @@ async def open_queue(
             Every durable operation waits for a flush, so this is the floor of their latency.
         reaper_interval: seconds between lease reaping and retention sweeps.
         scheduler_interval: seconds between promotions of due scheduled jobs.
+        commit_deadline: seconds a write and its durability wait may take before it fails
+            with `StorageUnavailable` and an unknown outcome. The default outlasts the
+            store's own retry budget (873 s with the default ``max_retries=3``: four
+            object-store attempts of at most 210 s each, three 1 s backoffs and a 30 s
+            margin), so a failing store normally answers first. A job whose enqueue outcome
+            is unknown is never hidden: if it was written, it is claimable.
 
     Raises:
         InvalidArgument: an argument of the wrong type (e.g. a dict for ``config``) or a bad
@@ -1855,6 +1982,8 @@ async def open_queue(
         raise InvalidArgument(
             "flush_interval", flush_interval, f"must be at most {_MAX_FLUSH_INTERVAL:g} seconds"
         )
+    if commit_deadline is not None:
+        commit_deadline = check_commit_deadline(commit_deadline)
     queue = Queue(
         store,
         name,
@@ -1864,6 +1993,7 @@ async def open_queue(
         flush_interval=flush_interval,
         reaper_interval=reaper_interval,
         scheduler_interval=scheduler_interval,
+        commit_deadline=commit_deadline,
     )
     await queue._open()  # pyright: ignore[reportPrivateUsage]
     body_error: BaseException | None = None

@@ -34,8 +34,13 @@ async def open_test_queue(
     flush_interval: float = 0.005,
     reaper_interval: float = 0.05,
     scheduler_interval: float = 0.05,
+    commit_deadline: float | None = None,
 ) -> AsyncGenerator[Queue]:
-    """`open_queue` with test-friendly defaults: a memory store, 5 ms flushes, fast ticks."""
+    """`open_queue` with test-friendly defaults: a memory store, 5 ms flushes, fast ticks.
+
+    ``commit_deadline`` (default: `open_queue`'s) lets a test turn slow writes into unknown
+    outcomes quickly (with `inject_faults`).
+    """
     async with open_queue(
         store or Store.memory(),
         name,
@@ -45,6 +50,7 @@ async def open_test_queue(
         flush_interval=flush_interval,
         reaper_interval=reaper_interval,
         scheduler_interval=scheduler_interval,
+        commit_deadline=commit_deadline,
     ) as queue:
         yield queue
 
