@@ -45,6 +45,7 @@ from ._keys import validate_queue_name as validate_queue_name
 from ._queue import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._queue import Queue as Queue
 from ._queue import open_queue as open_queue
+from ._quarantine import QuarantinedRecord as QuarantinedRecord
 from ._reader import QueueReader as QueueReader
 from ._reader import open_reader as open_reader
 from ._records import MAX_PRIORITY as MAX_PRIORITY
@@ -110,6 +111,7 @@ __all__ = [
     "MockClock",
     "NackResult",
     "PermanentFailure",
+    "QuarantinedRecord",
     "Queue",
     "QueueClosed",
     "QueueConfig",

@@ -13,6 +13,7 @@ import ormsgpack
 import trio
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
+from . import _quarantine as quarantine
 from . import _views as views
 from ._adapter import Database, Transaction, run_transaction
 from ._batch import BatchRequest, DropFromBatch, GroupCommit
@@ -70,6 +71,8 @@ from ._wakeup import Wakeup
 if TYPE_CHECKING:
     import os
     from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+
+    from ._quarantine import QuarantinedRecord
 
 __all__ = ["MAX_KV_VALUE_SIZE", "Queue", "open_queue"]
 
@@ -296,14 +299,7 @@ class Queue:
         start: bytes | None = None
         while True:
             rows = await db.scan(prefix, start=start, start_inclusive=False, limit=_SCAN_PAGE)
-            claimed: list[bytes] = []
-            for key, value in rows:
-                try:
-                    decode_job(value)
-                except DataError:
-                    log.error("leaving an undecodable claimed record in place: %r", key)
-                    continue
-                claimed.append(key)
+            claimed = [key for key, _ in rows]  # undecodable ones are quarantined on the way
             if claimed:
                 await self._end_claims(
                     [(key, _always) for key in claimed], reason="claim interrupted by process exit"
@@ -323,13 +319,15 @@ class Queue:
         re-checked inside every transaction attempt; a claim that fails it, is already gone or
         cannot be decoded is left alone. Returns, per claim, whether its record moved. One
         transaction for a whole page keeps a storm of expired leases from rewinding the claim
-        cursor once per job.
+        cursor once per job. A claimed record that cannot be decoded is quarantined.
         """
         now = self._clock.now_ms()
         outcome: list[tuple[int, str, bytes, JobStatus, str]] = []
+        bad: list[quarantine.Moved] = []
 
         async def body(txn: Transaction) -> None:
             outcome.clear()
+            bad.clear()
             deltas = _Deltas()
             for index, (claimed, still_abandoned) in enumerate(claims):
                 if not still_abandoned():
@@ -339,8 +337,8 @@ class Queue:
                     continue  # already settled, or the residue of a claim that never committed
                 try:
                     job = decode_job(raw)
-                except DataError:
-                    log.error("leaving an undecodable claimed record in place: %r", claimed)
+                except DataError as exc:
+                    bad.append(await self._stage_quarantine(txn, claimed, raw, exc, deltas))
                     continue
                 await txn.delete(claimed)
                 if job.attempts >= job.max_attempts:
@@ -359,6 +357,7 @@ class Queue:
             await deltas.stage(txn, self._ids)
 
         await run_transaction(self._database, body, durable=False)
+        self._quarantined(bad)
         moved = [False] * len(claims)
         inserted: dict[str, list[bytes]] = {}
         dead: list[str] = []
@@ -709,8 +708,18 @@ class Queue:
         """Claim up to ``max_jobs`` jobs of ``queue`` in one transaction.
 
         Jobs come in claim order (priority, then id) and share one lease of ``lease`` seconds
-        (default: the queue's ``lease_duration``).
+        (default: the queue's ``lease_duration``). Undecodable pending records met on the way
+        are quarantined (see `quarantined`) and the claim goes on past them.
         """
+        while True:
+            claims, quarantined_only = await self._claim_batch_once(queue, max_jobs, lease)
+            if not quarantined_only:
+                return claims
+
+    async def _claim_batch_once(
+        self, queue: str, max_jobs: int, lease: float | None
+    ) -> tuple[list[Claim], bool]:
+        """One claim transaction; also whether it only quarantined records, with more to scan."""
         keys.validate_queue_name(queue)
         lease_ms = self._lease_ms(queue, lease)
         if not isinstance(max_jobs, int) or max_jobs < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -719,20 +728,24 @@ class Queue:
         state = self._state(queue)
         if max_jobs == 0 or state.cursor.known_empty:
             await trio.lowlevel.checkpoint()
-            return []
+            return [], False
         async with state.lock:
             if state.cursor.known_empty:
-                return []
+                return [], False
             ticket = state.cursor.begin_claim()
             prefix = keys.pending_prefix(queue)
             claims: list[Claim] = []
             taken: list[bytes] = []
+            bad: list[quarantine.Moved] = []
+            last: list[bytes | None] = [None]  # the last pending key consumed (or quarantined)
             more = False  # the scan saw a pending key beyond the batch
 
             async def body(txn: Transaction) -> None:
                 nonlocal more
                 claims.clear()
                 taken.clear()
+                bad.clear()
+                last[0] = None
                 now = self._clock.now_ms()
                 bound = ticket.bound
                 rows = await txn.scan(
@@ -749,7 +762,12 @@ class Queue:
                 deltas = _Deltas()
                 expires = now + lease_ms
                 for key, value in rows:
-                    job = decode_job(value)
+                    try:
+                        job = decode_job(value)
+                    except DataError as exc:  # one bad record must not block the queue
+                        bad.append(await self._stage_quarantine(txn, key, value, exc, deltas))
+                        last[0] = key
+                        continue
                     claimed = job.replace(
                         status=JobStatus.CLAIMED,
                         attempts=job.attempts + 1,
@@ -769,7 +787,8 @@ class Queue:
                     self._leases.insert(queue, job.id, LeaseEntry(token, expires, cancel))
                     claims.append(Claim(claimed, token, self, cancel))
                     taken.append(key)
-                deltas.move(queue, "pending", "claimed", len(rows))
+                    last[0] = key
+                deltas.move(queue, "pending", "claimed", len(taken))
                 await deltas.stage(txn, self._ids)
 
             try:
@@ -777,14 +796,15 @@ class Queue:
             except BaseException:
                 state.cursor.abort_claim(ticket)
                 raise
-            state.cursor.finish_claim(ticket, taken[-1] if taken else None, ran_dry=not more)
-        if claims:
+            state.cursor.finish_claim(ticket, last[0], ran_dry=not more)
+            self._quarantined(bad)
+        if claims or bad:
             self._count_deltas(queue)
             if more:
                 # More jobs are waiting: pass one wakeup on, so a backlog keeps waking idle
                 # workers (an insert made before anyone waited left a single permit).
                 state.wakeup.notify_one()
-        return claims
+        return claims, not claims and bool(bad) and more
 
     async def wait_for_jobs_on(self, queue: str) -> None:
         """Wait until a job may be claimable on ``queue``.
@@ -1353,6 +1373,58 @@ class Queue:
         """Entries of the user namespace whose keys start with ``prefix``, in key order."""
         return await views.kv_scan_page(self._database, prefix, cursor, limit)
 
+    # ------------------------------------------------------------------ quarantine
+
+    async def quarantined(
+        self, queue: str, *, after: bytes | None = None, limit: int = 100
+    ) -> list[QuarantinedRecord]:
+        """Records of ``queue`` that could not be decoded and were moved aside.
+
+        A claim, promotion, reap, sweep or fold that meets an undecodable record moves it,
+        with its raw bytes and original key, out of the way instead of failing (and logs a
+        warning once), so the rest of the queue keeps going; `QueueStats.quarantined` counts
+        them. Records come in original-key order; pass the last one's ``key`` as ``after`` to
+        continue. Write a repaired record back under its ``key`` to recover a job.
+        """
+        keys.validate_queue_name(queue)
+        if not isinstance(limit, int) or limit < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("limit must be a non-negative int")
+        if limit == 0:
+            return []
+        return await quarantine.list_page(self._database, queue, after, limit)
+
+    async def _stage_quarantine(
+        self, txn: Transaction, key: bytes, raw: bytes, error: DataError, deltas: _Deltas
+    ) -> quarantine.Moved:
+        """Move an undecodable record aside in ``txn``, taking it out of its counter."""
+        moved = await quarantine.stage(txn, key, raw, error, self._clock.now_ms())
+        if moved.queue is not None and moved.counter is not None:
+            deltas.add(moved.queue, moved.counter, -1)
+        return moved
+
+    def _quarantined(self, moved: Sequence[quarantine.Moved]) -> None:
+        """After the commit that moved records aside: log them once, count their deltas."""
+        quarantine.log_moved(moved)
+        self._count_queues(m.queue for m in moved if m.queue is not None and m.counter is not None)
+
+    async def _quarantine_rows(
+        self, db: Database, rows: Sequence[tuple[bytes, bytes, DataError]]
+    ) -> None:
+        """Move undecodable records aside in one transaction (those unchanged since read)."""
+        moved: list[quarantine.Moved] = []
+
+        async def body(txn: Transaction) -> None:
+            moved.clear()
+            deltas = _Deltas()
+            for key, raw, error in rows:
+                if await txn.get(key) != raw:
+                    continue  # rewritten or gone meanwhile
+                moved.append(await self._stage_quarantine(txn, key, raw, error, deltas))
+            await deltas.stage(txn, self._ids)
+
+        await run_transaction(db, body, durable=False)
+        self._quarantined(moved)
+
     # ------------------------------------------------------------------ background work
 
     async def reap_now(self) -> int:
@@ -1411,13 +1483,21 @@ class Queue:
 
     async def _promote_one(self, db: Database, key: bytes) -> bool:
         result: list[tuple[str, bytes]] = []
+        bad: list[quarantine.Moved] = []
 
         async def body(txn: Transaction) -> None:
             result.clear()
+            bad.clear()
             raw = await txn.get(key)
             if raw is None:
                 return
-            job = decode_job(raw)
+            try:
+                job = decode_job(raw)
+            except DataError as exc:  # one bad record must not stop every promotion tick
+                deltas = _Deltas()
+                bad.append(await self._stage_quarantine(txn, key, raw, exc, deltas))
+                await deltas.stage(txn, self._ids)
+                return
             pending_key = keys.pending_key(job.queue, job.priority, job.id)
             await txn.delete(key)
             await txn.put(
@@ -1430,6 +1510,7 @@ class Queue:
             result.append((job.queue, pending_key))
 
         await run_transaction(db, body, durable=False)
+        self._quarantined(bad)
         if not result:
             return False
         queue, pending_key = result[0]
@@ -1495,11 +1576,12 @@ class Queue:
                 prefix, start=start, start_inclusive=False, end=end, limit=_SCAN_PAGE
             )
             expired: list[tuple[bytes, JobRecord]] = []
+            undecodable: list[tuple[bytes, bytes, DataError]] = []
             for key, value in rows:
                 try:
                     job = decode_job(value)
-                except DataError:
-                    log.error("leaving an undecodable record in place: %r", key)
+                except DataError as exc:
+                    undecodable.append((key, value, exc))
                     continue
                 config = self.config(job.queue)
                 if status is JobStatus.DONE:
@@ -1516,6 +1598,8 @@ class Queue:
                 expired.append((key, job))
             if expired:
                 swept += await self._delete_records(db, expired, status)
+            if undecodable:
+                await self._quarantine_rows(db, undecodable)
             if len(rows) < _SCAN_PAGE:
                 return swept, next_due
             start = rows[-1][0]
@@ -1569,20 +1653,32 @@ class Queue:
         base_key = keys.stats_key(queue)
         prefix = keys.stats_delta_prefix(queue)
 
+        bad: list[quarantine.Moved] = []
+
         async def body(txn: Transaction) -> int:
+            bad.clear()
             totals = _decode_counts(await txn.get(base_key))
             rows = await txn.scan(prefix, limit=_FOLD_BATCH)
             if not rows:
                 return 0
+            now = self._clock.now_ms()
             for key, value in rows:
-                for i, amount in enumerate(_decode_delta(value)):
+                try:
+                    delta = _decode_delta(value)
+                except DataError as exc:  # set aside; the other deltas still fold
+                    bad.append(await quarantine.stage(txn, key, value, exc, now))
+                    continue
+                for i, amount in enumerate(delta):
                     totals[i] += amount
                 await txn.delete(key)
             await txn.put(base_key, encode_map(dict(zip(_STATS_FIELDS, totals, strict=True))))
             return len(rows)
 
-        while await run_transaction(db, body, durable=False) == _FOLD_BATCH:
-            pass
+        while True:
+            folded = await run_transaction(db, body, durable=False)
+            self._quarantined(bad)
+            if folded < _FOLD_BATCH:
+                return
 
     async def _every(
         self, interval: float, work: Callable[[], Awaitable[object]], what: str
