@@ -134,7 +134,7 @@ async def test_the_scheduler_task_keeps_promoting(memory_store: Store, clock: Mo
         await corrupt(queue, keys.scheduled_key(clock.now_ms() + 5000, "q", "j0"))
         clock.advance(10)
         with trio.fail_after(HANG):
-            while (await queue.stats("q")).pending < 2:
+            while (await queue.stats("q")).pending < 2:  # noqa: ASYNC110 - polls state
                 await trio.sleep(0.01)
         assert queue.failure is None
         assert await queue.stats("q") == QueueStats("q", pending=2, quarantined=1)

@@ -38,14 +38,15 @@ from ._errors import StorageFatal as StorageFatal
 from ._errors import StorageUnavailable as StorageUnavailable
 from ._errors import TaqubaError as TaqubaError
 from ._errors import UsageError as UsageError
+from ._health import QueueHealth as QueueHealth
 from ._ids import MAX_ID_LENGTH as MAX_ID_LENGTH
 from ._ids import validate_job_id as validate_job_id
 from ._keys import MAX_QUEUE_NAME_BYTES as MAX_QUEUE_NAME_BYTES
 from ._keys import validate_queue_name as validate_queue_name
+from ._quarantine import QuarantinedRecord as QuarantinedRecord
 from ._queue import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._queue import Queue as Queue
 from ._queue import open_queue as open_queue
-from ._quarantine import QuarantinedRecord as QuarantinedRecord
 from ._reader import QueueReader as QueueReader
 from ._reader import open_reader as open_reader
 from ._records import MAX_PRIORITY as MAX_PRIORITY
@@ -115,6 +116,7 @@ __all__ = [
     "Queue",
     "QueueClosed",
     "QueueConfig",
+    "QueueHealth",
     "QueueReader",
     "QueueStats",
     "RetryLater",

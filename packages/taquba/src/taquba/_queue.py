@@ -13,7 +13,7 @@ import ormsgpack
 import trio
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
-from . import _quarantine as quarantine
+from . import _quarantine as quarantine  # pyright: ignore[reportPrivateUsage]
 from . import _views as views
 from ._adapter import Database, Transaction, run_transaction
 from ._batch import BatchRequest, DropFromBatch, GroupCommit
@@ -35,6 +35,7 @@ from ._errors import (
     TaqubaError,
     UsageError,
 )
+from ._health import HealthTracker, QueueHealth
 from ._ids import IdGenerator, validate_job_id
 from ._lease import CancelToken, LeaseEntry, LeaseRegistry
 from ._records import (
@@ -202,6 +203,7 @@ class Queue:
         self._db: Database | None = None
         self._fold_wanted = trio.Event()
         self._unfolded: dict[str, int] = {}
+        self._health = HealthTracker()
         self._acks = GroupCommit(
             lambda: self._database, self._stage_acks, self._acks_committed, max_batch=_MAX_BATCH
         )
@@ -427,6 +429,15 @@ class Queue:
     def failure(self) -> TaqubaError | None:
         """Why the queue stopped (`Fenced`, `QueueClosed`, ...), or None while it runs."""
         return self._failure
+
+    def health(self) -> QueueHealth:
+        """How the queue's loops are faring: whether any is retrying storage errors now.
+
+        Worker loops and the background tasks (reaper, scheduler, stats fold) retry transient
+        errors with backoff instead of stopping; a health check can report
+        ``not queue.health().healthy`` while they do (see `QueueHealth`).
+        """
+        return self._health.snapshot(self._failure)
 
     async def wait_stopped(self) -> None:
         """Wait until the queue is closed or fails (see `failure`)."""
@@ -1683,17 +1694,30 @@ class Queue:
     async def _every(
         self, interval: float, work: Callable[[], Awaitable[object]], what: str
     ) -> None:
-        while self._failure is None:
-            await trio.sleep(interval)
-            try:
-                await work()
-            except (Fenced, StorageFatal) as exc:
-                self._fail(exc)
-                return
-            except QueueClosed:
-                return
-            except TaqubaError as exc:
-                log.error("%s failed: %s", what, exc)
+        """Run ``work`` every ``interval`` seconds until the queue stops.
+
+        Only `Fenced` and `StorageFatal` (which stop the queue) and `QueueClosed` end it; any
+        other error (a transient outage, a bad value) is logged and retried after a backoff.
+        """
+        streak = self._health.streak(what)
+        try:
+            delay = interval
+            while self._failure is None:
+                await trio.sleep(delay)
+                delay = interval
+                try:
+                    await work()
+                except (Fenced, StorageFatal) as exc:
+                    self._fail(exc)
+                    return
+                except QueueClosed:
+                    return
+                except Exception as exc:  # one bad tick must not end the queue
+                    delay = max(interval, streak.failed(exc))
+                else:
+                    streak.succeeded()
+        finally:
+            self._health.release(streak)
 
     async def _reaper(self) -> None:
         async def tick() -> None:
@@ -1703,19 +1727,29 @@ class Queue:
         await self._every(self._reaper_interval, tick, "reaper")
 
     async def _folder(self) -> None:
-        while self._failure is None:
-            with trio.move_on_after(max(self._scheduler_interval, 1.0)):
-                await self._fold_wanted.wait()
-            self._fold_wanted = trio.Event()
-            try:
-                await self.fold_stats_now()
-            except (Fenced, StorageFatal) as exc:
-                self._fail(exc)
-                return
-            except QueueClosed:
-                return
-            except TaqubaError as exc:
-                log.error("stats fold failed: %s", exc)
+        streak = self._health.streak("stats fold")
+        try:
+            backoff = 0.0
+            while self._failure is None:
+                if backoff:
+                    await trio.sleep(backoff)
+                with trio.move_on_after(max(self._scheduler_interval, 1.0)):
+                    await self._fold_wanted.wait()
+                self._fold_wanted = trio.Event()
+                backoff = 0.0
+                try:
+                    await self.fold_stats_now()
+                except (Fenced, StorageFatal) as exc:
+                    self._fail(exc)
+                    return
+                except QueueClosed:
+                    return
+                except Exception as exc:  # one bad fold must not end the queue
+                    backoff = streak.failed(exc)
+                else:
+                    streak.succeeded()
+        finally:
+            self._health.release(streak)
 
     async def _background(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

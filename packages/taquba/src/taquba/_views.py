@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import ormsgpack
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
-from . import _quarantine as quarantine
+from . import _quarantine as quarantine  # pyright: ignore[reportPrivateUsage]
 from ._errors import DataError, UsageError
 from ._ids import validate_job_id
 from ._records import JobRecord, JobStatus, QueueStats, decode_job, decode_map
