@@ -35,6 +35,7 @@ from ._errors import QueueClosed as QueueClosed
 from ._errors import RetryLater as RetryLater
 from ._errors import StorageError as StorageError
 from ._errors import StorageFatal as StorageFatal
+from ._errors import StorageMisconfigured as StorageMisconfigured
 from ._errors import StorageUnavailable as StorageUnavailable
 from ._errors import TaqubaError as TaqubaError
 from ._errors import UsageError as UsageError
@@ -122,6 +123,7 @@ __all__ = [
     "RetryLater",
     "StorageError",
     "StorageFatal",
+    "StorageMisconfigured",
     "StorageUnavailable",
     "Store",
     "SystemClock",
