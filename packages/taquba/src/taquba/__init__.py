@@ -36,13 +36,16 @@ from ._errors import QueueClosed as QueueClosed
 from ._errors import RetryLater as RetryLater
 from ._errors import StorageError as StorageError
 from ._errors import StorageFatal as StorageFatal
+from ._errors import StorageMisconfigured as StorageMisconfigured
 from ._errors import StorageUnavailable as StorageUnavailable
 from ._errors import TaqubaError as TaqubaError
 from ._errors import UsageError as UsageError
+from ._health import QueueHealth as QueueHealth
 from ._ids import MAX_ID_LENGTH as MAX_ID_LENGTH
 from ._ids import validate_job_id as validate_job_id
 from ._keys import MAX_QUEUE_NAME_BYTES as MAX_QUEUE_NAME_BYTES
 from ._keys import validate_queue_name as validate_queue_name
+from ._quarantine import QuarantinedRecord as QuarantinedRecord
 from ._queue import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._queue import Queue as Queue
 from ._queue import open_queue as open_queue
@@ -114,14 +117,17 @@ __all__ = [
     "MockClock",
     "NackResult",
     "PermanentFailure",
+    "QuarantinedRecord",
     "Queue",
     "QueueClosed",
     "QueueConfig",
+    "QueueHealth",
     "QueueReader",
     "QueueStats",
     "RetryLater",
     "StorageError",
     "StorageFatal",
+    "StorageMisconfigured",
     "StorageUnavailable",
     "Store",
     "SystemClock",

@@ -1101,6 +1101,7 @@ class Database(_Scanner):
             The open database.
 
         Raises:
+            StorageMisconfigured: The store refused for good (`Store.check`).
             StorageUnavailable: The store did not answer in time or after the retries.
             StorageError: Another storage failure.
         """
@@ -1134,6 +1135,10 @@ class Database(_Scanner):
             builder.with_settings(settings)
         try:
             with trio.fail_after(open_deadline):
+                # SlateDB reports every object-store failure as `Unavailable`, telling a
+                # missing bucket or refused credentials apart only in its message; the
+                # store's own check classifies them first, by exception class.
+                await store.check()
                 db = await _call(builder.build)
         except trio.TooSlowError:
             raise StorageUnavailable(
@@ -1292,6 +1297,7 @@ class Reader(_Scanner):
             )
         try:
             with trio.fail_after(open_deadline):
+                await store.check()  # classifies misconfiguration (see `Database.open`)
                 reader = await _call(builder.build)
         except trio.TooSlowError:
             raise StorageUnavailable(

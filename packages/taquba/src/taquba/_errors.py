@@ -21,6 +21,8 @@ retry without reading messages::
     ├── DataError                   a stored record taquba cannot decode (never retry)
     └── StorageError                the storage layer failed
         ├── StorageUnavailable      transient: the object store did not answer (retry later)
+        ├── StorageMisconfigured    the store refused us for good: no bucket, bad credentials,
+        │                           a path that is a file (fix the configuration; never retry)
         ├── Fenced                  another process opened the store as writer; stop
         ├── QueueClosed             the queue (or its database) was closed
         └── StorageFatal            the database is broken in this process; reopen it
@@ -56,6 +58,7 @@ __all__ = [
     "RetryLater",
     "StorageError",
     "StorageFatal",
+    "StorageMisconfigured",
     "StorageUnavailable",
     "TaqubaError",
     "UsageError",
@@ -220,6 +223,16 @@ class StorageUnavailable(StorageError):
     def transient(self) -> bool:
         """Always true: an outage or throttling may pass."""
         return True
+
+
+class StorageMisconfigured(StorageError):
+    """The store answered, and refused: retrying will not help until its setup is fixed.
+
+    Raised when an S3 bucket does not exist, no credentials were found or the store rejected
+    them (or they lack permission), or a local store path is a file or not writable. The
+    message says which, and what to change. An S3 endpoint that does not answer at all is
+    `StorageUnavailable` instead: a server that is down may come back.
+    """
 
 
 class Fenced(StorageError):

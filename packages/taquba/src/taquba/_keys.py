@@ -23,6 +23,7 @@ tag   space        key                                         value
 0x08  cursor       08 01 qlen queue                            persisted claim-scan state
 0x09  stats        09 01 qlen queue                            folded per-queue counters
 0x0A  stats delta  0A 01 qlen queue seq:u128                   counter deltas of one transaction
+0x0B  quarantine   0B 01 qlen queue original_key               an undecodable record, set aside
 0xFF  user KV      FF key                                      caller bytes
 ====  ===========  ==========================================  ====================================
 
@@ -54,6 +55,8 @@ __all__ = [
     "parse_job_key",
     "pending_key",
     "pending_prefix",
+    "quarantine_key",
+    "quarantine_prefix",
     "scheduled_key",
     "space_prefix",
     "stats_delta_key",
@@ -84,6 +87,7 @@ class Space(enum.IntEnum):
     CURSOR = 0x08
     STATS = 0x09
     STATS_DELTA = 0x0A
+    QUARANTINE = 0x0B
     USER = 0xFF
 
 
@@ -206,6 +210,17 @@ def stats_delta_prefix(queue: str) -> bytes:
 def stats_delta_key(queue: str, seq: int) -> bytes:
     """Key of one transaction's counter deltas; ``seq`` is a unique 128-bit number."""
     return stats_delta_prefix(queue) + seq.to_bytes(16, "big")
+
+
+def quarantine_prefix(queue: str | None) -> bytes:
+    """Prefix of one queue's quarantined records (None: records whose queue is unknown)."""
+    queue_field = encode_queue(queue) if queue is not None else b"\x00"
+    return space_prefix(Space.QUARANTINE) + queue_field
+
+
+def quarantine_key(queue: str | None, original: bytes) -> bytes:
+    """Key under which the undecodable record stored at ``original`` is kept aside."""
+    return quarantine_prefix(queue) + original
 
 
 def user_key(key: bytes) -> bytes:

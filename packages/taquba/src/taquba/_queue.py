@@ -12,6 +12,7 @@ import ormsgpack
 import trio
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
+from . import _quarantine as quarantine  # pyright: ignore[reportPrivateUsage]
 from . import _views as views
 from ._adapter import Database, Transaction, check_commit_deadline, run_transaction
 from ._batch import BatchRequest, DropFromBatch, GroupCommit
@@ -34,6 +35,7 @@ from ._errors import (
     TaqubaError,
     UsageError,
 )
+from ._health import HealthTracker, QueueHealth
 from ._ids import IdGenerator, validate_job_id
 from ._lease import CancelToken, LeaseEntry, LeaseRegistry
 from ._marks import Mark
@@ -83,6 +85,8 @@ if TYPE_CHECKING:
     import os
     from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
     from datetime import datetime
+
+    from ._quarantine import QuarantinedRecord
 
 __all__ = ["MAX_KV_VALUE_SIZE", "Queue", "open_queue"]
 
@@ -287,6 +291,7 @@ class Queue:
         self._db: Database | None = None
         self._fold_wanted = trio.Event()
         self._unfolded: dict[str, int] = {}
+        self._health = HealthTracker()
         self._acks = GroupCommit(
             lambda: self._database, self._stage_acks, self._acks_committed, max_batch=_MAX_BATCH
         )
@@ -390,14 +395,7 @@ class Queue:
         start: bytes | None = None
         while True:
             rows = await db.scan(prefix, start=start, start_inclusive=False, limit=_SCAN_PAGE)
-            claimed: list[bytes] = []
-            for key, value in rows:
-                try:
-                    decode_job(value)
-                except DataError:
-                    log.error("leaving an undecodable claimed record in place: %r", key)
-                    continue
-                claimed.append(key)
+            claimed = [key for key, _ in rows]  # undecodable ones are quarantined on the way
             if claimed:
                 await self._end_claims(
                     [(key, _always) for key in claimed], reason="claim interrupted by process exit"
@@ -417,16 +415,18 @@ class Queue:
         re-checked inside every transaction attempt; a claim that fails it, is already gone or
         cannot be decoded is left alone. Returns, per claim, whether its record moved. One
         transaction for a whole page keeps a storm of expired leases from rewinding the claim
-        cursor once per job.
+        cursor once per job. A claimed record that cannot be decoded is quarantined.
         """
         now = self._clock.now_ms()
         outcome: list[tuple[int, str, bytes, JobStatus, str]] = []
         # Not held: the claims were made from durable pending jobs, so a crash before this
         # write is durable leaves the jobs claimable anyway.
         inserts = self._inserts(hold=False)
+        bad: list[quarantine.Moved] = []
 
         async def body(txn: Transaction) -> None:
             outcome.clear()
+            bad.clear()
             deltas = _Deltas()
             for index, (claimed, still_abandoned) in enumerate(claims):
                 if not still_abandoned():
@@ -436,8 +436,8 @@ class Queue:
                     continue  # already settled, or the residue of a claim that never committed
                 try:
                     job = decode_job(raw)
-                except DataError:
-                    log.error("leaving an undecodable claimed record in place: %r", claimed)
+                except DataError as exc:
+                    bad.append(await self._stage_quarantine(txn, claimed, raw, exc, deltas))
                     continue
                 await txn.delete(claimed)
                 if job.attempts >= job.max_attempts:
@@ -460,6 +460,7 @@ class Queue:
             await run_transaction(self._database, body, durable=False)
         finally:
             inserts.finish()  # also when the outcome is unknown
+        self._quarantined(bad)
         moved = [False] * len(claims)
         dead: list[str] = []
         for index, queue, _, status, job_id in outcome:
@@ -528,6 +529,15 @@ class Queue:
     def failure(self) -> TaqubaError | None:
         """Why the queue stopped (`Fenced`, `QueueClosed`, ...), or None while it runs."""
         return self._failure
+
+    def health(self) -> QueueHealth:
+        """How the queue's loops are faring: whether any is retrying storage errors now.
+
+        Worker loops and the background tasks (reaper, scheduler, stats fold) retry transient
+        errors with backoff instead of stopping; a health check can report
+        ``not queue.health().healthy`` while they do (see `QueueHealth`).
+        """
+        return self._health.snapshot(self._failure)
 
     async def wait_stopped(self) -> None:
         """Wait until the queue is closed or fails (see `failure`)."""
@@ -825,11 +835,22 @@ class Queue:
         (default: the queue's ``lease_duration``). Only jobs whose enqueue is durable are
         claimed: a job whose enqueue (or follow-up enqueue, retry or requeue) still waits for
         its WAL flush becomes claimable, and wakes waiting workers, when the flush is done.
+        Undecodable pending records met on the way are quarantined (see `quarantined`) and the
+        claim goes on past them.
 
         Raises:
             InvalidArgument: ``max_jobs`` is not an int from 0 to ``2**31 - 1``, or ``lease``
                 is not a finite positive number of seconds.
         """
+        while True:
+            claims, quarantined_only = await self._claim_batch_once(queue, max_jobs, lease)
+            if not quarantined_only:
+                return claims
+
+    async def _claim_batch_once(
+        self, queue: str, max_jobs: int, lease: float | None
+    ) -> tuple[list[Claim], bool]:
+        """One claim transaction; also whether it only quarantined records, with more to scan."""
         keys.validate_queue_name(queue)
         lease_ms = self._lease_ms(queue, lease)
         max_jobs = check_int("max_jobs", max_jobs, low=0, high=_MAX_CLAIM)
@@ -837,20 +858,24 @@ class Queue:
         state = self._state(queue)
         if max_jobs == 0 or state.cursor.known_empty:
             await trio.lowlevel.checkpoint()
-            return []
+            return [], False
         async with state.lock:
             if state.cursor.known_empty:
-                return []
+                return [], False
             ticket = state.cursor.begin_claim()
             prefix = keys.pending_prefix(queue)
             claims: list[Claim] = []
             taken: list[bytes] = []
+            bad: list[quarantine.Moved] = []
+            last: list[bytes | None] = [None]  # the last pending key consumed (or quarantined)
             more = False  # the scan saw a pending key beyond the batch
 
             async def body(txn: Transaction) -> None:
                 nonlocal more
                 claims.clear()
                 taken.clear()
+                bad.clear()
+                last[0] = None
                 now = self._clock.now_ms()
                 bound = ticket.bound
                 rows = await self._scan_claimable(txn, state, prefix, bound, max_jobs + 1)
@@ -861,7 +886,12 @@ class Queue:
                 deltas = _Deltas()
                 expires = clamp_time(now + lease_ms)
                 for key, value in rows:
-                    job = decode_job(value)
+                    try:
+                        job = decode_job(value)
+                    except DataError as exc:  # one bad record must not block the queue
+                        bad.append(await self._stage_quarantine(txn, key, value, exc, deltas))
+                        last[0] = key
+                        continue
                     claimed = job.replace(
                         status=JobStatus.CLAIMED,
                         attempts=job.attempts + 1,
@@ -881,7 +911,8 @@ class Queue:
                     self._leases.insert(queue, job.id, LeaseEntry(token, expires, cancel))
                     claims.append(Claim(claimed, token, self, cancel))
                     taken.append(key)
-                deltas.move(queue, "pending", "claimed", len(rows))
+                    last[0] = key
+                deltas.move(queue, "pending", "claimed", len(taken))
                 await deltas.stage(txn, self._ids)
 
             try:
@@ -889,14 +920,15 @@ class Queue:
             except BaseException:
                 state.cursor.abort_claim(ticket)
                 raise
-            state.cursor.finish_claim(ticket, taken[-1] if taken else None, ran_dry=not more)
-        if claims:
+            state.cursor.finish_claim(ticket, last[0], ran_dry=not more)
+            self._quarantined(bad)
+        if claims or bad:
             self._count_deltas(queue)
             if more:
                 # More jobs are waiting: pass one wakeup on, so a backlog keeps waking idle
                 # workers (an insert made before anyone waited left a single permit).
                 state.wakeup.notify_one()
-        return claims
+        return claims, not claims and bool(bad) and more
 
     async def _scan_claimable(
         self,
@@ -1519,6 +1551,58 @@ class Queue:
         """Entries of the user namespace whose keys start with ``prefix``, in key order."""
         return await views.kv_scan_page(self._database, prefix, cursor, limit)
 
+    # ------------------------------------------------------------------ quarantine
+
+    async def quarantined(
+        self, queue: str, *, after: bytes | None = None, limit: int = 100
+    ) -> list[QuarantinedRecord]:
+        """Records of ``queue`` that could not be decoded and were moved aside.
+
+        A claim, promotion, reap, sweep or fold that meets an undecodable record moves it,
+        with its raw bytes and original key, out of the way instead of failing (and logs a
+        warning once), so the rest of the queue keeps going; `QueueStats.quarantined` counts
+        them. Records come in original-key order; pass the last one's ``key`` as ``after`` to
+        continue. Write a repaired record back under its ``key`` to recover a job.
+        """
+        keys.validate_queue_name(queue)
+        if not isinstance(limit, int) or limit < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("limit must be a non-negative int")
+        if limit == 0:
+            return []
+        return await quarantine.list_page(self._database, queue, after, limit)
+
+    async def _stage_quarantine(
+        self, txn: Transaction, key: bytes, raw: bytes, error: DataError, deltas: _Deltas
+    ) -> quarantine.Moved:
+        """Move an undecodable record aside in ``txn``, taking it out of its counter."""
+        moved = await quarantine.stage(txn, key, raw, error, self._clock.now_ms())
+        if moved.queue is not None and moved.counter is not None:
+            deltas.add(moved.queue, moved.counter, -1)
+        return moved
+
+    def _quarantined(self, moved: Sequence[quarantine.Moved]) -> None:
+        """After the commit that moved records aside: log them once, count their deltas."""
+        quarantine.log_moved(moved)
+        self._count_queues(m.queue for m in moved if m.queue is not None and m.counter is not None)
+
+    async def _quarantine_rows(
+        self, db: Database, rows: Sequence[tuple[bytes, bytes, DataError]]
+    ) -> None:
+        """Move undecodable records aside in one transaction (those unchanged since read)."""
+        moved: list[quarantine.Moved] = []
+
+        async def body(txn: Transaction) -> None:
+            moved.clear()
+            deltas = _Deltas()
+            for key, raw, error in rows:
+                if await txn.get(key) != raw:
+                    continue  # rewritten or gone meanwhile
+                moved.append(await self._stage_quarantine(txn, key, raw, error, deltas))
+            await deltas.stage(txn, self._ids)
+
+        await run_transaction(db, body, durable=False)
+        self._quarantined(moved)
+
     # ------------------------------------------------------------------ background work
 
     async def reap_now(self) -> int:
@@ -1623,13 +1707,21 @@ class Queue:
         result: list[tuple[str, bytes]] = []
         # Not held: the scheduled record was durable, so the job survives a crash either way.
         inserts = self._inserts(hold=False)
+        bad: list[quarantine.Moved] = []
 
         async def body(txn: Transaction) -> None:
             result.clear()
+            bad.clear()
             raw = await txn.get(key)
             if raw is None:
                 return
-            job = decode_job(raw)
+            try:
+                job = decode_job(raw)
+            except DataError as exc:  # one bad record must not stop every promotion tick
+                deltas = _Deltas()
+                bad.append(await self._stage_quarantine(txn, key, raw, exc, deltas))
+                await deltas.stage(txn, self._ids)
+                return
             pending_key = keys.pending_key(job.queue, job.priority, job.id)
             await txn.delete(key)
             await txn.put(
@@ -1646,6 +1738,7 @@ class Queue:
             await run_transaction(db, body, durable=False)
         finally:
             inserts.finish()  # also when the outcome is unknown
+        self._quarantined(bad)
         if not result:
             return False
         self._count_deltas(result[0][0])
@@ -1733,13 +1826,13 @@ class Queue:
                 prefix, start=start, start_inclusive=inclusive, end=end, limit=_SCAN_PAGE
             )
             expired: list[tuple[bytes, JobRecord]] = []
+            undecodable: list[tuple[bytes, bytes, DataError]] = []
             for key, value in rows:
                 at = keys.key_time(key) if status is JobStatus.DONE else 0
                 try:
                     job = decode_job(value)
-                except DataError:
-                    log.error("leaving an undecodable record in place: %r", key)
-                    mark.note(at, None)
+                except DataError as exc:
+                    undecodable.append((key, value, exc))
                     continue
                 config = self.config(job.queue)
                 if status is JobStatus.DONE:
@@ -1758,6 +1851,8 @@ class Queue:
                 expired.append((key, job))
             if expired:
                 swept += await self._delete_records(db, expired, status)
+            if undecodable:
+                await self._quarantine_rows(db, undecodable)
             if len(rows) < _SCAN_PAGE:
                 return swept, next_due
             start, inclusive = rows[-1][0], False
@@ -1811,35 +1906,60 @@ class Queue:
         base_key = keys.stats_key(queue)
         prefix = keys.stats_delta_prefix(queue)
 
+        bad: list[quarantine.Moved] = []
+
         async def body(txn: Transaction) -> int:
+            bad.clear()
             totals = _decode_counts(await txn.get(base_key))
             rows = await txn.scan(prefix, limit=_FOLD_BATCH)
             if not rows:
                 return 0
+            now = self._clock.now_ms()
             for key, value in rows:
-                for i, amount in enumerate(_decode_delta(value)):
+                try:
+                    delta = _decode_delta(value)
+                except DataError as exc:  # set aside; the other deltas still fold
+                    bad.append(await quarantine.stage(txn, key, value, exc, now))
+                    continue
+                for i, amount in enumerate(delta):
                     totals[i] += amount
                 await txn.delete(key)
             await txn.put(base_key, encode_map(dict(zip(_STATS_FIELDS, totals, strict=True))))
             return len(rows)
 
-        while await run_transaction(db, body, durable=False) == _FOLD_BATCH:
-            pass
+        while True:
+            folded = await run_transaction(db, body, durable=False)
+            self._quarantined(bad)
+            if folded < _FOLD_BATCH:
+                return
 
     async def _every(
         self, interval: float, work: Callable[[], Awaitable[object]], what: str
     ) -> None:
-        while self._failure is None:
-            await trio.sleep(interval)
-            try:
-                await work()
-            except (Fenced, StorageFatal) as exc:
-                self._fail(exc)
-                return
-            except QueueClosed:
-                return
-            except TaqubaError as exc:
-                log.error("%s failed: %s", what, exc)
+        """Run ``work`` every ``interval`` seconds until the queue stops.
+
+        Only `Fenced` and `StorageFatal` (which stop the queue) and `QueueClosed` end it; any
+        other error (a transient outage, a bad value) is logged and retried after a backoff.
+        """
+        streak = self._health.streak(what)
+        try:
+            delay = interval
+            while self._failure is None:
+                await trio.sleep(delay)
+                delay = interval
+                try:
+                    await work()
+                except (Fenced, StorageFatal) as exc:
+                    self._fail(exc)
+                    return
+                except QueueClosed:
+                    return
+                except Exception as exc:  # one bad tick must not end the queue
+                    delay = max(interval, streak.failed(exc))
+                else:
+                    streak.succeeded()
+        finally:
+            self._health.release(streak)
 
     async def _reaper(self) -> None:
         async def tick() -> None:
@@ -1849,19 +1969,29 @@ class Queue:
         await self._every(self._reaper_interval, tick, "reaper")
 
     async def _folder(self) -> None:
-        while self._failure is None:
-            with trio.move_on_after(max(self._scheduler_interval, 1.0)):
-                await self._fold_wanted.wait()
-            self._fold_wanted = trio.Event()
-            try:
-                await self.fold_stats_now()
-            except (Fenced, StorageFatal) as exc:
-                self._fail(exc)
-                return
-            except QueueClosed:
-                return
-            except TaqubaError as exc:
-                log.error("stats fold failed: %s", exc)
+        streak = self._health.streak("stats fold")
+        try:
+            backoff = 0.0
+            while self._failure is None:
+                if backoff:
+                    await trio.sleep(backoff)
+                with trio.move_on_after(max(self._scheduler_interval, 1.0)):
+                    await self._fold_wanted.wait()
+                self._fold_wanted = trio.Event()
+                backoff = 0.0
+                try:
+                    await self.fold_stats_now()
+                except (Fenced, StorageFatal) as exc:
+                    self._fail(exc)
+                    return
+                except QueueClosed:
+                    return
+                except Exception as exc:  # one bad fold must not end the queue
+                    backoff = streak.failed(exc)
+                else:
+                    streak.succeeded()
+        finally:
+            self._health.release(streak)
 
     async def _background(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

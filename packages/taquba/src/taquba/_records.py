@@ -109,7 +109,8 @@ class QueueStats:
     """Counters of one queue.
 
     ``pending``, ``scheduled``, ``claimed`` and ``dead`` are live counts; ``done`` is cumulative
-    (every acknowledged job, whether or not its record is kept).
+    (every acknowledged job, whether or not its record is kept); ``quarantined`` counts the
+    undecodable records set aside (see `Queue.quarantined`), which no other counter includes.
     """
 
     queue: str
@@ -124,6 +125,8 @@ class QueueStats:
     """Jobs acknowledged since the queue was created."""
     dead: int = 0
     """Jobs in the dead-letter inbox."""
+    quarantined: int = 0
+    """Undecodable records of this queue moved aside (see `Queue.quarantined`)."""
 
 
 _OPTIONAL = ("claimed_at", "run_at", "last_error", "dedup_key", "completed_at", "failed_at")

@@ -48,6 +48,7 @@ from taquba._errors import (
     InvalidQueueName,
     InvalidStoreUrl,
     StorageError,
+    StorageMisconfigured,
     StorageUnavailable,
     UsageError,
 )
@@ -382,6 +383,35 @@ class Store:
         parts = [self._db_root, _DB_DIR, segment] if self._db_root else [_DB_DIR, segment]
         return "/".join(parts)
 
+    async def check(self) -> None:
+        """Check that the store can be used, and say what is wrong if it cannot.
+
+        One cheap request: an S3 store lists at most one key of its prefix; a local store
+        checks that its directories are directories it may write in; a memory store always
+        passes. `open_queue` and `open_reader` run it before opening the database, so a
+        misconfiguration fails fast with a message a person can act on.
+
+        Raises:
+            StorageMisconfigured: The bucket does not exist, no credentials were found or they
+                were refused, or a path of the store is a file or not writable. Permanent.
+            StorageUnavailable: The store did not answer (e.g. the S3 endpoint is
+                unreachable). Transient: a server that is down may come back.
+        """
+        if self._kind == "memory":
+            await trio.lowlevel.checkpoint()
+            return
+        await self._blob_call(self._check_sync, abandon_on_cancel=True)
+
+    def _check_sync(self) -> None:
+        if self._local_root is not None:
+            _check_local_root(self._local_root)
+            return
+        config = self._s3_config
+        assert config is not None
+        s3: Any = self._blob_fs.fs
+        request = {"Bucket": config.bucket, "Prefix": self._db_root, "MaxKeys": 1}
+        _fsspec_sync(s3.loop, s3._call_s3, "list_objects_v2", **request)
+
     # ----------------------------------------------------------------------------------------
     # Blobs
 
@@ -455,14 +485,58 @@ class Store:
             return await trio.to_thread.run_sync(
                 lambda: fn(*args), abandon_on_cancel=abandon_on_cancel
             )
-        except (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError) as exc:
-            raise StorageError(f"blob storage refused the request: {exc}") from exc
-        except OSError as exc:
-            raise StorageUnavailable(f"blob storage failed: {exc}") from exc
-        except Exception as exc:
-            if _is_client_error(exc):
-                raise StorageUnavailable(f"blob storage failed: {exc}") from exc
+        except StorageError:
             raise
+        except Exception as exc:
+            error = self._storage_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _storage_error(self, exc: Exception) -> Exception:
+        """Taquba's error for an exception of a blob call or a check (by class, not message).
+
+        On S3, s3fs turns ``NoSuchBucket`` into `FileNotFoundError` (a missing key is never an
+        error here: reads return None, listings are empty) and ``AccessDenied``,
+        ``InvalidAccessKeyId``, ``SignatureDoesNotMatch``, ``ExpiredToken``... into
+        `PermissionError`; botocore raises ``NoCredentialsError`` when it found none (not even
+        from an instance role). Those are permanent. Connection failures and other errors stay
+        transient.
+        """
+        config = self._s3_config
+        if config is not None:
+            where = f"{config.endpoint or 'AWS S3'}"
+            if _is_botocore(exc, "NoCredentialsError", "PartialCredentialsError"):
+                return StorageMisconfigured(
+                    f"no S3 credentials found for {self._url}: pass access_key_id and "
+                    "secret_access_key, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run "
+                    "where an instance role provides them"
+                )
+            if isinstance(exc, FileNotFoundError):
+                return StorageMisconfigured(
+                    f"S3 bucket {config.bucket!r} does not exist at {where}: create it, or fix "
+                    "the bucket name or endpoint"
+                )
+            if isinstance(exc, PermissionError):
+                code = _s3_error_code(exc)
+                if code in _BAD_CREDENTIALS:
+                    return StorageMisconfigured(
+                        f"{where} rejected the S3 credentials for {self._url} ({code}): check "
+                        "access_key_id, secret_access_key and session_token"
+                    )
+                return StorageMisconfigured(
+                    f"access to {self._url} denied by {where} ({code or exc}): the credentials "
+                    "lack permission for this bucket and prefix"
+                )
+            if _is_botocore(exc, "EndpointConnectionError", "ConnectTimeoutError"):
+                return StorageUnavailable(f"cannot reach the S3 endpoint {where}: {exc}")
+        if isinstance(exc, (IsADirectoryError, NotADirectoryError, FileExistsError)):
+            return StorageError(f"blob storage refused the request: {exc}")
+        if isinstance(exc, PermissionError):
+            return StorageMisconfigured(f"no permission to use {self._url}: {exc}")
+        if isinstance(exc, OSError) or _is_client_error(exc):
+            return StorageUnavailable(f"blob storage failed: {exc}")
+        return exc
 
     def _put_sync(self, key: str, data: bytes, create_only: bool) -> bool:
         if self._local_root is not None:
@@ -815,6 +889,53 @@ def _is_precondition_failed(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+_BAD_CREDENTIALS: Final = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+"""S3 error codes that mean the credentials themselves are wrong (not a missing grant)."""
+
+
+def _s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code of an s3fs error, from the botocore error it was translated from."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response: Any = getattr(current, "response", None)
+        try:
+            code: object = response["Error"].get("Code")
+        except (TypeError, KeyError, AttributeError):
+            code = None
+        if isinstance(code, str) and code:
+            return code
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _is_botocore(exc: BaseException, *names: str) -> bool:
+    """Whether `exc` is one of botocore's exception classes ``names`` (or a subclass)."""
+    return any(
+        cls.__name__ in names and cls.__module__.startswith("botocore.")
+        for cls in type(exc).__mro__
+    )
+
+
+def _check_local_root(root: str) -> None:
+    """Raise `StorageMisconfigured` if the local store's root cannot hold a database."""
+    path = root
+    for part in ("", _DB_DIR):
+        path = os.path.join(path, part) if part else path
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise StorageMisconfigured(
+                f"the store path {path} is a file, not a directory: move it away or choose "
+                "another store directory"
+            )
+    if not os.path.isdir(root):
+        raise StorageMisconfigured(f"the store directory {root} does not exist any more")
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise StorageMisconfigured(f"no permission to write in the store directory {root}")
 
 
 def _is_client_error(exc: BaseException) -> bool:

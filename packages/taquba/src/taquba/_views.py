@@ -7,11 +7,13 @@ view: a transaction is one; a database or a reader is not (each call sees its la
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+import logging
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import ormsgpack
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
+from . import _quarantine as quarantine  # pyright: ignore[reportPrivateUsage]
 from ._errors import DataError, UsageError
 from ._ids import validate_job_id
 from ._records import JobRecord, JobStatus, QueueStats, decode_job, decode_map
@@ -28,6 +30,8 @@ FOLD_BATCH = 4_096
 
 SCAN_PAGE = 256
 """Records read per scan by listings that filter."""
+
+log = logging.getLogger("taquba")
 
 
 class ReadView(Protocol):
@@ -77,7 +81,10 @@ def decode_delta(raw: bytes) -> list[int]:
         raise DataError(f"undecodable stats delta: {exc}") from exc
     if not isinstance(row, list) or len(row) != len(STATS_FIELDS):  # pyright: ignore[reportUnknownArgumentType]
         raise DataError("malformed stats delta")
-    return [int(x) for x in row]  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+    values = cast("list[object]", row)
+    if not all(type(x) is int for x in values):
+        raise DataError("malformed stats delta")
+    return cast("list[int]", values)
 
 
 def check_kv_key(key: object) -> bytes:
@@ -122,11 +129,18 @@ async def read_stats(view: ReadView, queue: str) -> tuple[bytes | None, QueueSta
     start: bytes | None = None
     while True:
         rows = await view.scan(prefix, start=start, start_inclusive=False, limit=FOLD_BATCH)
-        for _, value in rows:
-            for i, amount in enumerate(decode_delta(value)):
+        for key, value in rows:
+            try:
+                delta = decode_delta(value)
+            except DataError as exc:
+                # The writer's fold quarantines it; until then it counts for nothing.
+                log.warning("skipping an undecodable stats delta %r: %s", key, exc)
+                continue
+            for i, amount in enumerate(delta):
                 totals[i] += amount
         if len(rows) < FOLD_BATCH:
-            return base, QueueStats(queue, *totals)
+            quarantined = await quarantine.count(view, queue)
+            return base, QueueStats(queue, *totals, quarantined=quarantined)
         start = rows[-1][0]
 
 
@@ -177,8 +191,13 @@ async def list_jobs_page(
         page = limit if not filtered else max(limit, SCAN_PAGE)
         rows = await view.scan(prefix, start=start, start_inclusive=start is None, limit=page)
         for key, value in rows:
-            job = decode_job(value)
             start = key
+            try:
+                job = decode_job(value)
+            except DataError as exc:
+                # The writer quarantines it when it meets it; a listing just leaves it out.
+                log.warning("leaving out an undecodable record %r of queue %r: %s", key, queue, exc)
+                continue
             if filtered and job.queue != queue:
                 continue
             jobs.append(job)

@@ -23,6 +23,7 @@ from ._types import Claim, Effects
 from ._validate import check_int, check_optional_seconds, check_seconds, clamp_time, duration_ms
 
 if TYPE_CHECKING:
+    from ._health import Streak
     from ._queue import Queue
 
 __all__ = [
@@ -43,6 +44,7 @@ SETTLEMENT_MARGIN = 5.0
 _SHUTDOWN_NACK_GRACE = 10.0
 _MAX_CONCURRENCY = 2**31 - 1
 _FATAL = (Fenced, QueueClosed, StorageFatal)
+_REDELIVERED = "the job's lease will expire and it will be delivered again"
 
 
 class LeaseHandle:
@@ -130,8 +132,15 @@ def _resolve(handler: Handler) -> HandlerFunction:
     raise UsageError("handler must be an async callable or an object with a process() method")
 
 
-async def _process(queue: Queue, claim: Claim, handler: HandlerFunction) -> None:
-    """Run ``handler`` on one claim and settle the outcome. Only fatal errors escape."""
+async def _process(
+    queue: Queue, claim: Claim, handler: HandlerFunction, settling: Streak | None = None
+) -> None:
+    """Run ``handler`` on one claim and settle the outcome. Only fatal errors escape.
+
+    A settlement that fails with a non-fatal error is logged (a transient one rate limited
+    through ``settling``) and the loop goes on: the claim's lease expires and the reaper hands
+    the job out again.
+    """
     try:
         try:
             effects = await handler(claim.job, LeaseHandle(queue, claim))
@@ -167,7 +176,13 @@ async def _process(queue: Queue, claim: Claim, handler: HandlerFunction) -> None
     except _FATAL:
         raise
     except TaqubaError as exc:
-        log.error("could not settle %s/%s: %s", claim.queue, claim.id, exc)
+        if exc.transient and settling is not None:
+            settling.failed(exc)  # an outage: logged rate-limited, shown by Queue.health
+        else:
+            log.error("could not settle %s/%s: %s", claim.queue, claim.id, exc)
+        return
+    if settling is not None:
+        settling.succeeded()
 
 
 def _describe(exc: BaseException) -> str:
@@ -199,6 +214,27 @@ async def _idle(queue: Queue, queue_name: str, poll_interval: float, shutdown: t
         raise failure
 
 
+async def _pause(queue: Queue, delay: float, shutdown: trio.Event) -> None:
+    """Wait ``delay`` seconds before retrying, or less if shutdown is set or the queue stops."""
+    with trio.move_on_after(delay):
+        async with trio.open_nursery() as nursery:
+
+            async def on_stop() -> None:
+                await queue.wait_stopped()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_stop)
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+
+def _claim_failed(exc: TaqubaError, claiming: Streak) -> float:
+    """Return the delay before the next claim after ``exc``, or raise it if it is permanent."""
+    if not exc.transient:
+        raise exc
+    return claiming.failed(exc)
+
+
 def _check_interval(poll_interval: float) -> None:
     check_seconds("poll_interval", poll_interval, positive=True)
 
@@ -215,8 +251,14 @@ async def run_worker(
     """Process jobs of ``queue_name`` one at a time until ``shutdown`` is set.
 
     Shutdown is honoured between jobs and while idle; a job in progress always finishes.
-    Settlement failures (including `ClaimLost`) are logged and the loop goes on; errors on the
-    claim path (`Fenced`, `QueueClosed`, storage failures) end it.
+
+    Error handling: a transient error on the claim path (`StorageUnavailable`, whose
+    ``transient`` is true) is retried with capped exponential backoff and jitter, logged as a
+    warning at most every 30 s, and shown by `Queue.health` while it lasts. A settlement that
+    fails (including `ClaimLost`) is logged and the loop goes on; the job's lease expires and
+    it is delivered again. Any other error ends the loop and is raised as itself: `Fenced`,
+    `QueueClosed`, `StorageFatal`, or a permanent `StorageError` such as
+    `StorageMisconfigured`. `run_worker_concurrent` raises the same errors the same way.
 
     Args:
         queue: the open queue.
@@ -229,13 +271,25 @@ async def run_worker(
     fn = _resolve(handler)
     _check_interval(poll_interval)
     stop = shutdown if shutdown is not None else trio.Event()
-    task_status.started()
-    while not stop.is_set():
-        claim = await queue.claim(queue_name)
-        if claim is None:
-            await _idle(queue, queue_name, poll_interval, stop)
-            continue
-        await _process(queue, claim, fn)
+    health = queue._health  # pyright: ignore[reportPrivateUsage]
+    claiming = health.streak(f"worker {queue_name!r}")
+    settling = health.streak(f"settlements of worker {queue_name!r}", after=_REDELIVERED)
+    try:
+        task_status.started()
+        while not stop.is_set():
+            try:
+                claim = await queue.claim(queue_name)
+            except TaqubaError as exc:
+                await _pause(queue, _claim_failed(exc, claiming), stop)
+                continue
+            claiming.succeeded()
+            if claim is None:
+                await _idle(queue, queue_name, poll_interval, stop)
+                continue
+            await _process(queue, claim, fn, settling)
+    finally:
+        health.release(claiming)
+        health.release(settling)
 
 
 async def run_worker_concurrent(
@@ -256,8 +310,11 @@ async def run_worker_concurrent(
     jobs in flight; with ``shutdown_grace`` set (and finite: ``math.inf`` waits as long as
     None does), jobs still running after that many seconds are cancelled and handed back with
     a nack. Arguments are checked before the loop starts (`InvalidArgument` names the bad
-    one). Settlement failures are logged and the loop goes on; claim-path errors (`Fenced`,
-    `QueueClosed`, storage failures) end it after the jobs in flight are cancelled.
+    one).
+
+    Error handling: as `run_worker`. Transient claim errors are retried with backoff;
+    settlement failures are logged; any other error cancels the jobs in flight and is raised
+    as itself (not inside an exception group).
     """
     fn = _resolve(handler)
     _check_interval(poll_interval)
@@ -268,13 +325,16 @@ async def run_worker_concurrent(
     in_flight = 0
     slot_freed = trio.Event()
     fatal: list[BaseException] = []
+    health = queue._health  # pyright: ignore[reportPrivateUsage]
+    claiming = health.streak(f"worker {queue_name!r}")
+    settling = health.streak(f"settlements of worker {queue_name!r}", after=_REDELIVERED)
 
     async with trio.open_nursery() as jobs:
 
         async def run_one(claim: Claim) -> None:
             nonlocal in_flight, slot_freed
             try:
-                await _process(queue, claim, fn)
+                await _process(queue, claim, fn, settling)
             except _FATAL as exc:
                 fatal.append(exc)
                 jobs.cancel_scope.cancel()
@@ -308,16 +368,24 @@ async def run_worker_concurrent(
                     if queue.failure is not None:
                         raise queue.failure  # caught below: cancels the jobs in flight
                     continue
-                claims = await queue.claim_batch(queue_name, free)
+                try:
+                    claims = await queue.claim_batch(queue_name, free)
+                except TaqubaError as exc:
+                    await _pause(queue, _claim_failed(exc, claiming), stop)
+                    continue
+                claiming.succeeded()
                 for claim in claims:
                     in_flight += 1
                     jobs.start_soon(run_one, claim)
                 if not claims:
                     await _idle(queue, queue_name, poll_interval, stop)
-        except _FATAL as exc:
+        except TaqubaError as exc:  # permanent: `_claim_failed` retries transient ones
             fatal.append(exc)
             jobs.cancel_scope.cancel()
+        finally:
+            health.release(claiming)
         if grace is not None and not fatal:
             jobs.cancel_scope.deadline = trio.current_time() + grace
+    health.release(settling)
     if fatal:
         raise fatal[0]
