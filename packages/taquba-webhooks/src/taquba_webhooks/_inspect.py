@@ -113,7 +113,7 @@ async def dead_deliveries(
     found: list[DeadDelivery] = []
     for job in jobs:
         try:
-            request: WebhookRequest | None = decode_request(job.payload)
+            request: WebhookRequest | None = decode_request(job.payload, job_id=job.id)
         except InvalidDelivery:
             request = None
         found.append(DeadDelivery(job, request, await get_attempt(queue, job.id)))

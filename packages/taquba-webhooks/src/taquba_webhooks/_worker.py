@@ -377,7 +377,7 @@ class _Run:
         request: WebhookRequest | None = None
         try:
             try:
-                request = decode_request(claim.payload)
+                request = decode_request(claim.payload, job_id=claim.id)
             except InvalidDelivery as exc:
                 result = _failure(Classification.PERMANENT, f"invalid delivery: {exc}")
             else:
