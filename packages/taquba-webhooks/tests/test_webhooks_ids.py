@@ -39,10 +39,11 @@ async def claim_all(queue: taquba.Queue) -> list[tuple[str, int]]:
 
 
 def assert_in_staging_order(claimed: list[tuple[str, int]], staged_ids: list[str]) -> None:
-    assert [body for _id, body in claimed] == list(range(COUNT))  # claimed in staging order
+    count = len(staged_ids)
+    assert [body for _id, body in claimed] == list(range(count))  # claimed in staging order
     ids = [job_id for job_id, _body in claimed]
     assert ids == staged_ids
-    assert ids == sorted(ids) and len(set(ids)) == COUNT  # strictly increasing
+    assert ids == sorted(ids) and len(set(ids)) == count  # strictly increasing
     assert {ulid_ms(job_id) for job_id in ids} == {START_MS}  # the queue's clock, not the wall
 
 
@@ -66,11 +67,14 @@ async def test_deliveries_staged_as_settlement_effects_are_claimed_in_staging_or
         assert_in_staging_order(await claim_all(queue), [result.id for result in results])
 
 
-@pytest.mark.parametrize("how", ["enqueue_webhook", "enqueue_batch"])
-async def test_deliveries_staged_in_a_tight_loop_are_claimed_in_staging_order(how: str) -> None:
+# One commit per enqueue: enqueue_webhook (which always took the queue's ids) runs fewer.
+@pytest.mark.parametrize(("how", "count"), [("enqueue_webhook", 300), ("enqueue_batch", COUNT)])
+async def test_deliveries_staged_in_a_tight_loop_are_claimed_in_staging_order(
+    how: str, count: int
+) -> None:
     async with open_test_queue(config=FAST, clock=MockClock(START_MS)) as queue:
         ids: list[str] = []
-        for request in requests():
+        for request in requests(count):
             if how == "enqueue_webhook":
                 ids.append((await tw.enqueue_webhook(queue, request)).id)
             else:
