@@ -607,7 +607,7 @@ class _Run:
         if health is not None and result.kind is Classification.DELIVERED:
             unchanged = unchanged or health.consecutive_failures == 0  # the common case
         if unchanged:
-            await self.commit(claim, request, result, started_ms, duration_ms, None)
+            outcome = await self.commit(claim, request, result, started_ms, duration_ms, None)
         else:
             async with endpoint_lock(self.queue, endpoint):
                 current = await read_health(self.queue, endpoint)
@@ -622,11 +622,9 @@ class _Run:
                     disable_on_gone=worker._disable_on_gone,  # pyright: ignore[reportPrivateUsage]
                 )
                 change = (current, updated) if updated != current else None
-                await self.commit(claim, request, result, started_ms, duration_ms, change)
+                outcome = await self.commit(claim, request, result, started_ms, duration_ms, change)
         if request is not None and not result.cancelled and not result.skipped:
-            await self.stats.record(
-                endpoint, self.outcome(claim, result), started_ms, result.status
-            )
+            await self.stats.record(endpoint, outcome, started_ms, result.status)
 
     def outcome(self, claim: taquba.Claim, result: _Result) -> AttemptOutcome:
         """How ``result`` settles the job."""
@@ -644,7 +642,7 @@ class _Run:
         started_ms: int,
         duration_ms: int,
         health: tuple[EndpointHealth, EndpointHealth] | None,
-    ) -> None:
+    ) -> AttemptOutcome:
         """Settle the job, with its attempt record and the health change (before, after)."""
         queue = self.queue
         disabling = health is not None and health[1].disabled and not health[0].disabled
@@ -685,18 +683,17 @@ class _Run:
             else:
                 deletes.append(key)
             await queue.ack_with(claim, taquba.Effects(kv_writes=writes, kv_deletes=deletes))
+            return outcome
+        # The record commits with the settlement, so a worker that lost its claim (its
+        # lease expired and another worker took the delivery) cannot overwrite the record
+        # of the newer attempt.
+        writes[key] = encode_attempt(record)
+        if result.kind is Classification.RETRY and not disabling:
+            # Past max_attempts the queue dead-letters the job itself.
+            await queue.nack(claim, summary, retry_after=result.retry_after, kv_writes=writes)
         else:
-            # The record commits with the settlement, so a worker that lost its claim (its
-            # lease expired and another worker took the delivery) cannot overwrite the record
-            # of the newer attempt.
-            writes[key] = encode_attempt(record)
-            if outcome is AttemptOutcome.RETRY:
-                await queue.nack(claim, summary, retry_after=result.retry_after, kv_writes=writes)
-            elif result.kind is Classification.RETRY and not disabling:
-                # Past max_attempts the queue dead-letters the job itself.
-                await queue.nack(claim, summary, retry_after=result.retry_after, kv_writes=writes)
-            else:
-                await queue.dead_letter(claim, summary, effects=taquba.Effects(kv_writes=writes))
+            await queue.dead_letter(claim, summary, effects=taquba.Effects(kv_writes=writes))
+        return outcome
 
 
 async def _read_limited(response: httpx.Response, into: bytearray, limit: int) -> bool:
