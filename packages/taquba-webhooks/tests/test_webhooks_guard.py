@@ -93,6 +93,87 @@ def test_policy_is_total_and_agrees_with_ipaddress(
         assert reason is not None
 
 
+def _embeddings(v4: ipaddress.IPv4Address) -> dict[str, ipaddress.IPv6Address]:
+    """Every IPv6 form that embeds ``v4``."""
+    value = int(v4)
+    forms = {
+        "mapped": ipaddress.IPv6Address(0xFFFF << 32 | value),
+        "6to4": ipaddress.IPv6Address(0x2002 << 112 | value << 80 | 0x1234),
+        "nat64": ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | value),
+    }
+    if value > 1:  # :: and ::1 are the unspecified and loopback addresses themselves
+        forms["compatible"] = ipaddress.IPv6Address(value)
+    return forms
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::ffff:8.8.8.8",
+        "::ffff:808:808",
+        "::ffff:1.1.1.1",
+        "2002:808:808::1",
+        "64:ff9b::8.8.8.8",
+        "::8.8.8.8",
+    ],
+)
+def test_embedded_public_ipv4_is_allowed(address: str) -> None:
+    assert DEFAULT.check(address) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("::ffff:10.0.0.1", "an address embedding 10.0.0.1, a private address"),
+        ("::ffff:192.168.0.1", "an address embedding 192.168.0.1, a private address"),
+        ("::ffff:100.64.0.1", "an address embedding 100.64.0.1, not a globally routable address"),
+        ("::ffff:0.0.0.0", "an address embedding 0.0.0.0, an unspecified address"),
+        ("2002:a9fe:a9fe::", "an address embedding 169.254.169.254, a cloud metadata address"),
+        ("::127.0.0.1", "an address embedding 127.0.0.1, a loopback address"),
+        ("::10.1.2.3", "an address embedding 10.1.2.3, a private address"),
+    ],
+)
+def test_embedded_refused_ipv4_is_refused(address: str, reason: str) -> None:
+    assert DEFAULT.check(address) == reason
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b:1::808:808",  # NAT64 local-use prefix: not unpacked
+        "2001:0:4136:e378:8000:63bf:f7f7:f7f7",  # Teredo, embedding 8.8.8.8 (obfuscated)
+    ],
+)
+def test_other_ipv4_translation_prefixes_are_refused(address: str) -> None:
+    reason = DEFAULT.check(address)
+    assert reason is not None and "embedding" not in reason  # by the IPv6 rules
+
+
+networks_v4 = st.lists(
+    st.builds(
+        lambda ip, prefix: ipaddress.IPv4Network((ip, prefix), strict=False),
+        st.ip_addresses(v=4),
+        st.integers(0, 32),
+    ),
+    max_size=3,
+)
+
+
+@given(st.ip_addresses(v=4), networks_v4, networks_v4)
+def test_embedded_ipv4_is_judged_as_the_ipv4_address(
+    v4: ipaddress.IPv4Address,
+    allow: list[ipaddress.IPv4Network],
+    deny: list[ipaddress.IPv4Network],
+) -> None:
+    for policy in (DEFAULT, tw.DestinationPolicy(allow=allow, deny=deny)):
+        verdict = policy.check(v4)
+        for form, v6 in _embeddings(v4).items():
+            reason = policy.check(v6)
+            assert (reason is None) == (verdict is None), (form, str(v6), reason, verdict)
+            if verdict is not None:
+                assert reason == f"an address embedding {v4}, {verdict}"
+
+
 async def _refused(queue: taquba.Queue, url: str, worker: tw.WebhookWorker) -> taquba.JobRecord:
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(url, b"x"))
     await run_worker(queue, worker)

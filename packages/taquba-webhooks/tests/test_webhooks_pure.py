@@ -147,7 +147,7 @@ def test_payload_round_trip(request: tw.WebhookRequest) -> None:
     assert enqueue.headers == {"webhook.id": expected_id, "webhook.endpoint": request.endpoint_key}
 
 
-def test_enqueue_request_options_and_generated_ids() -> None:
+def test_enqueue_request_options_and_queue_assigned_ids() -> None:
     request = tw.WebhookRequest("https://example.com/hook", b"x")
     first = tw.webhook_enqueue_request(
         request, priority=5, delay=3.0, max_attempts=9, dedup_key="k"
@@ -156,9 +156,11 @@ def test_enqueue_request_options_and_generated_ids() -> None:
     assert isinstance(first, taquba.EnqueueRequest)
     assert (first.priority, first.delay, first.max_attempts, first.dedup_key) == (5, 3.0, 9, "k")
     assert first.queue == tw.DEFAULT_QUEUE
-    assert first.job_id is not None and second.job_id is not None
-    assert len(first.job_id) == 26 and first.job_id != second.job_id
-    assert tw.decode_request(first.payload).id == first.job_id
+    # No id is fixed: the queue assigns its next monotonic id when it stages the job.
+    assert first.job_id is None and second.job_id is None
+    assert "webhook.id" not in first.headers
+    assert tw.decode_request(first.payload).id is None
+    assert tw.decode_request(first.payload, job_id="j").id == "j"
     with pytest.raises(tw.InvalidDelivery):
         tw.webhook_enqueue_request("https://example.com")  # type: ignore[arg-type]
 

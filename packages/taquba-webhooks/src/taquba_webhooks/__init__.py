@@ -7,7 +7,9 @@ dead-lettered when it keeps failing. Requests are signed per Standard Webhooks
 (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``; receivers check them with
 `verify_webhook`). An SSRF guard refuses loopback, private, link-local and metadata
 destinations unless a `DestinationPolicy` allows them. The latest attempt of each delivery
-(`get_attempt`) and per-endpoint counters (`endpoint_stats`) are kept in the queue's user KV.
+(`get_attempt`) and per-endpoint counters and state (`endpoint_stats`) are kept in the
+queue's user KV; an endpoint that answers 410 Gone, or fails ``disable_after`` times in a row,
+can be disabled (`enable_endpoint` turns it back on).
 
     async with taquba.open_queue("file:///var/lib/app/queue") as queue:
         worker = taquba_webhooks.WebhookWorker(secrets={"acme": ["whsec_..."]})
@@ -22,6 +24,7 @@ destinations unless a `DestinationPolicy` allows them. The latest attempt of eac
 
 from importlib.metadata import version as _version
 
+from ._classify import DISABLING_STATUSES as DISABLING_STATUSES
 from ._classify import MAX_RETRY_AFTER as MAX_RETRY_AFTER
 from ._classify import RETRYABLE_STATUSES as RETRYABLE_STATUSES
 from ._classify import Classification as Classification
@@ -37,6 +40,8 @@ from ._guard import DestinationPolicy as DestinationPolicy
 from ._guard import check_destination as check_destination
 from ._inspect import DeadDelivery as DeadDelivery
 from ._inspect import dead_deliveries as dead_deliveries
+from ._inspect import disable_endpoint as disable_endpoint
+from ._inspect import enable_endpoint as enable_endpoint
 from ._inspect import endpoint_stats as endpoint_stats
 from ._inspect import get_attempt as get_attempt
 from ._inspect import list_endpoint_stats as list_endpoint_stats
@@ -84,6 +89,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic, the order of the reference page
     "parse_retry_after",
     "MAX_RETRY_AFTER",
     "RETRYABLE_STATUSES",
+    "DISABLING_STATUSES",
     "Secret",
     "SECRET_PREFIX",
     "DEFAULT_TOLERANCE",
@@ -100,6 +106,8 @@ __all__ = [  # noqa: RUF022 - grouped by topic, the order of the reference page
     "EndpointStats",
     "endpoint_stats",
     "list_endpoint_stats",
+    "disable_endpoint",
+    "enable_endpoint",
     "DeadDelivery",
     "dead_deliveries",
     "replay_delivery",

@@ -9,6 +9,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 __all__ = [
+    "DISABLING_STATUSES",
     "MAX_RETRY_AFTER",
     "RETRYABLE_STATUSES",
     "Classification",
@@ -25,6 +26,16 @@ days; the queue's own backoff still applies when it is longer.
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 """4xx statuses that are retried: Request Timeout, Too Early, Too Many Requests."""
+
+DISABLING_STATUSES = frozenset({410})
+"""Statuses by which a receiver asks the sender to stop sending to the endpoint: 410 Gone.
+
+Standard Webhooks (spec, "Delivery success and failure"): "410 Gone: This is an indication
+by the server that it's no longer interested in receiving webhooks from this source. Sender
+should disable the webhook endpoint, and stop sending it messages." Such a response
+dead-letters the delivery at once (it is `Classification.PERMANENT`, like other 4xx) and,
+when the worker tracks endpoint health, disables the endpoint.
+"""
 
 _DELTA_SECONDS = re.compile(r"[0-9]+")
 

@@ -44,6 +44,7 @@ METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
 """Cloud instance-metadata addresses; refused by default (most are also non-global)."""
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 def _networks(values: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
@@ -56,13 +57,25 @@ def _networks(values: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64), if any."""
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if it embeds one (library-internal).
+
+    - IPv4-mapped ``::ffff:a.b.c.d`` (``::ffff:0:0/96``, RFC 4291): what dual-stack sockets
+      use for IPv4 peers; a connection to it *is* an IPv4 connection.
+    - 6to4 ``2002:AABB:CCDD::/48`` (``2002::/16``, RFC 3056): relayed to the IPv4 address.
+    - NAT64 well-known prefix ``64:ff9b::a.b.c.d`` (``64:ff9b::/96``, RFC 6052): translated
+      to the IPv4 address by a NAT64 gateway.
+    - IPv4-compatible ``::a.b.c.d`` (``::/96``, deprecated by RFC 4291), except ``::`` and
+      ``::1``, which are the IPv6 unspecified and loopback addresses.
+
+    Not treated as embedding: Teredo (``2001::/32``, refused anyway as not global) and the
+    NAT64 local-use prefix ``64:ff9b:1::/48`` (RFC 8215; refused by the IPv6 rules).
+    """
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if address in _NAT64:
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
@@ -91,8 +104,15 @@ class DestinationPolicy:
 
     By default only globally routable unicast addresses are allowed: loopback, private
     (RFC 1918, ULA), link-local, cloud-metadata (`METADATA_ADDRESSES`), shared (CGNAT),
-    multicast, unspecified, reserved and documentation addresses are refused, including IPv6
-    forms that embed such an IPv4 address (``::ffff:127.0.0.1``, 6to4, NAT64).
+    multicast, unspecified, reserved and documentation addresses are refused.
+
+    An IPv6 address that embeds an IPv4 address is judged by that IPv4 address alone, by
+    ``deny``, ``allow`` and the default rules, unless an IPv6 ``deny`` or ``allow`` network
+    holds it: ``::ffff:8.8.8.8`` is allowed like ``8.8.8.8``, ``::ffff:127.0.0.1`` refused like
+    ``127.0.0.1``. The forms are IPv4-mapped (``::ffff:0:0/96``), 6to4 (``2002::/16``), NAT64
+    with the well-known prefix (``64:ff9b::/96``) and IPv4-compatible (``::/96``, but ``::``
+    and ``::1`` are themselves). Teredo and the NAT64 local-use prefix ``64:ff9b:1::/48`` are
+    not unpacked; the IPv6 rules refuse them.
 
     ``deny`` is checked first, then ``allow``, then the default rules. To deliver to a
     service on your own network, or to loopback in tests, allow its range explicitly:
@@ -127,15 +147,17 @@ class DestinationPolicy:
         if any(ip in network for network in self._allow):
             return None
         if isinstance(ip, ipaddress.IPv6Address):
-            embedded = _embedded_ipv4(ip)
+            embedded = embedded_ipv4(ip)
             if embedded is not None:
+                # The embedded IPv4 address decides, allowed or refused: a connection to
+                # ::ffff:8.8.8.8 reaches 8.8.8.8. (The IPv6 rules would refuse every such
+                # form: ::ffff:0:0/96, ::/96 and 64:ff9b::/96 lie in the reserved ::/8.)
                 if any(embedded in network for network in self._deny):
                     return f"an address embedding {embedded}, a denied address"
                 if any(embedded in network for network in self._allow):
                     return None
                 reason = _default_refusal(embedded)
-                if reason is not None:
-                    return f"an address embedding {embedded}, {reason}"
+                return None if reason is None else f"an address embedding {embedded}, {reason}"
         return _default_refusal(ip)
 
 

@@ -8,23 +8,32 @@ from dataclasses import dataclass
 import taquba
 
 from ._errors import InvalidDelivery
+from ._health import endpoint_lock, read_health
 from ._records import (
     ATTEMPTS_PREFIX,
     ENDPOINTS_PREFIX,
+    HEALTH_PREFIX,
     DeliveryAttempt,
+    EndpointHealth,
     EndpointStats,
     attempt_key,
     decode_attempt,
+    decode_health,
     decode_stats,
+    encode_health,
     encode_stats,
     endpoint_key,
+    health_key,
     merge_stats,
+    with_health,
 )
 from ._request import DEFAULT_QUEUE, WebhookRequest, decode_request
 
 __all__ = [
     "DeadDelivery",
     "dead_deliveries",
+    "disable_endpoint",
+    "enable_endpoint",
     "endpoint_stats",
     "get_attempt",
     "list_endpoint_stats",
@@ -67,22 +76,83 @@ async def get_attempt(queue: taquba.Queue, job_id: str) -> DeliveryAttempt | Non
 
 
 async def endpoint_stats(queue: taquba.Queue, endpoint: str) -> EndpointStats:
-    """The delivery counters of one endpoint (zeros if it has none)."""
-    return decode_stats(endpoint, await queue.kv_get(endpoint_key(endpoint)))
+    """The delivery counters and state of one endpoint (zeros, enabled, if it has none)."""
+    stats = decode_stats(endpoint, await queue.kv_get(endpoint_key(endpoint)))
+    return with_health(stats, await read_health(queue, endpoint))
 
 
 async def list_endpoint_stats(queue: taquba.Queue) -> list[EndpointStats]:
-    """The delivery counters of every endpoint, sorted by endpoint."""
-    stats: list[EndpointStats] = []
+    """The delivery counters and state of every endpoint, sorted by endpoint."""
+    counters = {
+        endpoint: decode_stats(endpoint, value)
+        for endpoint, value in await _scan_endpoints(queue, ENDPOINTS_PREFIX)
+    }
+    health = {
+        endpoint: decode_health(value)
+        for endpoint, value in await _scan_endpoints(queue, HEALTH_PREFIX)
+    }
+    return [
+        with_health(counters.get(endpoint, EndpointStats(endpoint)), health.get(endpoint, _HEALTHY))
+        for endpoint in sorted(counters.keys() | health.keys())
+    ]
+
+
+_HEALTHY = EndpointHealth()
+
+
+async def _scan_endpoints(queue: taquba.Queue, prefix: bytes) -> list[tuple[str, bytes]]:
+    found: list[tuple[str, bytes]] = []
     cursor: bytes | None = None
     while True:
-        page = await queue.kv_scan(ENDPOINTS_PREFIX, cursor=cursor, limit=_PAGE)
-        for key, value in page.entries:
-            endpoint = key[len(ENDPOINTS_PREFIX) :].decode("utf-8", errors="replace")
-            stats.append(decode_stats(endpoint, value))
+        page = await queue.kv_scan(prefix, cursor=cursor, limit=_PAGE)
+        found.extend(
+            (key[len(prefix) :].decode("utf-8", errors="replace"), value)
+            for key, value in page.entries
+        )
         if page.next_cursor is None:
-            return stats
+            return found
         cursor = page.next_cursor
+
+
+async def disable_endpoint(
+    queue: taquba.Queue, endpoint: str, reason: str = "disabled by an operator"
+) -> bool:
+    """Disable an endpoint: its deliveries are dead-lettered without a request until enabled.
+
+    The workers that track endpoint health (``disable_after`` or ``disable_on_gone``) check
+    the state before each attempt; other workers ignore it. An endpoint already disabled keeps
+    its first reason and time.
+
+    Returns:
+        Whether the endpoint was enabled until now.
+    """
+    async with endpoint_lock(queue, endpoint):
+        key = health_key(endpoint)
+        raw = await queue.kv_get(key)
+        current = decode_health(raw)
+        if current.disabled:
+            return False
+        disabled = EndpointHealth(current.consecutive_failures, queue.clock.now_ms(), reason)
+        await queue.kv_put(key, encode_health(disabled))
+        return True
+
+
+async def enable_endpoint(queue: taquba.Queue, endpoint: str) -> bool:
+    """Enable an endpoint again and reset its consecutive failures.
+
+    Deliveries dead-lettered while it was disabled stay dead: send them again with
+    ``replay_dead_deliveries(queue, endpoint=endpoint)``.
+
+    Returns:
+        Whether the endpoint was disabled until now.
+    """
+    async with endpoint_lock(queue, endpoint):
+        key = health_key(endpoint)
+        raw = await queue.kv_get(key)
+        if raw is None:
+            return False
+        await queue.kv_delete(key)
+        return decode_health(raw).disabled
 
 
 async def add_endpoint_stats(queue: taquba.Queue, delta: EndpointStats) -> None:
@@ -113,7 +183,7 @@ async def dead_deliveries(
     found: list[DeadDelivery] = []
     for job in jobs:
         try:
-            request: WebhookRequest | None = decode_request(job.payload)
+            request: WebhookRequest | None = decode_request(job.payload, job_id=job.id)
         except InvalidDelivery:
             request = None
         found.append(DeadDelivery(job, request, await get_attempt(queue, job.id)))

@@ -3,7 +3,9 @@
 Key layout (all under `KV_PREFIX`, ``b"webhooks/"``):
 
 - ``webhooks/attempts/<job id>``: the `DeliveryAttempt` of the delivery's latest attempt.
-- ``webhooks/endpoints/<endpoint>``: the `EndpointStats` of one endpoint (UTF-8 key).
+- ``webhooks/endpoints/<endpoint>``: the `EndpointStats` counters of one endpoint (UTF-8 key).
+- ``webhooks/health/<endpoint>``: the `EndpointHealth` of one endpoint (consecutive failures,
+  disabled or not), kept when the worker tracks endpoint health (UTF-8 key).
 
 Values are MessagePack maps with a format version.
 """
@@ -11,7 +13,7 @@ Values are MessagePack maps with a format version.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ormsgpack
@@ -28,6 +30,7 @@ KV_PREFIX = b"webhooks/"
 
 ATTEMPTS_PREFIX = KV_PREFIX + b"attempts/"
 ENDPOINTS_PREFIX = KV_PREFIX + b"endpoints/"
+HEALTH_PREFIX = KV_PREFIX + b"health/"
 _FORMAT_VERSION = 1
 
 
@@ -39,6 +42,11 @@ def attempt_key(job_id: str) -> bytes:
 def endpoint_key(endpoint: str) -> bytes:
     """KV key of an endpoint's statistics."""
     return ENDPOINTS_PREFIX + endpoint.encode("utf-8")
+
+
+def health_key(endpoint: str) -> bytes:
+    """KV key of an endpoint's health record."""
+    return HEALTH_PREFIX + endpoint.encode("utf-8")
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -133,11 +141,16 @@ def decode_attempt(raw: bytes) -> DeliveryAttempt | None:
 
 @dataclass(frozen=True, slots=True)
 class EndpointStats:
-    """Delivery counters of one endpoint (read them with `endpoint_stats`).
+    """Delivery counters and state of one endpoint (read them with `endpoint_stats`).
 
     Counters count settled attempts: ``delivered`` acknowledged ones, ``retried`` transient
     failures that were scheduled again, ``dead`` attempts that dead-lettered their delivery
-    (permanent failures, refusals and exhausted retries; cancels are not counted).
+    (permanent failures, refusals and exhausted retries; cancels, and deliveries dead-lettered
+    without a request because the endpoint is disabled, are not counted).
+
+    The state fields (``consecutive_failures``, ``disabled_at``, ``disabled_reason``) come from
+    the endpoint's health record, which a `WebhookWorker` keeps when it tracks endpoint health
+    (``disable_after`` or ``disable_on_gone``), or which `disable_endpoint` wrote.
     """
 
     endpoint: str
@@ -154,28 +167,71 @@ class EndpointStats:
     """When the latest delivered attempt started."""
     last_failed_at: int | None = None
     """When the latest failed (retried or dead) attempt started."""
+    last_status: int | None = None
+    """The HTTP status of the latest counted attempt (None: it got no response)."""
+    consecutive_failures: int = 0
+    """Failed attempts since the latest delivered one (kept while health is tracked)."""
+    disabled_at: int | None = None
+    """When the endpoint was disabled (ms since the epoch), or None while it is enabled."""
+    disabled_reason: str | None = None
+    """Why it was disabled, e.g. ``"HTTP 410 Gone"``, or None while it is enabled."""
 
     @property
     def attempts(self) -> int:
         """All counted attempts."""
         return self.delivered + self.retried + self.dead
 
+    @property
+    def disabled(self) -> bool:
+        """Whether deliveries to the endpoint are dead-lettered without a request."""
+        return self.disabled_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointHealth:
+    """The health record of one endpoint (library-internal; shown through `EndpointStats`)."""
+
+    consecutive_failures: int = 0
+    disabled_at: int | None = None
+    disabled_reason: str | None = None
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
+
 
 def merge_stats(a: EndpointStats, b: EndpointStats) -> EndpointStats:
-    """The sum of two sets of counters of the same endpoint."""
-    return EndpointStats(
-        a.endpoint,
-        a.delivered + b.delivered,
-        a.retried + b.retried,
-        a.dead + b.dead,
-        _latest(a.last_attempt_at, b.last_attempt_at),
-        _latest(a.last_delivered_at, b.last_delivered_at),
-        _latest(a.last_failed_at, b.last_failed_at),
+    """The sum of two sets of counters of the same endpoint (``b`` the later, on ties).
+
+    The state fields are not counters: the result keeps ``a``'s.
+    """
+    later = b.last_attempt_at is not None and (
+        a.last_attempt_at is None or b.last_attempt_at >= a.last_attempt_at
+    )
+    return replace(
+        a,
+        delivered=a.delivered + b.delivered,
+        retried=a.retried + b.retried,
+        dead=a.dead + b.dead,
+        last_attempt_at=_latest(a.last_attempt_at, b.last_attempt_at),
+        last_delivered_at=_latest(a.last_delivered_at, b.last_delivered_at),
+        last_failed_at=_latest(a.last_failed_at, b.last_failed_at),
+        last_status=b.last_status if later else a.last_status,
+    )
+
+
+def with_health(stats: EndpointStats, health: EndpointHealth) -> EndpointStats:
+    """``stats`` with the state fields taken from ``health``."""
+    return replace(
+        stats,
+        consecutive_failures=health.consecutive_failures,
+        disabled_at=health.disabled_at,
+        disabled_reason=health.disabled_reason,
     )
 
 
 def encode_stats(stats: EndpointStats) -> bytes:
-    """The stored form of endpoint statistics."""
+    """The stored form of endpoint statistics (the counters only)."""
     return ormsgpack.packb(
         {
             "v": _FORMAT_VERSION,
@@ -185,6 +241,7 @@ def encode_stats(stats: EndpointStats) -> bytes:
             "last_attempt_at": stats.last_attempt_at,
             "last_delivered_at": stats.last_delivered_at,
             "last_failed_at": stats.last_failed_at,
+            "last_status": stats.last_status,
         }
     )
 
@@ -203,9 +260,37 @@ def decode_stats(endpoint: str, raw: bytes | None) -> EndpointStats:
             fields["last_attempt_at"],
             fields["last_delivered_at"],
             fields["last_failed_at"],
+            fields.get("last_status"),  # absent in records written before 0.4
         )
     except (KeyError, TypeError, ValueError):
         return EndpointStats(endpoint)
+
+
+def encode_health(health: EndpointHealth) -> bytes:
+    """The stored form of an endpoint's health record."""
+    return ormsgpack.packb(
+        {
+            "v": _FORMAT_VERSION,
+            "consecutive_failures": health.consecutive_failures,
+            "disabled_at": health.disabled_at,
+            "disabled_reason": health.disabled_reason,
+        }
+    )
+
+
+def decode_health(raw: bytes | None) -> EndpointHealth:
+    """Decode a stored health record; a healthy, enabled one if absent or unreadable."""
+    fields = _decode_map(raw) if raw is not None else None
+    if fields is None:
+        return EndpointHealth()
+    try:
+        return EndpointHealth(
+            int(fields["consecutive_failures"]),
+            fields["disabled_at"],
+            fields["disabled_reason"],
+        )
+    except (KeyError, TypeError, ValueError):
+        return EndpointHealth()
 
 
 def _latest(a: int | None, b: int | None) -> int | None:

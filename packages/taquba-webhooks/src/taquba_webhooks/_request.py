@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +53,6 @@ _FORMAT_VERSION = 1
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _MAX_ENDPOINT = 512
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def _parse_url(url: object) -> httpx.URL:
@@ -170,8 +167,11 @@ class WebhookRequest:
         return self.endpoint if self.endpoint is not None else endpoint_of(self.url)
 
 
-def encode_request(request: WebhookRequest, webhook_id: str) -> bytes:
-    """The job payload of a delivery (library-internal)."""
+def encode_request(request: WebhookRequest, webhook_id: str | None) -> bytes:
+    """The job payload of a delivery (library-internal).
+
+    ``webhook_id`` None leaves the ``webhook-id`` to the job id, known once the job exists.
+    """
     return ormsgpack.packb(
         {
             "v": _FORMAT_VERSION,
@@ -187,10 +187,12 @@ def encode_request(request: WebhookRequest, webhook_id: str) -> bytes:
     )
 
 
-def decode_request(payload: bytes) -> WebhookRequest:
+def decode_request(payload: bytes, *, job_id: str | None = None) -> WebhookRequest:
     """The delivery request stored in a webhook job's payload.
 
-    Its ``id`` is always set: it is the ``webhook-id`` sent with every attempt.
+    Its ``id`` is the ``webhook-id`` sent with every attempt: the one fixed when the delivery
+    was staged, or else the job's id. Pass the job's id as ``job_id`` to have it filled in;
+    without it, ``id`` is None for a delivery whose ``webhook-id`` is its job id.
 
     Raises:
         InvalidDelivery: the payload is not a delivery written by this package.
@@ -213,18 +215,12 @@ def decode_request(payload: bytes) -> WebhookRequest:
             method=fields["method"],
             headers=dict(pairs),
             timeout=float(timeout) if timeout is not None else None,
-            id=fields["id"],
+            id=fields["id"] if fields["id"] is not None else job_id,
             endpoint=fields["endpoint"],
             signing_key=fields["signing_key"],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidDelivery(f"malformed webhook payload: {exc}") from None
-
-
-def _new_job_id() -> str:
-    """A ULID-shaped id (48-bit milliseconds + 80 random bits, Crockford base32)."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 def webhook_enqueue_request(
@@ -242,25 +238,36 @@ def webhook_enqueue_request(
 
     Use it to stage a webhook as a settlement effect of another job
     (``taquba.Effects(enqueues=[...])``) so that it exists only if that job's ack commits, or
-    in `taquba.Queue.enqueue_batch`. The job id is fixed here (a fresh ULID unless
-    ``job_id`` is given), and the ``webhook-id`` is ``request.id`` or that job id.
+    in `taquba.Queue.enqueue_batch`.
+
+    Without ``job_id``, the request leaves the id to the queue, which assigns its next
+    monotonic ULID (read from the queue's clock) when it stages the job: deliveries staged
+    together are claimed in staging order. The ``webhook-id`` is then ``request.id`` or, if
+    that is None, the job id; either way it is the same on every retry and replay. To know
+    the id before staging, pass ``job_id=queue.next_job_id()``.
 
     Args:
         request: what to deliver.
         queue_name: the queue the worker serves.
-        job_id: the delivery's job id (1 to 128 of ``[A-Za-z0-9_-]``).
+        job_id: the delivery's job id (1 to 128 of ``[A-Za-z0-9_-]``); None: the queue's.
         priority: claim priority (lower first).
         run_at: do not deliver before this timezone-aware time.
         delay: do not deliver for this many seconds.
         dedup_key: skip the enqueue if a pending delivery on the queue holds this key.
         max_attempts: attempts before dead-lettering; default the queue's.
+
+    Raises:
+        InvalidDelivery: ``request`` is not a `WebhookRequest`, or ``job_id`` is not a valid
+            ``webhook-id``.
     """
     if not isinstance(request, WebhookRequest):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise InvalidDelivery("request must be a WebhookRequest")
-    job = job_id if job_id is not None else _new_job_id()
-    webhook_id = request.id if request.id is not None else job
-    if not _ID.fullmatch(webhook_id):
-        raise InvalidDelivery(f"job id {job!r} cannot be a webhook-id: use [A-Za-z0-9_-]")
+    webhook_id = request.id if request.id is not None else job_id
+    if webhook_id is not None and not _ID.fullmatch(webhook_id):
+        raise InvalidDelivery(f"job id {job_id!r} cannot be a webhook-id: use [A-Za-z0-9_-]")
+    headers = {"webhook.endpoint": request.endpoint_key}
+    if webhook_id is not None:
+        headers["webhook.id"] = webhook_id
     return taquba.EnqueueRequest(
         queue=queue_name,
         payload=encode_request(request, webhook_id),
@@ -268,9 +275,9 @@ def webhook_enqueue_request(
         run_at=run_at,
         delay=delay,
         dedup_key=dedup_key,
-        headers={"webhook.id": webhook_id, "webhook.endpoint": request.endpoint_key},
+        headers=headers,
         max_attempts=max_attempts,
-        job_id=job,
+        job_id=job_id,
     )
 
 
@@ -290,7 +297,7 @@ async def enqueue_webhook(
 
     The result's ``id`` is the delivery's job id: look it up with `get_attempt`, or replay it
     with `replay_delivery`. Arguments are as in `webhook_enqueue_request`; without a
-    ``job_id`` the queue's next ULID is used.
+    ``job_id`` the queue's next monotonic ULID (`taquba.Queue.next_job_id`) is used.
     """
     enqueue = webhook_enqueue_request(
         request,

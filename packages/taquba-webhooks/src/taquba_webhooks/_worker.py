@@ -6,7 +6,7 @@ import importlib.metadata
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeAlias
 
 import httpx
@@ -14,16 +14,26 @@ import trio
 
 import taquba
 
-from ._classify import MAX_RETRY_AFTER, Classification, classify_status, parse_retry_after
+from ._classify import (
+    DISABLING_STATUSES,
+    MAX_RETRY_AFTER,
+    Classification,
+    classify_status,
+    parse_retry_after,
+)
 from ._errors import DestinationRefused, InvalidDelivery, InvalidSecret
 from ._guard import DestinationPolicy, GuardedTransport
+from ._health import endpoint_lock, health_after, read_health
 from ._inspect import add_endpoint_stats, prune_attempts
 from ._records import (
     AttemptOutcome,
     DeliveryAttempt,
+    EndpointHealth,
     EndpointStats,
     attempt_key,
     encode_attempt,
+    encode_health,
+    health_key,
     merge_stats,
 )
 from ._request import DEFAULT_QUEUE, DEFAULT_TIMEOUT, WebhookRequest, decode_request
@@ -61,11 +71,22 @@ class _Result:
     retry_after: float | None = None
     location: str | None = None
     cancelled: bool = False
+    from_endpoint: bool = False
+    """The endpoint's own answer (or silence): it counts towards the endpoint's health."""
+    skipped: bool = False
+    """Not attempted: the endpoint is disabled."""
+
+    @property
+    def gone(self) -> bool:
+        """The receiver asked to stop sending to the endpoint (`DISABLING_STATUSES`)."""
+        return self.status in DISABLING_STATUSES
 
     def summary(self) -> str:
         """A one-line description for the job's ``last_error``."""
         if self.status is not None:
             text = f"HTTP {self.status}"
+            if self.gone:
+                text += " Gone (the receiver asks to stop sending to this endpoint)"
             if self.location is not None:
                 text += f" (redirect to {self.location} not followed)"
             snippet = " ".join(self.body[:_SUMMARY_BODY].decode("utf-8", "replace").split())
@@ -96,7 +117,9 @@ class _StatsRecorder:
         self._pending: dict[str, EndpointStats] = {}
         self._flushing = False
 
-    async def record(self, endpoint: str, outcome: AttemptOutcome, at: int) -> None:
+    async def record(
+        self, endpoint: str, outcome: AttemptOutcome, at: int, status: int | None
+    ) -> None:
         delta = EndpointStats(
             endpoint,
             delivered=int(outcome is AttemptOutcome.DELIVERED),
@@ -105,6 +128,7 @@ class _StatsRecorder:
             last_attempt_at=at,
             last_delivered_at=at if outcome is AttemptOutcome.DELIVERED else None,
             last_failed_at=None if outcome is AttemptOutcome.DELIVERED else at,
+            last_status=status,
         )
         current = self._pending.get(endpoint)
         self._pending[endpoint] = delta if current is None else merge_stats(current, delta)
@@ -141,8 +165,16 @@ class WebhookWorker:
       after the receiver's ``Retry-After`` if that is longer (capped at ``max_retry_after``);
       dead-lettered once the job's attempts run out.
     - any other 3xx or 4xx, a refused destination, an unknown signing key, an unreadable
-      payload: dead-lettered at once (fix the cause, then `replay_delivery`).
+      payload: dead-lettered at once (fix the cause, then `replay_delivery`). 410 Gone
+      (`DISABLING_STATUSES`) says so in the reason: the receiver asks to stop sending.
     - a job cancelled with `taquba.Queue.cancel` is abandoned and dead-lettered.
+
+    Endpoint health is tracked when ``disable_after`` is set or ``disable_on_gone`` is true:
+    each attempt's outcome updates the endpoint's consecutive failures in the transaction that
+    settles it, a 410 (with ``disable_on_gone``) or the ``disable_after``-th failure in a row
+    disables the endpoint and dead-letters that delivery at once, and deliveries to a disabled
+    endpoint are dead-lettered without a request ("endpoint disabled: <why>"). The state shows
+    in `endpoint_stats`; `enable_endpoint` turns the endpoint back on.
 
     Args:
         secrets: signing secrets by key name; a request's ``signing_key`` picks one entry.
@@ -157,6 +189,11 @@ class WebhookWorker:
         user_agent: the ``user-agent`` header unless a request sets one.
         ssl_context: TLS settings for https (default: httpx's, with certifi's CAs).
         max_connections: the most simultaneous HTTP connections.
+        disable_after: disable an endpoint after this many failed attempts in a row (any
+            failure the endpoint caused: non-2xx, timeout, connection error, refused
+            destination); None: never.
+        disable_on_gone: disable an endpoint that answers 410 Gone, as Standard Webhooks
+            asks. None (the default): when ``disable_after`` is set.
 
     Raises:
         InvalidSecret: a secret is malformed.
@@ -176,6 +213,8 @@ class WebhookWorker:
         user_agent: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 100,
+        disable_after: int | None = None,
+        disable_on_gone: bool | None = None,
     ) -> None:
         keyring: dict[str, tuple[Secret, ...]] = {}
         for name, value in (secrets or {}).items():
@@ -195,6 +234,10 @@ class WebhookWorker:
             raise ValueError("response_body_limit must not be negative")
         if max_redirects < 0 or max_connections < 1:
             raise ValueError("max_redirects must be >= 0 and max_connections >= 1")
+        if disable_after is not None and (
+            not isinstance(disable_after, int) or disable_after < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            raise ValueError("disable_after must be a positive int or None")
         self._secrets = keyring
         self._policy = policy or DestinationPolicy()
         self._follow_redirects = follow_redirects
@@ -205,11 +248,26 @@ class WebhookWorker:
         self._user_agent = user_agent or f"taquba-webhooks/{_version()}"
         self._ssl_context = ssl_context
         self._max_connections = max_connections
+        self._disable_after = disable_after
+        self._disable_on_gone = (
+            disable_after is not None if disable_on_gone is None else disable_on_gone
+        )
+        self._track_health = disable_after is not None or self._disable_on_gone
 
     @property
     def policy(self) -> DestinationPolicy:
         """The SSRF guard this worker applies."""
         return self._policy
+
+    @property
+    def disable_after(self) -> int | None:
+        """Failed attempts in a row that disable an endpoint (None: never)."""
+        return self._disable_after
+
+    @property
+    def disable_on_gone(self) -> bool:
+        """Whether a 410 Gone response disables its endpoint."""
+        return self._disable_on_gone
 
     def _client(self) -> httpx.AsyncClient:
         transport = GuardedTransport(
@@ -375,14 +433,24 @@ class _Run:
         started_ms = queue.clock.now_ms()
         started = trio.current_time()
         request: WebhookRequest | None = None
+        health: EndpointHealth | None = None
         try:
             try:
-                request = decode_request(claim.payload)
+                request = decode_request(claim.payload, job_id=claim.id)
             except InvalidDelivery as exc:
                 result = _failure(Classification.PERMANENT, f"invalid delivery: {exc}")
             else:
+                if self.worker._track_health:  # pyright: ignore[reportPrivateUsage]
+                    health = await read_health(queue, request.endpoint_key)
                 try:
-                    result = await self.attempt(claim, request)
+                    if health is not None and health.disabled:
+                        result = _Result(
+                            kind=Classification.PERMANENT,
+                            error=f"endpoint disabled: {health.disabled_reason}",
+                            skipped=True,
+                        )
+                    else:
+                        result = await self.attempt(claim, request)
                 except taquba.TaqubaError:
                     raise
                 except Exception as exc:  # a bug or an unmapped library error: retry later
@@ -398,7 +466,7 @@ class _Run:
                             log.warning("could not hand back %s: %s", claim.id, exc)
                     raise
             duration = math.ceil((trio.current_time() - started) * 1000)
-            await self.settle(claim, request, result, started_ms, duration)
+            await self.settle(claim, request, result, started_ms, duration, health)
         except taquba.ClaimLost as exc:
             log.warning(
                 "lost the claim on %s/%s before settling it (%s); it will be delivered again",
@@ -449,7 +517,7 @@ class _Run:
 
             nursery.start_soon(watch_cancel)
             with exchange:
-                result = await self.exchange(request, headers, timeout)
+                result = replace(await self.exchange(request, headers, timeout), from_endpoint=True)
             nursery.cancel_scope.cancel()
         if result is None:
             return _Result(
@@ -526,20 +594,69 @@ class _Run:
         result: _Result,
         started_ms: int,
         duration_ms: int,
+        health: EndpointHealth | None,
     ) -> None:
-        """Record the attempt, settle the job, then count it in the endpoint's statistics."""
-        queue = self.queue
-        exhausted = claim.attempts >= claim.job.max_attempts
-        if result.kind is Classification.DELIVERED:
-            outcome = AttemptOutcome.DELIVERED
-        elif result.kind is Classification.RETRY and not exhausted:
-            outcome = AttemptOutcome.RETRY
-        else:
-            outcome = AttemptOutcome.DEAD
+        """Record the attempt, settle the job, then count it in the endpoint's statistics.
+
+        ``health`` is the endpoint's health record read before the attempt, or None when the
+        worker does not track health. The health record changes in the settlement's
+        transaction, under the endpoint's lock (`endpoint_lock`).
+        """
         endpoint = request.endpoint_key if request is not None else ""
+        unchanged = health is None or not result.from_endpoint
+        if health is not None and result.kind is Classification.DELIVERED:
+            unchanged = unchanged or health.consecutive_failures == 0  # the common case
+        if unchanged:
+            outcome = await self.commit(claim, request, result, started_ms, duration_ms, None)
+        else:
+            async with endpoint_lock(self.queue, endpoint):
+                current = await read_health(self.queue, endpoint)
+                worker = self.worker
+                updated = health_after(
+                    current,
+                    failed=result.kind is not Classification.DELIVERED,
+                    gone=result.gone,
+                    at=started_ms,
+                    summary=result.summary(),
+                    disable_after=worker._disable_after,  # pyright: ignore[reportPrivateUsage]
+                    disable_on_gone=worker._disable_on_gone,  # pyright: ignore[reportPrivateUsage]
+                )
+                change = (current, updated) if updated != current else None
+                outcome = await self.commit(claim, request, result, started_ms, duration_ms, change)
+        if request is not None and not result.cancelled and not result.skipped:
+            await self.stats.record(endpoint, outcome, started_ms, result.status)
+
+    def outcome(self, claim: taquba.Claim, result: _Result) -> AttemptOutcome:
+        """How ``result`` settles the job."""
+        if result.kind is Classification.DELIVERED:
+            return AttemptOutcome.DELIVERED
+        if result.kind is Classification.RETRY and claim.attempts < claim.job.max_attempts:
+            return AttemptOutcome.RETRY
+        return AttemptOutcome.DEAD
+
+    async def commit(
+        self,
+        claim: taquba.Claim,
+        request: WebhookRequest | None,
+        result: _Result,
+        started_ms: int,
+        duration_ms: int,
+        health: tuple[EndpointHealth, EndpointHealth] | None,
+    ) -> AttemptOutcome:
+        """Settle the job, with its attempt record and the health change (before, after)."""
+        queue = self.queue
+        disabling = health is not None and health[1].disabled and not health[0].disabled
+        outcome = self.outcome(claim, result)
         summary = result.summary()
+        if disabling and outcome is AttemptOutcome.RETRY:
+            outcome = AttemptOutcome.DEAD  # the endpoint is disabled: do not retry
         if outcome is AttemptOutcome.DEAD and result.kind is Classification.RETRY:
-            summary = f"gave up after {claim.attempts} attempts: {summary}"
+            if disabling:
+                summary = f"gave up, the endpoint is now disabled: {summary}"
+            else:
+                summary = f"gave up after {claim.attempts} attempts: {summary}"
+        elif disabling:
+            summary = f"{summary}; the endpoint is now disabled"
         record = DeliveryAttempt(
             job_id=claim.id,
             webhook_id=(request.id or claim.id) if request is not None else claim.id,
@@ -547,7 +664,7 @@ class _Run:
             at=started_ms,
             duration_ms=duration_ms,
             url=request.url if request is not None else "",
-            endpoint=endpoint,
+            endpoint=request.endpoint_key if request is not None else "",
             outcome=outcome,
             status=result.status,
             response_body=result.body,
@@ -556,24 +673,27 @@ class _Run:
             retry_after=result.retry_after,
         )
         key = attempt_key(claim.id)
+        writes: dict[bytes, bytes] = {}
+        if health is not None and request is not None:
+            writes[health_key(request.endpoint_key)] = encode_health(health[1])
         if outcome is AttemptOutcome.DELIVERED:
+            deletes: list[bytes] = []
             if queue.config(claim.queue).keep_done is not None:
-                effects = taquba.Effects(kv_writes={key: encode_attempt(record)})
+                writes[key] = encode_attempt(record)
             else:
-                effects = taquba.Effects(kv_deletes=[key])
-            await queue.ack_with(claim, effects)
+                deletes.append(key)
+            await queue.ack_with(claim, taquba.Effects(kv_writes=writes, kv_deletes=deletes))
+            return outcome
+        # The record commits with the settlement, so a worker that lost its claim (its
+        # lease expired and another worker took the delivery) cannot overwrite the record
+        # of the newer attempt.
+        writes[key] = encode_attempt(record)
+        if result.kind is Classification.RETRY and not disabling:
+            # Past max_attempts the queue dead-letters the job itself.
+            await queue.nack(claim, summary, retry_after=result.retry_after, kv_writes=writes)
         else:
-            # The record commits with the settlement, so a worker that lost its claim (its
-            # lease expired and another worker took the delivery) cannot overwrite the record
-            # of the newer attempt.
-            writes = {key: encode_attempt(record)}
-            if result.kind is Classification.RETRY:
-                # Past max_attempts the queue dead-letters the job itself.
-                await queue.nack(claim, summary, retry_after=result.retry_after, kv_writes=writes)
-            else:
-                await queue.dead_letter(claim, summary, effects=taquba.Effects(kv_writes=writes))
-        if request is not None and not result.cancelled:
-            await self.stats.record(endpoint, outcome, started_ms)
+            await queue.dead_letter(claim, summary, effects=taquba.Effects(kv_writes=writes))
+        return outcome
 
 
 async def _read_limited(response: httpx.Response, into: bytearray, limit: int) -> bool:
