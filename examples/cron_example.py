@@ -17,13 +17,19 @@ from taquba.testing import open_test_queue
 from taquba_cron import Missed, Schedule, Scheduler
 
 
-async def live(seconds: float = 5.0) -> list[str]:
-    """Run a 2-second heartbeat schedule and a worker for ``seconds``; return what ran."""
+async def live(seconds: float = 5.0, *, stop_after: int | None = None) -> list[str]:
+    """Run a 2-second heartbeat schedule and a worker for ``seconds``; return what ran.
+
+    With ``stop_after``, stop as soon as that many heartbeats ran (the tests use it).
+    """
     ran: list[str] = []
+    enough = trio.Event()
 
     async def handle(job: taquba.JobRecord, lease: taquba.LeaseHandle) -> None:
         fired = job.headers["cron.fire_time"]
         ran.append(fired)
+        if stop_after is not None and len(ran) >= stop_after:
+            enough.set()
         print(f"  worker: {job.headers['cron.schedule']} fired at {fired}: {job.payload!r}")
 
     heartbeat = Schedule(
@@ -41,7 +47,8 @@ async def live(seconds: float = 5.0) -> list[str]:
         async with trio.open_nursery() as nursery:
             await nursery.start(scheduler.run)
             await nursery.start(taquba.run_worker, queue, "pings", handle)
-            await trio.sleep(seconds)
+            with trio.move_on_after(seconds):
+                await enough.wait()
             nursery.cancel_scope.cancel()
     return ran
 

@@ -11,11 +11,14 @@ RELEASES.md section, get no tag and never appear in the matrix; ``record`` refus
 
 Subcommands (all accept ``--root PATH``, default: the repository holding this file):
 
-* ``check``: the records, the pyproject versions, the CHANGELOGs and RELEASES.md agree.
-* ``tag [--dry-run] [--push]``: create the missing annotated ``<dist>-v<version>`` tags.
+* ``check``: the records, the pyproject versions, the CHANGELOGs, RELEASES.md and ``uv.lock``
+  agree.
+* ``tag [<dist> <version> | --all-missing] [--dry-run] [--push]``: create the annotated
+  ``<dist>-v<version>`` tag of the release named (default: the releases recorded at ``HEAD``;
+  ``--all-missing``: every record lacking a tag); other missing tags are only reported.
 * ``matrix [--json]``: every dependent x every sibling version its ranges admit.
 * ``record <dist> <version> [--commit SHA] [--date YYYY-MM-DD]``: append a release record
-  (refused for a history version).
+  (refused for a history version, and for a commit that does not hold the whole release).
 
 The module is importable (``load_workspace``, ``check``, ``compute_matrix``, ...) so the
 noxfile can use the matrix without shelling out. Only the standard library and ``packaging``.
@@ -48,6 +51,7 @@ DEFAULT_ROOT = Path(__file__).resolve().parent.parent
 RECORDS_FILE = "tools/releases.toml"
 RELEASE_NOTES_FILE = "RELEASES.md"
 CHANGELOG_FILE = "CHANGELOG.md"
+LOCK_FILE = "uv.lock"
 DEFAULT_MEMBERS = ("packages/*",)
 RECORD_KEYS = ("distribution", "version", "commit", "date")
 HISTORY_KEYS = ("distribution", "version", "date", "note")
@@ -220,6 +224,8 @@ class Workspace:
     release_notes: tuple[ReleaseNote, ...]
     load_problems: tuple[str, ...]
     history: tuple[HistoryEntry, ...] = ()
+    lock: str | None = None
+    """The text of ``uv.lock``, or None when the tree has none."""
 
     def history_versions(self, distribution: str) -> set[Version]:
         """The (valid) history versions of ``distribution`` (any spelling)."""
@@ -477,6 +483,68 @@ def parse_release_notes(text: str) -> list[ReleaseNote]:
     return notes
 
 
+def parse_lock_versions(text: str) -> tuple[dict[str, str | None], list[str]]:
+    """The workspace members' versions recorded in a ``uv.lock``.
+
+    A member is a ``[[package]]`` whose ``source`` is the workspace itself (``editable`` or
+    ``virtual``, a path inside the repository); when the lock lists ``[manifest] members``, only
+    those names count.
+
+    Returns:
+        Canonical name -> the locked version (None when the entry has none), and problems
+        (invalid TOML).
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return {}, [f"{LOCK_FILE}: invalid TOML: {exc}"]
+    manifest = _as_table(data.get("manifest")) or {}
+    listed = _as_list(manifest.get("members"))
+    members = {canonicalize_name(str(m)) for m in listed} if listed is not None else None
+    versions: dict[str, str | None] = {}
+    for item in _as_list(data.get("package")) or []:
+        package = _as_table(item) or {}
+        source = _as_table(package.get("source")) or {}
+        name = package.get("name")
+        if not isinstance(name, str) or not ({"editable", "virtual"} & set(source)):
+            continue
+        key = canonicalize_name(name)
+        if members is None or key in members:
+            version = package.get("version")
+            versions[key] = version if isinstance(version, str) else None
+    return versions, []
+
+
+def lock_problems(
+    text: str, distributions: Iterable[Distribution], *, where: str = LOCK_FILE
+) -> list[str]:
+    """Where ``uv.lock`` (its ``text``) disagrees with the members' pyproject versions.
+
+    ``uv lock --check`` fails on exactly these (among other things): after a version bump, `uv
+    lock` (or any `uv run`) rewrites the member's entry, and that change belongs in the same
+    commit as the bump.
+    """
+    locked, problems = parse_lock_versions(text)
+    if problems:
+        return [p.replace(LOCK_FILE, where, 1) for p in problems]
+    for dist in distributions:
+        if dist.key not in locked:
+            problems.append(
+                f"{where}: no entry for workspace member {dist.name}; run `uv lock` and commit"
+                f" {LOCK_FILE}"
+            )
+            continue
+        version = locked[dist.key]
+        parsed = parse_version(version) if version is not None else None
+        if parsed is None or parsed != parse_version(dist.version):
+            problems.append(
+                f"{where}: locks {dist.name} {version or '(no version)'}, but"
+                f" {dist.pyproject_path} has version {dist.version}; run `uv lock` and commit"
+                f" {LOCK_FILE} with the version change"
+            )
+    return problems
+
+
 # --------------------------------------------------------------------------------------------
 # Loading a tree
 # --------------------------------------------------------------------------------------------
@@ -564,6 +632,7 @@ def load_workspace(root: Path) -> Workspace:
     notes = (
         parse_release_notes(notes_path.read_text(encoding="utf-8")) if notes_path.is_file() else []
     )
+    lock_path = root / LOCK_FILE
     return Workspace(
         root=root,
         distributions=dict(sorted(distributions.items())),
@@ -571,6 +640,7 @@ def load_workspace(root: Path) -> Workspace:
         release_notes=tuple(notes),
         load_problems=tuple(problems),
         history=tuple(history),
+        lock=lock_path.read_text(encoding="utf-8") if lock_path.is_file() else None,
     )
 
 
@@ -985,12 +1055,17 @@ def check(ws: Workspace) -> list[str]:
     not have a RELEASES.md section. Each is a normal-form PEP 440 version of a member, unique,
     not also recorded, lower than every recorded release and than the workspace version (so
     lower than a pending release), with a CHANGELOG section (dated the same when it has a date).
+
+    When the tree has a ``uv.lock``, it must lock every member at its pyproject version (see
+    :func:`lock_problems`).
     """
     newest = newest_records(ws.records)
     problems = [*ws.load_problems, *_check_records(ws), *_check_history(ws)]
     for dist in ws.distributions.values():
         problems.extend(_check_distribution(dist, ws, newest))
     problems.extend(_check_release_notes(ws))
+    if ws.lock is not None:
+        problems.extend(lock_problems(ws.lock, ws.distributions.values()))
     return problems
 
 
@@ -1129,6 +1204,70 @@ def tag_message(record: Record, notes: Iterable[ReleaseNote]) -> str:
     return f"{title}\n\n{body}\n" if body else f"{title}\n"
 
 
+def show_file(root: Path, commit: str, path: str) -> str | None:
+    """The text of ``path`` at ``commit``, or None when the commit has no such file."""
+    try:
+        return _git(root, "show", f"{commit}:{path}")
+    except GitError:
+        return None
+
+
+def release_commit_problems(ws: Workspace, record: Record) -> list[str]:
+    """Why ``record``'s commit is not the release it claims to be (empty: it is).
+
+    The commit is what the release workflow builds, so it must hold the whole release: the
+    member's pyproject at the version, its CHANGELOG's top released entry for the version, a
+    non-empty RELEASES.md section, and (when the commit has a ``uv.lock``) a lock that agrees
+    with every member's pyproject version there, as ``uv lock --check`` would.
+    """
+    root, sha, tag = ws.root, record.commit, record.tag
+    dist = ws.distributions.get(record.key)
+    if dist is None:
+        return [f"{tag}: no workspace member named {record.distribution}"]
+    at = f"{tag} (commit {sha[:12]})"
+    problems: list[str] = []
+    members: list[Distribution] = []
+    for member in ws.distributions.values():
+        text = show_file(root, sha, member.pyproject_path)
+        if text is None:
+            if member.key == dist.key:
+                problems.append(f"{at}: has no {member.pyproject_path}")
+            continue
+        try:
+            project = _as_table(tomllib.loads(text).get("project")) or {}
+        except tomllib.TOMLDecodeError:
+            problems.append(f"{at}: {member.pyproject_path} is not valid TOML")
+            continue
+        version = project.get("version")
+        if not isinstance(version, str):
+            problems.append(f"{at}: {member.pyproject_path} has no static version")
+            continue
+        members.append(
+            Distribution(member.name, version, member.directory, member.dependencies, None)
+        )
+        if member.key == dist.key and parse_version(version) != record.parsed_version:
+            problems.append(
+                f"{at}: {member.pyproject_path} has version {version}, not {record.version}"
+            )
+    changelog_text = show_file(root, sha, dist.changelog_path)
+    released = parse_changelog(changelog_text).released if changelog_text is not None else ()
+    top = released[0] if released else None
+    if top is None or top.version != record.parsed_version or top.date is None:
+        found = f"`## [{top.label}]{f' - {top.date}' if top.date else ''}`" if top else "none"
+        problems.append(
+            f"{at}: the top released entry of {dist.changelog_path} is {found}, not a dated"
+            f" `## [{record.version}] - YYYY-MM-DD`"
+        )
+    notes_text = show_file(root, sha, RELEASE_NOTES_FILE) or ""
+    note = next((n for n in parse_release_notes(notes_text) if n.title == tag), None)
+    if note is None or not note.body:
+        problems.append(f"{at}: {RELEASE_NOTES_FILE} has no non-empty `## {tag}` section")
+    lock_text = show_file(root, sha, LOCK_FILE)
+    if lock_text is not None:
+        problems.extend(lock_problems(lock_text, members, where=f"{at}: {LOCK_FILE}"))
+    return problems
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
@@ -1162,25 +1301,64 @@ def cmd_check(root: Path) -> int:
     return 0
 
 
-def cmd_tag(root: Path, *, dry_run: bool, push: bool) -> int:
-    """Run ``tag``."""
+def select_records(
+    ws: Workspace, head: str, release: tuple[str, str] | None, *, all_missing: bool
+) -> tuple[list[Record], list[str]]:
+    """The records ``tag`` works on, and why it cannot (a named release without a record).
+
+    ``release`` (distribution, version) names one; ``all_missing`` takes every record (those
+    already tagged are reported as present); otherwise the records whose commit is ``head``.
+    """
+    if release is not None:
+        distribution, version = release
+        parsed = parse_version(version)
+        key = canonicalize_name(distribution)
+        found = [r for r in ws.records if r.key == key and r.parsed_version == parsed]
+        if not found:
+            return [], [
+                f"no record of {distribution} {version} in {RECORDS_FILE}; record the release"
+                " first (`release.py record`)"
+            ]
+        return found, []
+    if all_missing:
+        return list(ws.records), []
+    return [r for r in ws.records if r.commit == head], []
+
+
+def cmd_tag(
+    root: Path,
+    *,
+    dry_run: bool,
+    push: bool,
+    release: tuple[str, str] | None = None,
+    all_missing: bool = False,
+) -> int:
+    """Run ``tag``: tag the named release, the records of ``HEAD``, or (``--all-missing``) all."""
     ws = load_workspace(root)
     problems = check(ws)
     if problems:
         _report(problems, "tag (fix `check` first)")
         return 1
     try:
-        plan = plan_tags(ws.records, existing_tags(root))
-        missing = [r for r in plan.create if not has_commit(root, r.commit)]
+        head = resolve_commit(root, "HEAD")
+        existing = existing_tags(root)
     except GitError as exc:
         _err(f"release.py tag: {exc}")
         return 1
-    refusals = [*plan.conflicts]
-    refusals += [f"commit {r.commit} of {r.tag} is not in this repository" for r in missing]
+    selected, refusals = select_records(ws, head, release, all_missing=all_missing)
+    plan = plan_tags(selected, existing)
+    refusals += plan.conflicts
+    for record in plan.create:
+        if not has_commit(root, record.commit):
+            refusals.append(f"commit {record.commit} of {record.tag} is not in this repository")
+        else:
+            refusals += release_commit_problems(ws, record)
     if refusals:
         _report(refusals, "tag (refusing; no tag created)")
         return 1
     prefix = "would " if dry_run else ""
+    if release is None and not all_missing and not selected:
+        print(f"no release record names HEAD ({head[:12]}); nothing to tag")
     try:
         for record in plan.present:
             print(f"exists   {record.tag} -> {record.commit}")
@@ -1205,6 +1383,17 @@ def cmd_tag(root: Path, *, dry_run: bool, push: bool) -> int:
     except GitError as exc:
         _err(f"release.py tag: {exc}")
         return 1
+    chosen = {r.tag for r in selected}
+    untagged = [r.tag for r in ws.records if r.tag not in existing and r.tag not in chosen]
+    if untagged:
+        print(
+            f"not tagged: {len(untagged)} recorded release(s) have no tag here and were not"
+            f" asked for: {', '.join(untagged)}"
+        )
+        print(
+            "  (tag one with `release.py tag <dist> <version>`, all of them with"
+            " `release.py tag --all-missing`)"
+        )
     print(f"release.py tag: {prefix}create {len(plan.create)}, {len(plan.present)} already present")
     return 0
 
@@ -1255,6 +1444,10 @@ def cmd_record(root: Path, distribution: str, version: str, commit: str, date: d
         return 1
     dist = ws.distributions[canonicalize_name(distribution)]
     record = Record(distribution=dist.name, version=version, commit=sha, date=date)
+    problems = release_commit_problems(ws, record)
+    if problems:
+        _report(problems, f"record (commit {sha[:12]} does not hold the release; nothing written)")
+        return 1
     path = root / RECORDS_FILE
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     new = append_record(old, record)
@@ -1291,9 +1484,20 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--root", type=Path, default=argparse.SUPPRESS, help="repository root")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", parents=[common], help="records, versions, CHANGELOGs, RELEASES.md")
-    tag = sub.add_parser("tag", parents=[common], help="create missing <dist>-v<version> tags")
+    tag = sub.add_parser(
+        "tag",
+        parents=[common],
+        help="create the <dist>-v<version> tag of a recorded release",
+        description="Tag the release named (DIST VERSION); without one, the releases recorded"
+        " at HEAD's commit; with --all-missing, every recorded release that has no tag.",
+    )
+    tag.add_argument("distribution", nargs="?", help="the release's distribution")
+    tag.add_argument("version", nargs="?", help="the release's version")
+    tag.add_argument(
+        "--all-missing", action="store_true", help="tag every recorded release lacking a tag"
+    )
     tag.add_argument("--dry-run", action="store_true", help="print what would be done")
-    tag.add_argument("--push", action="store_true", help="git push origin the record tags")
+    tag.add_argument("--push", action="store_true", help="git push origin the tags worked on")
     matrix = sub.add_parser("matrix", parents=[common], help="sibling compatibility matrix")
     matrix.add_argument("--json", action="store_true", help="print a JSON list of rows")
     record = sub.add_parser("record", parents=[common], help="append a release record")
@@ -1317,7 +1521,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check":
         return cmd_check(root)
     if command == "tag":
-        return cmd_tag(root, dry_run=bool(args.dry_run), push=bool(args.push))
+        named = cast("str | None", args.distribution), cast("str | None", args.version)
+        if (named[0] is None) != (named[1] is None):
+            _err("release.py tag: name a release as DIST VERSION (both), or neither")
+            return 2
+        release = (named[0], named[1]) if named[0] is not None and named[1] is not None else None
+        if release is not None and args.all_missing:
+            _err("release.py tag: name a release or pass --all-missing, not both")
+            return 2
+        return cmd_tag(
+            root,
+            dry_run=bool(args.dry_run),
+            push=bool(args.push),
+            release=release,
+            all_missing=bool(args.all_missing),
+        )
     if command == "matrix":
         return cmd_matrix(root, as_json=bool(args.json))
     date = cast("dt.date | None", args.date) or dt.datetime.now(dt.UTC).date()

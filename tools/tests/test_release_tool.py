@@ -64,15 +64,38 @@ class FakeRepo:
     # RELEASES.md sections in file order: (heading, body)
     notes: list[tuple[str, str]] = field(default_factory=lambda: list[tuple[str, str]]())
     history: list[FakeHistory] = field(default_factory=lambda: list[FakeHistory]())
+    # Write a uv.lock locking each member at its version, or at the version given here.
+    locked: bool = False
+    lock_versions: dict[str, str] = field(default_factory=lambda: dict[str, str]())
 
     def add(self, dist: FakeDist) -> None:
         self.dists[dist.name] = dist
 
+    def prepare(self, dist: str, version: str, date: str) -> None:
+        """What a release commit adds: the CHANGELOG entry and the RELEASES.md section."""
+        self.dists[dist].released.insert(0, (version, date))
+        self.notes.insert(0, (f"{dist}-v{version}", f"### Added\n\n- {dist} {version}."))
+
     def release(self, dist: str, version: str, commit: str, date: str) -> None:
         """Record a consistent release: record, CHANGELOG entry and RELEASES.md section."""
         self.records.append(FakeRecord(dist, version, commit, date))
-        self.dists[dist].released.insert(0, (version, date))
-        self.notes.insert(0, (f"{dist}-v{version}", f"### Added\n\n- {dist} {version}."))
+        self.prepare(dist, version, date)
+
+    def lock_text(self) -> str:
+        members = sorted([*self.dists, "workspace"])
+        packages = "".join(
+            f'\n[[package]]\nname = "{d.name}"\n'
+            f'version = "{self.lock_versions.get(d.name, d.version)}"\n'
+            f'source = {{ editable = "packages/{d.name}" }}\n'
+            for d in self.dists.values()
+        )
+        return (
+            'version = 1\nrevision = 3\nrequires-python = ">=3.11"\n\n[manifest]\n'
+            f"members = {json.dumps(members)}\n{packages}"
+            '\n[[package]]\nname = "workspace"\nversion = "0"\nsource = { virtual = "." }\n'
+            '\n[[package]]\nname = "croniter"\nversion = "6.0.0"\n'
+            'source = { registry = "https://pypi.org/simple" }\n'
+        )
 
     def write(self) -> Path:
         (self.root / "tools").mkdir(parents=True, exist_ok=True)
@@ -112,6 +135,8 @@ class FakeRepo:
         )
         sections = "".join(f"## {h}\n\n{b}\n\n" for h, b in self.notes)
         (self.root / "RELEASES.md").write_text(f"# Releases\n\nIntro.\n\n{sections}", "utf-8")
+        if self.locked:
+            (self.root / "uv.lock").write_text(self.lock_text(), encoding="utf-8")
         return self.root
 
 
@@ -556,13 +581,18 @@ def tagged_repo(tmp_path: Path, clean_git_env: None) -> FakeRepo:
     repo.dists["taquba"].released.clear()
     repo.dists["taquba"].version = "0.7.0"
     repo.dists["taquba-cron"].deps = ["taquba>=0.7,<0.9"]
+    repo.locked = True
+    repo.prepare("taquba", "0.7.0", "2026-10-01")
     repo.write()
     first = commit_all(root, "taquba 0.7.0")
     repo.dists["taquba"].version = "0.8.0"
+    repo.prepare("taquba", "0.8.0", "2026-11-27")
     repo.write()
     second = commit_all(root, "taquba 0.8.0")
-    repo.release("taquba", "0.7.0", first, "2026-10-01")
-    repo.release("taquba", "0.8.0", second, "2026-11-27")
+    repo.records += [
+        FakeRecord("taquba", "0.7.0", first, "2026-10-01"),
+        FakeRecord("taquba", "0.8.0", second, "2026-11-27"),
+    ]
     repo.write()
     return repo
 
@@ -571,11 +601,11 @@ def peeled(root: Path, tag: str) -> str:
     return git(root, "rev-parse", f"refs/tags/{tag}^{{commit}}")
 
 
-def test_tag_creates_annotated_tags_at_the_recorded_commits(
+def test_tag_all_missing_creates_annotated_tags_at_the_recorded_commits(
     tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tagged_repo.root
-    assert release.main(["tag", "--root", str(root)]) == 0
+    assert release.main(["tag", "--all-missing", "--root", str(root)]) == 0
     for record in tagged_repo.records:
         tag = f"{record.distribution}-v{record.version}"
         assert git(root, "cat-file", "-t", f"refs/tags/{tag}") == "tag"
@@ -584,8 +614,55 @@ def test_tag_creates_annotated_tags_at_the_recorded_commits(
     assert message.startswith("taquba 0.8.0\n\n### Added\n\n- taquba 0.8.0.")
     assert "create 2, 0 already present" in capsys.readouterr().out
     # A second run is a no-op.
-    assert release.main(["tag", "--root", str(root)]) == 0
+    assert release.main(["tag", "--all-missing", "--root", str(root)]) == 0
     assert "create 0, 2 already present" in capsys.readouterr().out
+
+
+def test_tag_creates_only_the_release_named_and_reports_the_other_missing_tags(
+    tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tagged_repo.root
+    assert release.main(["tag", "taquba", "0.7.0", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert git(root, "tag", "-l").split() == ["taquba-v0.7.0"]
+    assert peeled(root, "taquba-v0.7.0") == tagged_repo.records[0].commit
+    assert "not tagged: 1 recorded release(s) have no tag here" in out
+    assert "taquba-v0.8.0" in out
+    assert "create 1, 0 already present" in out
+
+
+def test_tag_without_a_release_named_tags_the_records_of_head(
+    tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # HEAD is the taquba 0.8.0 commit (its record is not committed yet): only it is tagged.
+    root = tagged_repo.root
+    assert release.main(["tag", "--root", str(root)]) == 0
+    assert git(root, "tag", "-l").split() == ["taquba-v0.8.0"]
+    assert "not tagged: 1 recorded release(s)" in capsys.readouterr().out
+    # Once the records are committed, HEAD names no release: nothing is tagged, only reported.
+    commit_all(root, "record taquba 0.7.0 and 0.8.0")
+    assert release.main(["tag", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "no release record names HEAD" in out
+    assert "have no tag here and were not asked for: taquba-v0.7.0" in out
+    assert git(root, "tag", "-l").split() == ["taquba-v0.8.0"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(["taquba", "0.9.0"], "no record of taquba 0.9.0", id="unrecorded"),
+        pytest.param(["taquba"], "name a release as DIST VERSION", id="half-named"),
+        pytest.param(["taquba", "0.8.0", "--all-missing"], "not both", id="both"),
+    ],
+)
+def test_tag_refuses_a_release_it_cannot_tag(
+    tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    root = tagged_repo.root
+    assert release.main(["tag", *argv, "--root", str(root)]) != 0
+    assert expected in capsys.readouterr().err
+    assert git(root, "tag", "-l") == ""
 
 
 def test_tag_refuses_a_moved_tag_and_creates_nothing(
@@ -594,7 +671,7 @@ def test_tag_refuses_a_moved_tag_and_creates_nothing(
     root = tagged_repo.root
     first = tagged_repo.records[0].commit
     git(root, "tag", "-a", "-m", "wrong", "taquba-v0.8.0", first)
-    assert release.main(["tag", "--root", str(root)]) == 1
+    assert release.main(["tag", "--all-missing", "--root", str(root)]) == 1
     err = capsys.readouterr().err
     assert f"tag taquba-v0.8.0 points at {first}, but the record says" in err
     assert git(root, "tag", "-l", "taquba-v0.7.0") == ""
@@ -606,7 +683,7 @@ def test_tag_refuses_a_commit_missing_from_the_repository(
 ) -> None:
     tagged_repo.records[0].commit = "0" * 40
     root = tagged_repo.write()
-    assert release.main(["tag", "--root", str(root)]) == 1
+    assert release.main(["tag", "--all-missing", "--root", str(root)]) == 1
     assert "is not in this repository" in capsys.readouterr().err
     assert git(root, "tag", "-l") == ""
 
@@ -616,7 +693,7 @@ def test_tag_refuses_while_check_fails(
 ) -> None:
     tagged_repo.notes.clear()
     root = tagged_repo.write()
-    assert release.main(["tag", "--root", str(root)]) == 1
+    assert release.main(["tag", "--all-missing", "--root", str(root)]) == 1
     assert "fix `check` first" in capsys.readouterr().err
     assert git(root, "tag", "-l") == ""
 
@@ -625,7 +702,7 @@ def test_tag_dry_run_creates_nothing(
     tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tagged_repo.root
-    assert release.main(["tag", "--dry-run", "--push", "--root", str(root)]) == 0
+    assert release.main(["tag", "--all-missing", "--dry-run", "--push", "--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "would create taquba-v0.7.0" in out
     assert "would push 2 tag(s)" in out
@@ -638,7 +715,7 @@ def test_tag_push_sends_the_tags_to_origin(tagged_repo: FakeRepo, tmp_path: Path
     git(tmp_path, "init", "-q", "--bare", str(remote))
     git(root, "remote", "add", "origin", str(remote))
     git(root, "push", "-q", "origin", "HEAD")
-    assert release.main(["tag", "--push", "--root", str(root)]) == 0
+    assert release.main(["tag", "--all-missing", "--push", "--root", str(root)]) == 0
     assert sorted(git(remote, "tag", "-l").split()) == ["taquba-v0.7.0", "taquba-v0.8.0"]
 
 
@@ -658,13 +735,16 @@ def test_plan_tags_sorts_records_into_create_present_conflict() -> None:
 
 @pytest.fixture
 def record_repo(tmp_path: Path, clean_git_env: None) -> FakeRepo:
-    """A git repository with taquba 0.8.0 and taquba-cron 0.4.0 and no records yet."""
+    """A git repository whose one commit prepares taquba 0.8.0 and taquba-cron 0.4.0, unrecorded."""
     root = tmp_path / "repo"
     git_init(root)
     repo = good_repo(root)
     repo.records.clear()
     repo.notes.clear()
     repo.dists["taquba"].released.clear()
+    repo.locked = True
+    repo.prepare("taquba", "0.8.0", "2026-11-27")
+    repo.prepare("taquba-cron", "0.4.0", "2026-11-27")
     repo.write()
     commit_all(root, "initial")
     # The real file's leading comment block only: its records are not this fake repo's.
@@ -704,10 +784,11 @@ def test_record_appends_a_tidy_record_at_head(
 def test_record_points_out_what_check_still_needs(
     record_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert release.main(["record", "taquba", "0.8.0", "--root", str(record_repo.root)]) == 0
+    argv = ["record", "taquba", "0.8.0", "--date", "2026-12-01", "--root", str(record_repo.root)]
+    assert release.main(argv) == 0
     out = capsys.readouterr().out
     assert "note: `release.py check` still reports" in out
-    assert "no `## taquba-v0.8.0` section" in out
+    assert "date 2026-11-27 disagrees with the record of taquba-v0.8.0 (2026-12-01)" in out
 
 
 @pytest.mark.parametrize(
@@ -963,7 +1044,7 @@ def test_tag_never_tags_a_history_version(
     tagged_repo.dists["taquba"].released.append(("0.6.0", "2026-09-01"))
     tagged_repo.history.append(FakeHistory("taquba", "0.6.0"))
     tagged_repo.write()
-    assert release.main(["tag", "--root", str(root)]) == 0
+    assert release.main(["tag", "--all-missing", "--root", str(root)]) == 0
     assert "create 2, 0 already present" in capsys.readouterr().out
     assert sorted(git(root, "tag", "-l").split()) == ["taquba-v0.7.0", "taquba-v0.8.0"]
 
@@ -1006,8 +1087,10 @@ def test_record_accepts_the_first_release_above_history(
     root = record_repo.root
     record_repo.dists["taquba"].released = [("0.8.0", "2026-11-27"), ("0.7.0", "2026-10-01")]
     record_repo.history.append(FakeHistory("taquba", "0.7.0", date="2026-10-01"))
-    record_repo.notes.append(("taquba-v0.8.0", "### Added\n\n- taquba 0.8.0."))
+    record_repo.dists["taquba-cron"].released.clear()
+    record_repo.notes = [n for n in record_repo.notes if n[0] == "taquba-v0.8.0"]
     record_repo.write()
+    commit_all(root, "taquba 0.8.0, its CHANGELOG documenting the inherited 0.7.0")
     argv = ["record", "taquba", "0.8.0", "--date", "2026-11-27", "--root", str(root)]
     assert release.main(argv) == 0
     assert "still reports" not in capsys.readouterr().out
@@ -1015,3 +1098,189 @@ def test_record_accepts_the_first_release_above_history(
     assert [r.tag for r in ws.records] == ["taquba-v0.8.0"]
     assert [h.version for h in ws.history] == ["0.7.0"]
     assert release.check(ws) == []
+
+
+# --------------------------------------------------------------------------------------------
+# uv.lock: it locks every member at its pyproject version
+# --------------------------------------------------------------------------------------------
+
+
+def test_check_accepts_a_lock_that_agrees(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.locked = True
+    assert problems_of(repo.write()) == []
+
+
+def test_check_flags_a_lock_left_behind_by_a_version_bump(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.locked = True
+    repo.dists["taquba"].version = "0.8.1"
+    repo.lock_versions["taquba"] = "0.8.0"  # bumped, `uv lock` not run
+    assert problems_of(repo.write()) == [
+        "uv.lock: locks taquba 0.8.0, but packages/taquba/pyproject.toml has version 0.8.1;"
+        " run `uv lock` and commit uv.lock with the version change"
+    ]
+
+
+def test_check_flags_a_member_missing_from_the_lock(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.locked = True
+    root = repo.write()  # then a new member, not yet locked
+    (root / "packages" / "taquba-new").mkdir()
+    (root / "packages" / "taquba-new" / "pyproject.toml").write_text(
+        '[project]\nname = "taquba-new"\nversion = "0.1.0"\n', encoding="utf-8"
+    )
+    (root / "packages" / "taquba-new" / "CHANGELOG.md").write_text(
+        "# Changelog\n\n## [Unreleased]\n", encoding="utf-8"
+    )
+    assert problems_of(root) == [
+        "uv.lock: no entry for workspace member taquba-new; run `uv lock` and commit uv.lock"
+    ]
+
+
+def test_parse_lock_versions_reads_only_workspace_members() -> None:
+    repo = FakeRepo(Path("unused"))
+    repo.add(FakeDist("taquba", "0.8.0"))
+    repo.add(FakeDist("taquba-cron", "0.4.0"))
+    versions, problems = release.parse_lock_versions(repo.lock_text())
+    assert problems == []
+    assert versions == {"taquba": "0.8.0", "taquba-cron": "0.4.0", "workspace": "0"}
+    _, problems = release.parse_lock_versions("[[package]\n")
+    assert len(problems) == 1
+    assert problems[0].startswith("uv.lock: invalid TOML")
+
+
+def test_real_repo_lock_agrees_with_the_workspace() -> None:
+    ws = release.load_workspace(REPO)
+    assert ws.lock is not None
+    assert release.lock_problems(ws.lock, ws.distributions.values()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: a release in a clone without tags
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def released_repo(tmp_path: Path, clean_git_env: None) -> FakeRepo:
+    """A clone without tags: taquba 0.8.0 and taquba-cron 0.4.0 released and recorded."""
+    root = tmp_path / "repo"
+    git_init(root)
+    repo = good_repo(root)
+    repo.records.clear()
+    repo.notes.clear()
+    repo.dists["taquba"].released.clear()
+    repo.locked = True
+    repo.prepare("taquba", "0.8.0", "2026-11-27")
+    repo.prepare("taquba-cron", "0.4.0", "2026-11-27")
+    repo.write()
+    first = commit_all(root, "release taquba 0.8.0 and taquba-cron 0.4.0")
+    for dist, version in [("taquba", "0.8.0"), ("taquba-cron", "0.4.0")]:
+        argv = ["record", dist, version, "--date", "2026-11-27", "--root", str(root)]
+        assert release.main(argv) == 0
+    commit_all(root, "record taquba 0.8.0 and taquba-cron 0.4.0")
+    ws = release.load_workspace(root)
+    assert [(r.tag, r.commit) for r in ws.records] == [
+        ("taquba-v0.8.0", first),
+        ("taquba-cron-v0.4.0", first),
+    ]
+    repo.records = [
+        FakeRecord(r.distribution, r.version, r.commit, str(r.date)) for r in ws.records
+    ]
+    return repo
+
+
+def _bump_taquba(repo: FakeRepo, *, run_uv_lock: bool) -> str:
+    """Prepare and commit the taquba 0.8.1 release commit; its SHA."""
+    repo.dists["taquba"].version = "0.8.1"
+    repo.prepare("taquba", "0.8.1", "2026-12-01")
+    if not run_uv_lock:
+        repo.lock_versions["taquba"] = "0.8.0"
+    repo.write()
+    return commit_all(repo.root, "release taquba 0.8.1")
+
+
+def test_a_release_end_to_end_tags_only_that_release(
+    released_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(released_repo.root)
+    release_commit = _bump_taquba(released_repo, run_uv_lock=True)
+    assert release.main(["check", "--root", root]) == 0
+    assert "pending record: taquba-v0.8.1" in capsys.readouterr().out
+    assert release.main(["record", "taquba", "0.8.1", "--date", "2026-12-01", "--root", root]) == 0
+    assert "still reports" not in capsys.readouterr().out
+    commit_all(released_repo.root, "record taquba 0.8.1")
+    assert release.main(["check", "--root", root]) == 0
+    capsys.readouterr()
+
+    assert release.main(["tag", "taquba", "0.8.1", "--root", root]) == 0
+    out = capsys.readouterr().out
+    assert git(released_repo.root, "tag", "-l").split() == ["taquba-v0.8.1"]
+    assert peeled(released_repo.root, "taquba-v0.8.1") == release_commit
+    assert (
+        "not tagged: 2 recorded release(s) have no tag here and were not asked for:"
+        " taquba-v0.8.0, taquba-cron-v0.4.0"
+    ) in out
+
+
+def test_a_release_commit_without_the_lock_update_is_refused(
+    released_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(released_repo.root)
+    release_commit = _bump_taquba(released_repo, run_uv_lock=False)
+    stale = (
+        "locks taquba 0.8.0, but packages/taquba/pyproject.toml has version 0.8.1;"
+        " run `uv lock` and commit uv.lock with the version change"
+    )
+    assert release.main(["check", "--root", root]) == 1
+    assert f"uv.lock: {stale}" in capsys.readouterr().err
+    records = released_repo.root / "tools" / "releases.toml"
+    before = records.read_text(encoding="utf-8")
+    assert release.main(["record", "taquba", "0.8.1", "--root", root]) == 1
+    err = capsys.readouterr().err
+    assert "does not hold the release; nothing written" in err
+    assert f"taquba-v0.8.1 (commit {release_commit[:12]}): uv.lock: {stale}" in err
+    assert records.read_text(encoding="utf-8") == before
+
+    # Fixing the lock in a later commit does not make the release commit whole: tag refuses.
+    released_repo.lock_versions.clear()
+    released_repo.records.append(FakeRecord("taquba", "0.8.1", release_commit, "2026-12-01"))
+    released_repo.write()
+    commit_all(released_repo.root, "uv lock; record taquba 0.8.1")
+    assert release.main(["check", "--root", root]) == 0
+    assert release.main(["tag", "taquba", "0.8.1", "--root", root]) == 1
+    err = capsys.readouterr().err
+    assert "tag (refusing; no tag created)" in err
+    assert f"uv.lock: {stale}" in err
+    assert git(released_repo.root, "tag", "-l") == ""
+
+
+@pytest.mark.parametrize(
+    ("spoil", "expected"),
+    [
+        pytest.param(
+            lambda repo: repo.dists["taquba"].released.pop(0),
+            "the top released entry of packages/taquba/CHANGELOG.md is `## [0.8.0] - 2026-11-27`,"
+            " not a dated `## [0.8.1] - YYYY-MM-DD`",
+            id="changelog",
+        ),
+        pytest.param(
+            lambda repo: repo.notes.pop(0),
+            "RELEASES.md has no non-empty `## taquba-v0.8.1` section",
+            id="release-notes",
+        ),
+    ],
+)
+def test_record_refuses_a_commit_that_does_not_hold_the_release(
+    released_repo: FakeRepo,
+    capsys: pytest.CaptureFixture[str],
+    spoil: Callable[[FakeRepo], object],
+    expected: str,
+) -> None:
+    released_repo.dists["taquba"].version = "0.8.1"
+    released_repo.prepare("taquba", "0.8.1", "2026-12-01")
+    spoil(released_repo)
+    released_repo.write()
+    commit_all(released_repo.root, "a half-made release")
+    assert release.main(["record", "taquba", "0.8.1", "--root", str(released_repo.root)]) == 1
+    assert expected in capsys.readouterr().err

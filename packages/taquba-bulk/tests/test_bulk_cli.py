@@ -16,6 +16,8 @@ import pytest
 from taquba_bulk._cli import build_parser, load_pipeline, main
 
 PIPELINES = """
+import os
+
 import trio
 from taquba_bulk import BulkCtx, Pipeline, PermanentStepError
 
@@ -37,7 +39,11 @@ async def shout(ctx):
 
 
 async def slow(ctx):
-    await trio.sleep(0.3)
+    # doc0 finishes at once; the others wait until the test creates `release` (it does once
+    # it has sent SIGINT), so the batch cannot end before the interrupt, however slow the
+    # machine.
+    while ctx.input["id"] != "doc0" and not os.path.exists("release"):
+        await trio.sleep(0.02)
     return ctx.input
 
 
@@ -147,16 +153,21 @@ def test_sigint_drains_in_flight_items_and_a_rerun_finishes(workdir: Path) -> No
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
     out = workdir / "out.jsonl"
-    while time.monotonic() < deadline:  # wait for the first items to finish
-        if out.exists() and out.read_text().count("\n") >= 1:
-            break
+    deadline = time.monotonic() + 60  # a hang guard only
+    while not (out.exists() and out.read_text().count("\n") >= 1):  # doc0 is done
+        assert time.monotonic() < deadline, "no item finished"
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
+    assert process.stderr is not None
+    said: list[str] = []
+    while not said or "stopping: draining the items in flight" not in said[-1]:
+        said.append(process.stderr.readline())
+        assert said[-1], "".join(said)  # it exited without saying it stops
+    (workdir / "release").touch()  # it stopped taking items: those in flight may finish
+    _, rest = process.communicate(timeout=60)
+    stderr = "".join(said) + rest
     assert process.returncode == 130, stderr
-    assert "stopping: draining the items in flight" in stderr
     assert "stopped," in stderr and "pending" in stderr
     done_first = len(read_records(out))
     assert 0 < done_first < 40

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import trio
 
+import taquba
 from bulk_support import CONFIG, Recorder, bulk, opened, sink_of, statuses, until
 from taquba import QueueConfig, Store
+from taquba.testing import Fault, inject_faults
 from taquba_bulk import (
     Bulk,
     BulkCtx,
+    BulkReport,
     BulkUsageError,
     CostReport,
     DuplicateItemKey,
@@ -31,6 +35,7 @@ from taquba_bulk import (
     as_pipeline,
     key_by_content,
 )
+from taquba_workflow import RunSpec, SubmitOutcome
 
 
 async def test_runs_every_item_and_rolls_up_cost(store: Store) -> None:
@@ -74,24 +79,87 @@ async def test_a_thousand_item_batch(memory_store: Store) -> None:
             assert status is not None and status.state.value == "succeeded"
 
 
+class _Gated(Recorder):
+    """A Recorder whose items wait for ``gate``: no item runs while the batch is submitted."""
+
+    def __init__(self, gate: trio.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    async def run(self, ctx: BulkCtx[Any]) -> Any:
+        await self.gate.wait()
+        return await super().run(ctx)
+
+
+@dataclass
+class _Submissions:
+    """What a batch's submissions did: most at once, and durable commits while submitting."""
+
+    most_in_flight: int = 0
+    durable_commits: int = 0
+
+
+async def _submit_and_count(
+    queue: taquba.Queue, items: list[str], *, concurrency: int, hold_until: int = 1
+) -> tuple[BulkReport, _Submissions]:
+    """Run ``items`` with ``submit_concurrency=concurrency``, counting instead of timing.
+
+    Each of the first submissions waits until ``hold_until`` of them are in flight at once, so
+    a runner that submits concurrently is seen to, however slow the machine; a serial one
+    never gets there. Items run only once every submission returned, so the durable commits
+    counted (with a no-op fault on every durable write) are the submissions' own.
+    """
+    gate = trio.Event()
+    runner = bulk(queue, _Gated(gate), submit_concurrency=concurrency, queue_name=items[0])
+    submit = runner.runtime.submit
+    seen = _Submissions()
+    in_flight = finished = 0
+    held = trio.Event()
+
+    async def counted_submit(spec: RunSpec) -> SubmitOutcome:
+        nonlocal in_flight, finished
+        in_flight += 1
+        seen.most_in_flight = max(seen.most_in_flight, in_flight)
+        try:
+            if seen.most_in_flight >= hold_until:
+                held.set()
+            with trio.move_on_after(30):  # only a runner that never gets there waits this long
+                await held.wait()
+            return await submit(spec)
+        finally:
+            in_flight -= 1
+            finished += 1
+            if finished == len(items):
+                seen.durable_commits = sum(f.site == "commit" for f in faults.injected)
+                gate.set()
+
+    with inject_faults() as faults:
+        faults.on_write(Fault.slow(0), times=None, durable=True)  # counts, changes nothing
+        runner.runtime.submit = counted_submit  # type: ignore[method-assign]
+        report = await runner.run(items)
+    return report, seen
+
+
 async def test_submission_is_concurrent_not_one_item_per_flush() -> None:
     """Reference §16 item 29: serial submission capped a batch at one item per WAL flush.
 
-    At a 100 ms flush interval, serial submissions need at least 100 ms each; concurrent ones
-    share the group commits, so their cost per item is the CPU's, a fraction of a flush.
+    Each submission waits for a durable commit, about one flush interval. Serial submission
+    has one in flight at a time, one durable commit per item; concurrent submissions are in
+    flight together and share the group commits. Counted, not timed.
     """
     async with opened(flush_interval=0.1) as queue:
-        serial = await bulk(queue, Recorder(), submit_concurrency=1, queue_name="serial").run(
-            [f"s{i}" for i in range(10)]
+        serial, one_by_one = await _submit_and_count(
+            queue, [f"s{i}" for i in range(10)], concurrency=1
         )
-        concurrent = await bulk(queue, Recorder(), queue_name="concurrent").run(
-            [f"c{i}" for i in range(100)]
+        concurrent, together = await _submit_and_count(
+            queue, [f"c{i}" for i in range(64)], concurrency=16, hold_until=16
         )
-    assert serial.complete and concurrent.complete
-    per_item_serial = serial.submit_elapsed / 10
-    per_item_concurrent = concurrent.submit_elapsed / 100
-    assert per_item_serial >= 0.1
-    assert per_item_concurrent * 4 < per_item_serial, (serial, concurrent)
+    assert serial.complete and serial.succeeded == 10
+    assert concurrent.complete and concurrent.succeeded == 64
+    assert one_by_one.most_in_flight == 1
+    assert one_by_one.durable_commits >= 10  # one per item (or more, were one retried)
+    assert together.most_in_flight == 16
+    assert together.durable_commits < 64, together  # items shared transactions
 
 
 async def test_failed_items_are_recorded_and_reported() -> None:

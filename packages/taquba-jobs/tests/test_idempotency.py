@@ -60,7 +60,7 @@ def make_runner(queue: taquba.Queue, *jobs: Job[Any, Any]) -> JobRunner:
 
 async def settled(queue: taquba.Queue, job_id: str) -> None:
     """Wait until the queue settled the job: a handle resolves just before the ack."""
-    with trio.fail_after(5):
+    with trio.fail_after(30):  # a hang guard
         while await queue.get_job(job_id) is not None:  # noqa: ASYNC110 - watching storage
             await trio.sleep(0.01)
 

@@ -42,7 +42,7 @@ async def markers(runner: JobRunner) -> list[tuple[int, str]]:
 
 async def settled(queue: taquba.Queue, job_id: str) -> None:
     """Wait until the queue settled the job: a handle resolves just before the ack."""
-    with trio.fail_after(5):
+    with trio.fail_after(30):  # a hang guard
         while await queue.get_job(job_id) is not None:  # noqa: ASYNC110 - watching storage
             await trio.sleep(0.01)
 
@@ -146,7 +146,7 @@ async def test_serve_sweeps_periodically(queue: taquba.Queue, clock: MockClock) 
         handle = await runner.submit(work, "periodic")
         await handle.result()
         clock.advance(RETENTION + 1)
-        with trio.fail_after(5):
+        with trio.fail_after(30):  # a hang guard
             while await handle.fetch() is not None:  # noqa: ASYNC110 - watching storage
                 await trio.sleep(0.02)
         runner.shutdown()

@@ -2,7 +2,7 @@
 
 - `start_receiver`: a hypercorn (trio worker) server on 127.0.0.1 serving a tiny ASGI app that
   captures every request and answers from per-path scripts of `Reply` (status, headers,
-  body, delay).
+  body, delay); it counts the requests in flight and can hold replies until enough are.
 - `RecordingSocketFactory`: a trio socket factory that records every socket created while it
   is installed, so tests can assert that a refused destination saw no connection attempt.
 - `FakeResolver`: a trio hostname resolver answering made-up names (``*.test``) with chosen
@@ -54,6 +54,11 @@ class Receiver:
         self.default = Reply()
         self.base_url = ""
         self.port = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.gather = 0
+        """Hold replies until this many requests are in flight at once (once; 0: never)."""
+        self._gathered = trio.Event()
 
     def url(self, path: str = "/hook") -> str:
         return self.base_url + path
@@ -84,11 +89,22 @@ class Receiver:
         self.requests.append(Captured(scope["method"], path, headers, body))
         script = self.scripts.get(path)
         reply = script.popleft() if script else self.default
-        if reply.delay:
-            await trio.sleep(reply.delay)
-        raw_headers = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
-        await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": reply.body})
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.in_flight >= self.gather:
+                self._gathered.set()
+            with trio.move_on_after(30):  # a hang guard: only a sender that never gets there
+                await self._gathered.wait()
+            if reply.delay:
+                await trio.sleep(reply.delay)
+            raw_headers = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
+            await send(
+                {"type": "http.response.start", "status": reply.status, "headers": raw_headers}
+            )
+            await send({"type": "http.response.body", "body": reply.body})
+        finally:
+            self.in_flight -= 1
 
 
 async def start_receiver(

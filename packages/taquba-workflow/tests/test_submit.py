@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import trio
 
 from taquba import InvalidQueueName, MockClock, Store
-from taquba.testing import open_test_queue
+from taquba.testing import Fault, inject_faults, open_test_queue
 from taquba_workflow import (
     InputMismatch,
     InvalidRunId,
@@ -147,9 +145,10 @@ RUNS = 200
 async def test_distinct_submissions_proceed_in_parallel() -> None:
     """Reference §16 item 20: no process-wide lock; submissions share WAL group commits.
 
-    Serialised, 200 submissions at a 100 ms flush interval take at least 200 flushes (20 s).
-    In parallel they take a handful (measured: 0.2-0.3 s, 2-3 flushes, on 2 cores). The bound
-    is generous so that only serialisation fails it.
+    Each submission is one durable commit when alone: serialised, 200 submissions are 200
+    durable commits, one flush each. In parallel they ride shared group commits (measured: a
+    handful). Counted (a no-op fault on every durable write), not timed, so a loaded machine
+    cannot fail it; the bound is generous so that only serialisation fails it.
     """
     async with open_test_queue(flush_interval=FLUSH) as queue:
         runtime = WorkflowRuntime(queue, succeed)
@@ -158,15 +157,16 @@ async def test_distinct_submissions_proceed_in_parallel() -> None:
         async def submit(i: int) -> None:
             outcomes.append(await runtime.submit(RunSpec(input=b"x", run_id=f"run-{i}")))
 
-        started = time.monotonic()
-        async with trio.open_nursery() as nursery:
-            for i in range(RUNS):
-                nursery.start_soon(submit, i)
-        elapsed = time.monotonic() - started
+        with inject_faults() as faults:
+            faults.on_write(Fault.slow(0), times=None, durable=True)  # counts, changes nothing
+            async with trio.open_nursery() as nursery:
+                for i in range(RUNS):
+                    nursery.start_soon(submit, i)
+        commits = sum(f.site == "commit" for f in faults.injected)
         assert len(outcomes) == RUNS and all(o.newly_submitted for o in outcomes)
         assert (await queue.stats("workflow")).pending == RUNS
-        print(f"{RUNS} concurrent submits at flush {FLUSH}s: {elapsed:.2f}s")
-        assert elapsed < 50 * FLUSH, f"{RUNS} submissions took {elapsed:.2f}s: serialised?"
+        print(f"{RUNS} concurrent submits: {commits} durable commits")
+        assert commits <= RUNS // 4, f"{RUNS} submissions took {commits} commits: serialised?"
 
 
 async def test_hook_sees_user_headers(clock: MockClock) -> None:

@@ -150,7 +150,8 @@ async def test_a_reader_next_to_a_writer_process_in_full_flow(tmp_path: Path) ->
             await child.read_until(lambda: len(child.tagged("ENQ")) >= 50)
             totals: list[int] = []
             async with taquba.open_reader(store_dir, "storm", poll_interval=POLL) as reader:
-                for _ in range(60):
+                # At least 60 reads, and on until the writer's progress shows (not timed).
+                while len(totals) < 60 or totals[-1] <= totals[0]:
                     stats = await reader.stats("w")
                     fields = (stats.pending, stats.claimed, stats.done, stats.dead)
                     assert min(fields) >= 0, stats

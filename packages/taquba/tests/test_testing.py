@@ -399,6 +399,15 @@ def test_type_completeness_fails_on_an_unannotated_export(
         check_type_completeness(package)
 
 
+def test_type_completeness_uses_this_interpreter_not_the_python_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A virtualenv that is not activated (nox's compat sessions): the `python` on PATH, if
+    # any, is another interpreter. Here there is none.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    check_type_completeness("taquba")
+
+
 def test_type_completeness_reports_a_package_pyright_cannot_check() -> None:
     with pytest.raises(AssertionError, match=r"No py\.typed file found"):
         check_type_completeness(f"no_such_package_{uuid.uuid4().hex[:8]}")

@@ -13,14 +13,16 @@ import dataclasses
 import inspect
 import itertools
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Collection, Iterable
     from types import ModuleType
 
@@ -76,12 +78,14 @@ def check_public_api(
 def check_type_completeness(module: ModuleType | str) -> None:
     """Check that pyright knows the type of every name the package exports.
 
-    Runs ``python -m pyright --verifytypes <package> --ignoreexternal`` (pyright must be
-    installed in the running environment) and fails if it reports an error (no ``py.typed``,
-    say, or no such package) or a public symbol whose type is unknown, e.g. a name that is
-    not re-exported explicitly (``from ._x import Y as Y`` or ``__all__``) or an unannotated
-    function. Types pyright calls ambiguous (inferred, say a return type without annotation)
-    are accepted.
+    Runs ``python -m pyright --verifytypes <package> --ignoreexternal`` with the running
+    interpreter (pyright must be installed in its environment) and points pyright at that
+    interpreter, so the package is resolved in this environment (a virtualenv need not be
+    activated or on ``PATH``). It fails if pyright reports an error (no ``py.typed``, say,
+    or no such package) or a public symbol whose type is unknown, e.g. a name that is not
+    re-exported explicitly (``from ._x import Y as Y`` or ``__all__``) or an unannotated
+    function. Types pyright calls ambiguous (inferred, say a return type without
+    annotation) are accepted.
 
     Args:
         module: The package, imported or by name.
@@ -91,7 +95,16 @@ def check_type_completeness(module: ModuleType | str) -> None:
     """
     name = module if isinstance(module, str) else module.__name__
     command = [sys.executable, "-m", "pyright", "--verifytypes", name, "--ignoreexternal"]
-    result = subprocess.run([*command, "--outputjson"], capture_output=True, text=True, check=False)
+    # pyright finds the packages through a Python interpreter: the one `--pythonpath` names, or
+    # else `python3`/`python` on PATH, which need not be this one (a nox or compat virtualenv
+    # is not on PATH). `--verifytypes` ignores `--pythonpath` (pyright 1.1.414), so the
+    # subprocess also gets a PATH on which `python3` and `python` are this interpreter.
+    command += ["--pythonpath", sys.executable]
+    with tempfile.TemporaryDirectory(prefix="taquba-pyright-") as shims:
+        env = {**os.environ, "PATH": _interpreter_first_path(Path(shims))}
+        result = subprocess.run(
+            [*command, "--outputjson"], capture_output=True, text=True, check=False, env=env
+        )
     try:
         report = cast("dict[str, Any]", json.loads(result.stdout))
         completeness = cast("dict[str, Any]", report["typeCompleteness"])
@@ -117,6 +130,23 @@ def check_type_completeness(module: ModuleType | str) -> None:
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems)
         raise AssertionError(f"pyright --verifytypes {name} reports:\n{listed}")
+
+
+def _interpreter_first_path(shims: Path) -> str:
+    """``PATH`` with ``python3`` and ``python`` resolving to the running interpreter first.
+
+    On POSIX, ``shims`` gets two scripts that ``exec`` ``sys.executable`` (a symlink would lose
+    a virtualenv, whose interpreter finds its ``pyvenv.cfg`` next to the path it was started
+    from); elsewhere the interpreter's own directory goes first (a virtualenv's ``Scripts``).
+    """
+    path = os.environ.get("PATH", "")
+    if os.name != "posix":
+        return os.pathsep.join([str(Path(sys.executable).parent), path])
+    for shim in ("python3", "python"):
+        script = shims / shim
+        script.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        script.chmod(0o755)
+    return os.pathsep.join([str(shims), path]) if path else str(shims)
 
 
 def _public_names(module: ModuleType) -> list[str]:
