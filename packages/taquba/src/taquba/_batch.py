@@ -15,7 +15,8 @@ for durability. Each request still succeeds or fails on its own:
 - any other failure of the commit (storage errors, fencing) is every remaining request's error.
 
 Submission is shielded from cancellation: once a request is queued it runs to its end, so its
-caller always knows whether it was applied.
+caller always knows whether it was applied. It also holds a `KeyboardInterrupt` (which passes
+cancel shields) until then: a follower that left early would strand the batch it should lead.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import trio
 
 from taquba._adapter import Database, Transaction, run_transaction
 from taquba._errors import StorageError, TaqubaError
+from taquba._interrupts import hold_interrupts, protect, wait_holding
 
 __all__ = ["BatchRequest", "DropFromBatch", "GroupCommit"]
 
@@ -81,10 +83,13 @@ class GroupCommit(Generic[R]):
     async def submit(self, request: R) -> None:
         """Commit `request` with whatever else is queued; raise its error if it failed."""
         self._database()  # raises if the database is closed or failed: queue nothing then
-        with trio.CancelScope(shield=True):
+        # The shielded part has no cancellation point: without this one, a loop of calls
+        # whose caller was cancelled (or interrupted) would never end.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        with hold_interrupts(), trio.CancelScope(shield=True):
             self._queue.append(request)
             if self._leading:
-                await request.wake.wait()
+                await wait_holding(request.wake.wait)
             else:
                 self._leading = True
             if not request.done:  # this task leads the next batch
@@ -157,3 +162,6 @@ class GroupCommit(Generic[R]):
             if committed:
                 self._committed(committed)
             return
+
+
+protect(GroupCommit)

@@ -35,6 +35,7 @@ from ._errors import (
     UsageError,
 )
 from ._ids import IdGenerator, validate_job_id
+from ._interrupts import plain_interrupt, plain_interrupts, protect
 from ._lease import CancelToken, LeaseEntry, LeaseRegistry
 from ._records import (
     MAX_PRIORITY,
@@ -786,6 +787,7 @@ class Queue:
                 state.wakeup.notify_one()
         return claims
 
+    @plain_interrupts
     async def wait_for_jobs_on(self, queue: str) -> None:
         """Wait until a job may be claimable on ``queue``.
 
@@ -1219,6 +1221,7 @@ class Queue:
                 self._notify_completion((job.id,))
         return result
 
+    @plain_interrupts
     async def wait_for_completion(self, job_id: str) -> JobRecord | None:
         """Wait until the job is done, dead, or gone.
 
@@ -1730,16 +1733,21 @@ async def open_queue(
     await queue._open()  # pyright: ignore[reportPrivateUsage]
     body_error: BaseException | None = None
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(queue._background)  # pyright: ignore[reportPrivateUsage]
-            try:
-                yield queue
-            except BaseException as exc:  # re-raised below, outside the nursery
-                body_error = exc
-            finally:
-                nursery.cancel_scope.cancel()
+        with plain_interrupt():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(queue._background)  # pyright: ignore[reportPrivateUsage]
+                try:
+                    yield queue
+                except BaseException as exc:  # re-raised below, outside the nursery
+                    body_error = exc
+                finally:
+                    nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await queue._close()  # pyright: ignore[reportPrivateUsage]
     if body_error is not None:
         raise body_error
+
+
+# Ctrl-C must never stop the queue's own code halfway (see taquba._interrupts).
+protect(Queue, open_queue)

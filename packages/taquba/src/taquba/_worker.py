@@ -19,6 +19,7 @@ from ._errors import (
     TaqubaError,
     UsageError,
 )
+from ._interrupts import plain_interrupts, protect
 from ._records import JobRecord
 from ._types import Claim, Effects
 
@@ -134,7 +135,7 @@ async def _process(queue: Queue, claim: Claim, handler: HandlerFunction) -> None
     """Run ``handler`` on one claim and settle the outcome. Only fatal errors escape."""
     try:
         try:
-            effects = await handler(claim.job, LeaseHandle(queue, claim))
+            effects = await _run_handler(handler, claim.job, LeaseHandle(queue, claim))
         except PermanentFailure as failure:
             await queue.dead_letter(claim, failure.reason, effects=failure.effects)
             return
@@ -168,6 +169,14 @@ async def _process(queue: Queue, claim: Claim, handler: HandlerFunction) -> None
         raise
     except TaqubaError as exc:
         log.error("could not settle %s/%s: %s", claim.queue, claim.id, exc)
+
+
+@trio.lowlevel.disable_ki_protection
+async def _run_handler(
+    handler: HandlerFunction, job: JobRecord, lease: LeaseHandle
+) -> Effects | None:
+    """Run the user's handler without KI protection, so Ctrl-C can stop a handler that loops."""
+    return await handler(job, lease)
 
 
 def _describe(exc: BaseException) -> str:
@@ -204,6 +213,7 @@ def _check_interval(poll_interval: float) -> None:
         raise UsageError("poll_interval must be a positive number of seconds")
 
 
+@plain_interrupts
 async def run_worker(
     queue: Queue,
     queue_name: str,
@@ -239,6 +249,7 @@ async def run_worker(
         await _process(queue, claim, fn)
 
 
+@plain_interrupts
 async def run_worker_concurrent(
     queue: Queue,
     queue_name: str,
@@ -270,6 +281,7 @@ async def run_worker_concurrent(
 
     async with trio.open_nursery() as jobs:
 
+        @trio.lowlevel.enable_ki_protection
         async def run_one(claim: Claim) -> None:
             nonlocal in_flight, slot_freed
             try:
@@ -320,3 +332,6 @@ async def run_worker_concurrent(
             jobs.cancel_scope.deadline = trio.current_time() + shutdown_grace
     if fatal:
         raise fatal[0]
+
+
+protect(LeaseHandle, _process, _idle, run_worker, run_worker_concurrent)
