@@ -132,7 +132,9 @@ async def test_a_cancelled_enqueue_runs_to_its_end(queue: taquba.Queue) -> None:
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(functools.partial(queue.enqueue, "q", b"one", job_id="c1"))
-            await trio.lowlevel.checkpoint()  # the enqueue has been submitted
+            # Until the enqueue is submitted and waiting for its flush (an enqueue cancelled
+            # before it starts raises Cancelled and writes nothing).
+            await trio.testing.wait_all_tasks_blocked()
             scope.cancel()
     # Its outcome is known: it was committed, not left half-done.
     job = await queue.get_job("c1")
@@ -225,3 +227,14 @@ async def test_expired_records_are_swept_a_page_per_transaction(
         assert (stats.done, stats.dead, stats.pending, stats.claimed) == (300, 0, 0, 0)
         assert [await queue.get_job(c.id) for c in claims[::37]] == [None] * len(claims[::37])
         assert (await queue.list_jobs("q", taquba.JobStatus.DEAD)).jobs == []
+
+
+async def test_an_enqueue_cancelled_before_it_starts_writes_nothing(queue: taquba.Queue) -> None:
+    # A cancelled caller looping on enqueue must meet a cancellation point (it used to loop
+    # forever: every enqueue ran shielded to its end and none raised Cancelled).
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        for n in range(3):
+            await queue.enqueue("q", b"late", job_id=f"late{n}")
+    assert scope.cancelled_caught
+    assert await queue.get_job("late0") is None

@@ -12,7 +12,13 @@ Every command takes ``--store`` and ``--db``, defaulting to the demo's store
 (``./.taquba-demo``) and database (``demo``), so ``taquba inspect`` right after ``taquba demo``
 shows what the demo left. Exit status: 0 on success, 1 when something failed at run time
 (storage, a demo check), 2 for bad input (an unusable store URL, a missing store, queue or
-job, a bad option). Errors are one line on stderr, never a traceback.
+job, a bad option), 130 after SIGINT (Ctrl-C) and 143 after SIGTERM. Errors are one line on
+stderr, never a traceback.
+
+Signals. Each command runs under `trio.open_signal_receiver` for SIGINT and SIGTERM (the
+command installs these handlers, the library never does): the first signal cancels the
+command, whose writes in flight finish and whose store is closed as on any cancellation, then
+one line says so. A second signal exits at once, without waiting for the store to close.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Final, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 from urllib.parse import unquote, urlsplit
 
 import trio
@@ -52,7 +59,7 @@ from taquba._demo import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from taquba import Queue, QueueReader
@@ -62,6 +69,8 @@ __all__ = ["CliError", "build_parser", "main"]
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_SIGINT: Final = 128 + signal.SIGINT
+EXIT_SIGTERM: Final = 128 + signal.SIGTERM
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _WRITER_NOTE: Final = (
@@ -447,6 +456,55 @@ async def _jobs(
     return EXIT_OK
 
 
+class _Interrupted(Exception):
+    """The command was stopped by a signal (SIGINT or SIGTERM) and has wound down."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        """The signal that stopped it."""
+
+
+def _signal_exit(signum: int) -> int:
+    return EXIT_SIGINT if signum == signal.SIGINT else 128 + signum
+
+
+async def _until_signal(command: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """Run ``command(*args)``; the first SIGINT or SIGTERM cancels it (`_Interrupted`).
+
+    A second signal ends the process at once (``os._exit``) with the same status.
+    """
+    received: list[int] = []
+    result: list[int] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            work = trio.CancelScope()
+
+            async def watch() -> None:
+                async for signum in signals:
+                    if received:
+                        sys.stderr.write("\ntaquba: interrupted again: exiting now\n")
+                        sys.stderr.flush()
+                        os._exit(_signal_exit(received[0]))
+                    received.append(signum)
+                    work.cancel()
+
+            async def run() -> None:
+                with work:
+                    result.append(await command(*args))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            nursery.start_soon(run)
+    if received:
+        raise _Interrupted(received[0])
+    return result[0]
+
+
+def _run(command: Callable[..., Awaitable[int]], *args: Any) -> int:
+    return trio.run(_until_signal, command, *args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     store: str | None = args.store
     options = DemoOptions(
@@ -457,7 +515,7 @@ def _demo(args: argparse.Namespace) -> int:
         keep=args.keep,
         store_is_default=store is None,
     )
-    return trio.run(run_demo, options)
+    return _run(run_demo, options)
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
@@ -467,17 +525,32 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if command == "demo":
         return _demo(args)
     if command == CHILD_COMMAND:
-        return trio.run(run_child, url or DEFAULT_STORE, db, args.count)
+        return _run(run_child, url or DEFAULT_STORE, db, args.count)
     if command == "inspect":
-        return trio.run(_inspect, out, url, db)
+        return _run(_inspect, out, url, db)
     if command == "jobs":
-        return trio.run(_jobs, out, url, db, args.queue, JobStatus(args.status), args.limit)
+        return _run(_jobs, out, url, db, args.queue, JobStatus(args.status), args.limit)
     if args.action == "list":
-        return trio.run(_dead_list, out, url, db, args.queue, args.limit)
-    return trio.run(_dead_requeue, out, url, db, args.queue, args.job_id, args.all)
+        return _run(_dead_list, out, url, db, args.queue, args.limit)
+    return _run(_dead_requeue, out, url, db, args.queue, args.job_id, args.all)
 
 
 # ------------------------------------------------------------------------------ errors
+
+
+def _interrupted(exc: BaseException) -> int | None:
+    """The signal ``exc`` reports (`_Interrupted`, alone or in a group), or None."""
+    if isinstance(exc, _Interrupted):
+        return exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT
+    if isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        for leaf in group.exceptions:
+            found = _interrupted(leaf)
+            if found is not None:
+                return found
+    return None
 
 
 def _reportable(exc: BaseException) -> tuple[str, int] | None:
@@ -508,19 +581,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0 on success, 1 on a run-time failure, 2 on bad input (argparse exits with 2 itself
-        for malformed options).
+        for malformed options), 130 after SIGINT, 143 after SIGTERM.
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="taquba: %(name)s: %(levelname)s: %(message)s")
     try:
         return _dispatch(args, sys.stdout)
-    except KeyboardInterrupt:
-        print("\ntaquba: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        found = _reportable(exc)
-        if found is None:
-            raise
-        message, code = found
-        print(f"taquba: error: {' '.join(message.split())}", file=sys.stderr)
-        return code
+    except BaseException as exc:
+        signum = _interrupted(exc)
+        if signum is None:
+            if not isinstance(exc, Exception):
+                raise
+            return _report(exc)
+        name = (
+            "interrupted"
+            if signum == signal.SIGINT
+            else f"stopped by {signal.Signals(signum).name}"
+        )
+        sys.stdout.flush()
+        print(f"\ntaquba: {name}", file=sys.stderr)
+        return _signal_exit(signum)
+
+
+def _report(exc: Exception) -> int:
+    found = _reportable(exc)
+    if found is None:
+        raise exc
+    message, code = found
+    print(f"taquba: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
