@@ -75,7 +75,8 @@ EXIT_SIGTERM: Final = 128 + signal.SIGTERM
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _WRITER_NOTE: Final = (
     "It opens the store as its writer, which is fine while no other process uses the store; "
-    "a process that does (a running app or demo) would be fenced and stop."
+    "a process that does (a running app or demo) would be fenced and stop. It changes only "
+    "the jobs it requeues: no claim recovery, lease reaping, promotion or retention sweep runs."
 )
 _READER_NOTE: Final = (
     "It only reads the store, so it is safe while a running app or demo uses it; it shows "
@@ -284,7 +285,8 @@ def _open_admin_store(url: str | None, db: str) -> Store:
 
 
 def _open_admin_queue(store: Store, db: str) -> AbstractAsyncContextManager[Queue]:
-    return open_queue(store, db, flush_interval=0.01)
+    # An admin writer changes only what it is asked to: no background maintenance.
+    return open_queue(store, db, flush_interval=0.01, maintenance=False)
 
 
 def _open_admin_reader(store: Store, db: str) -> AbstractAsyncContextManager[QueueReader]:
@@ -377,40 +379,73 @@ async def _dead_list(out: TextIO, url: str | None, db: str, name: str, limit: in
     return EXIT_OK
 
 
+_SKIPPED_NOTE: Final = "no longer dead (requeued or deleted meanwhile)"
+
+
 async def _dead_requeue(
     out: TextIO, url: str | None, db: str, name: str, job_id: str | None, every: bool
 ) -> int:
     store = _open_admin_store(url, db)
-    requeued: list[str] = []
+    requeued = skipped = 0
+    total = 0
+
+    def say(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()
+
+    async def requeue(queue: Queue, job: JobRecord) -> None:
+        nonlocal requeued, skipped
+        done = requeued + skipped + 1
+        try:
+            await queue.requeue_dead_job(job)
+        except (InvalidState, JobNotFound):
+            skipped += 1
+            say(f"skipped {job.id} ({done}/{total}): {_SKIPPED_NOTE}")
+        else:
+            requeued += 1
+            say(f"requeued {job.id} ({done}/{total})")
+
     async with _open_admin_queue(store, db) as queue:
         await _require_queue(queue, name)
-        if every:
-            while batch := await queue.dead_jobs(name, limit=100):
-                for job in batch:
-                    await queue.requeue_dead_job(job)
-                    requeued.append(job.id)
-        else:
-            assert job_id is not None
-            job = await queue.get_job(job_id)
-            if job is None or job.queue != name:
-                raise CliError(f"no job {job_id!r} in queue {name!r}")
-            if job.status is not JobStatus.DEAD:
-                raise CliError(f"job {job_id!r} is {job.status.value}, not dead")
-            try:
-                await queue.requeue_dead_job(job)
-            except (InvalidState, JobNotFound) as exc:
-                raise CliError(str(exc)) from exc
-            requeued.append(job.id)
-    if not requeued:
-        out.write(f"the dead-letter inbox of {name!r} is empty: nothing to requeue\n")
+        try:
+            if every:
+                total = (await queue.stats(name)).dead
+                if total:
+                    say(f"requeueing {total} dead job(s) of {name!r}")
+                after: str | None = None
+                while batch := await queue.dead_jobs(name, after=after, limit=100):
+                    for job in batch:
+                        await requeue(queue, job)
+                    after = batch[-1].id
+            else:
+                assert job_id is not None
+                job = await queue.get_job(job_id)
+                if job is None or job.queue != name:
+                    raise CliError(f"no job {job_id!r} in queue {name!r}")
+                if job.status is not JobStatus.DEAD:
+                    raise CliError(f"job {job_id!r} is {job.status.value}, not dead")
+                total = 1
+                await requeue(queue, job)
+        except TaqubaError:
+            if requeued or skipped:  # say what was done before the failure
+                summary = _summary(requeued, skipped, name)
+                say(f"stopped after {requeued + skipped} of {total}: {summary}")
+            raise
+    if not requeued and not skipped:
+        say(f"the dead-letter inbox of {name!r} is empty: nothing to requeue")
         return EXIT_OK
-    for requeued_id in requeued:
-        out.write(f"requeued {requeued_id}\n")
-    out.write(
-        f"{len(requeued)} job(s) pending again with attempts reset; they run when a worker "
-        f"next serves {name!r}\n"
-    )
+    say(_summary(requeued, skipped, name))
     return EXIT_OK
+
+
+def _summary(requeued: int, skipped: int, name: str) -> str:
+    text = (
+        f"{requeued} job(s) pending again with attempts reset; they run when a worker next "
+        f"serves {name!r}"
+    )
+    if skipped:
+        text += f"; skipped {skipped} job(s) {_SKIPPED_NOTE}"
+    return text
 
 
 def _job_row(job: JobRecord) -> list[str]:

@@ -251,11 +251,12 @@ class Queue:
             state = self._states[queue] = _QueueState()
         return state
 
-    async def _open(self) -> None:
+    async def _open(self, *, recover: bool = True) -> None:
         self._db = await Database.open(self._store, self._name, flush_interval=self._flush_interval)
         try:
             await self._restore_cursors()
-            await self._recover_claims()
+            if recover:
+                await self._recover_claims()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._db.close()
@@ -1625,15 +1626,18 @@ class Queue:
                 log.error("stats fold failed: %s", exc)
 
     async def _background(
-        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        maintenance: bool = True,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch)
-            nursery.start_soon(self._reaper)
-            nursery.start_soon(
-                self._every, self._scheduler_interval, self.promote_scheduled_now, "scheduler"
-            )
-            nursery.start_soon(self._folder)
+            nursery.start_soon(self._watch)  # only watches for fencing; changes nothing
+            if maintenance:
+                nursery.start_soon(self._reaper)
+                nursery.start_soon(
+                    self._every, self._scheduler_interval, self.promote_scheduled_now, "scheduler"
+                )
+                nursery.start_soon(self._folder)
             task_status.started()
 
 
@@ -1685,13 +1689,15 @@ async def open_queue(
     flush_interval: float | None = None,
     reaper_interval: float = 5.0,
     scheduler_interval: float = 1.0,
+    maintenance: bool = True,
 ) -> AsyncGenerator[Queue]:
     """Open (creating if needed) the queue database ``name`` in ``store``.
 
     On open, claims left behind by a process that died are requeued (or dead-lettered when
     out of attempts), and the claim-scan state saved by the last clean close is restored.
     While open, background tasks reap expired leases, promote due scheduled jobs, sweep
-    retained done/dead records and fold counters. On exit the claim-scan state is saved and
+    retained done/dead records and fold counters (all of it, and the claim recovery, only
+    with ``maintenance``, the default). On exit the claim-scan state is saved and
     the database is shut down.
 
     Args:
@@ -1704,6 +1710,12 @@ async def open_queue(
             operation waits for a flush, so this is the floor of their latency.
         reaper_interval: seconds between lease reaping and retention sweeps.
         scheduler_interval: seconds between promotions of due scheduled jobs.
+        maintenance: False opens the queue for administration: it changes only what its
+            caller asks for. No claims are recovered at open, and no background task reaps
+            leases, promotes scheduled jobs, sweeps kept done/dead records (retention) or
+            folds counters; the explicit `reap_now`, `promote_scheduled_now`, `sweep_now`
+            and `fold_stats_now` still work. The next queue opened with maintenance (the
+            default) catches up on all of it. Fencing is still watched.
 
     Raises:
         StorageUnavailable: the store could not be reached in bounded time.
@@ -1730,12 +1742,12 @@ async def open_queue(
         reaper_interval=reaper_interval,
         scheduler_interval=scheduler_interval,
     )
-    await queue._open()  # pyright: ignore[reportPrivateUsage]
+    await queue._open(recover=maintenance)  # pyright: ignore[reportPrivateUsage]
     body_error: BaseException | None = None
     try:
         with plain_interrupt():
             async with trio.open_nursery() as nursery:
-                await nursery.start(queue._background)  # pyright: ignore[reportPrivateUsage]
+                await nursery.start(queue._background, maintenance)  # pyright: ignore[reportPrivateUsage]
                 try:
                     yield queue
                 except BaseException as exc:  # re-raised below, outside the nursery
