@@ -20,7 +20,7 @@ import pytest
 import trio
 
 import taquba
-from taquba import _adapter, _cli
+from taquba import _adapter, _cli, _interrupts
 from taquba.testing import Child, open_child
 
 CHILD = Path(__file__).with_name("interrupt_child.py")
@@ -215,3 +215,39 @@ def test_every_command_runs_cancellable_by_a_signal(signum: int) -> None:
     assert caught.value.signum == signum
     assert cleaned_up == [True]
     assert _cli._interrupted(caught.value) == signum  # pyright: ignore[reportPrivateUsage]
+
+
+# ------------------------------------------------------------------------------ the helpers
+
+
+def test_plain_interrupt_turns_a_group_of_interrupts_into_one() -> None:
+    cancelled = trio.Cancelled._create()  # pyright: ignore[reportPrivateUsage]
+    with pytest.raises(KeyboardInterrupt) as caught, _interrupts.plain_interrupt():
+        raise BaseExceptionGroup("g", [KeyboardInterrupt(), BaseExceptionGroup("h", [cancelled])])
+    assert isinstance(caught.value.__cause__, BaseExceptionGroup)
+    # Anything else in the group keeps it a group: nothing is hidden.
+    with pytest.raises(BaseExceptionGroup), _interrupts.plain_interrupt():
+        raise BaseExceptionGroup("g", [KeyboardInterrupt(), ValueError()])
+
+
+def test_hold_interrupts_lets_the_wait_finish_then_raises() -> None:
+    finished: list[bool] = []
+
+    async def main() -> None:
+        event = trio.Event()
+
+        async def interrupt_then_set() -> None:
+            # A system task is KI-protected: trio delivers the interrupt to the main task,
+            # which is waiting in `wait_holding` (without the hold, its wait would end now).
+            signal.raise_signal(signal.SIGINT)
+            await trio.sleep(0.05)
+            event.set()
+
+        trio.lowlevel.spawn_system_task(interrupt_then_set)
+        with _interrupts.hold_interrupts():
+            await _interrupts.wait_holding(event.wait)
+            finished.append(True)
+
+    with pytest.raises(KeyboardInterrupt):
+        trio.run(main)
+    assert finished == [True]
