@@ -11,14 +11,16 @@ import io
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 import taquba
-from taquba import _demo
+from taquba import _cli, _demo
 from taquba._cli import main
 
 
@@ -288,6 +290,121 @@ def test_dead_admin_edge_cases(prepared: Prepared, capsys: pytest.CaptureFixture
     code, out, _ = run_main(capsys, *admin(prepared, "dead", "requeue", "other", "--all"))
     assert code == 0
     assert "nothing to requeue" in out
+
+
+async def prepare_old_dead(root: Path) -> dict[str, list[str]]:
+    """Dead jobs failed 8 days ago (past the default 7-day retention) in 'mail' and 'other'."""
+    clock = taquba.MockClock(int(time.time() * 1000) - 8 * 86_400_000)
+    config = taquba.QueueConfig(max_attempts=1, retry_backoff_base=0.0)
+    dead: dict[str, list[str]] = {"mail": [], "other": []}
+    async with taquba.open_queue(
+        str(root), "ops", config=config, clock=clock, flush_interval=0.005
+    ) as queue:
+        for name, count in (("mail", 6), ("other", 1)):
+            for i in range(count):
+                await queue.enqueue(name, b"old %d" % i)
+            for claim in await queue.claim_batch(name, count):
+                await queue.dead_letter(claim, "long ago")
+                dead[name].append(claim.id)
+    return dead
+
+
+async def dead_ids(root: Path, name: str) -> set[str]:
+    async with taquba.open_reader(str(root), "ops") as reader:
+        return {job.id for job in await reader.dead_jobs(name, limit=1000)}
+
+
+def test_dead_requeue_runs_no_retention_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Requeueing some dead jobs must not delete the others, here or in other queues.
+
+    The requeue of 'mail' is slowed down and the admin writer's reaper interval shortened, as
+    in a long ``--all`` run: a writer with background maintenance sweeps every dead record
+    older than the default retention meanwhile (it did: `taquba dead requeue` deleted jobs it
+    was requeueing and another queue's dead job, then failed on `JobNotFound`).
+    """
+    root = tmp_path / "store"
+    dead = trio.run(prepare_old_dead, root)
+    keep_mail = dead["mail"][1:]
+    real_open = _cli.open_queue
+    real_requeue = taquba.Queue.requeue_dead_job
+
+    def quick_reaper(*args: Any, **kwargs: Any) -> Any:
+        return real_open(*args, **{**kwargs, "reaper_interval": 0.01})
+
+    async def slow_requeue(self: taquba.Queue, job: taquba.JobRecord) -> None:
+        await real_requeue(self, job)
+        await trio.sleep(0.3)  # several reaper intervals
+
+    monkeypatch.setattr(_cli, "open_queue", quick_reaper)
+    monkeypatch.setattr(taquba.Queue, "requeue_dead_job", slow_requeue)
+    code, out, err = run_main(
+        capsys, "dead", "requeue", "mail", dead["mail"][0], "--store", str(root), "--db", "ops"
+    )
+    assert trio.run(dead_ids, root, "mail") == set(keep_mail)
+    assert trio.run(dead_ids, root, "other") == set(dead["other"])
+    assert (code, err) == (0, "")
+    assert f"requeued {dead['mail'][0]} (1/1)" in out
+
+    # And --all requeues every one of them, none swept under its feet.
+    code, out, err = run_main(
+        capsys, "dead", "requeue", "mail", "--all", "--store", str(root), "--db", "ops"
+    )
+    assert (code, err) == (0, "")
+    assert f"requeueing {len(keep_mail)} dead job(s) of 'mail'" in out
+    assert f"({len(keep_mail)}/{len(keep_mail)})" in out
+    assert f"{len(keep_mail)} job(s) pending again" in out
+    assert "skipped" not in out
+    assert trio.run(dead_ids, root, "mail") == set()
+    assert trio.run(dead_ids, root, "other") == set(dead["other"])
+
+
+def test_a_dead_job_that_vanishes_mid_requeue_is_skipped_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--all`` lists a page of dead jobs, then one of them is requeued by someone else."""
+    root = tmp_path / "store"
+    dead = trio.run(prepare_old_dead, root)["mail"]
+    real_requeue = taquba.Queue.requeue_dead_job
+    raced: list[str] = []
+
+    async def racing_requeue(self: taquba.Queue, job: taquba.JobRecord) -> None:
+        if not raced:  # before the first requeue, the third listed job vanishes
+            third = await self.get_job(dead[2])
+            assert third is not None
+            await real_requeue(self, third)
+            raced.append(third.id)
+        await real_requeue(self, job)
+
+    monkeypatch.setattr(taquba.Queue, "requeue_dead_job", racing_requeue)
+    code, out, err = run_main(
+        capsys, "dead", "requeue", "mail", "--all", "--store", str(root), "--db", "ops"
+    )
+    assert (code, err) == (0, ""), out
+    assert f"skipped {dead[2]} (3/6): no longer dead" in out
+    assert f"requeued {dead[5]} (6/6)" in out
+    last = out.splitlines()[-1]
+    assert last.startswith("5 job(s) pending again"), out
+    assert "skipped 1 job(s) no longer dead" in last
+    assert trio.run(dead_ids, root, "mail") == set()
+
+
+def test_maintenance_false_opens_a_queue_that_sweeps_nothing(tmp_path: Path) -> None:
+    """`open_queue(maintenance=False)` runs no retention sweep; the default (the control) does."""
+    root = tmp_path / "store"
+    dead = trio.run(prepare_old_dead, root)
+
+    async def idle(maintenance: bool) -> int:
+        async with taquba.open_queue(
+            str(root), "ops", maintenance=maintenance, reaper_interval=0.01
+        ) as queue:
+            await trio.sleep(0.3)  # many reaper intervals
+            return (await queue.stats("mail")).dead
+
+    assert trio.run(idle, False) == len(dead["mail"])
+    assert trio.run(dead_ids, root, "other") == set(dead["other"])
+    assert trio.run(idle, True) == 0
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -293,3 +293,14 @@ async def test_a_cancelled_worker_still_records_its_ack(queue: taquba.Queue) -> 
         scope.cancel()
         await queue.ack(claim)
     assert (await queue.stats("q")).done == 1
+
+
+async def test_an_enqueue_cancelled_before_it_starts_writes_nothing(queue: taquba.Queue) -> None:
+    # A cancelled caller looping on enqueue must meet a cancellation point (it used to loop
+    # forever: every enqueue ran shielded to its end and none raised Cancelled).
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        for n in range(3):
+            await queue.enqueue("q", b"late", job_id=f"late{n}")
+    assert scope.cancelled_caught
+    assert await queue.get_job("late0") is None

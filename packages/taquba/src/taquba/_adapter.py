@@ -36,6 +36,11 @@ run shielded, bounded by the database's commit deadline (`Database.open`, by def
 `default_commit_deadline`: longer than the store's own retry budget, so storage gives up and
 answers before the deadline does); a write that fails or times out has an unknown outcome, so
 callers reconcile by reading back.
+
+Interrupts. Everything here is KI-protected (see `taquba._interrupts`): above all the ctypes
+continuation `_continue`, which Rust may call on the trio thread while a call is polled; a
+`KeyboardInterrupt` raised in it would be swallowed by ctypes and the call would never complete.
+Writes and `close` hold a `KeyboardInterrupt` that trio delivers into them until they finish.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ import random
 import struct
 import threading
 import weakref
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, TypeVarTuple, cast
 
 import slatedb.uniffi as _sdb
@@ -72,6 +78,7 @@ from taquba._errors import (
     TaqubaError,
     UsageError,
 )
+from taquba._interrupts import held_interrupts, hold_interrupts, protect, wait_holding
 from taquba._validate import check_seconds
 
 if TYPE_CHECKING:
@@ -278,10 +285,11 @@ async def _call_on_loop_thread(fn: Callable[[*_Ts], Coroutine[Any, Any, _R]], *a
     future = asyncio.run_coroutine_threadsafe(fn(*args), _LOOP_THREAD.loop())
     future.add_done_callback(wake)
     try:
-        await done.wait()
-    except trio.Cancelled:
-        # Cancel the asyncio task; the binding then drops its Rust future. A write may
-        # still have landed: the caller treats the outcome as unknown.
+        await wait_holding(done.wait)
+    except BaseException:
+        # Cancelled (or interrupted outside `hold_interrupts`): cancel the asyncio task; the
+        # binding then drops its Rust future. A write may still have landed: the caller
+        # treats the outcome as unknown.
         future.cancel()
         raise
     return future.result()
@@ -311,7 +319,16 @@ class _TrioFuture:
     row take one cancel-shielded checkpoint so a long loop of them cannot starve other tasks.
     """
 
-    __slots__ = ("_cancelled", "_done", "_result", "_task", "_waiting", "thread", "token")
+    __slots__ = (
+        "_cancelled",
+        "_done",
+        "_held",
+        "_result",
+        "_task",
+        "_waiting",
+        "thread",
+        "token",
+    )
 
     def __init__(self, task: trio.lowlevel.Task, token: trio.lowlevel.TrioToken) -> None:
         self._task = task
@@ -321,6 +338,7 @@ class _TrioFuture:
         self._cancelled = False
         self._waiting = False
         self._result: Any = None
+        self._held = held_interrupts()
 
     def cancelled(self) -> bool:
         return self._cancelled
@@ -334,7 +352,17 @@ class _TrioFuture:
             self._waiting = False
             trio.lowlevel.reschedule(self._task)
 
-    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+    def _abort(self, raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        if self._held is not None:
+            # Inside `hold_interrupts` (a write): a KeyboardInterrupt delivered now is held
+            # and the call goes on; a cancellation (a write's deadline) ends it as usual.
+            try:
+                raise_cancel()
+            except KeyboardInterrupt as interrupt:
+                self._held.append(interrupt)
+                return trio.lowlevel.Abort.FAILED
+            except BaseException:  # a cancellation: trio raises it again on SUCCEEDED
+                pass
         # Cancelled while parked: forget the wake-up. UniFFI's `finally` frees the Rust
         # future, and its late continuation sees `cancelled()` and does nothing.
         self._cancelled = True
@@ -716,7 +744,10 @@ async def _call(fn: Callable[[*_Ts], Coroutine[Any, Any, _R]], *args: *_Ts) -> _
     Raises `trio.Cancelled` before calling if the caller is cancelled: a binding call that
     completes during its poll does not yield, so this is its cancellation point.
     """
-    await trio.lowlevel.checkpoint_if_cancelled()
+    if held_interrupts() is None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    else:
+        await wait_holding(trio.lowlevel.checkpoint_if_cancelled)
     try:
         return await _call_impl(fn, *args)
     except _SLATEDB_ERRORS as exc:
@@ -1031,8 +1062,12 @@ async def _after_applying(fault: _failpoints.InjectedKind | None) -> None:
 
 @contextlib.contextmanager
 def _shielded_write(seconds: float) -> Generator[None]:
-    """Shield a write from cancellation, bounded by the commit deadline ``seconds``."""
-    with trio.CancelScope(shield=True), trio.move_on_after(seconds) as deadline:
+    """Shield a write from cancellation (and interrupts), bounded by the commit deadline."""
+    with (
+        hold_interrupts(),
+        trio.CancelScope(shield=True),
+        trio.move_on_after(seconds) as deadline,
+    ):
         yield
     if deadline.cancelled_caught:
         raise StorageUnavailable(
@@ -1213,15 +1248,16 @@ class Database(_Scanner):
             await trio.sleep(interval)
 
     async def close(self) -> None:
-        """Shut the database down (flushing buffered writes). Idempotent; never raises.
+        """Shut the database down (flushing buffered writes). Idempotent.
 
         Runs shielded from cancellation for at most `CLOSE_DEADLINE` seconds. A fenced or
-        failed database closes without error.
+        failed database closes without error. The only exception it raises is a
+        `KeyboardInterrupt` trio delivered during the shutdown, once the shutdown is over.
         """
         if self._closed:
             return
         self._closed = True
-        with trio.move_on_after(CLOSE_DEADLINE, shield=True) as scope:
+        with hold_interrupts(), trio.move_on_after(CLOSE_DEADLINE, shield=True) as scope:
             try:
                 await _call(self._db.shutdown)
             except StorageError as exc:
@@ -1318,7 +1354,7 @@ class Reader(_Scanner):
         if self._closed:
             return
         self._closed = True
-        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
+        with hold_interrupts(), trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
             try:
                 await _call(self._reader.shutdown)
             except TaqubaError as exc:
@@ -1408,7 +1444,7 @@ class Transaction(_Scanner):
         if self._completed:
             return
         self._completed = True
-        with trio.move_on_after(_ROLLBACK_DEADLINE, shield=True):
+        with hold_interrupts(), trio.move_on_after(_ROLLBACK_DEADLINE, shield=True):
             try:
                 await _call(self._txn.rollback)
             except StorageError as exc:  # already completed, closed, fenced: nothing to undo
@@ -1460,5 +1496,41 @@ async def run_transaction(
             raise
         else:
             return result
-        await trio.sleep(random.uniform(0.0, min(0.05, 0.002 * 2.0**attempt)))
+        backoff_end = trio.current_time() + random.uniform(0.0, min(0.05, 0.002 * 2.0**attempt))
+        await wait_holding(partial(trio.sleep_until, backoff_end))
     raise StorageError(f"transaction kept conflicting ({max_attempts} attempts)") from last_conflict
+
+
+protect(
+    _continue,
+    _TrioFuture,
+    _TrioAwareLoop,
+    _call_direct,
+    _call_on_loop_thread,
+    _fast_call_async,
+    _fast_call_with_error,
+    _call,
+    _put_large,
+    _drain,
+    _Scanner,
+    Database,
+    Reader,
+    Transaction,
+    run_transaction,
+)
+# The generated helpers, in case the stock call path runs inside trio (ctypes callbacks and
+# the call protocol must never be interrupted halfway).
+protect(
+    *(
+        getattr(_generated, name)
+        for name in (
+            "_uniffi_continuation_callback",
+            "_uniffi_set_future_result",
+            "_taquba_stock_call_async",
+            "_taquba_stock_call_with_error",
+            _STOCK_CALL_ASYNC_NAME,
+            _STOCK_CALL_WITH_ERROR_NAME,
+        )
+        if callable(getattr(_generated, name, None))
+    )
+)

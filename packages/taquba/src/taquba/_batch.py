@@ -21,6 +21,9 @@ batch by a leader) is withdrawn if its caller is cancelled. Once a leader has ta
 request runs to its end shielded, so its caller always knows whether it was applied. Without
 it (settlements: acks), the whole submission is shielded, as settlement paths are: a worker
 cancelled just as its handler returns still records the ack.
+
+It also holds a `KeyboardInterrupt` (which passes cancel shields) until the request is
+settled: a follower that left early would strand the batch it should lead.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import trio
 
 from taquba._adapter import Database, Transaction, run_transaction
 from taquba._errors import StorageError, TaqubaError
+from taquba._interrupts import hold_interrupts, protect, wait_holding
 
 __all__ = ["BatchRequest", "DropFromBatch", "GroupCommit"]
 
@@ -103,25 +107,26 @@ class GroupCommit(Generic[R]):
         self._database()  # raises if the database is closed or failed: queue nothing then
         if self._cancellable:
             await trio.lowlevel.checkpoint_if_cancelled()
-        self._queue.append(request)
-        if self._leading:
-            try:
-                with trio.CancelScope(shield=not self._cancellable):
-                    await request.wake.wait()
-            except trio.Cancelled:
-                if request in self._queue and not request.wake.is_set():
-                    self._queue.remove(request)  # withdrawn: no leader has staged it
-                    raise
-                # Between the cancellation and now a leader took the request into its batch,
-                # or chose it to lead the next one: it runs to its end, and its outcome is
-                # returned (the caller's next checkpoint raises `Cancelled` again).
-                with trio.CancelScope(shield=True):
-                    await request.wake.wait()
-        else:
-            self._leading = True
-        with trio.CancelScope(shield=True):
-            if not request.done:  # this task leads the next batch
-                await self._lead()
+        with hold_interrupts():
+            self._queue.append(request)
+            if self._leading:
+                try:
+                    with trio.CancelScope(shield=not self._cancellable):
+                        await wait_holding(request.wake.wait)
+                except trio.Cancelled:
+                    if request in self._queue and not request.wake.is_set():
+                        self._queue.remove(request)  # withdrawn: no leader has staged it
+                        raise
+                    # Between the cancellation and now a leader took the request into its
+                    # batch, or chose it to lead the next one: it runs to its end, and its
+                    # outcome is returned (the caller's next checkpoint raises `Cancelled`).
+                    with trio.CancelScope(shield=True):
+                        await wait_holding(request.wake.wait)
+            else:
+                self._leading = True
+            with trio.CancelScope(shield=True):
+                if not request.done:  # this task leads the next batch
+                    await self._lead()
         if request.error is not None:
             raise request.error
 
@@ -190,3 +195,6 @@ class GroupCommit(Generic[R]):
             if committed:
                 self._committed(committed)
             return
+
+
+protect(GroupCommit)

@@ -12,7 +12,13 @@ Every command takes ``--store`` and ``--db``, defaulting to the demo's store
 (``./.taquba-demo``) and database (``demo``), so ``taquba inspect`` right after ``taquba demo``
 shows what the demo left. Exit status: 0 on success, 1 when something failed at run time
 (storage, a demo check), 2 for bad input (an unusable store URL, a missing store, queue or
-job, a bad option). Errors are one line on stderr, never a traceback.
+job, a bad option), 130 after SIGINT (Ctrl-C) and 143 after SIGTERM. Errors are one line on
+stderr, never a traceback.
+
+Signals. Each command runs under `trio.open_signal_receiver` for SIGINT and SIGTERM (the
+command installs these handlers, the library never does): the first signal cancels the
+command, whose writes in flight finish and whose store is closed as on any cancellation, then
+one line says so. A second signal exits at once, without waiting for the store to close.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Final, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 from urllib.parse import unquote, urlsplit
 
 import trio
@@ -52,7 +59,7 @@ from taquba._demo import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from taquba import Queue, QueueReader
@@ -62,11 +69,14 @@ __all__ = ["CliError", "build_parser", "main"]
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_SIGINT: Final = 128 + signal.SIGINT
+EXIT_SIGTERM: Final = 128 + signal.SIGTERM
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _WRITER_NOTE: Final = (
     "It opens the store as its writer, which is fine while no other process uses the store; "
-    "a process that does (a running app or demo) would be fenced and stop."
+    "a process that does (a running app or demo) would be fenced and stop. It changes only "
+    "the jobs it requeues: no claim recovery, lease reaping, promotion or retention sweep runs."
 )
 _READER_NOTE: Final = (
     "It only reads the store, so it is safe while a running app or demo uses it; it shows "
@@ -275,7 +285,8 @@ def _open_admin_store(url: str | None, db: str) -> Store:
 
 
 def _open_admin_queue(store: Store, db: str) -> AbstractAsyncContextManager[Queue]:
-    return open_queue(store, db, flush_interval=0.01)
+    # An admin writer changes only what it is asked to: no background maintenance.
+    return open_queue(store, db, flush_interval=0.01, maintenance=False)
 
 
 def _open_admin_reader(store: Store, db: str) -> AbstractAsyncContextManager[QueueReader]:
@@ -368,40 +379,73 @@ async def _dead_list(out: TextIO, url: str | None, db: str, name: str, limit: in
     return EXIT_OK
 
 
+_SKIPPED_NOTE: Final = "no longer dead (requeued or deleted meanwhile)"
+
+
 async def _dead_requeue(
     out: TextIO, url: str | None, db: str, name: str, job_id: str | None, every: bool
 ) -> int:
     store = _open_admin_store(url, db)
-    requeued: list[str] = []
+    requeued = skipped = 0
+    total = 0
+
+    def say(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()
+
+    async def requeue(queue: Queue, job: JobRecord) -> None:
+        nonlocal requeued, skipped
+        done = requeued + skipped + 1
+        try:
+            await queue.requeue_dead_job(job)
+        except (InvalidState, JobNotFound):
+            skipped += 1
+            say(f"skipped {job.id} ({done}/{total}): {_SKIPPED_NOTE}")
+        else:
+            requeued += 1
+            say(f"requeued {job.id} ({done}/{total})")
+
     async with _open_admin_queue(store, db) as queue:
         await _require_queue(queue, name)
-        if every:
-            while batch := await queue.dead_jobs(name, limit=100):
-                for job in batch:
-                    await queue.requeue_dead_job(job)
-                    requeued.append(job.id)
-        else:
-            assert job_id is not None
-            job = await queue.get_job(job_id)
-            if job is None or job.queue != name:
-                raise CliError(f"no job {job_id!r} in queue {name!r}")
-            if job.status is not JobStatus.DEAD:
-                raise CliError(f"job {job_id!r} is {job.status.value}, not dead")
-            try:
-                await queue.requeue_dead_job(job)
-            except (InvalidState, JobNotFound) as exc:
-                raise CliError(str(exc)) from exc
-            requeued.append(job.id)
-    if not requeued:
-        out.write(f"the dead-letter inbox of {name!r} is empty: nothing to requeue\n")
+        try:
+            if every:
+                total = (await queue.stats(name)).dead
+                if total:
+                    say(f"requeueing {total} dead job(s) of {name!r}")
+                after: str | None = None
+                while batch := await queue.dead_jobs(name, after=after, limit=100):
+                    for job in batch:
+                        await requeue(queue, job)
+                    after = batch[-1].id
+            else:
+                assert job_id is not None
+                job = await queue.get_job(job_id)
+                if job is None or job.queue != name:
+                    raise CliError(f"no job {job_id!r} in queue {name!r}")
+                if job.status is not JobStatus.DEAD:
+                    raise CliError(f"job {job_id!r} is {job.status.value}, not dead")
+                total = 1
+                await requeue(queue, job)
+        except TaqubaError:
+            if requeued or skipped:  # say what was done before the failure
+                summary = _summary(requeued, skipped, name)
+                say(f"stopped after {requeued + skipped} of {total}: {summary}")
+            raise
+    if not requeued and not skipped:
+        say(f"the dead-letter inbox of {name!r} is empty: nothing to requeue")
         return EXIT_OK
-    for requeued_id in requeued:
-        out.write(f"requeued {requeued_id}\n")
-    out.write(
-        f"{len(requeued)} job(s) pending again with attempts reset; they run when a worker "
-        f"next serves {name!r}\n"
-    )
+    say(_summary(requeued, skipped, name))
     return EXIT_OK
+
+
+def _summary(requeued: int, skipped: int, name: str) -> str:
+    text = (
+        f"{requeued} job(s) pending again with attempts reset; they run when a worker next "
+        f"serves {name!r}"
+    )
+    if skipped:
+        text += f"; skipped {skipped} job(s) {_SKIPPED_NOTE}"
+    return text
 
 
 def _job_row(job: JobRecord) -> list[str]:
@@ -447,6 +491,55 @@ async def _jobs(
     return EXIT_OK
 
 
+class _Interrupted(Exception):
+    """The command was stopped by a signal (SIGINT or SIGTERM) and has wound down."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        """The signal that stopped it."""
+
+
+def _signal_exit(signum: int) -> int:
+    return EXIT_SIGINT if signum == signal.SIGINT else 128 + signum
+
+
+async def _until_signal(command: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """Run ``command(*args)``; the first SIGINT or SIGTERM cancels it (`_Interrupted`).
+
+    A second signal ends the process at once (``os._exit``) with the same status.
+    """
+    received: list[int] = []
+    result: list[int] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            work = trio.CancelScope()
+
+            async def watch() -> None:
+                async for signum in signals:
+                    if received:
+                        sys.stderr.write("\ntaquba: interrupted again: exiting now\n")
+                        sys.stderr.flush()
+                        os._exit(_signal_exit(received[0]))
+                    received.append(signum)
+                    work.cancel()
+
+            async def run() -> None:
+                with work:
+                    result.append(await command(*args))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            nursery.start_soon(run)
+    if received:
+        raise _Interrupted(received[0])
+    return result[0]
+
+
+def _run(command: Callable[..., Awaitable[int]], *args: Any) -> int:
+    return trio.run(_until_signal, command, *args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     store: str | None = args.store
     options = DemoOptions(
@@ -457,7 +550,7 @@ def _demo(args: argparse.Namespace) -> int:
         keep=args.keep,
         store_is_default=store is None,
     )
-    return trio.run(run_demo, options)
+    return _run(run_demo, options)
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
@@ -467,17 +560,32 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if command == "demo":
         return _demo(args)
     if command == CHILD_COMMAND:
-        return trio.run(run_child, url or DEFAULT_STORE, db, args.count)
+        return _run(run_child, url or DEFAULT_STORE, db, args.count)
     if command == "inspect":
-        return trio.run(_inspect, out, url, db)
+        return _run(_inspect, out, url, db)
     if command == "jobs":
-        return trio.run(_jobs, out, url, db, args.queue, JobStatus(args.status), args.limit)
+        return _run(_jobs, out, url, db, args.queue, JobStatus(args.status), args.limit)
     if args.action == "list":
-        return trio.run(_dead_list, out, url, db, args.queue, args.limit)
-    return trio.run(_dead_requeue, out, url, db, args.queue, args.job_id, args.all)
+        return _run(_dead_list, out, url, db, args.queue, args.limit)
+    return _run(_dead_requeue, out, url, db, args.queue, args.job_id, args.all)
 
 
 # ------------------------------------------------------------------------------ errors
+
+
+def _interrupted(exc: BaseException) -> int | None:
+    """The signal ``exc`` reports (`_Interrupted`, alone or in a group), or None."""
+    if isinstance(exc, _Interrupted):
+        return exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT
+    if isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        for leaf in group.exceptions:
+            found = _interrupted(leaf)
+            if found is not None:
+                return found
+    return None
 
 
 def _reportable(exc: BaseException) -> tuple[str, int] | None:
@@ -508,19 +616,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0 on success, 1 on a run-time failure, 2 on bad input (argparse exits with 2 itself
-        for malformed options).
+        for malformed options), 130 after SIGINT, 143 after SIGTERM.
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="taquba: %(name)s: %(levelname)s: %(message)s")
     try:
         return _dispatch(args, sys.stdout)
-    except KeyboardInterrupt:
-        print("\ntaquba: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        found = _reportable(exc)
-        if found is None:
-            raise
-        message, code = found
-        print(f"taquba: error: {' '.join(message.split())}", file=sys.stderr)
-        return code
+    except BaseException as exc:
+        signum = _interrupted(exc)
+        if signum is None:
+            if not isinstance(exc, Exception):
+                raise
+            return _report(exc)
+        name = (
+            "interrupted"
+            if signum == signal.SIGINT
+            else f"stopped by {signal.Signals(signum).name}"
+        )
+        sys.stdout.flush()
+        print(f"\ntaquba: {name}", file=sys.stderr)
+        return _signal_exit(signum)
+
+
+def _report(exc: Exception) -> int:
+    found = _reportable(exc)
+    if found is None:
+        raise exc
+    message, code = found
+    print(f"taquba: error: {' '.join(message.split())}", file=sys.stderr)
+    return code

@@ -37,6 +37,7 @@ from ._errors import (
 )
 from ._health import HealthTracker, QueueHealth
 from ._ids import IdGenerator, validate_job_id
+from ._interrupts import plain_interrupt, plain_interrupts, protect
 from ._lease import CancelToken, LeaseEntry, LeaseRegistry
 from ._marks import Mark
 from ._records import (
@@ -344,7 +345,7 @@ class Queue:
             state = self._states[queue] = _QueueState()
         return state
 
-    async def _open(self) -> None:
+    async def _open(self, *, recover: bool = True) -> None:
         self._db = await Database.open(
             self._store,
             self._name,
@@ -353,7 +354,8 @@ class Queue:
         )
         try:
             await self._restore_cursors()
-            await self._recover_claims()
+            if recover:
+                await self._recover_claims()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._db.close()
@@ -959,6 +961,7 @@ class Queue:
                 return rows[:want]
             start, inclusive = page[-1][0], False
 
+    @plain_interrupts
     async def wait_for_jobs_on(self, queue: str) -> None:
         """Wait until a job may be claimable on ``queue``.
 
@@ -1417,6 +1420,7 @@ class Queue:
                 self._notify_completion((job.id,))
         return result
 
+    @plain_interrupts
     async def wait_for_completion(self, job_id: str) -> JobRecord | None:
         """Wait until the job is done, dead, or gone.
 
@@ -1994,15 +1998,18 @@ class Queue:
             self._health.release(streak)
 
     async def _background(
-        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        maintenance: bool = True,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch)
-            nursery.start_soon(self._reaper)
-            nursery.start_soon(
-                self._every, self._scheduler_interval, self.promote_scheduled_now, "scheduler"
-            )
-            nursery.start_soon(self._folder)
+            nursery.start_soon(self._watch)  # only watches for fencing; changes nothing
+            if maintenance:
+                nursery.start_soon(self._reaper)
+                nursery.start_soon(
+                    self._every, self._scheduler_interval, self.promote_scheduled_now, "scheduler"
+                )
+                nursery.start_soon(self._folder)
             task_status.started()
 
 
@@ -2068,13 +2075,15 @@ async def open_queue(
     reaper_interval: float = 5.0,
     scheduler_interval: float = 1.0,
     commit_deadline: float | None = None,
+    maintenance: bool = True,
 ) -> AsyncGenerator[Queue]:
     """Open (creating if needed) the queue database ``name`` in ``store``.
 
     On open, claims left behind by a process that died are requeued (or dead-lettered when
     out of attempts), and the claim-scan state saved by the last clean close is restored.
     While open, background tasks reap expired leases, promote due scheduled jobs, sweep
-    retained done/dead records and fold counters. On exit the claim-scan state is saved and
+    retained done/dead records and fold counters (all of it, and the claim recovery, only
+    with ``maintenance``, the default). On exit the claim-scan state is saved and
     the database is shut down.
 
     Args:
@@ -2093,6 +2102,12 @@ async def open_queue(
             object-store attempts of at most 210 s each, three 1 s backoffs and a 30 s
             margin), so a failing store normally answers first. A job whose enqueue outcome
             is unknown is never hidden: if it was written, it is claimable.
+        maintenance: False opens the queue for administration: it changes only what its
+            caller asks for. No claims are recovered at open, and no background task reaps
+            leases, promotes scheduled jobs, sweeps kept done/dead records (retention) or
+            folds counters; the explicit `reap_now`, `promote_scheduled_now`, `sweep_now`
+            and `fold_stats_now` still work. The next queue opened with maintenance (the
+            default) catches up on all of it. Fencing is still watched.
 
     Raises:
         InvalidArgument: an argument of the wrong type (e.g. a dict for ``config``) or a bad
@@ -2125,19 +2140,24 @@ async def open_queue(
         scheduler_interval=scheduler_interval,
         commit_deadline=commit_deadline,
     )
-    await queue._open()  # pyright: ignore[reportPrivateUsage]
+    await queue._open(recover=maintenance)  # pyright: ignore[reportPrivateUsage]
     body_error: BaseException | None = None
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(queue._background)  # pyright: ignore[reportPrivateUsage]
-            try:
-                yield queue
-            except BaseException as exc:  # re-raised below, outside the nursery
-                body_error = exc
-            finally:
-                nursery.cancel_scope.cancel()
+        with plain_interrupt():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(queue._background, maintenance)  # pyright: ignore[reportPrivateUsage]
+                try:
+                    yield queue
+                except BaseException as exc:  # re-raised below, outside the nursery
+                    body_error = exc
+                finally:
+                    nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await queue._close()  # pyright: ignore[reportPrivateUsage]
     if body_error is not None:
         raise body_error
+
+
+# Ctrl-C must never stop the queue's own code halfway (see taquba._interrupts).
+protect(Queue, open_queue)

@@ -18,6 +18,7 @@ from ._errors import (
     TaqubaError,
     UsageError,
 )
+from ._interrupts import plain_interrupts, protect
 from ._records import JobRecord
 from ._types import Claim, Effects
 from ._validate import check_int, check_optional_seconds, check_seconds, clamp_time, duration_ms
@@ -143,7 +144,7 @@ async def _process(
     """
     try:
         try:
-            effects = await handler(claim.job, LeaseHandle(queue, claim))
+            effects = await _run_handler(handler, claim.job, LeaseHandle(queue, claim))
         except PermanentFailure as failure:
             await queue.dead_letter(claim, failure.reason, effects=failure.effects)
             return
@@ -183,6 +184,14 @@ async def _process(
         return
     if settling is not None:
         settling.succeeded()
+
+
+@trio.lowlevel.disable_ki_protection
+async def _run_handler(
+    handler: HandlerFunction, job: JobRecord, lease: LeaseHandle
+) -> Effects | None:
+    """Run the user's handler without KI protection, so Ctrl-C can stop a handler that loops."""
+    return await handler(job, lease)
 
 
 def _describe(exc: BaseException) -> str:
@@ -239,6 +248,7 @@ def _check_interval(poll_interval: float) -> None:
     check_seconds("poll_interval", poll_interval, positive=True)
 
 
+@plain_interrupts
 async def run_worker(
     queue: Queue,
     queue_name: str,
@@ -292,6 +302,7 @@ async def run_worker(
         health.release(settling)
 
 
+@plain_interrupts
 async def run_worker_concurrent(
     queue: Queue,
     queue_name: str,
@@ -331,6 +342,7 @@ async def run_worker_concurrent(
 
     async with trio.open_nursery() as jobs:
 
+        @trio.lowlevel.enable_ki_protection
         async def run_one(claim: Claim) -> None:
             nonlocal in_flight, slot_freed
             try:
@@ -389,3 +401,6 @@ async def run_worker_concurrent(
     health.release(settling)
     if fatal:
         raise fatal[0]
+
+
+protect(LeaseHandle, _process, _idle, run_worker, run_worker_concurrent)

@@ -1,0 +1,133 @@
+"""A small taquba app for the interrupt tests, run as ``python interrupt_child.py MODE STORE``.
+
+It enqueues and works continuously on a local-disk store until it gets SIGINT. It talks to
+the test through stdout, one flushed line per event, printed only *after* the call it reports
+returned:
+
+- ``READY`` once the queue is open;
+- ``ENQ <id>`` after each enqueue returned (the job is durable: the store must keep it);
+- ``CLOSED`` once `open_queue`'s block has exited (the store is shut down);
+- ``INTERRUPTED`` when `trio.run` raised a plain `KeyboardInterrupt` (exit status 130);
+- ``GROUP`` when it raised an exception group holding only `KeyboardInterrupt` (and
+  `trio.Cancelled`): allowed only in the ``nursery`` mode, whose own nursery makes one.
+
+Anything else escaping `trio.run` is a traceback and exit status 1.
+
+Modes:
+
+``chain``
+    No nursery of its own: the main task opens the queue and runs `run_worker_concurrent`,
+    whose handler enqueues the next job of its chain (so enqueues, claims, acks and the
+    queue's background tasks all run at once). Seeded with a few jobs.
+``nursery``
+    The app's own nursery runs two producers (``enqueue`` and ``enqueue_batch``) next to a
+    worker.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from functools import partial
+
+import trio
+
+import taquba
+from taquba import EnqueueRequest, JobRecord, LeaseHandle, QueueConfig
+
+SAFETY_EXIT = 60.0
+DB = "intr"
+QUEUE = "w"
+CONFIG = QueueConfig(lease_duration=600, retry_backoff_base=0, keep_done=86_400)
+# Short background intervals, so the reaper, scheduler and folder run while the signal lands.
+OPTIONS = {"flush_interval": 0.01, "reaper_interval": 0.05, "scheduler_interval": 0.05}
+CHAINS = 6
+
+
+def say(*words: object) -> None:
+    print(*words, flush=True)
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is an exception group of KeyboardInterrupts (and Cancelled) only."""
+    if isinstance(exc, BaseExceptionGroup):
+        group: BaseExceptionGroup[BaseException] = exc
+        leaves = list(group.exceptions)
+        return any(map(is_interrupt, leaves)) and all(
+            is_interrupt(leaf) or isinstance(leaf, trio.Cancelled) for leaf in leaves
+        )
+    return isinstance(exc, KeyboardInterrupt)
+
+
+async def chain(store_dir: str) -> None:
+    async def handler(job: JobRecord, lease: LeaseHandle) -> None:
+        say("ENQ", (await queue.enqueue(QUEUE, job.payload)).id)
+
+    try:
+        async with taquba.open_queue(store_dir, DB, config=CONFIG, **OPTIONS) as queue:
+            say("READY")
+            for i in range(CHAINS):
+                say("ENQ", (await queue.enqueue(QUEUE, b"chain-%d" % i)).id)
+            await taquba.run_worker_concurrent(
+                queue, QUEUE, handler, concurrency=CHAINS, poll_interval=0.05
+            )
+    finally:
+        say("CLOSED")
+
+
+async def nursery(store_dir: str) -> None:
+    async def producer(queue: taquba.Queue, batches: bool) -> None:
+        n = 0
+        while True:
+            n += 1
+            if batches:
+                requests = [
+                    EnqueueRequest(queue=QUEUE, payload=b"b%d-%d" % (n, i)) for i in range(3)
+                ]
+                for result in await queue.enqueue_batch(requests):
+                    say("ENQ", result.id)
+            else:
+                say("ENQ", (await queue.enqueue(QUEUE, b"s%d" % n)).id)
+
+    async def handler(job: JobRecord, lease: LeaseHandle) -> None:
+        await trio.lowlevel.checkpoint()
+
+    try:
+        async with (
+            taquba.open_queue(store_dir, DB, config=CONFIG, **OPTIONS) as queue,
+            trio.open_nursery() as tasks,
+        ):
+            say("READY")
+            tasks.start_soon(producer, queue, False)
+            tasks.start_soon(producer, queue, True)
+            tasks.start_soon(
+                partial(taquba.run_worker_concurrent, queue, QUEUE, handler, poll_interval=0.05)
+            )
+    finally:
+        say("CLOSED")
+
+
+def main(mode: str, store_dir: str) -> int:
+    app = {"chain": chain, "nursery": nursery}[mode]
+
+    async def bounded() -> None:
+        with trio.move_on_after(SAFETY_EXIT):
+            await app(store_dir)
+
+    try:
+        trio.run(bounded)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # taquba is done: a late Ctrl-C is moot
+        say("INTERRUPTED")
+        return 130
+    except BaseExceptionGroup as group:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if mode == "nursery" and is_interrupt(group):
+            say("GROUP")
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
