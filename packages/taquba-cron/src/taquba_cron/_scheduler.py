@@ -184,10 +184,13 @@ class Scheduler:
             if not started:
                 task_status.started()
                 started = True
-            wake = min((at for at in due.values() if at is not None), default=None)
+            # A schedule due at or before now (a buffered firing waiting for the previous job)
+            # is looked at again after the poll interval.
+            current = clock.now_ms()
+            wake = min((at for at in due.values() if at is not None and at > current), default=None)
             delay = self._poll_interval
             if wake is not None:
-                delay = min(delay, max(0, wake - clock.now_ms()) / 1000)
+                delay = min(delay, (wake - current) / 1000)
             await trio.sleep(delay)
 
     async def fire_due(self) -> int:
@@ -273,12 +276,9 @@ class Scheduler:
         return record is not None and record.status in _UNFINISHED
 
     def _next_due(self, schedule: Schedule, state: State, now: int) -> int | None:
-        fire = schedule.next_fire_after_ms(now if state.paused else max(state.through, now))
         if state.buffered is not None and not state.paused:
-            # Look again within a poll interval whether the previous job has finished.
-            check = now + math.ceil(self._poll_interval * 1000)
-            return check if fire is None else min(fire, check)
-        return fire
+            return now  # look again at the next pass whether the previous job has finished
+        return schedule.next_fire_after_ms(now if state.paused else max(state.through, now))
 
     def _requests(
         self, schedule: Schedule, fires: list[int], previous: int | None, job_id: str | None
@@ -332,9 +332,7 @@ class Scheduler:
         now = self._queue.clock.now_ms()
         raw = await self._queue.kv_get(state_key(name))
         state = State.decode(name, raw) if raw is not None else State(now, None)
-        next_fire = None if state.paused else self._next_due(schedule, state, now)
-        if next_fire is not None and state.buffered is not None:
-            next_fire = schedule.next_fire_after_ms(max(state.through, now))
+        next_fire = None if state.paused else schedule.next_fire_after_ms(max(state.through, now))
         return ScheduleStatus(
             name=name,
             paused=state.paused,
