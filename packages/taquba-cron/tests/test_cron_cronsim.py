@@ -11,9 +11,7 @@ Deliberate disagreements, left out of the comparison (each documented in the gui
   cronsim runs every six-field expression by elapsed time; taquba-cron gives ``0 30 2 * * *``
   the fixed-time rules of ``30 2 * * *``.
 * Both day fields restricted, one of them starting with ``*`` (``0 0 */2 * mon``): Debian cron
-  and cronsim require both to match; croniter, and so taquba-cron, either. Conversely a day
-  field covering its whole range (``1-31``, ``0-7``) is unrestricted for croniter (both must
-  match, i.e. the other decides) but restricted for cronsim (either matches: every day).
+  and cronsim require both to match; croniter, and so taquba-cron, either.
 * A day-of-week ``N/step`` without a range end (``1/2``): cronsim runs it to 7 (Sunday again),
   croniter to 6 (Saturday), so cronsim adds Sunday when the step lands on 7.
 * Forms cronsim lacks: ``W`` (nearest weekday), ``H`` (hashed), wrapping ranges (``fri-mon``).
@@ -134,13 +132,8 @@ def excluded(expression: str) -> str | None:
     dom, dow = fields[-3], fields[-1]
     if any(re.fullmatch(r"\w+/\d+", item) for item in dow.split(",")):
         return "day of week N/step"
-    if dom != "*" and dow != "*":
-        if dom.startswith("*") or dow.startswith("*"):
-            return "day fields AND (a field starts with *)"
-        # croniter also reads a field that covers its whole range (``1-31``, ``0-7``) as ``*``.
-        expanded = CronExpression(expression, hash_id="x")._iter.expanded
-        if expanded[2] == ["*"] or expanded[4] == ["*"]:
-            return "day fields AND (a field covers its range)"
+    if dom != "*" and dow != "*" and (dom.startswith("*") or dow.startswith("*")):
+        return "day fields AND (a field starts with *)"
     return None
 
 
