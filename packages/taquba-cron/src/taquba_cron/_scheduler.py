@@ -83,6 +83,10 @@ class Scheduler:
     ``kv_writes``). An instance that loses the race gets `taquba.KvConflict`, re-reads and finds
     the firing done. Each job also carries the dedup key `dedup_key` (``cron:<name>:<fire_ms>``).
 
+    Schedules with an `Overlap` policy other than `Overlap.ALLOW` read the job of their previous
+    firing with `taquba.Queue.get_job` when a firing falls due (and every poll while a firing is
+    held for `Overlap.BUFFER_ONE`).
+
     Time comes from ``queue.clock``. `run` sleeps until the next fire time but wakes at least
     every ``poll_interval`` to re-read the clock, so a `taquba.MockClock` advanced by a test is
     noticed within one interval; tests may also call `fire_due` directly.
