@@ -21,6 +21,7 @@ def test_the_expected_names_are_exported() -> None:
         "InvalidCronExpression",
         "InvalidSchedule",
         "Missed",
+        "Overlap",
         "PayloadError",
         "Schedule",
         "ScheduleStatus",

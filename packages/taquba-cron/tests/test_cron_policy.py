@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taquba_cron import CorruptState, Missed, Schedule
+from taquba_cron import CorruptState, Missed, Overlap, Schedule
 from taquba_cron._policy import Plan, State, plan
 
 MINUTE = 60_000
@@ -16,7 +16,9 @@ HOUR = 60 * MINUTE
 T0 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
 
-def step(schedule: Schedule, state: State, now: int, *, limit: int = 1000) -> Plan | None:
+def step(
+    schedule: Schedule, state: State, now: int, *, limit: int = 1000, busy: bool = False
+) -> Plan | None:
     return plan(
         state,
         now,
@@ -26,6 +28,9 @@ def step(schedule: Schedule, state: State, now: int, *, limit: int = 1000) -> Pl
         grace_ms=round(schedule.grace * 1000),
         lookback_ms=round(schedule.lookback * 1000),
         limit=limit,
+        overlap=schedule.overlap,
+        busy=busy,
+        job_id="next",
     )
 
 
@@ -65,6 +70,88 @@ def test_coalesce_enqueues_the_latest_missed_firing_once() -> None:
     # Beyond the lookback window there is nothing to coalesce.
     short = Schedule("h", "0 * * * *", "q", missed=Missed.COALESCE, lookback=600)
     assert step(short, State(T0, T0), now) == Plan([], State(now, T0), more=False)
+
+
+SECOND = 1000
+
+
+@pytest.mark.parametrize("missed", list(Missed))
+def test_a_short_stall_enqueues_every_on_time_firing_under_every_policy(missed: Missed) -> None:
+    # Issue #14: after a 35 s stall on a 10-second schedule, COALESCE enqueued one firing
+    # where SKIP enqueued three; all three are within the 60 s grace, so all are on time.
+    schedule = Schedule("s", "*/10 * * * * *", "q", missed=missed)
+    now = T0 + 35 * SECOND
+    result = step(schedule, State(T0, T0), now)
+    fires = [T0 + 10 * SECOND, T0 + 20 * SECOND, T0 + 30 * SECOND]
+    assert result == Plan(fires, State(now, fires[-1]), more=False)
+
+
+def test_coalesce_merges_only_the_missed_firings() -> None:
+    # Grace 10 s: 10 s and 20 s are missed (25 s and 15 s late), 30 s is on time (5 s late).
+    now = T0 + 35 * SECOND
+    expected = {
+        Missed.SKIP: [T0 + 30 * SECOND],
+        Missed.COALESCE: [T0 + 20 * SECOND, T0 + 30 * SECOND],
+        Missed.BACKFILL: [T0 + 10 * SECOND, T0 + 20 * SECOND, T0 + 30 * SECOND],
+    }
+    for missed, fires in expected.items():
+        schedule = Schedule("s", "*/10 * * * * *", "q", missed=missed, grace=10)
+        assert step(schedule, State(T0, T0), now) == Plan(fires, State(now, fires[-1]), False)
+    # One at a time: the coalesced firing first, then the on-time one.
+    schedule = Schedule("s", "*/10 * * * * *", "q", missed=Missed.COALESCE, grace=10)
+    first = step(schedule, State(T0, T0), now, limit=1)
+    assert first == Plan([T0 + 20 * SECOND], State(T0 + 20 * SECOND, T0 + 20 * SECOND), True)
+    assert step(schedule, first.state, now, limit=1) == Plan(
+        [T0 + 30 * SECOND], State(now, T0 + 30 * SECOND), False
+    )
+
+
+def test_overlap_allow_ignores_the_previous_job() -> None:
+    result = step(every_minute(), State(T0, T0, job="old"), T0 + MINUTE, busy=True)
+    assert result == Plan([T0 + MINUTE], State(T0 + MINUTE, T0 + MINUTE, job="old"), False)
+
+
+def test_overlap_skip() -> None:
+    schedule = Schedule("s", "* * * * *", "q", overlap=Overlap.SKIP, missed=Missed.BACKFILL)
+    now = T0 + MINUTE
+    # The previous job is unfinished: the firing is skipped, the watermark moves on.
+    assert step(schedule, State(T0, T0, job="old"), now, busy=True) == Plan(
+        [], State(now, T0, job="old"), False
+    )
+    # Finished: it is enqueued and becomes the tracked job.
+    assert step(schedule, State(T0, T0, job="old"), now) == Plan(
+        [now], State(now, now, job="next"), False
+    )
+    # Three due at once (backfill): the first runs, the others find it unfinished.
+    later = T0 + 3 * MINUTE
+    assert step(schedule, State(T0, T0, job="old"), later) == Plan(
+        [T0 + MINUTE], State(later, T0 + MINUTE, job="next"), False
+    )
+
+
+def test_overlap_buffer_one() -> None:
+    schedule = Schedule("b", "* * * * *", "q", overlap=Overlap.BUFFER_ONE)
+    now = T0 + MINUTE
+    # Busy: the firing waits in the buffer.
+    held = step(schedule, State(T0, T0, job="old"), now, busy=True)
+    assert held == Plan([], State(now, T0, job="old", buffered=now), False)
+    # Still busy a minute later: the new firing is skipped, the buffered one keeps its place.
+    later = now + MINUTE
+    assert step(schedule, held.state, later, busy=True) == Plan(
+        [], State(later, T0, job="old", buffered=now), False
+    )
+    # Still busy, nothing new due: nothing to do.
+    assert step(schedule, held.state, now + 30_000, busy=True) is None
+    # The job finished: the buffered firing is enqueued even though nothing new is due.
+    released = step(schedule, held.state, now + 30_000)
+    assert released == Plan([now], State(now, now, job="next"), False)
+    # Finished with a firing due: the buffered one runs, the due one is buffered behind it.
+    assert step(schedule, held.state, later) == Plan(
+        [now], State(later, now, job="next", buffered=later), False
+    )
+    # Paused: nothing, not even the buffered firing.
+    paused = State(now, T0, paused=True, job="old", buffered=now)
+    assert step(schedule, paused, later) is None
 
 
 def test_backfill_enqueues_every_missed_firing_within_lookback_in_order() -> None:
@@ -111,7 +198,9 @@ def test_steps_cover_exactly_the_due_firings_of_the_policy(
         fire = schedule.next_fire_after_ms(fire)
     window = grace * 1000 if missed is Missed.SKIP else max(grace, lookback) * 1000
     in_window = [f for f in due if f >= now - window]
-    expected = in_window[-1:] if missed is Missed.COALESCE else in_window
+    on_time = [f for f in due if f >= now - grace * 1000]
+    late = [f for f in in_window if f < now - grace * 1000]
+    expected = late[-1:] + on_time if missed is Missed.COALESCE else in_window
 
     state, enqueued = State(start, None), []
     while (result := step(schedule, state, now, limit=limit)) is not None:
@@ -125,9 +214,22 @@ def test_steps_cover_exactly_the_due_firings_of_the_policy(
 
 
 def test_state_round_trip_and_corruption() -> None:
-    for state in (State(1, None), State(2, 1, paused=True)):
+    for state in (State(1, None), State(2, 1, paused=True), State(3, 2, False, "j", 3)):
         assert State.decode("s", state.encode()) == state
+    # Without overlap tracking the record is byte for byte the one of 0.4.
     assert State(5, 3).encode() == b'{"last":3,"paused":false,"through":5,"v":1}'
-    for raw in (b"nope", b"[]", b'{"v":2}', b'{"v":1,"through":"x","last":null,"paused":false}'):
+    assert State(5, 3, job="j", buffered=5).encode() == (
+        b'{"buffered":5,"job":"j","last":3,"paused":false,"through":5,"v":1}'
+    )
+    base = '"v":1,"through":1,"last":null,"paused":false'
+    for raw in (
+        b"nope",
+        b"[]",
+        b'{"v":2}',
+        b'{"v":1,"through":"x","last":null,"paused":false}',
+        f'{{{base},"job":5}}'.encode(),
+        f'{{{base},"job":""}}'.encode(),
+        f'{{{base},"buffered":"x"}}'.encode(),
+    ):
         with pytest.raises(CorruptState):
             State.decode("s", raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from taquba_cron import (
     STATE_KEY_PREFIX,
     CorruptState,
     Missed,
+    Overlap,
     PayloadError,
     Schedule,
     Scheduler,
@@ -478,7 +480,103 @@ async def test_a_year_of_hourly_firings_backfilled_weekly(
     clock.advance(86400)  # 365 days in all
     await scheduler.fire_due()
     got = fire_times(await pending(queue))
-    # 365 * 24 wall hours; in March 01:00 does not exist and folds into 02:00 BST (one fewer),
-    # in October 01:00 repeats and fires once: 8759 distinct instants.
-    assert len(got) == len(set(got)) == 365 * 24 - 1
+    # "0 * * * *" runs by elapsed time: one job per hour of the year, 8760, whatever the DST
+    # changes do to the wall clock (March skips 01:00, October repeats it).
+    assert len(got) == len(set(got)) == 365 * 24
+    assert all(b - a == HOUR for a, b in itertools.pairwise(got))
     assert got == expected_fires(schedule, START_MS, START_MS + 365 * DAY)
+
+
+@pytest.mark.parametrize("missed", list(Missed))
+async def test_a_stall_within_grace_loses_no_firing_under_any_policy(
+    queue: taquba.Queue, clock: MockClock, missed: Missed
+) -> None:
+    # Issue #14: COALESCE used to keep only the latest of three on-time firings.
+    scheduler = Scheduler(queue, [Schedule("s", "*/10 * * * * *", "q", missed=missed)])
+    await scheduler.fire_due()
+    clock.advance(35)
+    assert await scheduler.fire_due() == 3
+    assert fire_times(await pending(queue)) == [START_MS + i * 10_000 for i in (1, 2, 3)]
+
+
+async def _finish_all(queue: taquba.Queue) -> list[int]:
+    finished: list[int] = []
+
+    async def record(job: JobRecord, lease: LeaseHandle) -> None:
+        finished.append(int(job.headers["cron.fire_ms"]))
+
+    await drain(queue, "q", record)
+    return finished
+
+
+async def test_overlap_skip_across_a_restart(store: Store, clock: MockClock) -> None:
+    schedule = Schedule("s", "* * * * *", "q", overlap=Overlap.SKIP)
+    async with open_test_queue(store, clock=clock) as queue:
+        scheduler = Scheduler(queue, [schedule])
+        await scheduler.fire_due()
+        clock.advance(60)
+        assert await scheduler.fire_due() == 1  # 00:01, pending
+    async with open_test_queue(store, clock=clock) as queue:  # a restart
+        scheduler = Scheduler(queue, [schedule])
+        clock.advance(60)
+        assert await scheduler.fire_due() == 0  # 00:02 skipped: 00:01 is unfinished
+        assert await _finish_all(queue) == [START_MS + MINUTE]
+        clock.advance(60)
+        assert await scheduler.fire_due() == 1  # 00:03: the previous job is gone (acked)
+        job = (await pending(queue))[0]
+        assert job.headers["cron.fire_ms"] == str(START_MS + 3 * MINUTE)
+        assert job.headers["cron.previous_fire_ms"] == str(START_MS + MINUTE)
+        # A claimed job is unfinished too.
+        claim = await queue.claim("q")
+        assert claim is not None
+        clock.advance(60)
+        assert await scheduler.fire_due() == 0
+        await queue.ack(claim)
+        clock.advance(60)
+        assert await scheduler.fire_due() == 1
+
+
+async def test_overlap_buffer_one_across_a_restart(store: Store, clock: MockClock) -> None:
+    schedule = Schedule("b", "* * * * *", "q", overlap=Overlap.BUFFER_ONE)
+    async with open_test_queue(store, clock=clock) as queue:
+        scheduler = Scheduler(queue, [schedule])
+        await scheduler.fire_due()
+        clock.advance(60)
+        assert await scheduler.fire_due() == 1  # 00:01, pending
+        clock.advance(60)
+        assert await scheduler.fire_due() == 0  # 00:02 is buffered
+        status = await scheduler.status("b")
+        assert status.buffered_fire == datetime(2026, 1, 1, 0, 2, tzinfo=ZoneInfo("UTC"))
+        assert status.next_fire == datetime(2026, 1, 1, 0, 3, tzinfo=ZoneInfo("UTC"))
+    async with open_test_queue(store, clock=clock) as queue:  # a restart keeps the buffer
+        scheduler = Scheduler(queue, [schedule])
+        clock.advance(60)
+        assert await scheduler.fire_due() == 0  # 00:03 skipped: one firing already waits
+        assert await _finish_all(queue) == [START_MS + MINUTE]
+        clock.advance(10)
+        assert await scheduler.fire_due() == 1  # the buffered 00:02, though nothing is due
+        assert fire_times(await pending(queue)) == [START_MS + 2 * MINUTE]
+        assert (await scheduler.status("b")).buffered_fire is None
+        clock.advance(50)
+        assert await scheduler.fire_due() == 0  # 00:04 is buffered behind 00:02
+        assert await _finish_all(queue) == [START_MS + 2 * MINUTE]
+        assert await scheduler.fire_due() == 1
+        assert fire_times(await pending(queue)) == [START_MS + 4 * MINUTE]
+
+
+async def test_run_releases_a_buffered_firing_once_the_job_finishes(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedule = Schedule("b", "@hourly", "q", overlap=Overlap.BUFFER_ONE)
+    scheduler = Scheduler(queue, [schedule], poll_interval=0.002)
+    await scheduler.fire_due()
+    clock.advance(3600)
+    assert await scheduler.fire_due() == 1
+    clock.advance(3600)
+    assert await scheduler.fire_due() == 0  # 02:00 buffered behind 01:00
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run)
+        assert await _finish_all(queue) == [START_MS + HOUR]
+        await wait_for_pending(queue, 1)  # the loop notices within its poll interval
+        nursery.cancel_scope.cancel()
+    assert fire_times(await pending(queue)) == [START_MS + 2 * HOUR]

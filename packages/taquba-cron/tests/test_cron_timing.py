@@ -2,15 +2,18 @@
 
 The oracle walks UTC instants one step (a minute, or a second for 6-field expressions) at a
 time, reads each instant's wall clock with zoneinfo, and matches it against the field sets
-croniter expands the expression into. An instant fires when its wall time matches and is the
-first occurrence of that wall time (fold 0), or when the wall clock just jumped over a gap
-that held a matching wall time (the first valid instant after the gap). It shares no code
-with `taquba_cron._timing`.
+croniter expands the expression into. For an interval expression (its seconds, minute or hour
+field starts with ``*``) an instant fires when its wall time matches, whichever occurrence it
+is. For a fixed-time expression an instant fires when its wall time matches and is the first
+occurrence of that wall time (fold 0), or when the wall clock just jumped over a gap that held
+a matching wall time (the first valid instant after the gap). It shares no code with
+`taquba_cron._timing`.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -82,6 +85,7 @@ class Oracle:
         second: set[object] = {*expanded[5]} if self.seconds else {0}
         self.fields = second, minute, hour, dom, month, dow
         self.day_or = "*" not in dom and "*" not in dow
+        self.interval = any(field.startswith("*") for field in fields[: 3 if self.seconds else 2])
         self.zone = ZoneInfo(zone_name)
         self.step = 1000 if self.seconds else MINUTE
 
@@ -118,7 +122,10 @@ class Oracle:
             moment += delta
             naive += delta
             gap = wall - previous_wall > delta
-            if local.fold == 0 and self.matches(wall):
+            if self.interval:
+                if self.matches(wall):
+                    found.append(ms)
+            elif local.fold == 0 and self.matches(wall):
                 found.append(ms)
             elif gap:
                 skipped = previous_wall + delta
@@ -328,7 +335,10 @@ def _fires(expression: str, zone_name: str, start: int, end: int) -> list[int]:
     [
         # New York springs forward at 02:00 EST -> 03:00 EDT (07:00Z).
         ("America/New_York", "30 2 * * *", (2024, 3, 10), [_utc(2024, 3, 10, 7, 0)]),
-        ("America/New_York", "*/15 2 * * *", (2024, 3, 10), [_utc(2024, 3, 10, 7, 0)]),
+        # An interval expression (minute field "*/15") runs by elapsed time: 02:xx never comes.
+        ("America/New_York", "*/15 2 * * *", (2024, 3, 10), []),
+        # A fixed-time one collapses every skipped time into the end of the gap.
+        ("America/New_York", "0,15,30,45 2 * * *", (2024, 3, 10), [_utc(2024, 3, 10, 7, 0)]),
         # ... and falls back at 02:00 EDT -> 01:00 EST: 01:30 fires once, in EDT (05:30Z).
         ("America/New_York", "30 1 * * *", (2024, 11, 3), [_utc(2024, 11, 3, 5, 30)]),
         # London: 01:00 GMT -> 02:00 BST; 01:30 does not exist and fires at 02:00 BST.
@@ -350,8 +360,9 @@ def test_documented_dst_examples(
     assert _fires(expression, zone_name, start, end) == expected_utc
 
 
-def test_interval_schedules_skip_the_repeated_hour_in_a_dst_zone() -> None:
-    # "A repeated wall time fires once": the second 01:xx hour of the fall-back day is silent.
+def test_interval_schedules_fire_through_the_repeated_hour_in_a_dst_zone() -> None:
+    # Interval expressions run by elapsed time: both passes of 01:xx fire (04:00Z is 00:00 EDT,
+    # 05:00Z 01:00 EDT, 06:00Z 01:00 EST, 07:00Z 02:00 EST).
     fires = _fires(
         "0,30 * * * *",
         "America/New_York",
@@ -359,7 +370,101 @@ def test_interval_schedules_skip_the_repeated_hour_in_a_dst_zone() -> None:
         _utc(2024, 11, 3, 8, 0),
     )
     hours = [f"{to_instant(f):%H:%M}" for f in fires]
-    assert hours == ["04:30", "05:00", "05:30", "07:00", "07:30", "08:00"]
+    assert hours == ["04:30", "05:00", "05:30", "06:00", "06:30", "07:00", "07:30", "08:00"]
+
+
+def _day_of(expression: str, zone_name: str, day: tuple[int, int, int]) -> list[int]:
+    start = _local(zone_name, *day) - 1
+    end = _local(zone_name, *(day[:2]), day[2] + 1) - 1
+    return _fires(expression, zone_name, start, end)
+
+
+@pytest.mark.parametrize(
+    ("zone_name", "expression", "day", "count", "largest_gap_minutes"),
+    [
+        # The regressions of issue #14: an hourly schedule fires 25 times, an hour apart, on
+        # the fall-back day (it left a 120-minute gap), ...
+        ("America/New_York", "0 * * * *", (2024, 11, 3), 25, 60),
+        ("America/New_York", "*/15 * * * *", (2024, 11, 3), 100, 15),
+        ("America/New_York", "*/10 * * * * *", (2024, 11, 3), 25 * 360, 10 / 60),
+        # ... and 23 times on the spring-forward day, with no double firing at 03:00.
+        ("America/New_York", "15 * * * *", (2024, 3, 10), 23, 60),
+        ("America/New_York", "0 * * * *", (2024, 3, 10), 23, 60),
+        ("Europe/London", "@hourly", (2024, 10, 27), 25, 60),
+        ("Australia/Lord_Howe", "*/30 * * * *", (2024, 4, 7), 49, 30),
+        ("Australia/Lord_Howe", "*/30 * * * *", (2024, 10, 6), 47, 30),
+        ("America/Santiago", "0 * * * *", (2024, 9, 8), 23, 60),
+    ],
+)
+def test_interval_schedules_keep_their_period_through_dst_changes(
+    zone_name: str,
+    expression: str,
+    day: tuple[int, int, int],
+    count: int,
+    largest_gap_minutes: float,
+) -> None:
+    fires = _day_of(expression, zone_name, day)
+    assert len(fires) == count
+    assert max(b - a for a, b in itertools.pairwise(fires)) == largest_gap_minutes * MINUTE
+
+
+def test_spring_forward_does_not_fire_an_hourly_schedule_twice() -> None:
+    fires = _day_of("15 * * * *", "America/New_York", (2024, 3, 10))
+    local = [f"{to_instant(f).astimezone(ZoneInfo('America/New_York')):%H:%M}" for f in fires]
+    assert "03:00" not in local
+    assert local[:3] == ["00:15", "01:15", "03:15"]
+
+
+def test_interval_prev_fire_inside_the_repeated_hour() -> None:
+    parsed = CronExpression("0,30 * * * *", hash_id="x")
+    zone = ZoneInfo("America/New_York")
+    first_pass = _local("America/New_York", 2024, 11, 3, 1, 40)
+    second_pass = _local("America/New_York", 2024, 11, 3, 1, 10, fold=1)
+    assert prev_fire_at_or_before(parsed, zone, first_pass) == _utc(2024, 11, 3, 5, 30)
+    assert prev_fire_at_or_before(parsed, zone, second_pass) == _utc(2024, 11, 3, 6, 0)
+    assert next_fire_after(parsed, zone, first_pass) == _utc(2024, 11, 3, 6, 0)
+    assert next_fire_after(parsed, zone, second_pass) == _utc(2024, 11, 3, 6, 30)
+
+
+@pytest.mark.parametrize(
+    ("expression", "interval"),
+    [
+        ("0 * * * *", True),
+        ("*/15 2 * * *", True),
+        ("* 2 * * *", True),
+        ("*/10 * * * * *", True),
+        ("* 30 2 * * *", True),
+        ("@hourly", True),
+        ("30 2 * * *", False),
+        ("0 30 2 * * *", False),
+        ("0 9-17/2 * * *", False),
+        ("0-59/15 1-3 * * *", False),
+        ("@daily", False),
+    ],
+)
+def test_which_expressions_run_by_elapsed_time(expression: str, interval: bool) -> None:
+    assert CronExpression(expression, hash_id="x").interval is interval
+
+
+def test_one_value_ranges_are_not_wildcards() -> None:
+    # croniter 7 expands "a-a" to "*"; taquba-cron passes it on as "a".
+    after = datetime(2020, 3, 8, 3, tzinfo=UTC)  # a Sunday
+    assert Schedule("s", "* * * * 1-1", "q").next_fire_times(after)[0] == datetime(
+        2020, 3, 9, tzinfo=UTC
+    )
+    assert Schedule("s", "5-5 * * * *", "q").next_fire_times(after)[0] == datetime(
+        2020, 3, 8, 3, 5, tzinfo=UTC
+    )
+    assert Schedule("s", "0 0 * * mon-mon/2", "q").next_fire_times(after)[0] == datetime(
+        2020, 3, 9, tzinfo=UTC
+    )
+
+
+def test_last_weekday_of_the_month_in_both_spellings() -> None:
+    after = datetime(2024, 1, 1, tzinfo=UTC)
+    times = Schedule("s", "0 0 * * 5L", "q").next_fire_times(after, 3)
+    assert times == Schedule("s", "0 0 * * L5", "q").next_fire_times(after, 3)
+    assert [t.date().isoformat() for t in times] == ["2024-01-26", "2024-02-23", "2024-03-29"]
 
 
 def test_place_wall_rules() -> None:
@@ -423,6 +528,10 @@ def test_valid_expressions(expression: str) -> None:
         "@reboot",
         "@every 5m",
         "0 0 31 4 *",
+        # croniter would silently fire on the last Friday only, or never: rejected instead.
+        "0 0 1,L * 5L",
+        "0 0 1 * 5#3",
+        "0 0 15 * fri#3",
     ],
 )
 def test_invalid_expressions(expression: str) -> None:

@@ -4,7 +4,8 @@ Declare named `Schedule`s (a cron expression in an IANA time zone, a target queu
 and run them with a `Scheduler` in a trio nursery. Each fire time is enqueued exactly once,
 across restarts and with several scheduler instances racing, through a durable per-schedule
 watermark in the queue's user KV committed atomically with each enqueue. Firings missed while
-no scheduler ran are skipped, coalesced into one job, or backfilled (`Missed`). Time comes
+no scheduler ran are skipped, coalesced into one job, or backfilled (`Missed`); a firing due
+while the previous job is unfinished is enqueued, skipped or buffered (`Overlap`). Time comes
 from the queue's clock, so a `taquba.MockClock` drives schedules in tests.
 
     schedules = [Schedule("nightly", "30 2 * * *", "reports", tz="Europe/London")]
@@ -24,6 +25,7 @@ from ._errors import PayloadError as PayloadError
 from ._errors import UnknownSchedule as UnknownSchedule
 from ._errors import UnknownTimeZone as UnknownTimeZone
 from ._policy import Missed as Missed
+from ._policy import Overlap as Overlap
 from ._schedule import HEADER_PREFIX as HEADER_PREFIX
 from ._schedule import MAX_NAME_LENGTH as MAX_NAME_LENGTH
 from ._schedule import Schedule as Schedule
@@ -39,6 +41,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "Schedule",
     "Scheduler",
     "Missed",
+    "Overlap",
     "ScheduleStatus",
     "HEADER_PREFIX",
     "MAX_NAME_LENGTH",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final
 from taquba import MAX_QUEUE_NAME_BYTES
 
 from ._errors import InvalidSchedule, UnknownTimeZone
-from ._policy import Missed
+from ._policy import Missed, Overlap
 from ._timing import (
     CronExpression,
     from_instant,
@@ -84,6 +84,8 @@ class Schedule:
     """Seconds a firing may be late and still count as on time (enqueued under any policy)."""
     lookback: float = 86_400.0
     """Seconds back that `Missed.COALESCE` and `Missed.BACKFILL` reach for missed firings."""
+    overlap: Overlap = Overlap.ALLOW
+    """What to do with a firing while the previous firing's job is unfinished (see `Overlap`)."""
     priority: int | None = None
     """Claim priority of the jobs (lower first); default: the queue's."""
     headers: Mapping[str, str] = field(default_factory=dict[str, str])
@@ -121,6 +123,12 @@ class Schedule:
         except ValueError:
             raise InvalidSchedule(
                 f"schedule {name!r}: missed must be one of {[m.value for m in Missed]}"
+            ) from None
+        try:
+            object.__setattr__(self, "overlap", Overlap(self.overlap))
+        except ValueError:
+            raise InvalidSchedule(
+                f"schedule {name!r}: overlap must be one of {[o.value for o in Overlap]}"
             ) from None
         for label, value, floor in (("grace", self.grace, 0.001), ("lookback", self.lookback, 0)):
             if (

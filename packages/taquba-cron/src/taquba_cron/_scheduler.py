@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import secrets
 import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -13,6 +15,7 @@ import trio
 from taquba import (
     EnqueueRequest,
     Fenced,
+    JobStatus,
     KvConflict,
     QueueClosed,
     StorageFatal,
@@ -20,7 +23,7 @@ from taquba import (
 )
 
 from ._errors import CronError, DuplicateName, InvalidSchedule, PayloadError, UnknownSchedule
-from ._policy import State, plan
+from ._policy import Overlap, State, plan
 from ._schedule import Schedule
 from ._timing import to_instant
 
@@ -39,6 +42,9 @@ STATE_KEY_PREFIX: Final = b"cron/state/"
 
 _MAX_BACKOFF: Final = 60.0
 _FATAL: Final = (Fenced, QueueClosed, StorageFatal)
+# A job in one of these states is unfinished for the overlap policies; done, dead and deleted
+# (an acknowledged job without keep_done) are finished.
+_UNFINISHED: Final = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.CLAIMED})
 
 
 def state_key(name: str) -> bytes:
@@ -63,6 +69,8 @@ class ScheduleStatus:
     """The fire time of the last job enqueued (in the schedule's zone), None before the first."""
     next_fire: datetime | None
     """The next fire time that will be enqueued if a scheduler runs; None while paused."""
+    buffered_fire: datetime | None = None
+    """A fire time held until the previous job finishes (`Overlap.BUFFER_ONE`), if any."""
 
 
 class Scheduler:
@@ -74,6 +82,10 @@ class Scheduler:
     conditional on the watermark it read (`taquba.Queue.enqueue_batch` with ``kv_expect`` and
     ``kv_writes``). An instance that loses the race gets `taquba.KvConflict`, re-reads and finds
     the firing done. Each job also carries the dedup key `dedup_key` (``cron:<name>:<fire_ms>``).
+
+    Schedules with an `Overlap` policy other than `Overlap.ALLOW` read the job of their previous
+    firing with `taquba.Queue.get_job` when a firing falls due (and every poll while a firing is
+    held for `Overlap.BUFFER_ONE`).
 
     Time comes from ``queue.clock``. `run` sleeps until the next fire time but wakes at least
     every ``poll_interval`` to re-read the clock, so a `taquba.MockClock` advanced by a test is
@@ -176,10 +188,13 @@ class Scheduler:
             if not started:
                 task_status.started()
                 started = True
-            wake = min((at for at in due.values() if at is not None), default=None)
+            # A schedule due at or before now (a buffered firing waiting for the previous job)
+            # is looked at again after the poll interval.
+            current = clock.now_ms()
+            wake = min((at for at in due.values() if at is not None and at > current), default=None)
             delay = self._poll_interval
             if wake is not None:
-                delay = min(delay, max(0, wake - clock.now_ms()) / 1000)
+                delay = min(delay, (wake - current) / 1000)
             await trio.sleep(delay)
 
     async def fire_due(self) -> int:
@@ -214,6 +229,8 @@ class Scheduler:
                     continue  # another instance created it first
                 raw = initial
             state = State.decode(schedule.name, raw)
+            busy = await self._busy(schedule, state, now)
+            job_id = None if schedule.overlap is Overlap.ALLOW else _new_job_id()
             step = plan(
                 state,
                 now,
@@ -223,12 +240,15 @@ class Scheduler:
                 grace_ms=math.ceil(schedule.grace * 1000),
                 lookback_ms=math.ceil(schedule.lookback * 1000),
                 limit=self._batch_size,
+                overlap=schedule.overlap,
+                busy=busy,
+                job_id=job_id,
             )
             if step is None:
                 return created, self._next_due(schedule, state, now)
             new = step.state.encode()
             if step.fires:
-                requests = self._requests(schedule, step.fires, state.last)
+                requests = self._requests(schedule, step.fires, state.last, job_id)
                 try:
                     results = await queue.enqueue_batch(
                         requests, kv_expect={key: raw}, kv_writes={key: new}
@@ -237,21 +257,38 @@ class Scheduler:
                     continue  # another instance (or a pause) moved the state: re-read
                 created += sum(result.created for result in results)
                 log.debug("schedule %r enqueued fire times %s", schedule.name, step.fires)
+                if job_id is not None and results[-1].id != job_id:
+                    # A dedup hit (a rolled-back watermark): track the job that holds the key.
+                    fixed = dataclasses.replace(step.state, job=results[-1].id)
+                    await queue.kv_compare_and_set(key, new, fixed.encode())
             elif not await queue.kv_compare_and_set(key, raw, new):
                 continue
             else:
-                log.info("schedule %r skipped missed firings up to %d", schedule.name, now)
+                log.info("schedule %r skipped firings up to %d", schedule.name, now)
             if not step.more:
                 return created, self._next_due(schedule, step.state, now)
 
+    async def _busy(self, schedule: Schedule, state: State, now: int) -> bool:
+        """Whether the job of the schedule's previous firing is unfinished, when that matters."""
+        if schedule.overlap is Overlap.ALLOW or state.job is None or state.paused:
+            return False
+        if state.buffered is None:
+            first = schedule.next_fire_after_ms(state.through) if now > state.through else None
+            if first is None or first > now:
+                return False  # nothing is due: no need to look
+        record = await self._queue.get_job(state.job)
+        return record is not None and record.status in _UNFINISHED
+
     def _next_due(self, schedule: Schedule, state: State, now: int) -> int | None:
+        if state.buffered is not None and not state.paused:
+            return now  # look again at the next pass whether the previous job has finished
         return schedule.next_fire_after_ms(now if state.paused else max(state.through, now))
 
     def _requests(
-        self, schedule: Schedule, fires: list[int], previous: int | None
+        self, schedule: Schedule, fires: list[int], previous: int | None, job_id: str | None
     ) -> list[EnqueueRequest]:
         requests: list[EnqueueRequest] = []
-        for fire in fires:
+        for index, fire in enumerate(fires):
             moment = _local(schedule, fire)
             headers = dict(schedule.headers)
             headers["cron.schedule"] = schedule.name
@@ -267,6 +304,7 @@ class Scheduler:
                     dedup_key=dedup_key(schedule.name, fire),
                     headers=headers,
                     max_attempts=schedule.max_attempts,
+                    job_id=job_id if index == len(fires) - 1 else None,
                 )
             )
             previous = fire
@@ -298,12 +336,13 @@ class Scheduler:
         now = self._queue.clock.now_ms()
         raw = await self._queue.kv_get(state_key(name))
         state = State.decode(name, raw) if raw is not None else State(now, None)
-        next_fire = None if state.paused else self._next_due(schedule, state, now)
+        next_fire = None if state.paused else schedule.next_fire_after_ms(max(state.through, now))
         return ScheduleStatus(
             name=name,
             paused=state.paused,
             last_fire=None if state.last is None else _local(schedule, state.last),
             next_fire=None if next_fire is None else _local(schedule, next_fire),
+            buffered_fire=None if state.buffered is None else _local(schedule, state.buffered),
         )
 
     # ------------------------------------------------------------------ pause and resume
@@ -339,10 +378,15 @@ class Scheduler:
             if raw is not None and state.paused == paused:
                 return
             through = state.through if paused else max(state.through, now)
-            new = State(through, state.last, paused)
+            new = dataclasses.replace(state, through=through, paused=paused)
             if await self._queue.kv_compare_and_set(key, raw, new.encode()):
                 log.info("schedule %r %s", name, "paused" if paused else "resumed")
                 return
+
+
+def _new_job_id() -> str:
+    """A fresh id for a tracked job, chosen before the enqueue so the state can name it."""
+    return f"cron-{secrets.token_hex(16)}"
 
 
 def _local(schedule: Schedule, ms: int) -> datetime:

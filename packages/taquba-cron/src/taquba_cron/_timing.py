@@ -2,25 +2,37 @@
 
 croniter matches expressions against wall-clock times; this module owns the mapping from wall
 times to UTC instants, which croniter's own time-zone handling gets wrong around DST changes
-(it fires a repeated wall time twice). The rules:
+(it fires a repeated wall time twice, also for fixed-time jobs). Expressions fall in two
+classes, the rule Vixie cron, cronie and cronsim follow:
 
-* The fire times of a schedule are the instants ``place(w)`` for every wall time ``w`` that
-  matches the expression, as a set: instants are UTC milliseconds, equal instants fire once.
-* A wall time that exists once maps to its instant.
-* A wall time that exists twice (fall back) maps to its first occurrence only.
-* A wall time that does not exist (spring forward) maps to the first valid instant after the
-  gap, i.e. the instant of the transition. Several skipped wall times collapse into it.
+* **Interval** expressions: the seconds (when present), minute or hour field starts with
+  ``*`` (``*``, ``*/15``, ``*/10``; ``@hourly`` too). They run by elapsed time: the fire
+  times are every instant whose wall time matches. A wall time skipped by a spring-forward
+  gap does not fire (no catch-up); a wall time repeated by a fall-back fires at both of its
+  occurrences. So ``0 * * * *`` fires 23 times on a spring-forward day and 25 on a fall-back
+  day, an hour apart throughout.
+* **Fixed-time** expressions (every other one, e.g. ``30 2 * * *``, ``0 9-17/2 * * *``): the
+  fire times are the instants ``place(w)`` for every wall time ``w`` that matches, as a set
+  (instants are UTC milliseconds, equal instants fire once):
 
-``place`` is monotone (non-decreasing) in the wall time, which is what makes the "next fire
-after an instant" search below correct: every wall time at or before the wall time of an
-instant ``t`` (or, inside a repeated interval's second pass, before the interval's end) places
-at or before ``t``.
+  * a wall time that exists once maps to its instant;
+  * a wall time that exists twice (fall back) maps to its first occurrence only;
+  * a wall time that does not exist (spring forward) maps to the first valid instant after
+    the gap, i.e. the instant of the transition. Several skipped wall times collapse into it.
+
+How the searches work. Every existing wall time ``w`` has a first occurrence ``first(w)`` and a
+last one ``last(w)`` (equal unless ``w`` is repeated). Both are strictly increasing in ``w``,
+and ``place`` is non-decreasing, which makes the "next fire after an instant ``t``" search a
+walk over matching wall times from a starting wall time chosen so that every earlier wall time
+maps at or before ``t``. Interval expressions take the earlier of two such walks, one over
+first occurrences and one over last occurrences; wall times in a gap are jumped over.
 
 Everything here is synchronous and free of I/O; all times are integers in milliseconds.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -35,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CronExpression",
     "from_instant",
+    "is_interval",
     "next_fire_after",
     "place_wall",
     "prev_fire_at_or_before",
@@ -47,6 +60,9 @@ _EPOCH: Final = datetime(1970, 1, 1)  # the naive epoch of wall-clock times
 _EPOCH_UTC: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # A fixed instant to build croniter objects and test that an expression ever fires.
 _REFERENCE: Final = datetime(2000, 1, 1, tzinfo=UTC)
+
+_ONE_VALUE_RANGE: Final = re.compile(r"^(\w+)-\1(?:/\d+)?$", re.IGNORECASE)
+_LAST_WEEKDAY: Final = re.compile(r"^([0-7]|[A-Za-z]{3})[Ll]$")
 
 _NICKNAMES: Final = {
     "@yearly": "0 0 1 1 *",
@@ -109,15 +125,38 @@ def _transition(zone: ZoneInfo, lo: int, hi: int) -> int:
     return hi
 
 
-def place_wall(wall_ms: int, zone: ZoneInfo) -> int:
-    """The instant at which the wall time ``wall_ms`` of ``zone`` fires (see the module rules)."""
+def _occurrences(wall_ms: int, zone: ZoneInfo) -> tuple[int, int] | None:
+    """The first and last instants at which ``wall_ms`` occurs (equal unless it is repeated).
+
+    None for a wall time in a gap (spring forward): it never occurs.
+    """
     first = wall_ms - _offset_of_wall(wall_ms, zone, 0)
-    second = wall_ms - _offset_of_wall(wall_ms, zone, 1)
-    if first <= second:
-        return first  # exists once (equal), or twice (first is the earlier occurrence)
+    last = wall_ms - _offset_of_wall(wall_ms, zone, 1)
     # In a gap, fold=0 reads the offset before the transition and fold=1 the one after, so
-    # ``second < first`` and the transition lies between them.
-    return _transition(zone, second, first)
+    # ``last < first`` and the transition lies between them.
+    return (first, last) if first <= last else None
+
+
+def _gap(wall_ms: int, zone: ZoneInfo) -> tuple[int, int, int]:
+    """For a wall time in a gap: (transition instant, first wall time of the gap, first after).
+
+    The transition instant is the first valid instant after the gap.
+    """
+    before = _offset_of_wall(wall_ms, zone, 0)
+    after = _offset_of_wall(wall_ms, zone, 1)
+    transition = _transition(zone, wall_ms - after, wall_ms - before)
+    return transition, transition + before, transition + after
+
+
+def place_wall(wall_ms: int, zone: ZoneInfo) -> int:
+    """The instant at which wall time ``wall_ms`` fires for a fixed-time expression.
+
+    See the module rules: the first occurrence, or the end of the gap for a skipped time.
+    """
+    found = _occurrences(wall_ms, zone)
+    if found is not None:
+        return found[0]  # exists once, or twice (the first is the earlier occurrence)
+    return _gap(wall_ms, zone)[0]
 
 
 def _repeat_end(ms: int, wall_ms: int, zone: ZoneInfo) -> int:
@@ -127,6 +166,43 @@ def _repeat_end(ms: int, wall_ms: int, zone: ZoneInfo) -> int:
     return _transition(zone, first, ms) + offset_before
 
 
+def _repeat_start(ms: int, twin: int, zone: ZoneInfo) -> int:
+    """The first wall time of the repeated interval whose first pass holds ``ms``.
+
+    ``twin`` is the second occurrence of the wall time of ``ms``.
+    """
+    transition = _transition(zone, ms, twin)
+    return transition + _offset_at(transition, zone)
+
+
+def _next_existing(
+    expression: CronExpression, zone: ZoneInfo, start: int
+) -> tuple[int, int] | None:
+    """The occurrences of the first matching wall time after ``start`` that exists."""
+    while True:
+        wall = expression.next_wall_after(start)
+        if wall is None:
+            return None
+        found = _occurrences(wall, zone)
+        if found is not None:
+            return found
+        start = _gap(wall, zone)[2] - 1  # jump over the rest of the gap
+
+
+def _prev_existing(
+    expression: CronExpression, zone: ZoneInfo, limit: int
+) -> tuple[int, int] | None:
+    """The occurrences of the last matching wall time at or before ``limit`` that exists."""
+    while True:
+        wall = expression.prev_wall_at_or_before(limit)
+        if wall is None:
+            return None
+        found = _occurrences(wall, zone)
+        if found is not None:
+            return found
+        limit = _gap(wall, zone)[1] - 1  # jump over the rest of the gap
+
+
 class CronExpression:
     """A parsed cron expression: 5 fields, or 6 with a leading seconds field.
 
@@ -134,11 +210,14 @@ class CronExpression:
     (lists, ranges, steps, names, ``L``, ``W``, ``#``, and ``H`` hashed on ``hash_id``) and
     POSIX OR-semantics between day-of-month and day-of-week. The nicknames ``@yearly``,
     ``@annually``, ``@monthly``, ``@weekly``, ``@daily``, ``@midnight`` and ``@hourly`` stand
-    for their usual 5-field forms. Random ``R`` fields and a year field are rejected: every
-    scheduler instance must compute the same fire times.
+    for their usual 5-field forms. The last given weekday of the month may be written ``L5``
+    (croniter) or ``5L`` (Quartz, cronsim). Random ``R`` fields and a year field are rejected:
+    every scheduler instance must compute the same fire times.
+
+    ``interval`` tells which DST rules apply (see the module docstring and `is_interval`).
     """
 
-    __slots__ = ("_iter", "_lock", "has_seconds", "text")
+    __slots__ = ("_iter", "_lock", "has_seconds", "interval", "text")
 
     def __init__(self, text: str, *, hash_id: str) -> None:
         """Parse ``text``; raise `InvalidCronExpression` if it is invalid or never fires."""
@@ -160,6 +239,21 @@ class CronExpression:
             if any(part[:1] in ("R", "r") for part in item.split(",")):
                 raise InvalidCronExpression(text, "random 'R' fields are not supported")
         self.has_seconds = len(fields) == 6
+        self.interval = is_interval(fields)
+        # croniter 7 reads a one-value range ``a-a`` (or ``a-a/n``) as ``*``: write it ``a``.
+        fields = [
+            ",".join(_ONE_VALUE_RANGE.sub(r"\1", item) for item in field.split(","))
+            for field in fields
+        ]
+        # Quartz and cronsim write the last given weekday of the month ``5L``; croniter ``L5``.
+        fields[-1] = ",".join(_LAST_WEEKDAY.sub(r"L\1", item) for item in fields[-1].split(","))
+        normalized = " ".join(fields)
+        if fields[-3] not in ("*", "?") and any(char in fields[-1] for char in "#Ll"):
+            # croniter either rejects the combination or silently drops the day of month.
+            raise InvalidCronExpression(
+                text,
+                "the '#' and 'L' day-of-week forms need '*' as the day of month",
+            )
         # One croniter object is repositioned for every query; the lock keeps a Schedule
         # shared between threads (e.g. two trio.run calls) correct.
         self._lock = threading.Lock()
@@ -200,10 +294,38 @@ class CronExpression:
         return f"CronExpression({self.text!r})"
 
 
+def is_interval(fields: list[str]) -> bool:
+    """Whether an expression's fields (5, or 6 with leading seconds) make an interval job.
+
+    Vixie cron's rule (its ``MIN_STAR`` and ``HR_STAR`` flags), also cronie's and cronsim's: the
+    minute or hour field starts with ``*``. A seconds field starting with ``*`` counts too, so
+    that ``* 2 * * *`` and ``* 0 2 * * *`` are alike, while ``30 2 * * *`` and
+    ``0 30 2 * * *`` both stay fixed-time.
+    """
+    return any(field.startswith("*") for field in fields[: 3 if len(fields) == 6 else 2])
+
+
 def next_fire_after(expression: CronExpression, zone: ZoneInfo, after_ms: int) -> int | None:
     """The first fire instant strictly after ``after_ms`` (None: the expression stops firing)."""
     wall_ms, fold = wall_of(after_ms, zone)
+    # Every wall time at or before ``start`` has its first occurrence at or before after_ms.
     start = _repeat_end(after_ms, wall_ms, zone) - 1 if fold else wall_ms
+    if expression.interval:
+        found = _next_existing(expression, zone, start)
+        best = None if found is None else found[0]
+        if not fold:
+            twin = _occurrences(wall_ms, zone)
+            if twin is None or twin[1] <= after_ms:
+                return best  # the walk over last occurrences finds the same wall time
+            # after_ms is in the first pass of a repeated interval: all of its second pass
+            # is still ahead.
+            start = _repeat_start(after_ms, twin[1], zone) - 1
+        else:
+            start = wall_ms  # second pass: later wall times of the interval are ahead
+        found = _next_existing(expression, zone, start)
+        if found is not None and (best is None or found[1] < best):
+            best = found[1]
+        return best
     while True:
         wall = expression.next_wall_after(start)
         if wall is None:
@@ -217,7 +339,21 @@ def next_fire_after(expression: CronExpression, zone: ZoneInfo, after_ms: int) -
 def prev_fire_at_or_before(expression: CronExpression, zone: ZoneInfo, at_ms: int) -> int | None:
     """The last fire instant at or before ``at_ms`` (None: none within 50 years)."""
     wall_ms, fold = wall_of(at_ms, zone)
+    # Every wall time at or before ``limit`` has its first occurrence at or before at_ms.
     limit = _repeat_end(at_ms, wall_ms, zone) - 1 if fold else wall_ms
+    if expression.interval:
+        found = _prev_existing(expression, zone, limit)
+        best = None if found is None else found[0]
+        limit = wall_ms  # every wall time at or before it has its last occurrence by at_ms...
+        if not fold:
+            twin = _occurrences(wall_ms, zone)
+            if twin is not None and twin[1] > at_ms:
+                # ... unless at_ms is in the first pass of a repeated interval.
+                limit = _repeat_start(at_ms, twin[1], zone) - 1
+        found = _prev_existing(expression, zone, limit)
+        if found is not None and (best is None or found[1] > best):
+            best = found[1]
+        return best
     while True:
         wall = expression.prev_wall_at_or_before(limit)
         if wall is None:
