@@ -841,8 +841,8 @@ async def _phase_summary(run: _Run, queue: Queue) -> int:
         return 1
     c.write()
     c.say(
-        f"The store is still there ({run.store.url}). Look around (these open the store as "
-        "its writer, so run them while nothing else uses it):"
+        f"The store is still there ({run.store.url}). Look around (the first three only "
+        "read; `dead requeue` opens the store as its writer):"
     )
     for command in _commands(options):
         c.item(command, wrap=False)
