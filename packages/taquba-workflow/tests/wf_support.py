@@ -40,7 +40,18 @@ class Hook:
 
 
 async def run_all(runtime: WorkflowRuntime) -> int:
-    """Process every claimable job of the runtime's queue, one at a time."""
+    """Process every claimable step, control and notification job, one at a time."""
+    total = 0
+    while True:
+        handled = await drain(runtime.queue, runtime.queue_name, runtime.process)
+        handled += await drain(runtime.queue, runtime.hook_queue_name, runtime.process)
+        if not handled:
+            return total
+        total += handled
+
+
+async def run_steps(runtime: WorkflowRuntime) -> int:
+    """Process every claimable step and control job (not the terminal notifications)."""
     return await drain(runtime.queue, runtime.queue_name, runtime.process)
 
 
