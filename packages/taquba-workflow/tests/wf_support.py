@@ -6,6 +6,8 @@ from collections import Counter
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 import taquba
 from taquba import JobStatus, QueueConfig
 from taquba.testing import drain, open_test_queue
@@ -35,19 +37,27 @@ class Hook:
             self.fail -= 1
             raise RuntimeError("hook failed")
 
+    async def wait_calls(self, n: int = 1) -> None:
+        """Wait until the hook was called ``n`` times (notifications run on their own)."""
+        while len(self.outcomes) < n:
+            await trio.sleep(0.005)
+
     def calls(self, run_id: str) -> list[RunOutcome]:
         return [o for o in self.outcomes if o.run_id == run_id]
 
 
 async def run_all(runtime: WorkflowRuntime) -> int:
-    """Process every claimable step, control and notification job, one at a time."""
+    """Process every claimable step, control and notification job, one at a time.
+
+    Returns how many step and control jobs it handled (notifications are not counted).
+    """
     total = 0
     while True:
-        handled = await drain(runtime.queue, runtime.queue_name, runtime.process)
-        handled += await drain(runtime.queue, runtime.hook_queue_name, runtime.process)
-        if not handled:
+        steps = await drain(runtime.queue, runtime.queue_name, runtime.process)
+        hooks = await drain(runtime.queue, runtime.hook_queue_name, runtime.process)
+        total += steps
+        if not steps and not hooks:
             return total
-        total += handled
 
 
 async def run_steps(runtime: WorkflowRuntime) -> int:

@@ -163,6 +163,8 @@ class RuntimeStatistics:
     """Steps (and control jobs) being processed by this runtime now."""
     submit_locks: int
     """Run ids with a submission in progress (per-run-id locks currently held or awaited)."""
+    notifications_in_flight: int = 0
+    """Terminal notifications being delivered to the hook by this runtime now."""
 
 
 class _TimeLimitExceeded(Exception):
@@ -382,6 +384,7 @@ class WorkflowRuntime:
         self._clock = clock if clock is not None else queue.clock
         self._locks: dict[str, _RunLock] = {}
         self._in_flight = 0
+        self._hooks_in_flight = 0
 
     # ------------------------------------------------------------------------ properties
 
@@ -412,7 +415,11 @@ class WorkflowRuntime:
 
     def statistics(self) -> RuntimeStatistics:
         """A snapshot of the runtime's in-process state."""
-        return RuntimeStatistics(self._in_flight, len(self._locks))
+        return RuntimeStatistics(
+            steps_in_flight=self._in_flight,
+            submit_locks=len(self._locks),
+            notifications_in_flight=self._hooks_in_flight,
+        )
 
     # ---------------------------------------------------------------------------- keys
 
@@ -825,9 +832,12 @@ class WorkflowRuntime:
                 continue
             break
         # Fast path (the control job is the durable one): fire a running step's cancel signal
-        # now, or remove a pending step so the control job ends the run without a step.
+        # now. A pending step is left to the control job, which records its payload (for
+        # `retry`) before removing it.
         try:
-            await self._queue.cancel(record.job_id)
+            step_job = await self._queue.get_job(record.job_id)
+            if step_job is not None and step_job.status is JobStatus.CLAIMED:
+                await self._queue.cancel(record.job_id)
         except _FATAL:
             raise
         except TaqubaError as exc:
@@ -911,10 +921,14 @@ class WorkflowRuntime:
         `run` uses this; call it from your own worker loops to drive the runtime by hand
         (e.g. with `taquba.testing.drain` over both queues). Returns the settlement effects.
         """
+        if job.queue == self._hook_queue_name:
+            self._hooks_in_flight += 1
+            try:
+                return await self._process_notification(job, lease)
+            finally:
+                self._hooks_in_flight -= 1
         self._in_flight += 1
         try:
-            if job.queue == self._hook_queue_name:
-                return await self._process_notification(job, lease)
             if job.headers.get(keys.HEADER_CONTROL) is not None:
                 return await self._process_control(job, lease)
             return await self._process_step(job, lease)
