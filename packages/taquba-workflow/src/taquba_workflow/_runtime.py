@@ -688,22 +688,22 @@ class WorkflowRuntime:
                 if again is not None and again.job_id == record.job_id:
                     await trio.sleep(min(self._poll_interval, 0.05))  # its end is on the way
                 continue
-            control = await self._request_end(run_id, job)
-            if control is None:
+            request = await self._request_end(run_id, job)
+            if request is None:
                 continue  # the run moved on (or ended) meanwhile
             try:
-                settled = await self._queue.wait_for_completion(control)
+                settled = await self._queue.wait_for_completion(request[0])
             except JobNotFound:
                 settled = None
             if settled is not None and settled.status is JobStatus.DEAD:
                 await trio.sleep(self._poll_interval)  # the end request failed; an operator acts
 
-    async def _request_end(self, run_id: str, dead: JobRecord) -> str | None:
+    async def _request_end(self, run_id: str, dead: JobRecord) -> tuple[str, bool] | None:
         """Ask for the end of a run whose step job ``dead`` was dead-lettered; idempotent.
 
         Commits a durable end request (user KV) with a control job that ends the run as
-        failed. Returns that control job's id (also when an earlier call made the request),
-        or None if ``dead`` is not the run's current step.
+        failed. Returns that control job's id and whether this call made the request (False
+        when an earlier call did), or None if ``dead`` is not the run's current step.
         """
         key = self._ending_key(run_id)
         while True:
@@ -722,7 +722,7 @@ class WorkflowRuntime:
                     and request.incarnation == record.incarnation
                     and request.dead_job_id == dead.id
                 ):
-                    return request.control_job_id
+                    return request.control_job_id, False
                 await self._queue.kv_compare_and_set(key, existing, None)  # a stale request
                 continue
             control = self._queue.next_job_id()
@@ -747,10 +747,10 @@ class WorkflowRuntime:
                 dead.id,
                 dead.last_error,
             )
-            return control
+            return control, True
 
     async def end_dead_step_runs_now(self) -> int:
-        """End every run whose current step job is dead; return how many end requests it made.
+        """End every run whose current step job is dead; return how many requests it made.
 
         Lists the dead letters of ``queue_name`` and, for each step job that is still its
         run's current step, commits a request to end that run as failed (processed by the
@@ -770,7 +770,8 @@ class WorkflowRuntime:
                 run_id = job.headers.get(keys.HEADER_RUN_ID)
                 if run_id is not None and keys.HEADER_CONTROL not in job.headers:
                     with suppress(WorkflowUsageError):
-                        if await self._request_end(keys.validate_run_id(run_id), job) is not None:
+                        request = await self._request_end(keys.validate_run_id(run_id), job)
+                        if request is not None and request[1]:
                             requested += 1
                 seen.add(job.id)  # a dead job's run never moves on by itself
             if len(jobs) < _SWEEP_PAGE:
