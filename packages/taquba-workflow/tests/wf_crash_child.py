@@ -18,6 +18,7 @@ it kills, so the next process passes that point. ``READY`` is printed once the q
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -98,8 +99,10 @@ async def main(store_dir: str, state_dir: str) -> None:
                 assert final is not None
                 if not (state / "killed-finished").exists():
                     await hook_done.wait()  # the notification was delivered (after a crash)
-                    while (await queue.stats("workflow-hooks")).claimed:
-                        await trio.sleep(0.01)  # and its acknowledgement committed
+                    page = await queue.list_jobs("workflow-hooks", taquba.JobStatus.CLAIMED)
+                    for job in page.jobs:  # and its acknowledgement committed
+                        with contextlib.suppress(taquba.JobNotFound):
+                            await queue.wait_for_completion(job.id)
                 await stop_here(state, "finished")  # committed; the process dies after it
                 say("DONE", final.state.value)
                 nursery.cancel_scope.cancel()

@@ -28,9 +28,11 @@ class Hook:
         self.fail = 0
         self.seen_status: list[Any] = []
         self.runtime: WorkflowRuntime | None = None
+        self.called = trio.Event()
 
     async def on_termination(self, outcome: RunOutcome) -> None:
         self.outcomes.append(outcome)
+        self.called.set()
         if self.runtime is not None:  # what the database says while the hook runs
             self.seen_status.append(await self.runtime.status(outcome.run_id))
         if self.fail:
@@ -40,7 +42,8 @@ class Hook:
     async def wait_calls(self, n: int = 1) -> None:
         """Wait until the hook was called ``n`` times (notifications run on their own)."""
         while len(self.outcomes) < n:
-            await trio.sleep(0.005)
+            await self.called.wait()
+            self.called = trio.Event()
 
     def calls(self, run_id: str) -> list[RunOutcome]:
         return [o for o in self.outcomes if o.run_id == run_id]
