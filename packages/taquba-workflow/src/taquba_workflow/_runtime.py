@@ -861,9 +861,11 @@ class WorkflowRuntime:
         runs whose step job died outside the runtime (at once, then every
         ``dead_step_scan_interval``); and, with ``memo_retention`` set, the retention sweeper
         (first sweep at once, then every ``sweep_interval``). Started once both worker loops
-        are ready. On shutdown both loops stop claiming and let the jobs in flight finish
-        (with ``shutdown_grace``, those still running after that many seconds are cancelled
-        and retried later); the background tasks stop with them.
+        are ready. On shutdown the step loop stops claiming and lets the steps in flight
+        finish (with ``shutdown_grace``, those still running after that many seconds are
+        cancelled and retried later); then the notification loop delivers the notifications
+        that are due (those waiting for a retry stay queued) and stops the same way; the
+        background tasks stop with them.
 
         Error handling: the worker loops retry transient storage errors (see
         `taquba.run_worker`); a fatal error of either loop stops the other and is raised as
@@ -875,13 +877,14 @@ class WorkflowRuntime:
         """
         stop = shutdown if shutdown is not None else trio.Event()
         failures: list[Exception] = []
-        names = [self._queue_name]
-        if self._hook is not None:
-            names.append(self._hook_queue_name)
+        steps_stopped = trio.Event()
+        hooks_stop = trio.Event()
 
         async def serve(
             loops: trio.Nursery,
             name: str,
+            until: trio.Event,
+            stopped: trio.Event,
             *,
             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
         ) -> None:
@@ -892,19 +895,35 @@ class WorkflowRuntime:
                     self.process,
                     concurrency=self._concurrency,
                     poll_interval=self._poll_interval,
-                    shutdown=stop,
+                    shutdown=until,
                     shutdown_grace=shutdown_grace,
                     task_status=task_status,
                 )
             except Exception as exc:  # raised below, outside the nurseries, unwrapped
                 failures.append(exc)
                 loops.cancel_scope.cancel()
+            finally:
+                stopped.set()
+
+        async def stop_hooks() -> None:
+            # Notifications outlive the steps: the ends the step loop committed while
+            # draining are delivered before `run` returns.
+            await steps_stopped.wait()
+            while True:
+                if (await self._queue.stats(self._hook_queue_name)).pending == 0:
+                    break
+                await trio.sleep(min(self._poll_interval, 0.05))
+            hooks_stop.set()
 
         async with trio.open_nursery() as background:
             try:
                 async with trio.open_nursery() as loops:
-                    for name in names:
-                        await loops.start(serve, loops, name)
+                    await loops.start(serve, loops, self._queue_name, stop, steps_stopped)
+                    if self._hook is not None:
+                        await loops.start(
+                            serve, loops, self._hook_queue_name, hooks_stop, trio.Event()
+                        )
+                        loops.start_soon(stop_hooks)
                     task_status.started()
                     background.start_soon(self._dead_step_watcher)
                     if self._retention is not None:
