@@ -11,7 +11,14 @@ import pytest
 import trio
 
 from bulk_support import bulk, opened, sink_of
-from taquba_bulk import BulkCtx, CostReport, PermanentStepError, TransientStepError, as_pipeline
+from taquba_bulk import (
+    BulkCtx,
+    CostReport,
+    ItemInputMismatch,
+    PermanentStepError,
+    TransientStepError,
+    as_pipeline,
+)
 
 
 async def test_memoized_runs_once_then_serves_the_cache() -> None:
@@ -239,8 +246,8 @@ async def test_an_undecodable_memo_entry_is_recomputed() -> None:
     assert report.succeeded == 1 and computed == 1
 
 
-async def test_memos_are_scoped_by_input() -> None:
-    """A key rerun with another input (after it failed) never reads the old input's memos."""
+async def test_a_failed_key_rerun_with_another_input_is_a_mismatch() -> None:
+    """A key's run keeps its input once submitted, even after it failed (idempotent)."""
     seen: list[str] = []
 
     async def fn(ctx: BulkCtx[str]) -> str:
@@ -255,9 +262,10 @@ async def test_memos_are_scoped_by_input() -> None:
 
     async with opened() as queue:
         first = await bulk(queue, as_pipeline(fn), key=lambda item: "k").run(["old"])
-        second = await bulk(queue, as_pipeline(fn), key=lambda item: "k").run(["new"])
-    assert first.failed == 1 and second.succeeded == 1
-    assert seen == ["old", "new"]
+        with pytest.raises(ItemInputMismatch):
+            await bulk(queue, as_pipeline(fn), key=lambda item: "k").run(["new"])
+    assert first.failed == 1
+    assert seen == ["old"]
 
 
 async def test_cancellation_signal_and_lease_are_exposed() -> None:

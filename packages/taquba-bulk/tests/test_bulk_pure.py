@@ -112,17 +112,6 @@ def test_tally_finished_earlier_counts_as_skipped_success() -> None:
         tally.admit("a", "other digest")
 
 
-def test_tally_abandoned_cancel_counts_as_failure_with_reason() -> None:
-    tally = Tally()
-    tally.admit("a", "d")
-    tally.abandon("a", "its step died")
-    tally.observe("a", Observation(TerminalStatus.CANCELLED, None, None, None))
-    tally.confirm("a", TerminalStatus.CANCELLED)
-    (record,) = tally.take_records()
-    assert record.status is TerminalStatus.FAILED and record.error == "its step died"
-    assert tally.failed_run_ids == ["a"]
-
-
 def test_tally_disagreeing_observation_keeps_the_committed_status() -> None:
     tally = Tally()
     tally.admit("a", "d")

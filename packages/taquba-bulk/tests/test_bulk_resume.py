@@ -185,9 +185,8 @@ async def test_a_redelivered_end_counts_once() -> None:
 
 
 async def test_an_item_whose_step_died_on_its_last_attempt_fails_instead_of_hanging() -> None:
-    """A step dead-lettered outside the runtime (its process died on its last attempt)
-    leaves its run active with nothing to run it; the bulk ends it as failed, and a later
-    run runs it again."""
+    """A step dead-lettered outside the runtime (its process died on its last attempt): the
+    workflow runtime ends its run as failed, and a later run retries it."""
     calls: list[str] = []
 
     async def fn(ctx: BulkCtx[str]) -> str:
@@ -204,11 +203,9 @@ async def test_an_item_whose_step_died_on_its_last_attempt_fails_instead_of_hang
         report = await runner.run(["poison", "fine"])
         assert report.complete and (report.succeeded, report.failed) == (1, 1)
         record = sink_of(runner).by_run_id()["item-0"]
-        assert record.error is not None and "dead-lettered outside the runtime" in record.error
-        assert "process died" in record.error
+        assert record.error == "step 0 dead-lettered: process died after 1 attempt"
         assert calls == ["fine"]
-        assert await queue.dead_jobs(runner.queue_name) == []
-        # The next run runs it again (and nothing cancels the new run).
+        # The next run retries it (and nothing ends the retried run).
         again = await bulk(queue, as_pipeline(fn)).run(["poison", "fine"])
     assert again.complete and again.succeeded == 2 and again.skipped == 1
     assert calls == ["fine", "poison"]
@@ -234,7 +231,8 @@ async def test_items_left_running_by_an_earlier_run_count_in_this_one() -> None:
     assert statuses(sink_of(runner)) == {"succeeded": 3}
 
 
-async def test_an_unreadable_stored_outcome_runs_the_item_again() -> None:
+async def test_an_unreadable_stored_outcome_fails_the_item_with_the_reason() -> None:
+    """Submission is idempotent: a succeeded item whose output is lost cannot run again."""
     pipeline = Recorder()
     async with opened() as queue:
         first = bulk(queue, pipeline)
@@ -243,6 +241,8 @@ async def test_an_unreadable_stored_outcome_runs_the_item_again() -> None:
         await store.put_blob("bulk-memo/outcomes/item-0", b"\xc1 not an outcome")
         runner = bulk(queue, pipeline)
         report = await runner.run(["a", "b"])
-    assert report.complete and report.succeeded == 2 and report.skipped == 1
-    assert pipeline.runs == {"a": 2, "b": 1}
-    assert pipeline.computed == {"a": 1, "b": 1}  # the rerun replayed the memo
+    assert report.complete and (report.succeeded, report.failed) == (1, 1)
+    assert report.skipped == 1 and report.failed_run_ids == ("item-0",)
+    record = sink_of(runner).by_run_id()["item-0"]
+    assert record.error is not None and "earlier success cannot be read back" in record.error
+    assert pipeline.runs == {"a": 1, "b": 1}

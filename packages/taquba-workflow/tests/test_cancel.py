@@ -104,6 +104,7 @@ async def test_cancel_during_a_running_step_overrides_its_outcome() -> None:
             assert await runtime.cancel("running")
             with trio.fail_after(10):
                 final = await runtime.wait_finished("running")
+                await hook.wait_calls()
             nursery.cancel_scope.cancel()
     assert final is not None and final.state is RunState.CANCELLED
     assert [(o.status, o.result) for o in hook.outcomes] == [(TerminalStatus.CANCELLED, None)]
@@ -236,9 +237,7 @@ async def test_cancelling_a_run_whose_step_died_ends_it(clock: MockClock) -> Non
         clock.advance(61)
         await queue.reap_now()  # out of attempts: dead-lettered, the run is stranded
         assert len(await jobs_in(queue, JobStatus.DEAD)) == 1
-        with trio.move_on_after(0.2):
-            await runtime.wait_finished("orphan")  # does not end by itself
-        assert await runtime.cancel("orphan")
+        assert await runtime.cancel("orphan")  # before the runtime noticed the dead step
         await run_all(runtime)
         assert [o.status for o in hook.outcomes] == [TerminalStatus.CANCELLED]
 
@@ -250,7 +249,7 @@ async def test_a_stale_cancel_request_does_not_touch_a_new_run(clock: MockClock)
         await runtime.submit(RunSpec(input=b"1", run_id="reuse"))
         assert await runtime.cancel("reuse")
         await run_all(runtime)  # first run cancelled
-        await runtime.submit(RunSpec(input=b"2", run_id="reuse"))
+        assert await runtime.retry("reuse")  # a new incarnation of the run
         # an old request left over (as if written just as the first run ended)
         from taquba_workflow import _records as records
 
@@ -263,9 +262,9 @@ async def test_a_stale_cancel_request_does_not_touch_a_new_run(clock: MockClock)
             TerminalStatus.SUCCEEDED,
         ]
         # cancelling clears such a leftover before writing its own request
-        await runtime.submit(RunSpec(input=b"3", run_id="reuse"))
-        await queue.kv_put(b"workflow/workflow/cancel/reuse", records.encode_cancel("old", 1))
-        assert await runtime.cancel("reuse")
+        await runtime.submit(RunSpec(input=b"3", run_id="reuse-2"))
+        await queue.kv_put(b"workflow/workflow/cancel/reuse-2", records.encode_cancel("old", 1))
+        assert await runtime.cancel("reuse-2")
         await run_all(runtime)
         assert hook.outcomes[-1].status is TerminalStatus.CANCELLED
 

@@ -28,7 +28,7 @@ def test_errors_form_one_tree() -> None:
         if inspect.isclass(getattr(taquba_workflow, n))
         and issubclass(getattr(taquba_workflow, n), BaseException)
     ]
-    assert len(errors) == 10
+    assert len(errors) == 11
     for error in errors:
         assert issubclass(error, taquba_workflow.WorkflowError), error
     tree = inspect.getdoc(sys.modules["taquba_workflow._errors"]) or ""

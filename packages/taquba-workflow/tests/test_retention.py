@@ -17,6 +17,7 @@ from taquba_workflow import (
     Step,
     StepOutcome,
     Succeed,
+    SweepReport,
     TransientStepError,
     WorkflowRuntime,
     WorkflowUsageError,
@@ -155,14 +156,18 @@ async def test_the_runtime_sweep_lists_only_expired_markers(clock: MockClock) ->
         assert report.listed == 5 and report.runs_cleared == 5
 
 
-async def test_a_later_end_of_a_reused_run_id_keeps_its_outcome(clock: MockClock) -> None:
+async def test_a_later_end_of_a_retried_run_keeps_its_outcome(clock: MockClock) -> None:
     async with opened(clock=clock) as queue:
         runtime = WorkflowRuntime(queue, remember, memo_retention=RETENTION)
-        await runtime.submit(RunSpec(input=b"ok", run_id="reused"))
-        await run_all(runtime)
-        clock.advance(RETENTION)
         await runtime.submit(RunSpec(input=b"fail", run_id="reused"))
         await run_all(runtime)
+        first_end = clock.now_ms()
+        clock.advance(RETENTION)
+        assert await runtime.retry("reused")
+        assert await runtime.sweep_now() == SweepReport(0, 0, 0)  # retry dropped the marker
+        await run_all(runtime)
+        # A marker of the first end left behind (as by a crash in the middle of `retry`).
+        await runtime.memos.write_terminal_marker("reused", first_end)
         clock.advance(1)
         report = await runtime.sweep_now()
         assert report.runs_cleared == 1  # the first end's marker
@@ -170,6 +175,7 @@ async def test_a_later_end_of_a_reused_run_id_keeps_its_outcome(clock: MockClock
         assert status is not None and status.state is RunState.FAILED  # the second end's
         outcome = await runtime.outcome("reused")
         assert outcome is not None and outcome.error == "no"
+        assert outcome.finished_at_ms == first_end + RETENTION * 1000
 
 
 async def test_unparseable_marker_names_are_skipped(

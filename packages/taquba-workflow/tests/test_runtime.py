@@ -7,11 +7,14 @@ import trio
 
 from taquba import JobStatus, LeaseHandle, MockClock, QueueConfig, Store
 from taquba_workflow import (
+    HEADER_RUN_ID,
+    HEADER_TERMINAL,
     Cancel,
     Continue,
     ContinueAfter,
     Fail,
     PermanentStepError,
+    RunOutcome,
     RunSpec,
     RunState,
     Step,
@@ -21,7 +24,7 @@ from taquba_workflow import (
     TransientStepError,
     WorkflowRuntime,
 )
-from wf_support import Hook, jobs_in, live_jobs, opened, run_all
+from wf_support import Hook, jobs_in, live_jobs, opened, run_all, run_steps
 
 
 async def test_single_step_succeeds_and_fires_the_hook(clock: MockClock) -> None:
@@ -231,7 +234,7 @@ async def test_a_transient_error_with_a_single_attempt_fails_at_once(clock: Mock
         assert [o.error for o in hook.outcomes] == ["once"]
 
 
-async def test_the_hook_fires_before_the_settlement_commits(clock: MockClock) -> None:
+async def test_the_hook_fires_after_the_end_commits(clock: MockClock) -> None:
     hook = Hook()
 
     async def runner(step: Step) -> StepOutcome:
@@ -241,14 +244,18 @@ async def test_the_hook_fires_before_the_settlement_commits(clock: MockClock) ->
         runtime = WorkflowRuntime(queue, runner, hook)
         hook.runtime = runtime
         await runtime.submit(RunSpec(input=b"", run_id="early"))
+        await run_steps(runtime)
+        assert hook.outcomes == []  # the notification is a job of its own, not run yet
+        [notification] = await jobs_in(queue, JobStatus.PENDING, runtime.hook_queue_name)
+        assert notification.headers == {HEADER_RUN_ID: "early", HEADER_TERMINAL: "succeeded"}
         await run_all(runtime)
         [seen] = hook.seen_status
-        assert seen.state is RunState.RUNNING  # the run record was still there
-        status = await runtime.status("early")
-        assert status is not None and status.state is RunState.SUCCEEDED
+        assert seen.state is RunState.SUCCEEDED  # the end had committed
 
 
-async def test_a_failing_hook_retries_the_step_and_fires_again(clock: MockClock) -> None:
+async def test_a_failing_hook_is_retried_as_its_own_job_without_rerunning_the_step(
+    clock: MockClock,
+) -> None:
     hook = Hook()
     hook.fail = 1
     calls = 0
@@ -262,28 +269,55 @@ async def test_a_failing_hook_retries_the_step_and_fires_again(clock: MockClock)
         runtime = WorkflowRuntime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="h"))
         await run_all(runtime)
-        assert len(hook.outcomes) == 2  # at least once: the failed call, then the committed one
-        assert calls == 2
+        assert [o.result for o in hook.outcomes] == [b"ok", b"ok"]  # failed, then succeeded
+        assert calls == 1  # the step ran once: only the notification was retried
         status = await runtime.status("h")
         assert status is not None and status.state is RunState.SUCCEEDED
+        hooks = await live_jobs(queue, runtime.hook_queue_name)
+        assert hooks["done"] == 1 and hooks["dead"] == 0
 
 
-async def test_a_hook_failing_on_the_last_attempt_does_not_strand_the_run(
+async def test_a_hook_that_keeps_failing_dead_letters_its_notification_not_the_run(
     clock: MockClock,
 ) -> None:
     hook = Hook()
     hook.fail = 10
+    calls = 0
 
     async def runner(step: Step) -> StepOutcome:
+        nonlocal calls
+        calls += 1
         return Succeed(b"ok")
 
     async with opened(clock=clock) as queue:
         runtime = WorkflowRuntime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="h", max_attempts_per_step=2))
         await run_all(runtime)
-        assert len(hook.outcomes) == 2
+        assert len(hook.outcomes) == 3  # the hook queue's max_attempts
+        assert calls == 1
         status = await runtime.status("h")
         assert status is not None and status.state is RunState.SUCCEEDED
+        [dead] = await jobs_in(queue, JobStatus.DEAD, runtime.hook_queue_name)
+        assert dead.last_error == "RuntimeError: hook failed"
+        assert (await live_jobs(queue))["dead"] == 0
+
+
+async def test_a_permanent_hook_error_dead_letters_the_notification_at_once(
+    clock: MockClock,
+) -> None:
+    async def hook(outcome: RunOutcome) -> None:
+        raise PermanentStepError("unreachable endpoint")
+
+    async with opened(clock=clock) as queue:
+        runtime = WorkflowRuntime(queue, lambda step: _succeed(), hook)
+        await runtime.submit(RunSpec(input=b"", run_id="p"))
+        await run_all(runtime)
+        [dead] = await jobs_in(queue, JobStatus.DEAD, runtime.hook_queue_name)
+        assert dead.attempts == 1 and "unreachable endpoint" in (dead.last_error or "")
+
+
+async def _succeed() -> StepOutcome:
+    return Succeed(b"")
 
 
 async def test_successor_exists_iff_the_settlement_committed(clock: MockClock) -> None:

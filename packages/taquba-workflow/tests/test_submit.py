@@ -8,6 +8,7 @@ import trio
 from taquba import InvalidQueueName, MockClock, Store
 from taquba.testing import Fault, inject_faults, open_test_queue
 from taquba_workflow import (
+    Fail,
     InputMismatch,
     InvalidRunId,
     ReservedHeader,
@@ -54,26 +55,27 @@ async def test_duplicates_are_recognised_across_a_restart(file_store: Store) -> 
         assert await run_all(runtime) == 1
 
 
-async def test_an_ended_run_releases_its_id(clock: MockClock) -> None:
-    seen: list[tuple[bytes, bytes | None]] = []
+async def test_resubmitting_an_ended_run_returns_it_and_runs_nothing(clock: MockClock) -> None:
+    seen: list[bytes] = []
 
     async def runner(step: Step) -> StepOutcome:
-        seen.append((step.payload, await step.memo.get("k")))
-        await step.memo.put("k", step.payload)
-        return Succeed()
+        seen.append(step.payload)
+        return Fail("no") if step.payload == b"fail" else Succeed()
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner)
-        await runtime.submit(RunSpec(input=b"first", run_id="again"))
-        await run_all(runtime)
-        second = await runtime.submit(RunSpec(input=b"second", run_id="again"))
-        assert second.newly_submitted
-        status = await runtime.status("again")
-        assert status is not None and status.state is RunState.RUNNING
-        assert await runtime.outcome("again") is None  # the old outcome is not this run's
-        await run_all(runtime)
-    # the second run shares the first run's memos (that is how a resubmission resumes)
-    assert seen == [(b"first", None), (b"second", b"first")]
+        runtime = WorkflowRuntime(queue, runner, step_output_replay=True)
+        for payload, state in ((b"ok", RunState.SUCCEEDED), (b"fail", RunState.FAILED)):
+            run_id = payload.decode()
+            await runtime.submit(RunSpec(input=payload, run_id=run_id))
+            await run_all(runtime)
+            again = await runtime.submit(RunSpec(input=payload, run_id=run_id))
+            assert again == SubmitOutcome(run_id, newly_submitted=False)
+            assert await run_all(runtime) == 0
+            status = await runtime.status(run_id)
+            assert status is not None and status.state is state
+            with pytest.raises(InputMismatch):
+                await runtime.submit(RunSpec(input=b"other", run_id=run_id))
+    assert seen == [b"ok", b"fail"]  # each ran once
 
 
 @pytest.mark.parametrize("run_id", ["", "../memos", "a/b", ".", "x" * 129, "tab\t"])

@@ -7,16 +7,18 @@ write per event, so a SIGKILL never leaves a torn count):
 
 - ``work-<k>``: the memoized work of step ``k`` was done (must end with exactly one line);
 - ``exec-<k>``: step ``k`` was executed;
-- ``hook``: the terminal hook was called.
+- ``hook``: the terminal hook was called;
+- ``hook-saw-<state>``: what `WorkflowRuntime.status` said while the hook ran.
 
-The first time it reaches a point it stops there and prints where it is (``IN_STEP <k>``,
-``IN_HOOK``, ``FINISHED``), waiting to be killed; the test creates ``killed-<point>`` before
+The first time it reaches a point it stops there and prints where it is (``AT step-<k>``,
+``AT hook``, ``AT finished``), waiting to be killed; the test creates ``killed-<point>`` before
 it kills, so the next process passes that point. ``READY`` is printed once the queue is open;
 ``DONE <state>`` when the run has ended and nothing stops it, after which it exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -74,9 +76,16 @@ async def main(store_dir: str, state_dir: str) -> None:
             return Continue(step.payload + work)
         return Succeed(step.payload + work)
 
+    hook_done = trio.Event()
+    runtime: WorkflowRuntime | None = None
+
     async def on_end(outcome: RunOutcome) -> None:
         count(state, "hook")
-        await stop_here(state, "hook")  # the hook ran, the settlement has not committed
+        assert runtime is not None
+        status = await runtime.status(outcome.run_id)
+        count(state, f"hook-saw-{status.state.value if status else None}")
+        await stop_here(state, "hook")  # the end committed; its notification is in flight
+        hook_done.set()
 
     async with taquba.open_queue(store_dir, "crash", **FAST) as queue:
         runtime = WorkflowRuntime(queue, run_step, on_end, poll_interval=0.05)
@@ -88,6 +97,12 @@ async def main(store_dir: str, state_dir: str) -> None:
                     await runtime.submit(RunSpec(input=b"", run_id=RUN, max_attempts_per_step=10))
                 final = await runtime.wait_finished(RUN)
                 assert final is not None
+                if not (state / "killed-finished").exists():
+                    await hook_done.wait()  # the notification was delivered (after a crash)
+                    page = await queue.list_jobs("workflow-hooks", taquba.JobStatus.CLAIMED)
+                    for job in page.jobs:  # and its acknowledgement committed
+                        with contextlib.suppress(taquba.JobNotFound):
+                            await queue.wait_for_completion(job.id)
                 await stop_here(state, "finished")  # committed; the process dies after it
                 say("DONE", final.state.value)
                 nursery.cancel_scope.cancel()

@@ -6,6 +6,8 @@ from collections import Counter
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 import taquba
 from taquba import JobStatus, QueueConfig
 from taquba.testing import drain, open_test_queue
@@ -26,21 +28,43 @@ class Hook:
         self.fail = 0
         self.seen_status: list[Any] = []
         self.runtime: WorkflowRuntime | None = None
+        self.called = trio.Event()
 
     async def on_termination(self, outcome: RunOutcome) -> None:
         self.outcomes.append(outcome)
+        self.called.set()
         if self.runtime is not None:  # what the database says while the hook runs
             self.seen_status.append(await self.runtime.status(outcome.run_id))
         if self.fail:
             self.fail -= 1
             raise RuntimeError("hook failed")
 
+    async def wait_calls(self, n: int = 1) -> None:
+        """Wait until the hook was called ``n`` times (notifications run on their own)."""
+        while len(self.outcomes) < n:
+            await self.called.wait()
+            self.called = trio.Event()
+
     def calls(self, run_id: str) -> list[RunOutcome]:
         return [o for o in self.outcomes if o.run_id == run_id]
 
 
 async def run_all(runtime: WorkflowRuntime) -> int:
-    """Process every claimable job of the runtime's queue, one at a time."""
+    """Process every claimable step, control and notification job, one at a time.
+
+    Returns how many step and control jobs it handled (notifications are not counted).
+    """
+    total = 0
+    while True:
+        steps = await drain(runtime.queue, runtime.queue_name, runtime.process)
+        hooks = await drain(runtime.queue, runtime.hook_queue_name, runtime.process)
+        total += steps
+        if not steps and not hooks:
+            return total
+
+
+async def run_steps(runtime: WorkflowRuntime) -> int:
+    """Process every claimable step and control job (not the terminal notifications)."""
     return await drain(runtime.queue, runtime.queue_name, runtime.process)
 
 

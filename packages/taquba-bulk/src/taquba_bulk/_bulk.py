@@ -21,11 +21,10 @@ from taquba import (
     UsageError,
 )
 from taquba_workflow import (
-    HEADER_CONTROL,
-    HEADER_RUN_ID,
     RESERVED_HEADER_PREFIX,
     InputMismatch,
     PermanentStepError,
+    RunNotRetryable,
     RunOutcome,
     RunSpec,
     RunState,
@@ -55,7 +54,7 @@ from ._types import BulkReport, ProgressSnapshot
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
-    from taquba import JobRecord, LeaseHandle, Queue
+    from taquba import LeaseHandle, Queue
 
 __all__ = ["DEFAULT_MEMO_PREFIX", "DEFAULT_QUEUE_NAME", "Bulk"]
 
@@ -74,8 +73,6 @@ BULK_KV_PREFIX: Final = "bulk/"
 """The queue user-KV namespace of taquba-bulk (one durability-barrier key per queue name)."""
 
 _FATAL = (Fenced, QueueClosed, StorageFatal)
-_STUCK_SCAN_INTERVAL = 5.0
-_DEAD_PAGE = 100
 _SINK_FLUSH_INTERVAL = 1.0
 _DISPLAY_INTERVAL = 0.2
 _TERMINAL = {
@@ -411,12 +408,10 @@ class Bulk(Generic[InT, OutT]):
             nursery.start_soon(serve)
             nursery.start_soon(on_shutdown)
             nursery.start_soon(self._confirm_loop, batch)
-            nursery.start_soon(self._stuck_loop, batch)
             if show:
                 nursery.start_soon(self._display_loop, batch)
             try:
                 with batch.submit_scope:
-                    await self._unstick(batch, set())
                     await self._submit_all(batch, inputs)
                 if not batch.stop.is_set():  # stopped before the end: interrupted or failed
                     batch.tally.seal()
@@ -465,14 +460,19 @@ class Bulk(Generic[InT, OutT]):
             status = await self._runtime.status(run_id)
             if tally.has_ended(run_id):
                 return
-            if (
-                status is not None
-                and status.state is RunState.SUCCEEDED
-                and await self._finish_earlier(batch, run_id, input_digest)
-            ):
+            if status is not None and status.state is RunState.SUCCEEDED:
+                problem = await self._finish_earlier(batch, run_id, input_digest)
+                if problem is not None and not tally.has_ended(run_id):
+                    # Submission is idempotent: the succeeded run cannot run again.
+                    tally.confirm(
+                        run_id,
+                        TerminalStatus.FAILED,
+                        f"its earlier success cannot be read back: {problem}",
+                    )
+                    self._after_count(batch)
                 return
             try:
-                await self._runtime.submit(
+                submitted = await self._runtime.submit(
                     RunSpec(
                         input=payload,
                         run_id=run_id,
@@ -482,35 +482,46 @@ class Bulk(Generic[InT, OutT]):
                 )
             except InputMismatch as exc:
                 raise ItemInputMismatch(run_id) from exc
+            if (
+                not submitted.newly_submitted
+                and status is not None
+                and status.state in (RunState.FAILED, RunState.CANCELLED)
+            ):
+                # It ended in an earlier run of the batch (the resubmission returned that
+                # run): run it again from the step where it stopped, with its memos.
+                try:
+                    await self._runtime.retry(run_id)
+                except RunNotRetryable as exc:
+                    if not tally.has_ended(run_id):
+                        tally.confirm(run_id, TerminalStatus.FAILED, str(exc))
+                        self._after_count(batch)
         except Exception as exc:
             batch.fail(exc)
         finally:
             slots.release()
 
-    async def _finish_earlier(self, batch: _Batch, run_id: str, input_digest: str) -> bool:
-        """Count an item that succeeded in an earlier run; False if it must run again."""
+    async def _finish_earlier(self, batch: _Batch, run_id: str, input_digest: str) -> str | None:
+        """Count an item that succeeded in an earlier run; else say why its output is lost."""
         try:
             outcome = await read_run_outcome(
                 self._queue.store, run_id, memo_prefix=self._runtime.memos.prefix
             )
         except WorkflowDataError as exc:
-            log.warning(
-                "item %s: its stored outcome is unreadable (%s); running it again", run_id, exc
-            )
-            return False
+            log.warning("item %s: its stored outcome is unreadable (%s)", run_id, exc)
+            return f"its stored outcome is unreadable ({exc})"
         if outcome is None or outcome.status is not TerminalStatus.SUCCEEDED:
-            return False
+            return "its stored outcome is missing"
         try:
             envelope = codec.decode_envelope(outcome.result or b"")
         except ValueError as exc:
-            log.warning("item %s: %s; running it again", run_id, exc)
-            return False
+            log.warning("item %s: %s", run_id, exc)
+            return str(exc)
         if envelope.input_digest != input_digest:
             raise ItemInputMismatch(run_id)
         if not batch.tally.has_ended(run_id):
             batch.tally.finish_earlier(run_id, envelope.output, envelope.cost)
             self._after_count(batch)
-        return True
+        return None
 
     # ------------------------------------------------------------------------ execution
 
@@ -594,7 +605,7 @@ class Bulk(Generic[InT, OutT]):
                 return
 
     async def _on_end(self, outcome: RunOutcome) -> None:
-        """The terminal hook: note the item's end (it has not committed yet). Never raises."""
+        """The terminal hook: note the item's end (it has committed). Never raises."""
         batch = self._batch
         if batch is None:
             return
@@ -703,61 +714,6 @@ class Bulk(Generic[InT, OutT]):
             error = OutputError(f"the output sink failed to flush: {describe(exc)}")
             error.__cause__ = exc
             batch.fail(error)
-
-    # ------------------------------------------------------------------- stuck items
-
-    async def _stuck_loop(self, batch: _Batch) -> None:
-        seen: set[str] = set()
-        while True:
-            await trio.sleep(_STUCK_SCAN_INTERVAL)
-            try:
-                await self._unstick(batch, seen)
-            except _FATAL as exc:
-                batch.fail(exc)
-                return
-            except (TaqubaError, WorkflowError) as exc:
-                log.warning("scanning for dead-lettered items: %s", exc)
-
-    async def _unstick(self, batch: _Batch, seen: set[str]) -> None:
-        """End the runs whose step was dead-lettered outside the runtime.
-
-        The workflow runtime never dead-letters a step itself (a failed item ends its run
-        through an ack); a dead step job means its process died, or its lease expired, on its
-        last attempt, which leaves the run active with nothing to run it. Such a run is
-        cancelled (its end counts as failed, with the reason) and the dead job requeued: the
-        runtime then acknowledges it without running the pipeline (the run is cancelling or
-        already over), so the job leaves the dead letters and is never seen again.
-        """
-        after: str | None = None
-        while True:
-            jobs = await self._queue.dead_jobs(self.queue_name, after=after, limit=_DEAD_PAGE)
-            for job in jobs:
-                if job.id not in seen:
-                    seen.add(job.id)
-                    await self._unstick_one(batch, job)
-            if len(jobs) < _DEAD_PAGE:
-                return
-            after = jobs[-1].id
-
-    async def _unstick_one(self, batch: _Batch, job: JobRecord) -> None:
-        run_id = job.headers.get(HEADER_RUN_ID)
-        if run_id is None or HEADER_CONTROL in job.headers:
-            return
-        try:
-            status = await self._runtime.status(run_id)
-        except WorkflowUsageError:
-            return  # not a run id
-        if status is not None and not status.state.terminal:
-            reason = job.last_error or "no error recorded"
-            batch.tally.abandon(
-                run_id, f"the item's step was dead-lettered outside the runtime: {reason}"
-            )
-            log.warning(
-                "item %s: its step died on its last attempt (%s); failing it", run_id, reason
-            )
-            await self._runtime.cancel(run_id)
-        with contextlib.suppress(JobNotFound):
-            await self._queue.requeue_dead_job(job)
 
     # ------------------------------------------------------------------------ display
 

@@ -3,8 +3,9 @@
 Events come from three places, in any order and any number of times:
 
 - admission (`admit`): the submitter reached an input; its run id joins the batch;
-- observation (`observe`): the workflow's terminal hook saw an item's end. It runs *before*
-  that end commits and at least once, so an observation is only a candidate;
+- observation (`observe`): the workflow's terminal hook saw an item's end. It runs after that
+  end committed, at least once (a later retry of the item ends it again), so an observation
+  is only a candidate until the database confirms it;
 - confirmation (`confirm`): the database says the run has ended (the end committed), or
   `finish_earlier`: the item had succeeded in an earlier run of the batch.
 
@@ -49,7 +50,6 @@ class Tally:
         self._counted: set[str] = set()
         self._observed: dict[str, Observation] = {}
         self._finished: dict[str, OutputRecord] = {}  # confirmed before admission
-        self._abandoned: dict[str, str] = {}
         self._outbox: list[OutputRecord] = []
         self.succeeded = 0
         self.failed = 0
@@ -95,17 +95,10 @@ class Tally:
     # ---------------------------------------------------------------------------- ends
 
     def observe(self, run_id: str, observation: Observation) -> None:
-        """The hook saw the run end (before the end commits); the latest observation wins."""
+        """The hook saw the run end (its end committed); the latest observation wins."""
         if run_id in self._counted or (self.sealed and run_id not in self._inputs):
             return
         self._observed[run_id] = observation
-
-    def abandon(self, run_id: str, reason: str) -> None:
-        """Note that the run is being cancelled because its step died outside the runtime.
-
-        Its cancelled end then counts as failed, with ``reason``.
-        """
-        self._abandoned[run_id] = reason
 
     def confirm(self, run_id: str, status: TerminalStatus | None, error: str | None = None) -> None:
         """The run's end committed with ``status`` (None: the database no longer knows)."""
@@ -124,9 +117,6 @@ class Tally:
             if observation.status is status:
                 output = observation.output
                 error = observation.error if observation.error is not None else error
-        reason = self._abandoned.pop(run_id, None)
-        if reason is not None and status is TerminalStatus.CANCELLED:
-            status, error = TerminalStatus.FAILED, reason
         if status is not TerminalStatus.SUCCEEDED:
             output = None
         record = OutputRecord(run_id, status, output, error, cost)

@@ -25,6 +25,7 @@ from ._errors import InputMismatch as InputMismatch
 from ._errors import InvalidRunId as InvalidRunId
 from ._errors import PermanentStepError as PermanentStepError
 from ._errors import ReservedHeader as ReservedHeader
+from ._errors import RunNotRetryable as RunNotRetryable
 from ._errors import StepError as StepError
 from ._errors import TransientStepError as TransientStepError
 from ._errors import UnserializableInput as UnserializableInput
@@ -35,6 +36,7 @@ from ._keys import DEFAULT_MEMO_PREFIX as DEFAULT_MEMO_PREFIX
 from ._keys import HEADER_CONTROL as HEADER_CONTROL
 from ._keys import HEADER_RUN_ID as HEADER_RUN_ID
 from ._keys import HEADER_STEP as HEADER_STEP
+from ._keys import HEADER_TERMINAL as HEADER_TERMINAL
 from ._keys import MAX_RUN_ID_LENGTH as MAX_RUN_ID_LENGTH
 from ._keys import RESERVED_HEADER_PREFIX as RESERVED_HEADER_PREFIX
 from ._keys import RESERVED_KV_PREFIX as RESERVED_KV_PREFIX
@@ -110,6 +112,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "ReservedHeader",
     "UnserializableInput",
     "InputMismatch",
+    "RunNotRetryable",
     "WorkflowDataError",
     "StepError",
     "TransientStepError",
@@ -119,6 +122,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "HEADER_CONTROL",
     "HEADER_RUN_ID",
     "HEADER_STEP",
+    "HEADER_TERMINAL",
     "MAX_RUN_ID_LENGTH",
     "RESERVED_HEADER_PREFIX",
     "RESERVED_KV_PREFIX",

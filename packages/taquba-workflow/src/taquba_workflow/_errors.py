@@ -7,7 +7,8 @@ Every error taquba-workflow raises on purpose derives from `WorkflowError`::
     │   ├── InvalidRunId            a run id outside [A-Za-z0-9_-]{1,128}
     │   ├── ReservedHeader          a run header in the reserved ``workflow.`` namespace
     │   └── UnserializableInput     a memo content key whose input MessagePack cannot encode
-    ├── InputMismatch               the run id is active with a different input
+    ├── InputMismatch               the run id is known with a different input
+    ├── RunNotRetryable             retry of a run that is not failed or cancelled
     ├── WorkflowDataError           a stored workflow record cannot be decoded
     └── StepError                   raised by step runners to classify a failure
         ├── TransientStepError      retry the step with the queue's backoff
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidRunId",
     "PermanentStepError",
     "ReservedHeader",
+    "RunNotRetryable",
     "StepError",
     "TransientStepError",
     "UnserializableInput",
@@ -70,17 +72,33 @@ class UnserializableInput(WorkflowUsageError, TypeError):
 
 
 class InputMismatch(WorkflowError):
-    """A run with this id is active and was submitted with a different input.
+    """A run with this id exists (active or ended) and was submitted with a different input.
 
-    Resubmitting an active run id with the same input is a no-op
+    Resubmitting a known run id with the same input is a no-op
     (`SubmitOutcome.newly_submitted` is false); with a different input it raises this, also
-    across process restarts (the check reads the durable run record).
+    across process restarts (the check reads the durable run record or outcome).
     """
 
     def __init__(self, run_id: str) -> None:
-        super().__init__(f"run {run_id!r} is active with a different input")
+        super().__init__(f"run {run_id!r} exists with a different input")
         self.run_id = run_id
         """The run id."""
+
+
+class RunNotRetryable(WorkflowError):
+    """`WorkflowRuntime.retry` was asked to retry a run it cannot retry.
+
+    Only a run that ended failed or cancelled, and whose final step was recorded, can be
+    retried; an unknown run, a succeeded one, or one that ended before the runtime recorded
+    where runs stop (taquba-workflow 0.6) cannot.
+    """
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(f"run {run_id!r} cannot be retried: {reason}")
+        self.run_id = run_id
+        """The run id."""
+        self.reason = reason
+        """Why it cannot be retried."""
 
 
 class WorkflowDataError(WorkflowError):

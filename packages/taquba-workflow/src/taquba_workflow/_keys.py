@@ -7,6 +7,8 @@ User KV of the queue database, per runtime ``queue_name``::
     workflow/<queue_name>/runs/<run_id>      the active run's record (deleted when it ends)
     workflow/<queue_name>/cancel/<run_id>    a pending cancellation request of the active run
     workflow/<queue_name>/outcomes/<run_id>  the committed terminal outcome (status, error)
+    workflow/<queue_name>/ending/<run_id>    a pending request to end a run whose step job
+                                             was dead-lettered outside the runtime
 
 Blobs of the store, under the memo prefix (default ``workflow-memo``)::
 
@@ -32,6 +34,7 @@ __all__ = [
     "HEADER_CONTROL",
     "HEADER_RUN_ID",
     "HEADER_STEP",
+    "HEADER_TERMINAL",
     "MAX_RUN_ID_LENGTH",
     "RESERVED_HEADER_PREFIX",
     "RESERVED_KV_PREFIX",
@@ -50,7 +53,10 @@ HEADER_STEP = "workflow.step"
 """The job header holding a step's number (decimal, 0 for the first step)."""
 
 HEADER_CONTROL = "workflow.control"
-"""The job header marking a runtime control job (value ``"cancel"``) instead of a step."""
+"""The job header marking a runtime control job (``"cancel"``, ``"end"``) instead of a step."""
+
+HEADER_TERMINAL = "workflow.terminal"
+"""The job header marking a terminal notification job (value: the run's terminal status)."""
 
 RESERVED_KV_PREFIX = b"workflow/"
 """User-KV keys starting with this belong to the runtime."""
@@ -118,6 +124,16 @@ def cancel_key(queue_name: str, run_id: str) -> bytes:
 def outcome_key(queue_name: str, run_id: str) -> bytes:
     """The user-KV key of a run's committed terminal outcome."""
     return _kv(queue_name, "outcomes", run_id)
+
+
+def ending_key(queue_name: str, run_id: str) -> bytes:
+    """The user-KV key of a request to end a run whose step job was dead-lettered."""
+    return _kv(queue_name, "ending", run_id)
+
+
+def default_hook_queue_name(queue_name: str) -> str:
+    """The queue terminal notifications go to unless configured: ``<queue_name>-hooks``."""
+    return f"{queue_name}-hooks"
 
 
 # -------------------------------------------------------------------------------------- blobs

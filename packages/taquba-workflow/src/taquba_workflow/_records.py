@@ -68,6 +68,10 @@ def _int(data: dict[str, Any], name: str, what: str) -> int:
     return value
 
 
+def _opt_int(data: dict[str, Any], name: str, what: str) -> int | None:
+    return None if data.get(name) is None else _int(data, name, what)
+
+
 def _bytes(data: dict[str, Any], name: str, what: str) -> bytes:
     value = data.get(name)
     if not isinstance(value, bytes):
@@ -101,6 +105,7 @@ class RunRecord:
     step: int
     job_id: str  # the job carrying the current step
     headers: Mapping[str, str]
+    step_time_limit_ms: int | None = None  # the run's own per-step time limit, if it set one
 
     def encode(self) -> bytes:
         return _pack(
@@ -112,6 +117,7 @@ class RunRecord:
                 "step": self.step,
                 "job_id": self.job_id,
                 "headers": dict(self.headers),
+                "step_time_limit_ms": self.step_time_limit_ms,
             }
         )
 
@@ -130,6 +136,7 @@ def decode_run(raw: bytes) -> RunRecord:
         step=_int(data, "step", what),
         job_id=_str(data, "job_id", what),
         headers=_headers(data, what),
+        step_time_limit_ms=_opt_int(data, "step_time_limit_ms", what),
     )
 
 
@@ -147,7 +154,80 @@ def decode_cancel_incarnation(raw: bytes) -> str:
     return _str(_unpack(raw, what), "incarnation", what)
 
 
+# ------------------------------------------------------------------- dead-step end request
+
+
+@dataclass(frozen=True, slots=True)
+class EndRequest:
+    """A request to end a run whose step job was dead-lettered outside the runtime.
+
+    Stored in user KV (``workflow/<queue>/ending/<run_id>``) and as the control job's payload.
+    """
+
+    incarnation: str
+    dead_job_id: str  # the dead step job
+    control_job_id: str  # the control job that ends the run
+
+    def encode(self) -> bytes:
+        return _pack(
+            {
+                "incarnation": self.incarnation,
+                "dead_job_id": self.dead_job_id,
+                "control_job_id": self.control_job_id,
+            }
+        )
+
+
+def decode_end_request(raw: bytes) -> EndRequest:
+    what = "end request"
+    data = _unpack(raw, what)
+    return EndRequest(
+        incarnation=_str(data, "incarnation", what),
+        dead_job_id=_str(data, "dead_job_id", what),
+        control_job_id=_str(data, "control_job_id", what),
+    )
+
+
 # ------------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where an ended run stopped: what `WorkflowRuntime.retry` enqueues again."""
+
+    step: int
+    payload: bytes
+    priority: int
+    max_attempts: int
+    input_hash: str
+    step_time_limit_ms: int | None
+
+    def pack(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "payload": self.payload,
+            "priority": self.priority,
+            "max_attempts": self.max_attempts,
+            "input_hash": self.input_hash,
+            "step_time_limit_ms": self.step_time_limit_ms,
+        }
+
+
+def _resume(data: dict[str, Any], what: str) -> Resume | None:
+    body = data.get("resume")
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise WorkflowDataError(f"malformed {what}: resume is not a map")
+    fields: dict[str, Any] = body  # pyright: ignore[reportUnknownVariableType]
+    return Resume(
+        step=_int(fields, "step", what),
+        payload=_bytes(fields, "payload", what),
+        priority=_int(fields, "priority", what),
+        max_attempts=_int(fields, "max_attempts", what),
+        input_hash=_str(fields, "input_hash", what),
+        step_time_limit_ms=_opt_int(fields, "step_time_limit_ms", what),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +240,7 @@ class OutcomeRecord:
     final_step: int
     error: str | None
     finished_at_ms: int
+    input_hash: str | None = None  # absent from records written before 0.7
 
     def encode(self) -> bytes:
         error = self.error
@@ -173,6 +254,7 @@ class OutcomeRecord:
                 "final_step": self.final_step,
                 "error": error,
                 "finished_at_ms": self.finished_at_ms,
+                "input_hash": self.input_hash,
             }
         )
 
@@ -194,10 +276,14 @@ def decode_outcome_record(raw: bytes) -> OutcomeRecord:
         final_step=_int(data, "final_step", what),
         error=_opt_str(data, "error", what),
         finished_at_ms=_int(data, "finished_at_ms", what),
+        input_hash=_opt_str(data, "input_hash", what),
     )
 
 
-def encode_outcome_blob(outcome: RunOutcome, incarnation: str) -> bytes:
+def encode_outcome_blob(
+    outcome: RunOutcome, incarnation: str, resume: Resume | None = None
+) -> bytes:
+    """The full outcome (blob, and the payload of the terminal notification job)."""
     return _pack(
         {
             "run_id": outcome.run_id,
@@ -208,11 +294,17 @@ def encode_outcome_blob(outcome: RunOutcome, incarnation: str) -> bytes:
             "headers": dict(outcome.headers),
             "final_step": outcome.final_step,
             "finished_at_ms": outcome.finished_at_ms,
+            "resume": None if resume is None else resume.pack(),
         }
     )
 
 
 def decode_outcome_blob(raw: bytes) -> tuple[RunOutcome, str]:
+    outcome, incarnation, _ = decode_outcome_blob_resume(raw)
+    return outcome, incarnation
+
+
+def decode_outcome_blob_resume(raw: bytes) -> tuple[RunOutcome, str, Resume | None]:
     what = "outcome"
     data = _unpack(raw, what)
     result = data.get("result")
@@ -227,7 +319,7 @@ def decode_outcome_blob(raw: bytes) -> tuple[RunOutcome, str]:
         final_step=_int(data, "final_step", what),
         finished_at_ms=_int(data, "finished_at_ms", what),
     )
-    return outcome, _str(data, "incarnation", what)
+    return outcome, _str(data, "incarnation", what), _resume(data, what)
 
 
 # ------------------------------------------------------------------------- replay records

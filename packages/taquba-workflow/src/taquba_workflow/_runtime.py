@@ -6,15 +6,16 @@ import hashlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import trio
 
 from taquba import (
     CancelOutcome,
+    ClaimLost,
     Effects,
     EnqueueRequest,
     Fenced,
@@ -38,6 +39,7 @@ from ._errors import (
     InputMismatch,
     PermanentStepError,
     ReservedHeader,
+    RunNotRetryable,
     StepError,
     TransientStepError,
     WorkflowDataError,
@@ -82,10 +84,12 @@ __all__ = [
 log = logging.getLogger("taquba_workflow")
 
 _CONTROL_CANCEL = "cancel"
+_CONTROL_END = "end"  # end a run whose step job was dead-lettered outside the runtime
 _CONTROL_PRIORITY = 0  # control jobs are claimed before any step
 _SWEEP_PAGE = 256
 _MAX_SWEEP_INTERVAL = 3600.0
 _FATAL = (Fenced, QueueClosed, StorageFatal)
+_T = TypeVar("_T")
 _STATE_OF = {
     TerminalStatus.SUCCEEDED: RunState.SUCCEEDED,
     TerminalStatus.FAILED: RunState.FAILED,
@@ -130,9 +134,12 @@ class TerminalHook(Protocol):
 Hook: TypeAlias = HookFunction | TerminalHook
 """What `WorkflowRuntime` accepts as its terminal hook.
 
-Called with the `RunOutcome` of every run's end, before that end commits: at least once per
-run, so make it idempotent. Raising retries the ending step (on its last attempt the end
-commits anyway and the failure is logged).
+Called with the `RunOutcome` of every run's end, after that end committed. Each end enqueues
+a notification job on the runtime's ``hook_queue_name`` in the same transaction as the end
+itself, and `WorkflowRuntime.run` delivers it: at least once per run (make the hook
+idempotent), also after a crash. Raising `PermanentStepError` dead-letters the notification;
+raising anything else retries it with the hook queue's backoff until its attempts run out,
+then dead-letters it. The run's end is never affected.
 """
 
 
@@ -156,6 +163,12 @@ class RuntimeStatistics:
     """Steps (and control jobs) being processed by this runtime now."""
     submit_locks: int
     """Run ids with a submission in progress (per-run-id locks currently held or awaited)."""
+    notifications_in_flight: int = 0
+    """Terminal notifications being delivered to the hook by this runtime now."""
+
+
+class _TimeLimitExceeded(Exception):
+    """The attempt ran past its time limit and was cancelled (internal signal)."""
 
 
 @dataclass(slots=True)
@@ -282,14 +295,21 @@ class WorkflowRuntime:
     the queue database's user KV (``workflow/<queue_name>/...``); memos, replay records,
     outcome blobs and retention markers live in the store's blobs under ``memo_prefix``.
 
+    A run whose step job was dead-lettered outside the runtime (its lease expired on its last
+    attempt, or its process died then) ends ``failed`` with the reason: the runtime notices
+    when the step's claim is lost, `wait_finished` notices when the job dies, and `run` scans
+    the dead letters at startup and every ``dead_step_scan_interval``.
+
     Args:
         queue: the open queue.
         runner: the step runner (see `Runner`).
-        hook: told how each run ended (see `TerminalHook`), before that end commits; at least
-            once per run.
+        hook: told how each run ended (see `TerminalHook`), after that end committed, through
+            a notification job on ``hook_queue_name``; at least once per run.
         store: where memos live; default the queue's store.
         queue_name: the queue steps run on (one runtime per queue name).
-        concurrency: steps processed at once by `run`.
+        hook_queue_name: the queue terminal notifications run on; default
+            ``"<queue_name>-hooks"``. Configure its attempts and backoff like any queue's.
+        concurrency: steps processed at once by `run` (and, separately, notifications).
         poll_interval: the longest idle wait of `run` between claim attempts, in seconds.
         memo_prefix: the blob prefix of memos, replay records, outcomes and markers; use a
             distinct one per runtime sharing a store.
@@ -300,6 +320,15 @@ class WorkflowRuntime:
         step_output_replay: persist every outcome the runner returns before applying it, and
             replay it instead of calling the runner when the step is delivered again.
         clock: the clock of every timestamp the runtime writes; default the queue's.
+        lease_keep_alive: renew a step's (and a notification's) lease every third of the
+            queue's ``lease_duration`` while it runs, so a step may run for as long as it
+            needs; False leaves renewal to the runner (``step.lease``).
+        step_time_limit: seconds an attempt of a step may run before it is cancelled and
+            counted as a failed attempt (retried per policy; the run fails with the reason
+            once attempts run out); None for no limit. A run may set its own
+            (`RunSpec.step_time_limit`).
+        dead_step_scan_interval: seconds between `run`'s scans of the dead letters for runs
+            whose step job died outside the runtime (the first scan runs at startup).
     """
 
     def __init__(
@@ -317,6 +346,10 @@ class WorkflowRuntime:
         sweep_interval: float | None = None,
         step_output_replay: bool = False,
         clock: Clock | None = None,
+        hook_queue_name: str | None = None,
+        lease_keep_alive: bool = True,
+        step_time_limit: float | None = None,
+        dead_step_scan_interval: float = 60.0,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
             raise WorkflowUsageError("concurrency must be a positive int")
@@ -325,6 +358,18 @@ class WorkflowRuntime:
         self._hook = _resolve_hook(hook)
         self._store = store if store is not None else queue.store
         self._queue_name = validate_queue_name(queue_name)
+        self._hook_queue_name = validate_queue_name(
+            keys.default_hook_queue_name(self._queue_name)
+            if hook_queue_name is None
+            else hook_queue_name
+        )
+        if self._hook_queue_name == self._queue_name:
+            raise WorkflowUsageError("hook_queue_name must differ from queue_name")
+        self._keep_alive = bool(lease_keep_alive)
+        self._step_time_limit = _positive(step_time_limit, "step_time_limit")
+        self._dead_scan_interval = (
+            _positive(dead_step_scan_interval, "dead_step_scan_interval") or 60.0
+        )
         self._concurrency = concurrency
         self._poll_interval = _positive(poll_interval, "poll_interval") or 1.0
         self._memos = MemoStore(self._store, memo_prefix)
@@ -339,6 +384,7 @@ class WorkflowRuntime:
         self._clock = clock if clock is not None else queue.clock
         self._locks: dict[str, _RunLock] = {}
         self._in_flight = 0
+        self._hooks_in_flight = 0
 
     # ------------------------------------------------------------------------ properties
 
@@ -353,6 +399,11 @@ class WorkflowRuntime:
         return self._queue_name
 
     @property
+    def hook_queue_name(self) -> str:
+        """The queue terminal notifications run on."""
+        return self._hook_queue_name
+
+    @property
     def memos(self) -> MemoStore:
         """The memo store (its prefix holds memos, replay records, outcomes and markers)."""
         return self._memos
@@ -364,7 +415,11 @@ class WorkflowRuntime:
 
     def statistics(self) -> RuntimeStatistics:
         """A snapshot of the runtime's in-process state."""
-        return RuntimeStatistics(self._in_flight, len(self._locks))
+        return RuntimeStatistics(
+            steps_in_flight=self._in_flight,
+            submit_locks=len(self._locks),
+            notifications_in_flight=self._hooks_in_flight,
+        )
 
     # ---------------------------------------------------------------------------- keys
 
@@ -377,9 +432,16 @@ class WorkflowRuntime:
     def _outcome_key(self, run_id: str) -> bytes:
         return keys.outcome_key(self._queue_name, run_id)
 
+    def _ending_key(self, run_id: str) -> bytes:
+        return keys.ending_key(self._queue_name, run_id)
+
     async def _read_run(self, run_id: str) -> records.RunRecord | None:
         raw = await self._queue.kv_get(self._run_key(run_id))
         return None if raw is None else records.decode_run(raw)
+
+    async def _read_run_raw(self, run_id: str) -> tuple[bytes, records.RunRecord] | None:
+        raw = await self._queue.kv_get(self._run_key(run_id))
+        return None if raw is None else (raw, records.decode_run(raw))
 
     async def _cancel_pending(self, record: records.RunRecord) -> bool:
         raw = await self._queue.kv_get(self._cancel_key(record.run_id))
@@ -408,20 +470,22 @@ class WorkflowRuntime:
                 del self._locks[run_id]
 
     async def submit(self, spec: RunSpec) -> SubmitOutcome:
-        """Start a run, or recognise one already active; return once durable.
+        """Start a run, or recognise a known one; return once durable.
 
-        The run record and step 0 commit in one transaction. Resubmitting the id of an active
-        run with the same input (compared by SHA-256) is a no-op reported with
+        The run record and step 0 commit in one transaction. Submission is idempotent by run
+        id: resubmitting the id of a known run (active, or ended and still remembered) with
+        the same input (compared by SHA-256) does nothing and reports
         ``newly_submitted=False``; with another input it raises `InputMismatch`. The check
-        reads the durable run record, so it holds across restarts. A run that ended released
-        its id: submitting it again starts a new run that shares the old run's memos (so it
-        resumes from them). Submissions of distinct run ids proceed in parallel (the lock is
+        reads the durable run record and outcome, so it holds across restarts. Resubmission
+        never runs an ended run again: use `retry` to rerun a failed or cancelled run from
+        the step where it stopped. An ended run's id is released only when memo retention
+        forgets its outcome. Submissions of distinct run ids proceed in parallel (the lock is
         per run id) and share the database's group commits.
 
         Raises:
             InvalidRunId: the run id is not 1 to 128 of ``[A-Za-z0-9_-]``.
             ReservedHeader: a header name starts with ``workflow.``.
-            InputMismatch: the run is active with a different input.
+            InputMismatch: the run is known with a different input.
         """
         if not isinstance(spec, RunSpec):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise WorkflowUsageError("submit takes a RunSpec")
@@ -437,6 +501,8 @@ class WorkflowRuntime:
                 raise WorkflowUsageError("headers must map str to str")
             if name.startswith(keys.RESERVED_HEADER_PREFIX):
                 raise ReservedHeader(name)
+        limit = _positive(spec.step_time_limit, "step_time_limit")
+        limit_ms = None if limit is None else math.ceil(limit * 1000)
         input_hash = hashlib.sha256(payload).hexdigest()
         key = self._run_key(run_id)
         async with self._run_lock(run_id):
@@ -444,6 +510,11 @@ class WorkflowRuntime:
                 existing = await self._read_run(run_id)
                 if existing is not None:
                     if existing.input_hash != input_hash:
+                        raise InputMismatch(run_id)
+                    return SubmitOutcome(run_id, newly_submitted=False)
+                ended = await self._read_outcome_record(run_id)
+                if ended is not None:
+                    if ended.input_hash is not None and ended.input_hash != input_hash:
                         raise InputMismatch(run_id)
                     return SubmitOutcome(run_id, newly_submitted=False)
                 job_id = self._queue.next_job_id()
@@ -455,6 +526,7 @@ class WorkflowRuntime:
                     step=0,
                     job_id=job_id,
                     headers=headers,
+                    step_time_limit_ms=limit_ms,
                 )
                 try:
                     await self._queue.enqueue(
@@ -470,6 +542,98 @@ class WorkflowRuntime:
                 except KvConflict:
                     continue  # created meanwhile (another runtime on this queue): compare
                 return SubmitOutcome(run_id, newly_submitted=True)
+
+    async def _read_outcome_record(self, run_id: str) -> records.OutcomeRecord | None:
+        raw = await self._queue.kv_get(self._outcome_key(run_id))
+        if raw is None:
+            return None
+        try:
+            return records.decode_outcome_record(raw)
+        except WorkflowDataError as exc:
+            log.error(
+                "run %s: undecodable outcome record (%s); treating the id as free", run_id, exc
+            )
+            return None
+
+    async def retry(self, run_id: str) -> bool:
+        """Run a failed or cancelled run again from the step where it stopped.
+
+        The run keeps its id, headers, options and memos; steps before the one that failed
+        (or was cancelled) are not run again, and that step reruns with the payload it had,
+        with fresh attempts (a step-output replay record of its recorded end is discarded, so
+        a replayed `Fail` is not replayed again). The run is active again at once (`status`
+        reports it running) and ends as any run does, notifying the terminal hook again.
+
+        Concurrent retries of one run are idempotent: exactly one restarts it.
+
+        Returns:
+            True if this call restarted the run; False if the run is active (for instance
+            because a concurrent retry restarted it first).
+
+        Raises:
+            InvalidRunId: the run id is not 1 to 128 of ``[A-Za-z0-9_-]``.
+            RunNotRetryable: no ended run with this id is known, it succeeded, or where it
+                stopped was not recorded (a run that ended under taquba-workflow 0.6).
+        """
+        run_id = keys.validate_run_id(run_id)
+        outcome_key = self._outcome_key(run_id)
+        async with self._run_lock(run_id):
+            while True:
+                if await self._read_run(run_id) is not None:
+                    return False
+                raw = await self._queue.kv_get(outcome_key)
+                if raw is None:
+                    raise RunNotRetryable(run_id, "no ended run with this id is known")
+                ended = records.decode_outcome_record(raw)
+                if ended.status is TerminalStatus.SUCCEEDED:
+                    raise RunNotRetryable(run_id, "it succeeded")
+                blob = await self._store.get_blob(keys.outcome_path(self._memos.prefix, run_id))
+                if blob is None:
+                    raise RunNotRetryable(run_id, "its outcome is no longer stored")
+                outcome, incarnation, resume = records.decode_outcome_blob_resume(blob)
+                if resume is None or incarnation != ended.incarnation:
+                    raise RunNotRetryable(run_id, "the step where it stopped was not recorded")
+                # The rerun must run the step, not replay the end recorded for it.
+                await self._store.delete_blob(
+                    keys.step_output_path(self._memos.prefix, run_id, resume.step, resume.payload)
+                )
+                job_id = self._queue.next_job_id()
+                record = records.RunRecord(
+                    run_id=run_id,
+                    incarnation=job_id,
+                    input_hash=resume.input_hash,
+                    submitted_at_ms=self._clock.now_ms(),
+                    step=resume.step,
+                    job_id=job_id,
+                    headers=dict(outcome.headers),
+                    step_time_limit_ms=resume.step_time_limit_ms,
+                )
+                try:
+                    await self._queue.enqueue(
+                        self._queue_name,
+                        resume.payload,
+                        priority=resume.priority,
+                        headers={
+                            **outcome.headers,
+                            keys.HEADER_RUN_ID: run_id,
+                            keys.HEADER_STEP: str(resume.step),
+                        },
+                        max_attempts=resume.max_attempts,
+                        job_id=job_id,
+                        kv_writes={self._run_key(run_id): record.encode()},
+                        kv_expect={self._run_key(run_id): None, outcome_key: raw},
+                    )
+                except KvConflict:
+                    continue  # retried (or ended again) meanwhile: look again
+                if self._retention is not None:
+                    # The earlier end's marker must not clear the memos of the rerun.
+                    name = keys.marker_name(ended.finished_at_ms, run_id)
+                    with suppress(TaqubaError):
+                        await self._memos.delete_terminal_marker(
+                            TerminalMarker(name, run_id, ended.finished_at_ms)
+                        )
+                log.info("run %s: retried from step %d", run_id, resume.step)
+                return True
 
     # ------------------------------------------------------------------ status, cancel
 
@@ -505,8 +669,10 @@ class WorkflowRuntime:
         """Wait until the run has ended; return its final status (None if it is unknown).
 
         Follows the run's step jobs with `taquba.Queue.wait_for_completion`. Bound it with
-        `trio.move_on_after`. A run whose step was dead-lettered outside the runtime (its lease
-        expired on the last attempt) only ends once that step is requeued or the run cancelled.
+        `trio.move_on_after`. When the run's step job is dead-lettered outside the runtime
+        (its lease expired on its last attempt, or its process died then), the wait asks for
+        the run's end as failed and follows that; every waiter wakes once a runtime's `run`
+        (or `process`) has ended the run.
         """
         run_id = keys.validate_run_id(run_id)
         while True:
@@ -516,11 +682,112 @@ class WorkflowRuntime:
             try:
                 job = await self._queue.wait_for_completion(record.job_id)
             except JobNotFound:
-                continue  # the run moved on between the two reads
-            if job is not None and job.status is JobStatus.DEAD:
+                job = None  # removed (a cancellation) or the run moved on: look again
+            if job is None or job.status is not JobStatus.DEAD:
                 again = await self._read_run(run_id)
                 if again is not None and again.job_id == record.job_id:
-                    await trio.sleep(self._poll_interval)
+                    await trio.sleep(min(self._poll_interval, 0.05))  # its end is on the way
+                continue
+            request = await self._request_end(run_id, job)
+            if request is None:
+                continue  # the run moved on (or ended) meanwhile
+            try:
+                settled = await self._queue.wait_for_completion(request[0])
+            except JobNotFound:
+                settled = None
+            if settled is not None and settled.status is JobStatus.DEAD:
+                await trio.sleep(self._poll_interval)  # the end request failed; an operator acts
+
+    async def _request_end(self, run_id: str, dead: JobRecord) -> tuple[str, bool] | None:
+        """Ask for the end of a run whose step job ``dead`` was dead-lettered; idempotent.
+
+        Commits a durable end request (user KV) with a control job that ends the run as
+        failed. Returns that control job's id and whether this call made the request (False
+        when an earlier call did), or None if ``dead`` is not the run's current step.
+        """
+        key = self._ending_key(run_id)
+        while True:
+            current = await self._read_run_raw(run_id)
+            if current is None or current[1].job_id != dead.id:
+                return None
+            raw_run, record = current
+            existing = await self._queue.kv_get(key)
+            if existing is not None:
+                try:
+                    request = records.decode_end_request(existing)
+                except WorkflowDataError:
+                    request = None
+                if (
+                    request is not None
+                    and request.incarnation == record.incarnation
+                    and request.dead_job_id == dead.id
+                ):
+                    return request.control_job_id, False
+                await self._queue.kv_compare_and_set(key, existing, None)  # a stale request
+                continue
+            control = self._queue.next_job_id()
+            request = records.EndRequest(record.incarnation, dead.id, control).encode()
+            try:
+                await self._queue.enqueue(
+                    self._queue_name,
+                    request,
+                    priority=_CONTROL_PRIORITY,
+                    headers={keys.HEADER_RUN_ID: run_id, keys.HEADER_CONTROL: _CONTROL_END},
+                    job_id=control,
+                    kv_writes={key: request},
+                    kv_expect={key: None, self._run_key(run_id): raw_run},
+                )
+            except KvConflict:
+                continue
+            log.warning(
+                "run %s: its step %d (job %s) was dead-lettered outside the runtime (%s); "
+                "ending the run as failed",
+                run_id,
+                record.step,
+                dead.id,
+                dead.last_error,
+            )
+            return control, True
+
+    async def end_dead_step_runs_now(self) -> int:
+        """End every run whose current step job is dead; return how many requests it made.
+
+        Lists the dead letters of ``queue_name`` and, for each step job that is still its
+        run's current step, commits a request to end that run as failed (processed by the
+        runtime's worker loop; `run` does this at startup and every
+        ``dead_step_scan_interval``). Idempotent.
+        """
+        return await self._end_dead_step_runs(set())
+
+    async def _end_dead_step_runs(self, seen: set[str]) -> int:
+        requested = 0
+        after: str | None = None
+        while True:
+            jobs = await self._queue.dead_jobs(self._queue_name, after=after, limit=_SWEEP_PAGE)
+            for job in jobs:
+                if job.id in seen:
+                    continue
+                run_id = job.headers.get(keys.HEADER_RUN_ID)
+                if run_id is not None and keys.HEADER_CONTROL not in job.headers:
+                    with suppress(WorkflowUsageError):
+                        request = await self._request_end(keys.validate_run_id(run_id), job)
+                        if request is not None and request[1]:
+                            requested += 1
+                seen.add(job.id)  # a dead job's run never moves on by itself
+            if len(jobs) < _SWEEP_PAGE:
+                return requested
+            after = jobs[-1].id
+
+    async def _dead_step_watcher(self) -> None:
+        seen: set[str] = set()
+        while True:
+            try:
+                await self._end_dead_step_runs(seen)
+            except _FATAL:
+                return  # the worker loop reports it
+            except Exception:
+                log.exception("scanning dead step jobs failed; retrying at the next interval")
+            await trio.sleep(self._dead_scan_interval)
 
     async def cancel(self, run_id: str) -> bool:
         """Request the cancellation of an active run; return whether one was requested.
@@ -566,9 +833,12 @@ class WorkflowRuntime:
                 continue
             break
         # Fast path (the control job is the durable one): fire a running step's cancel signal
-        # now, or remove a pending step so the control job ends the run without a step.
+        # now. A pending step is left to the control job, which records its payload (for
+        # `retry`) before removing it.
         try:
-            await self._queue.cancel(record.job_id)
+            step_job = await self._queue.get_job(record.job_id)
+            if step_job is not None and step_job.status is JobStatus.CLAIMED:
+                await self._queue.cancel(record.job_id)
         except _FATAL:
             raise
         except TaqubaError as exc:
@@ -586,47 +856,97 @@ class WorkflowRuntime:
     ) -> None:
         """Process steps until ``shutdown`` is set (serve-style; use with ``nursery.start``).
 
-        Runs `taquba.run_worker_concurrent` over ``queue_name`` and, with ``memo_retention``
-        set, the retention sweeper (first sweep at once, then every ``sweep_interval``). On
-        shutdown it stops claiming and lets the steps in flight finish (with
-        ``shutdown_grace``, those still running after that many seconds are cancelled and
-        retried later); the sweeper stops with it.
+        Runs `taquba.run_worker_concurrent` over ``queue_name`` and, when the runtime has a
+        terminal hook, over ``hook_queue_name`` (the terminal notifications); the scan for
+        runs whose step job died outside the runtime (at once, then every
+        ``dead_step_scan_interval``); and, with ``memo_retention`` set, the retention sweeper
+        (first sweep at once, then every ``sweep_interval``). Started once both worker loops
+        are ready. On shutdown the step loop stops claiming and lets the steps in flight
+        finish (with ``shutdown_grace``, those still running after that many seconds are
+        cancelled and retried later); then the notification loop delivers the notifications
+        that are due (those waiting for a retry stay queued) and stops the same way; the
+        background tasks stop with them.
+
+        Error handling: the worker loops retry transient storage errors (see
+        `taquba.run_worker`); a fatal error of either loop stops the other and is raised as
+        itself.
 
         Raises:
             taquba.Fenced: another process opened the store as writer.
             taquba.QueueClosed: the queue was closed under the runtime.
         """
         stop = shutdown if shutdown is not None else trio.Event()
-        error: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            if self._retention is not None:
-                nursery.start_soon(self._sweeper)
+        failures: list[Exception] = []
+        steps_stopped = trio.Event()
+        hooks_stop = trio.Event()
+
+        async def serve(
+            loops: trio.Nursery,
+            name: str,
+            until: trio.Event,
+            stopped: trio.Event,
+            *,
+            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
             try:
                 await run_worker_concurrent(
                     self._queue,
-                    self._queue_name,
+                    name,
                     self.process,
                     concurrency=self._concurrency,
                     poll_interval=self._poll_interval,
-                    shutdown=stop,
+                    shutdown=until,
                     shutdown_grace=shutdown_grace,
                     task_status=task_status,
                 )
-            except BaseException as exc:  # re-raised below, outside the nursery, unwrapped
-                error = exc
+            except Exception as exc:  # raised below, outside the nurseries, unwrapped
+                failures.append(exc)
+                loops.cancel_scope.cancel()
             finally:
-                nursery.cancel_scope.cancel()  # the sweeper stops with the worker loop
-        if error is not None:
-            raise error
+                stopped.set()
+
+        async def stop_hooks() -> None:
+            # Notifications outlive the steps: the ends the step loop committed while
+            # draining are delivered before `run` returns.
+            await steps_stopped.wait()
+            while True:
+                if (await self._queue.stats(self._hook_queue_name)).pending == 0:
+                    break
+                await trio.sleep(min(self._poll_interval, 0.05))
+            hooks_stop.set()
+
+        async with trio.open_nursery() as background:
+            try:
+                async with trio.open_nursery() as loops:
+                    await loops.start(serve, loops, self._queue_name, stop, steps_stopped)
+                    if self._hook is not None:
+                        await loops.start(
+                            serve, loops, self._hook_queue_name, hooks_stop, trio.Event()
+                        )
+                        loops.start_soon(stop_hooks)
+                    task_status.started()
+                    background.start_soon(self._dead_step_watcher)
+                    if self._retention is not None:
+                        background.start_soon(self._sweeper)
+            finally:
+                background.cancel_scope.cancel()  # the background tasks stop with the loops
+        if failures:
+            raise failures[0]
 
     # ---------------------------------------------------------------------- processing
 
     async def process(self, job: JobRecord, lease: LeaseHandle) -> Effects | None:
-        """Handle one claimed job of ``queue_name`` (a `taquba.JobHandler`).
+        """Handle one claimed job of ``queue_name`` or ``hook_queue_name`` (a `taquba.JobHandler`).
 
-        `run` uses this; call it from your own worker loop to drive the runtime by hand
-        (e.g. with `taquba.testing.drain`). Returns the settlement effects.
+        `run` uses this; call it from your own worker loops to drive the runtime by hand
+        (e.g. with `taquba.testing.drain` over both queues). Returns the settlement effects.
         """
+        if job.queue == self._hook_queue_name:
+            self._hooks_in_flight += 1
+            try:
+                return await self._process_notification(job, lease)
+            finally:
+                self._hooks_in_flight -= 1
         self._in_flight += 1
         try:
             if job.headers.get(keys.HEADER_CONTROL) is not None:
@@ -634,6 +954,70 @@ class WorkflowRuntime:
             return await self._process_step(job, lease)
         finally:
             self._in_flight -= 1
+
+    async def _process_notification(self, job: JobRecord, lease: LeaseHandle) -> None:
+        """Deliver one terminal notification to the hook; raise to retry or dead-letter it."""
+        try:
+            outcome, _ = records.decode_outcome_blob(job.payload)
+        except WorkflowDataError as exc:
+            raise PermanentFailure(f"malformed terminal notification: {exc}") from exc
+        hook = self._hook
+        if hook is None:
+            raise PermanentFailure("this runtime has no terminal hook; requeue it for one that has")
+        try:
+            await self._guarded(lambda: hook(outcome), lease, self._hook_queue_name, None)
+        except PermanentStepError as exc:
+            raise PermanentFailure(f"the terminal hook failed: {exc.message}") from exc
+        except TransientStepError as exc:
+            if exc.retry_after is not None:
+                raise RetryLater(exc.message, retry_after=exc.retry_after) from exc
+            raise
+        if job.attempts > 1:
+            log.info(
+                "run %s: the terminal hook succeeded on attempt %d", outcome.run_id, job.attempts
+            )
+
+    async def _guarded(
+        self,
+        call: Callable[[], Awaitable[_T]],
+        lease: LeaseHandle,
+        queue_name: str,
+        time_limit: float | None,
+    ) -> _T:
+        """Await ``call()`` with the lease kept alive, cancelled after ``time_limit`` seconds.
+
+        Raises what ``call`` raised, or `_TimeLimitExceeded`.
+        """
+        results: list[_T] = []
+        errors: list[Exception] = []
+        async with trio.open_nursery() as nursery:
+            if self._keep_alive:
+                nursery.start_soon(self._keep_lease_alive, lease, queue_name)
+            with trio.move_on_after(math.inf if time_limit is None else time_limit) as scope:
+                try:
+                    results.append(await call())
+                except Exception as exc:  # raised below, outside the nursery, unwrapped
+                    errors.append(exc)
+            nursery.cancel_scope.cancel()
+        if errors:
+            raise errors[0]
+        if not results:
+            assert scope.cancelled_caught
+            raise _TimeLimitExceeded
+        return results[0]
+
+    async def _keep_lease_alive(self, lease: LeaseHandle, queue_name: str) -> None:
+        """Renew the lease every third of the queue's lease duration until cancelled."""
+        duration = self._queue.config(queue_name).lease_duration
+        while True:
+            await trio.sleep(max(duration / 3, 0.01))
+            try:
+                lease.ensure_at_least(duration)
+            except ClaimLost:
+                return  # reaped already: the delivery is over
+            except TaqubaError as exc:
+                log.warning("could not renew a lease: %s", exc)
+                return
 
     def _parse_step(self, job: JobRecord) -> tuple[str, int]:
         run_id = job.headers.get(keys.HEADER_RUN_ID)
@@ -666,11 +1050,12 @@ class WorkflowRuntime:
             return None
         headers = _user_headers(job.headers)
         last = job.attempts >= job.max_attempts
+        resume = self._resume(record, job)
         if lease.cancel_requested or await self._cancel_pending(record):
             if lease.expires_at is None:
-                return None  # the claim is gone; the redelivery settles
+                return await self._claim_lost(run_id, job)
             return await self._terminate(
-                record, headers, TerminalStatus.CANCELLED, number, last=last
+                record, headers, TerminalStatus.CANCELLED, number, last=last, resume=resume
             )
 
         outcome: StepOutcome | None = None
@@ -690,18 +1075,33 @@ class WorkflowRuntime:
                 memo=self._memos.memo(run_id, number),
                 lease=lease,
             )
+            limit = (
+                record.step_time_limit_ms / 1000
+                if record.step_time_limit_ms is not None
+                else self._step_time_limit
+            )
             try:
-                outcome = await self._runner(step)
+                outcome = await self._guarded(
+                    lambda: self._runner(step), lease, self._queue_name, limit
+                )
+            except _TimeLimitExceeded:
+                assert limit is not None
+                error = TransientStepError(
+                    f"step {number} exceeded its time limit of {limit:g} s "
+                    f"(attempt {job.attempts} of {job.max_attempts})"
+                )
+                return await self._after_error(record, job, lease, error, resume=resume)
             except Exception as exc:
-                return await self._after_error(record, headers, number, lease, exc, last=last)
+                return await self._after_error(record, job, lease, exc, resume=resume)
             problem = _check_outcome(outcome)
             if problem is not None:
                 error = PermanentStepError(f"the step runner returned {problem}")
-                return await self._after_error(record, headers, number, lease, error, last=last)
+                return await self._after_error(record, job, lease, error, resume=resume)
             outcome = _normalised(outcome)
 
         if lease.expires_at is None:
-            return None  # the claim is gone: never settle (or notify) from a stale delivery
+            # The claim is gone: never settle (or notify) from a stale delivery.
+            return await self._claim_lost(run_id, job)
         external = lease.cancel_requested or await self._cancel_pending(record)
         if self._replay and not replayed and not external:
             await self._store.put_blob(
@@ -711,11 +1111,17 @@ class WorkflowRuntime:
         match outcome:
             case Cancel(reason):
                 return await self._terminate(
-                    record, headers, TerminalStatus.CANCELLED, number, error=reason, last=last
+                    record,
+                    headers,
+                    TerminalStatus.CANCELLED,
+                    number,
+                    error=reason,
+                    last=last,
+                    resume=resume,
                 )
             case _ if external:
                 return await self._terminate(
-                    record, headers, TerminalStatus.CANCELLED, number, last=last
+                    record, headers, TerminalStatus.CANCELLED, number, last=last, resume=resume
                 )
             case Continue(payload):
                 return self._advance(job, record, headers, payload, 0)
@@ -727,28 +1133,63 @@ class WorkflowRuntime:
                 )
             case Fail(error):
                 return await self._terminate(
-                    record, headers, TerminalStatus.FAILED, number, error=error, last=last
+                    record,
+                    headers,
+                    TerminalStatus.FAILED,
+                    number,
+                    error=error,
+                    last=last,
+                    resume=resume,
                 )
+
+    def _resume(self, record: records.RunRecord, job: JobRecord) -> records.Resume:
+        """Where the run stands at ``job``: what `retry` enqueues if the run ends here."""
+        return records.Resume(
+            step=record.step,
+            payload=job.payload,
+            priority=job.priority,
+            max_attempts=job.max_attempts,
+            input_hash=record.input_hash,
+            step_time_limit_ms=record.step_time_limit_ms,
+        )
+
+    async def _claim_lost(self, run_id: str, job: JobRecord) -> None:
+        """The step's claim was lost while it ran: if the job died of it, end its run.
+
+        The reaper dead-letters a step whose lease expired on its last attempt; nothing else
+        would ever end its run.
+        """
+        try:
+            current = await self._queue.get_job(job.id)
+            if current is not None and current.status is JobStatus.DEAD:
+                await self._request_end(run_id, current)
+        except _FATAL:
+            raise
+        except (TaqubaError, WorkflowError) as exc:
+            log.warning("run %s: could not check its lost step %s: %s", run_id, job.id, exc)
 
     async def _after_error(
         self,
         record: records.RunRecord,
-        headers: Mapping[str, str],
-        number: int,
+        job: JobRecord,
         lease: LeaseHandle,
         exc: Exception,
         *,
-        last: bool,
+        resume: records.Resume,
     ) -> Effects | None:
         """Settle a step whose runner raised: cancel wins, then fail the run, else retry.
 
         A `PermanentStepError` fails the run now; any other error only on the last attempt.
         """
+        headers = _user_headers(job.headers)
+        number = record.step
+        last = job.attempts >= job.max_attempts
         if lease.expires_at is None:
+            await self._claim_lost(record.run_id, job)
             raise exc  # the claim is gone; the nack fails harmlessly and the redelivery runs
         if lease.cancel_requested or await self._cancel_pending(record):
             return await self._terminate(
-                record, headers, TerminalStatus.CANCELLED, number, last=last
+                record, headers, TerminalStatus.CANCELLED, number, last=last, resume=resume
             )
         permanent = isinstance(exc, PermanentStepError)
         if not permanent and not last:
@@ -759,7 +1200,7 @@ class WorkflowRuntime:
         if not permanent:
             log.info("run %s step %d failed on its last attempt: %s", record.run_id, number, exc)
         return await self._terminate(
-            record, headers, TerminalStatus.FAILED, number, error=message, last=last
+            record, headers, TerminalStatus.FAILED, number, error=message, last=last, resume=resume
         )
 
     async def _replayed(self, run_id: str, number: int, payload: bytes) -> StepOutcome | None:
@@ -817,12 +1258,15 @@ class WorkflowRuntime:
         result: bytes | None = None,
         error: str | None = None,
         last: bool,
+        resume: records.Resume | None = None,
     ) -> Effects:
-        """Write the outcome blob and marker, call the hook, and return the terminal effects.
+        """Write the outcome blob and marker, and return the terminal effects.
 
-        Everything here happens before the settlement commits. A failure retries the delivery
-        (so the hook is called at least once), except on the last attempt, where the run's end
-        commits anyway and the failure is logged.
+        The blob and marker are written before the settlement commits; a failure retries the
+        delivery, except on the last attempt, where the run's end commits anyway and the
+        failure is logged. The effects record the outcome, delete the run's records and, when
+        the runtime has a hook, enqueue the terminal notification: it exists if and only if
+        the end committed. ``resume`` (for a failed or cancelled end) is what `retry` needs.
         """
         now = self._clock.now_ms()
         run_id = record.run_id
@@ -839,18 +1283,18 @@ class WorkflowRuntime:
         async def outcome_blob() -> None:
             await self._store.put_blob(
                 keys.outcome_path(self._memos.prefix, run_id),
-                records.encode_outcome_blob(outcome, record.incarnation),
+                records.encode_outcome_blob(
+                    outcome,
+                    record.incarnation,
+                    None if status is TerminalStatus.SUCCEEDED else resume,
+                ),
             )
 
         async def marker() -> None:
             if self._retention is not None:
                 await self._memos.write_terminal_marker(run_id, now)
 
-        async def hook() -> None:
-            if self._hook is not None:
-                await self._hook(outcome)
-
-        for action, what in ((outcome_blob, "outcome blob"), (marker, "marker"), (hook, "hook")):
+        for action, what in ((outcome_blob, "outcome blob"), (marker, "marker")):
             try:
                 await action()
             except Exception as exc:
@@ -863,18 +1307,34 @@ class WorkflowRuntime:
                     _describe(exc),
                     status.value,
                 )
+        notifications: list[EnqueueRequest] = []
+        if self._hook is not None:
+            notifications.append(
+                EnqueueRequest(
+                    queue=self._hook_queue_name,
+                    payload=records.encode_outcome_blob(outcome, record.incarnation),
+                    headers={keys.HEADER_RUN_ID: run_id, keys.HEADER_TERMINAL: status.value},
+                )
+            )
         return Effects(
+            enqueues=notifications,
             kv_writes={
                 self._outcome_key(run_id): records.OutcomeRecord(
-                    run_id, record.incarnation, status, final_step, error, now
+                    run_id, record.incarnation, status, final_step, error, now, record.input_hash
                 ).encode()
             },
-            kv_deletes=[self._run_key(run_id), self._cancel_key(run_id)],
+            kv_deletes=[
+                self._run_key(run_id),
+                self._cancel_key(run_id),
+                self._ending_key(run_id),
+            ],
         )
 
     async def _process_control(self, job: JobRecord, lease: LeaseHandle) -> Effects | None:
         kind = job.headers.get(keys.HEADER_CONTROL)
         run_id = job.headers.get(keys.HEADER_RUN_ID)
+        if kind == _CONTROL_END and run_id is not None:
+            return await self._process_end(job, lease, run_id)
         if kind != _CONTROL_CANCEL or run_id is None:
             raise PermanentFailure(f"unknown workflow control job {kind!r}")
         try:
@@ -888,6 +1348,7 @@ class WorkflowRuntime:
             if record is None or record.incarnation != incarnation:
                 await self._drop_cancel(run_id, incarnation)
                 return None
+            step_job = await self._queue.get_job(record.job_id)  # for `retry`, before removal
             if await self._queue.cancel(record.job_id) is CancelOutcome.REQUESTED:
                 return None  # the running step sees the request and ends the run cancelled
             again = await self._read_run(run_id)
@@ -900,8 +1361,50 @@ class WorkflowRuntime:
                 return None
             # The current step's job is gone (removed now, or dead-lettered): end the run here.
             return await self._terminate(
-                again, again.headers, TerminalStatus.CANCELLED, again.step, last=last
+                again,
+                again.headers,
+                TerminalStatus.CANCELLED,
+                again.step,
+                last=last,
+                resume=None if step_job is None else self._resume(again, step_job),
             )
+
+    async def _process_end(self, job: JobRecord, lease: LeaseHandle, run_id: str) -> Effects | None:
+        """End a run as failed because its step job was dead-lettered outside the runtime."""
+        try:
+            keys.validate_run_id(run_id)
+            request = records.decode_end_request(job.payload)
+        except WorkflowError as exc:
+            raise PermanentFailure(f"malformed end request: {exc}") from exc
+        record = await self._read_run(run_id)
+        dead = None if record is None else await self._queue.get_job(request.dead_job_id)
+        if (
+            record is None
+            or record.incarnation != request.incarnation
+            or record.job_id != request.dead_job_id
+            or dead is None
+            or dead.status is not JobStatus.DEAD  # requeued meanwhile: the step runs again
+        ):
+            key = self._ending_key(run_id)
+            raw = await self._queue.kv_get(key)
+            if raw is not None and raw == job.payload:
+                await self._queue.kv_compare_and_set(key, raw, None)
+            return None
+        if lease.expires_at is None:
+            return None
+        reason = (
+            f"step {record.step} dead-lettered: {dead.last_error or 'no reason recorded'} "
+            f"after {dead.attempts} attempt{'s' if dead.attempts != 1 else ''}"
+        )
+        return await self._terminate(
+            record,
+            record.headers,
+            TerminalStatus.FAILED,
+            record.step,
+            error=reason,
+            last=job.attempts >= job.max_attempts,
+            resume=self._resume(record, dead),
+        )
 
     async def _drop_cancel(self, run_id: str, incarnation: str) -> None:
         key = self._cancel_key(run_id)

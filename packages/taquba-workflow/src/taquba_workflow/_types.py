@@ -47,6 +47,9 @@ class RunSpec:
     """Claim priority of every step (lower first); default the queue's."""
     max_attempts_per_step: int | None = None
     """Attempts each step gets before its run fails; default the queue's ``max_attempts``."""
+    step_time_limit: float | None = None
+    """Seconds each attempt of each step of this run may take before it is cancelled and
+    counted as a failed attempt; default the runtime's ``step_time_limit``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,8 @@ class SubmitOutcome:
     run_id: str
     """The run's id (the generated one when the spec had none)."""
     newly_submitted: bool
-    """False when the run was already active with the same input and nothing was written."""
+    """False when a run with this id and the same input was already known (active, or ended
+    and still remembered) and nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)
