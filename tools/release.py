@@ -149,6 +149,13 @@ class Changelog:
     entries: tuple[ChangelogEntry, ...]
     links: Mapping[str, str]
     stray_headings: tuple[tuple[int, str], ...]
+    unreleased_text: str = ""
+    """The content of ``## [Unreleased]`` (link definitions and blank lines dropped)."""
+
+    @property
+    def has_unreleased_changes(self) -> bool:
+        """Whether ``## [Unreleased]`` lists anything: what makes a development version due."""
+        return bool(self.unreleased_text)
 
     @property
     def released(self) -> tuple[ChangelogEntry, ...]:
@@ -456,10 +463,31 @@ def parse_changelog(text: str) -> Changelog:
             )
         )
     links: dict[str, str] = {}
-    for line in text.splitlines():
+    lines = text.splitlines()
+    for line in lines:
         if link := _LINK_DEF_RE.match(line):
             links[link["label"].strip()] = link["target"]
-    return Changelog(entries=tuple(entries), links=links, stray_headings=tuple(stray))
+    return Changelog(
+        entries=tuple(entries),
+        links=links,
+        stray_headings=tuple(stray),
+        unreleased_text=_unreleased_text(lines, entries),
+    )
+
+
+def _unreleased_text(lines: Sequence[str], entries: Sequence[ChangelogEntry]) -> str:
+    """The body of the first ``## [Unreleased]`` section, without link definitions."""
+    for index, entry in enumerate(entries):
+        if not entry.unreleased:
+            continue
+        end = entries[index + 1].line - 1 if index + 1 < len(entries) else len(lines)
+        body = [
+            line
+            for line in lines[entry.line : end]
+            if line.strip() and not _LINK_DEF_RE.match(line) and not _H2_RE.match(line)
+        ]
+        return "\n".join(body).strip()
+    return ""
 
 
 def parse_release_notes(text: str) -> list[ReleaseNote]:
@@ -770,6 +798,8 @@ def _check_records(ws: Workspace) -> list[str]:
             continue
         if str(version) != record.version:
             problems.append(f"{where}: write the version in normal form, {version}")
+        if version.is_devrelease:
+            problems.append(f"{where}: a development version is never released")
         key = (record.key, version)
         if key in seen:
             problems.append(f"{where}: duplicate of release #{seen[key]}")
@@ -875,6 +905,61 @@ def _check_changelog(
     return problems
 
 
+def next_development_version(version: str) -> str:
+    """The development version that follows release ``version``: the next patch, ``.dev0``."""
+    parsed = Version(version)
+    major, minor, patch = (*parsed.release, 0, 0)[:3]
+    return f"{major}.{minor}.{patch + 1}.dev0"
+
+
+def _check_development_version(
+    dist: Distribution, version: Version, latest: Record | None, pending: Version | None
+) -> list[str]:
+    """Unreleased changes carry a development version; no unreleased change, the release's.
+
+    A non-empty ``## [Unreleased]`` needs a ``.devN`` of a version above the newest record (the
+    next patch, ``.dev0``, unless the change is breaking); an empty one needs the newest
+    recorded release itself, or a release prepared and waiting for its record.
+    """
+    if dist.changelog is None:
+        return []
+    latest_version = latest.parsed_version if latest is not None else None
+    where = f"{dist.pyproject_path}: version {dist.version}"
+    if dist.changelog.has_unreleased_changes:
+        base = Version(version.base_version)
+        if not version.is_devrelease:
+            hint = (
+                f" (the next one is {next_development_version(latest.version)})"
+                if latest is not None
+                else ""
+            )
+            return [
+                f"{where}: {dist.changelog_path} lists unreleased changes, so the version must"
+                f" be a development version `X.Y.Z.devN`{hint}; set the release version only"
+                " in the release commit, which empties `## [Unreleased]`"
+            ]
+        if latest_version is not None and not base > latest_version:
+            return [
+                f"{where}: a development version must lead to a version above the newest"
+                f" recorded release {latest.version if latest else ''}"
+                f" (e.g. {next_development_version(latest.version) if latest else ''})"
+            ]
+        return []
+    if version.is_devrelease:
+        return [
+            f"{where}: a development version, but `## [Unreleased]` in {dist.changelog_path}"
+            " is empty; list the unreleased changes, or go back to the newest release's version"
+        ]
+    if latest_version is not None and version != latest_version and version != pending:
+        return [
+            f"{where}: `## [Unreleased]` in {dist.changelog_path} is empty, so the version"
+            f" must be the newest recorded release {latest.version if latest else ''} (or a"
+            " release prepared in this commit: a dated CHANGELOG entry and a RELEASES.md"
+            " section for it)"
+        ]
+    return []
+
+
 def _check_distribution(
     dist: Distribution, ws: Workspace, newest: Mapping[str, Record]
 ) -> list[str]:
@@ -906,6 +991,7 @@ def _check_distribution(
                     f"{f'[{top}]' if top else 'missing'}, expected [{latest.version}]"
                     f" (pyproject version {dist.version} is the newest recorded release)"
                 )
+    problems.extend(_check_development_version(dist, version, latest, pending))
     deps, dep_problems = sibling_dependencies(dist, ws.distributions.keys())
     problems.extend(dep_problems)
     for dep in deps:
@@ -1114,6 +1200,10 @@ def validate_new_record(ws: Workspace, distribution: str, version: str) -> list[
     if parsed is None:
         return [f"version {version!r} is not PEP 440"]
     problems: list[str] = []
+    if parsed.is_devrelease:
+        problems.append(
+            f"{version} is a development version; release (and record) {parsed.base_version}"
+        )
     if version != dist.version:
         problems.append(
             f"{dist.pyproject_path} has version {dist.version}; bump it before recording {version}"

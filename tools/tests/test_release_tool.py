@@ -38,6 +38,8 @@ class FakeDist:
     deps: list[str] = field(default_factory=lambda: list[str]())
     # CHANGELOG released entries, in file order: (version, date)
     released: list[tuple[str, str]] = field(default_factory=lambda: list[tuple[str, str]]())
+    # The body of `## [Unreleased]` (empty: nothing unreleased)
+    unreleased: str = ""
 
 
 @dataclass
@@ -116,8 +118,10 @@ class FakeRepo:
                 f"## [{v}]{f' - {d}' if d else ''}\n\n### Added\n\n- Things.\n\n"
                 for v, d in dist.released
             )
+            unreleased = f"{dist.unreleased}\n\n" if dist.unreleased else ""
             (directory / "CHANGELOG.md").write_text(
-                f"# Changelog: {dist.name}\n\n## [Unreleased]\n\n{entries}", encoding="utf-8"
+                f"# Changelog: {dist.name}\n\n## [Unreleased]\n\n{unreleased}{entries}",
+                encoding="utf-8",
             )
         history = "".join(
             f'\n[[history]]\ndistribution = "{h.distribution}"\nversion = "{h.version}"\n'
@@ -309,8 +313,126 @@ def test_check_passes_a_consistent_tree(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_check_allows_a_version_bumped_past_its_newest_record(tmp_path: Path) -> None:
     repo = good_repo(tmp_path)
-    repo.dists["taquba"].version = "0.8.1"
+    repo.dists["taquba"].version = "0.8.1.dev0"
+    repo.dists["taquba"].unreleased = "### Fixed\n\n- A thing."
     assert problems_of(repo.write()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# development versions
+# --------------------------------------------------------------------------------------------
+
+UNRELEASED = "### Fixed\n\n- A thing."
+
+
+@pytest.mark.parametrize("version", ["0.8.1.dev0", "0.8.1.dev3", "0.9.0.dev0", "1.0.0rc1.dev0"])
+def test_check_accepts_a_development_version_above_the_newest_release(
+    tmp_path: Path, version: str
+) -> None:
+    repo = good_repo(tmp_path)
+    repo.locked = True
+    repo.dists["taquba"].version = version
+    repo.dists["taquba"].unreleased = UNRELEASED
+    # `taquba>=0.8,<0.9` admits a dev release of 0.8.x, not of 0.9.0 (PEP 440 `<`).
+    if not version.startswith("0.8"):
+        repo.dists["taquba-cron"].deps = ["taquba>=0.8,<2"]
+    assert problems_of(repo.write()) == []
+
+
+def test_check_wants_a_development_version_for_unreleased_changes(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].unreleased = UNRELEASED  # still at the released 0.8.0
+    assert problems_of(repo.write()) == [
+        "packages/taquba/pyproject.toml: version 0.8.0: packages/taquba/CHANGELOG.md lists"
+        " unreleased changes, so the version must be a development version `X.Y.Z.devN` (the"
+        " next one is 0.8.1.dev0); set the release version only in the release commit, which"
+        " empties `## [Unreleased]`"
+    ]
+
+
+def test_check_wants_unreleased_changes_for_a_final_version_past_the_release(
+    tmp_path: Path,
+) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = "0.8.1"  # bumped, but no release prepared or changes listed
+    assert problems_of(repo.write()) == [
+        "packages/taquba/pyproject.toml: version 0.8.1: `## [Unreleased]` in"
+        " packages/taquba/CHANGELOG.md is empty, so the version must be the newest recorded"
+        " release 0.8.0 (or a release prepared in this commit: a dated CHANGELOG entry and a"
+        " RELEASES.md section for it)"
+    ]
+
+
+@pytest.mark.parametrize("version", ["0.8.0.dev0", "0.7.9.dev1"])
+def test_check_refuses_a_development_version_not_above_the_newest_release(
+    tmp_path: Path, version: str
+) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = version
+    repo.dists["taquba"].unreleased = UNRELEASED
+    problems = problems_of(repo.write())
+    assert any(
+        "must lead to a version above the newest recorded release 0.8.0" in p for p in problems
+    )
+
+
+def test_check_refuses_a_development_version_without_unreleased_changes(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = "0.8.1.dev0"
+    assert problems_of(repo.write()) == [
+        "packages/taquba/pyproject.toml: version 0.8.1.dev0: a development version, but"
+        " `## [Unreleased]` in packages/taquba/CHANGELOG.md is empty; list the unreleased"
+        " changes, or go back to the newest release's version"
+    ]
+
+
+def test_check_ignores_link_definitions_when_judging_unreleased(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    root = repo.write()
+    changelog = root / "packages" / "taquba" / "CHANGELOG.md"
+    changelog.write_text(
+        changelog.read_text(encoding="utf-8")
+        + "[Unreleased]: https://example.org/compare/taquba-v0.8.0...HEAD\n"
+        + "[0.8.0]: https://example.org/releases/tag/taquba-v0.8.0\n",
+        encoding="utf-8",
+    )
+    assert problems_of(root) == []
+
+
+def test_a_release_commit_moves_from_the_development_version_to_the_release(
+    tmp_path: Path,
+) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = "0.8.1.dev0"
+    repo.dists["taquba"].unreleased = UNRELEASED
+    assert problems_of(repo.write()) == []
+    # The release commit: version 0.8.1, the Unreleased entries moved into a dated section.
+    repo.dists["taquba"].version = "0.8.1"
+    repo.dists["taquba"].unreleased = ""
+    repo.prepare("taquba", "0.8.1", "2026-12-01")
+    assert problems_of(repo.write()) == []
+    # The record, then the next development version once a change lands.
+    repo.records.append(FakeRecord("taquba", "0.8.1", SHA_081, "2026-12-01"))
+    assert problems_of(repo.write()) == []
+    repo.dists["taquba"].unreleased = UNRELEASED
+    assert problems_of(repo.write())  # 0.8.1 with unreleased changes
+    repo.dists["taquba"].version = release.next_development_version("0.8.1")
+    assert problems_of(repo.write()) == []
+
+
+def test_next_development_version_is_the_next_patch() -> None:
+    assert release.next_development_version("0.8.1") == "0.8.2.dev0"
+    assert release.next_development_version("1.0") == "1.0.1.dev0"
+
+
+def test_record_refuses_a_development_version(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = "0.8.1.dev0"
+    repo.dists["taquba"].unreleased = UNRELEASED
+    ws = release.load_workspace(repo.write())
+    assert release.validate_new_record(ws, "taquba", "0.8.1.dev0") == [
+        "0.8.1.dev0 is a development version; release (and record) 0.8.1"
+    ]
 
 
 def test_check_accepts_a_release_waiting_for_its_record(
@@ -1114,10 +1236,11 @@ def test_check_accepts_a_lock_that_agrees(tmp_path: Path) -> None:
 def test_check_flags_a_lock_left_behind_by_a_version_bump(tmp_path: Path) -> None:
     repo = good_repo(tmp_path)
     repo.locked = True
-    repo.dists["taquba"].version = "0.8.1"
+    repo.dists["taquba"].version = "0.8.1.dev0"
+    repo.dists["taquba"].unreleased = UNRELEASED
     repo.lock_versions["taquba"] = "0.8.0"  # bumped, `uv lock` not run
     assert problems_of(repo.write()) == [
-        "uv.lock: locks taquba 0.8.0, but packages/taquba/pyproject.toml has version 0.8.1;"
+        "uv.lock: locks taquba 0.8.0, but packages/taquba/pyproject.toml has version 0.8.1.dev0;"
         " run `uv lock` and commit uv.lock with the version change"
     ]
 
