@@ -432,6 +432,11 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
 
 
+def _version(package: str) -> str:
+    pyproject = ROOT / "packages" / package / "pyproject.toml"
+    return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+
+
 @nox.session(python=DEFAULT_PYTHON, tags=["check"])
 def build(session: nox.Session) -> None:
     """Build all 12 artifacts, twine-check them, and pip-install each outside the workspace."""
@@ -443,13 +448,25 @@ def build(session: nox.Session) -> None:
         if len(artifacts) != 2 * len(PACKAGES):
             session.error(f"expected {2 * len(PACKAGES)} artifacts, got {artifacts}")
         session.run("twine", "check", "--strict", *(str(dist / a) for a in artifacts))
+        # Every member at the version just built: pip admits a development version (0.8.2.dev0)
+        # into a sibling's range (`taquba>=0.8,<0.9`) only when it is named.
+        constraints = pathlib.Path(tmp) / "members.txt"
+        constraints.write_text("".join(f"{p}=={_version(p)}\n" for p in PACKAGES))
         for package in PACKAGES:
             venv = pathlib.Path(tmp) / f"venv-{package}"
             session.run("python", "-m", "venv", str(venv))
             pip = str(venv / "bin" / "pip")
             # Plain pip, no workspace: siblings come from the built wheels like any dependency.
             session.run(
-                pip, "install", "--quiet", "--find-links", str(dist), package, external=True
+                pip,
+                "install",
+                "--quiet",
+                "--find-links",
+                str(dist),
+                "--constraint",
+                str(constraints),
+                package,
+                external=True,
             )
             module = package.replace("-", "_")
             session.run(

@@ -1407,3 +1407,123 @@ def test_record_refuses_a_commit_that_does_not_hold_the_release(
     commit_all(released_repo.root, "a half-made release")
     assert release.main(["record", "taquba", "0.8.1", "--root", str(released_repo.root)]) == 1
     assert expected in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# compat rows (compute_compat)
+# --------------------------------------------------------------------------------------------
+
+SHA_060 = "6" * 40
+
+
+def _stack(root: Path) -> tuple[release.Workspace, dict[str, dict[str, release.Distribution]]]:
+    """taquba 0.8.0/0.8.1 released + 0.8.2.dev0 in the tree; workflow 0.6.0; bulk on both."""
+    repo = FakeRepo(root)
+    repo.add(FakeDist("taquba", "0.8.2.dev0", unreleased=UNRELEASED))
+    repo.add(FakeDist("taquba-workflow", "0.6.0", deps=["taquba>=0.8,<0.9"]))
+    repo.add(
+        FakeDist("taquba-bulk", "0.2.0", deps=["taquba-workflow>=0.6,<0.7", "taquba>=0.8,<0.9"])
+    )
+    repo.release("taquba", "0.8.0", SHA_080, "2026-11-27")
+    repo.release("taquba-workflow", "0.6.0", SHA_060, "2026-11-27")
+    repo.release("taquba-bulk", "0.2.0", SHA_060, "2026-11-27")
+    repo.release("taquba", "0.8.1", SHA_081, "2026-11-28")
+    ws = release.load_workspace(repo.write())
+    dists = ws.distributions
+    at_060 = {
+        "taquba": release.Distribution("taquba", "0.8.0", "packages/taquba", (), None),
+        "taquba-workflow": dists["taquba-workflow"],
+        # bulk 0.2.0 as released admitted taquba 0.8.1 and later only
+        "taquba-bulk": release.Distribution(
+            "taquba-bulk",
+            "0.2.0",
+            "packages/taquba-bulk",
+            ("taquba-workflow>=0.6,<0.7", "taquba>=0.8.1,<0.9"),
+            None,
+        ),
+    }
+    return ws, {SHA_060: at_060}
+
+
+def _describe(row: release.CompatRow) -> tuple[str, ...]:
+    def pin(p: release.Pin) -> str:
+        return f"{p.distribution} {p.version}{'' if p.source == 'release' else ' ws'}"
+
+    return (pin(row.dependent), *(pin(s) for s in row.siblings), row.resolution, row.python)
+
+
+def test_compat_covers_every_admitted_pair_of_siblings(tmp_path: Path) -> None:
+    ws, at = _stack(tmp_path)
+    rows = release.compute_compat(ws.distributions, ws.records, ws.history, at, pythons=["3.11"])
+    bulk = [_describe(r) for r in rows if r.dependent.distribution == "taquba-bulk"]
+    assert bulk[:3] == [
+        # the workspace bulk: every taquba (0.8.0, 0.8.1, the tree's dev version) x workflow
+        ("taquba-bulk 0.2.0 ws", "taquba 0.8.0", "taquba-workflow 0.6.0", "locked", "3.11"),
+        ("taquba-bulk 0.2.0 ws", "taquba 0.8.1", "taquba-workflow 0.6.0", "locked", "3.11"),
+        ("taquba-bulk 0.2.0 ws", "taquba 0.8.2.dev0 ws", "taquba-workflow 0.6.0", "locked", "3.11"),
+    ]
+    # bulk 0.2.0 as released, with its own ranges: taquba 0.8.0 is not admitted
+    released = [d for d in bulk if d[0] == "taquba-bulk 0.2.0"]
+    assert [d[1] for d in released] == ["taquba 0.8.1", "taquba 0.8.2.dev0 ws"]
+    # the all-workspace combination is the tests sessions' job; resolutions come last
+    assert [d[-2:] for d in bulk[-2:]] == [("highest", "3.11"), ("lowest-direct", "3.11")]
+
+
+def test_compat_full_set_runs_on_every_python(tmp_path: Path) -> None:
+    ws, at = _stack(tmp_path)
+    rows = release.compute_compat(ws.distributions, ws.records, ws.history, at)
+    assert {r.python for r in rows} == {"3.11", "3.13"}
+    resolutions = {(r.dependent.distribution, r.resolution, r.python) for r in rows}
+    assert ("taquba", "lowest-direct", "3.13") in resolutions
+
+
+def test_compat_subset_takes_the_oldest_and_newest_release_of_each_sibling(
+    tmp_path: Path,
+) -> None:
+    ws, at = _stack(tmp_path)
+    rows = release.compute_compat(
+        ws.distributions, ws.records, ws.history, at, subset=True, pythons=["3.11", "3.13"]
+    )
+    assert [_describe(r) for r in rows] == [
+        ("taquba-bulk 0.2.0 ws", "taquba 0.8.0", "taquba-workflow 0.6.0", "locked", "3.11"),
+        ("taquba-bulk 0.2.0 ws", "taquba 0.8.1", "taquba-workflow 0.6.0", "locked", "3.11"),
+        ("taquba-workflow 0.6.0 ws", "taquba 0.8.0", "locked", "3.11"),
+        ("taquba-workflow 0.6.0 ws", "taquba 0.8.1", "locked", "3.11"),
+        (
+            "taquba-bulk 0.2.0 ws",
+            "taquba 0.8.2.dev0 ws",
+            "taquba-workflow 0.6.0 ws",
+            "highest",
+            "3.13",
+        ),
+        (
+            "taquba-bulk 0.2.0 ws",
+            "taquba 0.8.2.dev0 ws",
+            "taquba-workflow 0.6.0 ws",
+            "lowest-direct",
+            "3.11",
+        ),
+    ]
+
+
+def test_pairwise_cover_covers_every_pair_with_fewer_rows() -> None:
+    axes = [[release.Pin(f"d{i}", v, "release", SHA_080) for v in ("1", "2")] for i in range(4)]
+    kept = release._pairwise_cover(axes)  # pyright: ignore[reportPrivateUsage]
+    assert len(kept) < 16
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert {(c[i].version, c[j].version) for c in kept} == {
+                ("1", "1"), ("1", "2"), ("2", "1"), ("2", "2"),
+            }  # fmt: skip
+
+
+def test_real_repo_compat_rows_come_from_the_records() -> None:
+    ws = release.load_workspace(REPO)
+    full = release.load_compat(ws)
+    subset = release.load_compat(ws, subset=True)
+    assert set(subset) <= set(full) | {r for r in subset if r.resolution != "locked"}
+    recorded = {(r.distribution, r.version) for r in ws.records}
+    for row in full:
+        for pin in (row.dependent, *row.siblings):
+            if pin.source == "release":
+                assert (pin.distribution, pin.version) in recorded
