@@ -6,8 +6,8 @@ so what CI tests is exactly what `uv.lock` pins. Sessions:
 - ``lint``: ruff check + ruff format --check, and the layer-import guard.
 - ``typecheck``: pyright strict on every package's ``src/``.
 - ``tests-<python>``: each package's test suite on Python 3.11, 3.12 and 3.13.
-- ``compat``: each dependent against every admitted release of its siblings (built from the
-  recorded commit) plus a lowest-direct resolution of third-party dependencies.
+- ``compat``: the full compatibility matrix, derived from ``tools/releases.toml`` and the sibling
+  ranges (weekly workflow); ``compat_subset``: its representative subset (tagged ``check``).
 - ``docs``: the mkdocs site with ``--strict``.
 - ``build``: wheels and sdists of all six distributions, checked with ``twine check --strict``
   and installed with pip into a clean venv outside the workspace.
@@ -19,16 +19,22 @@ so what CI tests is exactly what `uv.lock` pins. Sessions:
 from __future__ import annotations
 
 import glob
-import json
+import importlib.util
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
+from typing import TYPE_CHECKING, Any
 
 import nox
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 ROOT = pathlib.Path(__file__).parent
 PYTHONS = ["3.11", "3.12", "3.13"]
@@ -84,12 +90,6 @@ def _sync(session: nox.Session, *args: str) -> None:
     )
 
 
-def _test_requirements() -> list[str]:
-    """The root ``test`` dependency group, for venvs built outside the workspace."""
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return list(data["dependency-groups"]["test"])
-
-
 def _pytest_dirs() -> list[str]:
     dirs = [f"packages/{p}/tests" for p in PACKAGES] + ["tools/tests"]
     return [d for d in dirs if (ROOT / d).is_dir()]
@@ -131,81 +131,239 @@ def tests(session: nox.Session) -> None:
         )
 
 
-@nox.session(python=DEFAULT_PYTHON)
+COMPAT_CACHE = ROOT / ".nox" / "_compat"
+"""Trees of recorded commits and the wheels built from them, kept between runs (immutable)."""
+COMPAT_PAGE = ROOT / "docs" / "design" / "compat-matrix.md"
+
+
+def _release_tool() -> ModuleType:
+    """``tools/release.py`` as a module (nox runs in the workspace venv, which has packaging)."""
+    name = "taquba_release_tool"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "release.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@nox.session(venv_backend="none")
 def compat(session: nox.Session) -> None:
-    """Dependents against admitted sibling releases, and against lowest-direct resolution."""
-    rows = json.loads(
-        subprocess.run(
-            [sys.executable, "tools/release.py", "matrix", "--json"],
-            cwd=ROOT,
+    """The full compatibility set (weekly workflow): every admitted combination, both ends.
+
+    Each dependent, at its workspace version and at each recorded release (built and tested
+    from the recorded commit), against every combination of sibling releases its ranges admit,
+    on 3.11 and 3.13 with the lock's third-party versions; then every distribution with the
+    newest (``highest``) and the lowest declared (``lowest-direct``) third-party versions.
+    ``nox -s compat -- taquba-jobs highest 3.13`` keeps only the rows matching every word
+    given (dependent, resolution or Python).
+    """
+    _run_compat(session, subset=False)
+
+
+@nox.session(venv_backend="none", tags=["check"])
+def compat_subset(session: nox.Session) -> None:
+    """The representative subset run with every change (see docs/design/compatibility.md).
+
+    Each dependent (workspace) against the oldest and newest admitted release of each sibling,
+    every pair of siblings covered, on 3.11; one ``highest`` row on 3.13 and one
+    ``lowest-direct`` row on 3.11. Tests marked slow are skipped and a row stops at its first
+    failure.
+    """
+    _run_compat(session, subset=True)
+
+
+def _run_compat(session: nox.Session, *, subset: bool) -> None:
+    tool = _release_tool()
+    ws = tool.load_workspace(ROOT)
+    missing = sorted({r.commit for r in ws.records if not tool.has_commit(ROOT, r.commit)})
+    if missing:
+        session.error(
+            f"recorded commit(s) {', '.join(c[:12] for c in missing)} are not in this clone;"
+            " fetch the full history (`git fetch --unshallow`, or `fetch-depth: 0` in CI)"
+        )
+    rows = tool.load_compat(ws, subset=subset)
+    words = set(session.posargs)
+    if words:
+        rows = [r for r in rows if words <= {r.dependent.distribution, r.resolution, r.python}]
+    name = "subset" if subset else "full"
+    session.log(f"compat ({name}): {len(rows)} row(s)")
+    results: list[tuple[object, str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="taquba-compat-") as tmp_name:
+        tmp = pathlib.Path(tmp_name)
+        workspace_wheels = tmp / "workspace-wheels"
+        session.run(
+            "uv", "build", "--all-packages", "--wheel", "--quiet",
+            "--out-dir", str(workspace_wheels), external=True,
+        )  # fmt: skip
+        locked = tmp / "locked.txt"
+        session.run(
+            "uv", "export", "--frozen", "--quiet", "--all-packages", "--all-groups",
+            "--all-extras", "--no-emit-workspace", "--no-hashes", "--no-header",
+            "--no-annotate", "--output-file", str(locked), external=True,
+        )  # fmt: skip
+        for index, row in enumerate(rows, start=1):
+            session.log(f"compat [{index}/{len(rows)}]: {_row_title(row)}")
+            started = time.monotonic()
+            try:
+                result = _compat_row(
+                    session, tool, row, tmp / f"venv-{index}", workspace_wheels, locked, subset
+                )
+            except _InstallFailed as exc:
+                result = f"install failed: {exc}"
+            results.append((row, result, time.monotonic() - started))
+            session.log(f"compat [{index}/{len(rows)}]: {result}")
+    table = _compat_table(results, with_time=True)
+    print(f"\nCompatibility matrix ({name}, {len(results)} rows)\n\n{table}\n")
+    if not words:
+        _write_compat_page(name, _compat_table(results, with_time=False))
+    failed = [r for r, result, _ in results if result != "passed"]
+    if failed:
+        session.error(f"{len(failed)} of {len(results)} compatibility row(s) failed")
+
+
+class _InstallFailed(Exception):
+    pass
+
+
+def _row_title(row: Any) -> str:
+    siblings = ", ".join(p.label() for p in row.siblings) or "no siblings"
+    return f"{row.dependent.label()} x {siblings} [{row.resolution}, {row.python}]"
+
+
+def _release_tree(session: nox.Session, commit: str) -> pathlib.Path:
+    """The tree of a recorded commit, extracted once under .nox (no worktree bookkeeping)."""
+    tree = COMPAT_CACHE / "src" / commit
+    if not (tree / ".complete").is_file():
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", commit],
             check=True,
             capture_output=True,
-            text=True,
         ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        (tree / ".complete").write_text(commit)
+        session.log(f"compat: extracted {commit[:12]} into {tree}")
+    return tree
+
+
+def _wheel(session: nox.Session, pin: Any, workspace_wheels: pathlib.Path) -> pathlib.Path:
+    """The wheel of a pin: the workspace build, or the one built once from the recorded commit."""
+    prefix = pin.distribution.replace("-", "_") + "-"
+    if pin.source == "workspace":
+        directory = workspace_wheels
+    else:
+        directory = COMPAT_CACHE / "wheels" / pin.commit / pin.distribution
+        if not any(directory.glob(f"{prefix}*.whl")):
+            tree = _release_tree(session, pin.commit)
+            session.run(
+                "uv", "build", "--quiet", "--directory", str(tree), "--package",
+                pin.distribution, "--wheel", "--out-dir", str(directory), external=True,
+            )  # fmt: skip
+    found = sorted(directory.glob(f"{prefix}{pin.version}-*.whl"))
+    if not found:
+        session.error(f"no wheel of {pin.distribution} {pin.version} in {directory}")
+    return found[0]
+
+
+def _pyproject(pin: Any) -> dict[str, Any]:
+    if pin.source == "workspace":
+        return tomllib.loads((ROOT / "packages" / pin.distribution / "pyproject.toml").read_text())
+    tree = COMPAT_CACHE / "src" / pin.commit
+    return tomllib.loads((tree / "packages" / pin.distribution / "pyproject.toml").read_text())
+
+
+def _third_party_requirements(pins: list[Any]) -> list[str]:
+    """What the pins declare on third-party distributions (with taquba's ``s3`` extra)."""
+    members = {p.replace("-", "_") for p in PACKAGES}
+    requirements: list[str] = []
+    for pin in pins:
+        project = _pyproject(pin)["project"]
+        declared = list(project.get("dependencies", []))
+        if pin.distribution == "taquba":
+            declared += project.get("optional-dependencies", {}).get("s3", [])
+        for text in declared:
+            name = re.split(r"[\s\[<>=!~;@]", text, maxsplit=1)[0]
+            if name.lower().replace("-", "_") not in members:
+                requirements.append(text)
+    return requirements
+
+
+def _compat_row(
+    session: nox.Session,
+    tool: ModuleType,
+    row: Any,
+    venv: pathlib.Path,
+    workspace_wheels: pathlib.Path,
+    locked: pathlib.Path,
+    subset: bool,
+) -> str:
+    """Install one row into a fresh venv and run the dependent's tests; the result."""
+    dependent = row.dependent
+    tests_tree = (
+        ROOT if dependent.source == "workspace" else _release_tree(session, dependent.commit)
     )
-    released = [r for r in rows if r["source"] == "release"]
-    # `nox -s compat -- taquba-jobs lowest` runs only those dependents' rows / the floors.
-    only = set(session.posargs)
-    if only:
-        released = [r for r in released if r["dependent"] in only]
-    session.log(f"{len(rows)} matrix rows, {len(released)} against recorded releases to run")
-    with tempfile.TemporaryDirectory() as tmp:
-        wheels = pathlib.Path(tmp) / "wheels"
-        session.run(
-            "uv", "build", "--all-packages", "--wheel", "--out-dir", str(wheels), external=True
+    pins = [dependent, *row.siblings]
+    requirements = []
+    for pin in pins:
+        extra = "[s3]" if pin.distribution == "taquba" else ""
+        requirements.append(
+            f"{pin.distribution}{extra} @ {_wheel(session, pin, workspace_wheels).as_uri()}"
         )
-        for row in released:
-            _compat_release(session, row, pathlib.Path(tmp), wheels)
-    if not only or "lowest" in only:
-        _compat_lowest(session)
+    groups = tomllib.loads((tests_tree / "pyproject.toml").read_text())["dependency-groups"]
+    requirements += list(groups["test"])
+    options = ["--find-links", str(workspace_wheels)]
+    if row.resolution == "locked":
+        options += ["--constraints", str(locked)]
+    else:
+        options += ["--resolution", row.resolution]
+    if row.resolution == "lowest-direct":
+        # `uv pip` lowers only the requirements it is given, so name every declared dependency.
+        requirements += _third_party_requirements(pins)
+    session.run("uv", "venv", "--quiet", "-p", row.python, str(venv), external=True)
+    py = str(venv / "bin" / "python")
+    install = ["uv", "pip", "install", "--quiet", "-p", py, *options, *requirements]
+    # A warm cache makes the lock's versions installable offline; the newest need the index.
+    attempts = [[*install, "--offline"], install] if row.resolution == "locked" else [install]
+    for attempt in attempts:
+        done = subprocess.run(attempt, capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            break
+    else:
+        print(done.stderr, file=sys.stderr)
+        last = (done.stderr.strip().splitlines() or ["uv pip install failed"])[-1]
+        raise _InstallFailed(last.strip())
+    _overlay_test_support(session, py, tests_tree)
+    args = [
+        py,
+        "-m",
+        "pytest",
+        f"packages/{dependent.distribution}/tests",
+        "-p",
+        "no:cacheprovider",
+    ]
+    env = dict(os.environ)
+    if subset:
+        args += ["-q", "-x", "-m", "not slow"]
+        env["TAQUBA_HYPOTHESIS_EXAMPLES"] = "20"
+    code = subprocess.run(args, cwd=tests_tree, env=env, check=False).returncode
+    return "passed" if code == 0 else f"failed (pytest exit {code})"
 
 
-def _compat_release(
-    session: nox.Session, row: dict[str, str], tmp: pathlib.Path, wheels: pathlib.Path
-) -> None:
-    """Test a dependent from the workspace against a sibling built at its recorded commit."""
-    dependent, sibling, version, commit = (
-        row["dependent"],
-        row["sibling"],
-        row["sibling_version"],
-        row["commit"],
-    )
-    session.log(f"compat: {dependent} (workspace) x {sibling} {version} @ {commit[:10]}")
-    src = tmp / f"{sibling}-{version}"
-    session.run("git", "worktree", "add", "--detach", str(src), commit, external=True)
-    try:
-        links = tmp / f"links-{dependent}-{sibling}-{version}"
-        session.run(
-            "uv", "build", "--directory", str(src), "--package", sibling, "--wheel",
-            "--out-dir", str(links), external=True,
-        )  # fmt: skip
-        # The other siblings come from the workspace's own wheels.
-        prefix = sibling.replace("-", "_") + "-"
-        for wheel in wheels.glob("*.whl"):
-            if not wheel.name.startswith(prefix):
-                shutil.copy(wheel, links)
-        venv = tmp / f"venv-{dependent}-{sibling}-{version}"
-        session.run("uv", "venv", "-p", str(session.python), str(venv), external=True)
-        py = str(venv / "bin" / "python")
-        session.run(
-            "uv", "pip", "install", "-p", py, "--find-links", str(links),
-            f"{sibling}=={version}", dependent, "taquba[s3]", *_test_requirements(),
-            external=True,
-        )  # fmt: skip
-        if sibling == "taquba":
-            _overlay_test_support(session, py)
-        session.run(py, "-m", "pytest", f"packages/{dependent}/tests", external=True)
-    finally:
-        session.run("git", "worktree", "remove", "--force", str(src), external=True)
+def _overlay_test_support(session: nox.Session, py: str, tests_tree: pathlib.Path) -> None:
+    """Put the ``taquba.testing`` of the tests' own tree over the installed taquba's.
 
-
-def _overlay_test_support(session: nox.Session, py: str) -> None:
-    """Put the workspace's ``taquba.testing`` over the released taquba's, in the compat venv.
-
-    The dependents' test suites use the newest test support (fixtures, crash-child helpers,
-    conformance checks), which older taquba releases do not ship. The row tests the dependent's
-    code against the release's queue; the test support is tooling, so it comes from the
-    workspace. It only uses names every admitted release has (the rows prove it).
+    A dependent's tests use the test support (fixtures, crash-child helpers, conformance
+    checks) of the tree they come from, which another taquba release may not ship. The row
+    tests the dependent's code against that release's queue; the test support is tooling, so
+    it comes with the tests. The private modules it imports that the installed taquba lacks
+    (``_failpoints``, ...) are added beside it; a module the installed taquba has is never
+    replaced, so the queue under test stays the release's. Tests that need the newer queue
+    itself (fault injection points, new APIs) fail against an older release: that is a finding.
     """
     site = subprocess.run(
         [py, "-c", "import taquba, pathlib; print(pathlib.Path(taquba.__file__).parent)"],
@@ -213,40 +371,58 @@ def _overlay_test_support(session: nox.Session, py: str) -> None:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    target = pathlib.Path(site) / "testing"
-    session.log(f"compat: test support from the workspace -> {target}")
-    shutil.rmtree(target)
+    source = tests_tree / "packages" / "taquba" / "src" / "taquba"
+    installed = pathlib.Path(site)
+    shutil.rmtree(installed / "testing")
     shutil.copytree(
-        ROOT / "packages" / "taquba" / "src" / "taquba" / "testing",
-        target,
-        ignore=shutil.ignore_patterns("__pycache__"),
+        source / "testing", installed / "testing", ignore=shutil.ignore_patterns("__pycache__")
     )
+    added = [
+        module.name
+        for module in sorted(source.glob("_*.py"))
+        if module.name != "__init__.py" and not (installed / module.name).exists()
+    ]
+    for name in added:
+        shutil.copy2(source / name, installed / name)
+    if added:
+        session.log(f"compat: private modules missing from the release, added: {', '.join(added)}")
 
 
-def _compat_lowest(session: nox.Session) -> None:
-    """Every package's tests with third-party dependencies at their declared floors.
+def _compat_table(results: list[tuple[Any, str, float]], *, with_time: bool) -> str:
+    """A Markdown table: dependent, its version, siblings, resolution, Python, result."""
 
-    The resolution happens in a copy of the workspace so the committed ``uv.lock`` is never
-    touched; for workspace members, lowest-direct puts every declared dependency at its floor.
-    """
-    session.log("compat: lowest-direct resolution of third-party dependencies")
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = pathlib.Path(tmp) / "workspace"
-        shutil.copytree(
-            ROOT,
-            copy,
-            ignore=shutil.ignore_patterns(
-                ".git", ".venv", ".nox", "site", "__pycache__", "*.egg-info"
-            ),
-        )
-        env = {"UV_PROJECT_ENVIRONMENT": session.virtualenv.location}
-        session.run_install(
-            "uv", "sync", "--project", str(copy), "--resolution", "lowest-direct",
-            "--all-packages", "--no-default-groups", "--group", "test", "--all-extras",
-            env=env, external=True,
-        )  # fmt: skip
-        with session.chdir(copy):
-            session.run("pytest", *_pytest_dirs())
+    def version(pin: Any) -> str:
+        where = "workspace" if pin.source == "workspace" else f"release, {pin.commit[:10]}"
+        return f"{pin.version} ({where})"
+
+    header = ["Dependent", "Dependent version", "Sibling versions", "Resolution", "Python"]
+    header += ["Result", "Time"] if with_time else ["Result"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, result, seconds in results:
+        siblings = "<br>".join(f"{p.distribution} {version(p)}" for p in row.siblings) or "-"
+        cells = [
+            row.dependent.distribution,
+            version(row.dependent),
+            siblings,
+            row.resolution,
+            row.python,
+            result.replace("|", "/"),
+        ]
+        if with_time:
+            cells.append(f"{seconds:.0f} s")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _write_compat_page(name: str, table: str) -> None:
+    """Rewrite the ``name`` section of docs/design/compat-matrix.md with the last run's table."""
+    start, end = f"<!-- compat:{name}:start -->", f"<!-- compat:{name}:end -->"
+    text = COMPAT_PAGE.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    COMPAT_PAGE.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
 
 
 @nox.session(python=DEFAULT_PYTHON)
@@ -254,6 +430,11 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site with warnings as errors."""
     _sync(session, "--all-packages", "--group", "docs", "--all-extras")
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+
+
+def _version(package: str) -> str:
+    pyproject = ROOT / "packages" / package / "pyproject.toml"
+    return str(tomllib.loads(pyproject.read_text())["project"]["version"])
 
 
 @nox.session(python=DEFAULT_PYTHON, tags=["check"])
@@ -267,13 +448,25 @@ def build(session: nox.Session) -> None:
         if len(artifacts) != 2 * len(PACKAGES):
             session.error(f"expected {2 * len(PACKAGES)} artifacts, got {artifacts}")
         session.run("twine", "check", "--strict", *(str(dist / a) for a in artifacts))
+        # Every member at the version just built: pip admits a development version (0.8.2.dev0)
+        # into a sibling's range (`taquba>=0.8,<0.9`) only when it is named.
+        constraints = pathlib.Path(tmp) / "members.txt"
+        constraints.write_text("".join(f"{p}=={_version(p)}\n" for p in PACKAGES))
         for package in PACKAGES:
             venv = pathlib.Path(tmp) / f"venv-{package}"
             session.run("python", "-m", "venv", str(venv))
             pip = str(venv / "bin" / "pip")
             # Plain pip, no workspace: siblings come from the built wheels like any dependency.
             session.run(
-                pip, "install", "--quiet", "--find-links", str(dist), package, external=True
+                pip,
+                "install",
+                "--quiet",
+                "--find-links",
+                str(dist),
+                "--constraint",
+                str(constraints),
+                package,
+                external=True,
             )
             module = package.replace("-", "_")
             session.run(

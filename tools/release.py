@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import combinations, pairwise, product
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
@@ -149,6 +149,13 @@ class Changelog:
     entries: tuple[ChangelogEntry, ...]
     links: Mapping[str, str]
     stray_headings: tuple[tuple[int, str], ...]
+    unreleased_text: str = ""
+    """The content of ``## [Unreleased]`` (link definitions and blank lines dropped)."""
+
+    @property
+    def has_unreleased_changes(self) -> bool:
+        """Whether ``## [Unreleased]`` lists anything: what makes a development version due."""
+        return bool(self.unreleased_text)
 
     @property
     def released(self) -> tuple[ChangelogEntry, ...]:
@@ -456,10 +463,31 @@ def parse_changelog(text: str) -> Changelog:
             )
         )
     links: dict[str, str] = {}
-    for line in text.splitlines():
+    lines = text.splitlines()
+    for line in lines:
         if link := _LINK_DEF_RE.match(line):
             links[link["label"].strip()] = link["target"]
-    return Changelog(entries=tuple(entries), links=links, stray_headings=tuple(stray))
+    return Changelog(
+        entries=tuple(entries),
+        links=links,
+        stray_headings=tuple(stray),
+        unreleased_text=_unreleased_text(lines, entries),
+    )
+
+
+def _unreleased_text(lines: Sequence[str], entries: Sequence[ChangelogEntry]) -> str:
+    """The body of the first ``## [Unreleased]`` section, without link definitions."""
+    for index, entry in enumerate(entries):
+        if not entry.unreleased:
+            continue
+        end = entries[index + 1].line - 1 if index + 1 < len(entries) else len(lines)
+        body = [
+            line
+            for line in lines[entry.line : end]
+            if line.strip() and not _LINK_DEF_RE.match(line) and not _H2_RE.match(line)
+        ]
+        return "\n".join(body).strip()
+    return ""
 
 
 def parse_release_notes(text: str) -> list[ReleaseNote]:
@@ -744,6 +772,278 @@ def compute_matrix(
     return rows
 
 
+@dataclass(frozen=True)
+class Pin:
+    """One distribution at one version: a recorded release (built from its commit) or the tree."""
+
+    distribution: str
+    version: str
+    source: Source
+    commit: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The canonical distribution name."""
+        return canonicalize_name(self.distribution)
+
+    def label(self) -> str:
+        """``taquba 0.8.0`` for a release, ``taquba 0.8.2.dev0 (workspace)`` for the tree."""
+        suffix = "" if self.source == "release" else " (workspace)"
+        return f"{self.distribution} {self.version}{suffix}"
+
+    def as_json(self) -> dict[str, str | None]:
+        """The JSON object of a pin."""
+        return {
+            "distribution": self.distribution,
+            "version": self.version,
+            "source": self.source,
+            "commit": self.commit,
+        }
+
+
+Resolution = Literal["locked", "highest", "lowest-direct"]
+
+
+@dataclass(frozen=True)
+class CompatRow:
+    """One run of a dependent's tests: the dependent, its siblings, a resolution, a Python.
+
+    ``locked`` installs third-party dependencies at the versions of the workspace's ``uv.lock``
+    (so only the siblings vary); ``highest`` at the newest versions the ranges admit, ignoring
+    the lock; ``lowest-direct`` at the floors every distribution of the row declares.
+    """
+
+    dependent: Pin
+    siblings: tuple[Pin, ...]
+    resolution: Resolution
+    python: str
+
+    def as_json(self) -> dict[str, object]:
+        """The JSON object of ``compat --json``."""
+        return {
+            "dependent": self.dependent.as_json(),
+            "siblings": [s.as_json() for s in self.siblings],
+            "resolution": self.resolution,
+            "python": self.python,
+        }
+
+
+COMPAT_PYTHONS = ("3.11", "3.13")
+"""The Pythons of the full compatibility set: the oldest and the newest supported."""
+
+
+def members_at_commit(ws: Workspace, commit: str) -> dict[str, Distribution]:
+    """The members (as the workspace names them) as their pyprojects read at ``commit``.
+
+    A member without a pyproject at that commit is left out.
+    """
+    found: dict[str, Distribution] = {}
+    for member in ws.distributions.values():
+        text = show_file(ws.root, commit, member.pyproject_path)
+        if text is None:
+            continue
+        project = _as_table(tomllib.loads(text).get("project")) or {}
+        version = project.get("version")
+        deps = _as_list(project.get("dependencies")) or []
+        if isinstance(version, str):
+            found[member.key] = Distribution(
+                member.name, version, member.directory, tuple(str(d) for d in deps), None
+            )
+    return found
+
+
+def _sibling_candidates(
+    ws_dists: Mapping[str, Distribution],
+    records: Sequence[Record],
+    excluded: Collection[tuple[str, Version]],
+    dep: SiblingDependency,
+) -> list[Pin]:
+    """The versions of a sibling a range admits, ascending: recorded releases, then the tree.
+
+    The workspace version is a candidate only when no record has it (a recorded version is
+    built from its commit).
+    """
+    sibling = ws_dists[dep.sibling]
+    found: list[tuple[Version, Pin]] = []
+    for record in records:
+        version = record.parsed_version
+        if record.key != sibling.key or version is None or (sibling.key, version) in excluded:
+            continue
+        if admits(dep.specifier, record.version):
+            found.append((version, Pin(sibling.name, record.version, "release", record.commit)))
+    workspace = parse_version(sibling.version)
+    if (
+        workspace is not None
+        and (sibling.key, workspace) not in excluded
+        and all(v != workspace for v, _ in found)
+        and admits(dep.specifier, sibling.version)
+    ):
+        found.append((workspace, Pin(sibling.name, sibling.version, "workspace")))
+    found.sort(key=lambda item: item[0])
+    return [pin for _, pin in found]
+
+
+def _pin_distribution(
+    pin: Pin,
+    ws_dists: Mapping[str, Distribution],
+    at_commit: Mapping[str, Mapping[str, Distribution]],
+) -> Distribution | None:
+    if pin.source == "workspace":
+        return ws_dists.get(pin.key)
+    return at_commit.get(cast("str", pin.commit), {}).get(pin.key)
+
+
+def _consistent(
+    pins: Sequence[Pin],
+    ws_dists: Mapping[str, Distribution],
+    at_commit: Mapping[str, Mapping[str, Distribution]],
+) -> bool:
+    """Whether every pin's own sibling ranges admit the other pins (the set is installable)."""
+    by_key = {p.key: p for p in pins}
+    for pin in pins:
+        dist = _pin_distribution(pin, ws_dists, at_commit)
+        if dist is None:
+            continue
+        deps, _ = sibling_dependencies(dist, ws_dists.keys())
+        for dep in deps:
+            other = by_key.get(dep.sibling)
+            if other is not None and not admits(dep.specifier, other.version):
+                return False
+    return True
+
+
+def _pairwise_cover(axes: Sequence[Sequence[Pin]]) -> list[tuple[Pin, ...]]:
+    """Combinations covering every pair of values of every two axes (all of them for <= 2 axes).
+
+    Greedy: walk the full product in order and keep a combination when it covers a pair no kept
+    one does. With one axis, every value.
+    """
+    everything = list(product(*axes))
+    if len(axes) <= 2:
+        return everything
+    covered: set[tuple[int, Pin, int, Pin]] = set()
+    kept: list[tuple[Pin, ...]] = []
+    for combo in everything:
+        pairs = {(i, combo[i], j, combo[j]) for i, j in combinations(range(len(combo)), 2)}
+        if pairs - covered:
+            kept.append(combo)
+            covered |= pairs
+    return kept
+
+
+def compute_compat(
+    distributions: Mapping[str, Distribution],
+    records: Sequence[Record],
+    history: Iterable[HistoryEntry] = (),
+    at_commit: Mapping[str, Mapping[str, Distribution]] | None = None,
+    *,
+    subset: bool = False,
+    pythons: Sequence[str] = COMPAT_PYTHONS,
+) -> list[CompatRow]:
+    """The rows of the compatibility set, derived from the records and the sibling ranges.
+
+    Full set (``subset=False``), on every Python of ``pythons``:
+
+    - ``locked`` rows: each dependent, at its workspace version and at each of its recorded
+      releases (with the ranges of that release's pyproject, from ``at_commit``: commit ->
+      members there), against every combination of the sibling versions those ranges admit
+      (recorded releases, and the workspace version when no record has it), keeping only
+      combinations whose members' own ranges admit each other. The combination of the
+      workspace dependent with workspace siblings only is left out: the ``tests`` sessions run
+      it from the lock.
+    - ``highest`` and ``lowest-direct`` rows: every distribution at its workspace version, with
+      workspace siblings.
+
+    Subset (``subset=True``): each dependent at its workspace version against the oldest and
+    the newest admitted recorded release of each sibling (the workspace version for a sibling
+    with no admitted record), every pair of siblings covered, on ``pythons[0]``; then one
+    ``highest`` row on ``pythons[-1]`` and one ``lowest-direct`` row on ``pythons[0]``, for the
+    dependent with the most siblings (the widest set of third-party dependencies).
+    """
+    at_commit = at_commit or {}
+    excluded = {(h.key, v) for h in history if (v := h.parsed_version) is not None}
+    keys = list(distributions)
+    rows: list[CompatRow] = []
+    widest: tuple[int, Distribution] | None = None
+    for dependent in sorted(distributions.values(), key=lambda d: d.key):
+        versions: list[tuple[Pin, Distribution]] = [
+            (Pin(dependent.name, dependent.version, "workspace"), dependent)
+        ]
+        if not subset:
+            own = sorted(
+                (r for r in records if r.key == dependent.key and r.parsed_version is not None),
+                key=lambda r: cast("Version", r.parsed_version),
+            )
+            for record in own:
+                if (dependent.key, record.parsed_version) in excluded:
+                    continue
+                there = at_commit.get(record.commit, {}).get(dependent.key)
+                if there is not None:
+                    pin = Pin(dependent.name, record.version, "release", record.commit)
+                    versions.append((pin, there))
+        for pin, dist in versions:
+            deps, _ = sibling_dependencies(dist, keys)
+            if not deps:
+                continue
+            if pin.source == "workspace" and (widest is None or len(deps) > widest[0]):
+                widest = (len(deps), dependent)
+            axes = [_sibling_candidates(distributions, records, excluded, d) for d in deps]
+            if subset:
+                axes = [_extremes(axis) for axis in axes]
+                combos = _pairwise_cover(axes)
+            else:
+                combos = list(product(*axes))
+            for combo in combos:
+                if not combo or (
+                    pin.source == "workspace" and all(s.source == "workspace" for s in combo)
+                ):
+                    continue
+                if not _consistent([pin, *combo], distributions, at_commit):
+                    continue
+                rows.extend(
+                    CompatRow(pin, tuple(combo), "locked", python)
+                    for python in (pythons[:1] if subset else pythons)
+                )
+    resolutions: list[tuple[Distribution, Resolution, str]] = []
+    if subset:
+        if widest is not None:
+            resolutions = [
+                (widest[1], "highest", pythons[-1]),
+                (widest[1], "lowest-direct", pythons[0]),
+            ]
+    else:
+        resolutions = [
+            (dist, resolution, python)
+            for dist in sorted(distributions.values(), key=lambda d: d.key)
+            for resolution in cast("tuple[Resolution, ...]", ("highest", "lowest-direct"))
+            for python in pythons
+        ]
+    for dist, resolution, python in resolutions:
+        deps, _ = sibling_dependencies(dist, keys)
+        siblings = tuple(
+            Pin(distributions[d.sibling].name, distributions[d.sibling].version, "workspace")
+            for d in deps
+        )
+        rows.append(
+            CompatRow(Pin(dist.name, dist.version, "workspace"), siblings, resolution, python)
+        )
+    return rows
+
+
+def _extremes(axis: Sequence[Pin]) -> list[Pin]:
+    """The oldest and the newest recorded release of an axis; the axis itself if none."""
+    released = [p for p in axis if p.source == "release"]
+    if not released:
+        return list(axis)
+    return list(dict.fromkeys([released[0], released[-1]]))
+
+
+def load_compat(ws: Workspace, *, subset: bool = False) -> list[CompatRow]:
+    """:func:`compute_compat` for a repository: reads the members at every recorded commit."""
+    at_commit = {commit: members_at_commit(ws, commit) for commit in {r.commit for r in ws.records}}
+    return compute_compat(ws.distributions, ws.records, ws.history, at_commit, subset=subset)
+
+
 def newest_records(records: Iterable[Record]) -> dict[str, Record]:
     """The highest-versioned record of each distribution (canonical name -> record)."""
     newest: dict[str, Record] = {}
@@ -770,6 +1070,8 @@ def _check_records(ws: Workspace) -> list[str]:
             continue
         if str(version) != record.version:
             problems.append(f"{where}: write the version in normal form, {version}")
+        if version.is_devrelease:
+            problems.append(f"{where}: a development version is never released")
         key = (record.key, version)
         if key in seen:
             problems.append(f"{where}: duplicate of release #{seen[key]}")
@@ -875,6 +1177,61 @@ def _check_changelog(
     return problems
 
 
+def next_development_version(version: str) -> str:
+    """The development version that follows release ``version``: the next patch, ``.dev0``."""
+    parsed = Version(version)
+    major, minor, patch = (*parsed.release, 0, 0)[:3]
+    return f"{major}.{minor}.{patch + 1}.dev0"
+
+
+def _check_development_version(
+    dist: Distribution, version: Version, latest: Record | None, pending: Version | None
+) -> list[str]:
+    """Unreleased changes carry a development version; no unreleased change, the release's.
+
+    A non-empty ``## [Unreleased]`` needs a ``.devN`` of a version above the newest record (the
+    next patch, ``.dev0``, unless the change is breaking); an empty one needs the newest
+    recorded release itself, or a release prepared and waiting for its record.
+    """
+    if dist.changelog is None:
+        return []
+    latest_version = latest.parsed_version if latest is not None else None
+    where = f"{dist.pyproject_path}: version {dist.version}"
+    if dist.changelog.has_unreleased_changes:
+        base = Version(version.base_version)
+        if not version.is_devrelease:
+            hint = (
+                f" (the next one is {next_development_version(latest.version)})"
+                if latest is not None
+                else ""
+            )
+            return [
+                f"{where}: {dist.changelog_path} lists unreleased changes, so the version must"
+                f" be a development version `X.Y.Z.devN`{hint}; set the release version only"
+                " in the release commit, which empties `## [Unreleased]`"
+            ]
+        if latest_version is not None and not base > latest_version:
+            return [
+                f"{where}: a development version must lead to a version above the newest"
+                f" recorded release {latest.version if latest else ''}"
+                f" (e.g. {next_development_version(latest.version) if latest else ''})"
+            ]
+        return []
+    if version.is_devrelease:
+        return [
+            f"{where}: a development version, but `## [Unreleased]` in {dist.changelog_path}"
+            " is empty; list the unreleased changes, or go back to the newest release's version"
+        ]
+    if latest_version is not None and version != latest_version and version != pending:
+        return [
+            f"{where}: `## [Unreleased]` in {dist.changelog_path} is empty, so the version"
+            f" must be the newest recorded release {latest.version if latest else ''} (or a"
+            " release prepared in this commit: a dated CHANGELOG entry and a RELEASES.md"
+            " section for it)"
+        ]
+    return []
+
+
 def _check_distribution(
     dist: Distribution, ws: Workspace, newest: Mapping[str, Record]
 ) -> list[str]:
@@ -906,6 +1263,7 @@ def _check_distribution(
                     f"{f'[{top}]' if top else 'missing'}, expected [{latest.version}]"
                     f" (pyproject version {dist.version} is the newest recorded release)"
                 )
+    problems.extend(_check_development_version(dist, version, latest, pending))
     deps, dep_problems = sibling_dependencies(dist, ws.distributions.keys())
     problems.extend(dep_problems)
     for dep in deps:
@@ -1114,6 +1472,10 @@ def validate_new_record(ws: Workspace, distribution: str, version: str) -> list[
     if parsed is None:
         return [f"version {version!r} is not PEP 440"]
     problems: list[str] = []
+    if parsed.is_devrelease:
+        problems.append(
+            f"{version} is a development version; release (and record) {parsed.base_version}"
+        )
     if version != dist.version:
         problems.append(
             f"{dist.pyproject_path} has version {dist.version}; bump it before recording {version}"

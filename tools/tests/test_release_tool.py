@@ -38,6 +38,8 @@ class FakeDist:
     deps: list[str] = field(default_factory=lambda: list[str]())
     # CHANGELOG released entries, in file order: (version, date)
     released: list[tuple[str, str]] = field(default_factory=lambda: list[tuple[str, str]]())
+    # The body of `## [Unreleased]` (empty: nothing unreleased)
+    unreleased: str = ""
 
 
 @dataclass
@@ -116,8 +118,10 @@ class FakeRepo:
                 f"## [{v}]{f' - {d}' if d else ''}\n\n### Added\n\n- Things.\n\n"
                 for v, d in dist.released
             )
+            unreleased = f"{dist.unreleased}\n\n" if dist.unreleased else ""
             (directory / "CHANGELOG.md").write_text(
-                f"# Changelog: {dist.name}\n\n## [Unreleased]\n\n{entries}", encoding="utf-8"
+                f"# Changelog: {dist.name}\n\n## [Unreleased]\n\n{unreleased}{entries}",
+                encoding="utf-8",
             )
         history = "".join(
             f'\n[[history]]\ndistribution = "{h.distribution}"\nversion = "{h.version}"\n'
@@ -309,8 +313,126 @@ def test_check_passes_a_consistent_tree(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_check_allows_a_version_bumped_past_its_newest_record(tmp_path: Path) -> None:
     repo = good_repo(tmp_path)
-    repo.dists["taquba"].version = "0.8.1"
+    repo.dists["taquba"].version = "0.8.1.dev0"
+    repo.dists["taquba"].unreleased = "### Fixed\n\n- A thing."
     assert problems_of(repo.write()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# development versions
+# --------------------------------------------------------------------------------------------
+
+UNRELEASED = "### Fixed\n\n- A thing."
+
+
+@pytest.mark.parametrize("version", ["0.8.1.dev0", "0.8.1.dev3", "0.9.0.dev0", "1.0.0rc1.dev0"])
+def test_check_accepts_a_development_version_above_the_newest_release(
+    tmp_path: Path, version: str
+) -> None:
+    repo = good_repo(tmp_path)
+    repo.locked = True
+    repo.dists["taquba"].version = version
+    repo.dists["taquba"].unreleased = UNRELEASED
+    # `taquba>=0.8,<0.9` admits a dev release of 0.8.x, not of 0.9.0 (PEP 440 `<`).
+    if not version.startswith("0.8"):
+        repo.dists["taquba-cron"].deps = ["taquba>=0.8,<2"]
+    assert problems_of(repo.write()) == []
+
+
+def test_check_wants_a_development_version_for_unreleased_changes(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].unreleased = UNRELEASED  # still at the released 0.8.0
+    assert problems_of(repo.write()) == [
+        "packages/taquba/pyproject.toml: version 0.8.0: packages/taquba/CHANGELOG.md lists"
+        " unreleased changes, so the version must be a development version `X.Y.Z.devN` (the"
+        " next one is 0.8.1.dev0); set the release version only in the release commit, which"
+        " empties `## [Unreleased]`"
+    ]
+
+
+def test_check_wants_unreleased_changes_for_a_final_version_past_the_release(
+    tmp_path: Path,
+) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = "0.8.1"  # bumped, but no release prepared or changes listed
+    assert problems_of(repo.write()) == [
+        "packages/taquba/pyproject.toml: version 0.8.1: `## [Unreleased]` in"
+        " packages/taquba/CHANGELOG.md is empty, so the version must be the newest recorded"
+        " release 0.8.0 (or a release prepared in this commit: a dated CHANGELOG entry and a"
+        " RELEASES.md section for it)"
+    ]
+
+
+@pytest.mark.parametrize("version", ["0.8.0.dev0", "0.7.9.dev1"])
+def test_check_refuses_a_development_version_not_above_the_newest_release(
+    tmp_path: Path, version: str
+) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = version
+    repo.dists["taquba"].unreleased = UNRELEASED
+    problems = problems_of(repo.write())
+    assert any(
+        "must lead to a version above the newest recorded release 0.8.0" in p for p in problems
+    )
+
+
+def test_check_refuses_a_development_version_without_unreleased_changes(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = "0.8.1.dev0"
+    assert problems_of(repo.write()) == [
+        "packages/taquba/pyproject.toml: version 0.8.1.dev0: a development version, but"
+        " `## [Unreleased]` in packages/taquba/CHANGELOG.md is empty; list the unreleased"
+        " changes, or go back to the newest release's version"
+    ]
+
+
+def test_check_ignores_link_definitions_when_judging_unreleased(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    root = repo.write()
+    changelog = root / "packages" / "taquba" / "CHANGELOG.md"
+    changelog.write_text(
+        changelog.read_text(encoding="utf-8")
+        + "[Unreleased]: https://example.org/compare/taquba-v0.8.0...HEAD\n"
+        + "[0.8.0]: https://example.org/releases/tag/taquba-v0.8.0\n",
+        encoding="utf-8",
+    )
+    assert problems_of(root) == []
+
+
+def test_a_release_commit_moves_from_the_development_version_to_the_release(
+    tmp_path: Path,
+) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = "0.8.1.dev0"
+    repo.dists["taquba"].unreleased = UNRELEASED
+    assert problems_of(repo.write()) == []
+    # The release commit: version 0.8.1, the Unreleased entries moved into a dated section.
+    repo.dists["taquba"].version = "0.8.1"
+    repo.dists["taquba"].unreleased = ""
+    repo.prepare("taquba", "0.8.1", "2026-12-01")
+    assert problems_of(repo.write()) == []
+    # The record, then the next development version once a change lands.
+    repo.records.append(FakeRecord("taquba", "0.8.1", SHA_081, "2026-12-01"))
+    assert problems_of(repo.write()) == []
+    repo.dists["taquba"].unreleased = UNRELEASED
+    assert problems_of(repo.write())  # 0.8.1 with unreleased changes
+    repo.dists["taquba"].version = release.next_development_version("0.8.1")
+    assert problems_of(repo.write()) == []
+
+
+def test_next_development_version_is_the_next_patch() -> None:
+    assert release.next_development_version("0.8.1") == "0.8.2.dev0"
+    assert release.next_development_version("1.0") == "1.0.1.dev0"
+
+
+def test_record_refuses_a_development_version(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path)
+    repo.dists["taquba"].version = "0.8.1.dev0"
+    repo.dists["taquba"].unreleased = UNRELEASED
+    ws = release.load_workspace(repo.write())
+    assert release.validate_new_record(ws, "taquba", "0.8.1.dev0") == [
+        "0.8.1.dev0 is a development version; release (and record) 0.8.1"
+    ]
 
 
 def test_check_accepts_a_release_waiting_for_its_record(
@@ -1114,10 +1236,11 @@ def test_check_accepts_a_lock_that_agrees(tmp_path: Path) -> None:
 def test_check_flags_a_lock_left_behind_by_a_version_bump(tmp_path: Path) -> None:
     repo = good_repo(tmp_path)
     repo.locked = True
-    repo.dists["taquba"].version = "0.8.1"
+    repo.dists["taquba"].version = "0.8.1.dev0"
+    repo.dists["taquba"].unreleased = UNRELEASED
     repo.lock_versions["taquba"] = "0.8.0"  # bumped, `uv lock` not run
     assert problems_of(repo.write()) == [
-        "uv.lock: locks taquba 0.8.0, but packages/taquba/pyproject.toml has version 0.8.1;"
+        "uv.lock: locks taquba 0.8.0, but packages/taquba/pyproject.toml has version 0.8.1.dev0;"
         " run `uv lock` and commit uv.lock with the version change"
     ]
 
@@ -1284,3 +1407,123 @@ def test_record_refuses_a_commit_that_does_not_hold_the_release(
     commit_all(released_repo.root, "a half-made release")
     assert release.main(["record", "taquba", "0.8.1", "--root", str(released_repo.root)]) == 1
     assert expected in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# compat rows (compute_compat)
+# --------------------------------------------------------------------------------------------
+
+SHA_060 = "6" * 40
+
+
+def _stack(root: Path) -> tuple[release.Workspace, dict[str, dict[str, release.Distribution]]]:
+    """taquba 0.8.0/0.8.1 released + 0.8.2.dev0 in the tree; workflow 0.6.0; bulk on both."""
+    repo = FakeRepo(root)
+    repo.add(FakeDist("taquba", "0.8.2.dev0", unreleased=UNRELEASED))
+    repo.add(FakeDist("taquba-workflow", "0.6.0", deps=["taquba>=0.8,<0.9"]))
+    repo.add(
+        FakeDist("taquba-bulk", "0.2.0", deps=["taquba-workflow>=0.6,<0.7", "taquba>=0.8,<0.9"])
+    )
+    repo.release("taquba", "0.8.0", SHA_080, "2026-11-27")
+    repo.release("taquba-workflow", "0.6.0", SHA_060, "2026-11-27")
+    repo.release("taquba-bulk", "0.2.0", SHA_060, "2026-11-27")
+    repo.release("taquba", "0.8.1", SHA_081, "2026-11-28")
+    ws = release.load_workspace(repo.write())
+    dists = ws.distributions
+    at_060 = {
+        "taquba": release.Distribution("taquba", "0.8.0", "packages/taquba", (), None),
+        "taquba-workflow": dists["taquba-workflow"],
+        # bulk 0.2.0 as released admitted taquba 0.8.1 and later only
+        "taquba-bulk": release.Distribution(
+            "taquba-bulk",
+            "0.2.0",
+            "packages/taquba-bulk",
+            ("taquba-workflow>=0.6,<0.7", "taquba>=0.8.1,<0.9"),
+            None,
+        ),
+    }
+    return ws, {SHA_060: at_060}
+
+
+def _describe(row: release.CompatRow) -> tuple[str, ...]:
+    def pin(p: release.Pin) -> str:
+        return f"{p.distribution} {p.version}{'' if p.source == 'release' else ' ws'}"
+
+    return (pin(row.dependent), *(pin(s) for s in row.siblings), row.resolution, row.python)
+
+
+def test_compat_covers_every_admitted_pair_of_siblings(tmp_path: Path) -> None:
+    ws, at = _stack(tmp_path)
+    rows = release.compute_compat(ws.distributions, ws.records, ws.history, at, pythons=["3.11"])
+    bulk = [_describe(r) for r in rows if r.dependent.distribution == "taquba-bulk"]
+    assert bulk[:3] == [
+        # the workspace bulk: every taquba (0.8.0, 0.8.1, the tree's dev version) x workflow
+        ("taquba-bulk 0.2.0 ws", "taquba 0.8.0", "taquba-workflow 0.6.0", "locked", "3.11"),
+        ("taquba-bulk 0.2.0 ws", "taquba 0.8.1", "taquba-workflow 0.6.0", "locked", "3.11"),
+        ("taquba-bulk 0.2.0 ws", "taquba 0.8.2.dev0 ws", "taquba-workflow 0.6.0", "locked", "3.11"),
+    ]
+    # bulk 0.2.0 as released, with its own ranges: taquba 0.8.0 is not admitted
+    released = [d for d in bulk if d[0] == "taquba-bulk 0.2.0"]
+    assert [d[1] for d in released] == ["taquba 0.8.1", "taquba 0.8.2.dev0 ws"]
+    # the all-workspace combination is the tests sessions' job; resolutions come last
+    assert [d[-2:] for d in bulk[-2:]] == [("highest", "3.11"), ("lowest-direct", "3.11")]
+
+
+def test_compat_full_set_runs_on_every_python(tmp_path: Path) -> None:
+    ws, at = _stack(tmp_path)
+    rows = release.compute_compat(ws.distributions, ws.records, ws.history, at)
+    assert {r.python for r in rows} == {"3.11", "3.13"}
+    resolutions = {(r.dependent.distribution, r.resolution, r.python) for r in rows}
+    assert ("taquba", "lowest-direct", "3.13") in resolutions
+
+
+def test_compat_subset_takes_the_oldest_and_newest_release_of_each_sibling(
+    tmp_path: Path,
+) -> None:
+    ws, at = _stack(tmp_path)
+    rows = release.compute_compat(
+        ws.distributions, ws.records, ws.history, at, subset=True, pythons=["3.11", "3.13"]
+    )
+    assert [_describe(r) for r in rows] == [
+        ("taquba-bulk 0.2.0 ws", "taquba 0.8.0", "taquba-workflow 0.6.0", "locked", "3.11"),
+        ("taquba-bulk 0.2.0 ws", "taquba 0.8.1", "taquba-workflow 0.6.0", "locked", "3.11"),
+        ("taquba-workflow 0.6.0 ws", "taquba 0.8.0", "locked", "3.11"),
+        ("taquba-workflow 0.6.0 ws", "taquba 0.8.1", "locked", "3.11"),
+        (
+            "taquba-bulk 0.2.0 ws",
+            "taquba 0.8.2.dev0 ws",
+            "taquba-workflow 0.6.0 ws",
+            "highest",
+            "3.13",
+        ),
+        (
+            "taquba-bulk 0.2.0 ws",
+            "taquba 0.8.2.dev0 ws",
+            "taquba-workflow 0.6.0 ws",
+            "lowest-direct",
+            "3.11",
+        ),
+    ]
+
+
+def test_pairwise_cover_covers_every_pair_with_fewer_rows() -> None:
+    axes = [[release.Pin(f"d{i}", v, "release", SHA_080) for v in ("1", "2")] for i in range(4)]
+    kept = release._pairwise_cover(axes)  # pyright: ignore[reportPrivateUsage]
+    assert len(kept) < 16
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert {(c[i].version, c[j].version) for c in kept} == {
+                ("1", "1"), ("1", "2"), ("2", "1"), ("2", "2"),
+            }  # fmt: skip
+
+
+def test_real_repo_compat_rows_come_from_the_records() -> None:
+    ws = release.load_workspace(REPO)
+    full = release.load_compat(ws)
+    subset = release.load_compat(ws, subset=True)
+    assert set(subset) <= set(full) | {r for r in subset if r.resolution != "locked"}
+    recorded = {(r.distribution, r.version) for r in ws.records}
+    for row in full:
+        for pin in (row.dependent, *row.siblings):
+            if pin.source == "release":
+                assert (pin.distribution, pin.version) in recorded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import pathlib
+import tomllib
 
 import taquba_webhooks
 from taquba.testing import check_public_api, check_type_completeness
@@ -47,7 +48,9 @@ def test_errors_form_one_tree() -> None:
 
 
 def test_version() -> None:
-    assert taquba_webhooks.__version__ == "0.3.0"
+    pyproject = pathlib.Path(__file__).parents[1] / "pyproject.toml"
+    expected = tomllib.loads(pyproject.read_text())["project"]["version"]
+    assert taquba_webhooks.__version__ == expected
 
 
 def test_pyright_sees_the_public_names() -> None:

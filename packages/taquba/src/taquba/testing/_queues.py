@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -41,6 +41,9 @@ async def open_test_queue(
     ``commit_deadline`` (default: `open_queue`'s) lets a test turn slow writes into unknown
     outcomes quickly (with `inject_faults`).
     """
+    # Passed only when given: the compatibility matrix runs this support against older taquba
+    # releases, whose `open_queue` has no such parameter.
+    extra: dict[str, Any] = {} if commit_deadline is None else {"commit_deadline": commit_deadline}
     async with open_queue(
         store or Store.memory(),
         name,
@@ -50,7 +53,7 @@ async def open_test_queue(
         flush_interval=flush_interval,
         reaper_interval=reaper_interval,
         scheduler_interval=scheduler_interval,
-        commit_deadline=commit_deadline,
+        **extra,
     ) as queue:
         yield queue
 
