@@ -173,7 +173,7 @@ def test_sigint_drains_in_flight_items_and_a_rerun_finishes(workdir: Path) -> No
     assert 0 < done_first < 40
     resumed = cli(workdir, *args[:-3], "--concurrency", "40")  # same batch, wider
     assert resumed.returncode == 0, resumed.stderr
-    assert f"({done_first} from an earlier run)" in resumed.stderr
+    assert f"({done_first} from an earlier run)" in resumed.stderr, (stderr, resumed.stderr)
     assert len(read_records(out)) == 40
 
 

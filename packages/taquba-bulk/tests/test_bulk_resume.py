@@ -9,9 +9,9 @@ import trio.lowlevel
 
 from bulk_support import Recorder, bulk, opened, sink_of, statuses, until
 from taquba import LeaseHandle, QueueConfig, Store
-from taquba_bulk import BulkCtx, CostReport, MemorySink, as_pipeline
+from taquba_bulk import Bulk, BulkCtx, CostReport, MemorySink, as_pipeline
 from taquba_bulk._codec import encode_item  # the test's own package: the payload format
-from taquba_workflow import RunSpec
+from taquba_workflow import RunOutcome, RunSpec
 
 
 async def test_a_rerun_skips_succeeded_items_and_resumes_failed_ones(store: Store) -> None:
@@ -229,6 +229,43 @@ async def test_items_left_running_by_an_earlier_run_count_in_this_one() -> None:
     assert report.complete and report.total == 3 and report.succeeded == 3
     assert report.skipped == 0
     assert statuses(sink_of(runner)) == {"succeeded": 3}
+
+
+class _LateHooks(Bulk[Any, Any]):
+    """A Bulk whose terminal hook is held until every input is admitted (a slow hook queue)."""
+
+    async def _on_end(self, outcome: RunOutcome) -> None:
+        await until(lambda: self.progress().submitted_all)
+        await super()._on_end(outcome)
+
+
+async def test_items_this_run_ended_before_admission_count_when_notified_late() -> None:
+    """Ends are visible (``status``) before their notification reaches the hook: an item the
+    runtime ended before the submitter reached it is neither taken for an item of an earlier
+    run (skipped) nor retried; its notification counts it."""
+    async with opened() as queue:
+        first = bulk(queue, Recorder())
+        for i, item in enumerate(["a", "b", "c"]):
+            await first.runtime.submit(RunSpec(input=encode_item(item), run_id=f"item-{i}"))
+        pipeline = Recorder()
+        pipeline.permanent = {"c"}
+        runner = _LateHooks(
+            queue, pipeline, output=MemorySink(), progress=False, poll_interval=0.05
+        )
+
+        async def items() -> Any:
+            yield "a"
+            for run_id in ("item-1", "item-2"):  # ended here, their hooks not yet called
+                await runner.runtime.wait_finished(run_id)
+            yield "b"
+            yield "c"
+
+        with trio.fail_after(30):  # a hang guard only
+            report = await runner.run(items())
+    assert report.complete and report.total == 3
+    assert (report.succeeded, report.failed, report.skipped) == (2, 1, 0)
+    assert pipeline.runs == {"a": 1, "b": 1, "c": 1}  # the failed item is not run again
+    assert statuses(sink_of(runner)) == {"succeeded": 2, "failed": 1}
 
 
 async def test_an_unreadable_stored_outcome_fails_the_item_with_the_reason() -> None:

@@ -584,3 +584,39 @@ async def test_a_transient_error_can_ask_for_a_least_retry_delay(clock: MockCloc
         assert attempts == [1, 2]
     with pytest.raises(ValueError, match="retry_after"):
         TransientStepError("x", retry_after=-1)
+
+
+@pytest.mark.parametrize("runs", [1, 8])
+async def test_run_delivers_the_notifications_of_runs_ending_during_the_drain(runs: int) -> None:
+    # Every run's step is in flight when shutdown is set and ends only after it (during the
+    # step loop's drain): `run` returns only once the hook has seen every one of those ends.
+    hook = Hook()
+    all_started = trio.Event()
+    release = trio.Event()
+    started = 0
+
+    async def runner(step: Step) -> StepOutcome:
+        nonlocal started
+        started += 1
+        if started == runs:
+            all_started.set()
+        await release.wait()
+        return Succeed(step.payload)
+
+    async with opened() as queue:
+        runtime = WorkflowRuntime(queue, runner, hook, concurrency=runs, poll_interval=0.05)
+        shutdown = trio.Event()
+        with trio.fail_after(30):  # a hang guard only
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    lambda task_status: runtime.run(shutdown=shutdown, task_status=task_status)
+                )
+                for i in range(runs):
+                    await runtime.submit(RunSpec(input=b"x", run_id=f"drain-{i}"))
+                await all_started.wait()
+                shutdown.set()  # the step loop stops claiming and drains the steps in flight
+                release.set()
+            # `run` has returned.
+            assert sorted(o.run_id for o in hook.outcomes) == [f"drain-{i}" for i in range(runs)]
+        stats = await queue.stats(runtime.hook_queue_name)
+        assert (stats.pending, stats.claimed, stats.done) == (0, 0, runs)

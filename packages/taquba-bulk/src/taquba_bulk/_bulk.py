@@ -92,6 +92,9 @@ class _Batch:
     submit_elapsed: float | None = None
     settling: dict[str, None] = field(default_factory=dict[str, None])  # ordered set
     job_ids: dict[str, str] = field(default_factory=dict[str, str])
+    # Run ids whose step this process ran (or cancelled) in this batch run: an end of theirs
+    # happened here, so it reaches the terminal hook; see `Bulk._admit`.
+    acted_on: set[str] = field(default_factory=set[str])
     attempt_costs: dict[str, CostReport] = field(default_factory=dict[str, CostReport])
     wake: trio.Event = field(default_factory=trio.Event)
     stop: trio.Event = field(default_factory=trio.Event)
@@ -293,7 +296,12 @@ class Bulk(Generic[InT, OutT]):
         Returns:
             False if the item is not active (unknown, or already ended).
         """
-        return await self._runtime.cancel(codec.validate_key(run_id))
+        run_id = codec.validate_key(run_id)
+        cancelled = await self._runtime.cancel(run_id)
+        batch = self._batch
+        if cancelled and batch is not None and self._running:
+            batch.acted_on.add(run_id)  # it ends in this process: the hook reports it
+        return cancelled
 
     # ------------------------------------------------------------------------------ run
 
@@ -460,6 +468,12 @@ class Bulk(Generic[InT, OutT]):
             status = await self._runtime.status(run_id)
             if tally.has_ended(run_id):
                 return
+            if status is not None and status.state.terminal and run_id in batch.acted_on:
+                # It ended in this process (the runtime ran it before the submitter got here),
+                # and its terminal notification is on the way: the hook counts it. Ends are
+                # visible before they are notified, so the status alone cannot tell an end of
+                # this run of the batch from one of an earlier run.
+                return
             if status is not None and status.state is RunState.SUCCEEDED:
                 problem = await self._finish_earlier(batch, run_id, input_digest)
                 if problem is not None and not tally.has_ended(run_id):
@@ -530,6 +544,8 @@ class Bulk(Generic[InT, OutT]):
         if step.number != 0:
             raise PermanentStepError(f"run {step.run_id} is not a taquba-bulk item")
         batch = self._batch
+        if batch is not None:
+            batch.acted_on.add(step.run_id)  # before anything can end the run
         input_digest = codec.digest(step.payload)
         try:
             item = self._pipeline.decode_input(codec.decode_item(step.payload))

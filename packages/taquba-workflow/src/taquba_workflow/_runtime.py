@@ -137,7 +137,8 @@ Hook: TypeAlias = HookFunction | TerminalHook
 Called with the `RunOutcome` of every run's end, after that end committed. Each end enqueues
 a notification job on the runtime's ``hook_queue_name`` in the same transaction as the end
 itself, and `WorkflowRuntime.run` delivers it: at least once per run (make the hook
-idempotent), also after a crash. Raising `PermanentStepError` dead-letters the notification;
+idempotent), also after a crash. The end is visible (`WorkflowRuntime.status`) before the
+hook is told of it. Raising `PermanentStepError` dead-letters the notification;
 raising anything else retries it with the hook queue's backoff until its attempts run out,
 then dead-letters it. The run's end is never affected.
 """
