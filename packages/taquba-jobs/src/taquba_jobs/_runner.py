@@ -838,8 +838,8 @@ class JobRunner:
             raise ResultNotFound(
                 job_id,
                 f"job {job_id} ended without a stored outcome: it was cancelled with "
-                "taquba.Queue.cancel (not JobRunner.cancel), or its result was swept by "
-                "result retention",
+                "taquba.Queue.cancel (not JobRunner.cancel), or retention swept it (its "
+                "result, or its dead-lettered queue record) before it was read",
             )
         finally:
             self._registry.release(job_id, slot)
