@@ -130,8 +130,10 @@ async def test_a_waiter_wakes_when_the_reaper_dead_letters_the_last_attempt(
             async def stall_past_the_lease() -> None:
                 clock.advance(LEASE + 1)  # the background reaper ends the claim
 
-            with caplog.at_level(logging.WARNING, logger="taquba_jobs"):
-                got = await ended(queue, handle, stall_past_the_lease)
+            try:
+                with caplog.at_level(logging.WARNING, logger="taquba_jobs"):
+                    got = await ended(queue, handle, stall_past_the_lease)
+            finally:
                 release.set()
                 runner.shutdown()
         assert isinstance(got, Outcome)
