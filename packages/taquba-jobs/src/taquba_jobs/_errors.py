@@ -8,7 +8,7 @@ Every error taquba-jobs raises on purpose derives from `JobsError`::
     ├── SerializationError      a value cannot be encoded or decoded (never retry)
     │   └── TypeMismatch        a value does not match the job's declared input/output type
     ├── InputMismatch           an idempotency key is reused for another job or input
-    ├── ResultNotFound          neither a result nor a job exists under this id
+    ├── ResultNotFound          no result under this id, and no job (or it ended without one)
     ├── JobFailed               the job ran and failed (its error type, message, permanence)
     └── JobCancelled            the job was cancelled (jobs may also raise it to stop)
 
@@ -93,15 +93,16 @@ class InputMismatch(JobsError):
 
 
 class ResultNotFound(JobsError, LookupError):
-    """No result is stored under this job id and no such job exists.
+    """No result is stored under this job id, and the job does not exist or ended without one.
 
     The id was never submitted on this queue, the result was removed by the result-retention
     sweep, or the job was cancelled with `taquba.Queue.cancel` instead of `JobRunner.cancel`
-    (which records the cancellation).
+    (which records the cancellation). A handle waiting for a job that ends in one of the last
+    two ways raises it too, with a message saying so, rather than waiting forever.
     """
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no result and no job for id {job_id!r}")
+    def __init__(self, job_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"no result and no job for id {job_id!r}")
         self.job_id = job_id
         """The job id that was looked up."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import typing
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,21 @@ JobFunction = Callable[["JobContext", InT], Awaitable[OutT]]
 
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 _UNSET: Any = object()
+
+
+def check_time_limit(value: object) -> float | None:
+    """A checked time limit in seconds: None for none (``math.inf`` means none too).
+
+    Raises:
+        ConfigurationError: ``value`` is not None or a positive number of seconds.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigurationError(
+            f"time_limit must be None or a positive number of seconds, not {value!r}"
+        )
+    return None if math.isinf(value) else float(value)
 
 
 def _default_name(fn: Callable[..., object]) -> str:
@@ -65,6 +81,13 @@ class Job(Generic[InT, OutT]):
         interruptible: if true (the default), `JobRunner.cancel` on a running job cancels the
             function at its next trio checkpoint (it sees `trio.Cancelled`); if false, the
             function must watch `JobContext.cancel_requested` itself.
+        time_limit: seconds one attempt may run (None or ``math.inf``, the default: no
+            limit). At the limit the function is cancelled (whether or not it is
+            interruptible) and the attempt fails with ``"timed out after <n> s"``: it is
+            retried like any failure, and fails the job with
+            ``error_type="taquba_jobs.TimeLimitExceeded"`` on the last attempt.
+            `JobRunner.submit` may override it. The lease is renewed automatically while the
+            function runs, so the limit, not the lease, bounds an attempt.
 
     Raises:
         ConfigurationError: ``fn`` is not an async function of two parameters, an annotation
@@ -79,6 +102,7 @@ class Job(Generic[InT, OutT]):
         "_name",
         "_output_type",
         "_permanent_errors",
+        "_time_limit",
     )
 
     def __init__(
@@ -91,6 +115,7 @@ class Job(Generic[InT, OutT]):
         max_attempts: int | None = None,
         permanent_errors: tuple[type[BaseException], ...] = (),
         interruptible: bool = True,
+        time_limit: float | None = None,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(f"a job function must be an async def, not {fn!r}")
@@ -113,6 +138,7 @@ class Job(Generic[InT, OutT]):
             not isinstance(max_attempts, int) or max_attempts < 1  # pyright: ignore[reportUnnecessaryIsInstance]
         ):
             raise ConfigurationError("max_attempts must be a positive int")
+        limit = check_time_limit(time_limit)
         for error in permanent_errors:
             if not (isinstance(error, type) and issubclass(error, BaseException)):  # pyright: ignore[reportUnnecessaryIsInstance]
                 raise ConfigurationError(f"permanent_errors holds a non-exception: {error!r}")
@@ -137,6 +163,7 @@ class Job(Generic[InT, OutT]):
         self._max_attempts = max_attempts
         self._permanent_errors = tuple(permanent_errors)
         self._interruptible = bool(interruptible)
+        self._time_limit = limit
 
     @property
     def name(self) -> str:
@@ -173,6 +200,11 @@ class Job(Generic[InT, OutT]):
         """Whether a cancel request interrupts the running function."""
         return self._interruptible
 
+    @property
+    def time_limit(self) -> float | None:
+        """Seconds one attempt may run before it is cancelled and fails (None: no limit)."""
+        return self._time_limit
+
     def encode_input(self, value: InT) -> bytes:
         """The MessagePack payload for ``value``; `TypeMismatch` if it is not an ``InT``."""
         return codec.pack(value, self._input_type, "input")
@@ -207,6 +239,7 @@ def job(
     max_attempts: int | None = None,
     permanent_errors: tuple[type[BaseException], ...] = (),
     interruptible: bool = True,
+    time_limit: float | None = None,
 ) -> Callable[[Callable[[JobContext, InT], Awaitable[OutT]]], Job[InT, OutT]]: ...
 
 
@@ -218,6 +251,7 @@ def job(
     max_attempts: int | None = None,
     permanent_errors: tuple[type[BaseException], ...] = (),
     interruptible: bool = True,
+    time_limit: float | None = None,
 ) -> Job[Any, Any] | Callable[[Callable[[JobContext, Any], Awaitable[Any]]], Job[Any, Any]]:
     """Turn an async function into a `Job`; usable bare (``@job``) or with options.
 
@@ -232,6 +266,7 @@ def job(
             max_attempts=max_attempts,
             permanent_errors=permanent_errors,
             interruptible=interruptible,
+            time_limit=time_limit,
         )
 
     if fn is not None:

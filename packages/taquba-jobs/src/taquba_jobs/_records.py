@@ -26,6 +26,7 @@ Records are MessagePack maps with a format version under ``"v"``.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -39,6 +40,7 @@ __all__ = [
     "HEADER_FORMAT",
     "HEADER_JOB",
     "HEADER_KEY",
+    "HEADER_TIME_LIMIT",
     "MARKER_DIR",
     "DedupRecord",
     "Marker",
@@ -46,10 +48,12 @@ __all__ = [
     "decode_dedup",
     "decode_marker",
     "decode_result",
+    "decode_time_limit",
     "dedup_key",
     "encode_dedup",
     "encode_marker",
     "encode_result",
+    "encode_time_limit",
     "expired_start_after",
     "input_hash",
     "marker_name",
@@ -63,12 +67,34 @@ HEADER_KEY = "taquba_jobs.key"
 """Job header carrying the submission's idempotency key, if any."""
 HEADER_FORMAT = "taquba_jobs.format"
 """Job header carrying the payload format version."""
+HEADER_TIME_LIMIT = "taquba_jobs.time_limit"
+"""Job header carrying a per-submission time limit in seconds (``"inf"``: none)."""
 DEDUP_PREFIX = b"taquba-jobs/dedup/"
 MARKER_DIR = "terminals"
 _MAX_MS = 2**64 - 1
 _DIGITS = 20
 
 OutcomeStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+def encode_time_limit(seconds: float) -> str:
+    """The header value of a time limit: ``repr`` of the float (``"300.0"``, ``"inf"``)."""
+    return repr(float(seconds))
+
+
+def decode_time_limit(text: str) -> float | None:
+    """The time limit a header value carries: seconds, or None for no limit.
+
+    Raises:
+        SerializationError: the value is not a positive number of seconds (or ``"inf"``).
+    """
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:  # also refuses NaN
+        raise SerializationError(f"invalid time limit header {text!r}")
+    return None if math.isinf(seconds) else seconds
 
 
 def dedup_key(queue_name: str, key: str) -> bytes:

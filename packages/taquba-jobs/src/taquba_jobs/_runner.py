@@ -13,9 +13,11 @@ import trio
 
 from taquba import (
     CancelOutcome,
+    ClaimLost,
     Clock,
     Effects,
     Fenced,
+    JobNotFound,
     JobRecord,
     JobStatus,
     KvConflict,
@@ -26,6 +28,7 @@ from taquba import (
     StorageFatal,
     TaqubaError,
     run_worker_concurrent,
+    validate_job_id,
 )
 
 from ._errors import (
@@ -39,12 +42,13 @@ from ._errors import (
     TypeMismatch,
     UnknownJob,
 )
-from ._job import Job
+from ._job import Job, check_time_limit
 from ._records import (
     FORMAT_VERSION,
     HEADER_FORMAT,
     HEADER_JOB,
     HEADER_KEY,
+    HEADER_TIME_LIMIT,
     MARKER_DIR,
     DedupRecord,
     Marker,
@@ -52,10 +56,12 @@ from ._records import (
     decode_dedup,
     decode_marker,
     decode_result,
+    decode_time_limit,
     dedup_key,
     encode_dedup,
     encode_marker,
     encode_result,
+    encode_time_limit,
     expired_start_after,
     input_hash,
     marker_name,
@@ -225,7 +231,14 @@ _GONE = _Gone()
 
 
 class _DeliveryLost(Exception):
-    """The claim was taken away (lease expired) while the job ran: let the queue retry it."""
+    """The claim was taken away (lease expired) while the job ran: nothing to settle."""
+
+
+class TimeLimitExceeded(Exception):
+    """An attempt ran past its time limit: raised to the queue, which retries the job.
+
+    Its name starts the queue's ``last_error`` (``"TimeLimitExceeded: timed out after 300 s"``).
+    """
 
 
 # ---------------------------------------------------------------------------------- handles
@@ -236,8 +249,8 @@ class JobHandle(Generic[OutT]):
 
     Returned by `JobRunner.submit` (and `JobRunner.handle` for an id kept from earlier). The
     outcome is read from the result blob in the store, so a handle works after a restart and
-    from a new runner; waiting for a job that has not finished uses the runner's in-process
-    notifications, not storage polling.
+    from a new runner; waiting for a job that has not finished uses in-process notifications
+    (the runner's, and the queue's `taquba.Queue.wait_for_completion`), not storage polling.
     """
 
     __slots__ = ("_job", "_job_id", "_newly", "_runner")
@@ -288,29 +301,21 @@ class JobHandle(Generic[OutT]):
     async def wait(self) -> Outcome[OutT]:
         """Wait until the job is terminal and return its outcome (do not raise its failure).
 
-        Bound the wait with `trio.move_on_after`. Waiting relies on the in-process
-        notifications of the runners serving this queue in this process.
+        Every end of the job wakes the wait: an outcome a runner of this process records
+        (delivered in-process, with no storage read), and the ends the queue decides alone
+        (a lease that expired on the last attempt, `taquba.Queue.cancel`, a crash recovered
+        on the last attempt), which `taquba.Queue.wait_for_completion` reports. Bound the wait
+        with `trio.move_on_after`.
 
         Raises:
-            ResultNotFound: there is no job and no result under this id.
+            ResultNotFound: there is no job and no result under this id, or the job ended
+                without a stored outcome (cancelled with `taquba.Queue.cancel`, or its result
+                was swept by result retention before it could be read).
             TypeMismatch: the stored result does not decode into the job's output type.
             taquba.Fenced: the queue stopped (the same error as the serving runner's).
         """
-        registry = self._runner._registry  # pyright: ignore[reportPrivateUsage]
-        slot = registry.acquire(self._job_id)
-        try:
-            state = await self._runner._probe(self._job_id)  # pyright: ignore[reportPrivateUsage]
-            if isinstance(state, ResultRecord):
-                return _outcome(self._job, state)
-            if isinstance(state, _Gone):
-                raise ResultNotFound(self._job_id)
-            await slot.event.wait()
-            if slot.error is not None:
-                raise slot.error
-            assert slot.record is not None
-            return _outcome(self._job, slot.record)
-        finally:
-            registry.release(self._job_id, slot)
+        record = await self._runner._await_outcome(self._job_id)  # pyright: ignore[reportPrivateUsage]
+        return _outcome(self._job, record)
 
     async def result(self) -> OutT:
         """Wait for the job and return its output.
@@ -366,21 +371,27 @@ def _outcome(job: Job[Any, OutT], record: ResultRecord) -> Outcome[OutT]:
 class JobContext:
     """What a running job gets besides its input: identity, lease, cancellation, submission.
 
-    One is created per attempt. Use it to submit follow-up jobs (`submit`), to keep the lease
-    alive through long work (``ctx.lease.ensure_at_least(60)``), and to notice a cancel
-    request (`cancel_requested`, `wait_cancel_requested`, `raise_if_cancel_requested`).
+    One is created per attempt. Use it to submit follow-up jobs (`submit`) and to notice a
+    cancel request (`cancel_requested`, `wait_cancel_requested`, `raise_if_cancel_requested`).
+    The runner keeps the lease alive while the function runs; `time_limit` bounds an attempt.
     """
 
-    __slots__ = ("_job", "_lease", "_record", "_runner")
+    __slots__ = ("_job", "_lease", "_record", "_runner", "_time_limit")
 
     def __init__(
-        self, runner: JobRunner, job: Job[Any, Any], record: JobRecord, lease: LeaseHandle
+        self,
+        runner: JobRunner,
+        job: Job[Any, Any],
+        record: JobRecord,
+        lease: LeaseHandle,
+        time_limit: float | None = None,
     ) -> None:
         """Library-internal: the runner creates one per attempt."""
         self._runner = runner
         self._job = job
         self._record = record
         self._lease = lease
+        self._time_limit = time_limit
 
     @property
     def job_id(self) -> str:
@@ -408,8 +419,21 @@ class JobContext:
         return self._record.headers.get(HEADER_KEY)
 
     @property
+    def time_limit(self) -> float | None:
+        """Seconds this attempt may run before it is cancelled and fails (None: no limit).
+
+        The submission's ``time_limit``, else the job's.
+        """
+        return self._time_limit
+
+    @property
     def lease(self) -> LeaseHandle:
-        """The claim's lease: renew it before long work so the job is not redelivered."""
+        """The claim's lease.
+
+        The runner renews it every third of the queue's ``lease_duration`` while the function
+        runs, so long work needs nothing; `taquba.LeaseHandle.ensure_at_least` still extends
+        it further (the runner never shortens it).
+        """
         return self._lease
 
     @property
@@ -451,6 +475,7 @@ class JobContext:
         delay: float | None = None,
         run_at: datetime | None = None,
         max_attempts: int | None = None,
+        time_limit: float | None = None,
     ) -> JobHandle[OutT]:
         """Submit another job (see `JobRunner.submit`); it runs independently of this one.
 
@@ -465,6 +490,7 @@ class JobContext:
             delay=delay,
             run_at=run_at,
             max_attempts=max_attempts,
+            time_limit=time_limit,
         )
 
     def __repr__(self) -> str:
@@ -641,6 +667,7 @@ class JobRunner:
         delay: float | None = None,
         run_at: datetime | None = None,
         max_attempts: int | None = None,
+        time_limit: float | None = None,
     ) -> JobHandle[OutT]:
         """Submit a call of ``job`` with input ``value``; return once it is durable.
 
@@ -660,16 +687,25 @@ class JobRunner:
             delay: seconds before the job may run (exclusive with ``run_at``).
             run_at: timezone-aware time before which the job does not run.
             max_attempts: overrides the job's and the queue's attempt limit.
+            time_limit: seconds one attempt of this job may run, stored with the job; it
+                overrides the job's `Job.time_limit` (``math.inf``: no limit). None (the
+                default): the job's limit when it runs. A limit on the work, not on this
+                call: bound the call itself with `trio.move_on_after`.
 
         Raises:
             UnknownJob: ``job`` is not registered with this runner.
             TypeMismatch: ``value`` does not match the job's input type.
             InputMismatch: ``idempotency_key`` is bound to another job or input.
-            ConfigurationError: an invalid ``idempotency_key``.
+            ConfigurationError: an invalid ``idempotency_key`` or ``time_limit``.
         """
         self._known(job)
         payload = job.encode_input(value)
         headers = {HEADER_JOB: job.name, HEADER_FORMAT: str(FORMAT_VERSION)}
+        if time_limit is not None:
+            checked = check_time_limit(time_limit)
+            headers[HEADER_TIME_LIMIT] = encode_time_limit(
+                checked if checked is not None else math.inf
+            )
         options: dict[str, Any] = {
             "priority": priority,
             "delay": delay,
@@ -739,16 +775,19 @@ class JobRunner:
         unknown job is left alone (`CancelOutcome.NOT_FOUND`).
         """
         record = await self._queue.get_job(job_id)
-        outcome = await self._queue.cancel(job_id)
         if (
-            outcome is CancelOutcome.REMOVED
-            and record is not None
+            record is not None
             and record.queue == self._queue_name
+            and record.status in (JobStatus.PENDING, JobStatus.SCHEDULED)
         ):
+            # Record the cancellation before the queue's cancel wakes the waiters, so they find
+            # it. If a worker claims the job meanwhile, it finds this outcome and settles the
+            # job as cancelled without running it (or, already running, is asked to stop and
+            # its own outcome loses to this one: the first outcome stands).
             await self._store_outcome(
                 self._terminal(record, "cancelled", "taquba_jobs.JobCancelled", None), record
             )
-        return outcome
+        return await self._queue.cancel(job_id)
 
     # ---------------------------------------------------------------- outcomes in storage
 
@@ -769,20 +808,74 @@ class JobRunner:
         if job is None or job.status is JobStatus.DONE:
             return _GONE
         if job.status is JobStatus.DEAD:
-            # Dead-lettered by the queue itself (a lease that expired on the last attempt,
-            # or a crash during it), so no outcome was recorded: report the queue's reason.
-            return ResultRecord(
-                job_id=job.id,
-                job_name=job.headers.get(HEADER_JOB, ""),
-                status="failed",
-                value=None,
-                error_type="taquba.DeadLettered",
-                error_message=job.last_error or "dead-lettered by the queue",
-                permanent=False,
-                attempts=job.attempts,
-                finished_at=0,
-            )
+            return _dead_lettered(job)
         return None
+
+    async def _await_outcome(self, job_id: str) -> ResultRecord:
+        """Wait for the job's outcome: the stored one, or what its end in the queue says.
+
+        One read when the outcome is already stored. Otherwise the wait ends on whichever
+        comes first: the outcome a runner of this process records (delivered with the wake:
+        no read), or the queue's end of the job (`Queue.wait_for_completion`: one read in the
+        queue, then one of the result blob), which covers the ends no runner records.
+        """
+        validate_job_id(job_id)
+        slot = self._registry.acquire(job_id)  # before the read: no outcome slips between
+        try:
+            stored = await self._read_result(job_id)
+            if stored is not None:
+                return stored
+            end = await self._wait_for_end(job_id, slot)
+            if isinstance(end, ResultRecord):
+                return end
+            stored = await self._read_result(job_id)
+            if stored is not None:
+                return stored
+            if isinstance(end, JobRecord) and end.status is JobStatus.DEAD:
+                return _dead_lettered(end)
+            if isinstance(end, _Gone):
+                raise ResultNotFound(job_id)
+            raise ResultNotFound(
+                job_id,
+                f"job {job_id} ended without a stored outcome: it was cancelled with "
+                "taquba.Queue.cancel (not JobRunner.cancel), or retention swept it (its "
+                "result, or its dead-lettered queue record) before it was read",
+            )
+        finally:
+            self._registry.release(job_id, slot)
+
+    async def _wait_for_end(
+        self, job_id: str, slot: _Slot
+    ) -> ResultRecord | JobRecord | _Gone | None:
+        """Wait for the slot (an in-process outcome) or the queue's end of the job.
+
+        Returns the in-process outcome, else what `Queue.wait_for_completion` returned (the
+        done or dead record, or None), or `_GONE` if the job did not exist when it started.
+        Raises the error the slot carries (the serving runner failed) or the queue's failure.
+        """
+        ended: list[JobRecord | _Gone | None] = []
+        failure: list[TaqubaError] = []
+        async with trio.open_nursery() as nursery:
+
+            async def watch_queue() -> None:
+                try:
+                    ended.append(await self._queue.wait_for_completion(job_id))
+                except JobNotFound:
+                    ended.append(_GONE)  # finished (and acked) meanwhile, or never existed
+                except TaqubaError as exc:  # the queue stopped: raised below, not in a group
+                    failure.append(exc)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_queue)
+            await slot.event.wait()
+            nursery.cancel_scope.cancel()
+        if slot.record is not None:
+            return slot.record
+        if slot.error is not None:
+            raise slot.error
+        if failure:
+            raise failure[0]
+        return ended[0]
 
     def _terminal(
         self,
@@ -921,38 +1014,53 @@ class JobRunner:
         else:
             try:
                 value = job.decode_input(record.payload)
+                limit = record.headers.get(HEADER_TIME_LIMIT)
+                time_limit = decode_time_limit(limit) if limit is not None else job.time_limit
             except SerializationError as exc:
                 outcome = self._terminal(record, "failed", _qualified_jobs(exc), str(exc))
             else:
-                outcome = await self._execute(job, value, record, lease)
+                outcome = await self._execute(job, value, record, lease, time_limit)
         return _settle(await self._store_outcome(outcome, record))
 
     async def _execute(
-        self, job: Job[Any, Any], value: object, record: JobRecord, lease: LeaseHandle
+        self,
+        job: Job[Any, Any],
+        value: object,
+        record: JobRecord,
+        lease: LeaseHandle,
+        time_limit: float | None,
     ) -> ResultRecord:
-        """Call the job function; return its terminal outcome, or raise to retry it."""
-        ctx = JobContext(self, job, record, lease)
+        """Call the job function; return its terminal outcome, or raise to retry it.
+
+        While the function runs, its lease is renewed (`_keep_lease`); a cancel request
+        interrupts it (if interruptible) and ``time_limit`` cancels it in any case.
+        """
+        ctx = JobContext(self, job, record, lease, time_limit)
         results: list[object] = []
         errors: list[Exception] = []
-        scope = trio.CancelScope()
+        interrupt = trio.CancelScope()  # cancelled by a cancel request
+        limit = trio.CancelScope()  # cancelled at the time limit
         self._executions += 1
         self._in_flight += 1
         try:
             async with trio.open_nursery() as nursery:
 
                 async def run() -> None:
+                    if time_limit is not None:
+                        limit.deadline = trio.current_time() + time_limit
                     try:
-                        with scope:
+                        with interrupt, limit:
                             results.append(await job.fn(ctx, value))
                     except Exception as exc:
                         errors.append(exc)
                     finally:
-                        nursery.cancel_scope.cancel()  # stop the cancel watcher
+                        nursery.cancel_scope.cancel()  # stop the lease keeper and the watcher
 
                 async def interrupt_on_cancel() -> None:
                     await lease.wait_cancel_requested()
-                    scope.cancel()
+                    interrupt.cancel()
 
+                nursery.start_soon(self._keep_lease, lease)
                 if job.interruptible:
                     nursery.start_soon(interrupt_on_cancel)
                 nursery.start_soon(run)
@@ -977,6 +1085,35 @@ class JobRunner:
             raise
         finally:
             self._in_flight -= 1
+        last = record.attempts >= record.max_attempts
+        attempt = f"attempt {record.attempts} of {record.max_attempts}"
+        if lease.expires_at is None:
+            # The lease expired while the function ran (the loop stalled past it) and the
+            # reaper ended the claim: before the last attempt it requeued the job, on the
+            # last one it dead-lettered it, and waiters learnt that from the queue.
+            if last:
+                log.warning(
+                    "job %s (%s) outlived its lease on its last attempt (%s): the queue "
+                    "dead-lettered it and will not deliver it again%s",
+                    record.id,
+                    job.name,
+                    attempt,
+                    "; its late result is discarded" if results else "",
+                )
+                raise _DeliveryLost(f"the lease on job {record.id} expired on its last attempt")
+            log.warning(
+                "job %s (%s) outlived its lease on %s: the queue delivers it again",
+                record.id,
+                job.name,
+                attempt,
+            )
+            if interrupt.cancelled_caught or isinstance(
+                errors[0] if errors else None, JobCancelled
+            ):
+                # Stopped by the lease loss itself, not a cancel request: nothing to record.
+                raise _DeliveryLost(f"the lease on job {record.id} expired while it ran")
+            # Otherwise its outcome is recorded as usual: a late result or permanent failure
+            # is stored first and the redelivery settles as recorded without running again.
         if results:
             try:
                 encoded = job.encode_output(results[0])
@@ -984,9 +1121,29 @@ class JobRunner:
                 return self._terminal(record, "failed", _qualified_jobs(exc), str(exc))
             return self._terminal(record, "succeeded", None, None, value=encoded)
         error = errors[0] if errors else None
-        if scope.cancelled_caught or isinstance(error, JobCancelled):
-            if lease.expires_at is None:
-                raise _DeliveryLost(f"the lease on job {record.id} was lost while it ran")
+        if limit.cancelled_caught:
+            assert time_limit is not None
+            message = f"timed out after {time_limit:g} s"
+            if last:
+                log.warning(
+                    "job %s (%s) %s on its last %s: it fails",
+                    record.id,
+                    job.name,
+                    message,
+                    attempt,
+                )
+                return self._terminal(
+                    record, "failed", "taquba_jobs.TimeLimitExceeded", message, permanent=False
+                )
+            log.warning(
+                "job %s (%s) %s on %s: the queue retries it",
+                record.id,
+                job.name,
+                message,
+                attempt,
+            )
+            raise TimeLimitExceeded(message)  # nacked: last_error "TimeLimitExceeded: ..."
+        if interrupt.cancelled_caught or isinstance(error, JobCancelled):
             message = error.message if isinstance(error, JobCancelled) else None
             return self._terminal(record, "cancelled", "taquba_jobs.JobCancelled", message)
         assert error is not None
@@ -996,9 +1153,29 @@ class JobRunner:
             return self._terminal(record, "failed", kind, error.reason)
         if isinstance(error, job.permanent_errors):
             return self._terminal(record, "failed", _qualified(error), str(error))
-        if record.attempts >= record.max_attempts:
+        if last:
             return self._terminal(record, "failed", _qualified(error), str(error), permanent=False)
         raise error  # retried by the queue (nack with backoff)
+
+    async def _keep_lease(self, lease: LeaseHandle) -> None:
+        """Keep the lease alive while the job runs: top it up every third of its length.
+
+        Renewal is in-process (a lease is process state: no write). It never shortens a
+        lease the job extended further itself (``ctx.lease.ensure_at_least``), and stops
+        once the lease is lost (the reaper ended the claim, or the queue stopped).
+        """
+        length = self._queue.config(self._queue_name).lease_duration
+        length_ms = math.ceil(length * 1000)
+        while True:
+            await trio.sleep(length / 3)
+            current = lease.expires_at
+            if current is None:
+                return
+            if current < self._queue.clock.now_ms() + length_ms:
+                try:
+                    lease.renew(length)
+                except ClaimLost:
+                    return
 
     # ---------------------------------------------------------------- retention
 
@@ -1074,6 +1251,25 @@ class JobRunner:
 
     def __repr__(self) -> str:
         return f"<JobRunner {self._queue_name!r} jobs={sorted(self._jobs)}>"
+
+
+def _dead_lettered(job: JobRecord) -> ResultRecord:
+    """The outcome of a job the queue dead-lettered without a recorded outcome.
+
+    A lease that expired on the last attempt, or a crash during it: the queue's reason is the
+    message, and the dead-letter time the finish time.
+    """
+    return ResultRecord(
+        job_id=job.id,
+        job_name=job.headers.get(HEADER_JOB, ""),
+        status="failed",
+        value=None,
+        error_type="taquba.DeadLettered",
+        error_message=job.last_error or "dead-lettered by the queue",
+        permanent=False,
+        attempts=job.attempts,
+        finished_at=job.failed_at or 0,
+    )
 
 
 def _qualified_jobs(exc: JobsError) -> str:
