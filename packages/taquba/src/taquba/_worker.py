@@ -45,7 +45,10 @@ SETTLEMENT_MARGIN = 5.0
 _SHUTDOWN_NACK_GRACE = 10.0
 _MAX_CONCURRENCY = 2**31 - 1
 _FATAL = (Fenced, QueueClosed, StorageFatal)
-_REDELIVERED = "the job's lease will expire and it will be delivered again"
+_REDELIVERED = (
+    "the job's lease will expire and the reaper will requeue it "
+    "(or dead-letter it, if that was its last attempt)"
+)
 
 
 class LeaseHandle:
@@ -169,7 +172,8 @@ async def _process(
         await queue.ack_with(claim, effects)
     except ClaimLost as exc:
         log.warning(
-            "lost the claim on %s/%s before settling it (%s); the redelivered attempt settles it",
+            "lost the claim on %s/%s before settling it (%s): the reaper requeued it, or "
+            "dead-lettered it if that was its last attempt",
             claim.queue,
             claim.id,
             exc,
@@ -266,9 +270,9 @@ async def run_worker(
     ``transient`` is true) is retried with capped exponential backoff and jitter, logged as a
     warning at most every 30 s, and shown by `Queue.health` while it lasts. A settlement that
     fails (including `ClaimLost`) is logged and the loop goes on; the job's lease expires and
-    it is delivered again. Any other error ends the loop and is raised as itself: `Fenced`,
-    `QueueClosed`, `StorageFatal`, or a permanent `StorageError` such as
-    `StorageMisconfigured`. `run_worker_concurrent` raises the same errors the same way.
+    the reaper requeues it (or dead-letters it after its last attempt). Any other error ends
+    the loop and is raised as itself: `Fenced`, `QueueClosed`, `StorageFatal`, or a permanent
+    `StorageError` such as `StorageMisconfigured`. `run_worker_concurrent` raises the same errors the same way.
 
     Args:
         queue: the open queue.
