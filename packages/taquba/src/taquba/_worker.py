@@ -272,7 +272,8 @@ async def run_worker(
     fails (including `ClaimLost`) is logged and the loop goes on; the job's lease expires and
     the reaper requeues it (or dead-letters it after its last attempt). Any other error ends
     the loop and is raised as itself: `Fenced`, `QueueClosed`, `StorageFatal`, or a permanent
-    `StorageError` such as `StorageMisconfigured`. `run_worker_concurrent` raises the same errors the same way.
+    `StorageError` such as `StorageMisconfigured`. `run_worker_concurrent` raises the same
+    errors the same way.
 
     Args:
         queue: the open queue.
