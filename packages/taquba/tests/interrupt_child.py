@@ -109,6 +109,10 @@ async def nursery(store_dir: str) -> None:
 
 def main(mode: str, store_dir: str) -> int:
     app = {"chain": chain, "nursery": nursery}[mode]
+    # Behave like a program started from a terminal even when the test runner was started as
+    # a shell's background job: such jobs inherit SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler (nor does trio).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     async def bounded() -> None:
         with trio.move_on_after(SAFETY_EXIT):

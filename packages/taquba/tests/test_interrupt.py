@@ -14,6 +14,7 @@ import random
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -230,6 +231,21 @@ def test_plain_interrupt_turns_a_group_of_interrupts_into_one() -> None:
         raise BaseExceptionGroup("g", [KeyboardInterrupt(), ValueError()])
 
 
+@pytest.fixture
+def default_sigint() -> Iterator[None]:
+    """SIGINT raises `KeyboardInterrupt`, even if this process inherited it ignored.
+
+    A shell starts its background jobs with SIGINT ignored; Python then installs no
+    `KeyboardInterrupt` handler, and trio installs one only over Python's default.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("default_sigint")
 def test_hold_interrupts_lets_the_wait_finish_then_raises() -> None:
     finished: list[bool] = []
 
