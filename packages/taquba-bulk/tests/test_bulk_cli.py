@@ -142,6 +142,11 @@ def test_sigint_drains_in_flight_items_and_a_rerun_finishes(workdir: Path) -> No
         "out.jsonl",
         "--store",
         str(workdir / "store"),
+        # Submitted one by one, so doc0 is enqueued (and claimed) first: with concurrent
+        # submission it could come after four items that wait for `release` and take every
+        # slot, and the batch would wait for doc0 forever.
+        "--submit-concurrency",
+        "1",
         "--concurrency",
         "4",
         "--no-progress",
