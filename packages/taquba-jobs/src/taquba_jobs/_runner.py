@@ -145,8 +145,8 @@ class Outcome(Generic[OutT]):
     attempts: int
     """How many attempts the job had."""
     finished_at: int | None
-    """When the outcome was recorded (ms since the epoch); None if the queue dead-lettered
-    the job without a recorded outcome."""
+    """When the outcome was recorded (ms since the epoch); for a job the queue dead-lettered
+    without a recorded outcome, when it did (None if the queue did not say)."""
 
     @property
     def ok(self) -> bool:
