@@ -45,7 +45,11 @@ CHAINS = 6
 
 
 def say(*words: object) -> None:
-    print(*words, flush=True)
+    # One write call per line: `print` writes its arguments one by one, and a Ctrl-C landing
+    # between two of them (this is unprotected app code) left half a line ("ENQ" without its
+    # id) followed by the next one. A line written whole is flushed at exit if not before.
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
 
 
 def is_interrupt(exc: BaseException) -> bool:
