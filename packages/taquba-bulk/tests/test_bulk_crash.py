@@ -76,7 +76,11 @@ async def test_a_batch_killed_halfway_resumes_without_redoing_completed_phases(
     second = await run_child(store, state, "r2", kill_after=None)
     report = json.loads(next(line for line in second if line.startswith("FINISHED"))[9:])
     assert report["complete"] and report["total"] == ITEMS and report["succeeded"] == ITEMS
-    assert report["skipped"] >= len(done_first)
+    # Items whose end the second run read from the store count as skipped. Terminal
+    # notifications are delivered at least once, so one the kill cut off is delivered again
+    # in the second run and reports its item there instead: the count can fall short of
+    # done_first. What matters is asserted below: no such item ran again.
+    assert report["skipped"] > 0
 
     # No phase whose memo the first run stored was called again.
     calls_second = set(events(state, "r2", "call"))
