@@ -35,12 +35,9 @@ def test_errors_form_one_tree() -> None:
         "JobFailed",
         "JobsError",
         "ResultNotFound",
-        "SerializationError",
-        "TypeMismatch",
         "UnknownJob",
     }
     assert all(issubclass(e, taquba_jobs.JobsError) for e in errors)
-    assert issubclass(taquba_jobs.TypeMismatch, taquba_jobs.SerializationError)
     assert issubclass(taquba_jobs.ConfigurationError, ValueError)
     tree = sys.modules["taquba_jobs._errors"].__doc__ or ""
     assert all(e.__name__ in tree for e in errors)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taquba_jobs import SerializationError
+from taquba import SerializationError
 from taquba_jobs._records import (
     DedupRecord,
     Marker,

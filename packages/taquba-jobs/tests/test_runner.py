@@ -21,7 +21,6 @@ from taquba_jobs import (
     JobFailed,
     JobRunner,
     ResultNotFound,
-    TypeMismatch,
     UnknownJob,
     job,
 )
@@ -271,9 +270,9 @@ async def test_unknown_jobs_are_refused_at_submit_and_dead_lettered_at_run(
 
 async def test_inputs_that_do_not_match_are_refused_at_submit(queue: taquba.Queue) -> None:
     runner = runner_for(queue, add)
-    with pytest.raises(TypeMismatch, match=r"input\.b: expected int, got str"):
+    with pytest.raises(taquba.TypeMismatch, match=r"input\.b: expected int, got str"):
         await runner.submit(add, Pair(1, "2"))  # type: ignore[arg-type]
-    with pytest.raises(TypeMismatch, match="expected Pair, got dict"):
+    with pytest.raises(taquba.TypeMismatch, match="expected Pair, got dict"):
         await runner.submit(add, {"a": 1, "b": 2})  # type: ignore[arg-type]
     assert await queue.list_jobs("jobs", JobStatus.PENDING) == taquba.JobPage([], None)
 
@@ -319,7 +318,7 @@ async def test_reading_a_result_with_another_job_is_a_type_mismatch(
     async with serving(runner):
         handle = await runner.submit(echo, "text")
         await handle.result()
-    with pytest.raises(TypeMismatch, match=r"tests\.echo"):
+    with pytest.raises(taquba.TypeMismatch, match=r"tests\.echo"):
         await runner.handle(add, handle.job_id).fetch()
 
 

@@ -639,3 +639,70 @@ async def test_one_insert_wakes_one_waiter_exactly(
         await wait_until(holds(lambda: wakeup.waiters == 5))
         assert len(set(callers)) == 1 and len(callers) <= 2
         shutdown.set()
+
+
+# ------------------------------------------------------------------------- the Worker class
+
+
+async def test_worker_serves_until_shutdown_and_finishes_the_job_in_flight(
+    queue: taquba.Queue,
+) -> None:
+    started = trio.Event()
+    release = trio.Event()
+    done: list[bytes] = []
+
+    async def handler(job: JobRecord, lease: LeaseHandle) -> None:
+        started.set()
+        await release.wait()
+        done.append(job.payload)
+
+    worker = taquba.Worker(queue, "w", handler, concurrency=2, poll_interval=0.05)
+    await queue.enqueue("w", b"one")
+    with trio.fail_after(HANG):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            await started.wait()
+            worker.shutdown()
+            assert worker.shutting_down
+            release.set()
+    assert done == [b"one"]
+    assert (await queue.stats("w")).done == 1
+
+
+async def test_a_worker_shut_down_before_it_serves_returns_at_once(queue: taquba.Queue) -> None:
+    async def handler(job: JobRecord, lease: LeaseHandle) -> None:
+        raise AssertionError("no job should run")
+
+    worker = taquba.Worker(queue, "w", handler)
+    worker.shutdown()
+    await queue.enqueue("w", b"left")
+    with trio.fail_after(HANG):
+        await worker.serve()
+    assert (await queue.stats("w")).pending == 1
+
+
+async def test_one_worker_serves_once_at_a_time(queue: taquba.Queue) -> None:
+    async def handler(job: JobRecord, lease: LeaseHandle) -> None:
+        pass
+
+    worker = taquba.Worker(queue, "w", handler, poll_interval=0.05)
+    with trio.fail_after(HANG):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            with pytest.raises(taquba.UsageError, match="already serving"):
+                await worker.serve()
+            worker.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("concurrency", 0), ("poll_interval", 0), ("shutdown_grace", -1.0), ("concurrency", 1.5)],
+)
+async def test_worker_arguments_are_checked_when_it_is_built(
+    queue: taquba.Queue, option: str, value: object
+) -> None:
+    async def handler(job: JobRecord, lease: LeaseHandle) -> None:
+        pass
+
+    with pytest.raises(taquba.InvalidArgument, match=option):
+        taquba.Worker(queue, "w", handler, **{option: value})  # pyright: ignore[reportArgumentType]

@@ -29,8 +29,6 @@ from ._errors import JobCancelled as JobCancelled
 from ._errors import JobFailed as JobFailed
 from ._errors import JobsError as JobsError
 from ._errors import ResultNotFound as ResultNotFound
-from ._errors import SerializationError as SerializationError
-from ._errors import TypeMismatch as TypeMismatch
 from ._errors import UnknownJob as UnknownJob
 from ._job import Job as Job
 from ._job import JobFunction as JobFunction
@@ -59,9 +57,7 @@ __all__ = [
     "Outcome",
     "ResultNotFound",
     "RunnerStatistics",
-    "SerializationError",
     "SweepReport",
-    "TypeMismatch",
     "UnknownJob",
     "__version__",
     "job",

@@ -5,8 +5,6 @@ Every error taquba-jobs raises on purpose derives from `JobsError`::
     JobsError
     ├── ConfigurationError      a job, a runner option or a call is invalid (never retry)
     ├── UnknownJob              the runner has no job registered under this name
-    ├── SerializationError      a value cannot be encoded or decoded (never retry)
-    │   └── TypeMismatch        a value does not match the job's declared input/output type
     ├── InputMismatch           an idempotency key is reused for another job or input
     ├── ResultNotFound          no result under this id, and no job (or it ended without one)
     ├── JobFailed               the job ran and failed (its error type, message, permanence)
@@ -14,7 +12,9 @@ Every error taquba-jobs raises on purpose derives from `JobsError`::
 
 `JobFailed` and `JobCancelled` are outcomes: `JobHandle.result` raises them in the caller for a
 job that did not produce a value. Errors of the queue itself (`taquba.StorageUnavailable`,
-`taquba.Fenced`, `taquba.QueueClosed`, ...) are not wrapped: they reach the caller as the
+`taquba.Fenced`, `taquba.QueueClosed`, ...) and of its payload codec (`taquba.TypeMismatch`,
+`taquba.SerializationError`: a value that does not fit its type) are not wrapped: they reach
+the caller as the
 `taquba` errors they are, so their `transient` property still says whether to retry.
 """
 
@@ -27,8 +27,6 @@ __all__ = [
     "JobFailed",
     "JobsError",
     "ResultNotFound",
-    "SerializationError",
-    "TypeMismatch",
     "UnknownJob",
 ]
 
@@ -51,28 +49,6 @@ class UnknownJob(JobsError, LookupError):
         super().__init__(f"no job named {name!r} is registered with this runner")
         self.name = name
         """The job name that was looked up."""
-
-
-class SerializationError(JobsError):
-    """A value could not be encoded to, or decoded from, MessagePack."""
-
-
-class TypeMismatch(SerializationError, TypeError):
-    """A value does not match the type a job declares for its input or its output.
-
-    Raised by `JobRunner.submit` for an input of the wrong shape (nothing is enqueued), and
-    when a stored input or result no longer decodes into the declared type (for example after
-    the type changed incompatibly).
-    """
-
-    def __init__(self, path: str, expected: str, got: str) -> None:
-        super().__init__(f"{path}: expected {expected}, got {got}")
-        self.path = path
-        """Where in the value the mismatch is, e.g. ``input.items[2].name``."""
-        self.expected = expected
-        """The type that was expected there."""
-        self.got = got
-        """What was found instead."""
 
 
 class InputMismatch(JobsError):

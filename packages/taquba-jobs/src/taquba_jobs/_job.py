@@ -9,7 +9,8 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
-from . import _codec as codec
+import taquba
+
 from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -96,10 +97,12 @@ class Job(Generic[InT, OutT]):
 
     __slots__ = (
         "_fn",
+        "_input_codec",
         "_input_type",
         "_interruptible",
         "_max_attempts",
         "_name",
+        "_output_codec",
         "_output_type",
         "_permanent_errors",
         "_time_limit",
@@ -154,8 +157,11 @@ class Job(Generic[InT, OutT]):
                 input_type = hints.get(params[1].name, Any)
             if output_type is _UNSET:
                 output_type = hints.get("return", Any)
-        codec.check_supported(input_type)
-        codec.check_supported(output_type)
+        try:
+            self._input_codec: taquba.Codec[Any] = taquba.Codec(input_type)
+            self._output_codec: taquba.Codec[Any] = taquba.Codec(output_type)
+        except taquba.UnsupportedType as exc:
+            raise ConfigurationError(str(exc)) from exc
         self._fn = fn
         self._name = resolved
         self._input_type: object = input_type
@@ -207,24 +213,24 @@ class Job(Generic[InT, OutT]):
 
     def encode_input(self, value: InT) -> bytes:
         """The MessagePack payload for ``value``; `TypeMismatch` if it is not an ``InT``."""
-        return codec.pack(value, self._input_type, "input")
+        return self._input_codec.encode(value, path="input")
 
     def decode_input(self, raw: bytes) -> InT:
         """Rebuild an input from its payload; `TypeMismatch` if it no longer fits."""
-        return cast("InT", codec.unpack(raw, self._input_type, "input"))
+        return cast("InT", self._input_codec.decode(raw, path="input"))
 
     def encode_output(self, value: OutT) -> bytes:
         """The MessagePack encoding of an output; `TypeMismatch` if it is not an ``OutT``."""
-        return codec.pack(value, self._output_type, "output")
+        return self._output_codec.encode(value, path="output")
 
     def decode_output(self, raw: bytes) -> OutT:
         """Rebuild an output from its encoding; `TypeMismatch` if it no longer fits."""
-        return cast("OutT", codec.unpack(raw, self._output_type, "output"))
+        return cast("OutT", self._output_codec.decode(raw, path="output"))
 
     def __repr__(self) -> str:
         return (
-            f"<Job {self._name!r} ({codec.describe(self._input_type)}) -> "
-            f"{codec.describe(self._output_type)}>"
+            f"<Job {self._name!r} ({self._input_codec.type_name}) -> "
+            f"{self._output_codec.type_name}>"
         )
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal, cast
 
 import ormsgpack
 
-from ._errors import SerializationError
+from taquba import SerializationError
 
 __all__ = [
     "DEDUP_PREFIX",

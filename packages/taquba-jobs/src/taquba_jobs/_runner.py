@@ -25,8 +25,10 @@ from taquba import (
     PermanentFailure,
     Queue,
     QueueClosed,
+    SerializationError,
     StorageFatal,
     TaqubaError,
+    TypeMismatch,
     run_worker_concurrent,
     validate_job_id,
 )
@@ -38,8 +40,6 @@ from ._errors import (
     JobFailed,
     JobsError,
     ResultNotFound,
-    SerializationError,
-    TypeMismatch,
     UnknownJob,
 )
 from ._job import Job, check_time_limit
@@ -1272,7 +1272,9 @@ def _dead_lettered(job: JobRecord) -> ResultRecord:
     )
 
 
-def _qualified_jobs(exc: JobsError) -> str:
+def _qualified_jobs(exc: Exception) -> str:
+    # Stored as ``taquba_jobs.<name>`` (also for the codec errors, which now live in taquba):
+    # result records written by earlier versions use the same names.
     return f"taquba_jobs.{type(exc).__name__}"
 
 

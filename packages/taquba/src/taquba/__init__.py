@@ -15,6 +15,7 @@ from importlib.metadata import version as _version
 from ._clock import Clock as Clock
 from ._clock import MockClock as MockClock
 from ._clock import SystemClock as SystemClock
+from ._codec import Codec as Codec
 from ._config import QueueConfig as QueueConfig
 from ._config import backoff_delay as backoff_delay
 from ._errors import ClaimLost as ClaimLost
@@ -34,11 +35,14 @@ from ._errors import KvValueTooLarge as KvValueTooLarge
 from ._errors import PermanentFailure as PermanentFailure
 from ._errors import QueueClosed as QueueClosed
 from ._errors import RetryLater as RetryLater
+from ._errors import SerializationError as SerializationError
 from ._errors import StorageError as StorageError
 from ._errors import StorageFatal as StorageFatal
 from ._errors import StorageMisconfigured as StorageMisconfigured
 from ._errors import StorageUnavailable as StorageUnavailable
 from ._errors import TaqubaError as TaqubaError
+from ._errors import TypeMismatch as TypeMismatch
+from ._errors import UnsupportedType as UnsupportedType
 from ._errors import UsageError as UsageError
 from ._health import QueueHealth as QueueHealth
 from ._ids import MAX_ID_LENGTH as MAX_ID_LENGTH
@@ -73,6 +77,7 @@ from ._worker import Handler as Handler
 from ._worker import HandlerFunction as HandlerFunction
 from ._worker import JobHandler as JobHandler
 from ._worker import LeaseHandle as LeaseHandle
+from ._worker import Worker as Worker
 from ._worker import run_worker as run_worker
 from ._worker import run_worker_concurrent as run_worker_concurrent
 
@@ -90,6 +95,7 @@ __all__ = [
     "Claim",
     "ClaimLost",
     "Clock",
+    "Codec",
     "ConflictError",
     "DataError",
     "DatabaseNotFound",
@@ -125,6 +131,7 @@ __all__ = [
     "QueueReader",
     "QueueStats",
     "RetryLater",
+    "SerializationError",
     "StorageError",
     "StorageFatal",
     "StorageMisconfigured",
@@ -132,7 +139,10 @@ __all__ = [
     "Store",
     "SystemClock",
     "TaqubaError",
+    "TypeMismatch",
+    "UnsupportedType",
     "UsageError",
+    "Worker",
     "__version__",
     "backoff_delay",
     "open_queue",

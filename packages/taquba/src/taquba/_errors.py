@@ -12,6 +12,7 @@ retry without reading messages::
     │   ├── InvalidStoreUrl         a store URL taquba cannot use
     │   ├── DatabaseNotFound        a read-only open of a database that does not exist
     │   ├── KvValueTooLarge         a user KV value above MAX_KV_VALUE_SIZE
+    │   ├── UnsupportedType         a payload type `Codec` cannot serialize
     │   └── InvalidState            a real misuse: e.g. requeueing a job that is not dead
     ├── ConflictError               the request conflicts with what is stored
     │   ├── DuplicateJobId          an id override that names an existing job
@@ -19,6 +20,8 @@ retry without reading messages::
     │   ├── KvConflict              a user KV precondition did not hold
     │   └── ClaimLost               the claim is gone: reaped, settled, or a stale copy
     ├── DataError                   a stored record taquba cannot decode (never retry)
+    ├── SerializationError          a payload value cannot be encoded or decoded by `Codec`
+    │   └── TypeMismatch            the value does not fit the declared type (with its path)
     └── StorageError                the storage layer failed
         ├── StorageUnavailable      transient: the object store did not answer (retry later)
         ├── StorageMisconfigured    the store refused us for good: no bucket, bad credentials,
@@ -56,11 +59,14 @@ __all__ = [
     "PermanentFailure",
     "QueueClosed",
     "RetryLater",
+    "SerializationError",
     "StorageError",
     "StorageFatal",
     "StorageMisconfigured",
     "StorageUnavailable",
     "TaqubaError",
+    "TypeMismatch",
+    "UnsupportedType",
     "UsageError",
 ]
 
@@ -210,6 +216,32 @@ class ClaimLost(ConflictError):
 
 class DataError(TaqubaError):
     """A stored record could not be decoded (corruption or an incompatible format)."""
+
+
+class UnsupportedType(UsageError, TypeError):
+    """A payload type cannot be serialized by `Codec` (raised when the codec is built)."""
+
+
+class SerializationError(TaqubaError):
+    """A payload value could not be encoded to, or decoded from, MessagePack."""
+
+
+class TypeMismatch(SerializationError, TypeError):
+    """A value does not match the type declared for it.
+
+    Raised on the way in for a value of the wrong shape (nothing is stored), and on the way
+    out when stored bytes no longer decode into the declared type (for example after the type
+    changed incompatibly).
+    """
+
+    def __init__(self, path: str, expected: str, got: str) -> None:
+        super().__init__(f"{path}: expected {expected}, got {got}")
+        self.path = path
+        """Where in the value the mismatch is, e.g. ``input.items[2].name``."""
+        self.expected = expected
+        """The type that was expected there."""
+        self.got = got
+        """What was found instead."""
 
 
 class StorageError(TaqubaError):

@@ -33,6 +33,7 @@ __all__ = [
     "HandlerFunction",
     "JobHandler",
     "LeaseHandle",
+    "Worker",
     "run_worker",
     "run_worker_concurrent",
 ]
@@ -406,6 +407,141 @@ async def run_worker_concurrent(
     health.release(settling)
     if fatal:
         raise fatal[0]
+
+
+class Worker:
+    """Serves one queue name: claims jobs, runs ``handler`` on each, settles the outcome.
+
+    The family convention (see "Conventions" in the design docs): build it with its
+    dependencies, start it with ``await nursery.start(worker.serve)``, stop it gracefully with
+    `shutdown`, or hard-stop it by cancelling the scope around `serve`.
+
+        worker = taquba.Worker(queue, "emails", send_email, concurrency=16)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            ...
+            worker.shutdown()
+
+    It claims in batches sized to its free slots (one claim transaction per batch), runs each
+    job in its own task and settles each on its own. ``concurrency=1`` processes one job at a
+    time, in claim order.
+
+    Args:
+        queue: the open queue.
+        queue_name: which queue to serve.
+        handler: see `Handler`.
+        concurrency: the most jobs in flight at once.
+        poll_interval: the longest idle wait between claim attempts, in seconds (an enqueue
+            on the same `Queue` wakes an idle worker at once).
+        shutdown_grace: after `shutdown`, seconds the jobs in flight get to finish before
+            they are cancelled and handed back with a nack (not counted as an attempt).
+            None (the default) or ``math.inf``: wait as long as they take.
+
+    Raises:
+        InvalidArgument: an argument is of the wrong type or out of range (checked here,
+            before anything runs).
+    """
+
+    __slots__ = (
+        "_concurrency",
+        "_grace",
+        "_handler",
+        "_poll_interval",
+        "_queue",
+        "_queue_name",
+        "_serving",
+        "_stop",
+    )
+
+    def __init__(
+        self,
+        queue: Queue,
+        queue_name: str,
+        handler: Handler,
+        *,
+        concurrency: int = 8,
+        poll_interval: float = 1.0,
+        shutdown_grace: float | None = None,
+    ) -> None:
+        """Check the arguments and build the worker; nothing runs until `serve`."""
+        _resolve(handler)
+        _check_interval(poll_interval)
+        self._queue = queue
+        self._queue_name = queue_name
+        self._handler = handler
+        self._concurrency = check_int("concurrency", concurrency, low=1, high=_MAX_CONCURRENCY)
+        self._poll_interval = poll_interval
+        self._grace = check_optional_seconds("shutdown_grace", shutdown_grace, allow_inf=True)
+        self._stop = trio.Event()
+        self._serving = False
+
+    @property
+    def queue_name(self) -> str:
+        """The queue name this worker serves."""
+        return self._queue_name
+
+    @property
+    def concurrency(self) -> int:
+        """The most jobs in flight at once."""
+        return self._concurrency
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Claim and process jobs until `shutdown` is called or the scope is cancelled.
+
+        Reports readiness through ``task_status`` (for ``nursery.start``) before the first
+        claim. After `shutdown` it stops claiming, lets the jobs in flight finish within
+        ``shutdown_grace`` and returns. Cancelling the surrounding scope is the hard stop: jobs
+        in flight are cancelled and handed back with a nack. A worker that has been shut down
+        returns at once when served again.
+
+        Returns:
+            None, after a graceful shutdown.
+
+        Error handling: a transient error on the claim path (`StorageUnavailable`) is retried
+        with capped exponential backoff and jitter, logged as a warning at most every 30 s,
+        and shown by `Queue.health` while it lasts. A settlement that fails (including
+        `ClaimLost`) is logged and the loop goes on: the job's lease expires and the reaper
+        requeues it (or dead-letters it after its last attempt). Any other error cancels the
+        jobs in flight and is raised as itself, not inside an exception group: `Fenced`,
+        `QueueClosed`, `StorageFatal`, or a permanent `StorageError` such as
+        `StorageMisconfigured`.
+
+        Raises:
+            UsageError: this worker is already serving (one `serve` at a time).
+        """
+        if self._serving:
+            raise UsageError("this Worker is already serving; build one Worker per loop")
+        self._serving = True
+        try:
+            await run_worker_concurrent(
+                self._queue,
+                self._queue_name,
+                self._handler,
+                concurrency=self._concurrency,
+                poll_interval=self._poll_interval,
+                shutdown=self._stop,
+                shutdown_grace=self._grace,
+                task_status=task_status,
+            )
+        finally:
+            self._serving = False
+
+    def shutdown(self) -> None:
+        """Stop claiming; `serve` returns once the jobs in flight are done (see ``shutdown_grace``).
+
+        Idempotent and sticky; safe to call before `serve` starts (it then returns at once),
+        from any task of the same trio run (from another thread, use
+        ``trio.from_thread.run_sync(worker.shutdown)``).
+        """
+        self._stop.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether `shutdown` has been called."""
+        return self._stop.is_set()
+
+    def __repr__(self) -> str:
+        return f"<taquba.Worker {self._queue_name!r} concurrency={self._concurrency}>"
 
 
 protect(LeaseHandle, _process, _idle, run_worker, run_worker_concurrent)

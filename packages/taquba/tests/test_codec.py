@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taquba_jobs import ConfigurationError, Job, JobContext, SerializationError, TypeMismatch
-from taquba_jobs._codec import check_supported, pack, unpack
+import taquba
+from taquba import SerializationError, TypeMismatch, UnsupportedType
+from taquba._codec import check_supported, pack, unpack
 
 UserId = NewType("UserId", int)
 
@@ -188,28 +189,8 @@ def test_decode_mismatches_are_clear() -> None:
 
 @pytest.mark.parametrize("tp", [object(), complex, list[complex], dict[float, int], type])
 def test_unsupported_types_are_rejected_up_front(tp: Any) -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(UnsupportedType):
         check_supported(tp)
-
-
-def test_job_types_come_from_annotations() -> None:
-    async def area(ctx: JobContext, shape: Shape) -> float:
-        return 0.0
-
-    job = Job(area, name="area")
-    assert job.input_type is Shape
-    assert job.output_type is float
-    assert "Shape" in repr(job)
-
-
-def test_unresolvable_annotations_are_a_configuration_error() -> None:
-    async def broken(ctx: JobContext, value: NoSuchType) -> int:  # type: ignore[name-defined]  # noqa: F821
-        return 0
-
-    with pytest.raises(ConfigurationError, match="annotations"):
-        Job(broken, name="broken")
-    job = Job(broken, name="broken", input_type=int, output_type=int)
-    assert job.input_type is int
 
 
 def test_pydantic_models_round_trip_when_pydantic_is_installed() -> None:
@@ -309,8 +290,23 @@ def test_more_encode_mismatches(value: object, tp: Any) -> None:
 
 def test_literal_and_alias_support_checks() -> None:
     check_supported(Literal["a", 1, Color.RED] | None)
-    with pytest.raises(ConfigurationError, match="Literal"):
+    with pytest.raises(UnsupportedType, match="Literal"):
         check_supported(Literal[1.5])
     check_supported(Annotated[list[Shape], "x"])
     check_supported(dict[Color, Tree])
     assert unpack(pack([1, 2], list, "i"), list, "i") == [1, 2]
+
+
+def test_codec_checks_its_type_up_front_and_round_trips() -> None:
+    with pytest.raises(UnsupportedType):
+        taquba.Codec(complex)
+    codec = taquba.Codec(Point)
+    raw = codec.encode(Point(1.0, 2.0))
+    assert codec.decode(raw) == Point(1.0, 2.0)
+    assert raw == taquba.Codec(Point).encode(Point(1.0, 2.0))
+    with pytest.raises(TypeMismatch, match=r"^input: expected Point"):
+        codec.encode({"x": 1.0}, path="input")  # type: ignore[arg-type]
+    assert codec.from_builtins(codec.to_builtins(Point(3.0, 4.0))) == Point(3.0, 4.0)
+    assert "Point" in repr(codec)
+    assert isinstance(UnsupportedType("x"), taquba.UsageError)
+    assert isinstance(TypeMismatch("p", "a", "b"), taquba.TaqubaError)

@@ -1,9 +1,11 @@
-"""Typed values to MessagePack and back: the pure core behind job inputs and outputs.
+"""Typed values to MessagePack and back: the one payload codec of the taquba family.
 
-A job declares its input and output types (through its function's annotations). `pack` checks
-a value against such a type while converting it to MessagePack-ready builtins, and `unpack`
-rebuilds a value of the type from stored bytes, checking it on the way. Both raise
-`TypeMismatch` with the path of the first offending part (``input.items[2].name``).
+`Codec` is the public face: a job's input and output (taquba-jobs), a workflow step's input
+and output (taquba-workflow) and a bulk item (taquba-bulk) all go through it, so every layer
+accepts the same types. `pack` checks a value against a type while converting it to
+MessagePack-ready builtins, and `unpack` rebuilds a value of the type from stored bytes,
+checking it on the way. Both raise `TypeMismatch` with the path of the first offending part
+(``input.items[2].name``). Everything here is pure: no I/O.
 
 Supported types: ``None``, `bool`, `int`, `float` (ints are accepted and stored as floats),
 `str`, `bytes`, `datetime.datetime`, `datetime.date`, `uuid.UUID`, `decimal.Decimal`,
@@ -25,13 +27,15 @@ import enum
 import types
 import typing
 import uuid
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 import ormsgpack
 
-from ._errors import ConfigurationError, SerializationError, TypeMismatch
+from ._errors import SerializationError, TypeMismatch, UnsupportedType
 
-__all__ = ["check_supported", "describe", "pack", "unpack"]
+__all__ = ["Codec", "check_supported", "describe", "pack", "unpack"]
+
+_T = TypeVar("_T")
 
 _PACK_OPTIONS = ormsgpack.OPT_NON_STR_KEYS
 _SEQUENCES: tuple[object, ...] = (
@@ -113,7 +117,7 @@ def _hints(tp: object) -> dict[str, Any]:
     try:
         return typing.get_type_hints(tp)
     except Exception as exc:  # NameError for unresolvable forward references, and friends
-        raise ConfigurationError(
+        raise UnsupportedType(
             f"cannot resolve the annotations of {describe(tp)}: {exc} (define the type at "
             "module level, or pass input_type=/output_type= explicitly)"
         ) from exc
@@ -151,7 +155,7 @@ def _is_union(origin: object) -> bool:
 
 
 def check_supported(tp: Any, *, _seen: set[int] | None = None) -> None:
-    """Raise `ConfigurationError` if ``tp`` (or a type inside it) cannot be serialized."""
+    """Raise `UnsupportedType` if ``tp`` (or a type inside it) cannot be serialized."""
     seen: set[int] = _seen if _seen is not None else set()
     tp = _unwrap(tp)
     if tp is Any or tp is object or tp is None or tp is type(None):
@@ -163,7 +167,7 @@ def check_supported(tp: Any, *, _seen: set[int] | None = None) -> None:
     if origin is typing.Literal:
         for arg in args:
             if not isinstance(arg, (str, int, bytes, bool, type(None), enum.Enum)):
-                raise ConfigurationError(f"unsupported Literal value {arg!r}")
+                raise UnsupportedType(f"unsupported Literal value {arg!r}")
         return
     if _is_union(origin) or origin in _SEQUENCES or origin in _SETS or origin is tuple:
         for arg in args:
@@ -174,7 +178,7 @@ def check_supported(tp: Any, *, _seen: set[int] | None = None) -> None:
         if args:
             key = _unwrap(args[0])
             if key not in (str, int) and not _subclass(key, enum.Enum):
-                raise ConfigurationError(f"mapping keys must be str, int or an Enum, not {key!r}")
+                raise UnsupportedType(f"mapping keys must be str, int or an Enum, not {key!r}")
             check_supported(args[1], _seen=seen)
         return
     if origin is not None and _is_dataclass_type(origin):
@@ -189,7 +193,7 @@ def check_supported(tp: Any, *, _seen: set[int] | None = None) -> None:
             for _, hint in _dataclass_fields(tp) if _is_dataclass_type(tp) else _hints(tp).items():
                 check_supported(hint, _seen=seen)
             return
-    raise ConfigurationError(f"taquba-jobs cannot serialize values of type {describe(tp)}")
+    raise UnsupportedType(f"taquba cannot serialize values of type {describe(tp)}")
 
 
 # ------------------------------------------------------------------------------------ encode
@@ -548,3 +552,77 @@ def unpack(raw: bytes, tp: object, path: str) -> object:
         TypeMismatch: the decoded data does not fit ``tp``.
     """
     return _decode(unpack_raw(raw, path), tp, path)
+
+
+class Codec(Generic[_T]):
+    """Encodes values of one type to deterministic MessagePack bytes, and decodes them back.
+
+    The type is checked when the codec is built (`UnsupportedType` names what cannot be
+    stored), and every value is checked against it on the way in and out, so a payload that
+    does not fit fails at the call that made it, not in a worker later. Equal values give equal
+    bytes, which is what idempotent submission compares. See the module notes for the supported
+    types: builtins, dataclasses, ``TypedDict`` classes, pydantic models, enums, ``Literal``,
+    unions, collections, ``datetime``/``UUID``/``Decimal``, and ``bytes`` (stored as is).
+
+        codec = taquba.Codec(Invoice)
+        raw = codec.encode(invoice)
+        assert codec.decode(raw) == invoice
+    """
+
+    __slots__ = ("_type",)
+
+    @overload
+    def __init__(self, type_: type[_T]) -> None: ...
+    @overload
+    def __init__(self: Codec[Any], type_: object) -> None: ...
+    def __init__(self, type_: object) -> None:
+        """Build a codec for ``type_``.
+
+        Raises:
+            UnsupportedType: ``type_`` (or a type inside it) cannot be serialized.
+        """
+        check_supported(type_)
+        self._type = type_
+
+    @property
+    def type(self) -> object:
+        """The type this codec encodes."""
+        return self._type
+
+    @property
+    def type_name(self) -> str:
+        """The type as messages show it, e.g. ``list[Invoice]``."""
+        return describe(self._type)
+
+    def encode(self, value: _T, *, path: str = "value") -> bytes:
+        """Check ``value`` against the type and encode it.
+
+        Args:
+            value: the value to encode.
+            path: how error messages name the value (``input`` gives ``input.items[2]``).
+
+        Raises:
+            TypeMismatch: ``value`` does not fit the type.
+            SerializationError: the value cannot be represented in MessagePack.
+        """
+        return pack(value, self._type, path)
+
+    def decode(self, raw: bytes, *, path: str = "value") -> _T:
+        """Decode bytes written by `encode` into a value of the type, checking it.
+
+        Raises:
+            SerializationError: ``raw`` is not MessagePack.
+            TypeMismatch: the decoded data does not fit the type (it changed incompatibly).
+        """
+        return cast("_T", unpack(raw, self._type, path))
+
+    def to_builtins(self, value: _T, *, path: str = "value") -> object:
+        """Check ``value`` and convert it to MessagePack-native builtins (for nesting)."""
+        return to_builtins(value, self._type, path)
+
+    def from_builtins(self, data: object, *, path: str = "value") -> _T:
+        """Rebuild a value of the type from builtins made by `to_builtins`, checking it."""
+        return cast("_T", from_builtins(data, self._type, path))
+
+    def __repr__(self) -> str:
+        return f"Codec({describe(self._type)})"
