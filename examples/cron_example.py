@@ -1,13 +1,15 @@
 """taquba-cron by example: live schedules with a worker, then a simulated week with a mock clock.
 
 Run it with ``uv run python examples/cron_example.py`` (about five seconds). Part one runs a
-seconds-field schedule on the system clock and a worker that prints each job. Part two drives a
+seconds-field schedule with a typed payload on the system clock, and a `taquba.Worker` that
+decodes and prints each job; both stop gracefully with ``shutdown()``. Part two drives a
 daily Europe/London schedule with a `taquba.MockClock` through a three-day outage and the
 October DST change, with the backfill policy, in a fraction of a second.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import trio
@@ -15,6 +17,17 @@ import trio
 import taquba
 from taquba.testing import open_test_queue
 from taquba_cron import Missed, Schedule, Scheduler
+
+
+@dataclass(frozen=True)
+class Beat:
+    """The payload of each heartbeat job (any type `taquba.Codec` supports will do)."""
+
+    label: str
+    at: datetime
+
+
+BEATS = taquba.Codec(Beat)
 
 
 async def live(seconds: float = 5.0, *, stop_after: int | None = None) -> list[str]:
@@ -26,30 +39,33 @@ async def live(seconds: float = 5.0, *, stop_after: int | None = None) -> list[s
     enough = trio.Event()
 
     async def handle(job: taquba.JobRecord, lease: taquba.LeaseHandle) -> None:
-        fired = job.headers["cron.fire_time"]
-        ran.append(fired)
+        beat = BEATS.decode(job.payload)
+        ran.append(job.headers["cron.fire_time"])
         if stop_after is not None and len(ran) >= stop_after:
             enough.set()
-        print(f"  worker: {job.headers['cron.schedule']} fired at {fired}: {job.payload!r}")
+        print(f"  worker: {job.headers['cron.schedule']} fired: {beat.label} at {beat.at:%T}")
 
     heartbeat = Schedule(
         "heartbeat",
         "*/2 * * * * *",  # six fields: the first one is seconds
         "pings",
-        payload_factory=lambda fire: f"beat {fire:%H:%M:%S}".encode(),
+        payload_factory=lambda fire: Beat("beat", fire),
+        payload_type=Beat,
     )
     nightly = Schedule("nightly", "30 2 * * *", "reports", tz="America/New_York")
     async with taquba.open_queue(taquba.Store.memory(), flush_interval=0.01) as queue:
         scheduler = Scheduler(queue, [heartbeat, nightly], poll_interval=0.5)
+        worker = taquba.Worker(queue, "pings", handle)
         print(
             "next nightly runs:", [t.isoformat() for t in scheduler.next_fire_times("nightly", 3)]
         )
         async with trio.open_nursery() as nursery:
-            await nursery.start(scheduler.run)
-            await nursery.start(taquba.run_worker, queue, "pings", handle)
+            await nursery.start(scheduler.serve)
+            await nursery.start(worker.serve)
             with trio.move_on_after(seconds):
                 await enough.wait()
-            nursery.cancel_scope.cancel()
+            scheduler.shutdown()  # graceful: fires nothing new; both serve calls return
+            worker.shutdown()
     return ran
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import re
+import sys
 from types import ModuleType
 
 import trio
@@ -16,6 +17,7 @@ def _load(path: pathlib.Path, name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and the codec resolve annotations through it
     spec.loader.exec_module(module)
     return module
 
@@ -35,8 +37,12 @@ async def test_the_readme_example_starts(tmp_path: pathlib.Path) -> None:
     readme = (ROOT / "packages" / "taquba-cron" / "README.md").read_text()
     (code,) = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
     code = code.replace("file:///tmp/taquba-cron-demo", (tmp_path / "store").as_uri())
-    namespace: dict[str, object] = {"__name__": "readme"}
-    exec(compile(code, "README.md", "exec"), namespace)
-    with trio.move_on_after(1.5) as scope:
-        await namespace["main"]()  # type: ignore[operator]
+    module = ModuleType("cron_readme")
+    sys.modules[module.__name__] = module  # a real module: dataclasses look their module up
+    try:
+        exec(compile(code, "README.md", "exec"), module.__dict__)
+        with trio.move_on_after(1.5) as scope:
+            await module.main()
+    finally:
+        del sys.modules[module.__name__]
     assert scope.cancelled_caught  # it ran until cancelled: the loops serve forever

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -49,10 +50,10 @@ def test_missed_accepts_its_string_values() -> None:
         ({"name": ""}, InvalidSchedule),
         ({"name": "a\nb"}, InvalidSchedule),
         ({"name": "x" * 201}, InvalidSchedule),
-        ({"queue": ""}, InvalidSchedule),
-        ({"queue": "q" * 300}, InvalidSchedule),
+        ({"queue_name": ""}, InvalidSchedule),
+        ({"queue_name": "q" * 300}, InvalidSchedule),
         ({"payload": b"x", "payload_factory": lambda fire: b""}, InvalidSchedule),
-        ({"payload": "text"}, InvalidSchedule),
+        ({"payload": "text", "payload_factory": lambda fire: b""}, InvalidSchedule),
         ({"payload_factory": "not callable"}, InvalidSchedule),
         ({"missed": "sometimes"}, InvalidSchedule),
         ({"grace": 0}, InvalidSchedule),
@@ -66,11 +67,72 @@ def test_missed_accepts_its_string_values() -> None:
     ],
 )
 def test_invalid_definitions_raise_typed_errors(kwargs: dict[str, Any], error: type) -> None:
-    base: dict[str, Any] = {"name": "s", "cron": "0 9 * * *", "queue": "q"}
+    base: dict[str, Any] = {"name": "s", "cron": "0 9 * * *", "queue_name": "q"}
     with pytest.raises(error) as info:
         Schedule(**(base | kwargs))
     assert isinstance(info.value, CronError)
+    assert isinstance(info.value, taquba.UsageError)
     assert isinstance(info.value, ValueError)
+
+
+@dataclass(frozen=True)
+class Report:
+    kind: str
+    days: int = 1
+
+
+class Ping(TypedDict):
+    n: int
+
+
+def test_bytes_payloads_are_stored_as_they_are() -> None:
+    fire = datetime(2026, 1, 1, tzinfo=UTC)
+    assert Schedule("s", "@daily", "q").encode_payload(fire) == b""
+    schedule = Schedule("s", "@daily", "q", payload=bytearray(b"tick"))
+    assert schedule.payload == b"tick"
+    assert schedule.payload_type is bytes
+    assert schedule.encode_payload(fire) == b"tick"
+    factory = Schedule("s", "@daily", "q", payload_factory=lambda at: at.isoformat().encode())
+    assert factory.payload_type is bytes
+    assert factory.encode_payload(fire) == b"2026-01-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("payload", "payload_type"),
+    [
+        (Report("daily"), None),
+        (Report("weekly", 7), Report),
+        ({"n": 3}, Ping),
+        ({"a": [1, 2]}, None),
+        ("text", None),
+        (["x", "y"], list[str]),
+        (None, None),
+    ],
+)
+def test_typed_payloads_round_trip_through_the_codec(payload: object, payload_type: Any) -> None:
+    schedule = Schedule("s", "@daily", "q", payload=payload, payload_type=payload_type)
+    expected_type = type(payload) if payload_type is None else payload_type
+    assert schedule.payload_type == expected_type
+    raw = schedule.encode_payload(datetime(2026, 1, 1, tzinfo=UTC))
+    codec = taquba.Codec(expected_type)
+    assert raw == codec.encode(payload)
+    assert codec.decode(raw) == payload
+
+
+class Opaque:
+    """A class the codec cannot store."""
+
+
+def test_payloads_the_codec_rejects_raise_the_core_codec_errors() -> None:
+    with pytest.raises(taquba.UnsupportedType):
+        Schedule("s", "@daily", "q", payload=Opaque())
+    with pytest.raises(taquba.UnsupportedType):
+        Schedule("s", "@daily", "q", payload_factory=lambda at: Opaque(), payload_type=Opaque)
+    with pytest.raises(taquba.TypeMismatch):
+        Schedule("s", "@daily", "q", payload="text", payload_type=bytes)
+    with pytest.raises(taquba.TypeMismatch) as info:
+        Schedule("s", "@daily", "q", payload={"n": "three"}, payload_type=Ping)
+    assert info.value.path == "payload['n']"
 
 
 def test_unknown_time_zone_names_the_zone() -> None:
@@ -86,13 +148,32 @@ async def test_duplicate_names_are_rejected(queue: taquba.Queue) -> None:
     assert info.value.name == "a"
 
 
-async def test_scheduler_options_are_checked(queue: taquba.Queue) -> None:
-    with pytest.raises(InvalidSchedule):
-        Scheduler(queue, [], poll_interval=0)
-    with pytest.raises(InvalidSchedule):
-        Scheduler(queue, [], batch_size=0)
-    with pytest.raises(InvalidSchedule):
-        Scheduler(queue, ["0 9 * * *"])  # type: ignore[list-item]
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"poll_interval": float("nan")}, "poll_interval"),
+        ({"poll_interval": True}, "poll_interval"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 1.5}, "batch_size"),
+        ({"shutdown_grace": -1}, "shutdown_grace"),
+        ({"shutdown_grace": float("nan")}, "shutdown_grace"),
+        ({"shutdown_grace": "30"}, "shutdown_grace"),
+        ({"schedules": ["0 9 * * *"]}, "schedules"),
+    ],
+)
+async def test_scheduler_options_are_checked(
+    queue: taquba.Queue, kwargs: dict[str, Any], argument: str
+) -> None:
+    base: dict[str, Any] = {"schedules": []}
+    with pytest.raises(taquba.InvalidArgument) as info:
+        Scheduler(queue, **(base | kwargs))
+    assert info.value.argument == argument
+
+
+async def test_scheduler_accepts_every_valid_shutdown_grace(queue: taquba.Queue) -> None:
+    for grace in (None, 0, 2.5, float("inf")):
+        Scheduler(queue, [], shutdown_grace=grace)
 
 
 def test_next_fire_times_in_the_schedule_zone() -> None:
@@ -104,7 +185,9 @@ def test_next_fire_times_in_the_schedule_zone() -> None:
         "2024-03-11T02:30:00-04:00",
     ]
     assert schedule.next_fire_times(datetime(2024, 3, 9, tzinfo=UTC), 0) == []
-    with pytest.raises(ValueError, match="aware"):
+    with pytest.raises(taquba.InvalidArgument, match="aware"):
         schedule.next_fire_times(datetime(2024, 3, 9), 1)
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(taquba.InvalidArgument, match=">= 0"):
         schedule.next_fire_times(datetime(2024, 3, 9, tzinfo=UTC), -1)
+    with pytest.raises(taquba.InvalidArgument, match="int"):
+        schedule.next_fire_times(datetime(2024, 3, 9, tzinfo=UTC), 1.5)  # type: ignore[arg-type]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -162,13 +164,52 @@ async def test_a_failing_payload_factory_leaves_the_firing_due(
     assert fire_times(await pending(queue)) == [START_MS + HOUR]
 
 
-async def test_a_payload_factory_must_return_bytes(queue: taquba.Queue, clock: MockClock) -> None:
-    schedule = Schedule("s", "@hourly", "q", payload_factory=lambda fire: "text")  # type: ignore[arg-type,return-value]
-    scheduler = Scheduler(queue, [schedule])
+async def test_a_payload_factory_must_return_its_payload_type(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedules = [
+        Schedule("bytes", "@hourly", "q", payload_factory=lambda fire: "text"),
+        Schedule("typed", "@hourly", "q", payload_factory=lambda fire: b"raw", payload_type=Tick),
+    ]
+    await Scheduler(queue, schedules).fire_due()
+    clock.advance(3600)
+    with pytest.raises(PayloadError, match="not bytes") as info:
+        await Scheduler(queue, schedules[:1]).fire_due()
+    assert isinstance(info.value.__cause__, taquba.TypeMismatch)
+    with pytest.raises(PayloadError, match="expected Tick") as info:
+        await Scheduler(queue, schedules[1:]).fire_due()
+    assert isinstance(info.value.__cause__, taquba.TypeMismatch)
+    assert await pending(queue) == []
+
+
+@dataclass(frozen=True)
+class Tick:
+    schedule: str
+    at: datetime
+
+
+async def test_typed_payloads_are_encoded_with_the_codec(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedules = [
+        Schedule("fixed", "@hourly", "q", payload={"kind": "daily"}),
+        Schedule(
+            "built",
+            "@hourly",
+            "q",
+            payload_factory=lambda fire: Tick("built", fire),
+            payload_type=Tick,
+            tz="Europe/Paris",
+        ),
+    ]
+    scheduler = Scheduler(queue, schedules)
     await scheduler.fire_due()
     clock.advance(3600)
-    with pytest.raises(PayloadError, match="not bytes"):
-        await scheduler.fire_due()
+    assert await scheduler.fire_due() == 2
+    jobs = {job.headers["cron.schedule"]: job for job in await pending(queue)}
+    assert taquba.Codec(dict[str, str]).decode(jobs["fixed"].payload) == {"kind": "daily"}
+    tick = taquba.Codec(Tick).decode(jobs["built"].payload)
+    assert tick == Tick("built", datetime(2026, 1, 1, 2, tzinfo=ZoneInfo("Europe/Paris")))
 
 
 async def test_two_racing_schedulers_enqueue_each_fire_time_exactly_once(
@@ -280,9 +321,10 @@ async def test_racing_run_loops_enqueue_each_fire_time_exactly_once(
     queue: taquba.Queue, clock: MockClock
 ) -> None:
     schedules = [Schedule("m", "* * * * *", "q"), Schedule("s", "*/30 * * * * *", "q")]
+    loops = [Scheduler(queue, schedules, poll_interval=0.002) for _ in range(2)]
     async with trio.open_nursery() as nursery:
-        for _ in range(2):
-            await nursery.start(Scheduler(queue, schedules, poll_interval=0.002).run)
+        for loop in loops:
+            await nursery.start(loop.serve)
         for _ in range(6):
             clock.advance(60)
             now = clock.now_ms()
@@ -290,21 +332,23 @@ async def test_racing_run_loops_enqueue_each_fire_time_exactly_once(
                 queue, sum(len(expected_fires(s, START_MS, now)) for s in schedules)
             )
         await trio.sleep(0.05)  # let both loops look again: nothing more appears
-        nursery.cancel_scope.cancel()
+        for loop in loops:
+            loop.shutdown()
     jobs = await pending(queue)
     assert fire_times(jobs, "m") == expected_fires(schedules[0], START_MS, clock.now_ms())
     assert fire_times(jobs, "s") == expected_fires(schedules[1], START_MS, clock.now_ms())
 
 
-async def test_run_reports_started_once_every_state_exists(
+async def test_serve_reports_started_once_every_state_exists(
     queue: taquba.Queue, clock: MockClock
 ) -> None:
     schedules = [Schedule("a", "@daily", "q"), Schedule("b", "@hourly", "q")]
+    scheduler = Scheduler(queue, schedules)
     async with trio.open_nursery() as nursery:
-        await nursery.start(Scheduler(queue, schedules).run)
+        await nursery.start(scheduler.serve)
         page = await queue.kv_scan(STATE_KEY_PREFIX)
         assert [key for key, _ in page.entries] == [b"cron/state/a", b"cron/state/b"]
-        nursery.cancel_scope.cancel()
+        scheduler.shutdown()
 
 
 @pytest.mark.parametrize("missed", list(Missed))
@@ -313,16 +357,18 @@ async def test_restart_neither_duplicates_nor_loses_firings(
 ) -> None:
     schedule = Schedule("h", "0 * * * *", "q", missed=missed, lookback=3 * 3600)
     async with open_test_queue(store, clock=clock) as queue, trio.open_nursery() as nursery:
-        await nursery.start(Scheduler(queue, [schedule], poll_interval=0.002).run)
+        scheduler = Scheduler(queue, [schedule], poll_interval=0.002)
+        await nursery.start(scheduler.serve)
         for hour in range(1, 4):
             clock.advance(3600)
             await wait_for_pending(queue, hour)
-        nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()  # the hard stop, as a crash would
     clock.advance(5 * 3600 + 120)  # down from 03:00 to 08:02: 04:00 ... 08:00 are missed
     async with open_test_queue(store, clock=clock) as queue:
+        scheduler = Scheduler(queue, [schedule], poll_interval=0.002)
         async with trio.open_nursery() as nursery:
-            await nursery.start(Scheduler(queue, [schedule], poll_interval=0.002).run)
-            nursery.cancel_scope.cancel()
+            await nursery.start(scheduler.serve)  # started: what was due is handled
+            scheduler.shutdown()
         jobs = await pending(queue)
     before = [START_MS + h * HOUR for h in (1, 2, 3)]
     after = {
@@ -425,7 +471,7 @@ async def test_corrupt_state_is_reported(queue: taquba.Queue) -> None:
         await scheduler.status("c")
 
 
-async def test_run_keeps_other_schedules_going_when_one_fails(
+async def test_serve_keeps_other_schedules_going_when_one_fails(
     queue: taquba.Queue, clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(fire: datetime) -> bytes:
@@ -435,12 +481,13 @@ async def test_run_keeps_other_schedules_going_when_one_fails(
         Schedule("broken", "* * * * *", "q", payload_factory=broken),
         Schedule("fine", "* * * * *", "q"),
     ]
+    scheduler = Scheduler(queue, schedules, poll_interval=0.002)
     with caplog.at_level(logging.WARNING, logger="taquba_cron"):
         async with trio.open_nursery() as nursery:
-            await nursery.start(Scheduler(queue, schedules, poll_interval=0.002).run)
+            await nursery.start(scheduler.serve)
             clock.advance(60)
             await wait_for_pending(queue, 1)
-            nursery.cancel_scope.cancel()
+            scheduler.shutdown()
     assert fire_times(await pending(queue), "fine") == [START_MS + MINUTE]
     assert any("'broken' failed" in record.getMessage() for record in caplog.records)
 
@@ -564,7 +611,7 @@ async def test_overlap_buffer_one_across_a_restart(store: Store, clock: MockCloc
         assert fire_times(await pending(queue)) == [START_MS + 4 * MINUTE]
 
 
-async def test_run_releases_a_buffered_firing_once_the_job_finishes(
+async def test_serve_releases_a_buffered_firing_once_the_job_finishes(
     queue: taquba.Queue, clock: MockClock
 ) -> None:
     schedule = Schedule("b", "@hourly", "q", overlap=Overlap.BUFFER_ONE)
@@ -575,7 +622,7 @@ async def test_run_releases_a_buffered_firing_once_the_job_finishes(
     clock.advance(3600)
     assert await scheduler.fire_due() == 0  # 02:00 buffered behind 01:00
     async with trio.open_nursery() as nursery:
-        await nursery.start(scheduler.run)
+        await nursery.start(scheduler.serve)
         # Finish exactly the 01:00 job: the running loop may release 02:00 at once, and a
         # drain would then finish that one too.
         claim = await queue.claim("q")
@@ -583,5 +630,167 @@ async def test_run_releases_a_buffered_firing_once_the_job_finishes(
         assert fire_times([claim.job]) == [START_MS + HOUR]
         await queue.ack(claim)
         await wait_for_pending(queue, 1)  # the loop notices within its poll interval
-        nursery.cancel_scope.cancel()
+        scheduler.shutdown()
     assert fire_times(await pending(queue)) == [START_MS + 2 * HOUR]
+
+
+# ---------------------------------------------------------------------- serve and shutdown
+
+
+class Held:
+    """A real queue whose ``enqueue_batch`` calls wait, before reaching it, until released.
+
+    Not a mock: every call reaches the real queue, once ``release`` is set. It lets a test
+    shut a scheduler down while a firing is in flight.
+    """
+
+    def __init__(self, queue: taquba.Queue) -> None:
+        self._queue = queue
+        self.entered = trio.Event()
+        self.release = trio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._queue, name)
+
+    async def enqueue_batch(
+        self, requests: Sequence[taquba.EnqueueRequest], **options: object
+    ) -> list[taquba.EnqueueResult]:
+        self.entered.set()
+        await self.release.wait()
+        return await self._queue.enqueue_batch(requests, **options)  # type: ignore[arg-type]
+
+
+async def test_shutdown_stops_serve_and_nothing_fires_after(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    scheduler = Scheduler(queue, [Schedule("m", "* * * * *", "q")], poll_interval=0.002)
+    assert not scheduler.shutting_down
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        clock.advance(60)
+        await wait_for_pending(queue, 1)
+        scheduler.shutdown()
+        scheduler.shutdown()  # idempotent
+        assert scheduler.shutting_down
+    # serve returned (the nursery closed without a cancel); the loop no longer fires.
+    clock.advance(600)
+    await trio.sleep(0.02)
+    assert fire_times(await pending(queue)) == [START_MS + MINUTE]
+    with trio.fail_after(1):
+        await scheduler.serve()  # sticky: served again, it returns at once
+
+
+async def test_shutdown_before_serve_returns_at_once_without_firing(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    scheduler = Scheduler(queue, [Schedule("h", "@hourly", "q")])
+    scheduler.shutdown()
+    with trio.fail_after(1):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.serve)
+    page = await queue.kv_scan(STATE_KEY_PREFIX)
+    assert page.entries == []  # not even the schedule's state was created
+
+
+async def test_one_serve_at_a_time(queue: taquba.Queue, clock: MockClock) -> None:
+    scheduler = Scheduler(queue, [Schedule("h", "@hourly", "q")])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        with pytest.raises(taquba.UsageError, match="already serving"):
+            await scheduler.serve()
+        scheduler.shutdown()
+    other = Scheduler(queue, [Schedule("h", "@hourly", "q")])
+    async with trio.open_nursery() as nursery:  # after it returned, another may serve
+        await nursery.start(other.serve)
+        other.shutdown()
+
+
+async def test_shutdown_lets_the_firing_in_flight_commit(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    held = Held(queue)
+    scheduler = Scheduler(held, [Schedule("h", "@hourly", "q")], poll_interval=0.002)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        clock.advance(3600)
+        await held.entered.wait()  # the firing of 01:00 is in flight
+        scheduler.shutdown()
+        await trio.sleep(0.01)
+        held.release.set()
+    assert fire_times(await pending(queue)) == [START_MS + HOUR]
+    assert (await scheduler.status("h")).last_fire == datetime(2026, 1, 1, 1, tzinfo=UTC)
+
+
+async def test_shutdown_stops_a_backfill_between_batches(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    schedule = Schedule("b", "@hourly", "q", missed=Missed.BACKFILL)
+    await Scheduler(queue, [schedule]).fire_due()  # the schedule starts at START
+    clock.advance(10 * 3600 + 120)  # ten firings missed
+    held = Held(queue)
+    scheduler = Scheduler(held, [schedule], batch_size=3)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(scheduler.serve)
+        await held.entered.wait()  # the first batch is in flight
+        scheduler.shutdown()
+        held.release.set()
+    assert fire_times(await pending(queue)) == [START_MS + h * HOUR for h in (1, 2, 3)]
+    assert await Scheduler(queue, [schedule]).fire_due() == 7  # the watermark resumes it
+    assert fire_times(await pending(queue)) == [START_MS + h * HOUR for h in range(1, 11)]
+
+
+async def test_shutdown_grace_cancels_a_stuck_firing_and_loses_nothing(
+    queue: taquba.Queue, clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    held = Held(queue)  # never released: the firing is stuck before its transaction
+    schedule = Schedule("h", "@hourly", "q")
+    scheduler = Scheduler(held, [schedule], poll_interval=0.002, shutdown_grace=0.05)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="taquba_cron"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.serve)
+            clock.advance(3600)
+            await held.entered.wait()
+            before = trio.current_time()
+            scheduler.shutdown()
+        waited = trio.current_time() - before
+    assert 0.05 <= waited < 1
+    assert any("shutdown_grace expired" in r.getMessage() for r in caplog.records)
+    assert await pending(queue) == []
+    assert (await scheduler.status("h")).last_fire is None  # the watermark did not move
+    assert await Scheduler(queue, [schedule]).fire_due() == 1  # the firing is still due
+
+
+async def test_cancellation_is_the_hard_stop(queue: taquba.Queue, clock: MockClock) -> None:
+    held = Held(queue)
+    scheduler = Scheduler(held, [Schedule("h", "@hourly", "q")], poll_interval=0.002)  # type: ignore[arg-type]
+    with trio.move_on_after(5) as outer:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.serve)
+            clock.advance(3600)
+            await held.entered.wait()
+            nursery.cancel_scope.cancel()
+    assert not outer.cancelled_caught
+    assert await pending(queue) == []
+    assert await Scheduler(queue, [Schedule("h", "@hourly", "q")]).fire_due() == 1
+
+
+async def test_a_closed_queue_ends_serve_with_queue_closed_itself(
+    store: Store, clock: MockClock
+) -> None:
+    caught: list[BaseException] = []
+
+    async def serve(
+        scheduler: Scheduler, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await scheduler.serve(task_status=task_status)
+        except BaseException as exc:
+            caught.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        async with open_test_queue(store, clock=clock) as queue:
+            scheduler = Scheduler(queue, [Schedule("m", "* * * * *", "q")], poll_interval=0.002)
+            await nursery.start(serve, scheduler)
+        clock.advance(60)  # due now, on a closed queue
+    assert len(caught) == 1
+    assert isinstance(caught[0], taquba.QueueClosed)

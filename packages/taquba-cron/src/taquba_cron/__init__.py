@@ -1,7 +1,7 @@
 """taquba-cron: cron schedules that enqueue jobs onto a taquba queue, exactly once per fire time.
 
-Declare named `Schedule`s (a cron expression in an IANA time zone, a target queue, a payload)
-and run them with a `Scheduler` in a trio nursery. Each fire time is enqueued exactly once,
+Declare named `Schedule`s (a cron expression in an IANA time zone, a target queue name, a
+payload) and run them with a `Scheduler` in a trio nursery. Each fire time is enqueued exactly once,
 across restarts and with several scheduler instances racing, through a durable per-schedule
 watermark in the queue's user KV committed atomically with each enqueue. Firings missed while
 no scheduler ran are skipped, coalesced into one job, or backfilled (`Missed`); a firing due
@@ -11,7 +11,11 @@ from the queue's clock, so a `taquba.MockClock` drives schedules in tests.
     schedules = [Schedule("nightly", "30 2 * * *", "reports", tz="Europe/London")]
     async with taquba.open_queue(store) as queue, trio.open_nursery() as nursery:
         scheduler = Scheduler(queue, schedules)
-        await nursery.start(scheduler.run)
+        await nursery.start(scheduler.serve)
+        ...
+        scheduler.shutdown()
+
+Every error it raises on purpose is a `CronError`, itself a `taquba.TaqubaError`.
 """
 
 from importlib.metadata import version as _version

@@ -1,21 +1,34 @@
 """The taquba-cron error tree.
 
-Every error taquba-cron raises on purpose derives from `CronError`::
+Every error taquba-cron raises on purpose derives from `CronError`, itself a
+`taquba.TaqubaError`, so ``except taquba.TaqubaError`` catches the whole stack's errors. The
+misuses are also `taquba.UsageError`s, and unreadable stored state is a `taquba.DataError`::
 
-    CronError
-    ├── InvalidSchedule             a schedule definition is rejected (never retry)
-    │   ├── InvalidCronExpression   the cron expression does not parse, or never fires
-    │   ├── UnknownTimeZone         the time zone is not an IANA name this system knows
-    │   └── DuplicateName           two schedules given to one `Scheduler` share a name
-    ├── UnknownSchedule             no schedule of this name is known to the `Scheduler`
-    ├── PayloadError                a payload factory raised or returned something else than bytes
-    └── CorruptState                a schedule's stored state cannot be decoded
+    taquba.TaqubaError
+    └── CronError
+        ├── InvalidSchedule             a schedule definition is rejected (never retry)
+        │   │                           (also a taquba.UsageError)
+        │   ├── InvalidCronExpression   the cron expression does not parse, or never fires
+        │   ├── UnknownTimeZone         the time zone is not an IANA name this system knows
+        │   └── DuplicateName           two schedules given to one `Scheduler` share a name
+        ├── UnknownSchedule             no schedule of this name is known to the `Scheduler`
+        │                               (also a taquba.UsageError and a LookupError)
+        ├── PayloadError                a payload factory raised, or its value does not fit
+        │                               the schedule's payload type
+        └── CorruptState                a schedule's stored state cannot be decoded
+                                        (also a taquba.DataError)
 
-Errors of the queue itself (`taquba.StorageUnavailable`, `taquba.Fenced`, ...) are not wrapped:
-they reach the caller as the `taquba` errors they are.
+A misuse that is not about a schedule (a bad `Scheduler` option, a second concurrent
+`Scheduler.serve`) raises the core's `taquba.UsageError` (`taquba.InvalidArgument` for a bad
+argument). A fixed payload of a type `taquba.Codec` cannot store, or one that does not fit
+its declared type, raises the core's codec errors (`taquba.UnsupportedType`,
+`taquba.TypeMismatch`). Errors of the queue itself (`taquba.StorageUnavailable`,
+`taquba.Fenced`, ...) are not wrapped: they reach the caller as the `taquba` errors they are.
 """
 
 from __future__ import annotations
+
+import taquba
 
 __all__ = [
     "CorruptState",
@@ -29,12 +42,16 @@ __all__ = [
 ]
 
 
-class CronError(Exception):
-    """Base class of every error taquba-cron raises."""
+class CronError(taquba.TaqubaError):
+    """Base class of every error taquba-cron raises; a `taquba.TaqubaError`."""
 
 
-class InvalidSchedule(CronError, ValueError):
-    """A schedule definition is invalid: a bad name, queue, option or combination of options."""
+class InvalidSchedule(CronError, taquba.UsageError):
+    """A schedule definition is invalid: a bad name, queue name, option or combination of options.
+
+    A `taquba.UsageError` (so also a `ValueError`): fix the definition, never retry. Catch it
+    separately when schedules come from a configuration file.
+    """
 
 
 class InvalidCronExpression(InvalidSchedule):
@@ -69,8 +86,8 @@ class DuplicateName(InvalidSchedule):
         """The name given more than once."""
 
 
-class UnknownSchedule(CronError, LookupError):
-    """No schedule of this name was given to the `Scheduler`."""
+class UnknownSchedule(CronError, taquba.UsageError, LookupError):
+    """No schedule of this name was given to the `Scheduler` (a `taquba.UsageError`)."""
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no schedule named {name!r}")
@@ -79,10 +96,13 @@ class UnknownSchedule(CronError, LookupError):
 
 
 class PayloadError(CronError):
-    """A schedule's payload factory raised, or returned something other than bytes.
+    """A schedule's payload factory raised, or returned a value its payload type cannot encode.
 
-    The firing is not enqueued and stays due: the scheduler tries it again, and the
-    schedule's missed-run policy applies once it is late.
+    The cause (``__cause__``) is the factory's exception, or the core's codec error
+    (`taquba.TypeMismatch`, `taquba.SerializationError`). The firing is not enqueued and stays
+    due: the scheduler tries it again, and the schedule's missed-run policy applies once it is
+    late. Not a `taquba.UsageError`: it is raised while firing, from user code, and
+    `Scheduler.serve` logs it and retries that schedule.
     """
 
     def __init__(self, schedule: str, fire_ms: int, reason: str) -> None:
@@ -93,8 +113,8 @@ class PayloadError(CronError):
         """The fire time being built, in milliseconds since the Unix epoch (UTC)."""
 
 
-class CorruptState(CronError):
-    """The durable state stored for a schedule cannot be decoded."""
+class CorruptState(CronError, taquba.DataError):
+    """The durable state stored for a schedule cannot be decoded (a `taquba.DataError`)."""
 
     def __init__(self, schedule: str, reason: str) -> None:
         super().__init__(f"stored state of schedule {schedule!r} is unreadable: {reason}")

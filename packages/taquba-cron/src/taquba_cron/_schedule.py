@@ -6,11 +6,13 @@ import math
 import types
 import zoneinfo
 from dataclasses import KW_ONLY, dataclass, field
-from typing import TYPE_CHECKING, Final
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, cast
 
+import taquba
 from taquba import MAX_QUEUE_NAME_BYTES
 
-from ._errors import InvalidSchedule, UnknownTimeZone
+from ._errors import InvalidSchedule, PayloadError, UnknownTimeZone
 from ._policy import Missed, Overlap
 from ._timing import (
     CronExpression,
@@ -22,7 +24,6 @@ from ._timing import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-    from datetime import datetime
 
 __all__ = ["HEADER_PREFIX", "MAX_NAME_LENGTH", "Schedule"]
 
@@ -35,6 +36,15 @@ MAX_NAME_LENGTH: Final = 200
 _MAX_PRIORITY: Final = 2**32 - 1
 
 
+def _bytes_of(value: object) -> bytes | None:
+    """``value`` as bytes if it is bytes-like (bytes, bytearray, memoryview), else None."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, memoryview):
+        return cast("memoryview[int]", value).tobytes()
+    return None
+
+
 def _has_control(text: str) -> bool:
     return any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)
 
@@ -44,12 +54,18 @@ class Schedule:
     """A named cron schedule that enqueues one job per fire time onto a taquba queue.
 
     Everything is checked at construction; an invalid definition raises `InvalidSchedule`
-    (or its subclasses `InvalidCronExpression` and `UnknownTimeZone`).
+    (or its subclasses `InvalidCronExpression` and `UnknownTimeZone`), and a fixed payload
+    the codec cannot store raises the core's `taquba.UnsupportedType` or `taquba.TypeMismatch`.
+
+    Payloads are the job's bytes as they are when they are `bytes`; any other value of a type
+    `taquba.Codec` supports (a dataclass, a ``TypedDict``, a pydantic model, builtins) is
+    encoded with ``taquba.Codec(payload_type)``, so a handler reads it back with
+    ``taquba.Codec(T).decode(job.payload)``.
 
     Example:
         ```python
         Schedule("nightly-report", "30 2 * * *", "reports", tz="Europe/London",
-                 payload=b"{}", missed=Missed.COALESCE)
+                 payload=Report(kind="daily"), missed=Missed.COALESCE)
         ```
     """
 
@@ -64,17 +80,28 @@ class Schedule:
 
     Evaluated on the wall clock of ``tz``. ``H`` fields are hashed on the schedule name.
     """
-    queue: str
-    """The queue the jobs are enqueued on."""
+    queue_name: str
+    """The name of the queue the jobs are enqueued on (in the `Scheduler`'s `taquba.Queue`)."""
     _: KW_ONLY
-    payload: bytes = b""
-    """The payload of every job. Exclusive with ``payload_factory``."""
-    payload_factory: Callable[[datetime], bytes] | None = None
+    payload: object = b""
+    """The payload of every job. Exclusive with ``payload_factory``.
+
+    `bytes` (the default, empty) are stored as they are; any other value is encoded with
+    ``taquba.Codec(payload_type)`` once, here.
+    """
+    payload_factory: Callable[[datetime], Any] | None = None
     """Builds each job's payload from its fire time (aware, in ``tz``).
 
-    Called before each enqueue attempt, possibly more than once per fire time when scheduler
-    instances race, so it should be cheap and deterministic. If it raises, the firing is not
-    enqueued (see `PayloadError`).
+    It returns `bytes`, or a value of ``payload_type``. Called before each enqueue attempt,
+    possibly more than once per fire time when scheduler instances race, so it should be cheap
+    and deterministic. If it raises, or its value does not fit ``payload_type``, the firing is
+    not enqueued (see `PayloadError`).
+    """
+    payload_type: Any = None
+    """The type payloads are encoded as, with ``taquba.Codec(payload_type)``.
+
+    Default: the type of ``payload``; with a ``payload_factory``, `bytes`. `bytes` payloads
+    are never encoded: the job's payload is the bytes themselves.
     """
     tz: str = "UTC"
     """The IANA time zone whose wall clock the expression follows (e.g. ``"Europe/Paris"``)."""
@@ -94,6 +121,8 @@ class Schedule:
     """Attempts before a job is dead-lettered; default: the queue's."""
     _expression: CronExpression = field(init=False, repr=False)
     _zone: zoneinfo.ZoneInfo = field(init=False, repr=False)
+    _codec: taquba.Codec[Any] | None = field(init=False, repr=False)  # None: bytes as they are
+    _encoded: bytes = field(init=False, repr=False)  # the fixed payload, encoded
 
     def __post_init__(self) -> None:
         name = self.name
@@ -104,15 +133,15 @@ class Schedule:
                 f"invalid schedule name {name!r}: at most {MAX_NAME_LENGTH} characters, "
                 "no control characters"
             )
-        queue = self.queue
+        queue_name = self.queue_name
         if (
-            not isinstance(queue, str)  # pyright: ignore[reportUnnecessaryIsInstance]
-            or not queue
-            or len(queue.encode()) > MAX_QUEUE_NAME_BYTES
-            or _has_control(queue)
+            not isinstance(queue_name, str)  # pyright: ignore[reportUnnecessaryIsInstance]
+            or not queue_name
+            or len(queue_name.encode()) > MAX_QUEUE_NAME_BYTES
+            or _has_control(queue_name)
         ):
             raise InvalidSchedule(
-                f"schedule {name!r}: invalid queue name {queue!r} (1 to "
+                f"schedule {name!r}: invalid queue name {queue_name!r} (1 to "
                 f"{MAX_QUEUE_NAME_BYTES} UTF-8 bytes, no control characters)"
             )
         object.__setattr__(self, "_expression", CronExpression(self.cron, hash_id=name))
@@ -143,17 +172,33 @@ class Schedule:
         self._check_options()
 
     def _check_payload(self) -> None:
-        if self.payload_factory is not None:
-            if self.payload:
+        payload, factory, payload_type = self.payload, self.payload_factory, self.payload_type
+        fixed = not (isinstance(payload, bytes) and not payload)  # anything but the default
+        if factory is not None:
+            if fixed:
                 raise InvalidSchedule(
                     f"schedule {self.name!r}: pass payload or payload_factory, not both"
                 )
-            if not callable(self.payload_factory):
+            if not callable(factory):
                 raise InvalidSchedule(f"schedule {self.name!r}: payload_factory must be callable")
-        elif not isinstance(self.payload, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise InvalidSchedule(f"schedule {self.name!r}: payload must be bytes")
+        raw = _bytes_of(payload)
+        if payload_type is None:
+            payload_type = bytes if factory is not None or raw is not None else type(payload)
+            object.__setattr__(self, "payload_type", payload_type)
+        # The core's codec errors, as themselves: UnsupportedType for a type it cannot store.
+        codec = None if payload_type is bytes else taquba.Codec(payload_type)
+        object.__setattr__(self, "_codec", codec)
+        if factory is not None:
+            object.__setattr__(self, "_encoded", b"")
+            return
+        if codec is None:
+            if raw is None:
+                raise taquba.TypeMismatch("payload", "bytes", type(payload).__qualname__)
+            payload = encoded = raw
         else:
-            object.__setattr__(self, "payload", bytes(self.payload))
+            encoded = codec.encode(payload, path="payload")  # TypeMismatch if it does not fit
+        object.__setattr__(self, "payload", payload)
+        object.__setattr__(self, "_encoded", encoded)
 
     def _check_options(self) -> None:
         name = self.name
@@ -185,6 +230,40 @@ class Schedule:
         """The time zone ``tz`` names."""
         return self._zone
 
+    def encode_payload(self, fire: datetime) -> bytes:
+        """The payload of the job this schedule enqueues for fire time ``fire``.
+
+        The fixed payload (encoded when the schedule was built), or the value of
+        ``payload_factory(fire)`` encoded as ``payload_type`` (`bytes` as they are).
+
+        Raises:
+            PayloadError: the factory raised, or its value does not fit ``payload_type``
+                (the cause is the factory's exception or the codec's error).
+        """
+        factory = self.payload_factory
+        if factory is None:
+            return self._encoded
+        fire_ms = from_instant(fire)
+        try:
+            value = factory(fire)
+        except Exception as exc:
+            raise PayloadError(self.name, fire_ms, f"{type(exc).__name__}: {exc}") from exc
+        codec = self._codec
+        if codec is None:
+            raw = _bytes_of(value)
+            if raw is None:
+                raise PayloadError(
+                    self.name,
+                    fire_ms,
+                    f"returned {type(value).__name__}, not bytes (set payload_type to encode "
+                    "other values)",
+                ) from taquba.TypeMismatch("payload", "bytes", type(value).__qualname__)
+            return raw
+        try:
+            return codec.encode(value, path="payload")
+        except taquba.SerializationError as exc:
+            raise PayloadError(self.name, fire_ms, str(exc)) from exc
+
     def next_fire_times(self, after: datetime, n: int = 1) -> list[datetime]:
         """The next ``n`` fire times strictly after ``after``, aware in the schedule's zone.
 
@@ -196,12 +275,13 @@ class Schedule:
             n: how many fire times to list.
 
         Raises:
-            ValueError: ``after`` is naive or ``n`` is negative.
+            taquba.InvalidArgument: ``after`` is not an aware datetime, or ``n`` is not an int
+                >= 0.
         """
-        if after.tzinfo is None or after.utcoffset() is None:
-            raise ValueError("after must be timezone-aware")
-        if n < 0:
-            raise ValueError("n must not be negative")
+        if not isinstance(after, datetime) or after.utcoffset() is None:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise taquba.InvalidArgument("after", after, "must be a timezone-aware datetime")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise taquba.InvalidArgument("n", n, "must be an int >= 0")
         times: list[datetime] = []
         instant = from_instant(after)
         while len(times) < n:

@@ -8,21 +8,21 @@ import math
 import secrets
 import types
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Final
 
 import trio
 
 from taquba import (
     EnqueueRequest,
-    Fenced,
+    InvalidArgument,
     JobStatus,
     KvConflict,
-    QueueClosed,
-    StorageFatal,
+    StorageError,
     TaqubaError,
+    UsageError,
 )
 
-from ._errors import CronError, DuplicateName, InvalidSchedule, PayloadError, UnknownSchedule
+from ._errors import DuplicateName, UnknownSchedule
 from ._policy import Overlap, State, plan
 from ._schedule import Schedule
 from ._timing import to_instant
@@ -41,7 +41,6 @@ STATE_KEY_PREFIX: Final = b"cron/state/"
 """The user-KV prefix of the schedules' durable state: ``cron/state/<name>`` (UTF-8)."""
 
 _MAX_BACKOFF: Final = 60.0
-_FATAL: Final = (Fenced, QueueClosed, StorageFatal)
 # A job in one of these states is unfinished for the overlap policies; done, dead and deleted
 # (an acknowledged job without keep_done) are finished.
 _UNFINISHED: Final = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.CLAIMED})
@@ -87,20 +86,36 @@ class Scheduler:
     firing with `taquba.Queue.get_job` when a firing falls due (and every poll while a firing is
     held for `Overlap.BUFFER_ONE`).
 
-    Time comes from ``queue.clock``. `run` sleeps until the next fire time but wakes at least
+    It follows the family convention for long-running components: start it with
+    ``await nursery.start(scheduler.serve)``, stop it gracefully with `shutdown`, or hard-stop
+    it by cancelling the scope around `serve`::
+
+        scheduler = Scheduler(queue, schedules)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.serve)
+            ...
+            scheduler.shutdown()
+
+    Time comes from ``queue.clock``. `serve` sleeps until the next fire time but wakes at least
     every ``poll_interval`` to re-read the clock, so a `taquba.MockClock` advanced by a test is
     noticed within one interval; tests may also call `fire_due` directly.
 
     Args:
         queue: the queue whose clock drives firing, whose user KV holds the watermarks, and
-            onto which the jobs are enqueued (each schedule names its target queue).
+            onto which the jobs are enqueued (each schedule names its target queue with
+            ``queue_name``).
         schedules: the schedules; names must be unique (`DuplicateName`).
-        poll_interval: the longest `run` sleeps between readings of the clock, in seconds.
+        poll_interval: the longest `serve` sleeps between readings of the clock, in seconds.
         batch_size: the most jobs one transaction enqueues when catching up (backfill).
+        shutdown_grace: after `shutdown`, seconds the firing in flight (at most one
+            transaction, and the reads before it) gets to finish before it is cancelled.
+            None (the default) or ``math.inf``: wait as long as it takes. Cancelling a firing
+            loses nothing: its jobs and its watermark commit together or not at all.
 
     Raises:
         DuplicateName: two schedules share a name.
-        InvalidSchedule: ``poll_interval`` or ``batch_size`` is out of range.
+        taquba.InvalidArgument: ``schedules`` holds something other than a `Schedule`, or
+            ``poll_interval``, ``batch_size`` or ``shutdown_grace`` is out of range.
     """
 
     def __init__(
@@ -110,22 +125,35 @@ class Scheduler:
         *,
         poll_interval: float = 1.0,
         batch_size: int = 100,
+        shutdown_grace: float | None = None,
     ) -> None:
+        """Check the arguments and build the scheduler; nothing runs until `serve`."""
         by_name: dict[str, Schedule] = {}
         for schedule in schedules:
             if not isinstance(schedule, Schedule):  # pyright: ignore[reportUnnecessaryIsInstance]
-                raise InvalidSchedule(f"expected a Schedule, got {type(schedule).__name__}")
+                raise InvalidArgument("schedules", schedule, "must hold only Schedule objects")
             if schedule.name in by_name:
                 raise DuplicateName(schedule.name)
             by_name[schedule.name] = schedule
-        if not math.isfinite(poll_interval) or poll_interval <= 0:
-            raise InvalidSchedule("poll_interval must be a positive number of seconds")
-        if not isinstance(batch_size, int) or batch_size < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise InvalidSchedule("batch_size must be a positive int")
+        if (
+            not isinstance(poll_interval, (int, float))  # pyright: ignore[reportUnnecessaryIsInstance]
+            or isinstance(poll_interval, bool)
+            or not math.isfinite(poll_interval)
+            or poll_interval <= 0
+        ):
+            raise InvalidArgument(
+                "poll_interval", poll_interval, "must be a positive, finite number of seconds"
+            )
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidArgument("batch_size", batch_size, "must be an int >= 1")
         self._queue = queue
         self._schedules = by_name
-        self._poll_interval = poll_interval
+        self._poll_interval = float(poll_interval)
         self._batch_size = batch_size
+        self._grace = _check_grace(shutdown_grace)
+        self._stop = trio.Event()
+        self._serving = False
+        self._firing: trio.CancelScope | None = None
 
     @property
     def queue(self) -> Queue:
@@ -145,46 +173,73 @@ class Scheduler:
 
     # ------------------------------------------------------------------ firing
 
-    async def run(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> NoReturn:
-        """Enqueue firings as they fall due, forever.
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Enqueue firings as they fall due, until `shutdown` is called or the scope is cancelled.
 
-        Start it with ``await nursery.start(scheduler.run)``: it reports started once every
+        Start it with ``await nursery.start(scheduler.serve)``: it reports started once every
         schedule has its durable state and whatever was due at start-up has been handled
-        (including missed firings, per each schedule's policy). Cancel the scope to stop it.
+        (including missed firings, per each schedule's policy). After `shutdown` it fires
+        nothing new: the firing in progress (its reads and its one transaction) completes,
+        within ``shutdown_grace``, and `serve` returns. A backfill stops between batches; the
+        watermark says where the next `serve` resumes. Cancelling the surrounding scope is the
+        hard stop, and loses nothing either: a firing's jobs and watermark commit together.
+        A scheduler that has been shut down returns at once when served again.
 
-        An error confined to one schedule (a failing payload factory, a storage hiccup) is
-        logged and that schedule is retried with a backoff (up to 60 s) while the others carry
-        on. `taquba.Fenced`, `taquba.QueueClosed` and `taquba.StorageFatal` stop the loop.
+        Returns:
+            None, after a graceful shutdown (`shutdown`).
+
+        Error handling: an error confined to one schedule (a failing payload factory
+        (`PayloadError`), unreadable stored state (`CorruptState`), a transient storage error
+        such as `taquba.StorageUnavailable`) is logged on the ``taquba_cron`` logger, and that
+        schedule is retried with a capped exponential backoff (from ``poll_interval`` up to
+        60 s) while the others carry on; the firing stays due meanwhile. A permanent storage
+        error (`taquba.Fenced`, `taquba.QueueClosed`, `taquba.StorageFatal`,
+        `taquba.StorageMisconfigured`, any `taquba.StorageError` whose ``transient`` is
+        false) ends `serve` and is raised as itself.
+
+        Raises:
+            taquba.UsageError: this scheduler is already serving (one `serve` at a time).
         """
+        if self._serving:
+            raise UsageError("this Scheduler is already serving; one serve at a time")
+        self._serving = True
+        try:
+            await self._serve(task_status)
+        finally:
+            self._serving = False
+            self._firing = None
+
+    def shutdown(self) -> None:
+        """Stop firing; `serve` returns once the firing in flight is done (``shutdown_grace``).
+
+        Idempotent and sticky; safe to call before `serve` starts (it then returns at once),
+        from any task of the same trio run (from another thread, use
+        ``trio.from_thread.run_sync(scheduler.shutdown)``).
+        """
+        self._stop.set()
+        firing = self._firing
+        if firing is not None and self._grace is not None:
+            firing.deadline = min(firing.deadline, trio.current_time() + self._grace)
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether `shutdown` has been called."""
+        return self._stop.is_set()
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         clock = self._queue.clock
+        stop = self._stop
         due: dict[str, int | None] = dict.fromkeys(self._schedules)
         failures: dict[str, int] = {}
         started = False
-        while True:
-            now = clock.now_ms()
-            for name, schedule in self._schedules.items():
-                at = due[name]
-                if at is not None and at > now:
-                    continue
-                try:
-                    _, due[name] = await self._catch_up(schedule, now)
-                except _FATAL:
-                    raise
-                except (CronError, TaqubaError) as exc:
-                    count = failures[name] = failures.get(name, 0) + 1
-                    backoff = min(self._poll_interval * 2 ** (count - 1), _MAX_BACKOFF)
-                    log.warning(
-                        "schedule %r failed (attempt %d), retrying in %.3g s: %s",
-                        name,
-                        count,
-                        backoff,
-                        exc,
-                    )
-                    due[name] = now + math.ceil(backoff * 1000)
-                else:
-                    failures.pop(name, None)
+        while not stop.is_set():
+            with trio.CancelScope() as firing:
+                self._firing = firing
+                await self._pass(due, failures)
+            self._firing = None
+            if firing.cancelled_caught:  # only shutdown sets its deadline
+                log.warning("shutdown_grace expired: the firing in flight was cancelled")
+                break
             if not started:
                 task_status.started()
                 started = True
@@ -195,7 +250,37 @@ class Scheduler:
             delay = self._poll_interval
             if wake is not None:
                 delay = min(delay, (wake - current) / 1000)
-            await trio.sleep(delay)
+            with trio.move_on_after(delay):
+                await stop.wait()
+        if not started:
+            task_status.started()  # shut down before (or during) the first pass
+
+    async def _pass(self, due: dict[str, int | None], failures: dict[str, int]) -> None:
+        """Handle what is due for every schedule, once; stop early on shutdown."""
+        now = self._queue.clock.now_ms()
+        for name, schedule in self._schedules.items():
+            if self._stop.is_set():
+                return
+            at = due[name]
+            if at is not None and at > now:
+                continue
+            try:
+                _, due[name] = await self._catch_up(schedule, now, self._stop)
+            except TaqubaError as exc:
+                if isinstance(exc, StorageError) and not exc.transient:
+                    raise  # Fenced, QueueClosed, StorageFatal, a misconfigured store: fatal
+                count = failures[name] = failures.get(name, 0) + 1
+                backoff = min(self._poll_interval * 2 ** (count - 1), _MAX_BACKOFF)
+                log.warning(
+                    "schedule %r failed (attempt %d), retrying in %.3g s: %s",
+                    name,
+                    count,
+                    backoff,
+                    exc,
+                )
+                due[name] = now + math.ceil(backoff * 1000)
+            else:
+                failures.pop(name, None)
 
     async def fire_due(self) -> int:
         """Enqueue everything due now (by ``queue.clock``) for every schedule, once.
@@ -203,7 +288,8 @@ class Scheduler:
         Handles missed firings per each schedule's policy and creates the durable state of
         schedules seen for the first time (their first fire time is the next one after now).
         Returns the number of jobs created. Errors are raised, not logged: this is the step
-        `run` repeats, exposed for tests and for callers that drive time themselves.
+        `serve` repeats, exposed for tests and for callers that drive time themselves. It does
+        not look at `shutdown`.
 
         Raises:
             PayloadError: a payload factory failed; later schedules were not processed.
@@ -216,12 +302,20 @@ class Scheduler:
             created += count
         return created
 
-    async def _catch_up(self, schedule: Schedule, now: int) -> tuple[int, int | None]:
-        """Handle everything due for ``schedule`` at ``now``; return (created, next due)."""
+    async def _catch_up(
+        self, schedule: Schedule, now: int, stop: trio.Event | None = None
+    ) -> tuple[int, int | None]:
+        """Handle everything due for ``schedule`` at ``now``; return (created, next due).
+
+        With ``stop``, return early once it is set, between transactions: each transaction
+        (one batch of firings and the watermark's advance) commits whole or not at all.
+        """
         queue = self._queue
         key = state_key(schedule.name)
         created = 0
         while True:
+            if stop is not None and stop.is_set():
+                return created, now
             raw = await queue.kv_get(key)
             if raw is None:
                 initial = State(now, None).encode()
@@ -298,8 +392,8 @@ class Scheduler:
                 headers["cron.previous_fire_ms"] = str(previous)
             requests.append(
                 EnqueueRequest(
-                    queue=schedule.queue,
-                    payload=_payload(schedule, fire, moment),
+                    queue=schedule.queue_name,
+                    payload=schedule.encode_payload(moment),
                     priority=schedule.priority,
                     dedup_key=dedup_key(schedule.name, fire),
                     headers=headers,
@@ -393,14 +487,15 @@ def _local(schedule: Schedule, ms: int) -> datetime:
     return to_instant(ms).astimezone(schedule.zone)
 
 
-def _payload(schedule: Schedule, fire: int, moment: datetime) -> bytes:
-    factory = schedule.payload_factory
-    if factory is None:
-        return schedule.payload
-    try:
-        payload = factory(moment)
-    except Exception as exc:
-        raise PayloadError(schedule.name, fire, f"{type(exc).__name__}: {exc}") from exc
-    if not isinstance(payload, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise PayloadError(schedule.name, fire, f"returned {type(payload).__name__}, not bytes")
-    return bytes(payload)
+def _check_grace(value: object) -> float | None:
+    """``shutdown_grace`` checked: None (no limit; ``math.inf`` too) or seconds >= 0."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or math.isnan(value)
+        or value < 0
+    ):
+        raise InvalidArgument("shutdown_grace", value, "must be None or a number of seconds >= 0")
+    return None if math.isinf(value) else float(value)
