@@ -13,7 +13,6 @@ retries them. The SSRF guard refuses loopback by default, so this example allows
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 
 import trio
@@ -21,7 +20,7 @@ import trio
 import taquba
 import taquba_webhooks
 
-QUEUE = taquba_webhooks.DEFAULT_QUEUE
+QUEUE = taquba_webhooks.DEFAULT_QUEUE_NAME
 LOCAL = taquba_webhooks.DestinationPolicy(allow=["127.0.0.0/8", "::1/128"])
 
 
@@ -49,19 +48,20 @@ async def run(
             say(f"enqueued {result.id}: {event}")
 
         worker = taquba_webhooks.WebhookWorker(
-            secrets={"receiver": secret}, policy=LOCAL, default_timeout=10
+            queue,
+            secrets={"receiver": secret},
+            policy=LOCAL,
+            default_timeout=10,
+            poll_interval=0.2,
         )
-        shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                functools.partial(worker.serve, queue, shutdown=shutdown, poll_interval=0.2)
-            )
+            await nursery.start(worker.serve)  # returns once the worker is delivering
             while True:  # wait until nothing is left to deliver
                 stats = await queue.stats(QUEUE)
                 if stats.pending + stats.scheduled + stats.claimed == 0:
                     break
                 await trio.sleep(0.1)
-            shutdown.set()
+            worker.shutdown()  # graceful: deliveries in flight finish first
 
         for dead in await taquba_webhooks.dead_deliveries(queue):
             say(f"dead: {dead.job_id}: {dead.job.last_error}")

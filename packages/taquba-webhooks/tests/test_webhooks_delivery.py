@@ -13,11 +13,11 @@ import trio
 import taquba
 import taquba_webhooks as tw
 from taquba.testing import MockClock, open_test_queue
-from webhooks_support import LOOPBACK, Receiver, Reply, run_worker, wait_until
+from webhooks_support import LOOPBACK, Receiver, Reply, run_worker, wait_until, webhook_worker
 
 
-def worker(**options: object) -> tw.WebhookWorker:
-    return tw.WebhookWorker(policy=LOOPBACK, **options)  # type: ignore[arg-type]
+def worker(queue: taquba.Queue, **options: object) -> tw.WebhookWorker:
+    return webhook_worker(queue, policy=LOOPBACK, **options)
 
 
 async def test_delivers_a_post_with_body_headers_and_webhook_id(
@@ -27,7 +27,7 @@ async def test_delivers_a_post_with_body_headers_and_webhook_id(
         receiver.url(), {"type": "invoice.paid", "n": 1}, headers={"x-tenant": "acme"}
     )
     result = await tw.enqueue_webhook(queue, request)
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     [got] = receiver.received()
     assert got.method == "POST"
     assert json.loads(got.body) == {"type": "invoice.paid", "n": 1}
@@ -38,7 +38,7 @@ async def test_delivers_a_post_with_body_headers_and_webhook_id(
     assert "webhook-signature" not in got.headers  # no signing key named
     assert got.headers["user-agent"].startswith("taquba-webhooks/")
     assert got.headers["host"] == f"127.0.0.1:{receiver.port}"
-    assert (await queue.stats(tw.DEFAULT_QUEUE)).done == 1
+    assert (await queue.stats(tw.DEFAULT_QUEUE_NAME)).done == 1
     assert await tw.get_attempt(queue, result.id) is None  # deleted with the ack
 
 
@@ -51,7 +51,7 @@ async def test_method_custom_id_and_user_agent(queue: taquba.Queue, receiver: Re
         headers={"User-Agent": "acme-hooks/2"},
     )
     await tw.enqueue_webhook(queue, request)
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     [got] = receiver.received("/put")
     assert (got.method, got.body) == ("PUT", b"raw")
     assert got.headers["webhook-id"] == "evt_123"
@@ -61,11 +61,11 @@ async def test_method_custom_id_and_user_agent(queue: taquba.Queue, receiver: Re
 async def test_webhook_id_is_stable_across_retries(queue: taquba.Queue, receiver: Receiver) -> None:
     receiver.script("/hook", Reply(503), Reply(500), Reply(200))
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     ids = {r.headers["webhook-id"] for r in receiver.received()}
     assert len(receiver.received()) == 3
     assert ids == {result.id}
-    assert (await queue.stats(tw.DEFAULT_QUEUE)).done == 1
+    assert (await queue.stats(tw.DEFAULT_QUEUE_NAME)).done == 1
 
 
 @pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
@@ -74,9 +74,9 @@ async def test_retryable_statuses_are_retried(
 ) -> None:
     receiver.script("/hook", Reply(status, body=b"busy"), Reply(204))
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     assert len(receiver.received()) == 2
-    assert (await queue.stats(tw.DEFAULT_QUEUE)).done == 1
+    assert (await queue.stats(tw.DEFAULT_QUEUE_NAME)).done == 1
     assert await queue.get_job(result.id) is None
 
 
@@ -86,7 +86,7 @@ async def test_other_4xx_dead_letter_at_once(
 ) -> None:
     receiver.script("/hook", Reply(status, body=b'{"error": "no such tenant"}'))
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     assert len(receiver.received()) == 1
     job = await queue.get_job(result.id)
     assert job is not None and job.status is taquba.JobStatus.DEAD
@@ -108,7 +108,7 @@ async def test_exhausted_retries_dead_letter_with_the_last_error(
 ) -> None:
     receiver.default = Reply(503, body=b"down for maintenance")
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     assert len(receiver.received()) == 3  # max_attempts
     job = await queue.get_job(result.id)
     assert job is not None and job.status is taquba.JobStatus.DEAD
@@ -123,7 +123,7 @@ async def test_response_body_is_truncated_on_the_record(
 ) -> None:
     receiver.script("/hook", Reply(400, body=b"e" * 5000))
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-    await run_worker(queue, worker(response_body_limit=100))
+    await run_worker(queue, worker(queue, response_body_limit=100))
     attempt = await tw.get_attempt(queue, result.id)
     assert attempt is not None
     assert attempt.response_body == b"e" * 100
@@ -137,7 +137,7 @@ async def test_timeout_is_retried_and_bounded(queue: taquba.Queue, receiver: Rec
     # if the timeout ends the first attempt and the retry gets the second reply.
     receiver.script("/hook", Reply(200, delay=3600), Reply(200))
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x", timeout=0.3))
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     assert len(receiver.received()) == 2
     assert await queue.get_job(result.id) is None
 
@@ -147,7 +147,7 @@ async def test_timeout_failure_is_recorded(queue: taquba.Queue, receiver: Receiv
     result = await tw.enqueue_webhook(
         queue, tw.WebhookRequest(receiver.url(), b"x", timeout=0.2), max_attempts=1
     )
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     attempt = await tw.get_attempt(queue, result.id)
     assert attempt is not None
     assert attempt.status is None
@@ -160,7 +160,7 @@ async def test_worker_default_timeout_applies(queue: taquba.Queue, receiver: Rec
     result = await tw.enqueue_webhook(
         queue, tw.WebhookRequest(receiver.url(), b"x"), max_attempts=1
     )
-    await run_worker(queue, worker(default_timeout=0.2))
+    await run_worker(queue, worker(queue, default_timeout=0.2))
     attempt = await tw.get_attempt(queue, result.id)
     assert attempt is not None and attempt.error is not None
     assert "timed out after 0.2 s" in attempt.error
@@ -173,10 +173,10 @@ async def test_lease_is_extended_to_cover_the_timeout(receiver: Receiver) -> Non
     async with open_test_queue(config=config, reaper_interval=0.02) as queue:
         receiver.script("/hook", Reply(200, delay=0.8))
         result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x", timeout=5))
-        await run_worker(queue, worker())
+        await run_worker(queue, worker(queue))
         assert len(receiver.received()) == 1
         assert await queue.get_job(result.id) is None
-        assert (await queue.stats(tw.DEFAULT_QUEUE)).done == 1
+        assert (await queue.stats(tw.DEFAULT_QUEUE_NAME)).done == 1
 
 
 async def test_connection_refused_is_retried(queue: taquba.Queue) -> None:
@@ -186,7 +186,7 @@ async def test_connection_refused_is_retried(queue: taquba.Queue) -> None:
     result = await tw.enqueue_webhook(
         queue, tw.WebhookRequest(f"http://127.0.0.1:{port}/hook", b"x"), max_attempts=2
     )
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     job = await queue.get_job(result.id)
     assert job is not None and job.status is taquba.JobStatus.DEAD and job.attempts == 2
     assert job.last_error is not None and "connection failed: ConnectError" in job.last_error
@@ -199,7 +199,7 @@ async def test_retry_after_seconds_schedules_the_retry() -> None:
         receiver_ok = await _receiver_with(Reply(429, headers={"Retry-After": "120"}), Reply(200))
         async with receiver_ok as receiver:
             result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-            await run_worker(queue, worker(), _scheduled(queue))
+            await run_worker(queue, worker(queue), _scheduled(queue))
             job = await queue.get_job(result.id)
             assert job is not None and job.status is taquba.JobStatus.SCHEDULED
             assert job.run_at == clock.now_ms() + 120_000  # max(backoff 1 s, Retry-After)
@@ -209,7 +209,7 @@ async def test_retry_after_seconds_schedules_the_retry() -> None:
             assert attempt.outcome is tw.AttemptOutcome.RETRY
             clock.advance(120)
             await queue.promote_scheduled_now()
-            await run_worker(queue, worker())
+            await run_worker(queue, worker(queue))
             assert len(receiver.received()) == 2
 
 
@@ -224,12 +224,12 @@ async def test_retry_after_http_date_and_cap() -> None:
         )
         async with await _receiver_with(*replies) as receiver:
             first = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-            await run_worker(queue, worker(), _scheduled(queue))
+            await run_worker(queue, worker(queue), _scheduled(queue))
             job = await queue.get_job(first.id)
             assert job is not None and job.run_at == clock.now_ms() + 90_000
             await queue.cancel(first.id)
             second = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"y"))
-            await run_worker(queue, worker(max_retry_after=600), _scheduled(queue))
+            await run_worker(queue, worker(queue, max_retry_after=600), _scheduled(queue))
             job = await queue.get_job(second.id)
             assert job is not None and job.run_at == clock.now_ms() + 600_000
 
@@ -239,7 +239,7 @@ async def test_redirects_are_not_followed_by_default(
 ) -> None:
     receiver.script("/old", Reply(308, headers={"location": receiver.url("/new")}))
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url("/old"), b"x"))
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     assert receiver.received("/new") == []
     job = await queue.get_job(result.id)
     assert job is not None and job.status is taquba.JobStatus.DEAD
@@ -250,16 +250,16 @@ async def test_redirects_are_not_followed_by_default(
 async def test_redirects_followed_when_configured(queue: taquba.Queue, receiver: Receiver) -> None:
     receiver.script("/old", Reply(307, headers={"location": receiver.url("/new")}))
     await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url("/old"), b"payload"))
-    await run_worker(queue, worker(follow_redirects=True))
+    await run_worker(queue, worker(queue, follow_redirects=True))
     [moved] = receiver.received("/new")
     assert (moved.method, moved.body) == ("POST", b"payload")
-    assert (await queue.stats(tw.DEFAULT_QUEUE)).done == 1
+    assert (await queue.stats(tw.DEFAULT_QUEUE_NAME)).done == 1
 
 
 async def test_too_many_redirects_dead_letter(queue: taquba.Queue, receiver: Receiver) -> None:
     receiver.default = Reply(307, headers={"location": receiver.url("/loop")})
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url("/loop"), b"x"))
-    await run_worker(queue, worker(follow_redirects=True, max_redirects=2))
+    await run_worker(queue, worker(queue, follow_redirects=True, max_redirects=2))
     job = await queue.get_job(result.id)
     assert job is not None and job.status is taquba.JobStatus.DEAD
     assert job.last_error is not None and job.last_error.startswith("too many redirects")
@@ -280,16 +280,12 @@ async def test_cancel_during_delivery_abandons_it(queue: taquba.Queue, receiver:
         job = await queue.get_job(result.id)
         return job is not None and job.status is taquba.JobStatus.DEAD
 
-    shutdown = trio.Event()
+    running = worker(queue)
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            lambda task_status: worker().serve(
-                queue, shutdown=shutdown, poll_interval=0.05, task_status=task_status
-            )
-        )
+        await nursery.start(running.serve)
         await wait_until(cancel_when_sent, 3)
         await wait_until(dead, 3)
-        shutdown.set()
+        running.shutdown()
     job = await queue.get_job(result.id)
     assert job is not None and job.last_error == "cancelled while delivering"
     assert (await tw.endpoint_stats(queue, tw.endpoint_of(receiver.url()))).attempts == 0
@@ -300,27 +296,19 @@ async def test_shutdown_grace_hands_back_the_delivery(
 ) -> None:
     receiver.default = Reply(200, delay=5.0)
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-    shutdown = trio.Event()
+    running = worker(queue, shutdown_grace=0.1)
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            lambda task_status: worker().serve(
-                queue,
-                shutdown=shutdown,
-                shutdown_grace=0.1,
-                poll_interval=0.05,
-                task_status=task_status,
-            )
-        )
+        await nursery.start(running.serve)
         await wait_until(lambda: bool(receiver.received()), 3)
-        shutdown.set()
+        running.shutdown()
     job = await queue.get_job(result.id)
     assert job is not None and job.status is taquba.JobStatus.PENDING
     assert job.last_error == "the worker stopped before the delivery finished"
 
 
 async def test_unreadable_payload_is_dead_lettered(queue: taquba.Queue) -> None:
-    result = await queue.enqueue(tw.DEFAULT_QUEUE, b"not a delivery")
-    await run_worker(queue, worker())
+    result = await queue.enqueue(tw.DEFAULT_QUEUE_NAME, b"not a delivery")
+    await run_worker(queue, worker(queue))
     job = await queue.get_job(result.id)
     assert job is not None and job.status is taquba.JobStatus.DEAD
     assert job.last_error is not None and job.last_error.startswith("invalid delivery:")
@@ -334,12 +322,12 @@ async def test_enqueue_as_a_settlement_effect(queue: taquba.Queue, receiver: Rec
 
     async def handle(job: taquba.JobRecord, lease: taquba.LeaseHandle) -> taquba.Effects:
         request = tw.WebhookRequest.json(receiver.url(), {"order": job.payload.decode()})
-        return taquba.Effects(enqueues=[tw.webhook_enqueue_request(request, job_id="order-1-hook")])
+        return taquba.Effects(enqueues=[request.to_enqueue_request(job_id="order-1-hook")])
 
     from taquba.testing import drain
 
     assert await drain(queue, "orders", handle) == 1
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     [got] = receiver.received()
     assert json.loads(got.body) == {"order": "order-1"}
     assert got.headers["webhook-id"] == "order-1-hook"
@@ -351,7 +339,7 @@ async def test_concurrent_deliveries(queue: taquba.Queue, receiver: Receiver) ->
     receiver.gather = 8
     for i in range(16):
         await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(f"/c{i}"), b"x"))
-    await run_worker(queue, worker(), concurrency=8, limit=60)
+    await run_worker(queue, worker(queue, concurrency=8), limit=60)
     assert len(receiver.received()) == 16
     assert receiver.most_in_flight == 8
 
@@ -361,7 +349,7 @@ async def test_concurrent_deliveries(queue: taquba.Queue, receiver: Receiver) ->
 
 def _scheduled(queue: taquba.Queue):  # type: ignore[no-untyped-def]
     async def check() -> bool:
-        return (await queue.stats(tw.DEFAULT_QUEUE)).scheduled == 1
+        return (await queue.stats(tw.DEFAULT_QUEUE_NAME)).scheduled == 1
 
     return check
 
@@ -396,7 +384,7 @@ async def test_large_response_bodies_are_abandoned_not_downloaded(
 ) -> None:
     receiver.script("/big", Reply(500, body=b"z" * 2_000_000), Reply(200, body=b"y" * 300_000))
     result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url("/big"), b"x"))
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     assert len(receiver.received("/big")) == 2
     assert await queue.get_job(result.id) is None
     stats = await tw.endpoint_stats(queue, tw.endpoint_of(receiver.url()))
@@ -419,7 +407,7 @@ async def test_a_lost_lease_is_logged_and_the_job_delivered_again(
 
 
 async def _done(queue: taquba.Queue) -> bool:
-    return (await queue.stats(tw.DEFAULT_QUEUE)).done == 1
+    return (await queue.stats(tw.DEFAULT_QUEUE_NAME)).done == 1
 
 
 @asynccontextmanager
@@ -435,16 +423,12 @@ async def _serving_with_the_first_attempt_reaped(
         assert await queue.reap_now() == 1
         return True
 
-    shutdown = trio.Event()
+    running = worker(queue)
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            lambda task_status: worker().serve(
-                queue, shutdown=shutdown, poll_interval=0.05, task_status=task_status
-            )
-        )
+        await nursery.start(running.serve)
         await wait_until(reap_mid_request, 3)
         yield
-        shutdown.set()
+        running.shutdown()
 
 
 async def test_a_worker_that_lost_its_claim_writes_no_attempt_record(

@@ -87,8 +87,8 @@ async def test_readme_example_runs(nursery: trio.Nursery) -> None:
         block.replace('STORE = "./webhooks-data"', "")
         .replace("https://hooks.example.com/in", receiver.url("/in"))
         .replace(
-            "WebhookWorker(",
-            'WebhookWorker(policy=taquba_webhooks.DestinationPolicy(allow=["127.0.0.1"]),',
+            "WebhookWorker(queue,",
+            'WebhookWorker(queue, policy=taquba_webhooks.DestinationPolicy(allow=["127.0.0.1"]),',
         )
     )
     namespace: dict[str, object] = {"STORE": memory_store(), "__name__": "readme"}

@@ -6,6 +6,7 @@ import inspect
 import pathlib
 import tomllib
 
+import taquba
 import taquba_webhooks
 from taquba.testing import check_public_api, check_type_completeness
 
@@ -43,6 +44,9 @@ def test_errors_form_one_tree() -> None:
     }
     for error in errors:
         assert issubclass(error, taquba_webhooks.WebhookError)
+        assert issubclass(error, taquba.TaqubaError)
+    usage = {e.__name__ for e in errors if issubclass(e, taquba.UsageError)}
+    assert usage == {"InvalidDelivery", "InvalidSecret"}
     assert issubclass(taquba_webhooks.InvalidDelivery, ValueError)
     assert issubclass(taquba_webhooks.InvalidSecret, ValueError)
 

@@ -21,6 +21,7 @@ from webhooks_support import (
     Reply,
     run_worker,
     start_receiver,
+    webhook_worker,
 )
 
 DEFAULT = tw.DestinationPolicy()
@@ -78,8 +79,12 @@ def test_allow_and_deny_lists() -> None:
     assert policy.check("8.8.8.8") == "a denied address"
     assert policy.check("1.1.1.1") is None
     assert tw.DestinationPolicy(allow=["0.0.0.0/0", "::/0"]).check("169.254.169.254") is None
-    with pytest.raises(ValueError, match="not an IP network"):
+    with pytest.raises(taquba.InvalidArgument, match="allow must hold IP networks"):
         tw.DestinationPolicy(allow=["example.com"])
+    with pytest.raises(taquba.InvalidArgument, match="deny must hold IP networks"):
+        tw.DestinationPolicy(deny=["10.0.0.0/33"])
+    with pytest.raises(taquba.InvalidArgument, match="address must be an IP address"):
+        policy.check("example.com")
 
 
 @given(st.ip_addresses())
@@ -211,7 +216,7 @@ async def test_worker_refuses_before_connecting(
     template: str,
     reason: str,
 ) -> None:
-    job = await _refused(queue, template.format(port=receiver.port), tw.WebhookWorker())
+    job = await _refused(queue, template.format(port=receiver.port), webhook_worker(queue))
     assert job.last_error is not None and reason in job.last_error
     assert sockets.created == []  # no connection was even attempted
     assert receiver.received() == []
@@ -226,7 +231,7 @@ async def test_any_refused_address_refuses_the_host(
     queue: taquba.Queue, fake_dns: FakeResolver, sockets: RecordingSocketFactory
 ) -> None:
     fake_dns.table["mixed.test"] = ["93.184.216.34", "10.0.0.7"]
-    job = await _refused(queue, "http://mixed.test/hook", tw.WebhookWorker())
+    job = await _refused(queue, "http://mixed.test/hook", webhook_worker(queue))
     assert job.last_error == (
         "destination mixed.test refused: it resolves to 10.0.0.7, a private address"
     )
@@ -238,7 +243,7 @@ async def test_any_refused_address_refuses_the_host(
 
 async def test_allow_list_opens_loopback(queue: taquba.Queue, receiver: Receiver) -> None:
     await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url("/ok"), b"x"))
-    await run_worker(queue, tw.WebhookWorker(policy=LOOPBACK))
+    await run_worker(queue, webhook_worker(queue, policy=LOOPBACK))
     assert len(receiver.received("/ok")) == 1
 
 
@@ -252,7 +257,7 @@ async def test_connects_to_the_checked_address_only(
     await tw.enqueue_webhook(
         queue, tw.WebhookRequest(f"http://rebind.test:{receiver.port}/hook", b"x")
     )
-    await run_worker(queue, tw.WebhookWorker(policy=policy))
+    await run_worker(queue, webhook_worker(queue, policy=policy))
     [got] = receiver.received()
     assert got.headers["host"] == f"rebind.test:{receiver.port}"
     assert fake_dns.calls["rebind.test"] == 1
@@ -265,7 +270,7 @@ async def test_every_redirect_hop_is_checked(
     receiver.script("/hop", Reply(307, headers={"location": "http://127.0.0.2:9/hook"}))
     policy = tw.DestinationPolicy(allow=["127.0.0.1/32"])
     job = await _refused(
-        queue, receiver.url("/hop"), tw.WebhookWorker(policy=policy, follow_redirects=True)
+        queue, receiver.url("/hop"), webhook_worker(queue, policy=policy, follow_redirects=True)
     )
     assert job.last_error == "destination 127.0.0.2 refused: a loopback address"
     assert len(sockets.created) == 1  # the first hop only
@@ -275,7 +280,7 @@ async def test_dns_failure_is_retried(queue: taquba.Queue, fake_dns: FakeResolve
     result = await tw.enqueue_webhook(
         queue, tw.WebhookRequest("http://nowhere.test/hook", b"x"), max_attempts=2
     )
-    await run_worker(queue, tw.WebhookWorker())
+    await run_worker(queue, webhook_worker(queue))
     job = await queue.get_job(result.id)
     assert job is not None and job.status is taquba.JobStatus.DEAD and job.attempts == 2
     assert job.last_error is not None and "cannot resolve nowhere.test" in job.last_error
@@ -307,7 +312,7 @@ async def test_https_verifies_the_host_name_while_pinning_the_address(
     receiver = await start_receiver(nursery, certfile=str(certfile), keyfile=str(keyfile))
     fake_dns.table["hooks.test"] = ["127.0.0.1"]
     context = ssl.create_default_context(cafile=str(certfile))
-    worker = tw.WebhookWorker(policy=LOOPBACK, ssl_context=context)
+    worker = webhook_worker(queue, policy=LOOPBACK, ssl_context=context)
     ok = await tw.enqueue_webhook(
         queue, tw.WebhookRequest(f"https://hooks.test:{receiver.port}/tls", b"x")
     )

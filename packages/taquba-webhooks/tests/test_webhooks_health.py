@@ -12,13 +12,13 @@ import taquba
 import taquba_webhooks as tw
 from taquba_webhooks._health import health_after
 from taquba_webhooks._records import EndpointHealth
-from webhooks_support import LOOPBACK, Receiver, Reply, run_worker
+from webhooks_support import LOOPBACK, Receiver, Reply, run_worker, webhook_worker
 
 GONE_REASON = "HTTP 410 Gone (the receiver asks to stop sending to this endpoint)"
 
 
-def worker(**options: Any) -> tw.WebhookWorker:
-    return tw.WebhookWorker(policy=LOOPBACK, **options)
+def worker(queue: taquba.Queue, **options: Any) -> tw.WebhookWorker:
+    return webhook_worker(queue, policy=LOOPBACK, **options)
 
 
 async def enqueue(queue: taquba.Queue, receiver: Receiver, count: int, **options: Any) -> list[str]:
@@ -41,7 +41,7 @@ async def test_410_dead_letters_at_once_and_says_the_receiver_is_gone(
     """Without health tracking the endpoint stays enabled; later deliveries are sent."""
     receiver.script("/hook", Reply(410, body=b"unsubscribed"))
     first, second = await enqueue(queue, receiver, 2)
-    await run_worker(queue, worker(), concurrency=1)
+    await run_worker(queue, worker(queue, concurrency=1))
     dead = await job(queue, first)
     assert dead.status is taquba.JobStatus.DEAD and dead.attempts == 1
     assert dead.last_error == f"{GONE_REASON}: unsubscribed"
@@ -58,7 +58,7 @@ async def test_410_disables_a_tracked_endpoint(
 ) -> None:
     receiver.script("/hook", Reply(410, body=b"unsubscribed"))
     first, *others = await enqueue(queue, receiver, 4)
-    await run_worker(queue, worker(**options), concurrency=1)
+    await run_worker(queue, worker(queue, **options, concurrency=1))
     assert len(receiver.received()) == 1  # the others were never sent
     gone = await job(queue, first)
     assert gone.status is taquba.JobStatus.DEAD
@@ -86,7 +86,7 @@ async def test_410_does_not_disable_when_disable_on_gone_is_false(
 ) -> None:
     receiver.script("/hook", Reply(410))
     await enqueue(queue, receiver, 2)
-    await run_worker(queue, worker(disable_after=5, disable_on_gone=False), concurrency=1)
+    await run_worker(queue, worker(queue, disable_after=5, disable_on_gone=False, concurrency=1))
     assert len(receiver.received()) == 2
     stats = await tw.endpoint_stats(queue, tw.endpoint_of(receiver.url()))
     assert not stats.disabled and stats.consecutive_failures == 0
@@ -95,7 +95,7 @@ async def test_410_does_not_disable_when_disable_on_gone_is_false(
 async def test_disable_after_consecutive_failures(queue: taquba.Queue, receiver: Receiver) -> None:
     receiver.default = Reply(503, body=b"down")
     first, *others = await enqueue(queue, receiver, 3, max_attempts=10)
-    await run_worker(queue, worker(disable_after=3), concurrency=1)
+    await run_worker(queue, worker(queue, disable_after=3, concurrency=1))
     # The first delivery failed three times (retried twice), which disabled the endpoint.
     assert [r.body for r in receiver.received()] == [b"0", b"0", b"0"]
     failed = await job(queue, first)
@@ -118,7 +118,7 @@ async def test_a_delivered_attempt_resets_the_consecutive_failures(
     receiver.script("/hook", Reply(500), Reply(500), Reply(200), Reply(500), Reply(500))
     await enqueue(queue, receiver, 2, max_attempts=10)
     endpoint = tw.endpoint_of(receiver.url())
-    await run_worker(queue, worker(disable_after=3), concurrency=1)
+    await run_worker(queue, worker(queue, disable_after=3, concurrency=1))
     assert len(receiver.received()) == 6  # 500 500 200, then 500 500 200 (default)
     stats = await tw.endpoint_stats(queue, endpoint)
     assert not stats.disabled
@@ -129,7 +129,7 @@ async def test_enable_endpoint_then_replay(queue: taquba.Queue, receiver: Receiv
     receiver.script("/hook", Reply(410))
     ids = await enqueue(queue, receiver, 3)
     endpoint = tw.endpoint_of(receiver.url())
-    await run_worker(queue, worker(disable_after=2), concurrency=1)
+    await run_worker(queue, worker(queue, disable_after=2, concurrency=1))
     assert (await tw.endpoint_stats(queue, endpoint)).disabled
     assert await tw.enable_endpoint(queue, endpoint) is True
     assert await tw.enable_endpoint(queue, endpoint) is False  # already enabled
@@ -137,7 +137,7 @@ async def test_enable_endpoint_then_replay(queue: taquba.Queue, receiver: Receiv
     assert not stats.disabled and stats.consecutive_failures == 0
     assert stats.disabled_reason is None
     assert await tw.replay_dead_deliveries(queue, endpoint=endpoint) == 3
-    await run_worker(queue, worker(disable_after=2))
+    await run_worker(queue, worker(queue, disable_after=2))
     for job_id in ids:
         assert await queue.get_job(job_id) is None  # all delivered
     assert len(receiver.received()) == 4
@@ -148,7 +148,7 @@ async def test_disable_endpoint_by_hand(queue: taquba.Queue, receiver: Receiver)
     assert await tw.disable_endpoint(queue, endpoint, "tenant offboarded") is True
     assert await tw.disable_endpoint(queue, endpoint, "again") is False  # keeps the first
     [held] = await enqueue(queue, receiver, 1)
-    await run_worker(queue, worker(disable_on_gone=True))
+    await run_worker(queue, worker(queue, disable_on_gone=True))
     assert receiver.received() == []
     dead = await job(queue, held)
     assert dead.last_error == "endpoint disabled: tenant offboarded"
@@ -157,7 +157,7 @@ async def test_disable_endpoint_by_hand(queue: taquba.Queue, receiver: Receiver)
     assert stats.attempts == 0
     # A worker that does not track endpoint health does not read the state.
     await tw.replay_delivery(queue, held)
-    await run_worker(queue, worker())
+    await run_worker(queue, worker(queue))
     assert len(receiver.received()) == 1
 
 
@@ -169,7 +169,7 @@ async def test_health_of_other_endpoints_is_untouched(
     fine = tw.WebhookRequest(receiver.url("/fine"), b"y", endpoint="tenant-b")
     await tw.enqueue_webhook(queue, gone)
     await tw.enqueue_webhook(queue, fine)
-    await run_worker(queue, worker(disable_on_gone=True), concurrency=1)
+    await run_worker(queue, worker(queue, disable_on_gone=True, concurrency=1))
     a, b = await tw.list_endpoint_stats(queue)
     assert (a.endpoint, a.disabled, b.endpoint, b.disabled) == (
         "tenant-a",
@@ -180,14 +180,14 @@ async def test_health_of_other_endpoints_is_untouched(
     assert b.delivered == 1
 
 
-def test_worker_checks_disable_after() -> None:
-    for bad in (0, -1):
-        with pytest.raises(ValueError, match="disable_after"):
-            tw.WebhookWorker(disable_after=bad)
-    assert tw.WebhookWorker().disable_after is None
-    assert tw.WebhookWorker().disable_on_gone is False
-    assert tw.WebhookWorker(disable_after=3).disable_on_gone is True
-    assert tw.WebhookWorker(disable_after=3, disable_on_gone=False).disable_on_gone is False
+async def test_worker_checks_disable_after(queue: taquba.Queue) -> None:
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(taquba.InvalidArgument, match="disable_after"):
+            tw.WebhookWorker(queue, disable_after=bad)  # type: ignore[arg-type]
+    assert tw.WebhookWorker(queue).disable_after is None
+    assert tw.WebhookWorker(queue).disable_on_gone is False
+    assert tw.WebhookWorker(queue, disable_after=3).disable_on_gone is True
+    assert tw.WebhookWorker(queue, disable_after=3, disable_on_gone=False).disable_on_gone is False
     assert frozenset({410}) == tw.DISABLING_STATUSES
 
 

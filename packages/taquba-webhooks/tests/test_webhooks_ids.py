@@ -7,7 +7,7 @@ import pytest
 import taquba
 import taquba_webhooks as tw
 from taquba.testing import MockClock, open_test_queue
-from webhooks_support import FAST, LOOPBACK, Receiver, Reply, run_worker
+from webhooks_support import FAST, LOOPBACK, Receiver, Reply, run_worker, webhook_worker
 
 COUNT = 2_000
 START_MS = 1_800_000_000_123  # a MockClock instant no wall clock will read during the test
@@ -33,7 +33,7 @@ def _body(claim: taquba.Claim) -> int:
 
 async def claim_all(queue: taquba.Queue) -> list[tuple[str, int]]:
     claimed: list[tuple[str, int]] = []
-    while claims := await queue.claim_batch(tw.DEFAULT_QUEUE, 250):
+    while claims := await queue.claim_batch(tw.DEFAULT_QUEUE_NAME, 250):
         claimed.extend((claim.id, _body(claim)) for claim in claims)
     return claimed
 
@@ -49,7 +49,7 @@ def assert_in_staging_order(claimed: list[tuple[str, int]], staged_ids: list[str
 
 async def test_a_batch_of_staged_deliveries_is_claimed_in_staging_order() -> None:
     async with open_test_queue(config=FAST, clock=MockClock(START_MS)) as queue:
-        staged = [tw.webhook_enqueue_request(request) for request in requests()]
+        staged = [request.to_enqueue_request() for request in requests()]
         assert all(enqueue.job_id is None for enqueue in staged)  # the queue assigns the id
         results = await queue.enqueue_batch(staged)
         assert_in_staging_order(await claim_all(queue), [result.id for result in results])
@@ -60,9 +60,7 @@ async def test_deliveries_staged_as_settlement_effects_are_claimed_in_staging_or
         await queue.enqueue("orders", b"order-1")
         claim = await queue.claim("orders")
         assert claim is not None
-        effects = taquba.Effects(
-            enqueues=[tw.webhook_enqueue_request(request) for request in requests()]
-        )
+        effects = taquba.Effects(enqueues=[request.to_enqueue_request() for request in requests()])
         results = await queue.ack_with(claim, effects)
         assert_in_staging_order(await claim_all(queue), [result.id for result in results])
 
@@ -78,7 +76,7 @@ async def test_deliveries_staged_in_a_tight_loop_are_claimed_in_staging_order(
             if how == "enqueue_webhook":
                 ids.append((await tw.enqueue_webhook(queue, request)).id)
             else:
-                [result] = await queue.enqueue_batch([tw.webhook_enqueue_request(request)])
+                [result] = await queue.enqueue_batch([request.to_enqueue_request()])
                 ids.append(result.id)
         assert_in_staging_order(await claim_all(queue), ids)
 
@@ -89,7 +87,7 @@ async def test_ids_follow_the_queue_clock() -> None:
         request = tw.WebhookRequest("https://hooks.example.com/in", b"x")
         first = await tw.enqueue_webhook(queue, request)
         clock.advance(1.5)
-        [second] = await queue.enqueue_batch([tw.webhook_enqueue_request(request)])
+        [second] = await queue.enqueue_batch([request.to_enqueue_request()])
         assert (ulid_ms(first.id), ulid_ms(second.id)) == (START_MS, START_MS + 1500)
         assert first.id < second.id
 
@@ -100,23 +98,22 @@ async def test_webhook_id_of_a_delivery_staged_without_an_id_is_its_job_id(
     """The id is assigned when the job is staged; retries and replays keep it."""
     receiver.script("/hook", Reply(503), Reply(404), Reply(200))
     [result] = await queue.enqueue_batch(
-        [tw.webhook_enqueue_request(tw.WebhookRequest(receiver.url(), b"x"))]
+        [tw.WebhookRequest(receiver.url(), b"x").to_enqueue_request()]
     )
-    worker = tw.WebhookWorker(policy=LOOPBACK)
-    await run_worker(queue, worker)  # 503 (retried), then 404 (dead)
+    await run_worker(queue, webhook_worker(queue, policy=LOOPBACK))  # 503 (retried), 404 (dead)
     [dead] = await tw.dead_deliveries(queue)
     assert dead.job_id == result.id
     assert dead.request is not None and dead.request.id == result.id
     assert dead.last_attempt is not None and dead.last_attempt.webhook_id == result.id
     await tw.replay_delivery(queue, result.id)
-    await run_worker(queue, worker)
+    await run_worker(queue, webhook_worker(queue, policy=LOOPBACK))
     assert [r.headers["webhook-id"] for r in receiver.received()] == [result.id] * 3
 
 
 def test_decode_request_fills_in_the_job_id() -> None:
     request = tw.WebhookRequest("https://hooks.example.com/in", b"x")
-    payload = tw.webhook_enqueue_request(request).payload
+    payload = request.to_enqueue_request().payload
     assert tw.decode_request(payload).id is None
     assert tw.decode_request(payload, job_id="job-7").id == "job-7"
-    fixed = tw.webhook_enqueue_request(tw.WebhookRequest(request.url, id="evt_1")).payload
+    fixed = tw.WebhookRequest(request.url, id="evt_1").to_enqueue_request().payload
     assert tw.decode_request(fixed, job_id="job-7").id == "evt_1"

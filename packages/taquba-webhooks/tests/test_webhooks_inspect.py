@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 
@@ -9,9 +11,11 @@ import taquba
 import taquba_webhooks as tw
 from taquba.testing import open_test_queue
 from taquba_webhooks._inspect import add_endpoint_stats
-from webhooks_support import FAST, LOOPBACK, Receiver, Reply, run_worker
+from webhooks_support import FAST, LOOPBACK, Receiver, Reply, run_worker, webhook_worker
 
-WORKER = tw.WebhookWorker(policy=LOOPBACK)
+
+def worker(queue: taquba.Queue, **options: object) -> tw.WebhookWorker:
+    return webhook_worker(queue, policy=LOOPBACK, **options)
 
 
 async def test_dead_deliveries_and_replay(queue: taquba.Queue, receiver: Receiver) -> None:
@@ -19,7 +23,7 @@ async def test_dead_deliveries_and_replay(queue: taquba.Queue, receiver: Receive
     receiver.script("/b", Reply(410, body=b"gone"))
     a = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url("/a"), b"A", id="evt_a"))
     b = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url("/b"), b"B"))
-    await run_worker(queue, WORKER)
+    await run_worker(queue, worker(queue))
 
     dead = await tw.dead_deliveries(queue)
     assert [d.job_id for d in dead] == sorted([a.id, b.id])
@@ -35,7 +39,7 @@ async def test_dead_deliveries_and_replay(queue: taquba.Queue, receiver: Receive
 
     # The receiver is fixed: replaying sends the same webhook-id again, attempts reset.
     await tw.replay_delivery(queue, a.id)
-    await run_worker(queue, WORKER)
+    await run_worker(queue, worker(queue))
     ids = [r.headers["webhook-id"] for r in receiver.received("/a")]
     assert ids == ["evt_a", "evt_a"]
     assert await queue.get_job(a.id) is None
@@ -44,7 +48,7 @@ async def test_dead_deliveries_and_replay(queue: taquba.Queue, receiver: Receive
 
     with pytest.raises(taquba.JobNotFound):
         await tw.replay_delivery(queue, a.id)
-    await queue.enqueue(tw.DEFAULT_QUEUE, b"x", job_id="pending-one", delay=60)
+    await queue.enqueue(tw.DEFAULT_QUEUE_NAME, b"x", job_id="pending-one", delay=60)
     with pytest.raises(taquba.InvalidState):
         await tw.replay_delivery(queue, "pending-one")
     await queue.cancel("pending-one")
@@ -63,19 +67,19 @@ async def test_replay_dead_deliveries_by_endpoint(
         await tw.enqueue_webhook(queue, tw.WebhookRequest(first.url(), b"1"))
     for _ in range(2):
         await tw.enqueue_webhook(queue, tw.WebhookRequest(second.url(), b"2"))
-    await queue.enqueue(tw.DEFAULT_QUEUE, b"junk")  # unreadable: never replayed
-    await run_worker(queue, WORKER)
+    await queue.enqueue(tw.DEFAULT_QUEUE_NAME, b"junk")  # unreadable: never replayed
+    await run_worker(queue, worker(queue))
     assert len(await tw.dead_deliveries(queue)) == 6
 
     first.default = Reply(200)
     assert await tw.replay_dead_deliveries(queue, endpoint=tw.endpoint_of(first.url())) == 3
-    await run_worker(queue, WORKER)
+    await run_worker(queue, worker(queue))
     assert len(first.received()) == 6
     assert len(await tw.dead_deliveries(queue)) == 3
 
     second.default = Reply(200)
     assert await tw.replay_dead_deliveries(queue) == 2
-    await run_worker(queue, WORKER)
+    await run_worker(queue, worker(queue))
     assert len(second.received()) == 4
     [junk] = await tw.dead_deliveries(queue)
     assert junk.request is None
@@ -96,7 +100,7 @@ async def test_endpoint_statistics(queue: taquba.Queue, nursery: trio.Nursery) -
     await tw.enqueue_webhook(
         queue, tw.WebhookRequest(ok.url("/custom"), b"x", endpoint="customer-42")
     )
-    await run_worker(queue, WORKER, concurrency=1)
+    await run_worker(queue, worker(queue, concurrency=1))
 
     ok_stats = await tw.endpoint_stats(queue, tw.endpoint_of(ok.url()))
     assert (ok_stats.delivered, ok_stats.retried, ok_stats.dead) == (4, 0, 0)
@@ -131,7 +135,7 @@ async def test_attempt_record_kept_with_done_jobs(receiver: Receiver) -> None:
     async with open_test_queue(config=config) as queue:
         receiver.script("/hook", Reply(201, body=b'{"ok":true}'))
         result = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-        await run_worker(queue, WORKER)
+        await run_worker(queue, worker(queue))
         attempt = await tw.get_attempt(queue, result.id)
         assert attempt is not None
         assert attempt.outcome is tw.AttemptOutcome.DELIVERED
@@ -143,7 +147,7 @@ async def test_prune_attempts_removes_records_of_deleted_jobs(
 ) -> None:
     receiver.default = Reply(400)
     kept = await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-    await run_worker(queue, WORKER)
+    await run_worker(queue, worker(queue))
     from taquba_webhooks._records import attempt_key
 
     orphan = attempt_key("01GONEGONEGONEGONEGONEGONE")
@@ -162,18 +166,35 @@ async def test_serve_prunes_periodically(queue: taquba.Queue) -> None:
     async def pruned() -> bool:
         return await queue.kv_get(orphan) is None
 
-    await run_worker(queue, WORKER, pruned, prune_interval=0.05)
+    await run_worker(queue, worker(queue, prune_interval=0.05), pruned)
 
 
-async def test_serve_argument_checks(queue: taquba.Queue) -> None:
-    for kwargs in ({"concurrency": 0}, {"poll_interval": 0}, {"prune_interval": -1}):
-        with pytest.raises(ValueError, match="must be a positive"):
-            await WORKER.serve(queue, **kwargs)  # type: ignore[arg-type]
+async def test_worker_argument_checks(queue: taquba.Queue) -> None:
+    for kwargs in (
+        {"concurrency": 0},
+        {"concurrency": 1.5},
+        {"poll_interval": 0},
+        {"poll_interval": float("inf")},
+        {"prune_interval": -1},
+        {"shutdown_grace": -1},
+        {"shutdown_grace": float("nan")},
+    ):
+        [name] = kwargs
+        with pytest.raises(taquba.InvalidArgument, match=f"^{name} must be") as caught:
+            tw.WebhookWorker(queue, **kwargs)  # type: ignore[arg-type]
+        assert caught.value.argument == name
+    with pytest.raises(taquba.InvalidQueueName):
+        tw.WebhookWorker(queue, queue_name="")
+    with pytest.raises(taquba.InvalidArgument, match=r"^queue must be"):
+        tw.WebhookWorker("memory://")  # type: ignore[arg-type]
+    built = tw.WebhookWorker(queue, queue_name="hooks", concurrency=3, shutdown_grace=math.inf)
+    assert (built.queue_name, built.concurrency, built.shutting_down) == ("hooks", 3, False)
+    assert "hooks" in repr(built)
 
 
 async def test_serve_ends_with_the_queue(receiver: Receiver) -> None:
     async with open_test_queue(config=FAST) as queue:
         await tw.enqueue_webhook(queue, tw.WebhookRequest(receiver.url(), b"x"))
-        await run_worker(queue, WORKER)
+        await run_worker(queue, worker(queue))
     with pytest.raises(taquba.QueueClosed):
-        await WORKER.serve(queue)
+        await worker(queue).serve()

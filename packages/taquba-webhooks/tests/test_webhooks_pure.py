@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
 import email.utils
+import enum
+import json
 import math
+import uuid
 
 import pytest
 from hypothesis import given
@@ -129,7 +135,7 @@ requests = st.builds(
 
 @given(requests)
 def test_payload_round_trip(request: tw.WebhookRequest) -> None:
-    enqueue = tw.webhook_enqueue_request(request, queue_name="hooks", job_id="job-1")
+    enqueue = request.to_enqueue_request(queue_name="hooks", job_id="job-1")
     decoded = tw.decode_request(enqueue.payload)
     expected_id = request.id or "job-1"
     assert decoded == tw.WebhookRequest(
@@ -149,20 +155,23 @@ def test_payload_round_trip(request: tw.WebhookRequest) -> None:
 
 def test_enqueue_request_options_and_queue_assigned_ids() -> None:
     request = tw.WebhookRequest("https://example.com/hook", b"x")
-    first = tw.webhook_enqueue_request(
-        request, priority=5, delay=3.0, max_attempts=9, dedup_key="k"
-    )
-    second = tw.webhook_enqueue_request(request)
+    first = request.to_enqueue_request(priority=5, delay=3.0, max_attempts=9, dedup_key="k")
+    second = request.to_enqueue_request()
     assert isinstance(first, taquba.EnqueueRequest)
     assert (first.priority, first.delay, first.max_attempts, first.dedup_key) == (5, 3.0, 9, "k")
-    assert first.queue == tw.DEFAULT_QUEUE
+    assert first.queue == tw.DEFAULT_QUEUE_NAME
     # No id is fixed: the queue assigns its next monotonic id when it stages the job.
     assert first.job_id is None and second.job_id is None
     assert "webhook.id" not in first.headers
     assert tw.decode_request(first.payload).id is None
     assert tw.decode_request(first.payload, job_id="j").id == "j"
-    with pytest.raises(tw.InvalidDelivery):
-        tw.webhook_enqueue_request("https://example.com")  # type: ignore[arg-type]
+    with pytest.raises(tw.InvalidDelivery, match="cannot be a webhook-id"):
+        request.to_enqueue_request(job_id="not.an.id")
+
+
+async def test_enqueue_webhook_wants_a_request(queue: taquba.Queue) -> None:
+    with pytest.raises(taquba.InvalidArgument, match=r"^request must be a WebhookRequest"):
+        await tw.enqueue_webhook(queue, "https://example.com")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -188,6 +197,87 @@ def test_json_request() -> None:
     assert request.body == '{"ü":[1,2]}'.encode()
     assert request.headers == {"content-type": "application/json", "x-a": "b"}
     assert request.id == "evt_1"
+    # Mapping keys come out sorted: equal data, equal bytes (and signatures).
+    assert tw.WebhookRequest.json("https://example.com/", {"b": 1, "a": None}).body == (
+        b'{"a":null,"b":1}'
+    )
+    typed = tw.WebhookRequest.json(
+        "https://example.com/", [1, "x"], headers={"Content-Type": "application/cloudevents+json"}
+    )
+    assert typed.headers == {"Content-Type": "application/cloudevents+json"}
+
+
+class Kind(enum.Enum):
+    PAID = "invoice.paid"
+
+
+class Opaque:
+    pass
+
+
+@dataclasses.dataclass
+class Line:
+    sku: str
+    amount: decimal.Decimal
+
+
+@dataclasses.dataclass
+class InvoicePaid:
+    kind: Kind
+    id: uuid.UUID
+    at: datetime.datetime
+    lines: list[Line]
+    note: str | None = None
+
+
+def test_json_request_takes_the_codec_types() -> None:
+    event = InvoicePaid(
+        Kind.PAID,
+        uuid.UUID(int=7),
+        datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+        [Line("a-1", decimal.Decimal("9.50"))],
+    )
+    request = tw.WebhookRequest.json("https://example.com/", event, signing_key="acme")
+    assert json.loads(request.body) == {
+        "at": "2026-01-02T03:04:05+00:00",
+        "id": "00000000-0000-0000-0000-000000000007",
+        "kind": "invoice.paid",
+        "lines": [{"amount": "9.50", "sku": "a-1"}],
+        "note": None,
+    }
+    assert request.signing_key == "acme"
+    assert tw.WebhookRequest.json("https://example.com/", Kind.PAID).body == b'"invoice.paid"'
+
+
+def test_json_request_takes_pydantic_models() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Ping(pydantic.BaseModel):  # type: ignore[misc, name-defined]
+        type: str
+        n: int
+
+    request = tw.WebhookRequest.json("https://example.com/", Ping(type="ping", n=2))
+    assert request.body == b'{"n":2,"type":"ping"}'
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        (b"raw", tw.InvalidDelivery, "cannot be sent as JSON"),
+        ({"blob": b"raw"}, tw.InvalidDelivery, "cannot be sent as JSON"),
+        ({"x": math.nan}, tw.InvalidDelivery, "cannot be sent as JSON"),
+        (math.inf, tw.InvalidDelivery, "cannot be sent as JSON"),
+        ({"when": datetime.datetime(2026, 1, 1)}, taquba.TypeMismatch, "data"),
+        ({"line": Line("a", decimal.Decimal(1))}, taquba.TypeMismatch, "data"),
+        (Opaque(), taquba.UnsupportedType, "Opaque"),
+        (object(), taquba.TypeMismatch, "data"),
+    ],
+)
+def test_json_request_refuses_what_json_cannot_hold(
+    data: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        tw.WebhookRequest.json("https://example.com/", data)
 
 
 def test_records_round_trip_and_merge() -> None:
@@ -218,15 +308,18 @@ def test_records_round_trip_and_merge() -> None:
     assert decode_stats("e", b"junk") == tw.EndpointStats("e")
 
 
-def test_worker_argument_checks() -> None:
+async def test_worker_option_checks(queue: taquba.Queue) -> None:
     for kwargs in (
         {"default_timeout": 0},
+        {"default_timeout": float("inf")},
         {"max_retry_after": -1},
         {"response_body_limit": -1},
         {"max_redirects": -1},
         {"max_connections": 0},
+        {"max_connections": True},
     ):
-        with pytest.raises(ValueError, match="must"):
-            tw.WebhookWorker(**kwargs)  # type: ignore[arg-type]
-    worker = tw.WebhookWorker()
+        [name] = kwargs
+        with pytest.raises(taquba.InvalidArgument, match=f"^{name} must be"):
+            tw.WebhookWorker(queue, **kwargs)  # type: ignore[arg-type]
+    worker = tw.WebhookWorker(queue)
     assert worker.policy == tw.DestinationPolicy()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import taquba
 import taquba_webhooks as tw
 from taquba.testing import open_test_queue
-from webhooks_support import LOOPBACK, Receiver, run_worker
+from webhooks_support import LOOPBACK, Receiver, run_worker, webhook_worker
 
 secrets = st.binary(min_size=1, max_size=64).map(
     lambda key: tw.SECRET_PREFIX + base64.b64encode(key).decode()
@@ -112,7 +112,7 @@ def test_timestamp_tolerance() -> None:
         tw.verify_webhook(b"{}", _headers(secret, at=now + 301), secret, now=now)
     with pytest.raises(tw.VerificationError, match="too old"):
         tw.verify_webhook(b"{}", _headers(secret, at=now - 20), secret, now=now, tolerance=10)
-    with pytest.raises(ValueError, match="tolerance"):
+    with pytest.raises(taquba.InvalidArgument, match="tolerance"):
         tw.verify_webhook(b"{}", _headers(secret), secret, tolerance=-1)
 
 
@@ -133,10 +133,15 @@ def test_secrets() -> None:
         tw.generate_secret(8)
     with pytest.raises(tw.InvalidSecret):
         tw.signature_headers([], "m", now, body)
+
+
+async def test_worker_checks_its_secrets(queue: taquba.Queue) -> None:
     with pytest.raises(tw.InvalidSecret):
-        tw.WebhookWorker(secrets={"k": ["not base64!"]})
+        tw.WebhookWorker(queue, secrets={"k": ["not base64!"]})
     with pytest.raises(tw.InvalidSecret):
-        tw.WebhookWorker(secrets={"k": []})
+        tw.WebhookWorker(queue, secrets={"k": []})
+    with pytest.raises(tw.InvalidSecret):
+        tw.WebhookWorker(queue, secrets={"k": ""})
 
 
 async def test_worker_signs_each_attempt(receiver: Receiver) -> None:
@@ -147,7 +152,9 @@ async def test_worker_signs_each_attempt(receiver: Receiver) -> None:
     async with open_test_queue(config=FAST) as queue:
         request = tw.WebhookRequest.json(receiver.url(), {"type": "ping"}, signing_key="acme")
         result = await tw.enqueue_webhook(queue, request)
-        await run_worker(queue, tw.WebhookWorker(policy=LOOPBACK, secrets={"acme": [new, old]}))
+        await run_worker(
+            queue, webhook_worker(queue, policy=LOOPBACK, secrets={"acme": [new, old]})
+        )
     first, second = receiver.received()
     for got in (first, second):
         assert got.headers["webhook-id"] == result.id
@@ -162,7 +169,7 @@ async def test_unknown_signing_key_dead_letters(queue: taquba.Queue, receiver: R
     request = tw.WebhookRequest(receiver.url(), b"x", signing_key="nobody")
     result = await tw.enqueue_webhook(queue, request)
     await run_worker(
-        queue, tw.WebhookWorker(policy=LOOPBACK, secrets={"acme": tw.generate_secret()})
+        queue, webhook_worker(queue, policy=LOOPBACK, secrets={"acme": tw.generate_secret()})
     )
     job = await queue.get_job(result.id)
     assert job is not None and job.status is taquba.JobStatus.DEAD

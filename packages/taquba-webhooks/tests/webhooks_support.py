@@ -197,9 +197,15 @@ class FakeResolver(trio.abc.HostnameResolver):
 FAST = taquba.QueueConfig(max_attempts=3, retry_backoff_base=0.0)
 
 
-async def settled(queue: taquba.Queue, queue_name: str = tw.DEFAULT_QUEUE) -> bool:
+async def settled(queue: taquba.Queue, queue_name: str = tw.DEFAULT_QUEUE_NAME) -> bool:
     stats = await queue.stats(queue_name)
     return stats.pending + stats.scheduled + stats.claimed == 0
+
+
+def webhook_worker(queue: taquba.Queue, **options: Any) -> tw.WebhookWorker:
+    """A worker of ``queue`` that polls every 50 ms unless told otherwise."""
+    options.setdefault("poll_interval", 0.05)
+    return tw.WebhookWorker(queue, **options)
 
 
 async def run_worker(
@@ -207,21 +213,18 @@ async def run_worker(
     worker: tw.WebhookWorker,
     until: Callable[[], Awaitable[bool]] | None = None,
     *,
-    queue_name: str = tw.DEFAULT_QUEUE,
     limit: float = 15.0,
-    **options: Any,
 ) -> None:
-    """Serve ``queue_name`` until ``until()`` holds (default: nothing left to deliver)."""
-    check = until or partial(settled, queue, queue_name)
-    shutdown = trio.Event()
+    """Serve ``worker`` until ``until()`` holds (default: nothing left on its queue name).
+
+    Started with ``nursery.start`` and stopped with `WebhookWorker.shutdown`, which is sticky:
+    build a new worker for every run.
+    """
+    check = until or partial(settled, queue, worker.queue_name)
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            partial(
-                worker.serve, queue, queue_name, shutdown=shutdown, poll_interval=0.05, **options
-            )
-        )
+        await nursery.start(worker.serve)
         await wait_until(check, limit)
-        shutdown.set()
+        worker.shutdown()
 
 
 async def wait_until(check: Callable[[], Awaitable[bool] | bool], limit: float = 10.0) -> None:

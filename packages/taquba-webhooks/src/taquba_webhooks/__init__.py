@@ -1,7 +1,7 @@
 """taquba-webhooks: durable outbound webhook delivery on a taquba queue.
 
 Each webhook is a job: enqueued durably (alone with `enqueue_webhook`, or as a settlement
-effect of another job with `webhook_enqueue_request`), delivered over HTTP by a
+effect of another job with `WebhookRequest.to_enqueue_request`), delivered over HTTP by a
 `WebhookWorker`, retried with the queue's backoff (honouring ``Retry-After``) and
 dead-lettered when it keeps failing. Requests are signed per Standard Webhooks
 (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``; receivers check them with
@@ -12,14 +12,18 @@ queue's user KV; an endpoint that answers 410 Gone, or fails ``disable_after`` t
 can be disabled (`enable_endpoint` turns it back on).
 
     async with taquba.open_queue("file:///var/lib/app/queue") as queue:
-        worker = taquba_webhooks.WebhookWorker(secrets={"acme": ["whsec_..."]})
+        worker = taquba_webhooks.WebhookWorker(queue, secrets={"acme": ["whsec_..."]})
         await taquba_webhooks.enqueue_webhook(
             queue,
             taquba_webhooks.WebhookRequest.json(
                 "https://hooks.acme.example/in", {"type": "invoice.paid"}, signing_key="acme"
             ),
         )
-        await worker.serve(queue)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)  # until worker.shutdown() or a cancel
+
+Errors derive from `WebhookError`, a `taquba.TaqubaError`; misuse raises a
+`taquba.UsageError` (`InvalidDelivery`, `InvalidSecret`, or the core's `taquba.InvalidArgument`).
 """
 
 from importlib.metadata import version as _version
@@ -52,14 +56,13 @@ from ._records import KV_PREFIX as KV_PREFIX
 from ._records import AttemptOutcome as AttemptOutcome
 from ._records import DeliveryAttempt as DeliveryAttempt
 from ._records import EndpointStats as EndpointStats
-from ._request import DEFAULT_QUEUE as DEFAULT_QUEUE
+from ._request import DEFAULT_QUEUE_NAME as DEFAULT_QUEUE_NAME
 from ._request import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._request import RESERVED_HEADERS as RESERVED_HEADERS
 from ._request import WebhookRequest as WebhookRequest
 from ._request import decode_request as decode_request
 from ._request import endpoint_of as endpoint_of
 from ._request import enqueue_webhook as enqueue_webhook
-from ._request import webhook_enqueue_request as webhook_enqueue_request
 from ._signing import DEFAULT_TOLERANCE as DEFAULT_TOLERANCE
 from ._signing import SECRET_PREFIX as SECRET_PREFIX
 from ._signing import Secret as Secret
@@ -76,10 +79,9 @@ __version__: str = _version("taquba-webhooks")
 __all__ = [  # noqa: RUF022 - grouped by topic, the order of the reference page
     "WebhookRequest",
     "enqueue_webhook",
-    "webhook_enqueue_request",
     "decode_request",
     "endpoint_of",
-    "DEFAULT_QUEUE",
+    "DEFAULT_QUEUE_NAME",
     "DEFAULT_TIMEOUT",
     "RESERVED_HEADERS",
     "WebhookWorker",

@@ -1,20 +1,31 @@
 """The taquba-webhooks error tree.
 
-Every error this package raises on purpose derives from `WebhookError`::
+Every error this package raises on purpose derives from `WebhookError`, itself a
+`taquba.TaqubaError`, so ``except taquba.TaqubaError`` catches everything the stack raises on
+purpose::
 
-    WebhookError
-    ├── InvalidDelivery      a delivery request that cannot be sent: bad URL, method, header,
-    │                        timeout or id, or a job payload that is not a delivery (never retry)
-    ├── InvalidSecret        a signing secret that is not ``whsec_`` + base64, or is empty
-    ├── DestinationRefused   the SSRF guard refused an address the destination resolves to
-    └── VerificationError    an incoming webhook failed verification (receivers)
+    taquba.TaqubaError
+    └── WebhookError              the base of this package's errors
+        ├── InvalidDelivery       also a taquba.UsageError: a delivery request that cannot be
+        │                         sent (bad URL, method, header, timeout, id or JSON body), or
+        │                         a job payload that is not a delivery (never retry)
+        ├── InvalidSecret         also a taquba.UsageError: a signing secret that is not
+        │                         ``whsec_`` + base64, or is empty
+        ├── DestinationRefused    the SSRF guard refused an address the destination resolves to
+        └── VerificationError     an incoming webhook failed verification (receivers)
 
-Queue errors (`taquba.TaqubaError` and its subclasses, e.g. `taquba.JobNotFound` from
-`replay_delivery`) pass through unchanged. In the worker, failures never escape as exceptions:
-they become retries or dead-letters whose reason names the error.
+`InvalidDelivery` and `InvalidSecret` are both a `WebhookError` and a `taquba.UsageError`.
+A misused option of `WebhookWorker` (a negative ``concurrency``, say) raises the core's
+`taquba.InvalidArgument`, and a second concurrent `WebhookWorker.serve` the core's
+`taquba.UsageError`. Queue errors (e.g. `taquba.JobNotFound` from `replay_delivery`) and the
+core's payload errors (`taquba.UnsupportedType`, `taquba.TypeMismatch` from
+`WebhookRequest.json`) pass through unchanged. In the worker, delivery failures never escape
+as exceptions: they become retries or dead-letters whose reason names the error.
 """
 
 from __future__ import annotations
+
+import taquba
 
 __all__ = [
     "DestinationRefused",
@@ -25,16 +36,22 @@ __all__ = [
 ]
 
 
-class WebhookError(Exception):
-    """Base class of every error taquba-webhooks raises."""
+class WebhookError(taquba.TaqubaError):
+    """Base class of the errors taquba-webhooks defines (a `taquba.TaqubaError`)."""
 
 
-class InvalidDelivery(WebhookError, ValueError):
-    """A delivery request (or a stored delivery payload) is malformed and cannot be sent."""
+class InvalidDelivery(WebhookError, taquba.UsageError):
+    """A delivery request (or a stored delivery payload) is malformed and cannot be sent.
+
+    A `taquba.UsageError` (so also a `ValueError`): fix the request, do not retry it.
+    """
 
 
-class InvalidSecret(WebhookError, ValueError):
-    """A signing secret is empty or not ``whsec_`` followed by base64."""
+class InvalidSecret(WebhookError, taquba.UsageError):
+    """A signing secret is empty or not ``whsec_`` followed by base64.
+
+    A `taquba.UsageError` (so also a `ValueError`): a configuration error.
+    """
 
 
 class DestinationRefused(WebhookError):

@@ -20,6 +20,8 @@ import httpcore
 import httpx
 import trio
 
+import taquba
+
 from ._errors import DestinationRefused, InvalidDelivery
 
 if typing.TYPE_CHECKING:
@@ -47,13 +49,15 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
-def _networks(values: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
+def _networks(argument: str, values: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
     networks: list[IPNetwork] = []
     for value in values:
         try:
             networks.append(ipaddress.ip_network(value, strict=False))
-        except ValueError as exc:
-            raise ValueError(f"not an IP network: {value!r}") from exc
+        except (TypeError, ValueError):
+            raise taquba.InvalidArgument(
+                argument, value, "must hold IP networks such as '10.0.0.0/8' or '::1/128'"
+            ) from None
     return tuple(networks)
 
 
@@ -118,6 +122,9 @@ class DestinationPolicy:
     service on your own network, or to loopback in tests, allow its range explicitly:
     ``DestinationPolicy(allow=["127.0.0.0/8", "::1/128"])``. Allowing ``0.0.0.0/0`` and
     ``::/0`` switches the guard off.
+
+    Raises:
+        taquba.InvalidArgument: an entry of ``allow`` or ``deny`` is not an IP network.
     """
 
     allow: Sequence[str | IPNetwork] = ()
@@ -130,16 +137,19 @@ class DestinationPolicy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow", tuple(self.allow))
         object.__setattr__(self, "deny", tuple(self.deny))
-        object.__setattr__(self, "_allow", _networks(self.allow))
-        object.__setattr__(self, "_deny", _networks(self.deny))
+        object.__setattr__(self, "_allow", _networks("allow", self.allow))
+        object.__setattr__(self, "_deny", _networks("deny", self.deny))
 
     def check(self, address: str | IPAddress) -> str | None:
         """Why ``address`` is refused (e.g. ``"a private address"``), or None if allowed.
 
         Raises:
-            ValueError: ``address`` is not an IP address.
+            taquba.InvalidArgument: ``address`` is not an IP address.
         """
-        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        try:
+            ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        except ValueError:
+            raise taquba.InvalidArgument("address", address, "must be an IP address") from None
         if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
             ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
         if any(ip in network for network in self._deny):

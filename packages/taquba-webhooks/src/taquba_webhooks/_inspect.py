@@ -27,7 +27,7 @@ from ._records import (
     merge_stats,
     with_health,
 )
-from ._request import DEFAULT_QUEUE, WebhookRequest, decode_request
+from ._request import DEFAULT_QUEUE_NAME, WebhookRequest, decode_request
 
 __all__ = [
     "DeadDelivery",
@@ -173,7 +173,7 @@ async def add_endpoint_stats(queue: taquba.Queue, delta: EndpointStats) -> None:
 
 async def dead_deliveries(
     queue: taquba.Queue,
-    queue_name: str = DEFAULT_QUEUE,
+    queue_name: str = DEFAULT_QUEUE_NAME,
     *,
     after: str | None = None,
     limit: int = 100,
@@ -206,7 +206,7 @@ async def replay_delivery(queue: taquba.Queue, job_id: str) -> None:
 
 
 async def replay_dead_deliveries(
-    queue: taquba.Queue, queue_name: str = DEFAULT_QUEUE, *, endpoint: str | None = None
+    queue: taquba.Queue, queue_name: str = DEFAULT_QUEUE_NAME, *, endpoint: str | None = None
 ) -> int:
     """Replay every dead delivery of ``queue_name`` (of one endpoint if given); return how many.
 

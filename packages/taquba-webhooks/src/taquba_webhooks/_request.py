@@ -20,21 +20,20 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 __all__ = [
-    "DEFAULT_QUEUE",
+    "DEFAULT_QUEUE_NAME",
     "DEFAULT_TIMEOUT",
     "RESERVED_HEADERS",
     "WebhookRequest",
     "decode_request",
     "endpoint_of",
     "enqueue_webhook",
-    "webhook_enqueue_request",
 ]
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds one delivery attempt may take (resolve, connect, send, read) unless set per request."""
 
-DEFAULT_QUEUE = "webhooks"
-"""The queue deliveries go to unless another is named."""
+DEFAULT_QUEUE_NAME = "webhooks"
+"""The queue name deliveries go to (and the worker serves) unless another is given."""
 
 RESERVED_HEADERS = frozenset(
     {
@@ -152,19 +151,114 @@ class WebhookRequest:
             raise InvalidDelivery("signing_key must be a non-empty str")
 
     @classmethod
-    def json(cls, url: str, data: Any, **options: Any) -> WebhookRequest:
+    def json(
+        cls,
+        url: str,
+        data: object,
+        *,
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        id: str | None = None,  # noqa: A002 - the field's name
+        endpoint: str | None = None,
+        signing_key: str | None = None,
+    ) -> WebhookRequest:
         """A request whose body is ``data`` as compact UTF-8 JSON, with a JSON content type.
 
-        ``options`` are the other fields (``method``, ``headers``, ``id``, ...).
+        ``data`` is any value `taquba.Codec` handles, taken as its own type
+        (``taquba.Codec(type(data))``): JSON builtins (``dict`` with ``str`` keys, ``list``,
+        ``str``, ``int``, ``float``, ``bool``, None), a dataclass, a pydantic model, or a
+        `datetime.datetime`, `uuid.UUID`, `decimal.Decimal` or enum, which become their
+        ISO-8601 string, string or value. Mapping keys come out sorted, so equal data gives
+        equal bytes. A ``content-type`` in ``headers`` (in any case) replaces
+        ``application/json``; the other arguments are the fields of the same names.
+
+        Raises:
+            taquba.UnsupportedType: ``type(data)`` is not a type `taquba.Codec` handles.
+            taquba.TypeMismatch: a part of ``data`` does not fit (e.g. an object inside a
+                ``dict``; nest dataclasses in a dataclass instead).
+            InvalidDelivery: ``data`` holds what JSON cannot (``bytes``, NaN or an
+                infinity), or another field is invalid.
         """
-        headers = {"content-type": "application/json", **dict(options.pop("headers", {}))}
-        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-        return cls(url, body, headers=headers, **options)
+        builtins = taquba.Codec(type(data)).to_builtins(data, path="data")
+        try:
+            text = json.dumps(builtins, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidDelivery(
+                f"data cannot be sent as JSON ({exc}); send bytes as the body instead"
+            ) from None
+        given = dict(headers or {})
+        if not any(name.lower() == "content-type" for name in given):
+            given = {"content-type": "application/json", **given}
+        return cls(
+            url,
+            text.encode(),
+            method=method,
+            headers=given,
+            timeout=timeout,
+            id=id,
+            endpoint=endpoint,
+            signing_key=signing_key,
+        )
 
     @property
     def endpoint_key(self) -> str:
         """The statistics key: `endpoint` if set, else the URL's origin."""
         return self.endpoint if self.endpoint is not None else endpoint_of(self.url)
+
+    def to_enqueue_request(
+        self,
+        *,
+        queue_name: str = DEFAULT_QUEUE_NAME,
+        job_id: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+        dedup_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> taquba.EnqueueRequest:
+        """This delivery as a `taquba.EnqueueRequest`, without enqueueing it.
+
+        Use it to stage a webhook as a settlement effect of another job
+        (``taquba.Effects(enqueues=[hook.to_enqueue_request()])``) so that it exists only if
+        that job's ack commits, or in `taquba.Queue.enqueue_batch`. To enqueue it alone, call
+        `enqueue_webhook`.
+
+        Without ``job_id``, the request leaves the id to the queue, which assigns its next
+        monotonic ULID (read from the queue's clock) when it stages the job: deliveries staged
+        together are claimed in staging order. The ``webhook-id`` is then `id` or, if that is
+        None, the job id; either way it is the same on every retry and replay. To know the id
+        before staging, pass ``job_id=queue.next_job_id()``.
+
+        Args:
+            queue_name: the queue name the worker serves.
+            job_id: the delivery's job id (1 to 128 of ``[A-Za-z0-9_-]``); None: the queue's.
+            priority: claim priority (lower first).
+            run_at: do not deliver before this timezone-aware time.
+            delay: do not deliver for this many seconds.
+            dedup_key: skip the enqueue if a pending delivery on the queue holds this key.
+            max_attempts: attempts before dead-lettering; default the queue's.
+
+        Raises:
+            InvalidDelivery: ``job_id`` cannot be a ``webhook-id``.
+        """
+        webhook_id = self.id if self.id is not None else job_id
+        if webhook_id is not None and not _ID.fullmatch(webhook_id):
+            raise InvalidDelivery(f"job id {job_id!r} cannot be a webhook-id: use [A-Za-z0-9_-]")
+        headers = {"webhook.endpoint": self.endpoint_key}
+        if webhook_id is not None:
+            headers["webhook.id"] = webhook_id
+        return taquba.EnqueueRequest(
+            queue=queue_name,
+            payload=encode_request(self, webhook_id),
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            dedup_key=dedup_key,
+            headers=headers,
+            max_attempts=max_attempts,
+            job_id=job_id,
+        )
 
 
 def encode_request(request: WebhookRequest, webhook_id: str | None) -> bytes:
@@ -223,69 +317,11 @@ def decode_request(payload: bytes, *, job_id: str | None = None) -> WebhookReque
         raise InvalidDelivery(f"malformed webhook payload: {exc}") from None
 
 
-def webhook_enqueue_request(
-    request: WebhookRequest,
-    *,
-    queue_name: str = DEFAULT_QUEUE,
-    job_id: str | None = None,
-    priority: int | None = None,
-    run_at: datetime | None = None,
-    delay: float | None = None,
-    dedup_key: str | None = None,
-    max_attempts: int | None = None,
-) -> taquba.EnqueueRequest:
-    """An enqueue request for a delivery, without enqueueing it.
-
-    Use it to stage a webhook as a settlement effect of another job
-    (``taquba.Effects(enqueues=[...])``) so that it exists only if that job's ack commits, or
-    in `taquba.Queue.enqueue_batch`.
-
-    Without ``job_id``, the request leaves the id to the queue, which assigns its next
-    monotonic ULID (read from the queue's clock) when it stages the job: deliveries staged
-    together are claimed in staging order. The ``webhook-id`` is then ``request.id`` or, if
-    that is None, the job id; either way it is the same on every retry and replay. To know
-    the id before staging, pass ``job_id=queue.next_job_id()``.
-
-    Args:
-        request: what to deliver.
-        queue_name: the queue the worker serves.
-        job_id: the delivery's job id (1 to 128 of ``[A-Za-z0-9_-]``); None: the queue's.
-        priority: claim priority (lower first).
-        run_at: do not deliver before this timezone-aware time.
-        delay: do not deliver for this many seconds.
-        dedup_key: skip the enqueue if a pending delivery on the queue holds this key.
-        max_attempts: attempts before dead-lettering; default the queue's.
-
-    Raises:
-        InvalidDelivery: ``request`` is not a `WebhookRequest`, or ``job_id`` is not a valid
-            ``webhook-id``.
-    """
-    if not isinstance(request, WebhookRequest):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidDelivery("request must be a WebhookRequest")
-    webhook_id = request.id if request.id is not None else job_id
-    if webhook_id is not None and not _ID.fullmatch(webhook_id):
-        raise InvalidDelivery(f"job id {job_id!r} cannot be a webhook-id: use [A-Za-z0-9_-]")
-    headers = {"webhook.endpoint": request.endpoint_key}
-    if webhook_id is not None:
-        headers["webhook.id"] = webhook_id
-    return taquba.EnqueueRequest(
-        queue=queue_name,
-        payload=encode_request(request, webhook_id),
-        priority=priority,
-        run_at=run_at,
-        delay=delay,
-        dedup_key=dedup_key,
-        headers=headers,
-        max_attempts=max_attempts,
-        job_id=job_id,
-    )
-
-
 async def enqueue_webhook(
     queue: taquba.Queue,
     request: WebhookRequest,
     *,
-    queue_name: str = DEFAULT_QUEUE,
+    queue_name: str = DEFAULT_QUEUE_NAME,
     job_id: str | None = None,
     priority: int | None = None,
     run_at: datetime | None = None,
@@ -296,11 +332,16 @@ async def enqueue_webhook(
     """Enqueue a delivery; return once it is durable.
 
     The result's ``id`` is the delivery's job id: look it up with `get_attempt`, or replay it
-    with `replay_delivery`. Arguments are as in `webhook_enqueue_request`; without a
-    ``job_id`` the queue's next monotonic ULID (`taquba.Queue.next_job_id`) is used.
+    with `replay_delivery`. The options are those of `WebhookRequest.to_enqueue_request`;
+    without a ``job_id`` the queue's next monotonic ULID (`taquba.Queue.next_job_id`) is used.
+
+    Raises:
+        taquba.InvalidArgument: ``request`` is not a `WebhookRequest`.
+        InvalidDelivery: ``job_id`` cannot be a ``webhook-id``.
     """
-    enqueue = webhook_enqueue_request(
-        request,
+    if not isinstance(request, WebhookRequest):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise taquba.InvalidArgument("request", request, "must be a WebhookRequest")
+    enqueue = request.to_enqueue_request(
         queue_name=queue_name,
         job_id=job_id if job_id is not None else queue.next_job_id(),
         priority=priority,

@@ -19,6 +19,8 @@ import time
 from os import urandom
 from typing import TYPE_CHECKING
 
+import taquba
+
 from ._errors import InvalidSecret, VerificationError
 
 if TYPE_CHECKING:
@@ -167,9 +169,12 @@ def verify_webhook(
     Raises:
         VerificationError: the request must not be trusted.
         InvalidSecret: one of ``secrets`` is malformed (a configuration error).
+        taquba.InvalidArgument: ``tolerance`` is negative or not finite.
     """
     if not math.isfinite(tolerance) or tolerance < 0:
-        raise ValueError("tolerance must be a finite, non-negative number of seconds")
+        raise taquba.InvalidArgument(
+            "tolerance", tolerance, "must be a finite, non-negative number of seconds"
+        )
     keys = [secret_key(secret) for secret in _as_list(secrets)]
     if not keys:
         raise InvalidSecret("at least one signing secret is needed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import math
+import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeAlias
@@ -36,7 +37,7 @@ from ._records import (
     health_key,
     merge_stats,
 )
-from ._request import DEFAULT_QUEUE, DEFAULT_TIMEOUT, WebhookRequest, decode_request
+from ._request import DEFAULT_QUEUE_NAME, DEFAULT_TIMEOUT, WebhookRequest, decode_request
 from ._signing import Secret, secret_key, signature_headers
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ _FLUSH_GRACE = 10.0
 _CLOSE_GRACE = 5.0
 _SUMMARY_BODY = 200
 _DRAIN_LIMIT = 64 * 1024
+_RETRY_BASE = 0.1
+_RETRY_CAP = 30.0
+_LOG_EVERY = 30.0
 
 _Wait: TypeAlias = Callable[[], Awaitable[object]]
 
@@ -154,11 +158,23 @@ class _StatsRecorder:
 
 
 class WebhookWorker:
-    """Delivers the webhook jobs of a queue over HTTP (configure once, then `serve`).
+    """Delivers the webhook jobs of one queue name over HTTP.
 
-    Each attempt resolves the destination and applies the SSRF guard (``policy``), extends
-    the job's lease to cover ``timeout``, signs the request when it names a signing key, sends
-    it with redirects off unless ``follow_redirects``, and settles the job:
+    The family convention (see "Conventions" in the design docs): build it with its queue and
+    options, start it with ``await nursery.start(worker.serve)``, stop it gracefully with
+    `shutdown`, or hard-stop it by cancelling the scope around `serve`::
+
+        worker = taquba_webhooks.WebhookWorker(queue, secrets={"acme": [secret]})
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            ...
+            worker.shutdown()
+
+    It claims jobs in batches sized to its free slots (``concurrency``) and runs each delivery
+    in its own task. Each attempt resolves the destination and applies the SSRF guard
+    (``policy``), extends the job's lease to cover the attempt's timeout, signs the request
+    when it names a signing key, sends it with redirects off unless ``follow_redirects``, and
+    settles the job:
 
     - 2xx: acknowledged.
     - 408, 425, 429, 5xx, timeouts and connection errors: retried with the queue's backoff, or
@@ -177,6 +193,15 @@ class WebhookWorker:
     in `endpoint_stats`; `enable_endpoint` turns the endpoint back on.
 
     Args:
+        queue: the open queue.
+        queue_name: which queue name to serve.
+        concurrency: the most deliveries in flight at once.
+        shutdown_grace: after `shutdown`, seconds the deliveries in flight get to finish
+            before they are cancelled and handed back with a nack. None (the default) or
+            ``math.inf``: wait as long as they take.
+        poll_interval: the longest idle wait between claim attempts, in seconds (an enqueue
+            on the same `taquba.Queue` wakes an idle worker at once).
+        prune_interval: seconds between `prune_attempts` runs while serving (None: never).
         secrets: signing secrets by key name; a request's ``signing_key`` picks one entry.
             An entry is one secret or several (all active during a rotation: every one signs,
             and the receiver accepts any). Secrets never enter the queue.
@@ -196,13 +221,21 @@ class WebhookWorker:
             asks. None (the default): when ``disable_after`` is set.
 
     Raises:
+        taquba.InvalidArgument: an option is of the wrong type or out of range (checked
+            here, before anything runs); ``queue`` is not a `taquba.Queue`.
+        taquba.InvalidQueueName: ``queue_name`` is not a usable queue name.
         InvalidSecret: a secret is malformed.
-        ValueError: another argument is out of range.
     """
 
     def __init__(
         self,
+        queue: taquba.Queue,
         *,
+        queue_name: str = DEFAULT_QUEUE_NAME,
+        concurrency: int = 8,
+        shutdown_grace: float | None = None,
+        poll_interval: float = 1.0,
+        prune_interval: float | None = 3600.0,
         secrets: Mapping[str, Secret | Sequence[Secret]] | None = None,
         policy: DestinationPolicy | None = None,
         follow_redirects: bool = False,
@@ -216,6 +249,9 @@ class WebhookWorker:
         disable_after: int | None = None,
         disable_on_gone: bool | None = None,
     ) -> None:
+        """Check the options and build the worker; nothing runs until `serve`."""
+        if not isinstance(queue, taquba.Queue):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise taquba.InvalidArgument("queue", queue, "must be an open taquba.Queue")
         keyring: dict[str, tuple[Secret, ...]] = {}
         for name, value in (secrets or {}).items():
             entries: tuple[Secret, ...] = (
@@ -226,33 +262,50 @@ class WebhookWorker:
             for entry in entries:
                 secret_key(entry)
             keyring[name] = entries
-        if not math.isfinite(default_timeout) or default_timeout <= 0:
-            raise ValueError("default_timeout must be a positive number of seconds")
-        if not math.isfinite(max_retry_after) or max_retry_after < 0:
-            raise ValueError("max_retry_after must be a non-negative number of seconds")
-        if response_body_limit < 0:
-            raise ValueError("response_body_limit must not be negative")
-        if max_redirects < 0 or max_connections < 1:
-            raise ValueError("max_redirects must be >= 0 and max_connections >= 1")
-        if disable_after is not None and (
-            not isinstance(disable_after, int) or disable_after < 1  # pyright: ignore[reportUnnecessaryIsInstance]
-        ):
-            raise ValueError("disable_after must be a positive int or None")
+        if disable_after is not None:
+            _check_int("disable_after", disable_after, low=1)
+        self._queue = queue
+        self._queue_name = taquba.validate_queue_name(queue_name)
+        self._concurrency = _check_int("concurrency", concurrency, low=1)
+        grace = (
+            None
+            if shutdown_grace is None
+            else _check_seconds("shutdown_grace", shutdown_grace, allow_inf=True)
+        )
+        self._grace = None if grace is None or math.isinf(grace) else grace
+        self._poll_interval = _check_seconds("poll_interval", poll_interval, positive=True)
+        self._prune_interval = (
+            None
+            if prune_interval is None
+            else _check_seconds("prune_interval", prune_interval, positive=True)
+        )
         self._secrets = keyring
         self._policy = policy or DestinationPolicy()
         self._follow_redirects = follow_redirects
-        self._max_redirects = max_redirects
-        self._default_timeout = float(default_timeout)
-        self._max_retry_after = float(max_retry_after)
-        self._body_limit = response_body_limit
+        self._max_redirects = _check_int("max_redirects", max_redirects, low=0)
+        self._default_timeout = _check_seconds("default_timeout", default_timeout, positive=True)
+        self._max_retry_after = _check_seconds("max_retry_after", max_retry_after)
+        self._body_limit = _check_int("response_body_limit", response_body_limit, low=0)
         self._user_agent = user_agent or f"taquba-webhooks/{_version()}"
         self._ssl_context = ssl_context
-        self._max_connections = max_connections
+        self._max_connections = _check_int("max_connections", max_connections, low=1)
         self._disable_after = disable_after
         self._disable_on_gone = (
             disable_after is not None if disable_on_gone is None else disable_on_gone
         )
         self._track_health = disable_after is not None or self._disable_on_gone
+        self._stop = trio.Event()
+        self._serving = False
+
+    @property
+    def queue_name(self) -> str:
+        """The queue name this worker serves."""
+        return self._queue_name
+
+    @property
+    def concurrency(self) -> int:
+        """The most deliveries in flight at once."""
+        return self._concurrency
 
     @property
     def policy(self) -> DestinationPolicy:
@@ -269,6 +322,11 @@ class WebhookWorker:
         """Whether a 410 Gone response disables its endpoint."""
         return self._disable_on_gone
 
+    @property
+    def shutting_down(self) -> bool:
+        """Whether `shutdown` has been called."""
+        return self._stop.is_set()
+
     def _client(self) -> httpx.AsyncClient:
         transport = GuardedTransport(
             self._policy, ssl_context=self._ssl_context, max_connections=self._max_connections
@@ -281,66 +339,64 @@ class WebhookWorker:
             timeout=self._default_timeout,
         )
 
-    async def serve(
-        self,
-        queue: taquba.Queue,
-        queue_name: str = DEFAULT_QUEUE,
-        *,
-        concurrency: int = 8,
-        poll_interval: float = 1.0,
-        shutdown: trio.Event | None = None,
-        shutdown_grace: float | None = None,
-        prune_interval: float | None = 3600.0,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Deliver the jobs of ``queue_name``, up to ``concurrency`` at once, until shutdown.
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver the jobs of `queue_name` until `shutdown` is called or the scope is cancelled.
 
-        On shutdown it stops claiming and lets the deliveries in flight finish; with
-        ``shutdown_grace`` set, those still running after that many seconds are cancelled
-        and handed back with a nack. Settlement failures are logged and the loop goes on;
-        `taquba.Fenced`, `taquba.QueueClosed` and `taquba.StorageFatal` end it.
+        Reports readiness through ``task_status`` (for ``nursery.start``) before the first
+        claim; from then on it claims and delivers, and prunes orphaned attempt records every
+        ``prune_interval``. After `shutdown` it stops claiming, lets the deliveries in flight
+        finish within ``shutdown_grace`` (those still running then are cancelled and handed
+        back with a nack) and returns. Cancelling the surrounding scope is the hard stop:
+        deliveries in flight are cancelled and handed back the same way, and `serve` raises
+        `trio.Cancelled`. A worker that has been shut down returns at once when served again.
 
-        Args:
-            queue: the open queue.
-            queue_name: which queue to serve.
-            concurrency: the most deliveries in flight.
-            poll_interval: the longest idle wait between claim attempts, in seconds.
-            shutdown: set it to stop gracefully.
-            shutdown_grace: seconds in-flight deliveries get after shutdown (None: no limit).
-            prune_interval: seconds between `prune_attempts` runs (None: never).
-            task_status: for ``nursery.start``; started once the loop is ready.
+        Returns:
+            None, after a graceful shutdown.
+
+        Error handling: a failed delivery is never an exception here: it becomes a retry or
+        a dead-letter whose reason names the failure. A transient error on the claim path
+        (`taquba.StorageUnavailable`) is retried with capped exponential backoff and jitter,
+        logged as a warning at most every 30 s. A settlement that fails (including
+        `taquba.ClaimLost`) is logged and the loop goes on: the job's lease expires and the
+        reaper requeues it. Any other error cancels the deliveries in flight and is raised as
+        itself, not inside an exception group: `taquba.Fenced`, `taquba.QueueClosed`,
+        `taquba.StorageFatal`, or a permanent `taquba.StorageError` such as
+        `taquba.StorageMisconfigured`.
 
         Raises:
-            ValueError: an argument is out of range.
-            taquba.Fenced: another process took the store; also `taquba.QueueClosed` and
-                `taquba.StorageFatal`, after the deliveries in flight are cancelled.
+            taquba.UsageError: this worker is already serving (one `serve` at a time).
         """
-        if not isinstance(concurrency, int) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise ValueError("concurrency must be a positive int")
-        if not math.isfinite(poll_interval) or poll_interval <= 0:
-            raise ValueError("poll_interval must be a positive number of seconds")
-        if prune_interval is not None and (
-            not math.isfinite(prune_interval) or prune_interval <= 0
-        ):
-            raise ValueError("prune_interval must be a positive number of seconds")
-        stop = shutdown if shutdown is not None else trio.Event()
-        fatal: list[BaseException] = []
+        if self._serving:
+            raise taquba.UsageError(
+                "this WebhookWorker is already serving; build one WebhookWorker per loop"
+            )
+        self._serving = True
+        try:
+            await self._serve(task_status)
+        finally:
+            self._serving = False
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        if self._stop.is_set():
+            task_status.started()
+            return
+        fatal: list[taquba.TaqubaError] = []
         async with self._client() as client:
-            run = _Run(self, queue, client)
+            run = _Run(self, self._queue, client)
             try:
                 async with trio.open_nursery() as background:
-                    if prune_interval is not None:
-                        background.start_soon(run.prune_forever, prune_interval)
+                    if self._prune_interval is not None:
+                        background.start_soon(run.prune_forever, self._prune_interval)
                     try:
                         await run.loop(
-                            queue_name,
-                            concurrency,
-                            poll_interval,
-                            stop,
-                            shutdown_grace,
+                            self._queue_name,
+                            self._concurrency,
+                            self._poll_interval,
+                            self._stop,
+                            self._grace,
                             task_status,
                         )
-                    except _FATAL as exc:
+                    except taquba.TaqubaError as exc:
                         fatal.append(exc)
                     background.cancel_scope.cancel()
             finally:
@@ -349,9 +405,78 @@ class WebhookWorker:
         if fatal:
             raise fatal[0]
 
+    def shutdown(self) -> None:
+        """Stop claiming; `serve` returns once the deliveries in flight are done.
+
+        See ``shutdown_grace`` for how long they get. Idempotent and sticky: safe to call
+        before `serve` starts (it then returns at once), from any task of the same trio run
+        (from another thread, use ``trio.from_thread.run_sync(worker.shutdown)``).
+        """
+        self._stop.set()
+
+    def __repr__(self) -> str:
+        return (
+            f"<taquba_webhooks.WebhookWorker {self._queue_name!r} concurrency={self._concurrency}>"
+        )
+
+
+def _check_int(name: str, value: object, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise taquba.InvalidArgument(name, value, f"must be an int >= {low}")
+    return value
+
+
+def _check_seconds(
+    name: str, value: object, *, positive: bool = False, allow_inf: bool = False
+) -> float:
+    valid = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and not math.isnan(value)
+        and (allow_inf or not math.isinf(value))
+        and (value > 0 if positive else value >= 0)
+    )
+    if not valid:
+        kind = "positive" if positive else "non-negative"
+        finite = "" if allow_inf else "finite "
+        raise taquba.InvalidArgument(name, value, f"must be a {kind} {finite}number of seconds")
+    return float(value)  # pyright: ignore[reportArgumentType]
+
 
 def _version() -> str:
     return importlib.metadata.version("taquba-webhooks")
+
+
+class _Retrying:
+    """Backoff for the claim loop while storage fails transiently; logs quietly.
+
+    Capped exponential backoff with equal jitter (the core's worker loops do the same); the
+    first failure of a run is logged as a warning, then at most once per `_LOG_EVERY` seconds,
+    and the recovery is logged.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures = 0
+        self._logged_at = -math.inf
+
+    def failed(self, error: taquba.TaqubaError) -> float:
+        """Note a failure; return the seconds to wait before trying again."""
+        self.failures += 1
+        now = trio.current_time()
+        if self.failures == 1 or now - self._logged_at >= _LOG_EVERY:
+            self._logged_at = now
+            log.warning(
+                "%s failed %d times in a row, retrying: %s", self.name, self.failures, error
+            )
+        exponent = min(self.failures - 1, 16)
+        return min(_RETRY_CAP, _RETRY_BASE * 2.0**exponent) * (0.5 + random.random() / 2)
+
+    def succeeded(self) -> None:
+        """Note a success, ending the run of failures."""
+        if self.failures:
+            log.info("%s recovered after %d failed attempts", self.name, self.failures)
+            self.failures = 0
 
 
 class _Run:
@@ -387,10 +512,12 @@ class _Run:
         shutdown_grace: float | None,
         task_status: trio.TaskStatus[None],
     ) -> None:
+        """Claim and deliver until ``stop``; raise a fatal queue error as itself."""
         queue = self.queue
         in_flight = 0
         slot_freed = trio.Event()
-        fatal: list[BaseException] = []
+        fatal: list[taquba.TaqubaError] = []
+        claiming = _Retrying(f"webhook worker {queue_name!r}")
         async with trio.open_nursery() as jobs:
 
             async def run_one(claim: taquba.Claim) -> None:
@@ -410,16 +537,27 @@ class _Run:
                 while not stop.is_set() and not fatal:
                     free = concurrency - in_flight
                     if free == 0:
-                        await _first_of(slot_freed.wait, stop.wait)
+                        await _first_of(slot_freed.wait, stop.wait, queue.wait_stopped)
+                        if queue.failure is not None:
+                            raise queue.failure  # caught below: cancels the deliveries
                         continue
-                    claims = await queue.claim_batch(queue_name, free)
+                    try:
+                        claims = await queue.claim_batch(queue_name, free)
+                    except taquba.TaqubaError as exc:
+                        if not exc.transient:
+                            raise
+                        delay = claiming.failed(exc)
+                        with trio.move_on_after(delay):
+                            await _first_of(stop.wait, queue.wait_stopped)
+                        continue
+                    claiming.succeeded()
                     for claim in claims:
                         in_flight += 1
                         jobs.start_soon(run_one, claim)
                     if not claims:
                         with trio.move_on_after(poll_interval):
                             await _first_of(lambda: queue.wait_for_jobs_on(queue_name), stop.wait)
-            except _FATAL as exc:
+            except taquba.TaqubaError as exc:
                 fatal.append(exc)
                 jobs.cancel_scope.cancel()
             if shutdown_grace is not None and not fatal:
@@ -730,12 +868,24 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _first_of(*waits: _Wait) -> None:
-    """Return as soon as any of the waits returns."""
+    """Return as soon as any of the waits returns.
+
+    A queue error from a wait (`taquba.QueueClosed` from `taquba.Queue.wait_for_jobs_on`) is
+    raised as itself, not inside an exception group: the nursery is an implementation detail.
+    """
+    failure: taquba.TaqubaError | None = None
     async with trio.open_nursery() as nursery:
 
         async def run(wait: _Wait) -> None:
-            await wait()
+            nonlocal failure
+            try:
+                await wait()
+            except taquba.TaqubaError as exc:
+                if failure is None:
+                    failure = exc
             nursery.cancel_scope.cancel()
 
         for wait in waits:
             nursery.start_soon(run, wait)
+    if failure is not None:
+        raise failure
