@@ -88,3 +88,14 @@ def test_the_readme_example_runs(
         script.write_text(block)
         runpy.run_path(str(script), run_name="readme_example")
     assert "thumbs/256/cat.png" in capsys.readouterr().out
+
+
+def test_the_guide_quick_start_runs(tmp_path: pathlib.Path) -> None:
+    guide = (ROOT / "docs/guides/taquba-jobs.md").read_text()
+    section = guide.split("## Quick start", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "nursery.start(runner.serve)" in code and "runner.shutdown()" in code
+    code = code.replace("file:///var/lib/app", (tmp_path / "store").as_uri())
+    script = tmp_path / "quick_start.py"
+    script.write_text(code)
+    runpy.run_path(str(script), run_name="guide_quick_start")  # it calls trio.run(main)

@@ -499,8 +499,9 @@ class JobRunner:
             ``"<queue_name>-results"`` (``"jobs-results"`` for the default queue).
         result_retention: seconds to keep a result after its job became terminal (None, the
             default: forever). When set, terminal markers are written and `serve` sweeps
-            expired results, markers and dedup records; a swept job's `JobHandle.fetch`
-            returns None and an idempotent resubmission runs the job again.
+            expired results, markers and dedup records; a swept job's `JobHandle.done`
+            is False, its `JobHandle.result` raises `ResultNotFound`, and an idempotent
+            resubmission runs the job again.
         sweep_interval: seconds between retention sweeps (default: the retention, at most 60).
         poll_interval: the longest idle wait between claim attempts, in seconds.
         shutdown_grace: after `shutdown`, seconds the jobs in flight get to finish before
