@@ -265,6 +265,9 @@ class JobHandle(Generic[OutT]):
         when there is no outcome to read: none was ever stored under this id, or result
         retention swept it (`result` then raises `ResultNotFound`). Once true, `result`
         returns (or raises the job's failure) without waiting.
+
+        Raises:
+            taquba.DataError: the stored result record cannot be read.
         """
         state = await self._runner._probe(self._job_id)  # pyright: ignore[reportPrivateUsage]
         return isinstance(state, ResultRecord)
@@ -283,6 +286,7 @@ class JobHandle(Generic[OutT]):
             ResultNotFound: there is no job and no result under this id, or the job ended
                 without a stored outcome (cancelled with `taquba.Queue.cancel`, or its result
                 was swept by result retention before it could be read).
+            taquba.DataError: the stored result record cannot be read.
             taquba.Fenced: the queue stopped (the same error as the serving runner's).
         """
         await self._runner._await_outcome(self._job_id)  # pyright: ignore[reportPrivateUsage]
