@@ -2,9 +2,11 @@
 
 Run it with ``uv run python examples/jobs_example.py [STORE_DIR]`` (about two seconds; the
 store defaults to a temporary directory). It defines a typed job and a job that fans out to
-it, awaits their results, shows that an idempotent resubmission does not run anything again
-(also after the process "restarts", i.e. the queue is closed and reopened), cancels a pending
-job, and lets a short result retention sweep a result away.
+it, awaits their results (plain values; a failure or a cancellation is an exception), shows
+that an idempotent resubmission does not run anything again (also after the process
+"restarts", i.e. the queue is closed and reopened), cancels a pending job, and lets a short
+result retention sweep a result away. The runner starts with ``nursery.start(runner.serve)``
+and stops with ``runner.shutdown()``, like every long-running taquba component.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import trio
 
 import taquba
-from taquba_jobs import InputMismatch, JobCancelled, JobContext, JobRunner, job
+from taquba_jobs import InputMismatch, JobCancelled, JobContext, JobRunner, ResultNotFound, job
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,8 @@ async def main(store_dir: str) -> None:
     runs_before = len(RUNS)
     async with taquba.open_queue(store_dir, "example", flush_interval=0.01) as queue:
         runner = JobRunner(queue, [thumbnail, album], result_retention=0.5, sweep_interval=0.2)
-        stored = await runner.handle(thumbnail, first_id).fetch()
-        print("fetched after restart:", stored.value if stored else None)
+        # Stored results need no serving runner: the handle reads the outcome at once.
+        print("result after restart:", await runner.handle(thumbnail, first_id).result())
         again = await runner.submit(thumbnail, Resize("cat.png", 256), idempotency_key="cat")
         print(f"resubmitted after restart: newly submitted {again.newly_submitted}")
         assert len(RUNS) == runs_before, "nothing ran again"
@@ -108,7 +110,10 @@ async def main(store_dir: str) -> None:
             short = await runner.submit(thumbnail, Resize("owl.png", 32), idempotency_key="owl")
             await short.result()
             await trio.sleep(1.0)  # past the 0.5 s retention: the sweeper removes the result
-            print("owl result after retention:", await short.fetch())
+            try:
+                await short.result()
+            except ResultNotFound:
+                print("owl result after retention: swept")
             rerun = await runner.submit(thumbnail, Resize("owl.png", 32), idempotency_key="owl")
             print(f"owl resubmitted after the sweep runs again: {rerun.newly_submitted}")
             await rerun.result()

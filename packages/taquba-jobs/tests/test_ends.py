@@ -25,7 +25,6 @@ from taquba_jobs import (
     JobFailed,
     JobHandle,
     JobRunner,
-    Outcome,
     ResultNotFound,
     job,
 )
@@ -51,9 +50,11 @@ async def waiting(
     nursery: trio.Nursery,
     queue: taquba.Queue,
     handle: JobHandle[Any],
-    into: list[Outcome[Any] | BaseException],
+    into: list[object],
 ) -> None:
     """Start a task waiting for ``handle``; return once its wait is registered everywhere.
+
+    The task appends what `JobHandle.result` gave: the value, or the exception it raised.
 
     The handle registers with the queue's completion notifications before the queue reads
     the job, so once that read returned, any end of the job wakes it. (Waiting for the trio
@@ -73,7 +74,7 @@ async def waiting(
 
     async def wait() -> None:
         try:
-            into.append(await handle.wait())
+            into.append(await handle.result())
         except Exception as exc:
             into.append(exc)
 
@@ -85,9 +86,9 @@ async def waiting(
 
 async def ended(
     queue: taquba.Queue, handle: JobHandle[Any], end: Callable[[], Awaitable[object]]
-) -> Outcome[Any] | BaseException:
+) -> object:
     """Wait for ``handle`` in a task, call ``end``, and return what the waiter got."""
-    got: list[Outcome[Any] | BaseException] = []
+    got: list[object] = []
     with trio.fail_after(HANG_GUARD):
         async with trio.open_nursery() as nursery:
             await waiting(nursery, queue, handle, got)
@@ -136,22 +137,18 @@ async def test_a_waiter_wakes_when_the_reaper_dead_letters_the_last_attempt(
             finally:
                 release.set()
                 runner.shutdown()
-        assert isinstance(got, Outcome)
-        assert got.status == "failed"
-        assert isinstance(got.error, JobFailed)
-        assert got.error.error_type == "taquba.DeadLettered"
-        assert got.error.message == "lease expired"
-        assert not got.error.permanent
+        assert isinstance(got, JobFailed)
+        assert got.error_type == "taquba.DeadLettered"
+        assert got.message == "lease expired"
+        assert not got.permanent
         assert got.attempts == 1
-        assert got.finished_at == clock.now_ms()
         # A new look agrees: the late result was discarded, not stored over the verdict.
-        again = await runner.handle(overrun, handle.job_id).wait()
-        assert isinstance(again.error, JobFailed)
-        assert (again.status, again.error.error_type, again.attempts, again.finished_at) == (
-            "failed",
+        with pytest.raises(JobFailed) as again:
+            await runner.handle(overrun, handle.job_id).result()
+        assert (again.value.error_type, again.value.message, again.value.attempts) == (
             "taquba.DeadLettered",
+            "lease expired",
             1,
-            got.finished_at,
         )
         record = await queue.get_job(handle.job_id)
         assert record is not None
@@ -178,9 +175,8 @@ async def test_a_waiter_wakes_when_the_reaper_dead_letters_an_unserved_claim(
             await queue.reap_now()
 
         got = await ended(queue, handle, reap)
-    assert isinstance(got, Outcome)
-    assert isinstance(got.error, JobFailed)
-    assert got.error.error_type == "taquba.DeadLettered"
+    assert isinstance(got, JobFailed)
+    assert got.error_type == "taquba.DeadLettered"
 
 
 async def test_the_log_says_a_lease_lost_before_the_last_attempt_is_delivered_again(
@@ -209,8 +205,7 @@ async def test_the_log_says_a_lease_lost_before_the_last_attempt_is_delivered_ag
             with caplog.at_level(logging.WARNING, logger="taquba_jobs"):
                 got = await ended(queue, handle, stall_past_the_lease)
             runner.shutdown()
-    assert isinstance(got, Outcome)
-    assert got.value == 2
+    assert got == 2
     messages = [r.getMessage() for r in caplog.records if r.name == "taquba_jobs"]
     assert any("attempt 1 of 3: the queue delivers it again" in m for m in messages), messages
 
@@ -230,9 +225,8 @@ async def test_a_waiter_wakes_when_the_runner_cancels_a_pending_job(
 
     got = await ended(queue, handle, cancel)
     assert outcomes == [CancelOutcome.REMOVED]
-    assert isinstance(got, Outcome)
-    assert isinstance(got.error, JobCancelled)
-    assert got.status == "cancelled"
+    assert isinstance(got, JobCancelled)
+    assert got.job_id == handle.job_id
 
 
 async def test_a_waiter_wakes_when_the_queue_cancels_the_job_directly(
@@ -272,8 +266,7 @@ async def test_a_waiter_wakes_when_a_running_job_is_cancelled(
             assert await runner.cancel(handle.job_id) is CancelOutcome.REQUESTED
 
         got = await ended(queue, handle, cancel)
-    assert isinstance(got, Outcome)
-    assert isinstance(got.error, JobCancelled)
+    assert isinstance(got, JobCancelled)
 
 
 async def test_a_job_cancelled_before_its_claim_ran_settles_as_cancelled(
@@ -385,7 +378,7 @@ async def test_a_result_swept_by_retention_is_not_found_afterwards(
                 await trio.sleep(0.01)
         clock.advance(61)
         assert (await runner.sweep_results_now()).swept == 1
-        assert await handle.fetch() is None
+        assert not await handle.done()
         with trio.fail_after(HANG_GUARD), pytest.raises(ResultNotFound):
             await handle.result()
 
@@ -394,7 +387,7 @@ async def test_a_result_swept_by_retention_is_not_found_afterwards(
 
 
 async def test_waiters_raise_the_queue_failure_when_the_queue_closes(clock: MockClock) -> None:
-    got: list[Outcome[Any] | BaseException] = []
+    got: list[object] = []
     with trio.fail_after(HANG_GUARD):
         async with trio.open_nursery() as nursery, open_test_queue(clock=clock) as queue:
             runner = runner_for(queue, echo)

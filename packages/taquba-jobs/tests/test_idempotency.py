@@ -13,7 +13,6 @@ import taquba
 from taquba import CancelOutcome, JobStatus, QueueConfig, Store
 from taquba.testing import open_test_queue
 from taquba_jobs import (
-    ConfigurationError,
     InputMismatch,
     Job,
     JobCancelled,
@@ -225,5 +224,5 @@ async def test_invalid_idempotency_keys_are_refused(queue: taquba.Queue) -> None
     charge = Ledger().job()
     runner = make_runner(queue, charge)
     for key in ("", "k" * 1025):
-        with pytest.raises(ConfigurationError, match="idempotency_key"):
+        with pytest.raises(taquba.InvalidArgument, match="idempotency_key"):
             await runner.submit(charge, Charge("a", 1), idempotency_key=key)

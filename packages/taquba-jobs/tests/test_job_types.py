@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from taquba_jobs import ConfigurationError, Job, JobContext
+import taquba
+from taquba_jobs import Job, JobContext
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,11 @@ def test_job_types_come_from_annotations() -> None:
     assert "Shape" in repr(job)
 
 
-def test_unresolvable_annotations_are_a_configuration_error() -> None:
+def test_unresolvable_annotations_are_a_usage_error() -> None:
     async def broken(ctx: JobContext, value: NoSuchType) -> int:  # type: ignore[name-defined]  # noqa: F821
         return 0
 
-    with pytest.raises(ConfigurationError, match="annotations"):
+    with pytest.raises(taquba.UsageError, match="annotations"):
         Job(broken, name="broken")
     job = Job(broken, name="broken", input_type=int, output_type=int)
     assert job.input_type is int

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taquba import SerializationError
+from taquba import DataError
 from taquba_jobs._records import (
     DedupRecord,
     Marker,
@@ -107,5 +107,5 @@ def test_records_round_trip() -> None:
 @pytest.mark.parametrize("raw", [b"\xc1", b"\x01", b"\x81\xa1v\x02"])
 def test_undecodable_records_raise(raw: bytes) -> None:
     for decode in (decode_dedup, decode_marker, decode_result):
-        with pytest.raises(SerializationError):
+        with pytest.raises(DataError):
             decode(raw)

@@ -11,7 +11,7 @@ import trio
 import taquba
 from taquba import MockClock, QueueConfig, Store
 from taquba.testing import open_test_queue
-from taquba_jobs import ConfigurationError, Job, JobContext, JobFailed, JobRunner
+from taquba_jobs import Job, JobContext, JobFailed, JobRunner, ResultNotFound
 from taquba_jobs._records import dedup_key, parse_marker_name
 
 RETENTION = 3600.0
@@ -93,13 +93,15 @@ async def test_the_sweep_removes_only_expired_results_and_lists_only_expired_mar
     report = await runner.sweep_results_now()
     assert (report.listed, report.swept) == (10, 10)
     for i, handle in enumerate(old):
-        assert await handle.fetch() is None
+        assert not await handle.done()
+        with pytest.raises(ResultNotFound):
+            await handle.result()
         assert await queue.store.get_blob(runner.result_path(handle.job_id)) is None
         assert await queue.kv_get(dedup_key("jobs", f"old-{i}")) is None
     page = await queue.kv_scan(b"taquba-jobs/dedup/")
     assert page.entries == []  # the dedup records went with the results
     assert len(await markers(runner)) == 200
-    assert None not in [await h.fetch() for h in young[:5]]
+    assert all([await h.done() for h in young[:5]])
 
     again = await runner.sweep_results_now()
     assert (again.listed, again.swept) == (0, 0)
@@ -115,7 +117,7 @@ async def test_the_cutoff_is_strict(queue: taquba.Queue, clock: MockClock, servi
     assert (await runner.sweep_results_now()).swept == 0
     clock.advance(0.001)
     assert (await runner.sweep_results_now()).swept == 1
-    assert await handle.fetch() is None
+    assert not await handle.done()
 
 
 async def test_after_the_sweep_an_idempotent_resubmit_runs_the_job_again(
@@ -147,7 +149,7 @@ async def test_serve_sweeps_periodically(queue: taquba.Queue, clock: MockClock) 
         await handle.result()
         clock.advance(RETENTION + 1)
         with trio.fail_after(30):  # a hang guard
-            while await handle.fetch() is not None:  # noqa: ASYNC110 - watching storage
+            while await handle.done():  # noqa: ASYNC110 - watching storage
                 await trio.sleep(0.02)
         runner.shutdown()
     assert await markers(runner) == []
@@ -209,11 +211,11 @@ async def test_retention_on_every_store(store: Store, serving: Any) -> None:
         clock.advance(RETENTION - 5)
         report = await runner.sweep_results_now()
         assert (report.listed, report.swept) == (1, 1)
-        assert await old.fetch() is None
-        assert await young.fetch() is not None
+        assert not await old.done()
+        assert await young.result() == "YOUNG"
 
 
 async def test_sweeping_needs_retention(queue: taquba.Queue) -> None:
     runner = JobRunner(queue, [counting_job(Counter())])
-    with pytest.raises(ConfigurationError, match="result_retention"):
+    with pytest.raises(taquba.UsageError, match="result_retention"):
         await runner.sweep_results_now()

@@ -14,7 +14,6 @@ import taquba_jobs
 from taquba import CancelOutcome, JobStatus, MockClock, PermanentFailure, QueueConfig, Store
 from taquba.testing import open_test_queue
 from taquba_jobs import (
-    ConfigurationError,
     Job,
     JobCancelled,
     JobContext,
@@ -24,6 +23,7 @@ from taquba_jobs import (
     UnknownJob,
     job,
 )
+from taquba_jobs._records import decode_result
 
 FAST_RETRY = QueueConfig(retry_backoff_base=0, lease_duration=30)
 
@@ -62,13 +62,13 @@ async def test_submit_run_and_await_a_typed_result(queue: taquba.Queue, serving:
         assert handle.newly_submitted
         result = await handle.result()
     assert result == Sum(5, handle.job_id)
-    outcome = await handle.fetch()
-    assert outcome is not None
-    assert outcome.ok
-    assert outcome.status == "succeeded"
-    assert outcome.unwrap() == result
-    assert outcome.attempts == 1
-    assert outcome.finished_at == queue.clock.now_ms()
+    assert await handle.done()
+    assert await handle.result() == result  # again, from the store
+    stored = await queue.store.get_blob(runner.result_path(handle.job_id))
+    assert stored is not None
+    record = decode_result(stored)
+    assert (record.status, record.attempts) == ("succeeded", 1)
+    assert record.finished_at == queue.clock.now_ms()
     assert runner.statistics().succeeded == 1
 
 
@@ -82,15 +82,14 @@ async def test_submit_without_key_always_creates_a_new_job(queue: taquba.Queue) 
     assert (await queue.stats("jobs")).pending == 2
 
 
-async def test_fetch_does_not_wait(queue: taquba.Queue, serving: Any) -> None:
+async def test_done_does_not_wait(queue: taquba.Queue, serving: Any) -> None:
     runner = runner_for(queue, echo)
     handle = await runner.submit(echo, "later")
-    assert await handle.fetch() is None
+    assert not await handle.done()
     async with serving(runner):
-        assert await handle.result() == "later"
-    outcome = await handle.fetch()
-    assert outcome is not None
-    assert outcome.value == "later"
+        await handle.wait()
+        assert await handle.done()
+    assert await handle.result() == "later"
 
 
 async def test_results_survive_a_restart_and_a_new_runner_fetches_them_by_id(
@@ -106,9 +105,7 @@ async def test_results_survive_a_restart_and_a_new_runner_fetches_them_by_id(
         fresh = runner_for(queue, add)
         again = fresh.handle(add, job_id)
         assert not again.newly_submitted
-        outcome = await again.fetch()
-        assert outcome is not None
-        assert outcome.value == Sum(42, job_id)
+        assert await again.done()
         assert await again.result() == Sum(42, job_id)  # no serving needed: it is stored
 
 
@@ -126,10 +123,12 @@ async def test_awaiting_after_the_queue_record_is_gone_reads_the_blob(
 async def test_unknown_ids_have_no_result(queue: taquba.Queue) -> None:
     runner = runner_for(queue, echo)
     handle = runner.handle(echo, "01HZZZZZZZZZZZZZZZZZZZZZZZ")
-    assert await handle.fetch() is None
+    assert not await handle.done()
     with pytest.raises(ResultNotFound) as info:
         await handle.result()
     assert info.value.job_id == handle.job_id
+    with pytest.raises(ResultNotFound):
+        await handle.wait()
 
 
 async def test_many_handles_on_one_job_all_resolve(queue: taquba.Queue, serving: Any) -> None:
@@ -198,12 +197,10 @@ async def test_a_permanent_failure_dead_letters_with_a_recorded_outcome(
     assert dead is not None
     assert dead.status is JobStatus.DEAD
     assert dead.last_error == "builtins.KeyError: no such record 7"
-    outcome = await first.fetch()
-    assert outcome is not None
-    assert not outcome.ok
-    assert outcome.error is not None
+    assert await first.done()
+    await first.wait()  # the failure is not raised by wait
     with pytest.raises(JobFailed):
-        outcome.unwrap()
+        await first.result()  # raised again, from the store
 
 
 async def test_transient_failures_are_retried_per_the_queue_config(
@@ -319,7 +316,7 @@ async def test_reading_a_result_with_another_job_is_a_type_mismatch(
         handle = await runner.submit(echo, "text")
         await handle.result()
     with pytest.raises(taquba.TypeMismatch, match=r"tests\.echo"):
-        await runner.handle(add, handle.job_id).fetch()
+        await runner.handle(add, handle.job_id).result()
 
 
 async def test_a_job_dead_lettered_by_the_queue_reports_the_queue_reason(
@@ -411,7 +408,7 @@ async def test_scheduled_jobs_run_when_their_time_comes(
     async with serving(runner):
         handle = await runner.submit(echo, "later", delay=3600)
         await trio.sleep(0.2)
-        assert await handle.fetch() is None
+        assert not await handle.done()
         clock.advance(3600)
         assert await handle.result() == "later"
 
@@ -482,9 +479,9 @@ async def test_cancelling_a_pending_job_records_a_cancelled_outcome(
         await trio.sleep(0.1)
     assert info.value.job_id == handle.job_id
     assert ran == []
-    outcome = await handle.fetch()
-    assert outcome is not None
-    assert outcome.status == "cancelled"
+    assert await handle.done()
+    with pytest.raises(JobCancelled):
+        await handle.result()  # raised again, from the store
     assert await runner.cancel(handle.job_id) is CancelOutcome.NOT_FOUND
     assert runner.statistics().cancelled == 1
 
@@ -596,15 +593,91 @@ async def test_a_job_stopped_by_shutdown_on_its_last_attempt_records_why(
     assert not info.value.permanent
 
 
-async def test_serve_runs_once_at_a_time_and_again_after_shutdown(
-    queue: taquba.Queue, serving: Any
-) -> None:
+async def test_serve_runs_once_at_a_time(queue: taquba.Queue, serving: Any) -> None:
     runner = runner_for(queue, echo)
     async with serving(runner):
-        with pytest.raises(ConfigurationError, match="already serving"):
+        with pytest.raises(taquba.UsageError, match="already serving"):
             await runner.serve()
-    async with serving(runner):
-        assert await (await runner.submit(echo, "again")).result() == "again"
+        assert await (await runner.submit(echo, "still serving")).result() == "still serving"
+
+
+async def test_shutdown_is_sticky_and_idempotent(queue: taquba.Queue) -> None:
+    ran: list[str] = []
+
+    @job(name="tests.noted")
+    async def noted(ctx: JobContext, value: str) -> str:
+        ran.append(value)
+        return value
+
+    runner = runner_for(queue, noted)
+    assert not runner.shutting_down
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.serve)
+        assert await (await runner.submit(noted, "first")).result() == "first"
+        runner.shutdown()
+        runner.shutdown()  # idempotent
+    assert runner.shutting_down
+    handle = await runner.submit(noted, "later")  # submitting still works
+    with trio.fail_after(5):  # a hang guard: serving a runner that was shut down returns
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.serve)
+    assert ran == ["first"]
+    assert not await handle.done()  # it waits in the queue for a runner that serves
+    async with trio.open_nursery() as nursery:
+        fresh = runner_for(queue, noted)
+        await nursery.start(fresh.serve)
+        assert await handle.result() == "later"
+        fresh.shutdown()
+
+
+async def test_shutdown_before_serve_makes_serve_return_at_once(queue: taquba.Queue) -> None:
+    runner = runner_for(queue, echo, result_retention=60)
+    runner.shutdown()
+    handle = await runner.submit(echo, "never run")
+    with trio.fail_after(5):  # a hang guard
+        await runner.serve()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.serve)  # started() is still reported
+    assert not await handle.done()
+    assert (await queue.stats("jobs")).pending == 1
+
+
+async def test_cancelling_serve_is_the_hard_stop(queue: taquba.Queue) -> None:
+    started = trio.Event()
+    cancelled: list[int] = []
+
+    @job(name="tests.endless")
+    async def endless(ctx: JobContext, value: int) -> int:
+        started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.append(ctx.attempt)
+            raise
+        return value
+
+    runner = runner_for(queue, endless)
+    handle = await runner.submit(endless, 1)
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.serve)
+            await started.wait()
+            scope.cancel()
+    assert scope.cancelled_caught  # serve raised Cancelled, as trio expects
+    assert cancelled == [1]
+    record = await queue.get_job(handle.job_id)
+    assert record is not None
+    assert record.status is JobStatus.PENDING  # handed back to the queue
+    assert not await handle.done()
+    assert not runner.shutting_down  # a hard stop is not a shutdown: serving again works
+    started = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.serve)
+        await started.wait()
+        assert await runner.cancel(handle.job_id) is CancelOutcome.REQUESTED
+        with pytest.raises(JobCancelled):
+            await handle.result()
+        runner.shutdown()
 
 
 async def test_serve_reports_a_closed_queue(clock: MockClock) -> None:
@@ -631,8 +704,14 @@ async def test_serve_reports_a_closed_queue(clock: MockClock) -> None:
 async def test_invalid_runner_options(
     queue: taquba.Queue, options: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(taquba.InvalidArgument, match=message):
         JobRunner(queue, **options)
+
+
+async def test_the_runner_takes_a_queue_object(queue: taquba.Queue) -> None:
+    with pytest.raises(taquba.InvalidArgument, match=r"^queue must be a taquba\.Queue"):
+        JobRunner("jobs", [echo])  # type: ignore[arg-type]
+    assert JobRunner(queue, [echo], concurrency=3).concurrency == 3
 
 
 async def test_job_definitions_are_checked(queue: taquba.Queue) -> None:
@@ -645,22 +724,22 @@ async def test_job_definitions_are_checked(queue: taquba.Queue) -> None:
     async def fine(ctx: JobContext, value: int) -> int:
         return value
 
-    with pytest.raises(ConfigurationError, match="async def"):
+    with pytest.raises(taquba.UsageError, match="async def"):
         Job(not_async)  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="takes"):
+    with pytest.raises(taquba.UsageError, match="takes"):
         Job(one_param)  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="name"):
+    with pytest.raises(taquba.InvalidArgument, match="name"):
         Job(fine, name="")
-    with pytest.raises(ConfigurationError, match="max_attempts"):
+    with pytest.raises(taquba.InvalidArgument, match="max_attempts"):
         Job(fine, max_attempts=0)
-    with pytest.raises(ConfigurationError, match="permanent_errors"):
+    with pytest.raises(taquba.InvalidArgument, match="permanent_errors"):
         Job(fine, permanent_errors=(42,))  # type: ignore[arg-type]
     assert Job(fine).name == f"{__name__}:test_job_definitions_are_checked.<locals>.fine"
     assert taquba_jobs.job(fine).name == Job(fine).name
     runner = JobRunner(queue, [Job(fine, name="x")])
-    with pytest.raises(ConfigurationError, match="two jobs"):
+    with pytest.raises(taquba.UsageError, match="two jobs"):
         runner.register(Job(fine, name="x"))
-    with pytest.raises(ConfigurationError, match="register takes a Job"):
+    with pytest.raises(taquba.UsageError, match="register takes a Job"):
         runner.register(fine)  # type: ignore[arg-type]
     assert set(runner.jobs) == {"x"}
     assert runner.result_prefix == "jobs-results"
@@ -718,3 +797,58 @@ async def test_a_payload_of_an_unknown_format_fails_permanently(
             await runner.handle(echo, result.id).result()
     assert info.value.error_type == "taquba_jobs.SerializationError"
     assert "99" in info.value.message
+
+
+# A failed outcome as taquba-jobs 0.5 stored it (result record format 1), byte for byte.
+RECORD_FROM_0_5 = (
+    b"\x87\xa1v\x01\xa6job_id\xba01JOLDRECORD0000000000000A\xa3job\xaatests.echo"
+    b"\xa6status\xa6failed\xa8attempts\x01\xabfinished_at\xcf\x00\x00\x01\xa3\x18\\P\x00"
+    b"\xa5error\x83\xa4type\xb8taquba_jobs.TypeMismatch\xa7message\xbcinput: expected int, "
+    b"got str\xa9permanent\xc3"
+)
+
+
+async def test_outcomes_stored_by_earlier_versions_read_the_same(queue: taquba.Queue) -> None:
+    """The stored ``error_type`` names are stable: a 0.5 record raises what it raised then."""
+    runner = runner_for(queue, echo)
+    job_id = "01JOLDRECORD0000000000000A"
+    await queue.store.put_blob(runner.result_path(job_id), RECORD_FROM_0_5)
+    handle = runner.handle(echo, job_id)
+    assert await handle.done()
+    with pytest.raises(JobFailed) as info:
+        await handle.result()
+    assert (info.value.error_type, info.value.message) == (
+        "taquba_jobs.TypeMismatch",
+        "input: expected int, got str",
+    )
+    assert (info.value.permanent, info.value.attempts) == (True, 1)
+
+
+async def test_an_unreadable_stored_result_is_a_data_error(queue: taquba.Queue) -> None:
+    runner = runner_for(queue, echo)
+    handle = await runner.submit(echo, "x")
+    await queue.store.put_blob(runner.result_path(handle.job_id), b"\x81\xa1v\x02")
+    with pytest.raises(taquba.DataError, match="unsupported result record format"):
+        await handle.result()
+
+
+class Opaque:
+    """Not a type the codec can store."""
+
+
+def test_an_unsupported_type_is_the_cores_usage_error() -> None:
+    async def takes_it(ctx: JobContext, value: Opaque) -> int:
+        return 0
+
+    async def returns_it(ctx: JobContext, value: int) -> Opaque:
+        return Opaque()
+
+    with pytest.raises(
+        taquba.UnsupportedType,
+        match=r"^input type of job 'tests\.in': taquba cannot serialize values of type Opaque$",
+    ) as info:
+        Job(takes_it, name="tests.in")
+    assert isinstance(info.value, taquba.UsageError)
+    assert isinstance(info.value.__cause__, taquba.UnsupportedType)  # the codec's own error
+    with pytest.raises(taquba.UnsupportedType, match=r"^output type of job 'tests\.out': "):
+        Job(returns_it, name="tests.out")

@@ -15,15 +15,20 @@ run at most once per key and input, whatever the state of the first submission::
             thumbnail = await handle.result()
             runner.shutdown()
 
-Inputs and outputs are dataclasses, TypedDicts, pydantic models, enums, primitives and
-containers of those, stored as MessagePack; a value that does not match the declared type is
-a `TypeMismatch` at submit (or when decoding). Delivery is at-least-once, like the queue's,
-but a job whose outcome was recorded is never run again.
+Inputs and outputs are the types `taquba.Codec` supports (dataclasses, TypedDicts, pydantic
+models, enums, primitives and containers of those), stored as MessagePack; a value that does
+not match the declared type is a `taquba.TypeMismatch` at submit (or when decoding). Results are
+plain values and failures are exceptions (`JobFailed`, `JobCancelled`). Delivery is
+at-least-once, like the queue's, but a job whose outcome was recorded is never run again.
+
+The runner follows the family's convention for long-running components: `JobRunner.serve`
+reports readiness to ``nursery.start``, `JobRunner.shutdown` stops it gracefully (with
+``shutdown_grace``), cancellation is the hard stop, and every error derives from
+`taquba.TaqubaError` (misuse from `taquba.UsageError`).
 """
 
 from importlib.metadata import version as _version
 
-from ._errors import ConfigurationError as ConfigurationError
 from ._errors import InputMismatch as InputMismatch
 from ._errors import JobCancelled as JobCancelled
 from ._errors import JobFailed as JobFailed
@@ -36,7 +41,6 @@ from ._job import job as job
 from ._runner import JobContext as JobContext
 from ._runner import JobHandle as JobHandle
 from ._runner import JobRunner as JobRunner
-from ._runner import Outcome as Outcome
 from ._runner import RunnerStatistics as RunnerStatistics
 from ._runner import SweepReport as SweepReport
 
@@ -44,7 +48,6 @@ __version__: str = _version("taquba-jobs")
 """The installed version of the `taquba-jobs` distribution."""
 
 __all__ = [
-    "ConfigurationError",
     "InputMismatch",
     "Job",
     "JobCancelled",
@@ -54,7 +57,6 @@ __all__ = [
     "JobHandle",
     "JobRunner",
     "JobsError",
-    "Outcome",
     "ResultNotFound",
     "RunnerStatistics",
     "SweepReport",

@@ -1,27 +1,35 @@
 """The taquba-jobs error tree.
 
-Every error taquba-jobs raises on purpose derives from `JobsError`::
+Every error taquba-jobs raises on purpose derives from `JobsError`, itself a
+`taquba.TaqubaError`, so ``except taquba.TaqubaError`` catches everything the stack raises::
 
-    JobsError
-    ├── ConfigurationError      a job, a runner option or a call is invalid (never retry)
-    ├── UnknownJob              the runner has no job registered under this name
-    ├── InputMismatch           an idempotency key is reused for another job or input
-    ├── ResultNotFound          no result under this id, and no job (or it ended without one)
-    ├── JobFailed               the job ran and failed (its error type, message, permanence)
-    └── JobCancelled            the job was cancelled (jobs may also raise it to stop)
+    taquba.TaqubaError
+    ├── taquba.UsageError           a misuse: a bad job definition, runner option or argument
+    │   ├── taquba.InvalidArgument  one argument of the wrong type or out of range
+    │   ├── taquba.UnsupportedType  an input or output type the codec cannot store
+    │   └── UnknownJob              (also a JobsError) the runner has no job of this name
+    └── JobsError
+        ├── UnknownJob
+        ├── InputMismatch           an idempotency key is reused for another job or input
+        ├── ResultNotFound          no result under this id, and no job (or it ended without one)
+        ├── JobFailed               the job ran and failed (its error type, message, permanence)
+        └── JobCancelled            the job was cancelled (jobs may also raise it to stop)
 
-`JobFailed` and `JobCancelled` are outcomes: `JobHandle.result` raises them in the caller for a
-job that did not produce a value. Errors of the queue itself (`taquba.StorageUnavailable`,
-`taquba.Fenced`, `taquba.QueueClosed`, ...) and of its payload codec (`taquba.TypeMismatch`,
-`taquba.SerializationError`: a value that does not fit its type) are not wrapped: they reach
-the caller as the
-`taquba` errors they are, so their `transient` property still says whether to retry.
+`JobFailed` and `JobCancelled` are how a job ended: `JobHandle.result` raises them in the
+caller for a job that did not produce a value. A misuse raises `taquba.UsageError` (or the
+subclass named above): there is no usage error of taquba-jobs' own. Errors of the queue itself
+(`taquba.StorageUnavailable`, `taquba.Fenced`, `taquba.QueueClosed`, ...), of its payload codec
+(`taquba.TypeMismatch`, `taquba.SerializationError`: a value that does not fit its type) and
+of records it cannot read (`taquba.DataError`: a stored result or idempotency record that does
+not decode) are not wrapped: they reach the caller as the `taquba` errors they are, so their
+`transient` property still says whether to retry.
 """
 
 from __future__ import annotations
 
+from taquba import TaqubaError, UsageError
+
 __all__ = [
-    "ConfigurationError",
     "InputMismatch",
     "JobCancelled",
     "JobFailed",
@@ -31,19 +39,17 @@ __all__ = [
 ]
 
 
-class JobsError(Exception):
-    """Base class of every error taquba-jobs raises."""
+class JobsError(TaqubaError):
+    """Base class of every error taquba-jobs raises on purpose (a `taquba.TaqubaError`)."""
 
 
-class ConfigurationError(JobsError, ValueError):
-    """A job definition, a runner option or the arguments of a call are invalid.
+class UnknownJob(JobsError, UsageError):
+    """`JobRunner.submit` was given a job that is not registered with the runner.
 
-    Raised at definition or call time, never for stored data: fix the code, do not retry.
+    A misuse, so it is also a `taquba.UsageError` (and a `ValueError`). A submitted job whose
+    name no runner knows when it runs is not raised but recorded: it fails with
+    ``error_type="taquba_jobs.UnknownJob"``.
     """
-
-
-class UnknownJob(JobsError, LookupError):
-    """No job with this name is registered with the runner."""
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no job named {name!r} is registered with this runner")
@@ -99,12 +105,16 @@ class JobFailed(JobsError):
         self.error_type = error_type
         """The qualified name of the exception type, e.g. ``"builtins.ValueError"``.
 
-        Failures that are not exceptions of the job function have names of their own:
+        Failures that are not exceptions of the job function have stable names of their own
+        (names of failure kinds, kept as earlier versions wrote them, not import paths):
         ``"taquba_jobs.UnknownJob"`` (no such job registered), ``"taquba_jobs.TypeMismatch"``
-        (the input or output did not match the declared type), ``"taquba_jobs.WorkerStopped"``
-        (the worker shut down during the last attempt), and ``"taquba.DeadLettered"`` (the
-        queue dead-lettered the job without a recorded outcome, e.g. a lease that expired on
-        the last attempt; ``message`` is the queue's reason).
+        (the input or output did not match the declared type: a `taquba.TypeMismatch`),
+        ``"taquba_jobs.SerializationError"`` (any other input, output or job header that
+        could not be encoded or read), ``"taquba_jobs.TimeLimitExceeded"`` (the last attempt
+        ran past its time limit), ``"taquba_jobs.WorkerStopped"`` (the worker stopped during
+        the last attempt), and ``"taquba.DeadLettered"`` (the queue dead-lettered the job
+        without a recorded outcome, e.g. a lease that expired on the last attempt;
+        ``message`` is the queue's reason).
         """
         self.message = message
         """The exception's message (``str(exc)``)."""

@@ -10,8 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 import taquba
-
-from ._errors import ConfigurationError
+from taquba import InvalidArgument, UsageError
 
 if TYPE_CHECKING:
     from ._runner import JobContext
@@ -32,14 +31,12 @@ def check_time_limit(value: object) -> float | None:
     """A checked time limit in seconds: None for none (``math.inf`` means none too).
 
     Raises:
-        ConfigurationError: ``value`` is not None or a positive number of seconds.
+        taquba.InvalidArgument: ``value`` is not None or a positive number of seconds.
     """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigurationError(
-            f"time_limit must be None or a positive number of seconds, not {value!r}"
-        )
+        raise InvalidArgument("time_limit", value, "must be None or a positive number of seconds")
     return None if math.isinf(value) else float(value)
 
 
@@ -91,8 +88,11 @@ class Job(Generic[InT, OutT]):
             function runs, so the limit, not the lease, bounds an attempt.
 
     Raises:
-        ConfigurationError: ``fn`` is not an async function of two parameters, an annotation
-            cannot be resolved, a type is not serializable, or an option is invalid.
+        taquba.UsageError: ``fn`` is not an async function of two parameters, or an
+            annotation cannot be resolved.
+        taquba.InvalidArgument: an option is invalid (a `taquba.UsageError`).
+        taquba.UnsupportedType: the input or output type cannot be stored (a
+            `taquba.UsageError`; its message names the job and which of its types).
     """
 
     __slots__ = (
@@ -121,35 +121,37 @@ class Job(Generic[InT, OutT]):
         time_limit: float | None = None,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
-            raise ConfigurationError(f"a job function must be an async def, not {fn!r}")
+            raise UsageError(f"a job function must be an async def, not {fn!r}")
         params = [
             p
             for p in inspect.signature(fn).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         if len(params) != 2:
-            raise ConfigurationError(
+            raise UsageError(
                 f"a job function takes (ctx, input), but {fn.__qualname__} takes "
                 f"{len(params)} positional parameters"
             )
         resolved = name if name is not None else _default_name(fn)
         if not isinstance(resolved, str) or not _NAME.match(resolved):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise ConfigurationError(
-                f"a job name is 1 to 200 characters without control characters: {resolved!r}"
+            raise InvalidArgument(
+                "name", resolved, "must be 1 to 200 characters without control characters"
             )
         if max_attempts is not None and (
             not isinstance(max_attempts, int) or max_attempts < 1  # pyright: ignore[reportUnnecessaryIsInstance]
         ):
-            raise ConfigurationError("max_attempts must be a positive int")
+            raise InvalidArgument("max_attempts", max_attempts, "must be None or a positive int")
         limit = check_time_limit(time_limit)
         for error in permanent_errors:
             if not (isinstance(error, type) and issubclass(error, BaseException)):  # pyright: ignore[reportUnnecessaryIsInstance]
-                raise ConfigurationError(f"permanent_errors holds a non-exception: {error!r}")
+                raise InvalidArgument(
+                    "permanent_errors", permanent_errors, "must hold exception types only"
+                )
         if input_type is _UNSET or output_type is _UNSET:
             try:
                 hints = typing.get_type_hints(fn, localns=_annotation_names())
             except Exception as exc:
-                raise ConfigurationError(
+                raise UsageError(
                     f"cannot resolve the annotations of job {resolved!r}: {exc} (pass "
                     "input_type=/output_type= explicitly)"
                 ) from exc
@@ -157,11 +159,16 @@ class Job(Generic[InT, OutT]):
                 input_type = hints.get(params[1].name, Any)
             if output_type is _UNSET:
                 output_type = hints.get("return", Any)
+        # An unsupported type stays the core's `taquba.UnsupportedType` (a UsageError), raised
+        # again with the job and which of its types in the message, the codec's error chained.
         try:
             self._input_codec: taquba.Codec[Any] = taquba.Codec(input_type)
+        except taquba.UnsupportedType as exc:
+            raise taquba.UnsupportedType(f"input type of job {resolved!r}: {exc}") from exc
+        try:
             self._output_codec: taquba.Codec[Any] = taquba.Codec(output_type)
         except taquba.UnsupportedType as exc:
-            raise ConfigurationError(str(exc)) from exc
+            raise taquba.UnsupportedType(f"output type of job {resolved!r}: {exc}") from exc
         self._fn = fn
         self._name = resolved
         self._input_type: object = input_type
@@ -212,19 +219,19 @@ class Job(Generic[InT, OutT]):
         return self._time_limit
 
     def encode_input(self, value: InT) -> bytes:
-        """The MessagePack payload for ``value``; `TypeMismatch` if it is not an ``InT``."""
+        """The MessagePack payload of an input; `taquba.TypeMismatch` if it is no ``InT``."""
         return self._input_codec.encode(value, path="input")
 
     def decode_input(self, raw: bytes) -> InT:
-        """Rebuild an input from its payload; `TypeMismatch` if it no longer fits."""
+        """Rebuild an input from its payload; `taquba.TypeMismatch` if it no longer fits."""
         return cast("InT", self._input_codec.decode(raw, path="input"))
 
     def encode_output(self, value: OutT) -> bytes:
-        """The MessagePack encoding of an output; `TypeMismatch` if it is not an ``OutT``."""
+        """The MessagePack encoding of an output; `taquba.TypeMismatch` if it is no ``OutT``."""
         return self._output_codec.encode(value, path="output")
 
     def decode_output(self, raw: bytes) -> OutT:
-        """Rebuild an output from its encoding; `TypeMismatch` if it no longer fits."""
+        """Rebuild an output from its encoding; `taquba.TypeMismatch` if it no longer fits."""
         return cast("OutT", self._output_codec.decode(raw, path="output"))
 
     def __repr__(self) -> str:

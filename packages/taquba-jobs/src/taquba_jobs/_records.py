@@ -20,7 +20,9 @@ proportional to the expired set, however many live markers there are. (With asce
 timestamps the expired markers would be the prefix, and a ``start_after`` listing would have
 to walk every live marker after them.)
 
-Records are MessagePack maps with a format version under ``"v"``.
+Records are MessagePack maps with a format version under ``"v"``. A record (or a job header
+of ours) that does not decode raises `taquba.DataError`: stored data this version cannot read,
+not a payload value (payload values go through `taquba.Codec` and its errors).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, Literal, cast
 
 import ormsgpack
 
-from taquba import SerializationError
+from taquba import DataError
 
 __all__ = [
     "DEDUP_PREFIX",
@@ -86,14 +88,14 @@ def decode_time_limit(text: str) -> float | None:
     """The time limit a header value carries: seconds, or None for no limit.
 
     Raises:
-        SerializationError: the value is not a positive number of seconds (or ``"inf"``).
+        DataError: the value is not a positive number of seconds (or ``"inf"``).
     """
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
     if not seconds > 0:  # also refuses NaN
-        raise SerializationError(f"invalid time limit header {text!r}")
+        raise DataError(f"invalid time limit header {text!r}")
     return None if math.isinf(seconds) else seconds
 
 
@@ -115,12 +117,12 @@ def _load(raw: bytes, what: str) -> dict[str, Any]:
     try:
         data: object = ormsgpack.unpackb(raw)
     except (TypeError, ValueError) as exc:
-        raise SerializationError(f"undecodable {what}: {exc}") from exc
+        raise DataError(f"undecodable {what}: {exc}") from exc
     if not isinstance(data, dict):
-        raise SerializationError(f"malformed {what}")
+        raise DataError(f"malformed {what}")
     mapping = cast("dict[str, Any]", data)
     if mapping.get("v") != FORMAT_VERSION:
-        raise SerializationError(f"unsupported {what} format: {mapping.get('v')!r}")
+        raise DataError(f"unsupported {what} format: {mapping.get('v')!r}")
     return mapping
 
 
@@ -146,12 +148,12 @@ def encode_dedup(record: DedupRecord) -> bytes:
 
 
 def decode_dedup(raw: bytes) -> DedupRecord:
-    """Decode a dedup record; raise `SerializationError` if it cannot be read."""
+    """Decode a dedup record; raise `DataError` if it cannot be read."""
     data = _load(raw, "dedup record")
     try:
         return DedupRecord(str(data["job_id"]), str(data["job"]), bytes(data["input_hash"]))
     except (KeyError, TypeError) as exc:
-        raise SerializationError(f"malformed dedup record: {exc}") from exc
+        raise DataError(f"malformed dedup record: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +164,7 @@ class ResultRecord:
     job_name: str
     status: OutcomeStatus
     value: bytes | None
-    """The encoded output (``succeeded`` only): `_codec.pack` bytes of the output type."""
+    """The encoded output (``succeeded`` only): `taquba.Codec` bytes of the output type."""
     error_type: str | None
     error_message: str | None
     permanent: bool
@@ -193,12 +195,12 @@ def encode_result(record: ResultRecord) -> bytes:
 
 
 def decode_result(raw: bytes) -> ResultRecord:
-    """Decode a result record; raise `SerializationError` if it cannot be read."""
+    """Decode a result record; raise `DataError` if it cannot be read."""
     data = _load(raw, "result record")
     try:
         status = data["status"]
         if status not in ("succeeded", "failed", "cancelled"):
-            raise SerializationError(f"unknown result status {status!r}")
+            raise DataError(f"unknown result status {status!r}")
         error = cast("dict[str, Any]", data.get("error") or {})
         value = data.get("value")
         return ResultRecord(
@@ -213,7 +215,7 @@ def decode_result(raw: bytes) -> ResultRecord:
             finished_at=int(data["finished_at"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise SerializationError(f"malformed result record: {exc}") from exc
+        raise DataError(f"malformed result record: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +240,7 @@ def decode_marker(raw: bytes) -> Marker:
         key = data.get("key")
         return Marker(str(data["job_id"]), str(key) if key is not None else None)
     except (KeyError, TypeError) as exc:
-        raise SerializationError(f"malformed retention marker: {exc}") from exc
+        raise DataError(f"malformed retention marker: {exc}") from exc
 
 
 def marker_name(finished_at_ms: int, job_id: str) -> str:

@@ -7,7 +7,7 @@ import math
 import re
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
 
 import trio
 
@@ -15,8 +15,10 @@ from taquba import (
     CancelOutcome,
     ClaimLost,
     Clock,
+    DataError,
     Effects,
     Fenced,
+    InvalidArgument,
     JobNotFound,
     JobRecord,
     JobStatus,
@@ -29,12 +31,12 @@ from taquba import (
     StorageFatal,
     TaqubaError,
     TypeMismatch,
-    run_worker_concurrent,
+    UsageError,
+    Worker,
     validate_job_id,
 )
 
 from ._errors import (
-    ConfigurationError,
     InputMismatch,
     JobCancelled,
     JobFailed,
@@ -76,7 +78,6 @@ __all__ = [
     "JobContext",
     "JobHandle",
     "JobRunner",
-    "Outcome",
     "RunnerStatistics",
     "SweepReport",
 ]
@@ -94,12 +95,16 @@ _STOP_GRACE = 10.0
 _PREFIX_SEGMENT = re.compile(r"^(?!\.{1,2}$)(?!\.taquba-tmp-)[^\x00/]+$")
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _qualified(exc: BaseException) -> str:
     cls = type(exc)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-# ---------------------------------------------------------------------------------- outcomes
+# ---------------------------------------------------------------------------------- records
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,36 +133,6 @@ class SweepReport:
     """Marker names the listing returned: the expired markers only, never the live ones."""
     swept: int
     """Jobs whose result, retention marker and dedup record were deleted."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome(Generic[OutT]):
-    """The terminal outcome of a job: its value, or why it has none."""
-
-    job_id: str
-    """The job's id."""
-    status: Literal["succeeded", "failed", "cancelled"]
-    """How the job ended."""
-    value: OutT | None
-    """The job's output if it succeeded (which may itself be None), else None."""
-    error: JobFailed | JobCancelled | None
-    """The error `unwrap` raises if the job did not succeed, else None."""
-    attempts: int
-    """How many attempts the job had."""
-    finished_at: int | None
-    """When the outcome was recorded (ms since the epoch); for a job the queue dead-lettered
-    without a recorded outcome, when it did (None if the queue did not say)."""
-
-    @property
-    def ok(self) -> bool:
-        """Whether the job succeeded."""
-        return self.status == "succeeded"
-
-    def unwrap(self) -> OutT:
-        """The job's output; raise `JobFailed` or `JobCancelled` if it has none."""
-        if self.error is not None:
-            raise self.error
-        return cast("OutT", self.value)  # None only if OutT admits it
 
 
 # ---------------------------------------------------------------------------------- waiters
@@ -283,57 +258,68 @@ class JobHandle(Generic[OutT]):
         """
         return self._newly
 
-    async def fetch(self) -> Outcome[OutT] | None:
-        """The job's outcome if it has one, else None, without waiting.
+    async def done(self) -> bool:
+        """Whether the job has ended (succeeded, failed or cancelled), without waiting.
 
-        None means the job has not finished, or that no result exists any more (swept by
-        result retention) or ever did.
+        One look at the store. False while the job is pending, scheduled or running, and also
+        when there is no outcome to read: none was ever stored under this id, or result
+        retention swept it (`result` then raises `ResultNotFound`). Once true, `result`
+        returns (or raises the job's failure) without waiting.
 
         Raises:
-            TypeMismatch: the stored result does not decode into the job's output type (or
-                belongs to another job).
+            taquba.DataError: the stored result record cannot be read.
         """
         state = await self._runner._probe(self._job_id)  # pyright: ignore[reportPrivateUsage]
-        if isinstance(state, ResultRecord):
-            return _outcome(self._job, state)
-        return None
+        return isinstance(state, ResultRecord)
 
-    async def wait(self) -> Outcome[OutT]:
-        """Wait until the job is terminal and return its outcome (do not raise its failure).
+    async def wait(self) -> None:
+        """Wait until the job has ended, without raising its failure.
 
         Every end of the job wakes the wait: an outcome a runner of this process records
         (delivered in-process, with no storage read), and the ends the queue decides alone
         (a lease that expired on the last attempt, `taquba.Queue.cancel`, a crash recovered
-        on the last attempt), which `taquba.Queue.wait_for_completion` reports. Bound the wait
-        with `trio.move_on_after`.
+        on the last attempt), which `taquba.Queue.wait_for_completion` reports. Then `result`
+        gives the value or raises why there is none. Bound the wait with
+        `trio.move_on_after`.
 
         Raises:
             ResultNotFound: there is no job and no result under this id, or the job ended
                 without a stored outcome (cancelled with `taquba.Queue.cancel`, or its result
                 was swept by result retention before it could be read).
-            TypeMismatch: the stored result does not decode into the job's output type.
+            taquba.DataError: the stored result record cannot be read.
+            taquba.Fenced: the queue stopped (the same error as the serving runner's).
+        """
+        await self._runner._await_outcome(self._job_id)  # pyright: ignore[reportPrivateUsage]
+
+    async def result(self) -> OutT:
+        """Wait for the job and return its output: a plain value, or its failure raised.
+
+        Returns at once for a job that has ended (one read of its stored outcome). Waiting
+        works as in `wait`.
+
+        Returns:
+            The job's output, decoded into its output type (None if the job returned None).
+
+        Raises:
+            JobFailed: the job failed (its error type, message, permanence and attempts are
+                attached).
+            JobCancelled: the job was cancelled.
+            ResultNotFound: there is no job and no result under this id, or the job ended
+                without a stored outcome (see `wait`).
+            taquba.TypeMismatch: the stored result does not decode into the job's output type
+                (or is the result of another job).
+            taquba.DataError: the stored result record cannot be read.
             taquba.Fenced: the queue stopped (the same error as the serving runner's).
         """
         record = await self._runner._await_outcome(self._job_id)  # pyright: ignore[reportPrivateUsage]
-        return _outcome(self._job, record)
-
-    async def result(self) -> OutT:
-        """Wait for the job and return its output.
-
-        Raises:
-            JobFailed: the job failed (its error type, message and permanence are attached).
-            JobCancelled: the job was cancelled.
-            ResultNotFound: there is no job and no result under this id.
-            TypeMismatch: the stored result does not decode into the job's output type.
-        """
-        outcome = await self.wait()
-        return outcome.unwrap()
+        return _value(self._job, record)
 
     def __repr__(self) -> str:
         return f"<JobHandle {self._job.name!r} {self._job_id}>"
 
 
-def _outcome(job: Job[Any, OutT], record: ResultRecord) -> Outcome[OutT]:
+def _value(job: Job[Any, OutT], record: ResultRecord) -> OutT:
+    """The output a stored outcome holds; raise `JobFailed` / `JobCancelled` if it has none."""
     if record.job_name != job.name:
         raise TypeMismatch(
             f"result of job {record.job_id}",
@@ -341,27 +327,15 @@ def _outcome(job: Job[Any, OutT], record: ResultRecord) -> Outcome[OutT]:
             f"a result of job {record.job_name!r}",
         )
     if record.status == "succeeded":
-        value = job.decode_output(record.value or b"\xc0")
-        error: JobFailed | JobCancelled | None = None
-    elif record.status == "cancelled":
-        value = None
-        error = JobCancelled(record.job_id, record.error_message or "the job was cancelled")
-    else:
-        value = None
-        error = JobFailed(
-            record.job_id,
-            record.error_type or "unknown",
-            record.error_message or "",
-            permanent=record.permanent,
-            attempts=record.attempts,
-        )
-    return Outcome(
-        job_id=record.job_id,
-        status=record.status,
-        value=value,
-        error=error,
+        return job.decode_output(record.value or b"\xc0")
+    if record.status == "cancelled":
+        raise JobCancelled(record.job_id, record.error_message or "the job was cancelled")
+    raise JobFailed(
+        record.job_id,
+        record.error_type or "unknown",
+        record.error_message or "",
+        permanent=record.permanent,
         attempts=record.attempts,
-        finished_at=record.finished_at or None,
     )
 
 
@@ -515,26 +489,35 @@ class JobRunner:
     One runner (or several sharing the queue) per process that owns the store. Jobs can be
     submitted whether or not `serve` is running; they wait in the queue until served.
 
+    It follows the family's convention for long-running components: build it with its
+    dependencies, start it with ``await nursery.start(runner.serve)``, stop it gracefully with
+    `shutdown` (``shutdown_grace`` bounds the jobs in flight), or hard-stop it by cancelling the
+    scope around `serve`.
+
     Args:
         queue: the open queue.
         jobs: the jobs this runner can submit and run (more with `register`).
-        queue_name: the queue the jobs go on.
-        concurrency: jobs run at once by `serve`.
+        queue_name: the name of the queue the jobs go on.
+        concurrency: the most jobs `serve` runs at once.
         result_prefix: where results live in the store's blob namespace; default
             ``"<queue_name>-results"`` (``"jobs-results"`` for the default queue).
         result_retention: seconds to keep a result after its job became terminal (None, the
             default: forever). When set, terminal markers are written and `serve` sweeps
-            expired results, markers and dedup records; a swept job's `JobHandle.fetch`
-            returns None and an idempotent resubmission runs the job again.
+            expired results, markers and dedup records; a swept job's `JobHandle.done`
+            is False, its `JobHandle.result` raises `ResultNotFound`, and an idempotent
+            resubmission runs the job again.
         sweep_interval: seconds between retention sweeps (default: the retention, at most 60).
-        poll_interval: the longest idle wait of the worker loop between claim attempts.
-        shutdown_grace: after `shutdown`, cancel jobs still running after this many seconds
-            (None: let them finish).
+        poll_interval: the longest idle wait between claim attempts, in seconds.
+        shutdown_grace: after `shutdown`, seconds the jobs in flight get to finish before
+            they are cancelled and handed back to the queue (None, the default, or
+            ``math.inf``: wait as long as they take).
         clock: the clock of outcome timestamps and the retention cut-off (default:
             ``queue.clock``).
 
     Raises:
-        ConfigurationError: an invalid option, or two jobs with the same name.
+        taquba.InvalidArgument: an option of the wrong type or out of range (a
+            `taquba.UsageError`), checked here, before anything runs.
+        taquba.UsageError: two jobs with the same name, or something that is not a `Job`.
     """
 
     def __init__(
@@ -552,32 +535,44 @@ class JobRunner:
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(queue, Queue):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise ConfigurationError(f"queue must be a taquba.Queue, not {queue!r}")
+            raise InvalidArgument("queue", queue, "must be a taquba.Queue")
         if not isinstance(queue_name, str) or not queue_name:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise ConfigurationError("queue_name must be a non-empty str")
-        if not isinstance(concurrency, int) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise ConfigurationError("concurrency must be a positive int")
+            raise InvalidArgument("queue_name", queue_name, "must be a non-empty str")
         prefix = result_prefix if result_prefix is not None else f"{queue_name}-results"
         if not isinstance(prefix, str) or not all(  # pyright: ignore[reportUnnecessaryIsInstance]
             _PREFIX_SEGMENT.match(segment) for segment in prefix.split("/")
         ):
-            raise ConfigurationError(
-                f"result_prefix {prefix!r} is not a relative '/'-separated blob path"
-                + (" (pass result_prefix= explicitly)" if result_prefix is None else "")
+            raise InvalidArgument(
+                "result_prefix",
+                prefix,
+                "must be a relative '/'-separated blob path"
+                + (" (pass result_prefix= explicitly)" if result_prefix is None else ""),
             )
         retention_ms: int | None = None
         if result_retention is not None:
-            if not math.isfinite(result_retention) or result_retention < 0.001:
-                raise ConfigurationError("result_retention must be at least 0.001 seconds")
+            if not _is_number(result_retention) or not 0.001 <= result_retention < math.inf:
+                raise InvalidArgument(
+                    "result_retention", result_retention, "must be None or at least 0.001 seconds"
+                )
             retention_ms = math.ceil(result_retention * 1000)
-        for name, seconds in (("sweep_interval", sweep_interval), ("poll_interval", poll_interval)):
-            if seconds is not None and (not math.isfinite(seconds) or seconds <= 0):
-                raise ConfigurationError(f"{name} must be a positive number of seconds")
-        if shutdown_grace is not None and (not math.isfinite(shutdown_grace) or shutdown_grace < 0):
-            raise ConfigurationError("shutdown_grace must be a non-negative number of seconds")
+        if sweep_interval is not None and (
+            not _is_number(sweep_interval) or not 0 < sweep_interval < math.inf
+        ):
+            raise InvalidArgument(
+                "sweep_interval", sweep_interval, "must be None or a positive number of seconds"
+            )
         self._queue = queue
         self._queue_name = queue_name
-        self._concurrency = concurrency
+        # The core's worker loop claims, runs `_handle` and settles; it checks concurrency,
+        # poll_interval and shutdown_grace here (raising taquba.InvalidArgument).
+        self._worker = Worker(
+            queue,
+            queue_name,
+            self._handle,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            shutdown_grace=shutdown_grace,
+        )
         self._prefix = prefix
         self._retention_ms = retention_ms
         self._sweep_interval = (
@@ -587,12 +582,9 @@ class JobRunner:
             if result_retention is not None
             else 60.0
         )
-        self._poll_interval = poll_interval
-        self._shutdown_grace = shutdown_grace
         self._clock = clock if clock is not None else queue.clock
         self._jobs: dict[str, Job[Any, Any]] = {}
         self._registry = _registry(queue)
-        self._shutdown = trio.Event()
         self._serving = False
         self._executions = 0
         self._in_flight = 0
@@ -613,6 +605,11 @@ class JobRunner:
         return self._queue_name
 
     @property
+    def concurrency(self) -> int:
+        """The most jobs `serve` runs at once."""
+        return self._worker.concurrency
+
+    @property
     def result_prefix(self) -> str:
         """Where results live in the store's blob namespace."""
         return self._prefix
@@ -626,13 +623,13 @@ class JobRunner:
         """Make ``job`` submittable and runnable by this runner.
 
         Raises:
-            ConfigurationError: ``job`` is not a `Job`, or another job has its name.
+            taquba.UsageError: ``job`` is not a `Job`, or another job has its name.
         """
         if not isinstance(job, Job):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise ConfigurationError(f"register takes a Job (use @job), not {job!r}")
+            raise UsageError(f"register takes a Job (use @job), not {job!r}")
         existing = self._jobs.get(job.name)
         if existing is not None and existing is not job:
-            raise ConfigurationError(f"two jobs are named {job.name!r}")
+            raise UsageError(f"two jobs are named {job.name!r}")
         self._jobs[job.name] = job
 
     def result_path(self, job_id: str) -> str:
@@ -693,10 +690,12 @@ class JobRunner:
                 call: bound the call itself with `trio.move_on_after`.
 
         Raises:
-            UnknownJob: ``job`` is not registered with this runner.
-            TypeMismatch: ``value`` does not match the job's input type.
+            UnknownJob: ``job`` is not registered with this runner (a `taquba.UsageError`).
+            taquba.TypeMismatch: ``value`` does not match the job's input type.
             InputMismatch: ``idempotency_key`` is bound to another job or input.
-            ConfigurationError: an invalid ``idempotency_key`` or ``time_limit``.
+            taquba.InvalidArgument: an invalid ``idempotency_key``, ``time_limit`` or queue
+                option (``priority``, ``delay``, ``run_at``, ``max_attempts``).
+            taquba.DataError: the stored idempotency record of the key cannot be read.
         """
         self._known(job)
         payload = job.encode_input(value)
@@ -721,7 +720,9 @@ class JobRunner:
             not isinstance(idempotency_key, str)  # pyright: ignore[reportUnnecessaryIsInstance]
             or not 1 <= len(idempotency_key) <= _MAX_KEY_LENGTH
         ):
-            raise ConfigurationError("idempotency_key must be a str of 1 to 1024 characters")
+            raise InvalidArgument(
+                "idempotency_key", idempotency_key, "must be a str of 1 to 1024 characters"
+            )
         headers[HEADER_KEY] = idempotency_key
         key = dedup_key(self._queue_name, idempotency_key)
         digest = input_hash(job.name, payload)
@@ -929,25 +930,45 @@ class JobRunner:
     # ---------------------------------------------------------------- serving
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run submitted jobs until `shutdown` is called (or the task is cancelled).
+        """Run submitted jobs until `shutdown` is called or the surrounding scope is cancelled.
 
-        Starts the worker loop and, with result retention, the sweeper (its first sweep runs
-        at once). ``task_status.started()`` is called once jobs are being claimed. On
-        `shutdown` it stops claiming and lets the jobs in flight finish (cancelling them after
-        ``shutdown_grace``); if the surrounding scope is cancelled, jobs in flight are
-        cancelled and handed back to the queue. Handles still waiting when the queue fails
-        raise the queue's error.
+        Runs the worker loop (a `taquba.Worker` on ``queue_name`` with this runner's
+        ``concurrency``, ``poll_interval`` and ``shutdown_grace``) and, with result retention,
+        the sweeper (its first sweep runs at once). ``task_status.started()`` is called once
+        jobs are being claimed, so ``await nursery.start(runner.serve)`` returns when the
+        runner is ready. One `serve` at a time per runner.
+
+        `shutdown` is the graceful stop: no new claims; the jobs in flight get
+        ``shutdown_grace`` seconds to finish, then the ones still running are cancelled and
+        handed back to the queue; the sweeper stops; `serve` returns. A runner that was shut
+        down (also before `serve` started) returns at once when served. Cancelling the scope
+        around `serve` is the hard stop: the jobs in flight are cancelled and handed back, and
+        `serve` raises `trio.Cancelled`. A job cancelled on its last attempt either way is
+        recorded as failed with ``error_type="taquba_jobs.WorkerStopped"`` (the queue
+        dead-letters it).
+
+        Returns:
+            None, after `shutdown` once the jobs in flight have finished or been handed back.
+
+        Error handling: a failing job is the queue's business (retried with its backoff, or
+        recorded as failed); a transient storage error on the claim path is retried with
+        backoff and shown by `taquba.Queue.health`; a failed retention sweep is logged and
+        retried at the next ``sweep_interval``. A fatal queue error (`taquba.Fenced`,
+        `taquba.QueueClosed`, `taquba.StorageFatal`, a permanent `taquba.StorageError`) ends
+        `serve`: the jobs in flight are cancelled, handles still waiting on this queue raise
+        the same error, and `serve` raises it as itself, not inside an exception group.
 
         Raises:
-            ConfigurationError: this runner is already serving.
-            taquba.Fenced: another process took over the store (likewise `taquba.QueueClosed`
-                and `taquba.StorageFatal`).
+            taquba.UsageError: this runner is already serving (one `serve` at a time).
         """
         if self._serving:
-            raise ConfigurationError("this runner is already serving")
+            raise UsageError("this JobRunner is already serving (one serve at a time)")
         self._serving = True
         failure: list[TaqubaError] = []
         try:
+            if self._worker.shutting_down:  # shutdown is sticky: nothing to start
+                task_status.started()
+                return
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._work, failure, nursery.cancel_scope)
                 if self._retention_ms is not None:
@@ -955,7 +976,6 @@ class JobRunner:
                 task_status.started()
         finally:
             self._serving = False
-            self._shutdown = trio.Event()
         if failure:
             self._registry.fail_all(failure[0])
             raise failure[0]
@@ -967,24 +987,27 @@ class JobRunner:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         try:
-            await run_worker_concurrent(
-                self._queue,
-                self._queue_name,
-                self._handle,
-                concurrency=self._concurrency,
-                poll_interval=self._poll_interval,
-                shutdown=self._shutdown,
-                shutdown_grace=self._shutdown_grace,
-                task_status=task_status,
-            )
+            await self._worker.serve(task_status=task_status)
         except TaqubaError as exc:  # the queue failed (fenced, closed, storage): stop serving
             failure.append(exc)
         finally:
             scope.cancel()  # stop the sweeper with the worker
 
     def shutdown(self) -> None:
-        """Stop `serve` gracefully: no new claims; the jobs in flight finish first."""
-        self._shutdown.set()
+        """Stop `serve` gracefully: no new claims; the jobs in flight get ``shutdown_grace``.
+
+        Idempotent and sticky: once called, `serve` (running or later) returns after the jobs
+        in flight, or at once if none run; build a new runner to serve again. Safe before
+        `serve` starts, from any task of the same trio run; from another thread, use
+        ``trio.from_thread.run_sync(runner.shutdown)``. Submitting and awaiting still work on
+        a runner that was shut down: the jobs wait in the queue for a runner that serves.
+        """
+        self._worker.shutdown()
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether `shutdown` has been called."""
+        return self._worker.shutting_down
 
     async def _handle(self, record: JobRecord, lease: LeaseHandle) -> Effects | None:
         """The queue handler: run one delivery of a job and record its terminal outcome."""
@@ -1016,8 +1039,8 @@ class JobRunner:
                 value = job.decode_input(record.payload)
                 limit = record.headers.get(HEADER_TIME_LIMIT)
                 time_limit = decode_time_limit(limit) if limit is not None else job.time_limit
-            except SerializationError as exc:
-                outcome = self._terminal(record, "failed", _qualified_jobs(exc), str(exc))
+            except (SerializationError, DataError) as exc:
+                outcome = self._terminal(record, "failed", _failure_kind(exc), str(exc))
             else:
                 outcome = await self._execute(job, value, record, lease, time_limit)
         return _settle(await self._store_outcome(outcome, record))
@@ -1118,7 +1141,7 @@ class JobRunner:
             try:
                 encoded = job.encode_output(results[0])
             except SerializationError as exc:
-                return self._terminal(record, "failed", _qualified_jobs(exc), str(exc))
+                return self._terminal(record, "failed", _failure_kind(exc), str(exc))
             return self._terminal(record, "succeeded", None, None, value=encoded)
         error = errors[0] if errors else None
         if limit.cancelled_caught:
@@ -1187,10 +1210,10 @@ class JobRunner:
         marker, so an interrupted sweep is finished by the next one.
 
         Raises:
-            ConfigurationError: the runner has no ``result_retention``.
+            taquba.UsageError: the runner has no ``result_retention``.
         """
         if self._retention_ms is None:
-            raise ConfigurationError("this runner has no result_retention")
+            raise UsageError("this runner has no result_retention: there is nothing to sweep")
         cutoff = self._clock.now_ms() - self._retention_ms
         cursor = expired_start_after(cutoff)
         if cursor is None:
@@ -1222,7 +1245,7 @@ class JobRunner:
         if raw is not None:
             try:
                 key = decode_marker(raw).idempotency_key
-            except SerializationError as exc:
+            except DataError as exc:
                 log.warning("unreadable retention marker %s: %s", marker_path, exc)
         if key is not None:
             kv_key = dedup_key(self._queue_name, key)
@@ -1230,7 +1253,7 @@ class JobRunner:
             if current is not None:
                 try:
                     bound = decode_dedup(current).job_id
-                except SerializationError:
+                except DataError:
                     bound = None
                 if bound == job_id:  # a newer submission may have taken the key over
                     await self._queue.kv_compare_and_set(kv_key, current, None)
@@ -1272,10 +1295,17 @@ def _dead_lettered(job: JobRecord) -> ResultRecord:
     )
 
 
-def _qualified_jobs(exc: Exception) -> str:
-    # Stored as ``taquba_jobs.<name>`` (also for the codec errors, which now live in taquba):
-    # result records written by earlier versions use the same names.
-    return f"taquba_jobs.{type(exc).__name__}"
+def _failure_kind(exc: SerializationError | DataError) -> str:
+    """The stored ``error_type`` of an input, output or job header that does not decode.
+
+    Stable names of failure kinds, not Python paths: ``taquba_jobs.TypeMismatch`` for a value
+    that does not fit its type, ``taquba_jobs.SerializationError`` for anything else that
+    cannot be encoded or read (the codec's other errors, a malformed job header). Result
+    records written by earlier versions use the same two names.
+    """
+    if isinstance(exc, TypeMismatch):
+        return "taquba_jobs.TypeMismatch"
+    return "taquba_jobs.SerializationError"
 
 
 def _settle(outcome: ResultRecord) -> Effects | None:
