@@ -3,7 +3,8 @@
 Every session installs from the committed lock (`uv sync --frozen`) into its own virtualenv,
 so what CI tests is exactly what `uv.lock` pins. Sessions:
 
-- ``lint``: ruff check + ruff format --check, and the layer-import guard.
+- ``lint``: ruff check + ruff format --check, the layer-import guard, and the API snapshots
+  (``tools/api_snapshot.py --check``).
 - ``typecheck``: pyright strict on every package's ``src/``.
 - ``tests-<python>``: each package's test suite on Python 3.11, 3.12 and 3.13.
 - ``compat``: the full compatibility matrix, derived from ``tools/releases.toml`` and the sibling
@@ -97,11 +98,13 @@ def _pytest_dirs() -> list[str]:
 
 @nox.session(python=DEFAULT_PYTHON, tags=["check"])
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check, plus the rule that layers use only taquba's public API."""
-    _sync(session, "--only-group", "lint")
+    """Ruff lint and format check, the layers' use of taquba's public API, the API snapshots."""
+    # The snapshot check imports every package (and `taquba.testing.pytest_plugin`, pytest).
+    _sync(session, "--all-packages", "--group", "lint", "--group", "test", "--all-extras")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("python", "tools/check_layers.py")
+    session.run("python", "tools/api_snapshot.py", "--check")
 
 
 @nox.session(python=DEFAULT_PYTHON, tags=["check"])

@@ -44,6 +44,8 @@ def test_testing_helpers_are_exported() -> None:
         "InjectedFault",
         "MockClock",
         "S3Options",
+        "api_snapshot",
+        "assert_api_snapshot",
         "check_public_api",
         "check_type_completeness",
         "drain",
@@ -52,6 +54,7 @@ def test_testing_helpers_are_exported() -> None:
         "moto_s3",
         "open_child",
         "open_test_queue",
+        "snapshot_diff",
     }
 
 

@@ -20,10 +20,13 @@ import taquba
 from taquba import Store
 from taquba.testing import (
     ChildExited,
+    api_snapshot,
+    assert_api_snapshot,
     check_public_api,
     check_type_completeness,
     open_child,
     open_test_queue,
+    snapshot_diff,
 )
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
@@ -411,6 +414,267 @@ def test_type_completeness_uses_this_interpreter_not_the_python_on_path(
 def test_type_completeness_reports_a_package_pyright_cannot_check() -> None:
     with pytest.raises(AssertionError, match=r"No py\.typed file found"):
         check_type_completeness(f"no_such_package_{uuid.uuid4().hex[:8]}")
+
+
+# API snapshots
+
+SNAPSHOT_IMPL = '''
+    """Implementation."""
+
+    from __future__ import annotations
+
+    import contextlib
+    import dataclasses
+    import enum
+    import functools
+    from collections.abc import Awaitable, Callable, Iterator
+    from typing import ClassVar, Generic, Protocol, TypeVar
+
+    T = TypeVar("T")
+
+    _UNSET = object()
+    """Absent."""
+
+    LIMIT = 3
+    """How many."""
+
+    NAMES = frozenset({"b", "a", "c"})
+    """Shown sorted, whatever the hash seed."""
+
+    Callback = Callable[[int], Awaitable[None]] | None
+    """A type alias."""
+
+
+    class Color(enum.Enum):
+        """An enum."""
+
+        RED = "red"
+        GREEN = "green"
+
+
+    class AppError(Exception):
+        """The base."""
+
+        transient: ClassVar[bool] = False
+
+
+    class BadThing(AppError, ValueError):
+        """Misuse."""
+
+        def __init__(self, thing: str) -> None:
+            super().__init__(thing)
+            self.thing = thing
+
+
+    class _Base:
+        def inherited(self) -> int:
+            """From a private base: counts as the class's own."""
+            return 1
+
+
+    class Thing(_Base, Generic[T]):
+        """A thing."""
+
+        kind: ClassVar[str] = "thing"
+
+        def __init__(self, value: T, *, marker: object = _UNSET, color: Color = Color.RED) -> None:
+            self.value = value
+
+        def __repr__(self) -> str:
+            return "Thing()"
+
+        async def go(self, times: int = LIMIT) -> list[T]:
+            """Go."""
+            return []
+
+        @property
+        def size(self) -> int:
+            """Its size."""
+            return 1
+
+        @functools.cached_property
+        def total(self) -> int:
+            """Computed once."""
+            return 2
+
+        @classmethod
+        def make(cls, value: T) -> Thing[T]:
+            """Make one."""
+            return cls(value)
+
+        @staticmethod
+        def check(value: object, /) -> bool:
+            """Check."""
+            return True
+
+        def _private(self) -> None:
+            pass
+
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Record:
+        """A record."""
+
+        value: int
+        tags: list[str] = dataclasses.field(default_factory=list)
+        hue: Color = Color.GREEN
+        _cache: dict[str, int] = dataclasses.field(default_factory=dict, init=False)
+
+
+    class Reader(Protocol):
+        """A protocol."""
+
+        def read(self, n: int = -1) -> bytes:
+            """Read."""
+            ...
+
+
+    @contextlib.contextmanager
+    def opened(path: str, *names: str, **opts: int) -> Iterator[Thing[str]]:
+        """A context manager."""
+        yield Thing(path)
+'''
+
+SNAPSHOT_INIT = '''
+    """A package to snapshot."""
+
+    from taquba import Store as Store
+
+    from ._impl import LIMIT as LIMIT
+    from ._impl import NAMES as NAMES
+    from ._impl import AppError as AppError
+    from ._impl import BadThing as BadThing
+    from ._impl import Callback as Callback
+    from ._impl import Color as Color
+    from ._impl import Reader as Reader
+    from ._impl import Record as Record
+    from ._impl import T as T
+    from ._impl import Thing as Thing
+    from ._impl import opened as opened
+
+    __all__ = [
+        "LIMIT",
+        "NAMES",
+        "AppError",
+        "BadThing",
+        "Callback",
+        "Color",
+        "Reader",
+        "Record",
+        "Store",
+        "T",
+        "Thing",
+        "__version__",
+        "opened",
+    ]
+
+    __version__ = "1.0"
+'''
+
+EXPECTED_SNAPSHOT = """\
+# The public API of {pkg}: __all__ of the package and its public submodules.
+# A change here is a change to the public API: give it a CHANGELOG entry.
+
+## {pkg}
+
+exception AppError(Exception)
+    attribute transient: ClassVar[bool] = False
+exception BadThing(AppError, ValueError)
+    def __init__(self, thing: str) -> None
+alias Callback = collections.abc.Callable[[int], collections.abc.Awaitable[None]] | None
+enum Color(enum.Enum)
+    member RED = 'red'
+    member GREEN = 'green'
+constant LIMIT: int = 3
+constant NAMES: frozenset = frozenset({'a', 'b', 'c'})
+protocol Reader(Protocol)
+    def read(self, n: int = -1) -> bytes
+dataclass Record  [frozen]
+    field value: int  [kw_only]
+    field tags: list[str] = list()  [kw_only]
+    field hue: Color = Color.GREEN  [kw_only]
+    def __init__(self, *, value: int, tags: list[str] = <factory>, hue: Color = Color.GREEN) -> None
+reexport Store = taquba.Store
+typevar T
+class Thing(_Base, Generic[T])
+    def __init__(self, value: T, *, marker: object = _UNSET, color: Color = Color.RED) -> None
+    staticmethod def check(value: object, /) -> bool
+    async def go(self, times: int = 3) -> list[T]
+    def inherited(self) -> int
+    attribute kind: ClassVar[str] = 'thing'
+    classmethod def make(cls, value: T) -> Thing[T]
+    property size: int
+    cached_property total: int
+version __version__: str
+@contextlib.contextmanager def opened(path: str, *names: str, **opts: int) -> Iterator[Thing[str]]
+"""
+
+
+def test_the_api_snapshot_describes_every_kind_of_public_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = make_package(
+        tmp_path, monkeypatch, {"__init__.py": SNAPSHOT_INIT, "_impl.py": SNAPSHOT_IMPL}
+    )
+    assert api_snapshot(package) == EXPECTED_SNAPSHOT.replace("{pkg}", package.__name__)
+
+
+def test_the_api_snapshot_covers_public_submodules_and_skips_main(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = make_package(
+        tmp_path,
+        monkeypatch,
+        {
+            "__init__.py": '"""Top."""\n__all__ = ["ONE"]\nONE = 1\n',
+            "__main__.py": "raise SystemExit('never imported')\n",
+            "_private.py": "raise SystemExit('never imported')\n",
+        },
+    )
+    sub = Path(str(package.__file__)).parent / "extra"
+    sub.mkdir()
+    (sub / "__init__.py").write_text('"""Sub."""\n__all__ = ["TWO"]\nTWO = 2\n')
+    assert api_snapshot(package).endswith(
+        f"## {package.__name__}\n\nconstant ONE: int = 1\n\n"
+        f"## {package.__name__}.extra\n\nconstant TWO: int = 2\n"
+    )
+
+
+def test_a_module_without_dunder_all_has_no_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = make_package(tmp_path, monkeypatch, {"__init__.py": '"""Nothing listed."""\n'})
+    with pytest.raises(ValueError, match="has no __all__"):
+        api_snapshot(package)
+
+
+def test_assert_api_snapshot_fails_with_a_diff_and_the_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = make_package(
+        tmp_path, monkeypatch, {"__init__.py": '"""Top."""\n__all__ = ["ONE"]\nONE = 1\n'}
+    )
+    snapshot = tmp_path / "api-snapshot.txt"
+    with pytest.raises(AssertionError, match=r"no API snapshot at .*\nregenerate it"):
+        assert_api_snapshot(package, snapshot, hint="regenerate it")
+    snapshot.write_text(api_snapshot(package))
+    assert_api_snapshot(package, snapshot)
+    snapshot.write_text(api_snapshot(package).replace("ONE: int = 1", "UNO: int = 1"))
+    with pytest.raises(AssertionError) as failure:
+        assert_api_snapshot(package, snapshot, hint="regenerate it")
+    message = str(failure.value)
+    assert "-constant UNO: int = 1\n+constant ONE: int = 1\n" in message
+    assert f"{snapshot} (committed)" in message
+    assert message.endswith("\nregenerate it")
+    assert snapshot_diff("a\n", "a\n", "x") == ""
+
+
+def test_the_api_snapshot_of_taquba_has_no_addresses_and_is_repeatable() -> None:
+    text = api_snapshot(taquba)
+    assert " at 0x" not in text
+    assert "task_status: trio.TaskStatus[None] = TASK_STATUS_IGNORED" in text
+    assert "@contextlib.asynccontextmanager async def open_queue(" in text
+    assert text == api_snapshot(taquba)
 
 
 # The pytest plugin

@@ -8,6 +8,10 @@
   early.
 - Conformance: `check_public_api` checks that a package exports each public name once, from
   a private module, documented; `check_type_completeness` that pyright knows every type.
+- API snapshots: `api_snapshot` renders a package's public names with their signatures as
+  text, the same on every supported Python; `assert_api_snapshot` compares it with a
+  committed file (`snapshot_diff` shows the difference), so a rename or a changed signature
+  is a deliberate change of that file.
 - Faults: `inject_faults` installs a `FaultInjector` that makes the storage adapter's writes
   slow, conflicting, failing or of unknown outcome, and its reads slow or failing, on purpose
   (`Fault`), so a test can prove that nothing is lost or hidden when storage misbehaves.
@@ -22,6 +26,9 @@ Importing `taquba.testing` does not import pytest; only the plugin module does.
 
 from .._clock import MockClock as MockClock
 from .._failpoints import FaultKind as FaultKind
+from ._api_snapshot import api_snapshot as api_snapshot
+from ._api_snapshot import assert_api_snapshot as assert_api_snapshot
+from ._api_snapshot import snapshot_diff as snapshot_diff
 from ._child import Child as Child
 from ._child import ChildExited as ChildExited
 from ._child import open_child as open_child
@@ -46,6 +53,8 @@ __all__ = [
     "InjectedFault",
     "MockClock",
     "S3Options",
+    "api_snapshot",
+    "assert_api_snapshot",
     "check_public_api",
     "check_type_completeness",
     "drain",
@@ -54,4 +63,5 @@ __all__ = [
     "moto_s3",
     "open_child",
     "open_test_queue",
+    "snapshot_diff",
 ]
