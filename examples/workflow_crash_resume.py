@@ -4,7 +4,8 @@ One run of five slow stages on a local-disk store (default ``./workflow-crash-de
 stage does one second of "expensive work" and memoizes its result. Interrupt the process at any
 point (Ctrl-C, or ``kill -9``) and run the same command again: the run resumes at the stage that
 was in progress, reusing its memoized work, and ends exactly once. Run it once more after the
-end and it only reports the outcome. ``--reset`` deletes the store and starts over.
+end and it only reports the outcome. The payloads are raw ``bytes`` (the runner declares
+``Step[bytes]``): stored as is, with no encoding. ``--reset`` deletes the store and starts over.
 
 ``--crash-at N`` makes the process SIGKILL itself in stage ``N`` after memoizing its work, and
 ``--work-seconds`` shortens the work (the tests use both to script the demo).
@@ -26,21 +27,21 @@ from taquba_workflow import (
     Continue,
     RunOutcome,
     RunSpec,
+    Runtime,
     Step,
     StepFunction,
     StepOutcome,
     Succeed,
-    WorkflowRuntime,
 )
 
 RUN_ID = "crash-demo"
 STAGES = ["fetch", "parse", "enrich", "summarise", "publish"]
 
 
-def make_runner(crash_at: int | None, work_seconds: float) -> StepFunction:
+def make_runner(crash_at: int | None, work_seconds: float) -> StepFunction[bytes, bytes]:
     """The step runner: each stage memoizes its work, so a restarted stage reuses it."""
 
-    async def run_step(step: Step) -> StepOutcome:
+    async def run_step(step: Step[bytes]) -> StepOutcome[bytes, bytes]:
         stage = STAGES[step.number]
         result = await step.memo.get("result")
         if result is None:
@@ -62,7 +63,7 @@ def make_runner(crash_at: int | None, work_seconds: float) -> StepFunction:
     return run_step
 
 
-async def on_end(outcome: RunOutcome) -> None:
+async def on_end(outcome: RunOutcome[bytes]) -> None:
     """The terminal hook: report how the run ended."""
     print(f"run {outcome.run_id} {outcome.status.value}: {(outcome.result or b'').decode()}")
 
@@ -70,9 +71,7 @@ async def on_end(outcome: RunOutcome) -> None:
 async def main(directory: Path, crash_at: int | None, work_seconds: float) -> None:
     """Submit the run (or resume it) and serve it until it has ended."""
     async with taquba.open_queue(directory, "demo", flush_interval=0.02) as queue:
-        runtime = WorkflowRuntime(
-            queue, make_runner(crash_at, work_seconds), on_end, poll_interval=0.1
-        )
+        runtime = Runtime(queue, make_runner(crash_at, work_seconds), on_end, poll_interval=0.1)
         status = await runtime.status(RUN_ID)
         if status is not None and status.state.terminal:
             print(f"run {RUN_ID} already {status.state.value} (use --reset to start over)")
@@ -83,11 +82,11 @@ async def main(directory: Path, crash_at: int | None, work_seconds: float) -> No
         else:
             print(f"resuming run {RUN_ID} at stage {STAGES[status.step]}")
         async with trio.open_nursery() as nursery:
-            await nursery.start(runtime.run)
+            await nursery.start(runtime.serve)
             final = await runtime.wait_finished(RUN_ID)
             assert final is not None
             print(f"finished: {final.state.value} at stage {STAGES[final.step]}")
-            nursery.cancel_scope.cancel()
+            runtime.shutdown()
 
 
 if __name__ == "__main__":

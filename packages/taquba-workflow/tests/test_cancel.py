@@ -9,16 +9,15 @@ from taquba import JobStatus, LeaseHandle, MockClock, Store
 from taquba_workflow import (
     Cancel,
     Continue,
-    ContinueAfter,
     PermanentStepError,
     RunSpec,
     RunState,
+    Runtime,
     Step,
     StepOutcome,
     Succeed,
     TerminalStatus,
     TransientStepError,
-    WorkflowRuntime,
 )
 from wf_support import Hook, jobs_in, live_jobs, opened, run_all
 
@@ -40,7 +39,7 @@ class Runner:
 async def test_cancelling_a_pending_run_removes_its_step(clock: MockClock) -> None:
     hook, runner = Hook(), Runner()
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook, memo_retention=60)
+        runtime = Runtime(queue, runner, hook, memo_retention=60)
         await runtime.submit(RunSpec(input=b"", run_id="p", headers={"who": "me"}))
         assert await runtime.cancel("p") is True
         status = await runtime.status("p")
@@ -69,11 +68,11 @@ async def test_cancelling_a_sleeping_run_ends_it_without_waiting(clock: MockCloc
     hook = Hook()
 
     async def body(step: Step) -> StepOutcome:
-        return ContinueAfter(3600, b"tomorrow")
+        return Continue(b"tomorrow", delay=3600)
 
     runner = Runner(body)
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="sleep"))
         await run_all(runtime)
         assert len(await jobs_in(queue, JobStatus.SCHEDULED)) == 1
@@ -96,9 +95,9 @@ async def test_cancel_during_a_running_step_overrides_its_outcome() -> None:
         return Succeed(b"would have succeeded")
 
     async with opened() as queue:
-        runtime = WorkflowRuntime(queue, Runner(body), hook, poll_interval=0.05)
+        runtime = Runtime(queue, Runner(body), hook, poll_interval=0.05)
         async with trio.open_nursery() as nursery:
-            await nursery.start(runtime.run)
+            await nursery.start(runtime.serve)
             await runtime.submit(RunSpec(input=b"", run_id="running"))
             await entered.wait()
             assert await runtime.cancel("running")
@@ -113,7 +112,7 @@ async def test_cancel_during_a_running_step_overrides_its_outcome() -> None:
 @pytest.mark.parametrize("error", [PermanentStepError("p"), TransientStepError("t")])
 async def test_cancel_suppresses_runner_errors(clock: MockClock, error: Exception) -> None:
     hook = Hook()
-    holder: dict[str, WorkflowRuntime] = {}
+    holder: dict[str, Runtime] = {}
 
     async def body(step: Step) -> StepOutcome:
         await holder["rt"].cancel(step.run_id)
@@ -121,7 +120,7 @@ async def test_cancel_suppresses_runner_errors(clock: MockClock, error: Exceptio
 
     runner = Runner(body)
     async with opened(clock=clock) as queue:
-        runtime = holder["rt"] = WorkflowRuntime(queue, runner, hook)
+        runtime = holder["rt"] = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="e", max_attempts_per_step=3))
         await run_all(runtime)
         assert runner.calls == [(0, 1)]  # not retried
@@ -130,14 +129,14 @@ async def test_cancel_suppresses_runner_errors(clock: MockClock, error: Exceptio
 
 async def test_a_runner_cancel_reason_wins_over_an_external_cancel(clock: MockClock) -> None:
     hook = Hook()
-    holder: dict[str, WorkflowRuntime] = {}
+    holder: dict[str, Runtime] = {}
 
     async def body(step: Step) -> StepOutcome:
         await holder["rt"].cancel(step.run_id)
         return Cancel("my own reason")
 
     async with opened(clock=clock) as queue:
-        runtime = holder["rt"] = WorkflowRuntime(queue, Runner(body), hook)
+        runtime = holder["rt"] = Runtime(queue, Runner(body), hook)
         await runtime.submit(RunSpec(input=b"", run_id="own"))
         await run_all(runtime)
         assert [o.error for o in hook.outcomes] == ["my own reason"]
@@ -146,7 +145,7 @@ async def test_a_runner_cancel_reason_wins_over_an_external_cancel(clock: MockCl
 async def test_double_cancel_fires_the_hook_once(clock: MockClock) -> None:
     hook = Hook()
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, Runner(), hook)
+        runtime = Runtime(queue, Runner(), hook)
         await runtime.submit(RunSpec(input=b"", run_id="twice"))
         assert await runtime.cancel("twice")
         assert await runtime.cancel("twice")  # still active: already requested
@@ -160,7 +159,7 @@ async def test_double_cancel_fires_the_hook_once(clock: MockClock) -> None:
 async def test_cancel_after_the_run_ended_returns_false(clock: MockClock) -> None:
     hook = Hook()
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, Runner(), hook)
+        runtime = Runtime(queue, Runner(), hook)
         await runtime.submit(RunSpec(input=b"", run_id="done"))
         await run_all(runtime)
         assert await runtime.cancel("done") is False
@@ -170,14 +169,14 @@ async def test_cancel_after_the_run_ended_returns_false(clock: MockClock) -> Non
 async def test_a_cancellation_survives_a_restart(memory_store: Store, clock: MockClock) -> None:
     """Reference §16 item 23: a cancel of a claimed step, then a new process, ends cancelled."""
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, Runner())
+        runtime = Runtime(queue, Runner())
         await runtime.submit(RunSpec(input=b"", run_id="persist"))
         claim = await queue.claim("workflow")  # a worker took step 0 ... and the process dies
         assert claim is not None
         assert await runtime.cancel("persist")
     hook, runner = Hook(), Runner()
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await run_all(runtime)
         assert runner.calls == []  # the Succeed it would have returned is never produced
         assert [o.status for o in hook.outcomes] == [TerminalStatus.CANCELLED]
@@ -192,7 +191,7 @@ async def test_a_cancel_racing_a_transition_still_ends_the_run(clock: MockClock)
 
     runner = Runner(body)
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="race"))
         claim = await queue.claim("workflow")
         assert claim is not None
@@ -208,17 +207,17 @@ async def test_a_cancel_racing_a_transition_still_ends_the_run(clock: MockClock)
 
 async def test_status_reports_cancelling_while_the_step_runs(clock: MockClock) -> None:
     seen: list[RunState] = []
-    holder: dict[str, WorkflowRuntime] = {}
+    holder: dict[str, Runtime] = {}
 
     async def body(step: Step) -> StepOutcome:
         await holder["rt"].cancel(step.run_id)
         status = await holder["rt"].status(step.run_id)
         assert status is not None
         seen.append(status.state)
-        return Succeed()
+        return Succeed(b"")
 
     async with opened(clock=clock) as queue:
-        runtime = holder["rt"] = WorkflowRuntime(queue, Runner(body))
+        runtime = holder["rt"] = Runtime(queue, Runner(body))
         await runtime.submit(RunSpec(input=b"", run_id="s"))
         await run_all(runtime)
         assert seen == [RunState.CANCELLING]
@@ -230,7 +229,7 @@ async def test_cancelling_a_run_whose_step_died_ends_it(clock: MockClock) -> Non
     """A step dead-lettered outside the runtime (lease expired on its last attempt)."""
     hook = Hook()
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, Runner(), hook)
+        runtime = Runtime(queue, Runner(), hook)
         await runtime.submit(RunSpec(input=b"", run_id="orphan", max_attempts_per_step=1))
         claim = await queue.claim("workflow")
         assert claim is not None
@@ -245,7 +244,7 @@ async def test_cancelling_a_run_whose_step_died_ends_it(clock: MockClock) -> Non
 async def test_a_stale_cancel_request_does_not_touch_a_new_run(clock: MockClock) -> None:
     hook = Hook()
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, Runner(), hook)
+        runtime = Runtime(queue, Runner(), hook)
         await runtime.submit(RunSpec(input=b"1", run_id="reuse"))
         assert await runtime.cancel("reuse")
         await run_all(runtime)  # first run cancelled
@@ -274,14 +273,14 @@ async def test_a_queue_level_cancel_of_a_claimed_step_survives_a_restart(
 ) -> None:
     """Only the claim's persisted cancel flag is left (no runtime request): still cancelled."""
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, Runner())
+        runtime = Runtime(queue, Runner())
         await runtime.submit(RunSpec(input=b"", run_id="flag"))
         claim = await queue.claim("workflow")
         assert claim is not None
         assert (await queue.cancel(claim.id)).value == "requested"
     hook, runner = Hook(), Runner()
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await run_all(runtime)
         assert runner.calls == []
         assert [o.status for o in hook.outcomes] == [TerminalStatus.CANCELLED]
@@ -293,7 +292,7 @@ async def test_a_control_job_outliving_its_run_only_clears_its_request(clock: Mo
 
     hook = Hook()
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, Runner(), hook)
+        runtime = Runtime(queue, Runner(), hook)
         await runtime.submit(RunSpec(input=b"", run_id="late"))
         record_raw = await queue.kv_get(b"workflow/workflow/runs/late")
         assert record_raw is not None

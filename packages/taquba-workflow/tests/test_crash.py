@@ -17,7 +17,7 @@ import trio
 import taquba
 from taquba import QueueConfig
 from taquba.testing import open_child
-from taquba_workflow import RunState, TerminalStatus, WorkflowRuntime, read_run_outcome
+from taquba_workflow import RunState, Runtime, TerminalStatus, read_run_outcome
 from wf_support import live_jobs
 
 CHILD = Path(__file__).with_name("wf_crash_child.py")
@@ -80,7 +80,7 @@ async def test_a_run_killed_in_every_step_finishes_exactly_once(tmp_path: Path) 
         async def unused(step):  # pragma: no cover - never called
             raise AssertionError
 
-        runtime = WorkflowRuntime(queue, unused)
+        runtime = Runtime(queue, unused)
         status = await runtime.status("crash-run")
         assert status is not None
         assert (status.state, status.step) == (RunState.SUCCEEDED, STEPS - 1)

@@ -7,6 +7,7 @@ import pathlib
 import re
 import sys
 
+import taquba
 import taquba_workflow
 from taquba.testing import check_public_api, check_type_completeness
 
@@ -28,9 +29,14 @@ def test_errors_form_one_tree() -> None:
         if inspect.isclass(getattr(taquba_workflow, n))
         and issubclass(getattr(taquba_workflow, n), BaseException)
     ]
-    assert len(errors) == 11
+    assert len(errors) == 10
     for error in errors:
         assert issubclass(error, taquba_workflow.WorkflowError), error
+        assert issubclass(error, taquba.TaqubaError), error
+    usage = {taquba_workflow.InvalidRunId, taquba_workflow.ReservedHeader}
+    usage.add(taquba_workflow.UnserializableInput)
+    assert {e for e in errors if issubclass(e, taquba.UsageError)} == usage
+    assert issubclass(taquba_workflow.WorkflowDataError, taquba.DataError)
     tree = inspect.getdoc(sys.modules["taquba_workflow._errors"]) or ""
     for error in errors:  # the tree in the docstring names every class
         assert re.search(rf"\b{error.__name__}\b", tree), error.__name__

@@ -18,11 +18,11 @@ from taquba_workflow import (
     RunSpec,
     RunState,
     RunStatus,
+    Runtime,
     Step,
     StepOutcome,
     Succeed,
     TerminalStatus,
-    WorkflowRuntime,
 )
 from wf_support import Hook, jobs_in, live_jobs, opened, run_all
 
@@ -67,14 +67,14 @@ async def test_every_waiter_wakes_when_the_reaper_dead_letters_the_last_attempt(
 
     finals: list[RunStatus | None] = []
 
-    async def waiter(runtime: WorkflowRuntime) -> None:
+    async def waiter(runtime: Runtime) -> None:
         finals.append(await runtime.wait_finished("slow"))
 
     async with opened(clock=clock, config=DEFAULT_LEASE) as queue:
-        runtime = WorkflowRuntime(queue, slow, hook, lease_keep_alive=False, poll_interval=0.05)
+        runtime = Runtime(queue, slow, hook, lease_keep_alive=False, poll_interval=0.05)
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
-                await nursery.start(runtime.run)
+                await nursery.start(runtime.serve)
                 await runtime.submit(RunSpec(input=b"", run_id="slow", max_attempts_per_step=1))
                 await entered.wait()
                 async with trio.open_nursery() as waiters:
@@ -102,7 +102,7 @@ async def test_a_run_whose_process_died_on_the_last_attempt_ends_failed(
     """Open-time recovery dead-letters such a step; the runtime's scan ends its run."""
     hook = Hook()
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, lambda step: _succeed(), hook)
+        runtime = Runtime(queue, lambda step: _succeed(), hook)
         await runtime.submit(RunSpec(input=b"x", run_id="died", max_attempts_per_step=1))
         claim = await queue.claim("workflow")
         assert claim is not None
@@ -132,7 +132,7 @@ async def _succeed() -> StepOutcome:
 
 async def test_an_operator_requeue_wins_over_a_pending_end_request(clock: MockClock) -> None:
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, lambda step: _succeed())
+        runtime = Runtime(queue, lambda step: _succeed())
         await runtime.submit(RunSpec(input=b"", run_id="requeued", max_attempts_per_step=1))
         claim = await queue.claim("workflow")
         assert claim is not None
@@ -160,7 +160,7 @@ async def test_retry_reruns_only_from_the_failed_step(clock: MockClock) -> None:
 
     hook = Hook()
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook, step_output_replay=True)
+        runtime = Runtime(queue, runner, hook, step_output_replay=True)
         await runtime.submit(RunSpec(input=b"go", run_id="flaky", headers={"t": "1"}))
         await run_all(runtime)
         status = await runtime.status("flaky")
@@ -187,7 +187,7 @@ async def test_only_ended_failed_or_cancelled_runs_are_retried(clock: MockClock)
         return Succeed(b"") if step.payload == b"ok" else Fail("no")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner)
+        runtime = Runtime(queue, runner)
         with pytest.raises(RunNotRetryable, match="no ended run"):
             await runtime.retry("unknown")
         await runtime.submit(RunSpec(input=b"ok", run_id="ok"))
@@ -230,7 +230,7 @@ async def test_a_five_minute_step_keeps_its_default_lease(
 
     async with opened(clock=clock, config=DEFAULT_LEASE, **VIRTUAL) as queue:
         assert queue.config("workflow").lease_duration == 30
-        runtime = WorkflowRuntime(queue, five_minutes)
+        runtime = Runtime(queue, five_minutes)
         await runtime.submit(RunSpec(input=b"", run_id="long", max_attempts_per_step=1))
         with autojump(trio_time):
             await run_all(runtime)
@@ -253,7 +253,7 @@ async def test_a_step_over_its_time_limit_is_retried_then_fails_the_run(
         return Succeed(b"never")
 
     async with opened(clock=clock, config=DEFAULT_LEASE, **VIRTUAL) as queue:
-        runtime = WorkflowRuntime(queue, stuck, step_time_limit=60)
+        runtime = Runtime(queue, stuck, step_time_limit=60)
         await runtime.submit(RunSpec(input=b"", run_id="stuck", max_attempts_per_step=2))
         with autojump(trio_time):
             await run_all(runtime)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+import taquba
 from taquba import MockClock, Store
 from taquba_workflow import (
     MemoStore,
     RunSpec,
+    Runtime,
     Step,
     StepOutcome,
     Succeed,
     TransientStepError,
-    WorkflowRuntime,
-    WorkflowUsageError,
 )
 from wf_support import opened, run_all
 
@@ -33,7 +33,7 @@ async def test_memo_survives_across_attempts_of_a_step(clock: MockClock) -> None
         return Succeed(cached)
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner)
+        runtime = Runtime(queue, runner)
         await runtime.submit(RunSpec(input=b"", run_id="m"))
         await run_all(runtime)
         assert work_done == 1
@@ -77,10 +77,10 @@ async def test_memo_semantics(store: Store) -> None:
 async def test_clear_run_also_removes_step_outputs(memory_store: Store, clock: MockClock) -> None:
     async def runner(step: Step) -> StepOutcome:
         await step.memo.put("k", b"v")
-        return Succeed()
+        return Succeed(b"")
 
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, step_output_replay=True)
+        runtime = Runtime(queue, runner, step_output_replay=True)
         await runtime.submit(RunSpec(input=b"", run_id="r"))
         await run_all(runtime)
     names = await memory_store.list_blobs("workflow-memo")
@@ -93,16 +93,16 @@ async def test_clear_run_also_removes_step_outputs(memory_store: Store, clock: M
 def test_memo_argument_checks(memory_store: Store) -> None:
     memos = MemoStore(memory_store)
     assert memos.prefix == "workflow-memo" and memos.store is memory_store
-    with pytest.raises(WorkflowUsageError):
+    with pytest.raises(taquba.UsageError):
         memos.memo("r", -1)
-    with pytest.raises(WorkflowUsageError):
+    with pytest.raises(taquba.UsageError):
         MemoStore(memory_store, "../up")
     assert "memos/r/2" in repr(memos.memo("r", 2))
 
 
 async def test_memo_rejects_bad_keys_and_values(memory_store: Store) -> None:
     memo = MemoStore(memory_store).memo("r", 0)
-    with pytest.raises(WorkflowUsageError):
+    with pytest.raises(taquba.UsageError):
         await memo.put("k", "text")  # type: ignore[arg-type]
-    with pytest.raises(WorkflowUsageError):
+    with pytest.raises(taquba.UsageError):
         await memo.get(b"bytes-key")  # type: ignore[arg-type]

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import taquba
 from taquba_workflow import (
     Cancel,
     Continue,
-    ContinueAfter,
     Fail,
     InvalidRunId,
     RunOutcome,
@@ -20,7 +20,6 @@ from taquba_workflow import (
     TerminalStatus,
     UnserializableInput,
     WorkflowDataError,
-    WorkflowUsageError,
     content_key,
     remaining_delay,
 )
@@ -75,7 +74,7 @@ def test_memo_paths_hash_arbitrary_keys_into_one_segment() -> None:
 
 @pytest.mark.parametrize("prefix", ["", "/", "a//b", "a/./b", "../x", ".hidden", 3])
 def test_bad_memo_prefixes_are_rejected(prefix: object) -> None:
-    with pytest.raises(WorkflowUsageError):
+    with pytest.raises(taquba.UsageError):
         keys.validate_memo_prefix(prefix)
 
 
@@ -138,9 +137,9 @@ def test_content_keys_are_deterministic_and_distinguish_inputs() -> None:
     "outcome",
     [
         Continue(b"next"),
-        ContinueAfter(2.5, b"later"),
+        Continue(b"later", delay=2.5),
         Succeed(b"result"),
-        Succeed(),
+        Succeed(b""),
         Fail("nope"),
         Cancel("stop"),
         Cancel(),
@@ -151,7 +150,7 @@ def test_replay_records_round_trip(outcome: object) -> None:
     decoded, stored_at, delay_ms = records.decode_replay(raw)
     assert decoded == outcome
     assert stored_at == 1234
-    assert delay_ms == (2500 if isinstance(outcome, ContinueAfter) else 0)
+    assert delay_ms == (2500 if isinstance(outcome, Continue) and outcome.delay else 0)
 
 
 @pytest.mark.parametrize(
@@ -191,7 +190,7 @@ def test_run_and_outcome_records_round_trip() -> None:
 
 
 def test_continue_after_rejects_bad_delays() -> None:
-    with pytest.raises(WorkflowUsageError):
-        ContinueAfter(-1, b"")
-    with pytest.raises(WorkflowUsageError):
-        ContinueAfter(float("inf"), b"")
+    with pytest.raises(taquba.UsageError):
+        Continue(b"", delay=-1)
+    with pytest.raises(taquba.UsageError):
+        Continue(b"", delay=float("inf"))

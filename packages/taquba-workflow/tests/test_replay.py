@@ -7,15 +7,14 @@ import pytest
 from taquba import JobStatus, LeaseHandle, MockClock, Store
 from taquba_workflow import (
     Continue,
-    ContinueAfter,
     Fail,
     RunSpec,
+    Runtime,
     Step,
     StepOutcome,
     Succeed,
     TerminalStatus,
     TransientStepError,
-    WorkflowRuntime,
 )
 from taquba_workflow import _keys as keys
 from wf_support import Hook, jobs_in, live_jobs, opened, run_all
@@ -36,7 +35,7 @@ class Counting:
 async def crash_before_ack(memory_store: Store, clock: MockClock, runner: Counting) -> None:
     """Process step 0 of run ``r`` and drop the settlement, as a process dying before its ack."""
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, step_output_replay=True)
+        runtime = Runtime(queue, runner, step_output_replay=True)
         await runtime.submit(RunSpec(input=b"in", run_id="r"))
         claim = await queue.claim("workflow")
         assert claim is not None
@@ -52,7 +51,7 @@ async def test_replay_skips_the_runner_after_a_crash_before_ack(
     second = Counting(Continue(b"decided differently"))
     hook = Hook()
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, second, hook, step_output_replay=True)
+        runtime = Runtime(queue, second, hook, step_output_replay=True)
         await run_all(runtime)
         assert first.calls == [(0, 1)]
         assert second.calls == [(1, 1)]  # step 0 was replayed, step 1 ran exactly once
@@ -67,7 +66,7 @@ async def test_replay_of_a_terminal_outcome_skips_the_runner(
     second = Counting(Succeed(b"nope"))
     hook = Hook()
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, second, hook, step_output_replay=True)
+        runtime = Runtime(queue, second, hook, step_output_replay=True)
         await run_all(runtime)
     assert second.calls == []
     assert [(o.status, o.error) for o in hook.outcomes] == [(TerminalStatus.FAILED, "decided")]
@@ -77,10 +76,10 @@ async def test_a_replayed_continue_after_keeps_the_original_schedule(
     memory_store: Store, clock: MockClock
 ) -> None:
     decided_at = clock.now_ms()
-    await crash_before_ack(memory_store, clock, Counting(ContinueAfter(10, b"later")))
+    await crash_before_ack(memory_store, clock, Counting(Continue(b"later", delay=10)))
     clock.advance(4)  # the restart took 4 s
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, Counting(Succeed()), step_output_replay=True)
+        runtime = Runtime(queue, Counting(Succeed(b"")), step_output_replay=True)
         await run_all(runtime)
         [scheduled] = await jobs_in(queue, JobStatus.SCHEDULED)
         assert scheduled.run_at == decided_at + 10_000  # 6 s left, not 10
@@ -95,7 +94,7 @@ async def test_a_corrupt_replay_record_falls_back_to_the_runner(
     second = Counting(Continue(b"recomputed"))
     hook = Hook()
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, second, hook, step_output_replay=True)
+        runtime = Runtime(queue, second, hook, step_output_replay=True)
         await run_all(runtime)
     assert second.calls == [(0, 2), (1, 1)]
     assert hook.outcomes[0].result == b"recomputed"
@@ -103,7 +102,7 @@ async def test_a_corrupt_replay_record_falls_back_to_the_runner(
 
 async def test_replay_is_keyed_by_the_step_payload(clock: MockClock) -> None:
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, Counting(Succeed()), step_output_replay=True)
+        runtime = Runtime(queue, Counting(Succeed(b"")), step_output_replay=True)
         await runtime.submit(RunSpec(input=b"payload-a", run_id="r"))
         await run_all(runtime)
         path = keys.step_output_path("workflow-memo", "r", 0, b"payload-a")
@@ -122,7 +121,7 @@ async def test_errors_are_never_recorded(clock: MockClock) -> None:
         return Succeed(b"third time")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, step_output_replay=True)
+        runtime = Runtime(queue, runner, step_output_replay=True)
         await runtime.submit(RunSpec(input=b"", run_id="err"))
         await run_all(runtime)
     assert attempts == [1, 2, 3]  # every retry invoked the runner
@@ -131,7 +130,7 @@ async def test_errors_are_never_recorded(clock: MockClock) -> None:
 @pytest.mark.parametrize("replay", [False, True])
 async def test_replay_off_records_nothing(clock: MockClock, replay: bool) -> None:
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, Counting(Succeed()), step_output_replay=replay)
+        runtime = Runtime(queue, Counting(Succeed(b"")), step_output_replay=replay)
         await runtime.submit(RunSpec(input=b"", run_id="r"))
         await run_all(runtime)
         names = await queue.store.list_blobs("workflow-memo/step-outputs")

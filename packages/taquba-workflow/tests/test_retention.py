@@ -7,6 +7,7 @@ import logging
 import pytest
 import trio
 
+import taquba
 from taquba import MockClock, Store
 from taquba_workflow import (
     Fail,
@@ -14,13 +15,12 @@ from taquba_workflow import (
     PermanentStepError,
     RunSpec,
     RunState,
+    Runtime,
     Step,
     StepOutcome,
     Succeed,
     SweepReport,
     TransientStepError,
-    WorkflowRuntime,
-    WorkflowUsageError,
     read_run_outcome,
 )
 from wf_support import opened, run_all
@@ -39,12 +39,12 @@ async def remember(step: Step) -> StepOutcome:
 
 async def test_markers_are_written_for_every_end_only_with_retention(clock: MockClock) -> None:
     async with opened(clock=clock) as queue:
-        keep = WorkflowRuntime(queue, remember, queue_name="keep", memo_prefix="keep")
+        keep = Runtime(queue, remember, queue_name="keep", memo_prefix="keep")
         await keep.submit(RunSpec(input=b"ok", run_id="a"))
         await run_all(keep)
         assert await keep.memos.list_terminal_markers() == []
 
-        runtime = WorkflowRuntime(queue, remember, memo_retention=RETENTION)
+        runtime = Runtime(queue, remember, memo_retention=RETENTION)
         for run_id, payload in [("ok", b"ok"), ("failed", b"fail"), ("boom", b"boom")]:
             await runtime.submit(RunSpec(input=payload, run_id=run_id))
             await run_all(runtime)
@@ -61,7 +61,7 @@ async def test_markers_are_written_for_every_end_only_with_retention(clock: Mock
 async def test_retries_and_running_cancels_write_no_marker_until_settled(
     clock: MockClock,
 ) -> None:
-    holder: dict[str, WorkflowRuntime] = {}
+    holder: dict[str, Runtime] = {}
     markers_seen: list[int] = []
 
     async def runner(step: Step) -> StepOutcome:
@@ -70,10 +70,10 @@ async def test_retries_and_running_cancels_write_no_marker_until_settled(
         if step.run_id == "cancel":
             await holder["rt"].cancel("cancel")
             markers_seen.append(len(await holder["rt"].memos.list_terminal_markers()))
-        return Succeed()
+        return Succeed(b"")
 
     async with opened(clock=clock) as queue:
-        runtime = holder["rt"] = WorkflowRuntime(queue, runner, memo_retention=RETENTION)
+        runtime = holder["rt"] = Runtime(queue, runner, memo_retention=RETENTION)
         await runtime.submit(RunSpec(input=b"", run_id="retry"))
         from taquba.testing import drain
 
@@ -95,7 +95,7 @@ async def test_sweep_removes_only_expired_runs(
 ) -> None:
     store: Store = request.getfixturevalue(f"{kind}_store")
     async with opened(store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, remember, memo_retention=RETENTION)
+        runtime = Runtime(queue, remember, memo_retention=RETENTION)
         for run_id in ["old-1", "old-10"]:
             await runtime.submit(RunSpec(input=b"ok", run_id=run_id))
         await run_all(runtime)
@@ -145,7 +145,7 @@ async def test_a_sweep_lists_only_the_expired_markers(memory_store: Store) -> No
 
 async def test_the_runtime_sweep_lists_only_expired_markers(clock: MockClock) -> None:
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, remember, memo_retention=RETENTION)
+        runtime = Runtime(queue, remember, memo_retention=RETENTION)
         for i in range(5):
             await runtime.submit(RunSpec(input=b"ok", run_id=f"early-{i}"))
         await run_all(runtime)
@@ -158,7 +158,7 @@ async def test_the_runtime_sweep_lists_only_expired_markers(clock: MockClock) ->
 
 async def test_a_later_end_of_a_retried_run_keeps_its_outcome(clock: MockClock) -> None:
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, remember, memo_retention=RETENTION)
+        runtime = Runtime(queue, remember, memo_retention=RETENTION)
         await runtime.submit(RunSpec(input=b"fail", run_id="reused"))
         await run_all(runtime)
         first_end = clock.now_ms()
@@ -193,25 +193,24 @@ async def test_the_sweeper_runs_at_startup_and_stops_with_the_runtime(
     memory_store: Store, clock: MockClock
 ) -> None:
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, remember, memo_retention=RETENTION)
+        runtime = Runtime(queue, remember, memo_retention=RETENTION)
         await runtime.submit(RunSpec(input=b"ok", run_id="earlier"))
         await run_all(runtime)
     clock.advance(RETENTION + 1)
     async with opened(memory_store, clock=clock) as queue:  # a fresh process
-        runtime = WorkflowRuntime(
+        runtime = Runtime(
             queue, remember, memo_retention=RETENTION, sweep_interval=0.01, poll_interval=0.05
         )
-        shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: runtime.run(shutdown=shutdown))
+            await nursery.start(runtime.serve)
             with trio.fail_after(10):
                 while await runtime.memos.list_terminal_markers():  # noqa: ASYNC110 - polls the store
                     await trio.sleep(0.01)
             assert await runtime.memos.memo("earlier", 0).get("work") is None
-            shutdown.set()  # the worker loop ends; the sweeper ends with it (no hang)
+            runtime.shutdown()  # the worker loop ends; the sweeper ends with it (no hang)
 
 
 async def test_sweep_needs_retention(clock: MockClock) -> None:
     async with opened(clock=clock) as queue:
-        with pytest.raises(WorkflowUsageError):
-            await WorkflowRuntime(queue, remember).sweep_now()
+        with pytest.raises(taquba.UsageError):
+            await Runtime(queue, remember).sweep_now()

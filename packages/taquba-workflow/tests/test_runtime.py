@@ -5,24 +5,24 @@ from __future__ import annotations
 import pytest
 import trio
 
+import taquba
 from taquba import JobStatus, LeaseHandle, MockClock, QueueConfig, Store
 from taquba_workflow import (
     HEADER_RUN_ID,
     HEADER_TERMINAL,
     Cancel,
     Continue,
-    ContinueAfter,
     Fail,
     PermanentStepError,
     RunOutcome,
     RunSpec,
     RunState,
+    Runtime,
     Step,
     StepOutcome,
     Succeed,
     TerminalStatus,
     TransientStepError,
-    WorkflowRuntime,
 )
 from wf_support import Hook, jobs_in, live_jobs, opened, run_all, run_steps
 
@@ -36,7 +36,7 @@ async def test_single_step_succeeds_and_fires_the_hook(clock: MockClock) -> None
         return Succeed(step.payload.upper())
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"hi", run_id="r1", headers={"tenant": "t1"}))
         assert await run_all(runtime) == 1
         [step] = seen
@@ -64,7 +64,7 @@ async def test_multi_step_run_advances_through_continue(clock: MockClock) -> Non
         return Succeed(step.payload)
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         submitted = await runtime.submit(RunSpec(input=b">"))
         assert len(submitted.run_id) == 26  # a generated ULID
         status = await runtime.status(submitted.run_id)
@@ -81,10 +81,10 @@ async def test_continue_after_schedules_the_next_step(clock: MockClock) -> None:
 
     async def runner(step: Step) -> StepOutcome:
         ran.append(step.number)
-        return ContinueAfter(30, b"later") if step.number == 0 else Succeed()
+        return Continue(b"later", delay=30) if step.number == 0 else Succeed(b"")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner)
+        runtime = Runtime(queue, runner)
         await runtime.submit(RunSpec(input=b"x", run_id="sleepy"))
         decided_at = clock.now_ms()
         assert await run_all(runtime) == 1
@@ -113,19 +113,19 @@ async def test_restart_resumes_at_the_next_step(memory_store: Store, clock: Mock
         return runner
 
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner_into(first))
+        runtime = Runtime(queue, runner_into(first))
         await runtime.submit(RunSpec(input=b"0", run_id="resume"))
         await run_all_once(runtime)
     hook = Hook()
     async with opened(memory_store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner_into(second), hook)
+        runtime = Runtime(queue, runner_into(second), hook)
         assert await run_all(runtime) == 1
     assert first == [0]
     assert second == [1]
     assert hook.outcomes[0].final_step == 1
 
 
-async def run_all_once(runtime: WorkflowRuntime) -> None:
+async def run_all_once(runtime: Runtime) -> None:
     from taquba.testing import drain
 
     assert await drain(runtime.queue, runtime.queue_name, runtime.process, max_jobs=1) == 1
@@ -137,10 +137,10 @@ async def test_runner_extends_its_lease(clock: MockClock) -> None:
         step.lease.ensure_at_least(600)
         assert before is not None and step.lease.expires_at is not None
         assert step.lease.expires_at >= clock.now_ms() + 600_000 > before
-        return Succeed()
+        return Succeed(b"")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner)
+        runtime = Runtime(queue, runner)
         await runtime.submit(RunSpec(input=b"", run_id="lease"))
         await run_all(runtime)
         status = await runtime.status("lease")
@@ -154,7 +154,7 @@ async def test_runner_extends_its_lease(clock: MockClock) -> None:
         ("cancel", TerminalStatus.CANCELLED, "runner gave up"),
         ("permanent", TerminalStatus.FAILED, "broken for good"),
         ("garbage", TerminalStatus.FAILED, "expected a StepOutcome"),
-        ("str-payload", TerminalStatus.FAILED, "a payload of type str, expected bytes"),
+        ("str-payload", TerminalStatus.FAILED, "Continue.payload: expected bytes, got str"),
         ("int-error", TerminalStatus.FAILED, "an error of type int, expected str"),
     ],
 )
@@ -180,7 +180,7 @@ async def test_terminal_outcomes_end_the_run_without_dead_letters(
         return "not an outcome"  # type: ignore[return-value]
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="r"))
         await run_all(runtime)
         assert calls == 1  # never retried
@@ -209,7 +209,7 @@ async def test_transient_errors_retry_then_fail_the_run_on_the_last_attempt(
         raise ValueError(f"plain error {step.attempt}")  # any exception is transient
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="flaky", max_attempts_per_step=4))
         await run_all(runtime)
         assert attempts == [1, 2, 3, 4]
@@ -228,7 +228,7 @@ async def test_a_transient_error_with_a_single_attempt_fails_at_once(clock: Mock
         raise TransientStepError("once")
 
     async with opened(clock=clock, config=QueueConfig(max_attempts=1)) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="one"))
         await run_all(runtime)
         assert [o.error for o in hook.outcomes] == ["once"]
@@ -241,7 +241,7 @@ async def test_the_hook_fires_after_the_end_commits(clock: MockClock) -> None:
         return Succeed(b"ok")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         hook.runtime = runtime
         await runtime.submit(RunSpec(input=b"", run_id="early"))
         await run_steps(runtime)
@@ -266,7 +266,7 @@ async def test_a_failing_hook_is_retried_as_its_own_job_without_rerunning_the_st
         return Succeed(b"ok")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="h"))
         await run_all(runtime)
         assert [o.result for o in hook.outcomes] == [b"ok", b"ok"]  # failed, then succeeded
@@ -290,7 +290,7 @@ async def test_a_hook_that_keeps_failing_dead_letters_its_notification_not_the_r
         return Succeed(b"ok")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="h", max_attempts_per_step=2))
         await run_all(runtime)
         assert len(hook.outcomes) == 3  # the hook queue's max_attempts
@@ -309,7 +309,7 @@ async def test_a_permanent_hook_error_dead_letters_the_notification_at_once(
         raise PermanentStepError("unreachable endpoint")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, lambda step: _succeed(), hook)
+        runtime = Runtime(queue, lambda step: _succeed(), hook)
         await runtime.submit(RunSpec(input=b"", run_id="p"))
         await run_all(runtime)
         [dead] = await jobs_in(queue, JobStatus.DEAD, runtime.hook_queue_name)
@@ -336,7 +336,7 @@ async def test_successor_exists_iff_the_settlement_committed(clock: MockClock) -
         return Succeed(step.payload)
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="race"))
         await run_all(runtime)
         assert ran == [(0, 1), (0, 2), (1, 1)]
@@ -356,7 +356,7 @@ async def test_a_lost_delivery_never_notifies(clock: MockClock) -> None:
         return Succeed(b"fresh")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="stale"))
         await run_all(runtime)
         assert [o.result for o in hook.outcomes] == [b"fresh"]
@@ -368,10 +368,10 @@ async def test_steps_of_one_millisecond_are_claimed_in_order(clock: MockClock) -
 
     async def runner(step: Step) -> StepOutcome:
         order.append((step.run_id, step.number))
-        return Continue(b"") if step.number == 0 else Succeed()
+        return Continue(b"") if step.number == 0 else Succeed(b"")
 
     async with opened(clock=clock) as queue:  # the mock clock never moves: one millisecond
-        runtime = WorkflowRuntime(queue, runner)
+        runtime = Runtime(queue, runner)
         runs = [f"run-{i:02d}" for i in range(40)]
         for run_id in runs:
             await runtime.submit(RunSpec(input=b"", run_id=run_id))
@@ -387,10 +387,10 @@ async def test_a_step_job_that_is_not_the_runs_current_step_is_acked_unrun(
     async def runner(step: Step) -> StepOutcome:
         nonlocal calls
         calls += 1
-        return Succeed()
+        return Succeed(b"")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner)
+        runtime = Runtime(queue, runner)
         await queue.enqueue(
             "workflow", b"", headers={"workflow.run_id": "ghost", "workflow.step": "3"}
         )
@@ -415,19 +415,16 @@ async def test_run_serves_until_shutdown_with_real_time() -> None:
         done.set()
 
     async with opened() as queue:
-        runtime = WorkflowRuntime(queue, runner, on_end, concurrency=4, poll_interval=0.05)
-        shutdown = trio.Event()
+        runtime = Runtime(queue, runner, on_end, concurrency=4, poll_interval=0.05)
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: runtime.run(shutdown=shutdown, task_status=task_status)
-            )
+            await nursery.start(runtime.serve)
             await runtime.submit(RunSpec(input=b"p", run_id="live"))
             with trio.fail_after(10):
                 final = await runtime.wait_finished("live")
                 await done.wait()
             assert final is not None and final.state is RunState.SUCCEEDED
             assert runtime.statistics().steps_in_flight == 0
-            shutdown.set()
+            runtime.shutdown()
         assert await runtime.wait_finished("live") == final
         assert await runtime.wait_finished("nobody") is None
 
@@ -437,7 +434,7 @@ async def test_process_can_drive_a_hand_made_claim(clock: MockClock) -> None:
         return Continue(b"next")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner)
+        runtime = Runtime(queue, runner)
         await runtime.submit(RunSpec(input=b"", run_id="manual"))
         claim = await queue.claim("workflow")
         assert claim is not None
@@ -459,11 +456,11 @@ async def test_bytes_like_payloads_are_accepted(clock: MockClock) -> None:
         if step.number == 0:
             return Continue(bytearray(b"ba"))
         if step.number == 1:
-            return ContinueAfter(0, memoryview(step.payload + b"-mv"))
+            return Continue(memoryview(step.payload + b"-mv"), delay=0)
         return Succeed(bytearray(step.payload + b"!"))
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook, step_output_replay=True)
+        runtime = Runtime(queue, runner, hook, step_output_replay=True)
         await runtime.submit(RunSpec(input=bytearray(b"in"), run_id="bytes"))  # type: ignore[arg-type]
         await run_all(runtime)
         assert [o.result for o in hook.outcomes] == [b"ba-mv!"]
@@ -482,7 +479,7 @@ async def test_every_non_ack_end_commits_marker_record_delete_and_one_notificati
         raise TransientStepError("flaky")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook, memo_retention=3600)
+        runtime = Runtime(queue, runner, hook, memo_retention=3600)
         await runtime.submit(RunSpec(input=b"", run_id="end", max_attempts_per_step=2))
         if path == "pending-cancel":
             await runtime.cancel("end")
@@ -506,7 +503,7 @@ async def test_a_run_on_every_store(store: Store) -> None:
         return Continue(step.payload + b"+") if step.number < 2 else Succeed(step.payload)
 
     async with opened(store, clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook, memo_retention=60, step_output_replay=True)
+        runtime = Runtime(queue, runner, hook, memo_retention=60, step_output_replay=True)
         await runtime.submit(RunSpec(input=b"s", run_id="everywhere"))
         assert await run_all(runtime) == 3
         assert hook.outcomes[0].result == b"s++"
@@ -523,25 +520,19 @@ async def test_a_run_on_every_store(store: Store) -> None:
 async def test_run_ends_with_the_queues_fatal_error(file_store: Store) -> None:
     """Fenced by a second writer: `run` ends with `taquba.Fenced` (and the sweeper with it).
 
-    `run` re-raises what `taquba.run_worker_concurrent` raises, outside its own nursery. That
-    loop currently wraps a fence detected while idle in exception groups (a core issue), so
-    this accepts `Fenced` alone or as the only leaf of groups.
+    `serve` re-raises what its `taquba.Worker` raises, as itself: not in an exception group.
     """
     import taquba
 
     async def runner(step: Step) -> StepOutcome:
-        return Succeed()
+        return Succeed(b"")
 
     async with opened(file_store) as queue:
-        runtime = WorkflowRuntime(queue, runner, memo_retention=60, poll_interval=0.05)
+        runtime = Runtime(queue, runner, memo_retention=60, poll_interval=0.05)
         async with opened(file_store):  # another writer opens the store: `queue` is fenced
             pass
-        with pytest.raises((taquba.Fenced, BaseExceptionGroup)) as info, trio.fail_after(30):
-            await runtime.run()
-        error: BaseException = info.value
-        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-            error = error.exceptions[0]
-        assert isinstance(error, taquba.Fenced)
+        with pytest.raises(taquba.Fenced), trio.fail_after(30):
+            await runtime.serve()
 
 
 async def test_a_hook_failing_after_a_permanent_error_is_retried(clock: MockClock) -> None:
@@ -553,7 +544,7 @@ async def test_a_hook_failing_after_a_permanent_error_is_retried(clock: MockCloc
         raise PermanentStepError("bad input")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, hook)
+        runtime = Runtime(queue, runner, hook)
         await runtime.submit(RunSpec(input=b"", run_id="p", max_attempts_per_step=3))
         await run_all(runtime)
         assert [o.error for o in hook.outcomes] == ["bad input", "bad input"]
@@ -568,10 +559,10 @@ async def test_a_transient_error_can_ask_for_a_least_retry_delay(clock: MockCloc
         attempts.append(step.attempt)
         if step.attempt == 1:
             raise TransientStepError("rate limited", retry_after=30)
-        return Succeed()
+        return Succeed(b"")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner)
+        runtime = Runtime(queue, runner)
         await runtime.submit(RunSpec(input=b"", run_id="later"))
         failed_at = clock.now_ms()
         await run_all(runtime)
@@ -582,7 +573,7 @@ async def test_a_transient_error_can_ask_for_a_least_retry_delay(clock: MockCloc
         await queue.promote_scheduled_now()
         await run_all(runtime)
         assert attempts == [1, 2]
-    with pytest.raises(ValueError, match="retry_after"):
+    with pytest.raises(taquba.UsageError, match="retry_after"):
         TransientStepError("x", retry_after=-1)
 
 
@@ -604,19 +595,16 @@ async def test_run_delivers_the_notifications_of_runs_ending_during_the_drain(ru
         return Succeed(step.payload)
 
     async with opened() as queue:
-        runtime = WorkflowRuntime(queue, runner, hook, concurrency=runs, poll_interval=0.05)
-        shutdown = trio.Event()
+        runtime = Runtime(queue, runner, hook, concurrency=runs, poll_interval=0.05)
         with trio.fail_after(30):  # a hang guard only
             async with trio.open_nursery() as nursery:
-                await nursery.start(
-                    lambda task_status: runtime.run(shutdown=shutdown, task_status=task_status)
-                )
+                await nursery.start(runtime.serve)
                 for i in range(runs):
                     await runtime.submit(RunSpec(input=b"x", run_id=f"drain-{i}"))
                 await all_started.wait()
-                shutdown.set()  # the step loop stops claiming and drains the steps in flight
+                runtime.shutdown()  # the step loop stops claiming and drains the steps in flight
                 release.set()
-            # `run` has returned.
+            # `serve` has returned.
             assert sorted(o.run_id for o in hook.outcomes) == [f"drain-{i}" for i in range(runs)]
         stats = await queue.stats(runtime.hook_queue_name)
         assert (stats.pending, stats.claimed, stats.done) == (0, 0, runs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+import taquba
 from taquba import InvalidQueueName, MockClock, Store
 from taquba.testing import Fault, inject_faults, open_test_queue
 from taquba_workflow import (
@@ -12,14 +13,13 @@ from taquba_workflow import (
     InputMismatch,
     InvalidRunId,
     ReservedHeader,
+    RunHandle,
     RunSpec,
     RunState,
+    Runtime,
     Step,
     StepOutcome,
-    SubmitOutcome,
     Succeed,
-    WorkflowRuntime,
-    WorkflowUsageError,
 )
 from wf_support import Hook, opened, run_all
 
@@ -31,10 +31,12 @@ async def succeed(step: Step) -> StepOutcome:
 async def test_resubmitting_an_active_run_is_idempotent_or_a_mismatch(clock: MockClock) -> None:
     """Reference §16 item 19: a new input for an active run id is `InputMismatch`."""
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, succeed)
+        runtime = Runtime(queue, succeed)
         spec = RunSpec(input=b"same", run_id="dup")
-        assert await runtime.submit(spec) == SubmitOutcome("dup", newly_submitted=True)
-        assert await runtime.submit(spec) == SubmitOutcome("dup", newly_submitted=False)
+        first = await runtime.submit(spec)
+        assert (first.run_id, first.newly_submitted) == ("dup", True)
+        again = await runtime.submit(spec)
+        assert (again.run_id, again.newly_submitted) == ("dup", False)
         with pytest.raises(InputMismatch) as info:
             await runtime.submit(RunSpec(input=b"other", run_id="dup"))
         assert info.value.run_id == "dup"
@@ -45,9 +47,9 @@ async def test_resubmitting_an_active_run_is_idempotent_or_a_mismatch(clock: Moc
 async def test_duplicates_are_recognised_across_a_restart(file_store: Store) -> None:
     """Reference §16 item 18: the durable run record survives the process."""
     async with opened(file_store) as queue:
-        await WorkflowRuntime(queue, succeed).submit(RunSpec(input=b"in", run_id="durable"))
+        await Runtime(queue, succeed).submit(RunSpec(input=b"in", run_id="durable"))
     async with opened(file_store) as queue:
-        runtime = WorkflowRuntime(queue, succeed)
+        runtime = Runtime(queue, succeed)
         again = await runtime.submit(RunSpec(input=b"in", run_id="durable"))
         assert again.newly_submitted is False
         with pytest.raises(InputMismatch):
@@ -60,16 +62,16 @@ async def test_resubmitting_an_ended_run_returns_it_and_runs_nothing(clock: Mock
 
     async def runner(step: Step) -> StepOutcome:
         seen.append(step.payload)
-        return Fail("no") if step.payload == b"fail" else Succeed()
+        return Fail("no") if step.payload == b"fail" else Succeed(b"")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner, step_output_replay=True)
+        runtime = Runtime(queue, runner, step_output_replay=True)
         for payload, state in ((b"ok", RunState.SUCCEEDED), (b"fail", RunState.FAILED)):
             run_id = payload.decode()
             await runtime.submit(RunSpec(input=payload, run_id=run_id))
             await run_all(runtime)
             again = await runtime.submit(RunSpec(input=payload, run_id=run_id))
-            assert again == SubmitOutcome(run_id, newly_submitted=False)
+            assert (again.run_id, again.newly_submitted) == (run_id, False)
             assert await run_all(runtime) == 0
             status = await runtime.status(run_id)
             assert status is not None and status.state is state
@@ -82,7 +84,7 @@ async def test_resubmitting_an_ended_run_returns_it_and_runs_nothing(clock: Mock
 async def test_invalid_run_ids_never_reach_the_store(clock: MockClock, run_id: str) -> None:
     """Reference §16 item 24: an empty id would alias the memo prefix itself."""
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, succeed)
+        runtime = Runtime(queue, succeed)
         with pytest.raises(InvalidRunId):
             await runtime.submit(RunSpec(input=b"", run_id=run_id))
         with pytest.raises(InvalidRunId):
@@ -96,38 +98,38 @@ async def test_invalid_run_ids_never_reach_the_store(clock: MockClock, run_id: s
 
 async def test_reserved_headers_and_bad_specs_are_rejected(clock: MockClock) -> None:
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, succeed)
+        runtime = Runtime(queue, succeed)
         with pytest.raises(ReservedHeader):
             await runtime.submit(RunSpec(input=b"", headers={"workflow.step": "7"}))
-        with pytest.raises(WorkflowUsageError):
+        with pytest.raises(taquba.TypeMismatch):  # the runtime's payload type is bytes
             await runtime.submit(RunSpec(input="text"))  # type: ignore[arg-type]
-        with pytest.raises(WorkflowUsageError):
+        with pytest.raises(taquba.UsageError):
             await runtime.submit(b"")  # type: ignore[arg-type]
-        with pytest.raises(WorkflowUsageError):
-            WorkflowRuntime(queue, succeed, concurrency=0)
-        with pytest.raises(WorkflowUsageError):
-            WorkflowRuntime(queue, succeed, memo_retention=0)
-        with pytest.raises(WorkflowUsageError):
-            WorkflowRuntime(queue, object())  # type: ignore[arg-type]
-        with pytest.raises(WorkflowUsageError):
-            WorkflowRuntime(queue, succeed, object())  # type: ignore[arg-type]
+        with pytest.raises(taquba.UsageError):
+            Runtime(queue, succeed, concurrency=0)
+        with pytest.raises(taquba.UsageError):
+            Runtime(queue, succeed, memo_retention=0)
+        with pytest.raises(taquba.UsageError):
+            Runtime(queue, object())  # type: ignore[arg-type]
+        with pytest.raises(taquba.UsageError):
+            Runtime(queue, succeed, object())  # type: ignore[arg-type]
         with pytest.raises(InvalidQueueName):
-            WorkflowRuntime(queue, succeed, queue_name="")
+            Runtime(queue, succeed, queue_name="")
 
 
 async def test_runtimes_on_different_queue_names_do_not_share_run_ids(clock: MockClock) -> None:
     async with opened(clock=clock) as queue:
-        a = WorkflowRuntime(queue, succeed, queue_name="a", memo_prefix="memo-a")
-        b = WorkflowRuntime(queue, succeed, queue_name="b", memo_prefix="memo-b")
+        a = Runtime(queue, succeed, queue_name="a", memo_prefix="memo-a")
+        b = Runtime(queue, succeed, queue_name="b", memo_prefix="memo-b")
         assert (await a.submit(RunSpec(input=b"1", run_id="same"))).newly_submitted
         assert (await b.submit(RunSpec(input=b"2", run_id="same"))).newly_submitted
         assert await run_all(a) == 1 and await run_all(b) == 1
 
 
 async def test_concurrent_same_id_submissions_create_one_run(clock: MockClock) -> None:
-    results: list[SubmitOutcome] = []
+    results: list[RunHandle[bytes]] = []
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, succeed)
+        runtime = Runtime(queue, succeed)
 
         async def submit() -> None:
             results.append(await runtime.submit(RunSpec(input=b"x", run_id="one")))
@@ -153,8 +155,8 @@ async def test_distinct_submissions_proceed_in_parallel() -> None:
     cannot fail it; the bound is generous so that only serialisation fails it.
     """
     async with open_test_queue(flush_interval=FLUSH) as queue:
-        runtime = WorkflowRuntime(queue, succeed)
-        outcomes: list[SubmitOutcome] = []
+        runtime = Runtime(queue, succeed)
+        outcomes: list[RunHandle[bytes]] = []
 
         async def submit(i: int) -> None:
             outcomes.append(await runtime.submit(RunSpec(input=b"x", run_id=f"run-{i}")))
@@ -174,7 +176,7 @@ async def test_distinct_submissions_proceed_in_parallel() -> None:
 async def test_hook_sees_user_headers(clock: MockClock) -> None:
     hook = Hook()
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, succeed, hook)
+        runtime = Runtime(queue, succeed, hook)
         await runtime.submit(RunSpec(input=b"", run_id="h", headers={"a": "1", "b": "2"}))
         await run_all(runtime)
         assert hook.outcomes[0].headers == {"a": "1", "b": "2"}
@@ -185,10 +187,10 @@ async def test_priority_and_attempts_apply_to_every_step(clock: MockClock) -> No
 
     async def runner(step: Step) -> StepOutcome:
         assert step.max_attempts == 7
-        return Continue(b"") if step.number < 2 else Succeed()
+        return Continue(b"") if step.number < 2 else Succeed(b"")
 
     async with opened(clock=clock) as queue:
-        runtime = WorkflowRuntime(queue, runner)
+        runtime = Runtime(queue, runner)
         await runtime.submit(RunSpec(input=b"", run_id="p", priority=5, max_attempts_per_step=7))
         claim = await queue.claim("workflow")
         assert claim is not None and claim.job.priority == 5 and claim.job.max_attempts == 7

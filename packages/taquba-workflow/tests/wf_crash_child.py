@@ -8,7 +8,7 @@ write per event, so a SIGKILL never leaves a torn count):
 - ``work-<k>``: the memoized work of step ``k`` was done (must end with exactly one line);
 - ``exec-<k>``: step ``k`` was executed;
 - ``hook``: the terminal hook was called;
-- ``hook-saw-<state>``: what `WorkflowRuntime.status` said while the hook ran.
+- ``hook-saw-<state>``: what `Runtime.status` said while the hook ran.
 
 The first time it reaches a point it stops there and prints where it is (``AT step-<k>``,
 ``AT hook``, ``AT finished``), waiting to be killed; the test creates ``killed-<point>`` before
@@ -30,10 +30,10 @@ from taquba_workflow import (
     Continue,
     RunOutcome,
     RunSpec,
+    Runtime,
     Step,
     StepOutcome,
     Succeed,
-    WorkflowRuntime,
 )
 
 RUN = "crash-run"
@@ -77,7 +77,7 @@ async def main(store_dir: str, state_dir: str) -> None:
         return Succeed(step.payload + work)
 
     hook_done = trio.Event()
-    runtime: WorkflowRuntime | None = None
+    runtime: Runtime | None = None
 
     async def on_end(outcome: RunOutcome) -> None:
         count(state, "hook")
@@ -88,11 +88,11 @@ async def main(store_dir: str, state_dir: str) -> None:
         hook_done.set()
 
     async with taquba.open_queue(store_dir, "crash", **FAST) as queue:
-        runtime = WorkflowRuntime(queue, run_step, on_end, poll_interval=0.05)
+        runtime = Runtime(queue, run_step, on_end, poll_interval=0.05)
         say("READY")
         with trio.move_on_after(SAFETY_EXIT):
             async with trio.open_nursery() as nursery:
-                await nursery.start(runtime.run)
+                await nursery.start(runtime.serve)
                 if await runtime.status(RUN) is None:
                     await runtime.submit(RunSpec(input=b"", run_id=RUN, max_attempts_per_step=10))
                 final = await runtime.wait_finished(RUN)

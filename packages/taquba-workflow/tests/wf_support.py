@@ -11,7 +11,7 @@ import trio
 import taquba
 from taquba import JobStatus, QueueConfig
 from taquba.testing import drain, open_test_queue
-from taquba_workflow import RunOutcome, WorkflowRuntime
+from taquba_workflow import RunOutcome, Runtime
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -27,7 +27,7 @@ class Hook:
         self.outcomes: list[RunOutcome] = []
         self.fail = 0
         self.seen_status: list[Any] = []
-        self.runtime: WorkflowRuntime | None = None
+        self.runtime: Runtime | None = None
         self.called = trio.Event()
 
     async def on_termination(self, outcome: RunOutcome) -> None:
@@ -49,7 +49,7 @@ class Hook:
         return [o for o in self.outcomes if o.run_id == run_id]
 
 
-async def run_all(runtime: WorkflowRuntime) -> int:
+async def run_all(runtime: Runtime) -> int:
     """Process every claimable step, control and notification job, one at a time.
 
     Returns how many step and control jobs it handled (notifications are not counted).
@@ -63,7 +63,7 @@ async def run_all(runtime: WorkflowRuntime) -> int:
             return total
 
 
-async def run_steps(runtime: WorkflowRuntime) -> int:
+async def run_steps(runtime: Runtime) -> int:
     """Process every claimable step and control job (not the terminal notifications)."""
     return await drain(runtime.queue, runtime.queue_name, runtime.process)
 

@@ -1,22 +1,24 @@
 """taquba-workflow: durable multi-step runs with per-step memoization on a taquba queue.
 
 A run is a sequence of steps; each step is a job on a taquba queue, and the step runner returns
-what happens next (`Continue`, `ContinueAfter`, `Succeed`, `Fail`, `Cancel`). The decision
-commits atomically with the step's acknowledgement, so a step's successor exists if and only
-if the step settled. Steps are delivered at least once: memoize their expensive side effects
-with `Step.memo`. Everything is trio-native.
+what happens next (`Continue`, `Succeed`, `Fail`, `Cancel`). The decision commits atomically
+with the step's acknowledgement, so a step's successor exists if and only if the step settled.
+Steps are delivered at least once: memoize their expensive side effects with `Step.memo`.
+Payloads are typed (anything `taquba.Codec` supports, or raw ``bytes``). Everything is
+trio-native.
 
-    async def run_step(step: Step) -> StepOutcome:
+    async def run_step(step: Step[str]) -> StepOutcome[str, str]:
         if step.number == 0:
             return Continue(step.payload.upper())
-        return Succeed(step.payload)
+        return Succeed(step.payload + "!")
 
     async with taquba.open_queue("./data") as queue:
-        runtime = WorkflowRuntime(queue, run_step)
+        runtime = Runtime(queue, run_step)
         async with trio.open_nursery() as nursery:
-            await nursery.start(runtime.run)
-            submitted = await runtime.submit(RunSpec(input=b"hello", run_id="greeting"))
-            await runtime.wait_finished(submitted.run_id)
+            await nursery.start(runtime.serve)
+            handle = await runtime.submit(RunSpec(input="hello", run_id="greeting"))
+            outcome = await handle.wait()
+            runtime.shutdown()
 """
 
 from importlib.metadata import version as _version
@@ -31,7 +33,6 @@ from ._errors import TransientStepError as TransientStepError
 from ._errors import UnserializableInput as UnserializableInput
 from ._errors import WorkflowDataError as WorkflowDataError
 from ._errors import WorkflowError as WorkflowError
-from ._errors import WorkflowUsageError as WorkflowUsageError
 from ._keys import DEFAULT_MEMO_PREFIX as DEFAULT_MEMO_PREFIX
 from ._keys import HEADER_CONTROL as HEADER_CONTROL
 from ._keys import HEADER_RUN_ID as HEADER_RUN_ID
@@ -47,17 +48,17 @@ from ._memo import TerminalMarker as TerminalMarker
 from ._memo import content_key as content_key
 from ._runtime import Hook as Hook
 from ._runtime import HookFunction as HookFunction
+from ._runtime import RunHandle as RunHandle
 from ._runtime import Runner as Runner
+from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._runtime import StepFunction as StepFunction
 from ._runtime import StepRunner as StepRunner
 from ._runtime import SweepReport as SweepReport
 from ._runtime import TerminalHook as TerminalHook
-from ._runtime import WorkflowRuntime as WorkflowRuntime
 from ._runtime import read_run_outcome as read_run_outcome
 from ._types import Cancel as Cancel
 from ._types import Continue as Continue
-from ._types import ContinueAfter as ContinueAfter
 from ._types import Fail as Fail
 from ._types import RunOutcome as RunOutcome
 from ._types import RunSpec as RunSpec
@@ -65,7 +66,6 @@ from ._types import RunState as RunState
 from ._types import RunStatus as RunStatus
 from ._types import Step as Step
 from ._types import StepOutcome as StepOutcome
-from ._types import SubmitOutcome as SubmitOutcome
 from ._types import Succeed as Succeed
 from ._types import TerminalStatus as TerminalStatus
 
@@ -75,7 +75,7 @@ __version__: str = _version("taquba-workflow")
 # Listed so documentation tools (griffe/mkdocstrings) render the re-exported names here.
 __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     # the runtime
-    "WorkflowRuntime",
+    "Runtime",
     "Runner",
     "StepFunction",
     "StepRunner",
@@ -87,11 +87,10 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "read_run_outcome",
     # runs and steps
     "RunSpec",
-    "SubmitOutcome",
+    "RunHandle",
     "Step",
     "StepOutcome",
     "Continue",
-    "ContinueAfter",
     "Succeed",
     "Fail",
     "Cancel",
@@ -107,7 +106,6 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "remaining_delay",
     # errors
     "WorkflowError",
-    "WorkflowUsageError",
     "InvalidRunId",
     "ReservedHeader",
     "UnserializableInput",

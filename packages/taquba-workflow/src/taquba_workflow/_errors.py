@@ -1,24 +1,33 @@
 """The taquba-workflow error tree.
 
-Every error taquba-workflow raises on purpose derives from `WorkflowError`::
+Every error taquba-workflow raises on purpose derives from `WorkflowError`, itself a
+`taquba.TaqubaError`, so ``except taquba.TaqubaError`` catches the whole family::
 
-    WorkflowError
-    ├── WorkflowUsageError          the caller passed something invalid (never retry)
-    │   ├── InvalidRunId            a run id outside [A-Za-z0-9_-]{1,128}
-    │   ├── ReservedHeader          a run header in the reserved ``workflow.`` namespace
-    │   └── UnserializableInput     a memo content key whose input MessagePack cannot encode
-    ├── InputMismatch               the run id is known with a different input
-    ├── RunNotRetryable             retry of a run that is not failed or cancelled
-    ├── WorkflowDataError           a stored workflow record cannot be decoded
-    └── StepError                   raised by step runners to classify a failure
-        ├── TransientStepError      retry the step with the queue's backoff
-        └── PermanentStepError      fail the run now
+    taquba.TaqubaError
+    ├── taquba.UsageError           a misuse: a bad argument, a call out of order (never retry)
+    │   ├── InvalidRunId            a run id outside [A-Za-z0-9_-]{1,128}  (also a WorkflowError)
+    │   ├── ReservedHeader          a run header in the reserved ``workflow.`` namespace  (idem)
+    │   └── UnserializableInput     a memo content key whose input cannot be encoded  (idem)
+    └── WorkflowError
+        ├── InvalidRunId, ReservedHeader, UnserializableInput   (see above)
+        ├── InputMismatch               the run id is known with a different input
+        ├── RunNotRetryable             retry of a run that is not failed or cancelled
+        ├── WorkflowDataError           a stored workflow record cannot be decoded (also a
+        │                               taquba.DataError)
+        └── StepError                   raised by step runners to classify a failure
+            ├── TransientStepError      retry the step with the queue's backoff
+            └── PermanentStepError      fail the run now
 
-Errors of the queue and the store (`taquba.StorageUnavailable`, `taquba.Fenced`, ...) are not
-wrapped: they reach the caller as the `taquba` errors they are.
+Any other misuse (a bad option, `Runtime.sweep_now` without retention, a second concurrent
+`Runtime.serve`) raises `taquba.UsageError` itself. Errors of the queue and the store
+(`taquba.StorageUnavailable`, `taquba.Fenced`, ...) are not wrapped: they reach the caller as
+the `taquba` errors they are, and so are the payload codec's (`taquba.UnsupportedType` when a
+payload type cannot be stored, `taquba.TypeMismatch` when a value does not fit its type).
 """
 
 from __future__ import annotations
+
+from taquba import DataError, TaqubaError, UsageError
 
 __all__ = [
     "InputMismatch",
@@ -31,19 +40,14 @@ __all__ = [
     "UnserializableInput",
     "WorkflowDataError",
     "WorkflowError",
-    "WorkflowUsageError",
 ]
 
 
-class WorkflowError(Exception):
-    """Base class of every error taquba-workflow raises."""
+class WorkflowError(TaqubaError):
+    """Base class of every error specific to taquba-workflow (a `taquba.TaqubaError`)."""
 
 
-class WorkflowUsageError(WorkflowError, ValueError):
-    """The caller passed an invalid argument or used the API out of order."""
-
-
-class InvalidRunId(WorkflowUsageError):
+class InvalidRunId(WorkflowError, UsageError):
     """A run id is not 1 to 128 characters of ``[A-Za-z0-9_-]``.
 
     Run ids become object-path segments and KV key segments, so an empty or path-like id could
@@ -58,7 +62,7 @@ class InvalidRunId(WorkflowUsageError):
         """Why it was rejected."""
 
 
-class ReservedHeader(WorkflowUsageError):
+class ReservedHeader(WorkflowError, UsageError):
     """A run header name starts with the reserved ``workflow.`` prefix."""
 
     def __init__(self, name: str) -> None:
@@ -67,7 +71,7 @@ class ReservedHeader(WorkflowUsageError):
         """The rejected header name."""
 
 
-class UnserializableInput(WorkflowUsageError, TypeError):
+class UnserializableInput(WorkflowError, UsageError, TypeError):
     """`Memo.content_get` / `Memo.content_put` got an input MessagePack cannot serialize."""
 
 
@@ -75,7 +79,7 @@ class InputMismatch(WorkflowError):
     """A run with this id exists (active or ended) and was submitted with a different input.
 
     Resubmitting a known run id with the same input is a no-op
-    (`SubmitOutcome.newly_submitted` is false); with a different input it raises this, also
+    (`RunHandle.newly_submitted` is false); with a different input it raises this, also
     across process restarts (the check reads the durable run record or outcome).
     """
 
@@ -86,7 +90,7 @@ class InputMismatch(WorkflowError):
 
 
 class RunNotRetryable(WorkflowError):
-    """`WorkflowRuntime.retry` was asked to retry a run it cannot retry.
+    """`Runtime.retry` was asked to retry a run it cannot retry.
 
     Only a run that ended failed or cancelled, and whose final step was recorded, can be
     retried; an unknown run, a succeeded one, or one that ended before the runtime recorded
@@ -101,8 +105,11 @@ class RunNotRetryable(WorkflowError):
         """Why it cannot be retried."""
 
 
-class WorkflowDataError(WorkflowError):
-    """A stored workflow record (run record, outcome, replay entry) cannot be decoded."""
+class WorkflowDataError(WorkflowError, DataError):
+    """A stored workflow record (run record, outcome, replay entry) cannot be decoded.
+
+    Also a `taquba.DataError`, the family's error for stored records that do not decode.
+    """
 
 
 class StepError(WorkflowError):
@@ -129,9 +136,14 @@ class TransientStepError(StepError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         if retry_after is not None and not (0 <= retry_after < float("inf")):
-            raise WorkflowUsageError("retry_after must be a finite, non-negative number")
+            raise UsageError("retry_after must be a finite, non-negative number")
         self.retry_after = retry_after
         """The least delay before the retry, in seconds (None: the queue's backoff)."""
+
+    @property
+    def transient(self) -> bool:
+        """True: the step may succeed when retried."""
+        return True
 
 
 class PermanentStepError(StepError):

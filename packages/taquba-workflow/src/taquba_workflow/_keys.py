@@ -27,7 +27,9 @@ import hashlib
 import re
 from typing import Final
 
-from ._errors import InvalidRunId, WorkflowUsageError
+from taquba import UsageError
+
+from ._errors import InvalidRunId
 
 __all__ = [
     "DEFAULT_MEMO_PREFIX",
@@ -88,11 +90,11 @@ def validate_run_id(run_id: object) -> str:
 def validate_memo_prefix(prefix: object) -> str:
     """Return ``prefix`` without surrounding slashes if it is a usable blob directory."""
     if not isinstance(prefix, str):
-        raise WorkflowUsageError("memo_prefix must be a str")
+        raise UsageError("memo_prefix must be a str")
     stripped = prefix.strip("/")
     segments = stripped.split("/")
     if any(s in _SEGMENT_FORBIDDEN or s.startswith(".") for s in segments):
-        raise WorkflowUsageError(
+        raise UsageError(
             f"invalid memo_prefix {prefix!r}: use '/'-separated names without empty, '.' or "
             "'..' segments (and none starting with '.')"
         )
@@ -176,7 +178,7 @@ def marker_name(terminal_at_ms: int, run_id: str) -> str:
     older than a cut-off sorts after `expired_after`.
     """
     if not 0 <= terminal_at_ms <= MARKER_TS_MAX:
-        raise WorkflowUsageError("terminal_at_ms out of range")
+        raise UsageError("terminal_at_ms out of range")
     return f"{MARKER_TS_MAX - terminal_at_ms:020d}_{validate_run_id(run_id)}"
 
 

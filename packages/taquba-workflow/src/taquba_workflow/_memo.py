@@ -11,7 +11,7 @@ import ormsgpack
 from taquba import StorageError, UsageError
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
-from ._errors import UnserializableInput, WorkflowUsageError
+from ._errors import UnserializableInput
 
 if TYPE_CHECKING:
     from taquba import Store
@@ -69,7 +69,7 @@ class Memo:
 
     def _path(self, key: str) -> str:
         if not isinstance(key, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise WorkflowUsageError(f"memo keys must be str, not {type(key).__name__}")
+            raise UsageError(f"memo keys must be str, not {type(key).__name__}")
         return keys.memo_path(self._prefix, self._run_id, self._step, key)
 
     async def get(self, key: str) -> bytes | None:
@@ -79,7 +79,7 @@ class Memo:
     async def put(self, key: str, value: bytes) -> None:
         """Store ``value`` under ``key`` (overwriting); durable on return."""
         if not isinstance(value, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise WorkflowUsageError(f"memo values must be bytes, not {type(value).__name__}")
+            raise UsageError(f"memo values must be bytes, not {type(value).__name__}")
         await self._store.put_blob(self._path(key), bytes(value))
 
     async def content_get(self, value: Any) -> bytes | None:
@@ -124,7 +124,7 @@ class MemoStore:
         """Address the memos under ``prefix`` in ``store``.
 
         Raises:
-            WorkflowUsageError: ``prefix`` is not a usable blob directory.
+            taquba.UsageError: ``prefix`` is not a usable blob directory.
         """
         self._store = store
         self._prefix = keys.validate_memo_prefix(prefix)
@@ -142,7 +142,7 @@ class MemoStore:
     def memo(self, run_id: str, step: int) -> Memo:
         """The memo of ``(run_id, step)``."""
         if not isinstance(step, int) or step < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise WorkflowUsageError("step must be a non-negative int")
+            raise UsageError("step must be a non-negative int")
         return Memo(self._store, self._prefix, keys.validate_run_id(run_id), step)
 
     async def clear_run(self, run_id: str) -> int:
@@ -189,12 +189,9 @@ class MemoStore:
         offset = keys.expired_after(cutoff_ms)
         if start_after is not None and start_after > offset:
             offset = start_after
-        try:
-            names = await self._store.list_blobs(
-                keys.terminals_dir(self._prefix), start_after=offset, limit=limit
-            )
-        except UsageError as exc:
-            raise WorkflowUsageError(str(exc)) from exc
+        names = await self._store.list_blobs(
+            keys.terminals_dir(self._prefix), start_after=offset, limit=limit
+        )
         return self._parse(names)
 
     async def delete_terminal_marker(self, marker: TerminalMarker) -> bool:

@@ -15,7 +15,6 @@ from ._errors import WorkflowDataError
 from ._types import (
     Cancel,
     Continue,
-    ContinueAfter,
     Fail,
     RunOutcome,
     StepOutcome,
@@ -193,7 +192,7 @@ def decode_end_request(raw: bytes) -> EndRequest:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """Where an ended run stopped: what `WorkflowRuntime.retry` enqueues again."""
+    """Where an ended run stopped: what `Runtime.retry` enqueues again."""
 
     step: int
     payload: bytes
@@ -281,7 +280,7 @@ def decode_outcome_record(raw: bytes) -> OutcomeRecord:
 
 
 def encode_outcome_blob(
-    outcome: RunOutcome, incarnation: str, resume: Resume | None = None
+    outcome: RunOutcome[bytes], incarnation: str, resume: Resume | None = None
 ) -> bytes:
     """The full outcome (blob, and the payload of the terminal notification job)."""
     return _pack(
@@ -299,18 +298,18 @@ def encode_outcome_blob(
     )
 
 
-def decode_outcome_blob(raw: bytes) -> tuple[RunOutcome, str]:
+def decode_outcome_blob(raw: bytes) -> tuple[RunOutcome[bytes], str]:
     outcome, incarnation, _ = decode_outcome_blob_resume(raw)
     return outcome, incarnation
 
 
-def decode_outcome_blob_resume(raw: bytes) -> tuple[RunOutcome, str, Resume | None]:
+def decode_outcome_blob_resume(raw: bytes) -> tuple[RunOutcome[bytes], str, Resume | None]:
     what = "outcome"
     data = _unpack(raw, what)
     result = data.get("result")
     if result is not None and not isinstance(result, bytes):
         raise WorkflowDataError("malformed outcome: result is not bytes")
-    outcome = RunOutcome(
+    outcome: RunOutcome[bytes] = RunOutcome(
         run_id=_str(data, "run_id", what),
         status=_status(data, what),
         result=result,
@@ -323,14 +322,19 @@ def decode_outcome_blob_resume(raw: bytes) -> tuple[RunOutcome, str, Resume | No
 
 
 # ------------------------------------------------------------------------- replay records
+# Payloads and results here are the stored bytes (already encoded by the payload codecs). A
+# delayed `Continue` keeps the 0.7 kind name ``continue_after``, so records of either version
+# read in the other.
+
+EncodedOutcome = StepOutcome[bytes, bytes]
 
 
-def encode_replay(outcome: StepOutcome, stored_at_ms: int) -> bytes:
+def encode_replay(outcome: EncodedOutcome, stored_at_ms: int) -> bytes:
     match outcome:
-        case Continue(payload):
+        case Continue(payload=payload, delay=delay):
             body: dict[str, Any] = {"kind": "continue", "payload": payload}
-        case ContinueAfter(delay, payload):
-            body = {"kind": "continue_after", "payload": payload, "delay_ms": round(delay * 1000)}
+            if delay is not None:
+                body = {**body, "kind": "continue_after", "delay_ms": round(delay * 1000)}
         case Succeed(result):
             body = {"kind": "succeed", "result": result}
         case Fail(error):
@@ -340,8 +344,8 @@ def encode_replay(outcome: StepOutcome, stored_at_ms: int) -> bytes:
     return _pack({"stored_at_ms": stored_at_ms, "outcome": body})
 
 
-def decode_replay(raw: bytes) -> tuple[StepOutcome, int, int]:
-    """``(outcome, stored_at_ms, delay_ms)``; ``delay_ms`` is 0 unless `ContinueAfter`."""
+def decode_replay(raw: bytes) -> tuple[EncodedOutcome, int, int]:
+    """``(outcome, stored_at_ms, delay_ms)``; ``delay_ms`` is 0 unless a delayed `Continue`."""
     what = "step-output record"
     data = _unpack(raw, what)
     stored_at = _int(data, "stored_at_ms", what)
@@ -356,7 +360,7 @@ def decode_replay(raw: bytes) -> tuple[StepOutcome, int, int]:
         delay_ms = _int(fields, "delay_ms", what)
         if delay_ms < 0:
             raise WorkflowDataError(f"malformed {what}: negative delay")
-        return ContinueAfter(delay_ms / 1000, _bytes(fields, "payload", what)), stored_at, delay_ms
+        return Continue(_bytes(fields, "payload", what), delay=delay_ms / 1000), stored_at, delay_ms
     if kind == "succeed":
         return Succeed(_bytes(fields, "result", what)), stored_at, 0
     if kind == "fail":

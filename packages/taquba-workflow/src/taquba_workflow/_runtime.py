@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import trio
 
@@ -27,9 +27,11 @@ from taquba import (
     PermanentFailure,
     QueueClosed,
     RetryLater,
+    SerializationError,
     StorageFatal,
     TaqubaError,
-    run_worker_concurrent,
+    UsageError,
+    Worker,
     validate_queue_name,
 )
 
@@ -44,21 +46,21 @@ from ._errors import (
     TransientStepError,
     WorkflowDataError,
     WorkflowError,
-    WorkflowUsageError,
 )
 from ._memo import MemoStore, TerminalMarker
+from ._payload import UNSET, PayloadCodec, declared_types
 from ._types import (
     Cancel,
     Continue,
-    ContinueAfter,
     Fail,
+    P,
+    R,
     RunOutcome,
     RunSpec,
     RunState,
     RunStatus,
     Step,
     StepOutcome,
-    SubmitOutcome,
     Succeed,
     TerminalStatus,
 )
@@ -71,13 +73,14 @@ if TYPE_CHECKING:
 __all__ = [
     "Hook",
     "HookFunction",
+    "RunHandle",
     "Runner",
+    "Runtime",
     "RuntimeStatistics",
     "StepFunction",
     "StepRunner",
     "SweepReport",
     "TerminalHook",
-    "WorkflowRuntime",
     "read_run_outcome",
 ]
 
@@ -97,47 +100,51 @@ _STATE_OF = {
 }
 
 
-StepFunction: TypeAlias = Callable[[Step], Awaitable[StepOutcome]]
-"""An async function running one step and returning what happens to the run next."""
+StepFunction: TypeAlias = Callable[[Step[P]], Awaitable[StepOutcome[P, R]]]
+"""An async function running one step and returning what happens to the run next.
+
+Its annotations may declare the runtime's payload and result types:
+``async def run_step(step: Step[Order]) -> StepOutcome[Order, Receipt]``.
+"""
 
 
 @runtime_checkable
-class StepRunner(Protocol):
+class StepRunner(Protocol[P, R]):
     """An object whose ``run_step`` method runs steps (an alternative to a plain function)."""
 
-    async def run_step(self, step: Step) -> StepOutcome:
-        """Run one step; return `Continue`, `ContinueAfter`, `Succeed`, `Fail` or `Cancel`."""
+    async def run_step(self, step: Step[P]) -> StepOutcome[P, R]:
+        """Run one step; return `Continue`, `Succeed`, `Fail` or `Cancel`."""
         ...
 
 
-Runner: TypeAlias = StepFunction | StepRunner
-"""What `WorkflowRuntime` accepts as its step runner.
+Runner: TypeAlias = StepFunction[P, R] | StepRunner[P, R]
+"""What `Runtime` accepts as its step runner.
 
 Return a `StepOutcome`. Raise `PermanentStepError` to fail the run now; raise
 `TransientStepError` (or any other exception) to retry the step with the queue's backoff. On
 the step's last attempt a transient error fails the run.
 """
 
-HookFunction: TypeAlias = Callable[[RunOutcome], Awaitable[None]]
-"""An async function told how a run ended."""
+HookFunction: TypeAlias = Callable[[RunOutcome[R]], Awaitable[None]]
+"""An async function told how a run ended (the result decoded as the runtime's type)."""
 
 
 @runtime_checkable
-class TerminalHook(Protocol):
+class TerminalHook(Protocol[R]):
     """An object whose ``on_termination`` method is told how each run ended."""
 
-    async def on_termination(self, outcome: RunOutcome) -> None:
+    async def on_termination(self, outcome: RunOutcome[R]) -> None:
         """React to a run's end (at least once per run; make it idempotent)."""
         ...
 
 
-Hook: TypeAlias = HookFunction | TerminalHook
-"""What `WorkflowRuntime` accepts as its terminal hook.
+Hook: TypeAlias = HookFunction[R] | TerminalHook[R]
+"""What `Runtime` accepts as its terminal hook.
 
 Called with the `RunOutcome` of every run's end, after that end committed. Each end enqueues
 a notification job on the runtime's ``hook_queue_name`` in the same transaction as the end
-itself, and `WorkflowRuntime.run` delivers it: at least once per run (make the hook
-idempotent), also after a crash. The end is visible (`WorkflowRuntime.status`) before the
+itself, and `Runtime.serve` delivers it: at least once per run (make the hook
+idempotent), also after a crash. The end is visible (`Runtime.status`) before the
 hook is told of it. Raising `PermanentStepError` dead-letters the notification;
 raising anything else retries it with the hook queue's backoff until its attempts run out,
 then dead-letters it. The run's end is never affected.
@@ -178,29 +185,31 @@ class _RunLock:
     users: int = 0
 
 
-def _resolve_runner(runner: Runner) -> StepFunction:
+def _resolve_runner(runner: Runner[P, R]) -> StepFunction[P, R]:
     if isinstance(runner, StepRunner):
-        return runner.run_step
+        method: StepFunction[P, R] = runner.run_step  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        return method  # pyright: ignore[reportUnknownVariableType]
     if callable(runner):
         return runner
-    raise WorkflowUsageError("runner must be an async callable or an object with run_step()")
+    raise UsageError("runner must be an async callable or an object with run_step()")
 
 
-def _resolve_hook(hook: Hook | None) -> HookFunction | None:
+def _resolve_hook(hook: Hook[R] | None) -> HookFunction[R] | None:
     if hook is None:
         return None
     if isinstance(hook, TerminalHook):
-        return hook.on_termination
+        method: HookFunction[R] = hook.on_termination  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        return method  # pyright: ignore[reportUnknownVariableType]
     if callable(hook):
         return hook
-    raise WorkflowUsageError("hook must be an async callable or an object with on_termination()")
+    raise UsageError("hook must be an async callable or an object with on_termination()")
 
 
 def _positive(value: float | None, name: str, *, minimum: float = 0.0) -> float | None:
     if value is None:
         return None
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= minimum:  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise WorkflowUsageError(f"{name} must be a number of seconds above {minimum}")
+        raise UsageError(f"{name} must be a number of seconds above {minimum}")
     return float(value)
 
 
@@ -215,42 +224,36 @@ def _run_at(at_ms: int) -> datetime:
     )
 
 
-def _is_bytes(value: object) -> bool:
-    return isinstance(value, (bytes, bytearray, memoryview))
-
-
 def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
 
-def _check_outcome(outcome: object) -> str | None:
-    """What is wrong with what a runner returned, or None if it is a valid `StepOutcome`."""
-    match outcome:
-        case Continue(payload) | ContinueAfter(_, payload) if not _is_bytes(payload):
-            return f"a payload of type {type(payload).__name__}, expected bytes"
-        case Succeed(result) if not _is_bytes(result):
-            return f"a result of type {type(result).__name__}, expected bytes"
-        case Fail(error) if not _is_str(error):
-            return f"an error of type {type(error).__name__}, expected str"
-        case Cancel(reason) if reason is not None and not _is_str(reason):
-            return f"a reason of type {type(reason).__name__}, expected str or None"
-        case Continue() | ContinueAfter() | Succeed() | Fail() | Cancel():
-            return None
-        case _:
-            return f"{type(outcome).__name__}, expected a StepOutcome"
+def _encoded(
+    outcome: object, payloads: PayloadCodec[Any], results: PayloadCodec[Any]
+) -> records.EncodedOutcome:
+    """What a runner returned, with its payload or result encoded to the stored bytes.
 
-
-def _normalised(outcome: StepOutcome) -> StepOutcome:
-    """The outcome with bytes-like payloads as `bytes` (what records and the queue store)."""
-    match outcome:
-        case Continue(payload):
-            return Continue(bytes(payload))
-        case ContinueAfter(delay, payload):
-            return ContinueAfter(delay, bytes(payload))
-        case Succeed(result):
-            return Succeed(bytes(result))
-        case _:
-            return outcome
+    Raises:
+        PermanentStepError: it is not a valid `StepOutcome`, or its payload or result does not
+            fit the runtime's type (a bug of the runner: retrying would not help).
+    """
+    try:
+        match outcome:
+            case Continue(payload=payload, delay=delay):  # pyright: ignore[reportUnknownVariableType]
+                return Continue(payloads.encode(payload, path="Continue.payload"), delay=delay)  # pyright: ignore[reportUnknownArgumentType]
+            case Succeed(result=result):  # pyright: ignore[reportUnknownVariableType]
+                return Succeed(results.encode(result, path="Succeed.result"))  # pyright: ignore[reportUnknownArgumentType]
+            case Fail(error) if not _is_str(error):
+                problem = f"an error of type {type(error).__name__}, expected str"
+            case Cancel(reason) if reason is not None and not _is_str(reason):
+                problem = f"a reason of type {type(reason).__name__}, expected str or None"
+            case Fail() | Cancel():
+                return outcome
+            case _:
+                problem = f"{type(outcome).__name__}, expected a StepOutcome"
+    except SerializationError as exc:  # TypeMismatch included
+        problem = f"a value that does not fit its type: {exc}"
+    raise PermanentStepError(f"the step runner returned {problem}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -259,8 +262,12 @@ def _describe(exc: BaseException) -> str:
 
 
 async def read_run_outcome(
-    store: Store, run_id: str, *, memo_prefix: str = keys.DEFAULT_MEMO_PREFIX
-) -> RunOutcome | None:
+    store: Store,
+    run_id: str,
+    *,
+    memo_prefix: str = keys.DEFAULT_MEMO_PREFIX,
+    result_type: Any = bytes,
+) -> RunOutcome[Any] | None:
     """Read a run's terminal outcome from the store's blobs, from any process.
 
     The runtime writes ``<memo_prefix>/outcomes/<run_id>`` just before the terminal settlement
@@ -268,29 +275,104 @@ async def read_run_outcome(
     wins). Another process that cannot open the queue database (one writer per store) polls
     this. Returns None while the run has no outcome (or after memo retention removed it). A
     resubmitted run id keeps its previous outcome here until the new run ends: compare
-    ``finished_at_ms`` with the submission time if that matters.
+    ``finished_at_ms`` with the submission time if that matters. The result is decoded as
+    ``result_type`` (the runtime's; default ``bytes``, returned as stored).
 
     Raises:
         WorkflowDataError: the blob cannot be decoded.
+        taquba.TypeMismatch: the result does not decode as ``result_type``.
     """
     prefix = keys.validate_memo_prefix(memo_prefix)
     raw = await store.get_blob(keys.outcome_path(prefix, keys.validate_run_id(run_id)))
-    return None if raw is None else records.decode_outcome_blob(raw)[0]
+    if raw is None:
+        return None
+    return _decoded_outcome(records.decode_outcome_blob(raw)[0], PayloadCodec(result_type))
 
 
-class WorkflowRuntime:
+def _decoded_outcome(outcome: RunOutcome[bytes], results: PayloadCodec[_T]) -> RunOutcome[_T]:
+    """``outcome`` with its stored result decoded (raises `taquba.TypeMismatch`)."""
+    if results.verbatim:
+        return outcome  # pyright: ignore[reportReturnType] - bytes is the type
+    result = None if outcome.result is None else results.decode(outcome.result, path="result")
+    return RunOutcome(
+        run_id=outcome.run_id,
+        status=outcome.status,
+        result=result,
+        error=outcome.error,
+        headers=outcome.headers,
+        final_step=outcome.final_step,
+        finished_at_ms=outcome.finished_at_ms,
+    )
+
+
+class RunHandle(Generic[R]):
+    """A submitted run: its id, whether the submission created it, and its outcome.
+
+    Returned by `Runtime.submit`. Works across restarts (it reads the queue database and the
+    outcome blob, not process state).
+    """
+
+    __slots__ = ("_newly", "_run_id", "_runtime")
+
+    def __init__(self, runtime: Runtime[Any, R], run_id: str, *, newly_submitted: bool) -> None:
+        """Library-internal: `Runtime.submit` returns one."""
+        self._runtime = runtime
+        self._run_id = run_id
+        self._newly = newly_submitted
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (the generated one when the spec had none)."""
+        return self._run_id
+
+    @property
+    def newly_submitted(self) -> bool:
+        """Whether the submission created the run.
+
+        False when a run with this id and the same input was already known (active, or ended
+        and still remembered) and the submission wrote nothing.
+        """
+        return self._newly
+
+    async def status(self) -> RunStatus | None:
+        """The run's state now (see `Runtime.status`)."""
+        return await self._runtime.status(self._run_id)
+
+    async def wait(self) -> RunOutcome[R] | None:
+        """Wait until the run has ended; return its outcome, its result decoded.
+
+        Bound it with `trio.move_on_after`. Returns None if the run is unknown or its outcome
+        is no longer stored (memo retention forgot it).
+        """
+        await self._runtime.wait_finished(self._run_id)
+        return await self._runtime.outcome(self._run_id)
+
+    def __repr__(self) -> str:
+        new = "new" if self._newly else "known"
+        return f"<RunHandle {self._run_id} ({new})>"
+
+
+class Runtime(Generic[P, R]):
     """Durable multi-step runs on a taquba queue.
 
     A run is a sequence of steps. Each step is a job on ``queue_name``; the runner returns what
-    happens next (`Continue`, `ContinueAfter`, `Succeed`, `Fail`, `Cancel`), and that decision
-    commits atomically with the step's acknowledgement: the next step's job exists if and only
-    if the step's settlement committed. Steps are delivered at least once; memoize expensive
-    side effects with `Step.memo`.
+    happens next (`Continue`, `Succeed`, `Fail`, `Cancel`), and that decision commits
+    atomically with the step's acknowledgement: the next step's job exists if and only if the
+    step's settlement committed. Steps are delivered at least once; memoize expensive side
+    effects with `Step.memo`.
 
-        runtime = WorkflowRuntime(queue, run_step, on_done, memo_retention=7 * 86400)
+        runtime = Runtime(queue, run_step, on_done, memo_retention=7 * 86400)
         async with trio.open_nursery() as nursery:
-            await nursery.start(runtime.run)
-            outcome = await runtime.submit(RunSpec(input=b"...", run_id="order-42"))
+            await nursery.start(runtime.serve)
+            handle = await runtime.submit(RunSpec(input=order, run_id="order-42"))
+            outcome = await handle.wait()
+            runtime.shutdown()
+
+    Payloads are typed: run inputs and step payloads have the runtime's ``payload_type``,
+    `Succeed` results its ``result_type``. Declare them once, on the runner
+    (``async def run_step(step: Step[Order]) -> StepOutcome[Order, Receipt]``) or here
+    (``payload_type=Order, result_type=Receipt``); anything `taquba.Codec` supports works.
+    Undeclared, both are ``bytes``, stored as is (as taquba-workflow 0.7 stored them).
 
     State: the active run's record, a pending cancellation and the committed outcome live in
     the queue database's user KV (``workflow/<queue_name>/...``); memos, replay records,
@@ -298,7 +380,7 @@ class WorkflowRuntime:
 
     A run whose step job was dead-lettered outside the runtime (its lease expired on its last
     attempt, or its process died then) ends ``failed`` with the reason: the runtime notices
-    when the step's claim is lost, `wait_finished` notices when the job dies, and `run` scans
+    when the step's claim is lost, `wait_finished` notices when the job dies, and `serve` scans
     the dead letters at startup and every ``dead_step_scan_interval``.
 
     Args:
@@ -310,8 +392,15 @@ class WorkflowRuntime:
         queue_name: the queue steps run on (one runtime per queue name).
         hook_queue_name: the queue terminal notifications run on; default
             ``"<queue_name>-hooks"``. Configure its attempts and backoff like any queue's.
-        concurrency: steps processed at once by `run` (and, separately, notifications).
-        poll_interval: the longest idle wait of `run` between claim attempts, in seconds.
+        payload_type: the type of run inputs and step payloads; default: what the runner's
+            annotations declare (``Step[X]``), else ``bytes``.
+        result_type: the type of `Succeed` results; default: what the runner's return
+            annotation declares (``StepOutcome[X, Y]``), else ``bytes``.
+        concurrency: steps processed at once by `serve` (and, separately, notifications).
+        poll_interval: the longest idle wait of `serve` between claim attempts, in seconds.
+        shutdown_grace: after `shutdown`, seconds the steps (and notifications) in flight get
+            to finish before they are cancelled and handed back (retried later); None (the
+            default) waits as long as they take.
         memo_prefix: the blob prefix of memos, replay records, outcomes and markers; use a
             distinct one per runtime sharing a store.
         memo_retention: delete a run's memos this many seconds after it ended (None: keep
@@ -328,20 +417,27 @@ class WorkflowRuntime:
             counted as a failed attempt (retried per policy; the run fails with the reason
             once attempts run out); None for no limit. A run may set its own
             (`RunSpec.step_time_limit`).
-        dead_step_scan_interval: seconds between `run`'s scans of the dead letters for runs
+        dead_step_scan_interval: seconds between `serve`'s scans of the dead letters for runs
             whose step job died outside the runtime (the first scan runs at startup).
+
+    Raises:
+        taquba.UsageError: an argument is invalid (checked here, before anything runs).
+        taquba.UnsupportedType: a payload or result type cannot be stored.
     """
 
     def __init__(
         self,
         queue: Queue,
-        runner: Runner,
-        hook: Hook | None = None,
+        runner: Runner[P, R],
+        hook: Hook[R] | None = None,
         *,
+        payload_type: Any = UNSET,
+        result_type: Any = UNSET,
         store: Store | None = None,
         queue_name: str = "workflow",
         concurrency: int = 16,
         poll_interval: float = 1.0,
+        shutdown_grace: float | None = None,
         memo_prefix: str = keys.DEFAULT_MEMO_PREFIX,
         memo_retention: float | None = None,
         sweep_interval: float | None = None,
@@ -352,11 +448,19 @@ class WorkflowRuntime:
         step_time_limit: float | None = None,
         dead_step_scan_interval: float = 60.0,
     ) -> None:
-        if not isinstance(concurrency, int) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise WorkflowUsageError("concurrency must be a positive int")
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("concurrency must be a positive int")
         self._queue = queue
         self._runner = _resolve_runner(runner)
         self._hook = _resolve_hook(hook)
+        if payload_type is UNSET or result_type is UNSET:
+            declared_payload, declared_result = declared_types(self._runner)
+            if payload_type is UNSET:
+                payload_type = bytes if declared_payload is UNSET else declared_payload
+            if result_type is UNSET:
+                result_type = bytes if declared_result is UNSET else declared_result
+        self._payloads: PayloadCodec[P] = PayloadCodec(payload_type)
+        self._results: PayloadCodec[R] = PayloadCodec(result_type)
         self._store = store if store is not None else queue.store
         self._queue_name = validate_queue_name(queue_name)
         self._hook_queue_name = validate_queue_name(
@@ -365,7 +469,7 @@ class WorkflowRuntime:
             else hook_queue_name
         )
         if self._hook_queue_name == self._queue_name:
-            raise WorkflowUsageError("hook_queue_name must differ from queue_name")
+            raise UsageError("hook_queue_name must differ from queue_name")
         self._keep_alive = bool(lease_keep_alive)
         self._step_time_limit = _positive(step_time_limit, "step_time_limit")
         self._dead_scan_interval = (
@@ -373,10 +477,18 @@ class WorkflowRuntime:
         )
         self._concurrency = concurrency
         self._poll_interval = _positive(poll_interval, "poll_interval") or 1.0
+        if shutdown_grace is not None and (
+            not isinstance(shutdown_grace, (int, float))  # pyright: ignore[reportUnnecessaryIsInstance]
+            or isinstance(shutdown_grace, bool)
+            or shutdown_grace != shutdown_grace  # NaN
+            or shutdown_grace < 0
+        ):
+            raise UsageError("shutdown_grace must be a non-negative number of seconds or None")
+        self._grace = shutdown_grace
         self._memos = MemoStore(self._store, memo_prefix)
         self._retention = _positive(memo_retention, "memo_retention", minimum=0.0)
         if self._retention is not None and self._retention < 0.001:
-            raise WorkflowUsageError("memo_retention must be at least one millisecond")
+            raise UsageError("memo_retention must be at least one millisecond")
         default_interval = (
             min(self._retention, _MAX_SWEEP_INTERVAL) if self._retention is not None else None
         )
@@ -386,6 +498,8 @@ class WorkflowRuntime:
         self._locks: dict[str, _RunLock] = {}
         self._in_flight = 0
         self._hooks_in_flight = 0
+        self._stop = trio.Event()
+        self._serving = False
 
     # ------------------------------------------------------------------------ properties
 
@@ -403,6 +517,16 @@ class WorkflowRuntime:
     def hook_queue_name(self) -> str:
         """The queue terminal notifications run on."""
         return self._hook_queue_name
+
+    @property
+    def payload_type(self) -> object:
+        """The type of run inputs and step payloads (``bytes``: stored as is)."""
+        return self._payloads.type
+
+    @property
+    def result_type(self) -> object:
+        """The type of `Succeed` results (``bytes``: stored as is)."""
+        return self._results.type
 
     @property
     def memos(self) -> MemoStore:
@@ -470,13 +594,14 @@ class WorkflowRuntime:
             if entry.users == 0:
                 del self._locks[run_id]
 
-    async def submit(self, spec: RunSpec) -> SubmitOutcome:
-        """Start a run, or recognise a known one; return once durable.
+    async def submit(self, spec: RunSpec[P]) -> RunHandle[R]:
+        """Start a run, or recognise a known one; return its handle once durable.
 
         The run record and step 0 commit in one transaction. Submission is idempotent by run
         id: resubmitting the id of a known run (active, or ended and still remembered) with
-        the same input (compared by SHA-256) does nothing and reports
-        ``newly_submitted=False``; with another input it raises `InputMismatch`. The check
+        the same input (compared by the SHA-256 of its deterministic encoding) does nothing
+        and returns a handle whose ``newly_submitted`` is False; with another input it raises
+        `InputMismatch`. The check
         reads the durable run record and outcome, so it holds across restarts. Resubmission
         never runs an ended run again: use `retry` to rerun a failed or cancelled run from
         the step where it stopped. An ended run's id is released only when memo retention
@@ -487,19 +612,19 @@ class WorkflowRuntime:
             InvalidRunId: the run id is not 1 to 128 of ``[A-Za-z0-9_-]``.
             ReservedHeader: a header name starts with ``workflow.``.
             InputMismatch: the run is known with a different input.
+            taquba.TypeMismatch: the input does not fit the runtime's ``payload_type``.
+            taquba.UsageError: ``spec`` is not a `RunSpec`, or has malformed headers.
         """
         if not isinstance(spec, RunSpec):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise WorkflowUsageError("submit takes a RunSpec")
-        if not isinstance(spec.input, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise WorkflowUsageError(f"input must be bytes, not {type(spec.input).__name__}")
-        payload = bytes(spec.input)
+            raise UsageError("submit takes a RunSpec")
+        payload = self._payloads.encode(spec.input, path="input")
         run_id = (
             self._queue.next_job_id() if spec.run_id is None else keys.validate_run_id(spec.run_id)
         )
         headers = dict(spec.headers)
         for name, value in headers.items():
             if not isinstance(name, str) or not isinstance(value, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-                raise WorkflowUsageError("headers must map str to str")
+                raise UsageError("headers must map str to str")
             if name.startswith(keys.RESERVED_HEADER_PREFIX):
                 raise ReservedHeader(name)
         limit = _positive(spec.step_time_limit, "step_time_limit")
@@ -512,12 +637,12 @@ class WorkflowRuntime:
                 if existing is not None:
                     if existing.input_hash != input_hash:
                         raise InputMismatch(run_id)
-                    return SubmitOutcome(run_id, newly_submitted=False)
+                    return RunHandle(self, run_id, newly_submitted=False)
                 ended = await self._read_outcome_record(run_id)
                 if ended is not None:
                     if ended.input_hash is not None and ended.input_hash != input_hash:
                         raise InputMismatch(run_id)
-                    return SubmitOutcome(run_id, newly_submitted=False)
+                    return RunHandle(self, run_id, newly_submitted=False)
                 job_id = self._queue.next_job_id()
                 record = records.RunRecord(
                     run_id=run_id,
@@ -542,7 +667,7 @@ class WorkflowRuntime:
                     )
                 except KvConflict:
                     continue  # created meanwhile (another runtime on this queue): compare
-                return SubmitOutcome(run_id, newly_submitted=True)
+                return RunHandle(self, run_id, newly_submitted=True)
 
     async def _read_outcome_record(self, run_id: str) -> records.OutcomeRecord | None:
         raw = await self._queue.kv_get(self._outcome_key(run_id))
@@ -656,15 +781,21 @@ class WorkflowRuntime:
         state = _STATE_OF[outcome.status]
         return RunStatus(run_id, state, outcome.final_step, outcome.error, outcome.finished_at_ms)
 
-    async def outcome(self, run_id: str) -> RunOutcome | None:
-        """The ended run's full outcome (with its result), or None while it is active.
+    async def outcome(self, run_id: str) -> RunOutcome[R] | None:
+        """The ended run's full outcome (its result decoded), or None while it is active.
 
         Reads the outcome blob (see `read_run_outcome`) once `status` reports an end.
+
+        Raises:
+            taquba.TypeMismatch: the stored result does not decode as ``result_type``.
         """
         status = await self.status(run_id)
         if status is None or not status.state.terminal:
             return None
-        return await read_run_outcome(self._store, run_id, memo_prefix=self._memos.prefix)
+        raw = await self._store.get_blob(keys.outcome_path(self._memos.prefix, run_id))
+        if raw is None:
+            return None
+        return _decoded_outcome(records.decode_outcome_blob(raw)[0], self._results)
 
     async def wait_finished(self, run_id: str) -> RunStatus | None:
         """Wait until the run has ended; return its final status (None if it is unknown).
@@ -672,7 +803,7 @@ class WorkflowRuntime:
         Follows the run's step jobs with `taquba.Queue.wait_for_completion`. Bound it with
         `trio.move_on_after`. When the run's step job is dead-lettered outside the runtime
         (its lease expired on its last attempt, or its process died then), the wait asks for
-        the run's end as failed and follows that; every waiter wakes once a runtime's `run`
+        the run's end as failed and follows that; every waiter wakes once a runtime's `serve`
         (or `process`) has ended the run.
         """
         run_id = keys.validate_run_id(run_id)
@@ -755,7 +886,7 @@ class WorkflowRuntime:
 
         Lists the dead letters of ``queue_name`` and, for each step job that is still its
         run's current step, commits a request to end that run as failed (processed by the
-        runtime's worker loop; `run` does this at startup and every
+        runtime's worker loop; `serve` does this at startup and every
         ``dead_step_scan_interval``). Idempotent.
         """
         return await self._end_dead_step_runs(set())
@@ -770,7 +901,7 @@ class WorkflowRuntime:
                     continue
                 run_id = job.headers.get(keys.HEADER_RUN_ID)
                 if run_id is not None and keys.HEADER_CONTROL not in job.headers:
-                    with suppress(WorkflowUsageError):
+                    with suppress(UsageError):
                         request = await self._request_end(keys.validate_run_id(run_id), job)
                         if request is not None and request[1]:
                             requested += 1
@@ -848,83 +979,99 @@ class WorkflowRuntime:
 
     # ---------------------------------------------------------------------------- run
 
-    async def run(
-        self,
-        *,
-        shutdown: trio.Event | None = None,
-        shutdown_grace: float | None = None,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Process steps until ``shutdown`` is set (serve-style; use with ``nursery.start``).
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Process steps and terminal notifications until `shutdown` (use with ``nursery.start``).
 
-        Runs `taquba.run_worker_concurrent` over ``queue_name`` and, when the runtime has a
-        terminal hook, over ``hook_queue_name`` (the terminal notifications); the scan for
-        runs whose step job died outside the runtime (at once, then every
-        ``dead_step_scan_interval``); and, with ``memo_retention`` set, the retention sweeper
-        (first sweep at once, then every ``sweep_interval``). Started once both worker loops
-        are ready. On shutdown the step loop stops claiming and lets the steps in flight
-        finish (with ``shutdown_grace``, those still running after that many seconds are
-        cancelled and retried later); then the notification loop delivers the notifications
-        that are due (those waiting for a retry stay queued) and stops the same way; the
-        background tasks stop with them.
+        Serves ``queue_name`` with a `taquba.Worker` and, when the runtime has a terminal
+        hook, ``hook_queue_name`` (the terminal notifications) with a second one; runs the scan
+        for runs whose step job died outside the runtime (at once, then every
+        ``dead_step_scan_interval``) and, with ``memo_retention`` set, the retention sweeper
+        (first sweep at once, then every ``sweep_interval``). Reports readiness through
+        ``task_status`` once both workers are ready.
 
-        Error handling: the worker loops retry transient storage errors (see
-        `taquba.run_worker`); a fatal error of either loop stops the other and is raised as
-        itself.
+        After `shutdown`, the step worker stops claiming and lets the steps in flight finish
+        (those still running after ``shutdown_grace`` seconds are cancelled and retried
+        later); then the notification worker delivers the notifications that are due (those
+        waiting for a retry stay queued) and stops the same way; the background tasks stop
+        with them. Cancelling the surrounding scope is the hard stop: steps in flight are
+        cancelled and handed back to the queue.
+
+        Returns:
+            None, after a graceful `shutdown` (at once if it was called before).
+
+        Error handling: the workers retry transient storage errors with backoff (see
+        `taquba.Worker.serve`); a fatal error of either worker (`taquba.Fenced`,
+        `taquba.QueueClosed`, `taquba.StorageFatal`, a permanent `taquba.StorageError`)
+        stops the other and is raised as itself, not inside an exception group.
 
         Raises:
-            taquba.Fenced: another process opened the store as writer.
-            taquba.QueueClosed: the queue was closed under the runtime.
+            taquba.UsageError: this runtime is already serving (one `serve` at a time).
         """
-        stop = shutdown if shutdown is not None else trio.Event()
+        if self._serving:
+            raise UsageError("this Runtime is already serving; one serve at a time")
+        self._serving = True
+        try:
+            await self._serve(task_status)
+        finally:
+            self._serving = False
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        if self._stop.is_set():
+            task_status.started()
+            return
+
+        def worker(name: str) -> Worker:
+            return Worker(
+                self._queue,
+                name,
+                self.process,
+                concurrency=self._concurrency,
+                poll_interval=self._poll_interval,
+                shutdown_grace=self._grace,
+            )
+
+        steps = worker(self._queue_name)
+        hooks = worker(self._hook_queue_name) if self._hook is not None else None
         failures: list[Exception] = []
         steps_stopped = trio.Event()
-        hooks_stop = trio.Event()
 
-        async def serve(
+        async def serve_one(
             loops: trio.Nursery,
-            name: str,
-            until: trio.Event,
+            one: Worker,
             stopped: trio.Event,
             *,
             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
         ) -> None:
             try:
-                await run_worker_concurrent(
-                    self._queue,
-                    name,
-                    self.process,
-                    concurrency=self._concurrency,
-                    poll_interval=self._poll_interval,
-                    shutdown=until,
-                    shutdown_grace=shutdown_grace,
-                    task_status=task_status,
-                )
+                await one.serve(task_status=task_status)
             except Exception as exc:  # raised below, outside the nurseries, unwrapped
                 failures.append(exc)
                 loops.cancel_scope.cancel()
             finally:
                 stopped.set()
 
-        async def stop_hooks() -> None:
-            # Notifications outlive the steps: the ends the step loop committed while
-            # draining are delivered before `run` returns.
+        async def stop_steps() -> None:
+            await self._stop.wait()
+            steps.shutdown()
+
+        async def stop_hooks(hooks: Worker) -> None:
+            # Notifications outlive the steps: the ends the step worker committed while
+            # draining are delivered before `serve` returns.
             await steps_stopped.wait()
             while True:
                 if (await self._queue.stats(self._hook_queue_name)).pending == 0:
                     break
                 await trio.sleep(min(self._poll_interval, 0.05))
-            hooks_stop.set()
+            hooks.shutdown()
 
         async with trio.open_nursery() as background:
             try:
                 async with trio.open_nursery() as loops:
-                    await loops.start(serve, loops, self._queue_name, stop, steps_stopped)
-                    if self._hook is not None:
-                        await loops.start(
-                            serve, loops, self._hook_queue_name, hooks_stop, trio.Event()
-                        )
-                        loops.start_soon(stop_hooks)
+                    await loops.start(serve_one, loops, steps, steps_stopped)
+                    if hooks is not None:
+                        await loops.start(serve_one, loops, hooks, trio.Event())
+                        loops.start_soon(stop_hooks, hooks)
+                    background.start_soon(stop_steps)
                     task_status.started()
                     background.start_soon(self._dead_step_watcher)
                     if self._retention is not None:
@@ -934,12 +1081,25 @@ class WorkflowRuntime:
         if failures:
             raise failures[0]
 
+    def shutdown(self) -> None:
+        """Stop gracefully: `serve` returns once the work in flight is done.
+
+        See ``shutdown_grace``. Idempotent and sticky: called before `serve`, `serve` returns
+        at once. From another thread: ``trio.from_thread.run_sync(runtime.shutdown)``.
+        """
+        self._stop.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether `shutdown` has been called."""
+        return self._stop.is_set()
+
     # ---------------------------------------------------------------------- processing
 
     async def process(self, job: JobRecord, lease: LeaseHandle) -> Effects | None:
         """Handle one claimed job of ``queue_name`` or ``hook_queue_name`` (a `taquba.JobHandler`).
 
-        `run` uses this; call it from your own worker loops to drive the runtime by hand
+        `serve` uses this; call it from your own worker loops to drive the runtime by hand
         (e.g. with `taquba.testing.drain` over both queues). Returns the settlement effects.
         """
         if job.queue == self._hook_queue_name:
@@ -959,8 +1119,9 @@ class WorkflowRuntime:
     async def _process_notification(self, job: JobRecord, lease: LeaseHandle) -> None:
         """Deliver one terminal notification to the hook; raise to retry or dead-letter it."""
         try:
-            outcome, _ = records.decode_outcome_blob(job.payload)
-        except WorkflowDataError as exc:
+            stored, _ = records.decode_outcome_blob(job.payload)
+            outcome = _decoded_outcome(stored, self._results)
+        except (WorkflowDataError, SerializationError) as exc:
             raise PermanentFailure(f"malformed terminal notification: {exc}") from exc
         hook = self._hook
         if hook is None:
@@ -1029,7 +1190,7 @@ class WorkflowRuntime:
             if step is None or not step.isdecimal() or not step.isascii():
                 raise ValueError(step)
             return run_id, int(step)
-        except (WorkflowUsageError, ValueError, AssertionError) as exc:
+        except (UsageError, ValueError, AssertionError) as exc:
             raise PermanentFailure(
                 f"not a workflow step: headers {keys.HEADER_RUN_ID}={run_id!r} "
                 f"{keys.HEADER_STEP}={step!r}"
@@ -1059,16 +1220,21 @@ class WorkflowRuntime:
                 record, headers, TerminalStatus.CANCELLED, number, last=last, resume=resume
             )
 
-        outcome: StepOutcome | None = None
+        outcome: records.EncodedOutcome | None = None
         replayed = False
         if self._replay:
             outcome = await self._replayed(run_id, number, job.payload)
             replayed = outcome is not None
         if outcome is None:
+            try:
+                payload = self._payloads.decode(job.payload, path=f"step {number}'s payload")
+            except SerializationError as exc:
+                error = PermanentStepError(f"undecodable payload: {exc}")
+                return await self._after_error(record, job, lease, error, resume=resume)
             step = Step(
                 run_id=run_id,
                 number=number,
-                payload=job.payload,
+                payload=payload,
                 headers=headers,
                 attempt=job.attempts,
                 max_attempts=job.max_attempts,
@@ -1082,7 +1248,7 @@ class WorkflowRuntime:
                 else self._step_time_limit
             )
             try:
-                outcome = await self._guarded(
+                returned = await self._guarded(
                     lambda: self._runner(step), lease, self._queue_name, limit
                 )
             except _TimeLimitExceeded:
@@ -1094,11 +1260,10 @@ class WorkflowRuntime:
                 return await self._after_error(record, job, lease, error, resume=resume)
             except Exception as exc:
                 return await self._after_error(record, job, lease, exc, resume=resume)
-            problem = _check_outcome(outcome)
-            if problem is not None:
-                error = PermanentStepError(f"the step runner returned {problem}")
+            try:
+                outcome = _encoded(returned, self._payloads, self._results)
+            except PermanentStepError as error:
                 return await self._after_error(record, job, lease, error, resume=resume)
-            outcome = _normalised(outcome)
 
         if lease.expires_at is None:
             # The claim is gone: never settle (or notify) from a stale delivery.
@@ -1124,10 +1289,9 @@ class WorkflowRuntime:
                 return await self._terminate(
                     record, headers, TerminalStatus.CANCELLED, number, last=last, resume=resume
                 )
-            case Continue(payload):
-                return self._advance(job, record, headers, payload, 0)
-            case ContinueAfter(delay, payload):
-                return self._advance(job, record, headers, payload, math.ceil(delay * 1000))
+            case Continue(payload=payload, delay=delay):
+                delay_ms = 0 if delay is None else math.ceil(delay * 1000)
+                return self._advance(job, record, headers, payload, delay_ms)
             case Succeed(result):
                 return await self._terminate(
                     record, headers, TerminalStatus.SUCCEEDED, number, result=result, last=last
@@ -1204,7 +1368,9 @@ class WorkflowRuntime:
             record, headers, TerminalStatus.FAILED, number, error=message, last=last, resume=resume
         )
 
-    async def _replayed(self, run_id: str, number: int, payload: bytes) -> StepOutcome | None:
+    async def _replayed(
+        self, run_id: str, number: int, payload: bytes
+    ) -> records.EncodedOutcome | None:
         raw = await self._store.get_blob(
             keys.step_output_path(self._memos.prefix, run_id, number, payload)
         )
@@ -1215,9 +1381,9 @@ class WorkflowRuntime:
         except WorkflowDataError as exc:
             log.warning("ignoring step-output record of run %s step %d: %s", run_id, number, exc)
             return None
-        if isinstance(outcome, ContinueAfter):
+        if isinstance(outcome, Continue) and outcome.delay is not None:
             left = keys.remaining_delay(stored_at, self._clock.now_ms(), delay_ms)
-            outcome = ContinueAfter(left / 1000, outcome.payload)
+            outcome = Continue(outcome.payload, delay=left / 1000)
         return outcome
 
     def _advance(
@@ -1271,10 +1437,10 @@ class WorkflowRuntime:
         """
         now = self._clock.now_ms()
         run_id = record.run_id
-        outcome = RunOutcome(
+        outcome: RunOutcome[bytes] = RunOutcome(
             run_id=run_id,
             status=status,
-            result=bytes(result) if result is not None else None,
+            result=result,
             error=error,
             headers=dict(headers),
             final_step=final_step,
@@ -1430,10 +1596,10 @@ class WorkflowRuntime:
         leaves the marker for the next sweep.
 
         Raises:
-            WorkflowUsageError: the runtime has no ``memo_retention``.
+            taquba.UsageError: the runtime has no ``memo_retention``.
         """
         if self._retention is None:
-            raise WorkflowUsageError("sweep_now needs memo_retention")
+            raise UsageError("sweep_now needs memo_retention")
         cutoff = self._clock.now_ms() - math.ceil(self._retention * 1000)
         listed = cleared = deleted = 0
         start_after: str | None = None

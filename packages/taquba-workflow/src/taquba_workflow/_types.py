@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar, cast
 
-from ._errors import WorkflowUsageError
+from taquba import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -16,10 +16,14 @@ if TYPE_CHECKING:
 
     from ._memo import Memo
 
+P = TypeVar("P")
+"""The payload type: a run's input and every step's payload."""
+R = TypeVar("R")
+"""The result type: what `Succeed` carries and `RunOutcome.result` holds."""
+
 __all__ = [
     "Cancel",
     "Continue",
-    "ContinueAfter",
     "Fail",
     "RunOutcome",
     "RunSpec",
@@ -27,18 +31,18 @@ __all__ = [
     "RunStatus",
     "Step",
     "StepOutcome",
-    "SubmitOutcome",
     "Succeed",
     "TerminalStatus",
 ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RunSpec:
+class RunSpec(Generic[P]):
     """What to run: the input of step 0 and the run's options."""
 
-    input: bytes
-    """The run's input: the payload step 0 receives. Resubmissions compare its SHA-256."""
+    input: P
+    """The run's input: the payload step 0 receives, of the runtime's ``payload_type``.
+    Resubmissions compare the SHA-256 of its encoding (the encoding is deterministic)."""
     run_id: str | None = None
     """The run's id (1 to 128 of ``[A-Za-z0-9_-]``); default a fresh ULID."""
     headers: Mapping[str, str] = field(default_factory=dict[str, str])
@@ -53,50 +57,42 @@ class RunSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class SubmitOutcome:
-    """What `WorkflowRuntime.submit` did."""
+class Continue(Generic[P]):
+    """Step outcome: run the next step with ``payload`` as its input, now or after ``delay``.
 
-    run_id: str
-    """The run's id (the generated one when the spec had none)."""
-    newly_submitted: bool
-    """False when a run with this id and the same input was already known (active, or ended
-    and still remembered) and nothing was written."""
+    With ``delay`` (seconds), the run occupies no worker while it sleeps, and the sleep
+    survives restarts (the next step is a scheduled job).
 
+        return Continue(order)                  # the next step, now
+        return Continue(order, delay=30.0)      # the next step, in 30 s
 
-@dataclass(frozen=True, slots=True)
-class Continue:
-    """Step outcome: run the next step now, with ``payload`` as its input."""
-
-    payload: bytes
-    """The next step's payload (the only durable channel between steps)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ContinueAfter:
-    """Step outcome: run the next step after ``delay`` seconds, with ``payload`` as its input.
-
-    The run occupies no worker while it sleeps, and the sleep survives restarts (the next step
-    is a scheduled job).
+    Raises:
+        taquba.UsageError: ``delay`` is not a finite, non-negative number of seconds.
     """
 
-    delay: float
-    """Seconds to wait before the next step (finite, non-negative)."""
-    payload: bytes
-    """The next step's payload."""
+    payload: P
+    """The next step's payload, of the runtime's ``payload_type`` (the only durable channel
+    between steps)."""
+    delay: float | None = field(default=None, kw_only=True)
+    """Seconds to wait before the next step (finite, non-negative); None: at once."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.delay, (int, float)) or not math.isfinite(self.delay):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise WorkflowUsageError("ContinueAfter.delay must be a finite number of seconds")
-        if self.delay < 0:
-            raise WorkflowUsageError("ContinueAfter.delay must not be negative")
+        delay = cast("object", self.delay)  # validated: callers may pass anything
+        if delay is None:
+            return
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool):
+            raise UsageError("Continue.delay must be a number of seconds")
+        if not math.isfinite(delay) or delay < 0:
+            raise UsageError("Continue.delay must be a finite, non-negative number of seconds")
 
 
 @dataclass(frozen=True, slots=True)
-class Succeed:
+class Succeed(Generic[R]):
     """Step outcome: the run succeeded with ``result``."""
 
-    result: bytes = b""
-    """The run's result, handed to the terminal hook and kept in the outcome blob."""
+    result: R
+    """The run's result, of the runtime's ``result_type``: handed to the terminal hook and
+    kept in the outcome blob."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +111,12 @@ class Cancel:
     """Why, reported as the outcome's ``error``."""
 
 
-StepOutcome: TypeAlias = Continue | ContinueAfter | Succeed | Fail | Cancel
-"""What a step runner returns: what happens to the run next."""
+StepOutcome: TypeAlias = Continue[P] | Succeed[R] | Fail | Cancel
+"""What a step runner returns: what happens to the run next.
+
+Generic in the payload type ``P`` and the result type ``R``: annotate a runner
+``-> StepOutcome[Order, Receipt]`` and the runtime reads both types from it.
+"""
 
 
 class TerminalStatus(enum.StrEnum):
@@ -127,11 +127,11 @@ class TerminalStatus(enum.StrEnum):
     FAILED = "failed"
     """A step returned `Fail`, raised `PermanentStepError`, or ran out of attempts."""
     CANCELLED = "cancelled"
-    """`WorkflowRuntime.cancel` was called, or a step returned `Cancel`."""
+    """`Runtime.cancel` was called, or a step returned `Cancel`."""
 
 
 class RunState(enum.StrEnum):
-    """Where a run is, as `WorkflowRuntime.status` reports it."""
+    """Where a run is, as `Runtime.status` reports it."""
 
     RUNNING = "running"
     """Active: a step is pending, sleeping, being retried or executing."""
@@ -167,15 +167,15 @@ class RunStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class RunOutcome:
+class RunOutcome(Generic[R]):
     """How a run ended: what the terminal hook receives and the outcome blob holds."""
 
     run_id: str
     """The run's id."""
     status: TerminalStatus
     """How it ended."""
-    result: bytes | None
-    """The `Succeed` result; None otherwise."""
+    result: R | None
+    """The `Succeed` result, decoded as the runtime's ``result_type``; None otherwise."""
     error: str | None
     """Why it failed or was cancelled (None for an external cancel and for success)."""
     headers: Mapping[str, str]
@@ -187,7 +187,7 @@ class RunOutcome:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Step:
+class Step(Generic[P]):
     """One delivery of one step, as the step runner sees it.
 
     A step may be delivered more than once (a crash, an expired lease, a transient error): make
@@ -198,9 +198,9 @@ class Step:
     """The run's id."""
     number: int
     """The step number, 0 for the first step."""
-    payload: bytes
-    """The step's input: the run input for step 0, the previous step's `Continue` payload
-    after."""
+    payload: P
+    """The step's input, decoded as the runtime's ``payload_type``: the run input for step 0,
+    the previous step's `Continue` payload after."""
     headers: Mapping[str, str]
     """The run's headers (without ``workflow.*``)."""
     attempt: int
