@@ -1,7 +1,7 @@
 """A document pipeline with a (fake) paid API: ``uv run python examples/bulk_documents.py``.
 
 Each document goes through three paid stages, extract, classify and validate, each a memoized
-call on `BulkCtx` that reports its cost (`memoized_with_cached_cost`), so:
+call on `BulkCtx` that reports its cost (`memoized(..., cached_cost=True)`), so:
 
 - a retried item replays the stages that already succeeded: the classify service fails once
   on the "invoice" document (a transient error), and its retry does not pay for extract again;
@@ -88,14 +88,14 @@ class DocumentPipeline(Pipeline[Document, dict[str, str]]):
         doc = ctx.input
         if not doc.text:
             raise EmptyDocument(f"{doc.id} has no text")
-        fields = await ctx.memoized_with_cached_cost(
-            "extract", lambda: self.api.call("extract", doc.id, doc.text)
+        fields = await ctx.memoized(
+            lambda: self.api.call("extract", doc.id, doc.text), key="extract", cached_cost=True
         )
-        label = await ctx.memoized_with_cached_cost(
-            "classify", lambda: self.api.call("classify", doc.id, fields)
+        label = await ctx.memoized(
+            lambda: self.api.call("classify", doc.id, fields), key="classify", cached_cost=True
         )
-        verdict = await ctx.memoized_with_cached_cost(
-            "validate", lambda: self.api.call("validate", doc.id, label)
+        verdict = await ctx.memoized(
+            lambda: self.api.call("validate", doc.id, label), key="validate", cached_cost=True
         )
         return {"fields": fields, "label": label, "verdict": verdict}
 

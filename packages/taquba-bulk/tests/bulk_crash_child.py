@@ -68,7 +68,7 @@ class ThreePhases(Pipeline[str, dict[str, str]]):
                 await trio.sleep(3600 if stall and phase == PHASES[-1] else 0.03)
                 return f"{phase}({value})"
 
-            value = await ctx.memoized(phase, call)
+            value = await ctx.memoized(call, key=phase)
             self.note("stored", item, phase)
         return {"item": item, "result": value}
 
@@ -84,7 +84,7 @@ async def main(
             pipeline,
             output=StdoutSink(),
             key=lambda item: item,
-            max_concurrency=6,
+            concurrency=6,
             poll_interval=0.05,
             progress=False,
         )

@@ -75,7 +75,7 @@ class Recorder(Pipeline[Any, Any]):
             self.computed[item] += 1
             return len(str(item)), CostReport({"calls": 1})
 
-        length = await ctx.memoized_with_cached_cost("len", compute)
+        length = await ctx.memoized(compute, key="len", cached_cost=True)
         if item in self.permanent:
             raise LookupError(f"no such thing as {item}")
         if self.fail_times.get(item, 0) > 0:

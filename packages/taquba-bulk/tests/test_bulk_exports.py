@@ -8,6 +8,7 @@ import pathlib
 import re
 import sys
 
+import taquba
 import taquba_bulk
 import taquba_workflow
 from taquba.testing import check_public_api, check_type_completeness
@@ -41,9 +42,13 @@ def test_errors_form_one_tree() -> None:
         and issubclass(getattr(taquba_bulk, n), BaseException)
         and n not in REEXPORTED
     ]
-    assert len(errors) == 9
+    assert len(errors) == 8
     for error in errors:
         assert issubclass(error, taquba_bulk.BulkError), error
+        assert issubclass(error, taquba.TaqubaError), error
+    usage = {taquba_bulk.InvalidItemKey, taquba_bulk.DuplicateItemKey}
+    usage.add(taquba_bulk.UnserializableItem)
+    assert {e for e in errors if issubclass(e, taquba.UsageError)} == usage
     tree = inspect.getdoc(sys.modules["taquba_bulk._errors"]) or ""
     guide = (ROOT / "docs" / "guides" / "taquba-bulk.md").read_text()
     for error in errors:  # the trees in the docstring and the guide name every class

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+import taquba
 from bulk_support import Recorder, bulk, opened
 from taquba_bulk import (
-    BulkUsageError,
     CostReport,
     InvalidInputLine,
     JsonlSink,
@@ -48,7 +48,7 @@ def test_read_jsonl_reads_any_iterable_of_lines_lazily() -> None:
     with pytest.raises(InvalidInputLine):
         next(reader)
     assert list(read_jsonl(io.StringIO("1\n2\n"))) == [1, 2]
-    with pytest.raises(BulkUsageError):
+    with pytest.raises(taquba.UsageError):
         read_jsonl(42)  # type: ignore[arg-type]
 
 
@@ -92,7 +92,7 @@ def test_jsonl_sink_on_a_stream_leaves_it_open() -> None:
     assert not stream.closed and stream.getvalue() == (
         '{"run_id":"a","status":"succeeded","output":1}\n'
     )
-    with pytest.raises(BulkUsageError):
+    with pytest.raises(taquba.UsageError):
         JsonlSink(42)  # type: ignore[arg-type]
 
 

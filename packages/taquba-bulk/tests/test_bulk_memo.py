@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 
+import taquba
 from bulk_support import bulk, opened, sink_of
 from taquba_bulk import (
     BulkCtx,
@@ -29,7 +30,7 @@ async def test_memoized_runs_once_then_serves_the_cache() -> None:
             computed[ctx.input] += 1
             return ctx.input.upper()
 
-        value = await ctx.memoized("shout", shout)
+        value = await ctx.memoized(shout, key="shout")
         if ctx.attempt == 1:
             raise TransientStepError("again")  # the retry must hit the memo
         return value
@@ -52,7 +53,7 @@ async def test_errors_are_not_cached() -> None:
                 raise RuntimeError("boom")
             return attempts[ctx.input]
 
-        return await ctx.memoized("flaky", flaky)
+        return await ctx.memoized(flaky, key="flaky")
 
     async with opened() as queue:
         runner = bulk(queue, as_pipeline(fn))
@@ -69,13 +70,13 @@ async def test_distinct_keys_cache_independently_and_memos_are_per_item() -> Non
             calls.append((ctx.input, name))
             return len(calls)
 
-        first = await ctx.memoized("one", lambda: phase("one"))
-        second = await ctx.memoized("two", lambda: phase("two"))
-        again = await ctx.memoized("one", lambda: phase("one"))
+        first = await ctx.memoized(lambda: phase("one"), key="one")
+        second = await ctx.memoized(lambda: phase("two"), key="two")
+        again = await ctx.memoized(lambda: phase("one"), key="one")
         return [first, second, again]
 
     async with opened() as queue:
-        runner = bulk(queue, as_pipeline(fn), max_concurrency=1)
+        runner = bulk(queue, as_pipeline(fn), concurrency=1)
         await runner.run(["a", "b"])
     outputs = {r.run_id: r.output for r in sink_of(runner).records}
     assert outputs["item-0"][0] == outputs["item-0"][2] != outputs["item-0"][1]
@@ -91,8 +92,8 @@ async def test_memoized_by_content_keys_by_the_serialized_content() -> None:
             return text[::-1]
 
         return [
-            await ctx.memoized_by_content(
-                {"op": "classify", "text": text}, functools.partial(classify, text)
+            await ctx.memoized(
+                functools.partial(classify, text), content={"op": "classify", "text": text}
             )
             for text in ("x", "y", "x")
         ]
@@ -116,8 +117,8 @@ async def test_cached_cost_is_recorded_on_compute_and_on_hits() -> None:
             paid[ctx.input + "/content"] += 1
             return 7, CostReport({"tokens": 5})
 
-        value = await ctx.memoized_with_cached_cost("llm", call)
-        await ctx.memoized_by_content_with_cached_cost(("count", ctx.input), content_call)
+        value = await ctx.memoized(call, key="llm", cached_cost=True)
+        await ctx.memoized(content_call, content=("count", ctx.input), cached_cost=True)
         ctx.record_cost("runs", 1)  # counted only when executed
         if ctx.attempt < 3:
             raise TransientStepError("retry")
@@ -159,13 +160,13 @@ async def test_values_that_do_not_round_trip_need_decode() -> None:
             return (1, 2)
 
         if ctx.input == "raw":
-            await ctx.memoized("label", label)  # a dataclass comes back as a dict
+            await ctx.memoized(label, key="label")  # a dataclass comes back as a dict
         if ctx.input == "tuple":
-            await ctx.memoized("pair", pair)
-        got = await ctx.memoized("label", label, decode=lambda d: Label(**d))
-        again = await ctx.memoized("label", label, decode=lambda d: Label(**d))
+            await ctx.memoized(pair, key="pair")
+        got = await ctx.memoized(label, key="label", decode=lambda d: Label(**d))
+        again = await ctx.memoized(label, key="label", decode=lambda d: Label(**d))
         assert got == again == Label(ctx.input, 0.5)
-        assert await ctx.memoized("pair2", pair, decode=tuple) == (1, 2)
+        assert await ctx.memoized(pair, key="pair2", decode=tuple) == (1, 2)
         return got.name
 
     async with opened() as queue:
@@ -189,12 +190,12 @@ async def test_unserializable_values_and_bad_pairs_fail_the_item() -> None:
             return 5, {"tokens": 1}
 
         if ctx.input == "object":
-            return await ctx.memoized("x", thing)
+            return await ctx.memoized(thing, key="x")
         if ctx.input == "pair":
-            return await ctx.memoized_with_cached_cost("x", not_a_pair)
+            return await ctx.memoized(not_a_pair, key="x", cached_cost=True)
         if ctx.input == "cost":
-            return await ctx.memoized_with_cached_cost("x", bad_cost)
-        return await ctx.memoized_by_content(object(), thing)
+            return await ctx.memoized(bad_cost, key="x", cached_cost=True)
+        return await ctx.memoized(thing, content=object())
 
     async with opened() as queue:
         runner = bulk(queue, as_pipeline(fn))
@@ -212,7 +213,7 @@ async def test_memo_keys_must_be_non_empty_strings() -> None:
         async def one() -> int:
             return 1
 
-        return await ctx.memoized("", one)
+        return await ctx.memoized(one, key="")
 
     async with opened() as queue:
         runner = bulk(queue, as_pipeline(fn, permanent_errors=(ValueError,)))
@@ -238,7 +239,7 @@ async def test_an_undecodable_memo_entry_is_recomputed() -> None:
 
             await ctx._memo.put(memo_key(ctx._digest, "work"), b"\xc1garbage")
             raise TransientStepError("retry")
-        return await ctx.memoized("work", work)
+        return await ctx.memoized(work, key="work")
 
     async with opened() as queue:
         runner = bulk(queue, as_pipeline(fn))
@@ -255,7 +256,7 @@ async def test_a_failed_key_rerun_with_another_input_is_a_mismatch() -> None:
             seen.append(ctx.input)
             return ctx.input
 
-        value = await ctx.memoized("echo", echo)
+        value = await ctx.memoized(echo, key="echo")
         if value == "old":
             raise PermanentStepError("fails")
         return value
@@ -301,9 +302,31 @@ async def test_a_permanent_step_error_from_a_memoized_function_passes_through() 
         async def refuse() -> str:
             raise PermanentStepError("refused")
 
-        return await ctx.memoized("x", refuse)
+        return await ctx.memoized(refuse, key="x")
 
     async with opened() as queue:
         runner = bulk(queue, as_pipeline(fn))
         report = await runner.run(["x"])
     assert report.failed == 1 and sink_of(runner).records[0].error == "refused"
+
+
+async def test_memoized_takes_exactly_one_of_key_and_content() -> None:
+    seen: list[str] = []
+
+    async def fn(ctx: BulkCtx[str]) -> Any:
+        async def one() -> int:
+            return 1
+
+        for call in (
+            lambda: ctx.memoized(one),
+            lambda: ctx.memoized(one, key="k", content=("k",)),
+        ):
+            with pytest.raises(taquba.UsageError, match="exactly one of key= and content="):
+                await call()
+            seen.append("refused")
+        # None is valid content (not "no content"): it names a phase of its own.
+        return await ctx.memoized(one, content=None)
+
+    async with opened() as queue:
+        report = await bulk(queue, as_pipeline(fn)).run(["x"])
+    assert report.succeeded == 1 and seen == ["refused", "refused"]

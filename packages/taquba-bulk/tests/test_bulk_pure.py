@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
+import taquba
 from taquba_bulk import (
-    BulkUsageError,
     CostReport,
     DuplicateItemKey,
     InvalidItemKey,
@@ -305,9 +305,9 @@ def test_cost_report_basics() -> None:
     with pytest.raises(TypeError):
         hash(cost)
     for metric, amount in (("", 1), (3, 1), ("x", math.nan), ("x", "1"), ("x", True)):
-        with pytest.raises(BulkUsageError):
+        with pytest.raises(taquba.UsageError):
             cost.record(metric, amount)  # type: ignore[arg-type]
-    with pytest.raises(BulkUsageError):
+    with pytest.raises(taquba.UsageError):
         cost.merge({"x": 1})  # type: ignore[arg-type]
-    with pytest.raises(BulkUsageError):
+    with pytest.raises(taquba.UsageError):
         CostReport.from_dict([("x", 1)])  # type: ignore[arg-type]

@@ -50,18 +50,17 @@ async def test_shutdown_drains_in_flight_items_and_a_rerun_resumes() -> None:
 
     items = list(range(10))
     async with opened() as queue:
-        runner = bulk(queue, as_pipeline(fn), max_concurrency=5)
-        shutdown = trio.Event()
+        runner = bulk(queue, as_pipeline(fn), concurrency=5)
         async with trio.open_nursery() as nursery:
 
             async def stop_when_blocked() -> None:
                 await until(lambda: runner.progress().completed >= 3 and len(started) >= 5)
-                shutdown.set()
+                runner.shutdown()
                 await trio.sleep(0.05)
                 gate.set()  # the drain waits for the two gated items in flight
 
             nursery.start_soon(stop_when_blocked)
-            first = await runner.run_with_shutdown(items, shutdown)
+            first = await runner.run(items)
         assert not first.complete
         assert sorted(started) == sorted(finished)  # the items in flight were drained
         assert 3 < first.succeeded == len(finished) < 10  # 3 quick ones + those drained
@@ -82,15 +81,14 @@ async def test_shutdown_grace_hands_slow_items_back() -> None:
 
     async with opened() as queue:
         runner = bulk(queue, as_pipeline(fn), shutdown_grace=0.05)
-        shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
 
             async def stop() -> None:
                 await until(lambda: len(runs) >= 2)
-                shutdown.set()
+                runner.shutdown()
 
             nursery.start_soon(stop)
-            first = await runner.run_with_shutdown([1, 2], shutdown)
+            first = await runner.run([1, 2])
         assert first.succeeded == 0 and first.pending == 2 and not first.complete
         release.set()
         second = await bulk(queue, as_pipeline(fn)).run([1, 2])
@@ -111,20 +109,19 @@ async def test_a_resumed_batch_does_not_report_completion_early() -> None:
     async with opened() as queue:
         # First run: everything is submitted, nothing finishes (the pipeline blocks).
         runner = bulk(queue, as_pipeline(slow), shutdown_grace=0.01)
-        shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
 
             async def stop() -> None:
                 await until(lambda: runner.progress().submitted_all)
-                shutdown.set()
+                runner.shutdown()
 
             nursery.start_soon(stop)
-            first = await runner.run_with_shutdown(items, shutdown)
+            first = await runner.run(items)
         assert first.total == 30 and first.succeeded == 0 and first.pending == 30
 
         # Second run: 30 leftovers active in the queue, plus 5 new items.
         done_early: list[Any] = []
-        resumed = bulk(queue, as_pipeline(slow), max_concurrency=4)
+        resumed = bulk(queue, as_pipeline(slow), concurrency=4)
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
@@ -283,3 +280,28 @@ async def test_an_unreadable_stored_outcome_fails_the_item_with_the_reason() -> 
     record = sink_of(runner).by_run_id()["item-0"]
     assert record.error is not None and "earlier success cannot be read back" in record.error
     assert pipeline.runs == {"a": 1, "b": 1}
+
+
+async def test_shutdown_is_sticky_and_before_run_runs_nothing() -> None:
+    pipeline = Recorder()
+    async with opened() as queue:
+        runner = bulk(queue, pipeline)
+        runner.shutdown()
+        runner.shutdown()  # idempotent
+        assert runner.shutting_down
+        with trio.fail_after(5):
+            report = await runner.run(["a", "b"])
+        assert not report.complete and report.total == 0 and pipeline.runs == {}
+        assert (await queue.stats(runner.queue_name)).pending == 0  # nothing submitted
+        fresh = await bulk(queue, pipeline).run(["a", "b"])
+    assert fresh.complete and fresh.succeeded == 2
+
+
+async def test_a_bulk_runs_several_batches() -> None:
+    """Each batch serves a fresh workflow runtime (a runtime's shutdown is sticky)."""
+    pipeline = Recorder()
+    async with opened() as queue:
+        runner = bulk(queue, pipeline)
+        first = await runner.run(["a"])
+        second = await runner.run(["a", "b"])
+    assert first.succeeded == 1 and second.succeeded == 2 and second.skipped == 1

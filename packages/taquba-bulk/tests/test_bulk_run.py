@@ -17,7 +17,6 @@ from taquba_bulk import (
     Bulk,
     BulkCtx,
     BulkReport,
-    BulkUsageError,
     CostReport,
     DuplicateItemKey,
     FailureThresholdExceeded,
@@ -35,7 +34,7 @@ from taquba_bulk import (
     as_pipeline,
     key_by_content,
 )
-from taquba_workflow import RunSpec, SubmitOutcome
+from taquba_workflow import RunHandle, RunSpec
 
 
 async def test_runs_every_item_and_rolls_up_cost(store: Store) -> None:
@@ -116,7 +115,7 @@ async def _submit_and_count(
     in_flight = finished = 0
     held = trio.Event()
 
-    async def counted_submit(spec: RunSpec) -> SubmitOutcome:
+    async def counted_submit(spec: RunSpec[bytes]) -> RunHandle[bytes]:
         nonlocal in_flight, finished
         in_flight += 1
         seen.most_in_flight = max(seen.most_in_flight, in_flight)
@@ -311,7 +310,7 @@ async def test_headers_reach_the_pipeline() -> None:
 
     async with opened() as queue:
         await bulk(queue, as_pipeline(fn), headers={"tenant": "acme"}).run([1])
-        with pytest.raises(BulkUsageError, match="reserved"):
+        with pytest.raises(taquba.UsageError, match="reserved"):
             bulk(queue, as_pipeline(fn), headers={"workflow.x": "1"})
     assert seen == [{"tenant": "acme"}]
 
@@ -354,7 +353,7 @@ async def test_failure_threshold_trips_when_exceeded() -> None:
     items = [f"ok{i}" for i in range(7)] + sorted(pipeline.permanent)
     async with opened() as queue:
         with pytest.raises(FailureThresholdExceeded) as info:
-            await bulk(queue, pipeline, failure_threshold=0.2, max_concurrency=1).run(items)
+            await bulk(queue, pipeline, failure_threshold=0.2, concurrency=1).run(items)
         assert info.value.failed == 3 and info.value.total == 10
         assert info.value.report.failed == 3
         assert "3/10 items failed, over the 20.0% threshold" in str(info.value)
@@ -380,7 +379,7 @@ async def test_failure_threshold_stops_early_once_the_outcome_is_certain() -> No
             return await pipeline.run(ctx)
 
     async with opened() as queue:
-        runner = bulk(queue, Gated(), failure_threshold=0.0, max_concurrency=4, shutdown_grace=0.05)
+        runner = bulk(queue, Gated(), failure_threshold=0.0, concurrency=4, shutdown_grace=0.05)
         with pytest.raises(FailureThresholdExceeded) as info:
             await runner.run(items)
         report = info.value.report
@@ -397,14 +396,14 @@ async def test_failure_threshold_stops_early_once_the_outcome_is_certain() -> No
 async def test_failure_threshold_is_a_fraction() -> None:
     async with opened() as queue:
         for bad in (-0.1, 1.5, 5, True):
-            with pytest.raises(BulkUsageError):
+            with pytest.raises(taquba.UsageError):
                 bulk(queue, Recorder(), failure_threshold=bad)
 
 
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("max_concurrency", 0),
+        ("concurrency", 0),
         ("submit_concurrency", 0),
         ("poll_interval", 0),
         ("max_attempts", 0),
@@ -417,7 +416,7 @@ async def test_failure_threshold_is_a_fraction() -> None:
 )
 async def test_invalid_options_are_refused(option: str, value: Any) -> None:
     async with opened() as queue:
-        with pytest.raises(BulkUsageError):
+        with pytest.raises(taquba.UsageError):
             bulk(queue, Recorder(), **{option: value})
 
 
@@ -426,7 +425,7 @@ async def test_a_pipeline_must_be_a_pipeline() -> None:
         return 1
 
     async with opened() as queue:
-        with pytest.raises(BulkUsageError, match="as_pipeline"):
+        with pytest.raises(taquba.UsageError, match="as_pipeline"):
             Bulk(queue, fn)  # type: ignore[arg-type]
 
 
@@ -481,7 +480,7 @@ async def test_one_batch_at_a_time() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(runner.run, [1])
             await trio.sleep(0.05)
-            with pytest.raises(BulkUsageError, match="already running"):
+            with pytest.raises(taquba.UsageError, match="already running"):
                 await runner.run([2])
             gate.set()
 
@@ -534,7 +533,7 @@ async def test_expected_total_gives_progress_a_total_before_submission_ends() ->
             await trio.sleep(0.01)
             seen.append(runner.progress())
         assert runner.progress().done
-        with pytest.raises(BulkUsageError):
+        with pytest.raises(taquba.UsageError):
             await runner.run([], expected_total=-1)
     assert seen[0].total == 3 and not seen[0].submitted_all
 
@@ -566,17 +565,16 @@ async def test_a_mismatch_of_an_active_item() -> None:
 
     async with opened() as queue:
         runner = bulk(queue, as_pipeline(fn), shutdown_grace=0.01)
-        shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(runner.run_with_shutdown, ["a"], shutdown)
+            nursery.start_soon(runner.run, ["a"])
             await until(lambda: runner.progress().submitted_all)
-            shutdown.set()
+            runner.shutdown()
         with pytest.raises(ItemInputMismatch):
             await bulk(queue, as_pipeline(fn), shutdown_grace=0.01).run(["changed"])
         gate.set()
 
 
-async def test_max_concurrency_bounds_items_in_flight() -> None:
+async def test_concurrency_bounds_items_in_flight() -> None:
     running = 0
     peak = 0
 
@@ -589,7 +587,7 @@ async def test_max_concurrency_bounds_items_in_flight() -> None:
         return ctx.input
 
     async with opened() as queue:
-        await bulk(queue, as_pipeline(fn), max_concurrency=3).run(range(20))
+        await bulk(queue, as_pipeline(fn), concurrency=3).run(range(20))
     assert peak == 3
 
 
@@ -655,5 +653,5 @@ async def test_bulk_properties() -> None:
         assert runner.queue is queue and runner.pipeline is pipeline
         assert runner.queue_name == "bulk-items"
         assert runner.runtime.memos.prefix == "bulk-memo"
-        with pytest.raises(BulkUsageError):
+        with pytest.raises(taquba.UsageError):
             bulk(queue, pipeline, headers={"x": 1})

@@ -9,7 +9,7 @@ Running the same inputs again resumes the batch. Everything is trio-native.
 
     class Summarize(Pipeline[dict[str, str], dict[str, str]]):
         async def run(self, ctx: BulkCtx[dict[str, str]]) -> dict[str, str]:
-            summary = await ctx.memoized("summary", lambda: call_llm(ctx.input["text"]))
+            summary = await ctx.memoized(lambda: call_llm(ctx.input["text"]), key="summary")
             return {"summary": summary}
 
     async with taquba.open_queue("./data", "bulk") as queue:
@@ -28,7 +28,6 @@ from ._bulk import Bulk as Bulk
 from ._codec import key_by_content as key_by_content
 from ._cost import CostReport as CostReport
 from ._errors import BulkError as BulkError
-from ._errors import BulkUsageError as BulkUsageError
 from ._errors import DuplicateItemKey as DuplicateItemKey
 from ._errors import FailureThresholdExceeded as FailureThresholdExceeded
 from ._errors import InvalidInputLine as InvalidInputLine
@@ -79,7 +78,6 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "MemorySink",
     # errors
     "BulkError",
-    "BulkUsageError",
     "InvalidItemKey",
     "DuplicateItemKey",
     "UnserializableItem",

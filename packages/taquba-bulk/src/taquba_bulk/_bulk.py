@@ -29,6 +29,7 @@ from taquba_workflow import (
     RunSpec,
     RunState,
     RunStatus,
+    Runtime,
     Step,
     StepError,
     StepOutcome,
@@ -37,15 +38,13 @@ from taquba_workflow import (
     TransientStepError,
     WorkflowDataError,
     WorkflowError,
-    WorkflowRuntime,
-    WorkflowUsageError,
     read_run_outcome,
 )
 
 from . import _codec as codec  # pyright: ignore[reportPrivateUsage]
 from ._cost import CostReport
 from ._display import LiveProgress, stderr_is_terminal
-from ._errors import BulkUsageError, FailureThresholdExceeded, ItemInputMismatch, OutputError
+from ._errors import FailureThresholdExceeded, ItemInputMismatch, OutputError
 from ._pipeline import BulkCtx, Pipeline, describe
 from ._sinks import NullSink, OutputSink
 from ._tally import Observation, Tally
@@ -115,7 +114,7 @@ class _Batch:
 
 def _check_count(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BulkUsageError(f"{name} must be a positive int, not {value!r}")
+        raise UsageError(f"{name} must be a positive int, not {value!r}")
     return value
 
 
@@ -128,7 +127,7 @@ def _check_seconds(value: object, name: str, *, optional: bool = False) -> float
         or not math.isfinite(value)
         or value <= 0
     ):
-        raise BulkUsageError(f"{name} must be a positive number of seconds, not {value!r}")
+        raise UsageError(f"{name} must be a positive number of seconds, not {value!r}")
     return float(value)
 
 
@@ -136,9 +135,9 @@ def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     checked: dict[str, str] = {}
     for name, value in (headers or {}).items():
         if not isinstance(name, str) or not isinstance(value, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise BulkUsageError("headers must map str to str")
+            raise UsageError("headers must map str to str")
         if name.startswith(RESERVED_HEADER_PREFIX):
-            raise BulkUsageError(f"header {name!r} is in the reserved 'workflow.' namespace")
+            raise UsageError(f"header {name!r} is in the reserved 'workflow.' namespace")
         checked[name] = value
     return checked
 
@@ -162,12 +161,13 @@ class Bulk(Generic[InT, OutT]):
                 report = await bulk.run(read_jsonl("in.jsonl"))
 
     `run` submits every input (bounded-concurrency submission, while the items already
-    submitted are processing), runs the items with up to ``max_concurrency`` at once,
+    submitted are processing), runs the items with up to ``concurrency`` at once,
     writes each item's `OutputRecord` to the sink once its end commits, and returns a
     `BulkReport` when every item has completed. Run it again with the same inputs to resume:
     items that succeeded are not run again (their records are written again from the store),
     items still running carry on, and failed or cancelled items run again, resuming from
-    their memos. `run_with_shutdown` stops early on a signal, draining the items in flight.
+    their memos. `shutdown` stops a batch early (on a signal, say), draining the items in
+    flight; `run` then returns the partial report.
 
     One `Bulk` runs one batch at a time. The queue's process owns the store (one writer):
     run the bulk in the process that opened the queue.
@@ -181,7 +181,7 @@ class Bulk(Generic[InT, OutT]):
             item's position, ``item-<index>``, so a rerun must present the same inputs in the
             same order.
         headers: metadata every item's `BulkCtx.headers` shows (not ``workflow.*``).
-        max_concurrency: items processed at once.
+        concurrency: items processed at once.
         submit_concurrency: submissions in flight at once (each waits for a durable commit;
             concurrent ones share the database's group commits).
         poll_interval: the longest idle wait between claim attempts, in seconds.
@@ -191,7 +191,7 @@ class Bulk(Generic[InT, OutT]):
             fraction of its items failed (0.0: any failure; 1.0: never); None: no threshold.
         max_attempts: attempts per item before it fails (default: the queue's
             ``max_attempts``); transient errors are retried with the queue's backoff.
-        shutdown_grace: when stopping, seconds the items in flight get to finish before
+        shutdown_grace: after `shutdown`, seconds the items in flight get to finish before
             they are cancelled and handed back to the queue (None: wait for them).
         progress: draw a live progress bar on standard error: True, False, or None (the
             default) to draw it only when standard error is a terminal.
@@ -205,7 +205,7 @@ class Bulk(Generic[InT, OutT]):
         output: OutputSink | None = None,
         key: Callable[[InT], str] | None = None,
         headers: Mapping[str, str] | None = None,
-        max_concurrency: int = 200,
+        concurrency: int = 200,
         submit_concurrency: int = 32,
         poll_interval: float = 0.25,
         queue_name: str = DEFAULT_QUEUE_NAME,
@@ -216,19 +216,19 @@ class Bulk(Generic[InT, OutT]):
         progress: bool | None = None,
     ) -> None:
         if not isinstance(pipeline, Pipeline):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise BulkUsageError("pipeline must be a Pipeline (see as_pipeline for functions)")
+            raise UsageError("pipeline must be a Pipeline (see as_pipeline for functions)")
         if output is None:
             output = NullSink()
         if not isinstance(output, OutputSink):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise BulkUsageError("output must have write(record) and flush() methods")
+            raise UsageError("output must have write(record) and flush() methods")
         if key is not None and not callable(key):
-            raise BulkUsageError("key must be a function of the item")
+            raise UsageError("key must be a function of the item")
         if failure_threshold is not None and (
             isinstance(failure_threshold, bool)
             or not isinstance(failure_threshold, (int, float))  # pyright: ignore[reportUnnecessaryIsInstance]
             or not 0.0 <= failure_threshold <= 1.0
         ):
-            raise BulkUsageError(
+            raise UsageError(
                 f"failure_threshold is a fraction from 0.0 to 1.0, not {failure_threshold!r}"
             )
         if max_attempts is not None:
@@ -244,21 +244,29 @@ class Bulk(Generic[InT, OutT]):
         self._max_attempts = max_attempts
         self._grace = _check_seconds(shutdown_grace, "shutdown_grace", optional=True)
         self._progress = progress
-        try:
-            self._runtime = WorkflowRuntime(
-                queue,
-                self._run_step,
-                self._on_end,
-                queue_name=queue_name,
-                concurrency=_check_count(max_concurrency, "max_concurrency"),
-                poll_interval=self._poll_interval,
-                memo_prefix=memo_prefix,
-            )
-        except (WorkflowUsageError, UsageError) as exc:
-            raise BulkUsageError(str(exc)) from exc
+        self._concurrency = _check_count(concurrency, "concurrency")
+        self._queue_name = queue_name
+        self._memo_prefix = memo_prefix
+        self._runtime = self._new_runtime()  # checks queue_name and memo_prefix
+        self._served = False  # a Runtime serves once (its shutdown is sticky)
         self._barrier_key = f"{BULK_KV_PREFIX}{self._runtime.queue_name}/barrier".encode()
         self._batch: _Batch | None = None
         self._running = False
+        self._stop = trio.Event()
+
+    def _new_runtime(self) -> Runtime[bytes, bytes]:
+        return Runtime(
+            self._queue,
+            self._run_step,
+            self._on_end,
+            payload_type=bytes,  # the item payloads and result envelopes are bulk's own
+            result_type=bytes,
+            queue_name=self._queue_name,
+            concurrency=self._concurrency,
+            poll_interval=self._poll_interval,
+            shutdown_grace=self._grace,
+            memo_prefix=self._memo_prefix,
+        )
 
     # ------------------------------------------------------------------------ properties
 
@@ -273,8 +281,11 @@ class Bulk(Generic[InT, OutT]):
         return self._pipeline
 
     @property
-    def runtime(self) -> WorkflowRuntime:
-        """The workflow runtime underneath: ``runtime.status(run_id)``, ``runtime.outcome``."""
+    def runtime(self) -> Runtime[bytes, bytes]:
+        """The workflow runtime underneath: ``runtime.status(run_id)``, ``runtime.outcome``.
+
+        Its payloads and results are taquba-bulk's own encodings (bytes).
+        """
         return self._runtime
 
     @property
@@ -291,7 +302,7 @@ class Bulk(Generic[InT, OutT]):
         return batch.tally.snapshot(end - batch.started)
 
     async def cancel(self, run_id: str) -> bool:
-        """Cancel an item: it ends ``cancelled`` (see `taquba_workflow.WorkflowRuntime.cancel`).
+        """Cancel an item: it ends ``cancelled`` (see `taquba_workflow.Runtime.cancel`).
 
         Returns:
             False if the item is not active (unknown, or already ended).
@@ -322,30 +333,18 @@ class Bulk(Generic[InT, OutT]):
             ItemInputMismatch: a key names a different input than on an earlier run.
             UnserializableItem: an item cannot be serialized.
             OutputError: the output sink failed.
-            BulkUsageError: the bulk is already running a batch.
-        """
-        return await self.run_with_shutdown(inputs, trio.Event(), expected_total=expected_total)
+            taquba.UsageError: the bulk is already running a batch.
 
-    async def run_with_shutdown(
-        self,
-        inputs: Iterable[InT] | AsyncIterable[InT],
-        shutdown: trio.Event,
-        *,
-        expected_total: int | None = None,
-    ) -> BulkReport:
-        """`run`, stopping early when ``shutdown`` is set (e.g. on a spot-preemption notice).
-
-        On shutdown, submission stops and the items in flight drain: they finish (within
+        To stop a batch early (a signal, a spot-preemption notice), call `shutdown`:
+        submission stops and the items in flight drain: they finish (within
         ``shutdown_grace``, if set; the rest are handed back to the queue) and are counted.
-        Everything else stays durable; running the batch again resumes it. The report then
-        has ``complete=False`` and the unfinished items in ``pending``.
-
-        Raises:
-            FailureThresholdExceeded: as `run`, also when stopped early if the failures alone
-                already exceed the threshold of the whole batch.
+        Everything else stays durable; running the batch again (with a new `Bulk`) resumes
+        it. The report then has ``complete=False`` and the unfinished items in ``pending``;
+        `FailureThresholdExceeded` is still raised if the failures alone already exceed the
+        threshold of the whole batch.
         """
         if self._running:
-            raise BulkUsageError("this Bulk is already running a batch")
+            raise UsageError("this Bulk is already running a batch")
         if expected_total is None and isinstance(inputs, Sized):
             expected_total = len(inputs)
         if expected_total is not None and (
@@ -353,14 +352,18 @@ class Bulk(Generic[InT, OutT]):
             or not isinstance(expected_total, int)  # pyright: ignore[reportUnnecessaryIsInstance]
             or expected_total < 0
         ):
-            raise BulkUsageError(
-                f"expected_total must be a non-negative int, not {expected_total!r}"
-            )
+            raise UsageError(f"expected_total must be a non-negative int, not {expected_total!r}")
         batch = _Batch(Tally(expected_total=expected_total), trio.current_time())
         self._batch = batch
+        if self._stop.is_set():  # shut down before it started: nothing runs
+            batch.finished = batch.started
+            return self._report(batch)
         self._running = True
+        if self._served:
+            self._runtime = self._new_runtime()
+        self._served = True
         try:
-            await self._run_batch(batch, inputs, shutdown)
+            await self._run_batch(batch, inputs)
         finally:
             self._running = False
             batch.finished = trio.current_time()
@@ -373,6 +376,21 @@ class Bulk(Generic[InT, OutT]):
             assert self._threshold is not None
             raise FailureThresholdExceeded(report, self._threshold)
         return report
+
+    def shutdown(self) -> None:
+        """Stop the running batch gracefully: `run` returns once the items in flight drain.
+
+        Submission stops; items in flight get ``shutdown_grace`` seconds to finish, the rest
+        are handed back to the queue (they run again when the batch is run again). Idempotent
+        and sticky: after it, `run` returns at once (build a new `Bulk` to resume the batch).
+        From another thread: ``trio.from_thread.run_sync(bulk.shutdown)``.
+        """
+        self._stop.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether `shutdown` has been called."""
+        return self._stop.is_set()
 
     def _report(self, batch: _Batch) -> BulkReport:
         tally = batch.tally
@@ -393,23 +411,21 @@ class Bulk(Generic[InT, OutT]):
             failed_run_ids=tuple(tally.failed_run_ids),
         )
 
-    async def _run_batch(
-        self, batch: _Batch, inputs: Iterable[InT] | AsyncIterable[InT], shutdown: trio.Event
-    ) -> None:
-        stop_runtime = trio.Event()
+    async def _run_batch(self, batch: _Batch, inputs: Iterable[InT] | AsyncIterable[InT]) -> None:
+        runtime = self._runtime
         runtime_done = trio.Event()
         show = self._progress if self._progress is not None else stderr_is_terminal()
 
         async def serve() -> None:
             try:
-                await self._runtime.run(shutdown=stop_runtime, shutdown_grace=self._grace)
+                await runtime.serve()
             except Exception as exc:  # Fenced, QueueClosed, ...: reported by run()
                 batch.fail(exc)
             finally:
                 runtime_done.set()
 
         async def on_shutdown() -> None:
-            await shutdown.wait()
+            await self._stop.wait()
             batch.halt()
 
         async with trio.open_nursery() as nursery:
@@ -428,7 +444,7 @@ class Bulk(Generic[InT, OutT]):
                 batch.fail(exc)
             batch.submit_elapsed = trio.current_time() - batch.started
             await batch.stop.wait()
-            stop_runtime.set()
+            runtime.shutdown()
             await runtime_done.wait()  # the items in flight have drained
             try:
                 await self._confirm_pass(batch)
@@ -539,7 +555,7 @@ class Bulk(Generic[InT, OutT]):
 
     # ------------------------------------------------------------------------ execution
 
-    async def _run_step(self, step: Step) -> StepOutcome:
+    async def _run_step(self, step: Step[bytes]) -> StepOutcome[bytes, bytes]:
         """The workflow step runner: one attempt at one item."""
         if step.number != 0:
             raise PermanentStepError(f"run {step.run_id} is not a taquba-bulk item")
@@ -620,7 +636,7 @@ class Bulk(Generic[InT, OutT]):
                 log.warning("could not extend a lease: %s", exc)
                 return
 
-    async def _on_end(self, outcome: RunOutcome) -> None:
+    async def _on_end(self, outcome: RunOutcome[bytes]) -> None:
         """The terminal hook: note the item's end (it has committed). Never raises."""
         batch = self._batch
         if batch is None:

@@ -39,7 +39,6 @@ from . import _codec as codec  # pyright: ignore[reportPrivateUsage]
 from ._bulk import DEFAULT_MEMO_PREFIX, DEFAULT_QUEUE_NAME, Bulk
 from ._errors import (
     BulkError,
-    BulkUsageError,
     FailureThresholdExceeded,
     InvalidInputLine,
     InvalidItemKey,
@@ -331,7 +330,7 @@ def _summary(report: BulkReport, out: TextIO) -> None:
 
 
 async def _watch_signals(
-    shutdown: trio.Event, received: list[int], scope: trio.CancelScope
+    bulk: Bulk[Any, Any], received: list[int], scope: trio.CancelScope
 ) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
@@ -341,7 +340,7 @@ async def _watch_signals(
                     "taquba-bulk: stopping: draining the items in flight (again to stop now)",
                     file=sys.stderr,
                 )
-                shutdown.set()
+                bulk.shutdown()
             else:
                 scope.cancel()
                 return
@@ -381,7 +380,6 @@ async def _run(args: argparse.Namespace, err: TextIO) -> int:
             sink = JsonlSink(args.output, append=args.append)
         except OSError as exc:
             raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
-    shutdown = trio.Event()
     received: list[int] = []
     try:
         async with taquba.open_queue(store, args.db) as queue:
@@ -391,7 +389,7 @@ async def _run(args: argparse.Namespace, err: TextIO) -> int:
                 output=sink,
                 key=key,
                 headers=dict(args.header),
-                max_concurrency=args.concurrency,
+                concurrency=args.concurrency,
                 submit_concurrency=args.submit_concurrency,
                 poll_interval=args.poll_interval,
                 queue_name=args.queue_name,
@@ -404,9 +402,9 @@ async def _run(args: argparse.Namespace, err: TextIO) -> int:
             report: BulkReport | None = None
             error: Exception | None = None
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch_signals, shutdown, received, nursery.cancel_scope)
+                nursery.start_soon(_watch_signals, bulk, received, nursery.cancel_scope)
                 try:
-                    report = await bulk.run_with_shutdown(items, shutdown, expected_total=expected)
+                    report = await bulk.run(items, expected_total=expected)
                 except Exception as exc:  # raised below, outside the nursery
                     error = exc
                 finally:
@@ -441,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"taquba-bulk: error: {exc}", file=err)
         return exc.code
-    except (BulkUsageError, InvalidInputLine, ItemInputMismatch) as exc:
+    except (taquba.UsageError, InvalidInputLine, ItemInputMismatch) as exc:
         print(f"taquba-bulk: error: {exc}", file=err)
         return EXIT_USAGE
     except BulkError as exc:

@@ -21,10 +21,11 @@ from typing import Any, Final
 
 import ormsgpack
 
+from taquba import UsageError
 from taquba_workflow import MAX_RUN_ID_LENGTH
 
 from ._cost import CostReport
-from ._errors import BulkUsageError, InvalidItemKey, UnserializableItem
+from ._errors import InvalidItemKey, UnserializableItem
 
 __all__ = ["key_by_content"]
 
@@ -118,7 +119,7 @@ def decode_envelope(raw: bytes) -> Envelope:
         raise ValueError("the result envelope has no input digest")
     try:
         cost = CostReport.from_dict(fields.get("cost") or {})
-    except BulkUsageError as exc:
+    except UsageError as exc:
         raise ValueError(f"the result envelope's cost is malformed: {exc}") from exc
     return Envelope(input_digest, fields.get("output"), cost)
 
@@ -150,7 +151,7 @@ def decode_memo(raw: bytes) -> tuple[Any, CostReport | None]:
         return fields["value"], None
     try:
         return fields["value"], CostReport.from_dict(raw_cost)
-    except BulkUsageError as exc:
+    except UsageError as exc:
         raise ValueError(f"the memo entry's cost is malformed: {exc}") from exc
 
 

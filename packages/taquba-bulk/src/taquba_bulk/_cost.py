@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ._errors import BulkUsageError
+from taquba import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -15,16 +15,16 @@ __all__ = ["CostReport"]
 
 def _check_metric(metric: object) -> str:
     if not isinstance(metric, str) or not metric:
-        raise BulkUsageError(f"a cost metric must be a non-empty str, not {metric!r}")
+        raise UsageError(f"a cost metric must be a non-empty str, not {metric!r}")
     return metric
 
 
 def _check_amount(amount: object) -> float:
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        raise BulkUsageError(f"a cost amount must be a number, not {type(amount).__name__}")
+        raise UsageError(f"a cost amount must be a number, not {type(amount).__name__}")
     value = float(amount)
     if not math.isfinite(value):
-        raise BulkUsageError(f"a cost amount must be finite, not {value}")
+        raise UsageError(f"a cost amount must be finite, not {value}")
     return value
 
 
@@ -50,7 +50,7 @@ class CostReport:
         """Start from ``counters`` (copied), or empty.
 
         Raises:
-            BulkUsageError: a name is not a non-empty str or an amount not a finite number.
+            taquba.UsageError: a name is not a non-empty str or an amount not a finite number.
         """
         self._counters: dict[str, float] = {}
         for metric, amount in (counters or {}).items():
@@ -60,7 +60,7 @@ class CostReport:
         """Add ``amount`` to the counter ``metric`` (creating it).
 
         Raises:
-            BulkUsageError: ``metric`` is not a non-empty str or ``amount`` not finite.
+            taquba.UsageError: ``metric`` is not a non-empty str or ``amount`` not finite.
         """
         name = _check_metric(metric)
         self._counters[name] = self._counters.get(name, 0.0) + _check_amount(amount)
@@ -72,7 +72,7 @@ class CostReport:
     def merge(self, other: CostReport) -> None:
         """Add every counter of ``other`` to this report."""
         if not isinstance(other, CostReport):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise BulkUsageError(f"can only merge a CostReport, not {type(other).__name__}")
+            raise UsageError(f"can only merge a CostReport, not {type(other).__name__}")
         for metric, amount in other._counters.items():
             self._counters[metric] = self._counters.get(metric, 0.0) + amount
 
@@ -89,10 +89,10 @@ class CostReport:
         """The report `to_dict` produced.
 
         Raises:
-            BulkUsageError: ``data`` is not a map of names to finite numbers.
+            taquba.UsageError: ``data`` is not a map of names to finite numbers.
         """
         if not hasattr(data, "items"):
-            raise BulkUsageError(f"a cost report is a map, not {type(data).__name__}")
+            raise UsageError(f"a cost report is a map, not {type(data).__name__}")
         return cls(data)
 
     def copy(self) -> CostReport:

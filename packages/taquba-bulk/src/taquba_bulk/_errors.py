@@ -1,16 +1,23 @@
 """The taquba-bulk error tree.
 
-Every error taquba-bulk raises on purpose derives from `BulkError`::
+Every error taquba-bulk raises on purpose is a `taquba.TaqubaError`; its own errors derive
+from `BulkError`::
 
-    BulkError
-    ├── BulkUsageError              the caller passed something invalid (never retry)
+    taquba.TaqubaError
+    ├── taquba.UsageError           a misuse: a bad argument, a call out of order (never retry)
     │   ├── InvalidItemKey          a key function returned a run id outside [A-Za-z0-9_-]{1,128}
     │   ├── DuplicateItemKey        two different items of one batch share a run id
     │   └── UnserializableItem      an item MessagePack cannot encode
-    ├── ItemInputMismatch           a run id active or succeeded with a different input
-    ├── InvalidInputLine            `read_jsonl` met a line that is not JSON
-    ├── OutputError                 the output sink failed; the batch stopped
-    └── FailureThresholdExceeded    the share of failed items crossed the threshold
+    └── BulkError
+        ├── InvalidItemKey, DuplicateItemKey, UnserializableItem   (also usage errors, above)
+        ├── ItemInputMismatch       a run id active or succeeded with a different input
+        ├── InvalidInputLine        `read_jsonl` met a line that is not JSON (also a ValueError)
+        ├── OutputError             the output sink failed; the batch stopped
+        └── FailureThresholdExceeded  the share of failed items crossed the threshold
+
+Any other misuse (a bad option, a second concurrent `Bulk.run`) raises `taquba.UsageError`
+itself. `InvalidInputLine` is bad input data, not a misuse of the API: a `BulkError`, and a
+`ValueError` like the JSON decoder's error it reports.
 
 Pipelines classify their own failures with the step errors of `taquba_workflow`, re-exported
 here: `TransientStepError` (retry the item with the queue's backoff) and `PermanentStepError`
@@ -23,12 +30,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from taquba import TaqubaError, UsageError
+
 if TYPE_CHECKING:
     from ._types import BulkReport
 
 __all__ = [
     "BulkError",
-    "BulkUsageError",
     "DuplicateItemKey",
     "FailureThresholdExceeded",
     "InvalidInputLine",
@@ -39,15 +47,11 @@ __all__ = [
 ]
 
 
-class BulkError(Exception):
-    """Base class of every error taquba-bulk raises."""
+class BulkError(TaqubaError):
+    """Base class of every error specific to taquba-bulk (a `taquba.TaqubaError`)."""
 
 
-class BulkUsageError(BulkError, ValueError):
-    """The caller passed an invalid argument or used the API out of order."""
-
-
-class InvalidItemKey(BulkUsageError):
+class InvalidItemKey(BulkError, UsageError):
     """A key function returned something that is not a valid run id.
 
     Each item becomes a `taquba_workflow` run, and its key is the run id: 1 to 128 characters
@@ -63,7 +67,7 @@ class InvalidItemKey(BulkUsageError):
         """Why it was rejected."""
 
 
-class DuplicateItemKey(BulkUsageError):
+class DuplicateItemKey(BulkError, UsageError):
     """Two items of one batch have the same key but different inputs.
 
     Items with the same key and the same input are one item (it runs once and is counted
@@ -76,7 +80,7 @@ class DuplicateItemKey(BulkUsageError):
         """The shared key."""
 
 
-class UnserializableItem(BulkUsageError, TypeError):
+class UnserializableItem(BulkError, UsageError, TypeError):
     """An item (after `Pipeline.encode_input`) cannot be serialized with MessagePack."""
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import abc
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast, overload
 
 import ormsgpack
 
-from taquba import StorageUnavailable
+from taquba import StorageUnavailable, UsageError
 from taquba_workflow import (
     PermanentStepError,
     StepError,
@@ -19,7 +19,6 @@ from taquba_workflow import (
 
 from . import _codec as codec  # pyright: ignore[reportPrivateUsage]
 from ._cost import CostReport
-from ._errors import BulkUsageError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -42,6 +41,8 @@ InT = TypeVar("InT")
 OutT = TypeVar("OutT")
 R = TypeVar("R")
 
+_NO_CONTENT: Any = object()  # `memoized` without content= (None is valid content)
+
 
 def describe(exc: BaseException) -> str:
     """``Type: message`` (or just ``Type``) for an error report."""
@@ -54,7 +55,7 @@ class Pipeline(abc.ABC, Generic[InT, OutT]):
 
     ``Pipeline[InT, OutT]`` takes items of type ``InT`` and produces ``OutT``. Each item becomes
     one durable `taquba_workflow` run; `run` is its only step, and the pipeline's logical
-    phases live inside it as memoized calls (`BulkCtx.memoized` and friends), so a retried or
+    phases live inside it as memoized calls (`BulkCtx.memoized`), so a retried or
     resumed item replays the phases that finished instead of paying for them again.
 
         class Summarize(Pipeline[dict[str, str], dict[str, str]]):
@@ -62,7 +63,7 @@ class Pipeline(abc.ABC, Generic[InT, OutT]):
 
             async def run(self, ctx: BulkCtx[dict[str, str]]) -> dict[str, str]:
                 text = ctx.input["text"]
-                summary = await ctx.memoized("summary", lambda: call_llm(text))
+                summary = await ctx.memoized(lambda: call_llm(text), key="summary")
                 return {"summary": summary}
 
     Items travel as plain data (MessagePack in the run's payload, JSON in the output): None,
@@ -158,7 +159,7 @@ def as_pipeline(
         permanent_errors: exception classes that fail an item at once.
     """
     if not callable(fn):
-        raise BulkUsageError("as_pipeline takes an async function")
+        raise UsageError("as_pipeline takes an async function")
     return _FunctionPipeline(fn, tuple(permanent_errors))
 
 
@@ -230,23 +231,54 @@ class BulkCtx(Generic[InT]):
         """Add ``amount`` to the item's counter ``metric``.
 
         Recorded only when this line runs: inside a `memoized` function it is lost on a memo
-        hit. Use `memoized_with_cached_cost` for costs that should count on hits too.
+        hit. Use ``memoized(..., cached_cost=True)`` for costs that should count on hits too.
 
         Raises:
-            BulkUsageError: ``metric`` is not a non-empty str or ``amount`` not finite.
+            taquba.UsageError: ``metric`` is not a non-empty str or ``amount`` not finite.
         """
         self._cost.record(metric, amount)
 
     # ---------------------------------------------------------------------------- memos
 
+    @overload
     async def memoized(
         self,
-        key: str,
         fn: Callable[[], Awaitable[R]],
         *,
+        key: str | None = None,
+        content: Any = _NO_CONTENT,
+        cached_cost: Literal[False] = False,
         decode: Callable[[Any], R] | None = None,
-    ) -> R:
+    ) -> R: ...
+    @overload
+    async def memoized(
+        self,
+        fn: Callable[[], Awaitable[tuple[R, CostReport]]],
+        *,
+        key: str | None = None,
+        content: Any = _NO_CONTENT,
+        cached_cost: Literal[True],
+        decode: Callable[[Any], R] | None = None,
+    ) -> R: ...
+    async def memoized(
+        self,
+        fn: Callable[[], Awaitable[Any]],
+        *,
+        key: str | None = None,
+        content: Any = _NO_CONTENT,
+        cached_cost: bool = False,
+        decode: Callable[[Any], Any] | None = None,
+    ) -> Any:
         """``await fn()`` once per item: later attempts get the stored result.
+
+            summary = await ctx.memoized(lambda: call_llm(text), key="summary")
+            label = await ctx.memoized(lambda: classify(text), content=("classify", text))
+            answer = await ctx.memoized(lambda: priced_call(q), key="answer", cached_cost=True)
+
+        Name the phase with exactly one of ``key`` (a name, unique within the pipeline) or
+        ``content`` (data that determines the phase, such as ``("classify", text)``: the key
+        is the SHA-256 of its MessagePack form; include an operation name when different
+        phases may see identical data).
 
         On a hit the stored value is returned without calling ``fn``. On a miss ``fn`` runs and
         its result is stored (durably) before it is returned; an exception is never stored.
@@ -256,64 +288,33 @@ class BulkCtx(Generic[InT]):
         that works on the first attempt works on a retry. A stored entry that cannot be decoded
         is recomputed and overwritten.
 
+        With ``cached_cost=True``, ``fn`` returns ``(value, cost)`` (a `CostReport`): the pair
+        is stored, and ``cost`` is added to the item's `cost` both when ``fn`` runs and on
+        every memo hit, so the item's cost is the same however often it is retried or resumed
+        (and the money is spent once). The call still returns the value alone.
+
         Args:
-            key: the phase's name, unique within the pipeline.
             fn: a zero-argument async callable (``lambda: call_api(x)``), not a coroutine.
+            key: the phase's name.
+            content: the phase's input data, instead of a name.
+            cached_cost: ``fn`` returns ``(value, CostReport)`` and the cost counts on hits.
             decode: rebuilds the value from its MessagePack form.
 
-        Raises:
-            PermanentStepError: the value cannot be stored, or does not round-trip.
-            TransientStepError: the memo store is unavailable.
-        """
-        value, _ = await self._memoized(_check_key(key), fn, decode, with_cost=False)
-        return value
-
-    async def memoized_by_content(
-        self,
-        content: Any,
-        fn: Callable[[], Awaitable[R]],
-        *,
-        decode: Callable[[Any], R] | None = None,
-    ) -> R:
-        """`memoized` keyed by ``content``: the SHA-256 of its MessagePack form.
-
-        Use it when the phase is determined by its input data (``("classify", text)``) rather
-        than by a name. Include an operation name in ``content`` when different phases may see
-        identical data.
+        Returns:
+            The value: computed now, or stored by an earlier attempt.
 
         Raises:
-            PermanentStepError: ``content`` cannot be serialized, or as `memoized`.
+            taquba.UsageError: not exactly one of ``key`` and ``content``, or a bad ``key``.
+            PermanentStepError: ``content`` or the value cannot be stored, or the value does
+                not round-trip.
             TransientStepError: the memo store is unavailable.
         """
-        value, _ = await self._memoized(_content_key(content), fn, decode, with_cost=False)
-        return value
-
-    async def memoized_with_cached_cost(
-        self,
-        key: str,
-        fn: Callable[[], Awaitable[tuple[R, CostReport]]],
-        *,
-        decode: Callable[[Any], R] | None = None,
-    ) -> R:
-        """`memoized` for a phase that reports its cost: ``fn`` returns ``(value, cost)``.
-
-        The pair is stored, and ``cost`` is added to the item's `cost` both when ``fn`` runs
-        and on every memo hit, so the item's cost is the same however often it is retried or
-        resumed (and the money is spent once).
-        """
-        value, _ = await self._memoized(_check_key(key), fn, decode, with_cost=True)
-        return value
-
-    async def memoized_by_content_with_cached_cost(
-        self,
-        content: Any,
-        fn: Callable[[], Awaitable[tuple[R, CostReport]]],
-        *,
-        decode: Callable[[Any], R] | None = None,
-    ) -> R:
-        """`memoized_with_cached_cost` keyed by ``content`` (see `memoized_by_content`)."""
-        value, _ = await self._memoized(_content_key(content), fn, decode, with_cost=True)
-        return value
+        if (key is None) == (content is _NO_CONTENT):
+            raise UsageError("memoized takes exactly one of key= and content=")
+        if not callable(fn):
+            raise UsageError("memoized takes a zero-argument async function first")
+        scoped = _check_key(key) if key is not None else _content_key(content)
+        return await self._memoized(scoped, fn, decode, with_cost=bool(cached_cost))
 
     async def _memoized(
         self,
@@ -322,7 +323,7 @@ class BulkCtx(Generic[InT]):
         decode: Callable[[Any], Any] | None,
         *,
         with_cost: bool,
-    ) -> tuple[Any, bool]:
+    ) -> Any:
         scoped = codec.memo_key(self._digest, key)
         try:
             raw = await self._memo.get(scoped)
@@ -339,7 +340,7 @@ class BulkCtx(Generic[InT]):
             else:
                 if cost is not None and with_cost:
                     self._cost.merge(cost)
-                return value, True
+                return value
         result = await fn()
         cost = None
         if with_cost:
@@ -383,7 +384,7 @@ class BulkCtx(Generic[InT]):
             raise TransientStepError(f"memo {key!r}: {exc}") from exc
         if cost is not None:
             self._cost.merge(cost)
-        return value, False
+        return value
 
     def __repr__(self) -> str:
         return f"<BulkCtx {self.run_id} attempt {self.attempt}>"
@@ -391,7 +392,7 @@ class BulkCtx(Generic[InT]):
 
 def _check_key(key: object) -> str:
     if not isinstance(key, str) or not key:
-        raise BulkUsageError(f"a memo key must be a non-empty str, not {key!r}")
+        raise UsageError(f"a memo key must be a non-empty str, not {key!r}")
     return key
 
 

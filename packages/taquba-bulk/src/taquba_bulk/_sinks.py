@@ -6,7 +6,9 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Protocol, Self, TextIO, runtime_checkable
 
-from ._errors import BulkUsageError, InvalidInputLine
+from taquba import UsageError
+
+from ._errors import InvalidInputLine
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -93,7 +95,7 @@ class JsonlSink:
             self._file = target
             self._owned = False
         else:
-            raise BulkUsageError("JsonlSink takes a path or a text stream")
+            raise UsageError("JsonlSink takes a path or a text stream")
         self._written = 0
 
     @property
@@ -152,7 +154,7 @@ def read_jsonl(
     if isinstance(source, (str, os.PathLike)):
         return _read_path(os.fspath(source), on_error)
     if not hasattr(source, "__iter__"):
-        raise BulkUsageError("read_jsonl takes a path or an iterable of lines")
+        raise UsageError("read_jsonl takes a path or an iterable of lines")
     return _read_lines(source, on_error)
 
 
