@@ -20,7 +20,7 @@ import pytest
 import trio
 
 import taquba
-from taquba import _cli, _demo
+from taquba import _cli, _demo_console, _demo_jobs
 from taquba._cli import main
 
 
@@ -108,10 +108,12 @@ def test_progress_redraws_in_place_on_a_terminal(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setenv("TERM", "xterm")
     screen = Terminal()
-    console = _demo._Console(screen)
+    console = _demo_console.Console(screen)
     assert console.live
     base = taquba.QueueStats("q")
-    progress = _demo._Progress(console, label="q", total=4, base=base, tracker=_demo._Tracker())
+    progress = _demo_console.Progress(
+        console, label="q", total=4, base=base, tracker=_demo_jobs.Tracker()
+    )
     progress.update(taquba.QueueStats("q", pending=4))
     progress.update(taquba.QueueStats("q", pending=1, claimed=1, done=1, dead=1), final=True)
     drawn = screen.getvalue()
@@ -122,10 +124,10 @@ def test_progress_redraws_in_place_on_a_terminal(monkeypatch: pytest.MonkeyPatch
 
 def test_progress_prints_lines_when_not_a_terminal() -> None:
     log = io.StringIO()
-    console = _demo._Console(log)
+    console = _demo_console.Console(log)
     assert not console.live
-    progress = _demo._Progress(
-        console, label="q", total=2, base=taquba.QueueStats("q"), tracker=_demo._Tracker()
+    progress = _demo_console.Progress(
+        console, label="q", total=2, base=taquba.QueueStats("q"), tracker=_demo_jobs.Tracker()
     )
     progress.update(taquba.QueueStats("q", pending=2))
     progress.update(taquba.QueueStats("q", done=2), final=True)

@@ -20,7 +20,8 @@ from taquba import (
     Store,
     _adapter,  # pyright: ignore[reportPrivateUsage]
     _batch,  # pyright: ignore[reportPrivateUsage]
-    _queue,  # pyright: ignore[reportPrivateUsage]
+    _maintenance,  # pyright: ignore[reportPrivateUsage]
+    _recovery,  # pyright: ignore[reportPrivateUsage]
 )
 from taquba.testing import Fault, inject_faults, open_test_queue
 
@@ -77,7 +78,7 @@ async def test_concurrent_enqueues_share_transactions(
     # committed joins the next one.
     assert len(transactions) <= 10
     # One stats delta record per transaction, and the fold bookkeeping counts exactly those.
-    assert queue._unfolded["q"] == len(transactions)  # pyright: ignore[reportPrivateUsage]
+    assert queue._context.unfolded["q"] == len(transactions)  # pyright: ignore[reportPrivateUsage]
 
 
 async def test_each_request_in_a_batch_gets_its_own_outcome(queue: taquba.Queue) -> None:
@@ -188,7 +189,7 @@ async def test_expired_claims_are_reaped_a_page_per_transaction(
         assert len(claims) == 600
         await queue.ack(claims[0])  # settled before expiry: the reaper must leave it alone
         clock.advance(10)
-        counted = _count_transactions(monkeypatch, _queue)
+        counted = _count_transactions(monkeypatch, _recovery)
         assert await queue.reap_now() == 599
         assert len(counted) == 3  # 599 expired claims, 256 per page
         monkeypatch.undo()
@@ -218,7 +219,7 @@ async def test_expired_records_are_swept_a_page_per_transaction(
             for claim in claims[300:]:
                 nursery.start_soon(functools.partial(queue.dead_letter, claim, "bad"))
         clock.advance(61)
-        counted = _count_transactions(monkeypatch, _queue)
+        counted = _count_transactions(monkeypatch, _maintenance)
         assert await queue.sweep_now() == 700
         assert len(counted) == 4  # 300 done records in 2 pages, 400 dead ones in 2
         monkeypatch.undo()

@@ -118,11 +118,12 @@ async def test_a_failed_pass_scans_again_from_where_it_started(
     async def broken(*args: Any) -> bool:
         raise taquba.StorageUnavailable("down")
 
-    promote_one = queue._promote_one  # pyright: ignore[reportPrivateUsage]
-    monkeypatch.setattr(queue, "_promote_one", broken)
+    maintenance = queue._maintenance  # pyright: ignore[reportPrivateUsage]
+    promote_one = maintenance._promote_one  # pyright: ignore[reportPrivateUsage]
+    monkeypatch.setattr(maintenance, "_promote_one", broken)
     with pytest.raises(taquba.StorageUnavailable):
         await queue.promote_scheduled_now()
-    monkeypatch.setattr(queue, "_promote_one", promote_one)
+    monkeypatch.setattr(maintenance, "_promote_one", promote_one)
     assert await queue.promote_scheduled_now() == 1
 
 

@@ -279,14 +279,15 @@ async def test_the_dead_space_is_scanned_only_once_a_dead_record_can_have_expire
         memory_store, "s", config=config, queues=queues, clock=clock, **FAST
     ) as queue:
         scans: list[int] = []
-        sweep = queue._sweep  # pyright: ignore[reportPrivateUsage]
+        maintenance = queue._maintenance  # pyright: ignore[reportPrivateUsage]
+        sweep = maintenance._sweep  # pyright: ignore[reportPrivateUsage]
 
         async def counting_sweep(*args: Any) -> tuple[int, int | None]:
             if args[-1] is JobStatus.DEAD:
                 scans.append(clock.now_ms())
             return await sweep(*args)
 
-        monkeypatch.setattr(queue, "_sweep", counting_sweep)
+        monkeypatch.setattr(maintenance, "_sweep", counting_sweep)
 
         async def dead_letter(name: str) -> str:
             job = await queue.enqueue(name, b"x")
@@ -574,7 +575,7 @@ async def test_a_completion_wakes_only_the_waiters_of_that_job(
                 await queue.ack(claim)
         assert sorted(done) == sorted([job.id for job in jobs] * 2)
         assert reads == 400
-        assert queue._completion_waiters == {}  # pyright: ignore[reportPrivateUsage]
+        assert queue._context.completion_waiters == {}  # pyright: ignore[reportPrivateUsage]
 
 
 async def test_waiters_wake_on_every_kind_of_completion(memory_store: Store) -> None:
@@ -612,10 +613,10 @@ async def test_a_cancelled_wait_leaves_no_registration(memory_store: Store) -> N
         job = await queue.enqueue("w", b"x")
         with trio.move_on_after(0.05):
             await queue.wait_for_completion(job.id)
-        assert queue._completion_waiters == {}  # pyright: ignore[reportPrivateUsage]
+        assert queue._context.completion_waiters == {}  # pyright: ignore[reportPrivateUsage]
         with pytest.raises(taquba.InvalidId):
             await queue.wait_for_completion("not a ulid!")
-        assert queue._completion_waiters == {}  # pyright: ignore[reportPrivateUsage]
+        assert queue._context.completion_waiters == {}  # pyright: ignore[reportPrivateUsage]
 
 
 async def test_claim_with_wait_wakes_on_insert_and_waits_out_its_deadline(
@@ -743,10 +744,10 @@ async def test_cursor_state_is_persisted_at_close_and_restored(
         for claim in await queue.claim_batch("w", 5):
             await queue.ack(claim)
         assert await queue.claim("w") is None
-        bound = queue._states["w"].cursor.bound
+        bound = queue._context.states["w"].cursor.bound
         assert bound is not None
     async with taquba.open_queue(store, "cur", clock=clock, **FAST) as queue:
-        cursor = queue._states["w"].cursor
+        cursor = queue._context.states["w"].cursor
         assert cursor.bound == bound and cursor.known_empty
         # The record was deleted on open, so a crash now cannot resurrect a stale bound.
         assert (

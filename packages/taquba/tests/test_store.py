@@ -38,11 +38,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def s3_config(store: Store) -> dict[str, str]:
-    from taquba import _store
+    from taquba import _store_url
 
     # Tests may peek at what the store resolved; users never need to.
     config = store._s3_config
-    assert isinstance(config, _store._S3Config)
+    assert isinstance(config, _store_url.S3Config)
     return config.object_store_config()
 
 

@@ -578,7 +578,7 @@ async def test_one_insert_wakes_one_idle_worker(
         if record.payload == b"batch":
             await gate.wait()
 
-    wakeup = queue._state("w").wakeup
+    wakeup = queue._context.state("w").wakeup
 
     async def idle_workers(n: int) -> None:
         await wait_until(holds(lambda: wakeup.waiters == n))
@@ -625,7 +625,7 @@ async def test_one_insert_wakes_one_waiter_exactly(
     async def handler(record: JobRecord, lease: LeaseHandle) -> None:
         pass
 
-    wakeup = queue._state("w").wakeup
+    wakeup = queue._context.state("w").wakeup
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         for _ in range(5):

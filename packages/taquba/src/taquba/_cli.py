@@ -23,7 +23,6 @@ one line says so. A second signal exits at once, without waiting for the store t
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
@@ -43,13 +42,12 @@ from taquba import (
     Store,
     TaqubaError,
     UsageError,
-    __version__,
     open_queue,
     open_reader,
 )
+from taquba._cli_parser import build_parser
 from taquba._demo import (
     CHILD_COMMAND,
-    DEFAULT_DB,
     DEFAULT_STORE,
     DemoError,
     DemoOptions,
@@ -59,6 +57,7 @@ from taquba._demo import (
 )
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Awaitable, Callable, Sequence
     from contextlib import AbstractAsyncContextManager
 
@@ -73,15 +72,6 @@ EXIT_SIGINT: Final = 128 + signal.SIGINT
 EXIT_SIGTERM: Final = 128 + signal.SIGTERM
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-_WRITER_NOTE: Final = (
-    "It opens the store as its writer, which is fine while no other process uses the store; "
-    "a process that does (a running app or demo) would be fenced and stop. It changes only "
-    "the jobs it requeues: no claim recovery, lease reaping, promotion or retention sweep runs."
-)
-_READER_NOTE: Final = (
-    "It only reads the store, so it is safe while a running app or demo uses it; it shows "
-    "what that writer has made durable, up to about a second late."
-)
 
 
 class CliError(Exception):
@@ -91,165 +81,6 @@ class CliError(Exception):
         super().__init__(message)
         self.code = code
         """The exit status to report it with."""
-
-
-# ------------------------------------------------------------------------------ parsing
-
-
-def _bounded_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, not {value}")
-        return value
-
-    return parse
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``taquba`` command."""
-    parser = argparse.ArgumentParser(
-        prog="taquba",
-        description=(
-            "taquba: a durable task queue whose only state lives in object storage. Start "
-            "with `taquba demo`. `inspect`, `jobs` and `dead list` only read the store and are "
-            "safe next to a running app; `dead requeue` opens it as its writer: run it while "
-            "no other process uses the store."
-        ),
-        epilog="Exit status: 0 success, 1 run-time failure, 2 bad input.",
-    )
-    parser.add_argument("--version", action="version", version=f"taquba {__version__}")
-    commands = parser.add_subparsers(
-        dest="command", metavar="COMMAND", title="commands", required=True
-    )
-
-    where = argparse.ArgumentParser(add_help=False)
-    where.add_argument(
-        "--store",
-        metavar="URL",
-        default=None,
-        help=(
-            f"the store: a directory, file:///abs/dir or s3://bucket/prefix "
-            f"(default: ./{DEFAULT_STORE}, the demo's)"
-        ),
-    )
-    where.add_argument(
-        "--db",
-        metavar="NAME",
-        default=DEFAULT_DB,
-        help=f"the queue database inside the store (default: {DEFAULT_DB})",
-    )
-
-    demo = commands.add_parser(
-        "demo",
-        parents=[where],
-        help="run the self-explaining demo (the project's main job)",
-        description=(
-            "Run a narrated tour of taquba on a local-disk store: enqueue a batch of jobs, "
-            "serve them with live progress (retries, dead letters, scheduled and urgent jobs), "
-            "kill a worker process with SIGKILL while it holds claims and recover them, then "
-            "summarise. The demo database is wiped first unless --keep is given."
-        ),
-    )
-    demo.add_argument(
-        "--jobs",
-        type=_bounded_int(10, 100_000),
-        default=300,
-        metavar="N",
-        help="how many document jobs to enqueue (default: 300)",
-    )
-    demo.add_argument(
-        "--workers",
-        type=_bounded_int(1, 256),
-        default=8,
-        metavar="N",
-        help="how many jobs the workers handle at once (default: 8)",
-    )
-    demo.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep what the demo database already holds instead of wiping it",
-    )
-
-    inspect = commands.add_parser(
-        "inspect",
-        parents=[where],
-        help="list the queues of a database with their counters",
-        description="List every queue of the database with its counters. " + _READER_NOTE,
-    )
-    del inspect
-
-    dead = commands.add_parser(
-        "dead",
-        help="list or requeue dead-lettered jobs",
-        description=(
-            "Administer the dead-letter inbox of a queue: `list` only reads the store, "
-            "`requeue` opens it as its writer."
-        ),
-    )
-    dead_actions = dead.add_subparsers(
-        dest="action", metavar="ACTION", title="actions", required=True
-    )
-    dead_list = dead_actions.add_parser(
-        "list",
-        parents=[where],
-        help="list dead jobs with their last error",
-        description="List the dead jobs of QUEUE, oldest id first. " + _READER_NOTE,
-    )
-    dead_list.add_argument("queue", metavar="QUEUE", help="the queue name")
-    dead_list.add_argument(
-        "--limit",
-        type=_bounded_int(1, 100_000),
-        default=20,
-        metavar="N",
-        help="show at most N jobs (default: 20)",
-    )
-    requeue = dead_actions.add_parser(
-        "requeue",
-        parents=[where],
-        help="make dead jobs pending again, attempts reset",
-        description=(
-            "Revive dead jobs of QUEUE as pending, with their attempts reset; they run when a "
-            "worker next serves QUEUE. " + _WRITER_NOTE
-        ),
-    )
-    requeue.add_argument("queue", metavar="QUEUE", help="the queue name")
-    which = requeue.add_mutually_exclusive_group(required=True)
-    which.add_argument("job_id", metavar="JOB_ID", nargs="?", help="the dead job to requeue")
-    which.add_argument("--all", action="store_true", help="requeue every dead job of QUEUE")
-
-    jobs = commands.add_parser(
-        "jobs",
-        parents=[where],
-        help="list the jobs of a queue in one status",
-        description=(
-            "List jobs of QUEUE in one status. Claimed jobs are those a running worker holds "
-            "(or held when its process died: the next writer to open the store recovers "
-            "them). Done jobs are listed only if the queue keeps them (keep_done). " + _READER_NOTE
-        ),
-    )
-    jobs.add_argument("queue", metavar="QUEUE", help="the queue name")
-    jobs.add_argument(
-        "--status",
-        choices=[status.value for status in JobStatus],
-        default=JobStatus.PENDING.value,
-        help="which jobs to list (default: pending)",
-    )
-    jobs.add_argument(
-        "--limit",
-        type=_bounded_int(1, 100_000),
-        default=20,
-        metavar="N",
-        help="show at most N jobs (default: 20)",
-    )
-
-    # The crash-recovery phase of the demo runs this in a second process; not for users.
-    child = commands.add_parser(CHILD_COMMAND, parents=[where])
-    child.add_argument("--count", type=_bounded_int(1, 100_000), required=True)
-    return parser
 
 
 # ------------------------------------------------------------------------------ stores

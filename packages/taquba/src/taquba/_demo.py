@@ -13,36 +13,35 @@ The demo is the project's main job (``uv run taquba demo``). It narrates four ph
 
 The demo checks its own invariants (no job lost, every killed claim recovered) and exits
 non-zero if one fails. Only the public `taquba` API is used.
+
+The console (narration, live progress) is in `_demo_console.py`, the workloads and their
+handlers in `_demo_jobs.py`. What stays here, about 600 lines, is the run itself: the four
+phases, the crash child and the helpers they share, kept in one file because they are one
+script that reads top to bottom, in the order a user sees it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from collections import Counter, deque
 from dataclasses import dataclass, field
 from functools import partial
 from random import Random
-from typing import TYPE_CHECKING, Any, Final, TextIO, cast
+from typing import TYPE_CHECKING, Final, TextIO
 from urllib.parse import unquote, urlsplit
 
 import trio
 
 from taquba import (
-    PRIORITY_HIGH,
-    EnqueueRequest,
     JobRecord,
     JobStatus,
     LeaseHandle,
-    PermanentFailure,
     QueueConfig,
     QueueStats,
     Store,
@@ -50,8 +49,20 @@ from taquba import (
     open_queue,
     run_worker_concurrent,
 )
+from taquba._demo_console import Console, Progress
+from taquba._demo_jobs import (
+    DOCUMENTS,
+    EXPORTS,
+    Tracker,
+    document_handler,
+    export_handler,
+    export_requests,
+    parse_payload,
+    plan_documents,
+)
 
 if TYPE_CHECKING:
+    from collections import Counter
     from contextlib import AbstractAsyncContextManager
 
     from taquba import Handler, Queue
@@ -73,8 +84,6 @@ DEFAULT_DB: Final = "demo"
 CHILD_COMMAND: Final = "_demo-child"
 """The hidden subcommand the crash-recovery phase runs in a second process."""
 
-DOCUMENTS: Final = "documents"
-EXPORTS: Final = "exports"
 
 _CONFIG: Final = QueueConfig(
     max_attempts=3,
@@ -88,14 +97,11 @@ _FLUSH_INTERVAL: Final = 0.01
 _REAPER_INTERVAL: Final = 0.5
 _SCHEDULER_INTERVAL: Final = 0.1
 _POLL_INTERVAL: Final = 0.25
-_PAGE_WORK: Final = 0.015  # simulated seconds of work per document page
 _SETTLE_DEADLINE: Final = 120.0
 _CHILD_READY_DEADLINE: Final = 60.0
 _CHILD_LIFETIME: Final = 90.0  # an orphaned child gives up on its own
 _READY_PREFIX: Final = "HOLDING"
 _ENQUEUE_CHUNK: Final = 100
-_KINDS: Final = ("invoice", "contract", "receipt", "report", "statement", "purchase-order")
-_CUSTOMERS: Final = ("acme", "globex", "initech", "umbrella", "hooli", "stark")
 _SEED: Final = 20_240_601
 
 
@@ -119,277 +125,6 @@ class DemoOptions:
     """Keep what the store holds instead of wiping the demo database first."""
     store_is_default: bool = True
     """Whether ``store`` is the default (the printed follow-up commands then omit it)."""
-
-
-# ------------------------------------------------------------------------------ console
-
-
-class _Console:
-    """Narration and the live progress block. ANSI only when writing to a terminal."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        isatty = getattr(stream, "isatty", None)
-        columns = shutil.get_terminal_size((88, 24)).columns
-        # The live block needs ~80 columns: a wrapped line would break the redraw.
-        self.live = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb" and columns >= 80
-        self.color = self.live and "NO_COLOR" not in os.environ
-        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
-        self.unicode = encoding.startswith("utf")
-        self.width = max(40, min(columns, 88) - 2)
-
-    def _style(self, text: str, code: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
-
-    def bold(self, text: str) -> str:
-        """Bold text on a terminal."""
-        return self._style(text, "1")
-
-    def dim(self, text: str) -> str:
-        """Dimmed text on a terminal."""
-        return self._style(text, "2")
-
-    def good(self, text: str) -> str:
-        """Green text on a terminal."""
-        return self._style(text, "32")
-
-    def bad(self, text: str) -> str:
-        """Red text on a terminal."""
-        return self._style(text, "31")
-
-    def write(self, text: str = "") -> None:
-        """Write one line."""
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def heading(self, text: str) -> None:
-        """A phase heading, after a blank line."""
-        self.write()
-        self.write(self.bold(text))
-
-    def say(self, text: str) -> None:
-        """A narration paragraph, wrapped to the terminal."""
-        for line in textwrap.wrap(" ".join(text.split()), self.width - 2):
-            self.write("  " + line)
-
-    def item(self, text: str, *, indent: int = 4, wrap: bool = True) -> None:
-        """An indented result, wrapped to the terminal (continuation lines indented more)."""
-        first = " " * indent
-        if not wrap:
-            self.write(first + text)
-            return
-        for line in textwrap.wrap(
-            text, self.width, initial_indent=first, subsequent_indent=first + "  "
-        ):
-            self.write(line)
-
-    async def pause(self, seconds: float) -> None:
-        """Give a human time to read (terminals only; logs do not wait)."""
-        if self.live:
-            await trio.sleep(seconds)
-
-
-def _bar(fraction: float, width: int, *, unicode: bool) -> str:
-    fraction = min(max(fraction, 0.0), 1.0)
-    filled = round(fraction * width)
-    full, empty = ("█", "░") if unicode else ("#", "-")
-    return full * filled + empty * (width - filled)
-
-
-class _Progress:
-    """Queue counters while workers run: redrawn in place on a terminal, else a line a second."""
-
-    def __init__(
-        self, console: _Console, *, label: str, total: int, base: QueueStats, tracker: _Tracker
-    ) -> None:
-        self._console = console
-        self._label = label
-        self._total = max(total, 1)
-        self._base = base
-        self._tracker = tracker
-        self._started = time.monotonic()
-        self._samples: deque[tuple[float, int]] = deque()
-        self._drawn = 0
-        self._last_line = -1.0
-
-    @property
-    def interval(self) -> float:
-        """How often to sample the counters."""
-        return 0.1 if self._console.live else 0.25
-
-    def _settled(self, stats: QueueStats) -> int:
-        return (stats.done - self._base.done) + (stats.dead - self._base.dead)
-
-    def _rate(self, now: float, settled: int) -> float:
-        self._samples.append((now, settled))
-        while len(self._samples) > 2 and now - self._samples[0][0] > 2.0:
-            self._samples.popleft()
-        first_time, first_settled = self._samples[0]
-        span = now - first_time
-        return (settled - first_settled) / span if span > 0 else 0.0
-
-    def update(self, stats: QueueStats, *, final: bool = False) -> None:
-        """Show ``stats``: redraw the block, or print a line if a second has passed."""
-        now = time.monotonic()
-        elapsed = now - self._started
-        settled = self._settled(stats)
-        rate = self._rate(now, settled)
-        if self._console.live:
-            self._redraw(stats, settled, rate, elapsed)
-        elif final or elapsed - self._last_line >= 1.0:
-            self._last_line = elapsed
-            self._console.write(
-                f"  [{elapsed:5.1f}s] {self._label}: pending {stats.pending}, "
-                f"scheduled {stats.scheduled}, claimed {stats.claimed}, done {stats.done}, "
-                f"dead {stats.dead} | {settled}/{self._total} settled, {rate:.0f} jobs/s, "
-                f"{self._tracker.transient_failures} transient failures"
-            )
-
-    def _redraw(self, stats: QueueStats, settled: int, rate: float, elapsed: float) -> None:
-        c = self._console
-        fraction = settled / self._total
-        bar = _bar(fraction, 24, unicode=c.unicode)
-        dead = f"dead {stats.dead:<5}"
-        lines = [
-            f"  {c.bold(f'{self._label:<10}')} [{c.good(bar)}] {fraction:4.0%}  "
-            f"{settled}/{self._total} settled",
-            f"    pending {stats.pending:<5} scheduled {stats.scheduled:<5} "
-            f"claimed {stats.claimed:<5} {c.good(f'done {stats.done:<6}')} "
-            f"{c.bad(dead) if stats.dead else dead}",
-            f"    {rate:5.1f} jobs/s   {elapsed:5.1f} s   "
-            f"{self._tracker.transient_failures} transient failures, each retried after a backoff",
-        ]
-        out = c.stream
-        if self._drawn:
-            out.write(f"\x1b[{self._drawn}F")
-        for line in lines:
-            out.write("\x1b[2K" + line + "\n")
-        out.flush()
-        self._drawn = len(lines)
-
-
-# ------------------------------------------------------------------------------ jobs
-
-
-@dataclass(slots=True)
-class _Tracker:
-    """What the demo's handlers saw, for the narration and the summary."""
-
-    first_starts: list[str] = field(default_factory=list[str])
-    """The scenario of each job, in the order of first attempts."""
-    attempts_started: int = 0
-    transient_failures: int = 0
-    succeeded_on: Counter[int] = field(default_factory=Counter[int])
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """The document jobs of phase 1, by scenario."""
-
-    regular: list[EnqueueRequest]
-    urgent: list[EnqueueRequest]
-    counts: dict[str, int]
-
-    @property
-    def total(self) -> int:
-        return len(self.regular) + len(self.urgent)
-
-
-def _payload(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
-
-
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        data: object = json.loads(raw)
-    except ValueError:
-        return {}
-    if isinstance(data, dict):
-        items = cast("dict[object, Any]", data)
-        return {str(k): v for k, v in items.items()}
-    return {}
-
-
-def _plan_documents(count: int, rng: Random) -> _Plan:
-    counts = {
-        "urgent": max(1, count // 60),
-        "scheduled": max(2, count // 15),
-        "corrupt": max(1, count // 50),
-        "unreachable": max(1, count // 100),
-        "flaky": max(2, count // 10),
-    }
-    counts = {"ok": count - sum(counts.values()), **counts}
-    scenarios = [name for name, n in counts.items() if name != "urgent" for _ in range(n)]
-    rng.shuffle(scenarios)
-    regular: list[EnqueueRequest] = []
-    urgent: list[EnqueueRequest] = []
-    for number, scenario in enumerate([*scenarios, *["urgent"] * counts["urgent"]], start=1):
-        data: dict[str, Any] = {
-            "document": f"{rng.choice(_KINDS)}-{number:04d}.pdf",
-            "customer": rng.choice(_CUSTOMERS),
-            "pages": rng.randint(1, 12),
-            "scenario": scenario,
-        }
-        if scenario == "flaky":
-            data["fail_first"] = rng.choice((1, 1, 2))
-        if scenario == "scheduled":
-            delay = round(rng.uniform(3.0, 8.0), 2)
-            data["not_before_s"] = delay
-            regular.append(EnqueueRequest(queue=DOCUMENTS, payload=_payload(data), delay=delay))
-        elif scenario == "urgent":
-            urgent.append(
-                EnqueueRequest(queue=DOCUMENTS, payload=_payload(data), priority=PRIORITY_HIGH)
-            )
-        else:
-            regular.append(EnqueueRequest(queue=DOCUMENTS, payload=_payload(data)))
-    return _Plan(regular, urgent, counts)
-
-
-def _document_handler(tracker: _Tracker) -> Handler:
-    async def handle(job: JobRecord, lease: LeaseHandle) -> None:
-        data = _parse(job.payload)
-        tracker.attempts_started += 1
-        scenario = data.get("scenario")
-        if job.attempts == 1:
-            tracker.first_starts.append(str(scenario))
-        pages = data.get("pages", 1)
-        await trio.sleep(_PAGE_WORK * (pages if isinstance(pages, int) else 1))
-        if scenario == "corrupt":
-            raise PermanentFailure("not a PDF (no %PDF header); retrying cannot help")
-        if scenario == "unreachable":
-            tracker.transient_failures += 1
-            raise ConnectionError("archive.internal:443 refused the upload")
-        fail_first = data.get("fail_first", 0)
-        if scenario == "flaky" and isinstance(fail_first, int) and job.attempts <= fail_first:
-            tracker.transient_failures += 1
-            raise TimeoutError("the OCR service did not answer within 5 s")
-        tracker.succeeded_on[job.attempts] += 1
-
-    return handle
-
-
-def _export_handler(tracker: _Tracker) -> Handler:
-    async def handle(job: JobRecord, lease: LeaseHandle) -> None:
-        tracker.attempts_started += 1
-        await trio.sleep(0.05 + 0.01 * (len(job.id) % 7))
-        tracker.succeeded_on[job.attempts] += 1
-
-    return handle
-
-
-def _export_requests(count: int, rng: Random) -> list[EnqueueRequest]:
-    return [
-        EnqueueRequest(
-            queue=EXPORTS,
-            payload=_payload(
-                {
-                    "export": f"monthly-report-{rng.choice(_CUSTOMERS)}-{n:02d}.csv",
-                    "rows": rng.randint(1_000, 50_000),
-                }
-            ),
-        )
-        for n in range(1, count + 1)
-    ]
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -439,7 +174,7 @@ def _attempt_summary(counts: Counter[int], *, skip_first: bool) -> str:
 
 
 async def _serve_until_settled(
-    console: _Console,
+    console: Console,
     queue: Queue,
     queue_name: str,
     handler: Handler,
@@ -447,10 +182,10 @@ async def _serve_until_settled(
     workers: int,
     total: int,
     base: QueueStats,
-    tracker: _Tracker,
+    tracker: Tracker,
 ) -> QueueStats:
     """Run workers on ``queue_name`` with a progress display until nothing is left to do."""
-    progress = _Progress(console, label=queue_name, total=total, base=base, tracker=tracker)
+    progress = Progress(console, label=queue_name, total=total, base=base, tracker=tracker)
     async with trio.open_nursery() as nursery:
         await nursery.start(
             partial(
@@ -504,15 +239,15 @@ class _Run:
     """State carried from phase to phase."""
 
     options: DemoOptions
-    console: _Console
+    console: Console
     store: Store
     started: float = field(default_factory=time.monotonic)
     docs_base: QueueStats = field(default_factory=lambda: QueueStats(DOCUMENTS))
     exports_base: QueueStats = field(default_factory=lambda: QueueStats(EXPORTS))
     docs_expected: int = 0
     exports_expected: int = 0
-    docs_tracker: _Tracker = field(default_factory=_Tracker)
-    exports_tracker: _Tracker = field(default_factory=_Tracker)
+    docs_tracker: Tracker = field(default_factory=Tracker)
+    exports_tracker: Tracker = field(default_factory=Tracker)
     held: list[str] = field(default_factory=list[str])
     recovered: int = 0
 
@@ -526,7 +261,7 @@ async def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
             second process cannot open).
         TaqubaError: from the queue, e.g. `StorageUnavailable`.
     """
-    console = _Console(stream or sys.stdout)
+    console = Console(stream or sys.stdout)
     store = Store.from_url(options.store)
     if store.kind == "memory":
         raise UsageError(
@@ -576,7 +311,7 @@ def _intro(run: _Run) -> None:
 
 async def _phase_enqueue(run: _Run, queue: Queue) -> None:
     c, options = run.console, run.options
-    plan = _plan_documents(options.jobs, Random(_SEED))
+    plan = plan_documents(options.jobs, Random(_SEED))
     n = plan.counts
     c.heading(f"1. Enqueue {plan.total} document jobs on the queue {DOCUMENTS!r}")
     c.say(
@@ -622,7 +357,7 @@ async def _phase_work(run: _Run, queue: Queue) -> None:
         c,
         queue,
         DOCUMENTS,
-        _document_handler(run.docs_tracker),
+        document_handler(run.docs_tracker),
         workers=options.workers,
         total=run.docs_expected,
         base=run.docs_base,
@@ -657,7 +392,7 @@ async def _phase_crash_prepare(run: _Run, queue: Queue) -> None:
         f"handlers that would run for minutes under a {_CHILD_LEASE:g} s lease, and tells us "
         "once the claims are in storage. We kill it with SIGKILL: no cleanup, no nack."
     )
-    await queue.enqueue_batch(_export_requests(count, Random(_SEED + 1)))
+    await queue.enqueue_batch(export_requests(count, Random(_SEED + 1)))
     stats = await queue.stats(EXPORTS)
     run.exports_expected = count + _unsettled(run.exports_base)
     c.item(f"enqueued {count} export jobs: pending {stats.pending}, claimed {stats.claimed}")
@@ -752,7 +487,7 @@ async def _phase_crash_recover(run: _Run, queue: Queue) -> None:
         c,
         queue,
         EXPORTS,
-        _export_handler(run.exports_tracker),
+        export_handler(run.exports_tracker),
         workers=options.workers,
         total=run.exports_expected,
         base=run.exports_base,
@@ -830,7 +565,7 @@ async def _phase_summary(run: _Run, queue: Queue) -> int:
     )
     c.item(f"Dead-letter inbox of {DOCUMENTS!r}: {docs.dead} jobs, for example:")
     for job in _examples(await queue.dead_jobs(DOCUMENTS, limit=200), 5):
-        name = _parse(job.payload).get("document", job.id)
+        name = parse_payload(job.payload).get("document", job.id)
         c.item(f"{job.id}  {name}, attempt {job.attempts} of {job.max_attempts}:", indent=6)
         c.item(_excerpt(job.last_error, c.width - 10), indent=8)
     c.item(f"Elapsed: {time.monotonic() - run.started:.1f} s")

@@ -20,22 +20,23 @@ so the queue databases and the blob namespace never collide. Blobs are reached t
 `Store.get_blob`, `Store.delete_blob` and `Store.list_blobs`, which run the blocking fsspec
 calls in worker threads. The SlateDB object store is built explicitly from the same settings
 (never from ambient environment resolution) and is created once per `Store`.
+
+URL parsing and S3 settings live in `_store_url.py`; the blocking local-directory helpers and
+the mapping of S3 failures to taquba's errors in `_blob_io.py`. What stays here (about 600
+lines) is the `Store` class and the memory-filesystem lock its blob calls share: one public
+type whose constructors, blob methods and their thread-side halves read best together.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import pathlib
 import re
-import tempfile
 import threading
 import uuid
 import weakref
 from collections import deque
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, TypeVarTuple
-from urllib.parse import unquote, urlsplit
 
 import trio
 from fsspec.asyn import sync as _fsspec_sync  # pyright: ignore[reportUnknownVariableType]
@@ -44,14 +45,21 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from taquba import _adapter
+from taquba._blob_io import (
+    TMP_PREFIX,
+    check_local_root,
+    is_precondition_failed,
+    local_list,
+    local_put,
+    storage_error,
+)
 from taquba._errors import (
     InvalidQueueName,
     InvalidStoreUrl,
     StorageError,
-    StorageMisconfigured,
-    StorageUnavailable,
     UsageError,
 )
+from taquba._store_url import S3Config, check_retries, file_url_path, path_uri, s3_config
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -65,63 +73,9 @@ StoreKind = Literal["memory", "file", "s3"]
 
 _DB_DIR: Final = "db"
 _BLOB_DIR: Final = "blobs"
-_TMP_PREFIX: Final = ".taquba-tmp-"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 _R = TypeVar("_R")
 _Ts = TypeVarTuple("_Ts")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-class _S3Config:
-    """Resolved S3 settings, shared by SlateDB's object store and s3fs."""
-
-    __slots__ = (
-        "access_key_id",
-        "allow_http",
-        "bucket",
-        "endpoint",
-        "prefix",
-        "region",
-        "secret_access_key",
-        "session_token",
-    )
-
-    def __init__(
-        self,
-        *,
-        bucket: str,
-        prefix: str,
-        endpoint: str | None,
-        region: str | None,
-        access_key_id: str | None,
-        secret_access_key: str | None,
-        session_token: str | None,
-        allow_http: bool,
-    ) -> None:
-        self.bucket = bucket
-        self.prefix = prefix
-        self.endpoint = endpoint
-        self.region = region
-        self.access_key_id = access_key_id
-        self.secret_access_key = secret_access_key
-        self.session_token = session_token
-        self.allow_http = allow_http
-
-    def object_store_config(self) -> dict[str, str]:
-        optional = {
-            "aws_endpoint": self.endpoint,
-            "aws_region": self.region,
-            "aws_access_key_id": self.access_key_id,
-            "aws_secret_access_key": self.secret_access_key,
-            "aws_session_token": self.session_token,
-        }
-        return {
-            "aws_bucket": self.bucket,
-            "aws_allow_http": str(self.allow_http).lower(),
-            **{key: value for key, value in optional.items() if value is not None},
-        }
 
 
 class Store:
@@ -153,7 +107,7 @@ class Store:
     _blob_root: str
     _local_root: str | None
     _in_memory_fs: bool
-    _s3_config: _S3Config | None
+    _s3_config: S3Config | None
 
     def __init__(self, _token: object, /) -> None:
         if _token is not _PRIVATE:
@@ -169,7 +123,7 @@ class Store:
         Args:
             max_retries: Object-store retries (kept for symmetry; memory never fails).
         """
-        store = cls._new("memory", "memory://", _check_retries(max_retries), db_root="")
+        store = cls._new("memory", "memory://", check_retries(max_retries), db_root="")
         root = f"/taquba-{uuid.uuid4().hex}"
         memory = MemoryFileSystem()
         store._blob_root = f"{root}/{_BLOB_DIR}"
@@ -218,7 +172,7 @@ class Store:
             InvalidStoreUrl: The URL or an option cannot be used, or ``taquba[s3]`` is not
                 installed for an ``s3://`` URL.
         """
-        retries = _check_retries(max_retries)
+        retries = check_retries(max_retries)
         text = os.fspath(url)
         if not isinstance(text, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise InvalidStoreUrl(f"store URL must be a str or path, not {type(url).__name__}")
@@ -252,9 +206,9 @@ class Store:
                 raise InvalidStoreUrl(f"a memory store URL is just 'memory://', not {text!r}")
             return cls.memory(max_retries=retries)
         if scheme == "file":
-            return cls._file(_file_url_path(text), retries)
+            return cls._file(file_url_path(text), retries)
         if scheme == "s3":
-            config = _s3_config(
+            config = s3_config(
                 text,
                 endpoint=endpoint,
                 region=region,
@@ -288,7 +242,7 @@ class Store:
         except OSError as exc:
             raise InvalidStoreUrl(f"cannot use directory {root!r} as a store: {exc}") from exc
         object_store, db_root = _adapter.local_object_store(root)
-        store = cls._new("file", _path_uri(root), max_retries, db_root=db_root)
+        store = cls._new("file", path_uri(root), max_retries, db_root=db_root)
         store._local_root = root
         store._blob_root = os.path.join(root, _BLOB_DIR)
         store._blob_fs = DirFileSystem(path=store._blob_root, fs=LocalFileSystem(auto_mkdir=True))
@@ -296,7 +250,7 @@ class Store:
         return store
 
     @classmethod
-    def _s3(cls, config: _S3Config, max_retries: int) -> Store:
+    def _s3(cls, config: S3Config, max_retries: int) -> Store:
         try:
             import s3fs
         except ImportError as exc:
@@ -404,7 +358,7 @@ class Store:
 
     def _check_sync(self) -> None:
         if self._local_root is not None:
-            _check_local_root(self._local_root)
+            check_local_root(self._local_root, _DB_DIR)
             return
         config = self._s3_config
         assert config is not None
@@ -494,53 +448,12 @@ class Store:
             raise error from exc
 
     def _storage_error(self, exc: Exception) -> Exception:
-        """Taquba's error for an exception of a blob call or a check (by class, not message).
-
-        On S3, s3fs turns ``NoSuchBucket`` into `FileNotFoundError` (a missing key is never an
-        error here: reads return None, listings are empty) and ``AccessDenied``,
-        ``InvalidAccessKeyId``, ``SignatureDoesNotMatch``, ``ExpiredToken``... into
-        `PermissionError`; botocore raises ``NoCredentialsError`` when it found none (not even
-        from an instance role). Those are permanent. Connection failures and other errors stay
-        transient.
-        """
-        config = self._s3_config
-        if config is not None:
-            where = f"{config.endpoint or 'AWS S3'}"
-            if _is_botocore(exc, "NoCredentialsError", "PartialCredentialsError"):
-                return StorageMisconfigured(
-                    f"no S3 credentials found for {self._url}: pass access_key_id and "
-                    "secret_access_key, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run "
-                    "where an instance role provides them"
-                )
-            if isinstance(exc, FileNotFoundError):
-                return StorageMisconfigured(
-                    f"S3 bucket {config.bucket!r} does not exist at {where}: create it, or fix "
-                    "the bucket name or endpoint"
-                )
-            if isinstance(exc, PermissionError):
-                code = _s3_error_code(exc)
-                if code in _BAD_CREDENTIALS:
-                    return StorageMisconfigured(
-                        f"{where} rejected the S3 credentials for {self._url} ({code}): check "
-                        "access_key_id, secret_access_key and session_token"
-                    )
-                return StorageMisconfigured(
-                    f"access to {self._url} denied by {where} ({code or exc}): the credentials "
-                    "lack permission for this bucket and prefix"
-                )
-            if _is_botocore(exc, "EndpointConnectionError", "ConnectTimeoutError"):
-                return StorageUnavailable(f"cannot reach the S3 endpoint {where}: {exc}")
-        if isinstance(exc, (IsADirectoryError, NotADirectoryError, FileExistsError)):
-            return StorageError(f"blob storage refused the request: {exc}")
-        if isinstance(exc, PermissionError):
-            return StorageMisconfigured(f"no permission to use {self._url}: {exc}")
-        if isinstance(exc, OSError) or _is_client_error(exc):
-            return StorageUnavailable(f"blob storage failed: {exc}")
-        return exc
+        """Taquba's error for an exception of a blob call or a check (see `storage_error`)."""
+        return storage_error(exc, self._s3_config, self._url)
 
     def _put_sync(self, key: str, data: bytes, create_only: bool) -> bool:
         if self._local_root is not None:
-            return _local_put(self._blob_root, key, data, create_only=create_only)
+            return local_put(self._blob_root, key, data, create_only=create_only)
         mode = "create" if create_only else "overwrite"
         try:
             if self._in_memory_fs:
@@ -553,7 +466,7 @@ class Store:
                 return False
             raise
         except OSError as exc:
-            if create_only and _is_precondition_failed(exc):
+            if create_only and is_precondition_failed(exc):
                 return False
             raise
         return True
@@ -598,7 +511,7 @@ class Store:
         memory store filters a full listing.
         """
         if self._local_root is not None:
-            return _local_list(self._blob_root, base, start_after, limit)
+            return local_list(self._blob_root, base, start_after, limit)
         if self._kind == "s3" and hasattr(self._blob_fs.fs, "_call_s3"):
             return self._list_s3(base, start_after, limit)
         names = self._list_all(base)  # memory, or an s3fs without the private call
@@ -624,7 +537,7 @@ class Store:
                 name = str(item["Key"])[len(prefix) :]
                 if name.endswith("/"):
                     continue  # a "directory" marker object, not a blob
-                if name and not name.rsplit("/", 1)[-1].startswith(_TMP_PREFIX):
+                if name and not name.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
                     names.append(name)
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
@@ -650,7 +563,7 @@ class Store:
             if not name.startswith(lead):
                 continue  # e.g. `base` itself, or a sibling sharing its prefix
             relative = name[len(lead) :]
-            if relative and not relative.rsplit("/", 1)[-1].startswith(_TMP_PREFIX):
+            if relative and not relative.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
                 names.append(relative)
         names.sort()
         return names
@@ -690,100 +603,6 @@ def _memory_fs_locked() -> Generator[None]:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_retries(max_retries: int) -> int:
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidStoreUrl(f"max_retries must be an int, not {max_retries!r}")
-    if max_retries < 0:
-        raise InvalidStoreUrl(f"max_retries must be >= 0, not {max_retries}")
-    return max_retries
-
-
-def _path_uri(path: str) -> str:
-    return pathlib.Path(path).as_uri()
-
-
-def _file_url_path(text: str) -> str:
-    parts = urlsplit(text)
-    if not text[len("file:") :].startswith("//"):
-        raise InvalidStoreUrl(f"a file store URL looks like 'file:///abs/dir', not {text!r}")
-    if parts.netloc not in ("", "localhost"):
-        raise InvalidStoreUrl(f"file store URLs cannot name a host ({parts.netloc!r})")
-    if parts.query or parts.fragment:
-        raise InvalidStoreUrl(f"file store URLs take no query or fragment: {text!r}")
-    path = unquote(parts.path)
-    if not path.startswith("/"):
-        raise InvalidStoreUrl(f"file store URLs need an absolute path: {text!r}")
-    return os.path.normpath(path)
-
-
-def _env(*names: str) -> str | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
-
-
-def _s3_config(
-    text: str,
-    *,
-    endpoint: str | None,
-    region: str | None,
-    access_key_id: str | None,
-    secret_access_key: str | None,
-    session_token: str | None,
-    allow_http: bool | None,
-) -> _S3Config:
-    parts = urlsplit(text)
-    if not text[len("s3:") :].startswith("//"):
-        raise InvalidStoreUrl(f"an S3 store URL looks like 's3://bucket/prefix', not {text!r}")
-    if parts.query or parts.fragment:
-        raise InvalidStoreUrl(f"S3 store URLs take no query or fragment: {text!r}")
-    bucket = parts.netloc
-    if not _BUCKET.match(bucket):
-        raise InvalidStoreUrl(f"invalid S3 bucket name {bucket!r} in {text!r}")
-    prefix = parts.path.strip("/")
-    if prefix:
-        segments = prefix.split("/")
-        if any(s in ("", ".", "..") for s in segments):
-            raise InvalidStoreUrl(f"invalid S3 key prefix {prefix!r} in {text!r}")
-
-    endpoint = endpoint or _env("AWS_ENDPOINT_URL", "AWS_ENDPOINT")
-    if endpoint is not None:
-        scheme = urlsplit(endpoint).scheme.lower()
-        if scheme not in ("http", "https") or not urlsplit(endpoint).netloc:
-            raise InvalidStoreUrl(f"S3 endpoint must be an http(s) URL, not {endpoint!r}")
-    region = region or _env("AWS_REGION", "AWS_DEFAULT_REGION")
-    if (access_key_id, secret_access_key, session_token) == (None, None, None):
-        access_key_id = _env("AWS_ACCESS_KEY_ID")
-        secret_access_key = _env("AWS_SECRET_ACCESS_KEY")
-        session_token = _env("AWS_SESSION_TOKEN")
-    if (access_key_id is None) != (secret_access_key is None):
-        raise InvalidStoreUrl("S3 access_key_id and secret_access_key must be given together")
-    if session_token is not None and access_key_id is None:
-        raise InvalidStoreUrl("an S3 session_token needs access_key_id and secret_access_key")
-    if allow_http is None:
-        env_value = os.environ.get("AWS_ALLOW_HTTP")
-        if env_value is not None and env_value.strip().lower() in _TRUE | _FALSE:
-            allow_http = env_value.strip().lower() in _TRUE
-        elif env_value is not None:
-            raise InvalidStoreUrl(f"AWS_ALLOW_HTTP must be true or false, not {env_value!r}")
-        else:
-            allow_http = endpoint is not None and endpoint.lower().startswith("http://")
-    if not allow_http and endpoint is not None and endpoint.lower().startswith("http://"):
-        raise InvalidStoreUrl(f"S3 endpoint {endpoint!r} is plain http but allow_http is off")
-    return _S3Config(
-        bucket=bucket,
-        prefix=prefix,
-        endpoint=endpoint,
-        region=region,
-        access_key_id=access_key_id,
-        secret_access_key=secret_access_key,
-        session_token=session_token,
-        allow_http=allow_http,
-    )
-
-
 def _blob_path(path: str) -> str:
     """Validate a blob path: relative, ``/``-separated, no empty, ``.`` or ``..`` segments."""
     if not isinstance(path, str) or not path:  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -791,158 +610,12 @@ def _blob_path(path: str) -> str:
     if "\x00" in path:
         raise UsageError(f"a blob path cannot contain NUL: {path!r}")
     for segment in path.split("/"):
-        if segment in ("", ".", "..") or segment.startswith(_TMP_PREFIX):
+        if segment in ("", ".", "..") or segment.startswith(TMP_PREFIX):
             raise UsageError(
                 f"invalid blob path {path!r}: use relative '/'-separated names without "
                 "empty, '.' or '..' segments"
             )
     return path
-
-
-def _local_list(root: str, base: str, start_after: str | None, limit: int | None) -> list[str]:
-    """`Store.list_blobs` on a local directory tree, in name order, skipping what it is past.
-
-    At each level the entries are sorted as their names would sort in a listing (a directory
-    as ``name/``), a directory whose names all sort at or before `start_after` is not opened,
-    and the walk stops once it has `limit` names.
-    """
-    names: list[str] = []
-    top = os.path.join(root, *base.split("/")) if base else root
-
-    def walk(directory: str, lead: str) -> bool:
-        try:
-            with os.scandir(directory) as it:
-                entries = [
-                    (lead + entry.name + "/" if entry.is_dir() else lead + entry.name, entry)
-                    for entry in it
-                    if not entry.name.startswith(_TMP_PREFIX)
-                ]
-        except (FileNotFoundError, NotADirectoryError):
-            return True
-        entries.sort(key=lambda pair: pair[0])
-        for name, entry in entries:
-            if name.endswith("/"):
-                if (
-                    start_after is not None
-                    and name < start_after
-                    and not start_after.startswith(name)
-                ):
-                    continue  # every name inside sorts before start_after
-                if not walk(entry.path, name):
-                    return False
-            elif start_after is None or name > start_after:
-                names.append(name)
-                if limit is not None and len(names) >= limit:
-                    return False
-        return True
-
-    walk(top, "")
-    return names
-
-
-def _local_put(root: str, key: str, data: bytes, *, create_only: bool) -> bool:
-    """Write a local blob atomically: a temporary file, then a rename (or a hard link)."""
-    target = os.path.join(root, *key.split("/"))
-    directory = os.path.dirname(target)
-    os.makedirs(directory, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        if not create_only:
-            os.replace(temporary, target)
-            return True
-        try:
-            os.link(temporary, target)  # fails if `target` exists: an atomic create
-        except FileExistsError:
-            return False
-        except OSError as exc:  # pragma: no cover - filesystems without hard links
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
-                raise
-            try:
-                with open(target, "xb") as file:
-                    file.write(data)
-            except FileExistsError:
-                return False
-        return True
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(temporary)
-
-
-def _is_precondition_failed(exc: BaseException) -> bool:
-    """Whether an s3fs error is a failed conditional write (HTTP 412)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        response: Any = getattr(current, "response", None)
-        try:
-            code: object = response["Error"].get("Code")
-        except (TypeError, KeyError, AttributeError):
-            code = None
-        try:
-            status: object = response["ResponseMetadata"].get("HTTPStatusCode")
-        except (TypeError, KeyError, AttributeError):
-            status = None
-        if code in ("PreconditionFailed", "412") or status == 412:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-_BAD_CREDENTIALS: Final = frozenset(
-    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
-)
-"""S3 error codes that mean the credentials themselves are wrong (not a missing grant)."""
-
-
-def _s3_error_code(exc: BaseException) -> str | None:
-    """The S3 error code of an s3fs error, from the botocore error it was translated from."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        response: Any = getattr(current, "response", None)
-        try:
-            code: object = response["Error"].get("Code")
-        except (TypeError, KeyError, AttributeError):
-            code = None
-        if isinstance(code, str) and code:
-            return code
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _is_botocore(exc: BaseException, *names: str) -> bool:
-    """Whether `exc` is one of botocore's exception classes ``names`` (or a subclass)."""
-    return any(
-        cls.__name__ in names and cls.__module__.startswith("botocore.")
-        for cls in type(exc).__mro__
-    )
-
-
-def _check_local_root(root: str) -> None:
-    """Raise `StorageMisconfigured` if the local store's root cannot hold a database."""
-    path = root
-    for part in ("", _DB_DIR):
-        path = os.path.join(path, part) if part else path
-        if os.path.lexists(path) and not os.path.isdir(path):
-            raise StorageMisconfigured(
-                f"the store path {path} is a file, not a directory: move it away or choose "
-                "another store directory"
-            )
-    if not os.path.isdir(root):
-        raise StorageMisconfigured(f"the store directory {root} does not exist any more")
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise StorageMisconfigured(f"no permission to write in the store directory {root}")
-
-
-def _is_client_error(exc: BaseException) -> bool:
-    """Whether `exc` is a botocore failure (s3fs lets connection errors through untranslated)."""
-    return any(
-        cls.__module__.startswith(("botocore.", "aiobotocore.")) for cls in type(exc).__mro__
-    )
 
 
 def _forget_memory_root(memory: Any, root: str) -> None:

@@ -1,0 +1,434 @@
+"""Background work: reaping expired leases, promoting due jobs, retention sweeps, stats fold.
+
+Each task has an explicit entry point on `Queue` (`reap_now`, `promote_scheduled_now`,
+`sweep_now`, `fold_stats_now`) and runs in the background while a queue is open with
+maintenance (`Maintenance.every`, `Maintenance.folder`, started by `Queue`).
+
+Theory of operation.
+
+- Reaper: every lease past its expiry is taken out of the registry (so no settlement can
+  use it), then its claim is ended by `_recovery.end_claims` a page per transaction, which
+  re-checks that the lease is still the expired one. A still-running handler is told its
+  delivery is over. A failed page gives its leases back, to be reaped on a later tick.
+- Promotion, done sweep and dead sweep scan time-ordered spaces from a low-water `Mark`
+  (``docs/design/queue-internals.md``, "Low-water marks"): a tick before the mark's due
+  time reads nothing, a pass reads from its start time, past the tombstones of earlier
+  passes. A pass clears its mark when it begins and rebuilds it from what it keeps; a
+  failed pass restores the start. Passes of one kind run one at a time.
+- Each promotion is its own non-durable transaction (`_transitions.promote`): the scheduled
+  record was durable, so the job survives a crash either way.
+- Sweeps delete expired done and dead records (and their index entries) a page per
+  transaction; fold adds the stats delta records of a queue into its totals.
+- Only `Fenced` and `StorageFatal` (which stop the queue) and `QueueClosed` end a
+  background task; any other error is logged, shown by `Queue.health`, and retried.
+- Undecodable records met on the way are quarantined, never a reason to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
+from . import _quarantine as quarantine  # pyright: ignore[reportPrivateUsage]
+from . import _transitions as transitions
+from ._adapter import Database, Transaction, run_transaction
+from ._context import Deltas, QueueContext
+from ._errors import DataError, Fenced, QueueClosed, StorageError, StorageFatal
+from ._interrupts import protect
+from ._records import JobRecord, JobStatus, decode_job, encode_map
+from ._recovery import end_claims
+from ._validate import retention_ms
+from ._views import (
+    FOLD_BATCH,
+    SCAN_PAGE,
+    STATS_FIELDS,
+    decode_counts,
+    decode_delta,
+    locate,
+    prefix_end,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+__all__ = ["Maintenance"]
+
+log = logging.getLogger("taquba")
+
+_KEY_TIME_END = 2**64 - 1
+
+
+class Maintenance:
+    """The background work of one open queue (see the module docstring)."""
+
+    def __init__(self, context: QueueContext) -> None:
+        self._context = context
+        self._promote_lock = trio.Lock()
+        self._sweep_lock = trio.Lock()
+
+    # ------------------------------------------------------------------ reaper
+
+    async def reap_now(self) -> int:
+        """`Queue.reap_now`."""
+        context = self._context
+        context.database  # noqa: B018 - raises if the queue is closed or failed
+        due = list(context.leases.take_due(context.clock.now_ms()))
+        reaped = 0
+        for start in range(0, len(due), SCAN_PAGE):
+            page = due[start : start + SCAN_PAGE]
+            try:
+                reaped += await self._reap_page(page)
+            except (DataError, StorageError) as exc:
+                if isinstance(exc, (Fenced, StorageFatal, QueueClosed)):
+                    raise
+                log.error("could not reap %d expired claims: %s", len(page), exc)
+                for queue, job_id, token in page:
+                    context.leases.release_reaping(queue, job_id, token)
+        return reaped
+
+    async def _reap_page(self, page: Sequence[tuple[str, str, int]]) -> int:
+        leases = self._context.leases
+
+        def still_held(queue: str, job_id: str, token: int) -> Callable[[], bool]:
+            def check() -> bool:
+                entry = leases.lookup(queue, job_id)
+                return entry is not None and entry.token == token
+
+            return check
+
+        moved = await end_claims(
+            self._context,
+            [
+                (keys.claimed_key(queue, job_id), still_held(queue, job_id, token))
+                for queue, job_id, token in page
+            ],
+            reason="lease expired",
+        )
+        for queue, job_id, token in page:
+            entry = leases.lookup(queue, job_id)
+            if entry is not None and entry.token == token:
+                entry.cancel.fire()  # tell a still-running handler its delivery is over
+            leases.remove(queue, job_id, token)
+        return sum(moved)
+
+    # ------------------------------------------------------------------ promotion
+
+    async def promote_scheduled_now(self) -> int:
+        """`Queue.promote_scheduled_now`."""
+        context = self._context
+        db = context.database
+        async with self._promote_lock:
+            now = context.clock.now_ms()
+            mark = context.promote_mark
+            start = mark.begin(now)
+            if start is None:
+                return 0
+            try:
+                return await self._promote_due(db, start, now)
+            except BaseException:
+                mark.abort(start)
+                raise
+
+    async def _promote_due(self, db: Database, start: int, now: int) -> int:
+        """Promote the scheduled keys from ``start`` to ``now`` (ms); re-mark the next one."""
+        prefix = keys.space_prefix(keys.Space.SCHEDULED)
+        first = prefix + start.to_bytes(8, "big")
+        end = prefix + (now + 1).to_bytes(8, "big")
+        promoted = 0
+        inclusive = True
+        while True:
+            rows = await db.scan(
+                prefix, start=first, start_inclusive=inclusive, end=end, limit=SCAN_PAGE
+            )
+            for key, _ in rows:
+                if await self._promote_one(db, key):
+                    promoted += 1
+            if len(rows) < SCAN_PAGE:
+                break
+            first, inclusive = rows[-1][0], False
+        # Keys due later were not looked at: mark the earliest one (one key read).
+        later = await db.scan(prefix, start=end, limit=1)
+        if later:
+            run_at = keys.key_time(later[0][0])
+            self._context.promote_mark.note(run_at, run_at)
+        return promoted
+
+    async def _promote_one(self, db: Database, key: bytes) -> bool:
+        context = self._context
+        result: list[tuple[str, bytes]] = []
+        # Not held: the scheduled record was durable, so the job survives a crash either way.
+        inserts = context.inserts(hold=False)
+        bad: list[quarantine.Moved] = []
+
+        async def body(txn: Transaction) -> None:
+            result.clear()
+            bad.clear()
+            raw = await txn.get(key)
+            if raw is None:
+                return
+            try:
+                job = decode_job(raw)
+            except DataError as exc:  # one bad record must not stop every promotion tick
+                deltas = Deltas()
+                bad.append(await context.stage_quarantine(txn, key, raw, exc, deltas))
+                await deltas.stage(txn, context.ids)
+                return
+            move = transitions.promote(job)
+            await txn.delete(key)
+            deltas = Deltas()
+            await transitions.apply(txn, move, deltas, inserts)
+            await deltas.stage(txn, context.ids)
+            result.append((job.queue, move.key))
+
+        try:
+            await run_transaction(db, body, durable=False)
+        finally:
+            inserts.finish()  # also when the outcome is unknown
+        context.quarantined(bad)
+        if not result:
+            return False
+        context.count_deltas(result[0][0])
+        return True
+
+    # ------------------------------------------------------------------ retention sweeps
+
+    async def sweep_now(self) -> int:
+        """`Queue.sweep_now`."""
+        context = self._context
+        db = context.database
+        async with self._sweep_lock:
+            now = context.clock.now_ms()
+            configs = [context.default_config, *context.configs.values()]
+            swept = 0
+            keeps = [ms for c in configs if (ms := retention_ms(c.keep_done)) is not None]
+            if keeps:
+                swept += await self._sweep_space(db, now, JobStatus.DONE, min(keeps))
+            if any(retention_ms(c.dead_retention) is not None for c in configs):
+                swept += await self._sweep_space(db, now, JobStatus.DEAD, None)
+            return swept
+
+    async def _sweep_space(
+        self, db: Database, now: int, status: JobStatus, shortest: int | None
+    ) -> int:
+        """One retention pass over the done or dead space, if its mark says one is due."""
+        context = self._context
+        mark = context.done_mark if status is JobStatus.DONE else context.dead_mark
+        start = mark.begin(now)
+        if start is None:
+            return 0
+        prefix = keys.space_prefix(keys.Space.DONE if status is JobStatus.DONE else keys.Space.DEAD)
+        try:
+            if shortest is None:
+                return (await self._sweep(db, prefix, None, None, now, status))[0]
+            # Done keys are time-first: nothing at or after the horizon can have expired.
+            first = prefix + start.to_bytes(8, "big")
+            end = prefix + min(max(now - shortest, start), _KEY_TIME_END).to_bytes(8, "big")
+            count = (await self._sweep(db, prefix, first, end, now, status))[0]
+            later = await db.scan(prefix, start=end, limit=1)
+            if later:
+                completed_at = keys.key_time(later[0][0])
+                mark.note(completed_at, completed_at + shortest)
+            return count
+        except BaseException:
+            mark.abort(start)
+            raise
+
+    async def _sweep(
+        self,
+        db: Database,
+        prefix: bytes,
+        first: bytes | None,
+        end: bytes | None,
+        now: int,
+        status: JobStatus,
+    ) -> tuple[int, int | None]:
+        """Delete the expired records in ``[first, end)`` under ``prefix``, a page per transaction.
+
+        Every record kept is noted in the space's mark. Returns how many were deleted, and
+        when the earliest record kept expires (ms).
+        """
+        context = self._context
+        mark = context.done_mark if status is JobStatus.DONE else context.dead_mark
+        swept = 0
+        next_due: int | None = None
+        start, inclusive = first, True
+        while True:
+            rows = await db.scan(
+                prefix, start=start, start_inclusive=inclusive, end=end, limit=SCAN_PAGE
+            )
+            expired: list[tuple[bytes, JobRecord]] = []
+            undecodable: list[tuple[bytes, bytes, DataError]] = []
+            for key, value in rows:
+                at = keys.key_time(key) if status is JobStatus.DONE else 0
+                try:
+                    job = decode_job(value)
+                except DataError as exc:
+                    undecodable.append((key, value, exc))
+                    continue
+                config = context.config(job.queue)
+                if status is JobStatus.DONE:
+                    retention, since = retention_ms(config.keep_done), job.completed_at
+                else:
+                    retention, since = retention_ms(config.dead_retention), job.failed_at
+                if retention is None or since is None:
+                    mark.note(at, None)
+                    continue
+                expiry = since + retention
+                if expiry >= now:
+                    mark.note(at, expiry)
+                    if next_due is None or expiry < next_due:
+                        next_due = expiry
+                    continue
+                expired.append((key, job))
+            if expired:
+                swept += await self._delete_records(db, expired, status)
+            if undecodable:
+                await context.quarantine_rows(db, undecodable)
+            if len(rows) < SCAN_PAGE:
+                return swept, next_due
+            start, inclusive = rows[-1][0], False
+
+    async def _delete_records(
+        self, db: Database, records: Sequence[tuple[bytes, JobRecord]], status: JobStatus
+    ) -> int:
+        """Delete expired records (and their index entries) in one transaction; return how many.
+
+        A record already gone (requeued, or deleted by another sweep) is skipped.
+        """
+        context = self._context
+        deleted: list[str] = []
+
+        async def body(txn: Transaction) -> None:
+            deleted.clear()
+            deltas = Deltas()
+            for key, job in records:
+                if await txn.get(key) is None:
+                    continue
+                found = await locate(txn, job.id)
+                await txn.delete(key)
+                if found is not None and found[0] == key:
+                    await txn.delete(keys.index_key(job.id))
+                if status is JobStatus.DEAD:
+                    deltas.add(job.queue, "dead", -1)
+                deleted.append(job.queue)
+            await deltas.stage(txn, context.ids)
+
+        await run_transaction(db, body, durable=False)
+        if status is JobStatus.DEAD:
+            context.count_queues(deleted)
+        return len(deleted)
+
+    # ------------------------------------------------------------------ stats fold
+
+    async def fold_stats_now(self) -> None:
+        """`Queue.fold_stats_now`."""
+        context = self._context
+        db = context.database
+        prefix = keys.space_prefix(keys.Space.STATS_DELTA)
+        start: bytes | None = None
+        while True:
+            rows = await db.scan(prefix, start=start, limit=1)
+            if not rows:
+                return
+            queue = keys.parse_queue_key(rows[0][0])
+            context.unfolded.pop(queue, None)
+            await self._fold_queue(db, queue)
+            start = prefix_end(prefix + keys.encode_queue(queue))
+            if start is None:
+                return
+
+    async def _fold_queue(self, db: Database, queue: str) -> None:
+        context = self._context
+        base_key = keys.stats_key(queue)
+        prefix = keys.stats_delta_prefix(queue)
+
+        bad: list[quarantine.Moved] = []
+
+        async def body(txn: Transaction) -> int:
+            bad.clear()
+            totals = decode_counts(await txn.get(base_key))
+            rows = await txn.scan(prefix, limit=FOLD_BATCH)
+            if not rows:
+                return 0
+            now = context.clock.now_ms()
+            for key, value in rows:
+                try:
+                    delta = decode_delta(value)
+                except DataError as exc:  # set aside; the other deltas still fold
+                    bad.append(await quarantine.stage(txn, key, value, exc, now))
+                    continue
+                for i, amount in enumerate(delta):
+                    totals[i] += amount
+                await txn.delete(key)
+            await txn.put(base_key, encode_map(dict(zip(STATS_FIELDS, totals, strict=True))))
+            return len(rows)
+
+        while True:
+            folded = await run_transaction(db, body, durable=False)
+            context.quarantined(bad)
+            if folded < FOLD_BATCH:
+                return
+
+    # ------------------------------------------------------------------ background loops
+
+    async def every(
+        self, interval: float, work: Callable[[], Awaitable[object]], what: str
+    ) -> None:
+        """Run ``work`` every ``interval`` seconds until the queue stops.
+
+        Only `Fenced` and `StorageFatal` (which stop the queue) and `QueueClosed` end it; any
+        other error (a transient outage, a bad value) is logged and retried after a backoff.
+        """
+        context = self._context
+        streak = context.health.streak(what)
+        try:
+            delay = interval
+            while context.failure is None:
+                await trio.sleep(delay)
+                delay = interval
+                try:
+                    await work()
+                except (Fenced, StorageFatal) as exc:
+                    context.fail(exc)
+                    return
+                except QueueClosed:
+                    return
+                except Exception as exc:  # one bad tick must not end the queue
+                    delay = max(interval, streak.failed(exc))
+                else:
+                    streak.succeeded()
+        finally:
+            context.health.release(streak)
+
+    async def folder(self, interval: float, fold: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fold`` when enough deltas accumulated, at least every ``interval`` (>= 1 s)."""
+        context = self._context
+        streak = context.health.streak("stats fold")
+        try:
+            backoff = 0.0
+            while context.failure is None:
+                if backoff:
+                    await trio.sleep(backoff)
+                with trio.move_on_after(max(interval, 1.0)):
+                    await context.fold_wanted.wait()
+                context.fold_wanted = trio.Event()
+                backoff = 0.0
+                try:
+                    await fold()
+                except (Fenced, StorageFatal) as exc:
+                    context.fail(exc)
+                    return
+                except QueueClosed:
+                    return
+                except Exception as exc:  # one bad fold must not end the queue
+                    backoff = streak.failed(exc)
+                else:
+                    streak.succeeded()
+        finally:
+            context.health.release(streak)
+
+
+protect(Maintenance)

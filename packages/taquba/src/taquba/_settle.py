@@ -1,0 +1,435 @@
+"""Settlements (ack, nack, dead-letter), requeue of dead jobs, cancel, waiting for completion.
+
+Theory of operation: the settlement fence.
+
+- A settlement needs the claim's token to still hold its in-memory lease *and* the claimed
+  record to still exist in the transaction; it deletes that record in the same
+  transaction. So a racing reaper or second settlement of the same claim conflicts and, on
+  retry, sees `ClaimLost`, and nothing of the losing settlement is written (its effects
+  neither). The lease alone is not enough: a racing settlement removes the lease only after
+  its commit is durable.
+- Settlements commit durably, then remove the lease. Acks are group-committed: while one
+  batch waits for its WAL flush the next accumulates; each ack keeps its own outcome.
+- Where the job goes: ack to done (kept, with the index rewritten) or deleted (index too);
+  nack to pending, scheduled (backoff) or dead (`_transitions.retry`, `dead_letter`);
+  dead_letter to dead; requeue_dead_job from dead to pending (`_transitions.revive`).
+- Pending keys a settlement inserts (a retry, follow-up enqueues of `Effects`, a requeue)
+  are held from claims until the commit is durable, and announced whatever the outcome;
+  due times it writes hold the promotion mark, a kept done record the done mark, until its
+  commit attempt is over.
+- After the commit: a job that ended (done, dead, cancelled) wakes only its own
+  `wait_for_completion` calls; a dead-letter lowers the dead sweep's due time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+import trio
+
+from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
+from . import _transitions as transitions
+from ._adapter import Transaction, run_transaction
+from ._batch import BatchRequest, DropFromBatch, GroupCommit
+from ._config import backoff_delay
+from ._context import CompletionWaiter, Deltas, Inserts, Prepared, QueueContext
+from ._enqueue import MAX_BATCH, prepare, stage_enqueue
+from ._errors import ClaimLost, InvalidState, JobNotFound, TaqubaError, UsageError
+from ._ids import validate_job_id
+from ._interrupts import protect
+from ._kv import check_kv_key, check_kv_writes
+from ._records import JobRecord, JobStatus, decode_job, encode_job
+from ._types import CancelOutcome, Claim, Effects, EnqueueResult, NackResult
+from ._validate import check_optional_seconds, duration_ms
+from ._views import locate
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+    from ._claims import Claims
+
+__all__ = ["Settlement"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True, eq=False)
+class _AckRequest(BatchRequest):
+    """One `Queue.ack_with` call waiting to be committed in a batch."""
+
+    claim: Claim
+    prepared: list[Prepared]
+    writes: dict[bytes, bytes]
+    deletes: list[bytes]
+    completed_at: int
+    keep_done: bool
+    inserts: Inserts  # follow-up enqueues: hidden from claims until durable
+    results: list[EnqueueResult] = field(default_factory=list[EnqueueResult])
+
+
+class Settlement:
+    """Ends of a claim and of a job: `Queue.ack_with`, `nack`, `dead_letter`, and the rest."""
+
+    def __init__(self, context: QueueContext, claims: Claims) -> None:
+        self._context = context
+        self._claims = claims
+        self._acks = GroupCommit(
+            lambda: context.database, self._stage_acks, self._acks_committed, max_batch=MAX_BATCH
+        )
+
+    # ------------------------------------------------------------------ shared steps
+
+    async def _take_claim(self, txn: Transaction, claim: Claim) -> JobRecord:
+        """The settlement fence: the claim must still hold its lease and its record."""
+        token = claim._token  # pyright: ignore[reportPrivateUsage]
+        if self._context.leases.get(claim.queue, claim.id, token) is None:
+            raise ClaimLost(claim.id)
+        key = keys.claimed_key(claim.queue, claim.id)
+        raw = await txn.get(key)
+        if raw is None:
+            raise ClaimLost(claim.id, "the claimed record no longer exists")
+        await txn.delete(key)
+        return decode_job(raw)
+
+    def _prepare_effects(
+        self, effects: Effects | None
+    ) -> tuple[list[Prepared], dict[bytes, bytes], list[bytes]]:
+        if effects is None:
+            return [], {}, []
+        if not isinstance(effects, Effects):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("effects must be an Effects instance")
+        now = self._context.clock.now_ms()
+        prepared = [prepare(self._context, request, now) for request in effects.enqueues]
+        writes = check_kv_writes(effects.kv_writes)
+        deletes = [check_kv_key(key) for key in effects.kv_deletes]
+        return prepared, writes, deletes
+
+    async def _stage_effects(
+        self,
+        txn: Transaction,
+        prepared: Sequence[Prepared],
+        writes: Mapping[bytes, bytes],
+        deletes: Sequence[bytes],
+        deltas: Deltas,
+        inserts: Inserts,
+    ) -> list[EnqueueResult]:
+        results = [await stage_enqueue(txn, item, deltas, inserts) for item in prepared]
+        for key, value in writes.items():
+            await txn.put(keys.user_key(key), value)
+        for key in deletes:
+            await txn.delete(keys.user_key(key))
+        return results
+
+    async def _settle(
+        self,
+        claim: Claim,
+        stage: Callable[[Transaction, JobRecord, Deltas, Inserts], Awaitable[T]],
+    ) -> T:
+        """Run a settlement: fence, stage, durable commit, then release the lease.
+
+        Pending keys the settlement inserts (a retry, follow-up enqueues) are held from
+        claims until the commit is durable, and announced to the cursor whatever the outcome.
+        """
+        context = self._context
+        inserts = context.inserts(hold=True)
+
+        async def body(txn: Transaction) -> T:
+            stored = await self._take_claim(txn, claim)
+            deltas = Deltas()
+            result = await stage(txn, stored, deltas, inserts)
+            await deltas.stage(txn, context.ids)
+            return result
+
+        try:
+            result = await run_transaction(context.database, body, durable=True)
+        finally:
+            inserts.finish()
+        context.leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
+        context.count_deltas(claim.queue)
+        return result
+
+    # ------------------------------------------------------------------ ack
+
+    async def ack_with(self, claim: Claim, effects: Effects | None) -> list[EnqueueResult]:
+        """`Queue.ack_with`."""
+        context = self._context
+        claim = self._claims.check_claim(claim, "ack")
+        prepared, writes, deletes = self._prepare_effects(effects)
+        request = _AckRequest(
+            claim=claim,
+            prepared=prepared,
+            writes=writes,
+            deletes=deletes,
+            completed_at=context.clock.now_ms(),
+            keep_done=context.config(claim.queue).keep_done is not None,
+            inserts=context.inserts(hold=True),
+        )
+        holds = context.hold_scheduled(prepared)
+        done_holds = (
+            [context.hold_done(claim.queue, request.completed_at)] if request.keep_done else []
+        )
+        try:
+            await self._acks.submit(request)
+        finally:
+            context.release(context.promote_mark, holds)
+            context.release(context.done_mark, done_holds)
+            request.inserts.finish()  # follow-ups claimable now: durable, or unknown
+        return request.results
+
+    async def _stage_acks(
+        self, txn: Transaction, batch: list[_AckRequest]
+    ) -> list[tuple[_AckRequest, TaqubaError]]:
+        """Stage a batch of acks (rerun from scratch on conflict); return the lost claims."""
+        lost: list[tuple[_AckRequest, TaqubaError]] = []
+        deltas = Deltas()
+        seen: set[int] = set()
+        for request in batch:
+            claim = request.claim
+            token = claim._token  # pyright: ignore[reportPrivateUsage]
+            if token in seen or self._context.leases.get(claim.queue, claim.id, token) is None:
+                lost.append((request, ClaimLost(claim.id)))
+                continue
+            seen.add(token)
+            try:
+                request.results = await self._stage_ack(txn, request, deltas)
+            except TaqubaError as exc:
+                raise DropFromBatch(request, exc) from exc
+        await deltas.stage(txn, self._context.ids)
+        return lost
+
+    def _acks_committed(self, committed: list[_AckRequest]) -> None:
+        context = self._context
+        for request in committed:
+            claim = request.claim
+            context.leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
+        context.count_queues(
+            [r.claim.queue for r in committed]
+            + [item.record.queue for r in committed for item in r.prepared]
+        )
+        context.notify_completion(r.claim.id for r in committed)
+
+    async def _stage_ack(
+        self, txn: Transaction, request: _AckRequest, deltas: Deltas
+    ) -> list[EnqueueResult]:
+        claim = request.claim
+        key = keys.claimed_key(claim.queue, claim.id)
+        # The record must still be there. The lease alone is not enough: a racing settlement
+        # of the same claim removes the lease only after its commit is durable, and between
+        # its commit and then, a blind delete here would commit and count the job twice.
+        raw = await txn.get(key)
+        if raw is None:
+            raise ClaimLost(claim.id, "the claimed record no longer exists")
+        if request.keep_done:
+            at = request.completed_at
+            done = decode_job(raw).replace(status=JobStatus.DONE, completed_at=at)
+            done_key = keys.done_key(at, claim.queue, claim.id)
+            await txn.put(done_key, encode_job(done))
+            await txn.put(keys.index_key(claim.id), done_key)
+        else:
+            await txn.delete(keys.index_key(claim.id))
+        await txn.delete(key)
+        deltas.move(claim.queue, "claimed", "done")
+        return await self._stage_effects(
+            txn, request.prepared, request.writes, request.deletes, deltas, request.inserts
+        )
+
+    # ------------------------------------------------------------------ nack, dead-letter
+
+    async def nack(
+        self,
+        claim: Claim,
+        error: str,
+        retry_after: float | None,
+        kv_writes: Mapping[bytes, bytes] | None,
+        effects_if_dead: Effects | None,
+    ) -> NackResult:
+        """`Queue.nack`."""
+        context = self._context
+        claim = self._claims.check_claim(claim, "nack")
+        if not isinstance(error, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("error must be a str")
+        retry_after = check_optional_seconds("retry_after", retry_after)
+        writes = check_kv_writes(kv_writes or {})
+        prepared, effect_writes, deletes = self._prepare_effects(effects_if_dead)
+        config = context.config(claim.queue)
+        now = context.clock.now_ms()
+        holds = context.hold_scheduled(prepared)  # held until the settlement is over
+
+        async def stage(
+            txn: Transaction, stored: JobRecord, deltas: Deltas, inserts: Inserts
+        ) -> NackResult:
+            for key, value in writes.items():
+                await txn.put(keys.user_key(key), value)
+            if stored.attempts >= stored.max_attempts:
+                await transitions.apply(
+                    txn, transitions.dead_letter(stored, error, now), deltas, inserts
+                )
+                results = await self._stage_effects(
+                    txn, prepared, effect_writes, deletes, deltas, inserts
+                )
+                return NackResult(dead=True, enqueued=results)
+            delay = backoff_delay(
+                stored.attempts, config.retry_backoff_base, config.retry_backoff_max
+            )
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            delay_ms = duration_ms(delay)  # an uncapped backoff may be infinite
+            move = transitions.retry(stored, error, now, delay_ms)
+            run_at = move.record.run_at
+            if run_at is not None:  # held before it is written (see _marks.py)
+                holds.append(context.promote_mark.hold(run_at, run_at))
+            await transitions.apply(txn, move, deltas, inserts)
+            return NackResult(dead=False, enqueued=[])
+
+        try:
+            result = await self._settle(claim, stage)
+        finally:
+            context.release(context.promote_mark, holds)
+        if result.dead:
+            context.count_queues({item.record.queue for item in prepared} - {claim.queue})
+            context.note_dead_letter(claim.queue)
+            context.notify_completion((claim.id,))
+        return result
+
+    async def dead_letter(
+        self, claim: Claim, reason: str, effects: Effects | None
+    ) -> list[EnqueueResult]:
+        """`Queue.dead_letter`."""
+        context = self._context
+        claim = self._claims.check_claim(claim, "dead_letter")
+        if not isinstance(reason, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("reason must be a str")
+        prepared, writes, deletes = self._prepare_effects(effects)
+        now = context.clock.now_ms()
+
+        async def stage(
+            txn: Transaction, stored: JobRecord, deltas: Deltas, inserts: Inserts
+        ) -> list[EnqueueResult]:
+            move = transitions.dead_letter(stored, reason, now)
+            await transitions.apply(txn, move, deltas, inserts)
+            return await self._stage_effects(txn, prepared, writes, deletes, deltas, inserts)
+
+        holds = context.hold_scheduled(prepared)
+        try:
+            results = await self._settle(claim, stage)
+        finally:
+            context.release(context.promote_mark, holds)
+        context.count_queues({item.record.queue for item in prepared} - {claim.queue})
+        context.note_dead_letter(claim.queue)
+        context.notify_completion((claim.id,))
+        return results
+
+    # ------------------------------------------------------------------ requeue, cancel
+
+    async def requeue_dead_job(self, job: JobRecord) -> None:
+        """`Queue.requeue_dead_job`."""
+        context = self._context
+        if not isinstance(job, JobRecord):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidState("requeue_dead_job takes a JobRecord")
+        if job.status is not JobStatus.DEAD:
+            raise InvalidState(f"job {job.id!r} is {job.status.value}, not dead")
+        dead = keys.dead_key(job.queue, job.id)
+        inserts = context.inserts(hold=True)
+
+        async def body(txn: Transaction) -> None:
+            raw = await txn.get(dead)
+            if raw is None:
+                raise JobNotFound(job.id)
+            stored = decode_job(raw)
+            await txn.delete(dead)
+            deltas = Deltas()
+            await transitions.apply(txn, transitions.revive(stored), deltas, inserts)
+            await deltas.stage(txn, context.ids)
+
+        try:
+            await run_transaction(context.database, body, durable=True)
+        finally:
+            inserts.finish()  # claimable now: durable, or of unknown outcome
+        context.count_deltas(job.queue)
+
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        """`Queue.cancel`."""
+        context = self._context
+        validate_job_id(job_id)
+        index = keys.index_key(job_id)
+        outcome: list[tuple[CancelOutcome, JobRecord | None]] = []
+
+        async def body(txn: Transaction) -> None:
+            outcome.clear()
+            found = await locate(txn, job_id)
+            if found is None:
+                outcome.append((CancelOutcome.NOT_FOUND, None))
+                return
+            key, raw = found
+            job = decode_job(raw)
+            if job.status in (JobStatus.PENDING, JobStatus.SCHEDULED):
+                await txn.delete(key)
+                await txn.delete(index)
+                if job.dedup_key is not None:
+                    dedup = keys.dedup_key(job.queue, job.dedup_key)
+                    if await txn.get(dedup) == job.id.encode("ascii"):
+                        await txn.delete(dedup)
+                deltas = Deltas()
+                deltas.add(job.queue, job.status.value, -1)
+                await deltas.stage(txn, context.ids)
+                outcome.append((CancelOutcome.REMOVED, job))
+            elif job.status is JobStatus.CLAIMED:
+                if not job.cancel_requested:
+                    await txn.put(key, encode_job(job.replace(cancel_requested=True)))
+                outcome.append((CancelOutcome.REQUESTED, job))
+            else:
+                outcome.append((CancelOutcome.NOT_FOUND, None))
+
+        await run_transaction(context.database, body, durable=True)
+        result, job = outcome[0]
+        if job is not None:
+            entry = context.leases.lookup(job.queue, job.id)
+            if entry is not None:
+                entry.cancel.fire()
+            if result is CancelOutcome.REMOVED:
+                context.count_deltas(job.queue)
+                context.notify_completion((job.id,))
+        return result
+
+    async def wait_for_completion(
+        self, job_id: str, get_job: Callable[[str], Awaitable[JobRecord | None]]
+    ) -> JobRecord | None:
+        """`Queue.wait_for_completion`, reading the job with ``get_job`` (`Queue.get_job`)."""
+        context = self._context
+        validate_job_id(job_id)
+        first = True
+        while True:
+            # Registered before the read, so a completion committed meanwhile is not missed.
+            # Only this job's settlement wakes the wait: a thousand waiters cost one read each
+            # per completion of their own job, not per completion in the queue.
+            waiter = context.completion_waiters.get(job_id)
+            if waiter is None:
+                waiter = context.completion_waiters[job_id] = CompletionWaiter()
+            waiter.count += 1
+            try:
+                job = await get_job(job_id)
+                if job is None:
+                    if first:
+                        raise JobNotFound(job_id)
+                    return None
+                if job.status in (JobStatus.DONE, JobStatus.DEAD):
+                    return job
+                first = False
+                async with trio.open_nursery() as nursery:
+
+                    async def stop_on_failure() -> None:
+                        await context.stopped.wait()
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(stop_on_failure)
+                    await waiter.event.wait()
+                    nursery.cancel_scope.cancel()
+            finally:
+                waiter.count -= 1
+                if waiter.count == 0 and context.completion_waiters.get(job_id) is waiter:
+                    del context.completion_waiters[job_id]
+            context.database  # noqa: B018 - raise the failure that ended the wait, if any
+
+
+protect(Settlement)
