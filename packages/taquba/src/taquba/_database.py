@@ -1,0 +1,558 @@
+"""Databases, readers and transactions: the typed SlateDB API the rest of taquba uses.
+
+`Database` (the single writer of one database), `Reader` (a follower in any process) and
+`Transaction` (snapshot isolation) await the binding directly in trio through
+`taquba._binding.call` and raise only taquba's errors (`taquba._dberrors`). `run_transaction`
+retries a transaction body on write conflicts.
+
+Cancellation. Reads are cancellable. Writes (commits, puts, deletes) and their durability waits
+run shielded, bounded by the database's commit deadline (`Database.open`, by default
+`default_commit_deadline`: longer than the store's own retry budget, so storage gives up and
+answers before the deadline does); a write that fails or times out has an unknown outcome, so
+callers reconcile by reading back.
+
+Interrupts. Everything here is KI-protected (see `taquba._interrupts`). Writes and `close`
+hold a `KeyboardInterrupt` that trio delivers into them until they finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+from functools import partial
+from typing import TYPE_CHECKING, Final, TypeVar, cast
+
+import slatedb.uniffi as _sdb
+import trio
+
+from taquba import _failpoints
+from taquba._binding import LARGE_VALUE_BYTES, call, put_large
+from taquba._dberrors import (
+    CLOSE_REASON_NAMES,
+    CloseReasonName,
+    TransactionConflict,
+    closed_error,
+    map_errors,
+)
+from taquba._dbfaults import after_applying, before_applying, read_fault, write_fault
+from taquba._dbscan import Scanner
+from taquba._errors import (
+    DatabaseNotFound,
+    DataError,
+    StorageError,
+    StorageUnavailable,
+    TaqubaError,
+    UsageError,
+)
+from taquba._interrupts import hold_interrupts, protect, wait_holding
+from taquba._objectstore import object_store_of
+from taquba._validate import check_seconds
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Generator
+
+    from taquba._store import Store
+
+__all__ = [
+    "CLOSE_DEADLINE",
+    "OBJECT_STORE_REQUEST_BUDGET",
+    "Database",
+    "Reader",
+    "Transaction",
+    "check_commit_deadline",
+    "default_commit_deadline",
+    "run_transaction",
+]
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+OBJECT_STORE_REQUEST_BUDGET: Final = 210.0
+"""Seconds one object-store request may take inside SlateDB before it fails: the HTTP client's
+own retries stop starting new attempts after 180 s (``object_store``'s default
+``retry_timeout``), and the last attempt may run its 30 s request timeout."""
+
+_SLATEDB_RETRY_DELAY_MAX: Final = 1.0
+"""SlateDB's retrying object store backs off at most 1 s between its retries."""
+
+_COMMIT_DEADLINE_MARGIN: Final = 30.0
+"""Slack on top of the retry budget for WAL flush scheduling and queueing."""
+
+
+def default_commit_deadline(max_retries: int) -> float:
+    """The default commit deadline for a store with `max_retries` object-store retries.
+
+    A write's durability wait covers one WAL flush: an object-store PUT that SlateDB retries
+    `max_retries` times (at most 1 s apart), each attempt bounded by
+    `OBJECT_STORE_REQUEST_BUDGET`. The deadline exceeds that budget by a margin, so a failing
+    store answers (`StorageUnavailable`, nothing hidden) before the deadline declares an
+    outcome unknown. With the default 3 retries: 4 x 210 s + 3 x 1 s = 843 s, plus 30 s.
+    """
+    budget = (max_retries + 1) * OBJECT_STORE_REQUEST_BUDGET
+    return budget + max_retries * _SLATEDB_RETRY_DELAY_MAX + _COMMIT_DEADLINE_MARGIN
+
+
+def check_commit_deadline(seconds: object) -> float:
+    """Return `seconds` as a float if it is a finite, positive number of seconds.
+
+    Raises:
+        InvalidArgument: anything else.
+    """
+    return check_seconds("commit_deadline", seconds, positive=True)
+
+
+CLOSE_DEADLINE: Final = 10.0
+"""Seconds `Database.close` waits for SlateDB's shutdown before giving up on it."""
+
+_ROLLBACK_DEADLINE: Final = 5.0
+
+
+def _duration(seconds: float, what: str) -> str:
+    """A SlateDB duration string; SlateDB keeps whole milliseconds."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"{what} must be a positive number of seconds, not {seconds!r}")
+    return json.dumps(f"{max(1, round(seconds * 1000))}ms")
+
+
+@contextlib.contextmanager
+def _shielded_write(seconds: float) -> Generator[None]:
+    """Shield a write from cancellation (and interrupts), bounded by the commit deadline."""
+    with (
+        hold_interrupts(),
+        trio.CancelScope(shield=True),
+        trio.move_on_after(seconds) as deadline,
+    ):
+        yield
+    if deadline.cancelled_caught:
+        raise StorageUnavailable(
+            f"commit outcome unknown: no answer from storage within {seconds:g} s"
+        )
+
+
+class Database(Scanner):
+    """An open SlateDB database (one per queue), used from trio.
+
+    Open it with `Database.open`; close it with `close`. Every method maps SlateDB errors to
+    taquba's. Writes are shielded from cancellation; reads are not.
+    """
+
+    __slots__ = ("_closed", "_db", "_target", "commit_deadline", "name", "store")
+
+    def __init__(self, db: _sdb.Db, store: Store, name: str, *, commit_deadline: float) -> None:
+        self._db = db
+        self._target = db
+        self._closed = False
+        self.commit_deadline = commit_deadline
+        """Seconds a write (commit, put, delete and its durability wait) may take before its
+        outcome is declared unknown (`StorageUnavailable`)."""
+        self.store = store
+        """The store the database lives in (kept alive with it)."""
+        self.name = name
+        """The database name inside the store."""
+
+    def __repr__(self) -> str:
+        return f"<Database {self.name!r} in {self.store!r}>"
+
+    @classmethod
+    async def open(
+        cls,
+        store: Store,
+        name: str,
+        *,
+        flush_interval: float | None = None,
+        max_retries: int | None = None,
+        manifest_poll_interval: float | None = None,
+        open_deadline: float = 30.0,
+        commit_deadline: float | None = None,
+    ) -> Database:
+        """Open (or create) the database `name` in `store` as its single writer.
+
+        Opening fences any other writer of the same database: its next write fails with
+        `Fenced`.
+
+        Args:
+            store: Where the database lives.
+            name: The database name; see `Store.db_path`.
+            flush_interval: Seconds between WAL flushes (the durability latency and group
+                commit window); None keeps SlateDB's 100 ms.
+            max_retries: Object-store retries before a call fails with `StorageUnavailable`;
+                None uses `store.max_retries`. Always finite: SlateDB's default retries
+                forever.
+            manifest_poll_interval: Seconds between manifest reads (how soon an idle writer
+                notices it was fenced); None keeps SlateDB's 1 s.
+            open_deadline: Seconds the open may take before failing with
+                `StorageUnavailable`.
+            commit_deadline: Seconds a write and its durability wait may take before its
+                outcome is declared unknown; None uses `default_commit_deadline` of the
+                retries, which outlasts the store's own retry budget.
+
+        Returns:
+            The open database.
+
+        Raises:
+            StorageMisconfigured: The store refused for good (`Store.check`).
+            StorageUnavailable: The store did not answer in time or after the retries.
+            StorageError: Another storage failure.
+        """
+        retries = store.max_retries if max_retries is None else max_retries
+        if retries < 0:
+            raise UsageError(f"max_retries must be >= 0, not {retries}")
+        deadline = (
+            default_commit_deadline(retries)
+            if commit_deadline is None
+            else check_commit_deadline(commit_deadline)
+        )
+        object_store = object_store_of(store)
+        with map_errors():
+            settings = _sdb.Settings.default()
+            if flush_interval is not None:
+                settings.set("flush_interval", _duration(flush_interval, "flush_interval"))
+            if manifest_poll_interval is not None:
+                settings.set(
+                    "manifest_poll_interval",
+                    _duration(manifest_poll_interval, "manifest_poll_interval"),
+                )
+            for key in (
+                "object_store_max_retries",
+                "compactor_options.object_store_max_retries",
+                "garbage_collector_options.object_store_max_retries",
+            ):
+                settings.set(key, str(retries))
+            builder = _sdb.DbBuilder(store.db_path(name), object_store)
+            builder.with_settings(settings)
+        try:
+            with trio.fail_after(open_deadline):
+                # SlateDB reports every object-store failure as `Unavailable`, telling a
+                # missing bucket or refused credentials apart only in its message; the
+                # store's own check classifies them first, by exception class.
+                await store.check()
+                db = await call(builder.build)
+        except trio.TooSlowError:
+            raise StorageUnavailable(
+                f"opening database {name!r} in {store.url} took longer than {open_deadline:g} s"
+            ) from None
+        return cls(db, store, name, commit_deadline=deadline)
+
+    async def get(self, key: bytes) -> bytes | None:
+        """Return the value of `key` (including writes not yet durable), or None."""
+        if _failpoints.INSTALLED:
+            await read_fault("get")
+        return await call(self._db.get, key)
+
+    async def put(self, key: bytes, value: bytes, *, durable: bool = True) -> None:
+        """Write `key`; with `durable`, return only once it is in object storage (shielded)."""
+        fault = write_fault("put", transaction=False, durable=durable)
+        with _shielded_write(self.commit_deadline):
+            await before_applying(fault)
+            handle = await call(self._db.put, key, value)
+            await after_applying(fault)
+            if durable:
+                await call(handle.await_durable)
+
+    async def delete(self, key: bytes, *, durable: bool = True) -> None:
+        """Delete `key`; with `durable`, return only once that is durable (shielded)."""
+        fault = write_fault("delete", transaction=False, durable=durable)
+        with _shielded_write(self.commit_deadline):
+            await before_applying(fault)
+            handle = await call(self._db.delete, key)
+            await after_applying(fault)
+            if durable:
+                await call(handle.await_durable)
+
+    async def begin(self) -> Transaction:
+        """Start a transaction with snapshot isolation (write-write conflicts only)."""
+        txn = await call(self._db.begin, _sdb.IsolationLevel.SNAPSHOT)
+        return Transaction(txn, commit_deadline=self.commit_deadline)
+
+    async def flush(self) -> None:
+        """Flush the WAL buffer to object storage now."""
+        await call(self._db.flush)
+
+    def close_reason(self) -> CloseReasonName | None:
+        """Why the database stopped accepting calls, or None while it is open."""
+        with map_errors():
+            reason = self._db.status().close_reason
+        if reason is None:
+            return None
+        return CLOSE_REASON_NAMES.get(reason, "unknown")
+
+    def check(self) -> None:
+        """Raise `Fenced`, `QueueClosed` or `StorageFatal` if the database is no longer open."""
+        reason = self.close_reason()
+        if reason is not None:
+            raise closed_error(reason, f"database {self.name!r} is closed ({reason})")
+
+    async def watch(self, *, interval: float = 0.2) -> None:
+        """Poll the database's status until it stops; run it as a background task.
+
+        Returns normally when the database was closed cleanly (by `close`).
+
+        Raises:
+            Fenced: Another writer opened the database.
+            StorageFatal: The database failed for good.
+        """
+        while True:
+            reason = self.close_reason()
+            if reason == "clean":
+                return
+            if reason is not None:
+                raise closed_error(reason, f"database {self.name!r} stopped ({reason})")
+            await trio.sleep(interval)
+
+    async def close(self) -> None:
+        """Shut the database down (flushing buffered writes). Idempotent.
+
+        Runs shielded from cancellation for at most `CLOSE_DEADLINE` seconds. A fenced or
+        failed database closes without error. The only exception it raises is a
+        `KeyboardInterrupt` trio delivered during the shutdown, once the shutdown is over.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with hold_interrupts(), trio.move_on_after(CLOSE_DEADLINE, shield=True) as scope:
+            try:
+                await call(self._db.shutdown)
+            except StorageError as exc:
+                _log.debug("shutdown of database %r: %s", self.name, exc)
+        if scope.cancelled_caught:
+            _log.warning(
+                "shutdown of database %r did not finish within %g s", self.name, CLOSE_DEADLINE
+            )
+
+
+class Reader(Scanner):
+    """A read-only handle on a database that a writer (in any process) may be writing.
+
+    It follows the writer's latest durable state (SlateDB's ``FOLLOW_LATEST`` reader mode),
+    polling the manifest every `poll_interval`; it writes nothing to the store, so it neither
+    fences nor slows the writer. Reads are not snapshots: each call sees the state the reader
+    had loaded at that moment.
+    """
+
+    __slots__ = ("_closed", "_reader", "_target", "name", "store")
+
+    def __init__(self, reader: _sdb.DbReader, store: Store, name: str) -> None:
+        self._reader = reader
+        self._target = reader
+        self._closed = False
+        self.store = store
+        """The store the database lives in."""
+        self.name = name
+        """The database name inside the store."""
+
+    def __repr__(self) -> str:
+        return f"<Reader {self.name!r} in {self.store!r}>"
+
+    @classmethod
+    async def open(
+        cls,
+        store: Store,
+        name: str,
+        *,
+        poll_interval: float = 1.0,
+        max_retries: int | None = None,
+        open_deadline: float = 30.0,
+    ) -> Reader:
+        """Open the existing database `name` in `store` for reading.
+
+        Raises:
+            DatabaseNotFound: There is no database `name` in `store`.
+            StorageUnavailable: The store did not answer in time or after the retries.
+            StorageError: Another storage failure.
+        """
+        retries = store.max_retries if max_retries is None else max_retries
+        if retries < 0:
+            raise UsageError(f"max_retries must be >= 0, not {retries}")
+        if not math.isfinite(poll_interval) or poll_interval <= 0:
+            raise UsageError(
+                f"poll_interval must be a positive number of seconds, not {poll_interval!r}"
+            )
+        object_store = object_store_of(store)
+        with map_errors():
+            builder = _sdb.DbReaderBuilder(store.db_path(name), object_store)
+            # The generated variant classes are not typed as subclasses of ReaderMode.
+            builder.with_reader_mode(cast("_sdb.ReaderMode", _sdb.ReaderMode.FOLLOW_LATEST()))
+            builder.with_options(
+                _sdb.ReaderOptions(
+                    manifest_poll_interval_ms=max(1, round(poll_interval * 1000)),
+                    checkpoint_lifetime_ms=_READER_CHECKPOINT_LIFETIME_MS,
+                    max_memtable_bytes=_READER_MEMTABLE_BYTES,
+                    skip_wal_replay=False,
+                    object_store_max_retries=retries,
+                )
+            )
+        try:
+            with trio.fail_after(open_deadline):
+                await store.check()  # classifies misconfiguration (see `Database.open`)
+                reader = await call(builder.build)
+        except trio.TooSlowError:
+            raise StorageUnavailable(
+                f"opening database {name!r} in {store.url} took longer than {open_deadline:g} s"
+            ) from None
+        except DataError as exc:
+            if _NO_MANIFEST in str(exc):
+                raise DatabaseNotFound(name, store.url) from exc
+            raise
+        return cls(reader, store, name)
+
+    async def get(self, key: bytes) -> bytes | None:
+        """Return the value of `key` as the reader last loaded it, or None."""
+        return await call(self._reader.get, key)
+
+    async def close(self) -> None:
+        """Stop the reader's background polling (idempotent; runs even if cancelled)."""
+        if self._closed:
+            return
+        self._closed = True
+        with hold_interrupts(), trio.CancelScope(shield=True), trio.move_on_after(CLOSE_DEADLINE):
+            try:
+                await call(self._reader.shutdown)
+            except TaqubaError as exc:
+                _log.warning("closing the reader of %s: %s", self.name, exc)
+
+
+_READER_CHECKPOINT_LIFETIME_MS: Final = 10 * 60 * 1000
+"""Required by the binding's reader options; unused in ``FOLLOW_LATEST`` mode."""
+_READER_MEMTABLE_BYTES: Final = 64 << 20
+"""How much WAL data a reader keeps in memory before it reads only what is flushed."""
+_NO_MANIFEST: Final = "failed to find latest transactional object"
+"""SlateDB's error text when a path holds no database (no manifest)."""
+
+
+class Transaction(Scanner):
+    """A SlateDB transaction (snapshot isolation); conflicts surface at `commit`.
+
+    Reads see the transaction's own writes. Every method is async because the binding's are.
+    """
+
+    __slots__ = ("_commit_deadline", "_completed", "_target", "_txn")
+
+    def __init__(self, txn: _sdb.DbTransaction, *, commit_deadline: float) -> None:
+        self._txn = txn
+        self._target = txn
+        self._completed = False
+        self._commit_deadline = commit_deadline
+
+    async def get(self, key: bytes) -> bytes | None:
+        """Return the value of `key` as this transaction sees it, or None."""
+        if _failpoints.INSTALLED:
+            await read_fault("get")
+        return await call(self._txn.get, key)
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        """Buffer a write of `key` in the transaction.
+
+        A value of `LARGE_VALUE_BYTES` or more is handed to SlateDB from a worker thread.
+        """
+        if type(value) is bytes and len(value) >= LARGE_VALUE_BYTES:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await put_large(self._txn, key, value)
+        else:
+            await call(self._txn.put, key, value)
+
+    async def delete(self, key: bytes) -> None:
+        """Buffer a deletion of `key` in the transaction."""
+        await call(self._txn.delete, key)
+
+    async def mark_read(self, keys: list[bytes]) -> None:
+        """Treat `keys` as read, so a concurrent write to any of them conflicts at commit."""
+        await call(self._txn.mark_read, keys)
+
+    async def unmark_write(self, keys: list[bytes]) -> None:
+        """Exclude `keys` from write-conflict detection (e.g. statistics counters)."""
+        await call(self._txn.unmark_write, keys)
+
+    async def commit(self, *, durable: bool, on_commit: Callable[[], None] | None = None) -> None:
+        """Commit; with `durable`, return only once the writes are in object storage.
+
+        Shielded from cancellation and bounded by the database's commit deadline (past it the
+        outcome is unknown). After it returns or raises, the transaction is finished.
+        `on_commit` is called once the commit is applied (visible to later transactions) and
+        before the durability wait.
+
+        Raises:
+            TransactionConflict: Another write to a key this transaction wrote committed
+                first; nothing was applied.
+            StorageUnavailable: No answer within the deadline; the outcome is unknown.
+            Fenced: Another writer opened the database; the outcome is unknown.
+        """
+        self._completed = True
+        fault = write_fault("commit", transaction=True, durable=durable)
+        with _shielded_write(self._commit_deadline):
+            if fault is not None and fault.kind in ("conflict", "unavailable", "permanent", "lost"):
+                await call(self._txn.rollback)
+                await before_applying(fault)
+            handle = await call(self._txn.commit)
+            if on_commit is not None:
+                on_commit()
+            await after_applying(fault)
+            if durable and handle is not None:
+                await call(handle.await_durable)
+
+    async def rollback(self) -> None:
+        """Discard the transaction. Safe to call at any time, including after `commit`."""
+        if self._completed:
+            return
+        self._completed = True
+        with hold_interrupts(), trio.move_on_after(_ROLLBACK_DEADLINE, shield=True):
+            try:
+                await call(self._txn.rollback)
+            except StorageError as exc:  # already completed, closed, fenced: nothing to undo
+                _log.debug("rollback: %s", exc)
+
+
+async def run_transaction(
+    db: Database,
+    body: Callable[[Transaction], Awaitable[_T]],
+    *,
+    durable: bool,
+    max_attempts: int = 64,
+    on_commit: Callable[[], None] | None = None,
+) -> _T:
+    """Run `body` in a transaction and commit it, retrying on write conflicts.
+
+    Each attempt begins a fresh transaction. `body` must be safe to run again: it should read
+    what it needs through the transaction it is given. Conflicts back off with a small, growing,
+    jittered delay (at most 50 ms).
+
+    Args:
+        db: The database.
+        body: Reads and buffers writes through the transaction; its result is returned.
+        durable: Whether the commit waits for durability.
+        max_attempts: Attempts before giving up.
+        on_commit: Called once, when the commit that succeeds is applied and before its
+            durability wait (see `Transaction.commit`).
+
+    Returns:
+        What `body` returned in the attempt that committed.
+
+    Raises:
+        StorageError: The transaction conflicted `max_attempts` times (chained to the last
+            conflict), or storage failed.
+    """
+    if max_attempts < 1:
+        raise UsageError(f"max_attempts must be >= 1, not {max_attempts}")
+    last_conflict: TransactionConflict | None = None
+    for attempt in range(max_attempts):
+        txn = await db.begin()
+        try:
+            result = await body(txn)
+            await txn.commit(durable=durable, on_commit=on_commit)
+        except TransactionConflict as exc:
+            last_conflict = exc
+            await txn.rollback()
+        except BaseException:
+            await txn.rollback()
+            raise
+        else:
+            return result
+        backoff_end = trio.current_time() + random.uniform(0.0, min(0.05, 0.002 * 2.0**attempt))
+        await wait_holding(partial(trio.sleep_until, backoff_end))
+    raise StorageError(f"transaction kept conflicting ({max_attempts} attempts)") from last_conflict
+
+
+protect(Database, Reader, Transaction, run_transaction)
