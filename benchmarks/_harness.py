@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import functools
 import importlib.metadata
 import json
 import math
@@ -531,20 +530,20 @@ async def start_worker(
     concurrency: int,
     shutdown: trio.Event,
 ) -> None:
-    """Start `taquba.run_worker_concurrent` in ``nursery`` and wait until it is serving."""
+    """Start a `taquba.Worker` in ``nursery`` and wait until it is serving.
+
+    Setting ``shutdown`` (one event may stop several workers) calls its `shutdown`.
+    """
     import taquba
 
-    await nursery.start(
-        functools.partial(
-            taquba.run_worker_concurrent,
-            queue,
-            name,
-            handler,
-            concurrency=concurrency,
-            poll_interval=0.05,
-            shutdown=shutdown,
-        )
-    )
+    worker = taquba.Worker(queue, name, handler, concurrency=concurrency, poll_interval=0.05)
+    await nursery.start(worker.serve)
+
+    async def stop_on_shutdown() -> None:
+        await shutdown.wait()
+        worker.shutdown()
+
+    nursery.start_soon(stop_on_shutdown)
 
 
 # --------------------------------------------------------------------------------------------

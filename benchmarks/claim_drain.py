@@ -2,10 +2,10 @@
 
 Two drain loops, each on its own freshly prefilled database:
 
-- ``worker``: `taquba.run_worker_concurrent` with concurrency C. Its ``claim_batch`` and
-  ``ack_with`` calls are timed by wrapping those two methods on the `Queue` instance (the
-  core is not modified). The drain ends when the loop has been told to stop after the N-th
-  handler call and has settled every job in flight, so jobs/s counts claim + durable ack.
+- ``worker``: a `taquba.Worker` with concurrency C. Its ``claim_batch`` and ``ack_with``
+  calls are timed by wrapping those two methods on the `Queue` instance (the core is not
+  modified). The drain ends when the worker has been shut down after the N-th handler call
+  and has settled every job in flight, so jobs/s counts claim + durable ack.
 - ``manual``: this module's own loop, the same shape as the worker loop: claim a batch sized
   to the free slots, ack every claim concurrently in its own task, claim again as acks finish.
 
@@ -92,19 +92,17 @@ async def drain_worker(queue: Any, name: str, jobs: int, concurrency: int, log: 
     import taquba
 
     instrument(queue, log)
-    shutdown = trio.Event()
     handled = 0
 
     async def handler(job: Any, lease: Any) -> None:
         nonlocal handled
         handled += 1
         if handled >= jobs:
-            shutdown.set()
+            worker.shutdown()
 
+    worker = taquba.Worker(queue, name, handler, concurrency=concurrency, poll_interval=0.05)
     start = time.perf_counter()
-    await taquba.run_worker_concurrent(
-        queue, name, handler, concurrency=concurrency, poll_interval=0.05, shutdown=shutdown
-    )
+    await worker.serve()
     return time.perf_counter() - start
 
 

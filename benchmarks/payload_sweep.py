@@ -7,7 +7,7 @@ For each size, on a fresh database of its own:
    the event loop could run nothing else; also the thread CPU time of those steps, and the
    longest single step). The issue's target is < 5 ms for 1 MiB.
 2. Throughput: ``--producers`` closed-loop producers enqueue for ``--seconds`` (or until
-   ``--max-mib`` of payload) while ``run_worker_concurrent`` claims and acks; then the backlog
+   ``--max-mib`` of payload) while a `taquba.Worker` claims and acks; then the backlog
    drains and the queue is closed. Bytes written are the growth of the store directory (file
    stores only) and this process's ``/proc/self/io`` wchar delta; amplification is bytes
    written per payload byte enqueued.

@@ -72,24 +72,19 @@ async def drain_workload(queues: list[Any], ctx: h.Context) -> tuple[float, list
     per_shard: list[float] = []
 
     async def drain(queue: Any) -> None:
-        shutdown = trio.Event()
         handled = 0
 
         async def handler(job: Any, lease: Any) -> None:
             nonlocal handled
             handled += 1
             if handled >= args.jobs:
-                shutdown.set()
+                worker.shutdown()
 
-        t = time.perf_counter()
-        await taquba.run_worker_concurrent(
-            queue,
-            "d",
-            handler,
-            concurrency=args.concurrency,
-            poll_interval=0.05,
-            shutdown=shutdown,
+        worker = taquba.Worker(
+            queue, "d", handler, concurrency=args.concurrency, poll_interval=0.05
         )
+        t = time.perf_counter()
+        await worker.serve()
         per_shard.append(args.jobs / (time.perf_counter() - t))
 
     start = time.perf_counter()

@@ -3,7 +3,7 @@
 Producers are open-loop: a pacer starts one ``enqueue`` task per job at its scheduled time
 (at most ``--max-inflight`` enqueues in flight; when that many are waiting the pacer blocks and
 the achieved rate falls behind the offered one). Each payload carries the ``perf_counter`` at
-the start of its enqueue call; the no-op handler of `run_worker_concurrent` records the
+the start of its enqueue call; the no-op handler of a `taquba.Worker` records the
 end-to-end latency (enqueue call start -> handler start). ``ack_with`` and ``claim_batch`` are
 timed by wrapping them on the `Queue` instance. Backlog = jobs whose enqueue returned but
 whose ack has not.

@@ -7,7 +7,7 @@ reports has returned, so everything the test reads was acknowledged as durable b
 Modes:
 
 ``hold STORE_DIR LOG``
-    Serve queue ``w`` of database ``crash`` with ``run_worker_concurrent`` (concurrency
+    Serve queue ``w`` of database ``crash`` with a `taquba.Worker` (concurrency
     `HOLD_CONCURRENCY`). Each execution appends ``"<id> child\\n"`` to ``LOG``. Jobs whose
     payload starts with ``b"slow"`` print ``HOLD <id>`` and sleep forever; the others are acked
     with a KV marker ``ack/<id>/<attempt>`` written atomically with the ack.
@@ -58,9 +58,10 @@ async def hold(store_dir: str, log_path: str) -> None:
 
     async with taquba.open_queue(store_dir, "crash", config=HOLD_CONFIG, **FAST) as queue:
         say("READY")
-        await taquba.run_worker_concurrent(
+        worker = taquba.Worker(
             queue, "w", handler, concurrency=HOLD_CONCURRENCY, poll_interval=0.05
         )
+        await worker.serve()
 
 
 async def storm(store_dir: str, fold: bool = False) -> None:

@@ -16,7 +16,7 @@ Anything else escaping `trio.run` is a traceback and exit status 1.
 Modes:
 
 ``chain``
-    No nursery of its own: the main task opens the queue and runs `run_worker_concurrent`,
+    No nursery of its own: the main task opens the queue and serves a `taquba.Worker`,
     whose handler enqueues the next job of its chain (so enqueues, claims, acks and the
     queue's background tasks all run at once). Seeded with a few jobs.
 ``nursery``
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from functools import partial
 
 import trio
 
@@ -72,9 +71,8 @@ async def chain(store_dir: str) -> None:
             say("READY")
             for i in range(CHAINS):
                 say("ENQ", (await queue.enqueue(QUEUE, b"chain-%d" % i)).id)
-            await taquba.run_worker_concurrent(
-                queue, QUEUE, handler, concurrency=CHAINS, poll_interval=0.05
-            )
+            worker = taquba.Worker(queue, QUEUE, handler, concurrency=CHAINS, poll_interval=0.05)
+            await worker.serve()
     finally:
         say("CLOSED")
 
@@ -104,9 +102,7 @@ async def nursery(store_dir: str) -> None:
             say("READY")
             tasks.start_soon(producer, queue, False)
             tasks.start_soon(producer, queue, True)
-            tasks.start_soon(
-                partial(taquba.run_worker_concurrent, queue, QUEUE, handler, poll_interval=0.05)
-            )
+            tasks.start_soon(taquba.Worker(queue, QUEUE, handler, poll_interval=0.05).serve)
     finally:
         say("CLOSED")
 

@@ -11,7 +11,6 @@ import os
 import random
 import sys
 from collections import Counter
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -56,9 +55,7 @@ async def all_jobs(queue: taquba.Queue, name: str, status: JobStatus) -> list[Jo
 async def serve_until(queue: taquba.Queue, handler: taquba.Handler, done: int) -> None:
     """Run a worker on queue ``w`` until its stats report ``done`` acks (then cancel it)."""
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            partial(taquba.run_worker_concurrent, queue, "w", handler, poll_interval=0.02)
-        )
+        await nursery.start(taquba.Worker(queue, "w", handler, poll_interval=0.02).serve)
         while (await queue.stats("w")).done < done:  # noqa: ASYNC110 - polling storage
             await trio.sleep(0.02)
         nursery.cancel_scope.cancel()

@@ -9,10 +9,8 @@ processes on a local-disk store. Also: a misconfigured S3 endpoint fails fast wi
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -70,18 +68,18 @@ async def test_a_second_writer_fences_the_first_and_keeps_its_writes(store: Stor
 
 
 async def serve_and_record(
-    loop: Callable[..., Awaitable[None]],
     queue: taquba.Queue,
     handler: taquba.Handler,
     outcome: list[BaseException | None],
     done: trio.Event,
     *,
+    concurrency: int,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    **kwargs: Any,
 ) -> None:
-    """Run a worker loop and record how it ended (Cancelled propagates)."""
+    """Serve ``w`` with a `Worker` and record how `serve` ended (Cancelled propagates)."""
+    worker = taquba.Worker(queue, "w", handler, concurrency=concurrency, poll_interval=0.05)
     try:
-        await loop(queue, "w", handler, poll_interval=0.05, task_status=task_status, **kwargs)
+        await worker.serve(task_status=task_status)
         outcome.append(None)
     except Exception as exc:  # the test inspects it
         outcome.append(exc)
@@ -89,15 +87,9 @@ async def serve_and_record(
         done.set()
 
 
-LOOPS = {
-    "run_worker": taquba.run_worker,
-    "run_worker_concurrent": partial(taquba.run_worker_concurrent, concurrency=4),
-}
-
-
-@pytest.mark.parametrize("loop_name", LOOPS)
-async def test_an_idle_worker_loop_ends_with_fenced(memory_store: Store, loop_name: str) -> None:
-    """A loop waiting for work when the store is taken over ends with `Fenced` itself.
+@pytest.mark.parametrize("concurrency", [1, 4], ids=["one-at-a-time", "concurrent"])
+async def test_an_idle_worker_ends_with_fenced(memory_store: Store, concurrency: int) -> None:
+    """A worker waiting for work when the store is taken over ends with `Fenced` itself.
 
     Not a hang, and not an `ExceptionGroup` wrapping it: callers write ``except Fenced``.
     """
@@ -112,7 +104,7 @@ async def test_an_idle_worker_loop_ends_with_fenced(memory_store: Store, loop_na
         await first.enqueue("w", b"x")
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                partial(serve_and_record, LOOPS[loop_name], first, handler, outcome, done)
+                partial(serve_and_record, first, handler, outcome, done, concurrency=concurrency)
             )
             while not handled:  # noqa: ASYNC110 - the handler is ours; a short poll is fine
                 await trio.sleep(0.01)
@@ -122,13 +114,14 @@ async def test_an_idle_worker_loop_ends_with_fenced(memory_store: Store, loop_na
                 with trio.move_on_after(FENCE_NOTICED):
                     await done.wait()
             nursery.cancel_scope.cancel()
-    assert outcome, f"{loop_name} still running {FENCE_NOTICED} s after being fenced"
-    assert type(outcome[0]) is Fenced, f"{loop_name} ended with {outcome[0]!r}, not Fenced"
+    assert outcome, f"the worker still runs {FENCE_NOTICED} s after being fenced"
+    assert type(outcome[0]) is Fenced, f"the worker ended with {outcome[0]!r}, not Fenced"
 
 
-async def test_a_busy_run_worker_ends_with_fenced_when_its_handler_settles(
+async def test_a_busy_worker_ends_with_fenced_when_its_handler_settles(
     memory_store: Store,
 ) -> None:
+    """One job at a time: the settlement of the job in flight is what meets the fence."""
     started = trio.Event()
     release = trio.Event()
 
@@ -142,7 +135,7 @@ async def test_a_busy_run_worker_ends_with_fenced_when_its_handler_settles(
         job = await first.enqueue("w", b"x")
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                partial(serve_and_record, taquba.run_worker, first, handler, outcome, done)
+                partial(serve_and_record, first, handler, outcome, done, concurrency=1)
             )
             await started.wait()
             async with taquba.open_queue(memory_store, "f", **FAST) as second:
@@ -155,12 +148,12 @@ async def test_a_busy_run_worker_ends_with_fenced_when_its_handler_settles(
     assert outcome and type(outcome[0]) is Fenced, outcome
 
 
-async def test_a_concurrent_loop_at_capacity_ends_with_fenced(memory_store: Store) -> None:
-    """Every slot busy with a long handler: the loop must still stop when fenced.
+async def test_a_worker_at_capacity_ends_with_fenced(memory_store: Store) -> None:
+    """Every slot busy with a long handler: the worker must still stop when fenced.
 
     Its deliveries are void (the new writer already requeued the jobs and will deliver them
-    again), so running the handlers on only duplicates side effects. `run_worker_concurrent`
-    documents that fatal errors end it "after the jobs in flight are cancelled".
+    again), so running the handlers on only duplicates side effects. `Worker.serve` documents
+    that any other error "cancels the jobs in flight and is raised as itself".
     """
     started: list[str] = []
 
@@ -175,14 +168,7 @@ async def test_a_concurrent_loop_at_capacity_ends_with_fenced(memory_store: Stor
             await first.enqueue("w", b"%d" % i)
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                partial(
-                    serve_and_record,
-                    partial(taquba.run_worker_concurrent, concurrency=2),
-                    first,
-                    handler,
-                    outcome,
-                    done,
-                )
+                partial(serve_and_record, first, handler, outcome, done, concurrency=2)
             )
             while len(started) < 2:  # noqa: ASYNC110 - the handler is ours
                 await trio.sleep(0.01)
@@ -191,7 +177,7 @@ async def test_a_concurrent_loop_at_capacity_ends_with_fenced(memory_store: Stor
                 with trio.move_on_after(FENCE_NOTICED):
                     await done.wait()
             nursery.cancel_scope.cancel()
-    assert outcome, f"run_worker_concurrent still running {FENCE_NOTICED} s after being fenced"
+    assert outcome, f"the worker still runs {FENCE_NOTICED} s after being fenced"
     assert type(outcome[0]) is Fenced, outcome
 
 

@@ -86,27 +86,22 @@ async def test_a_claim_of_only_bad_records_goes_on_to_the_good_ones(queue: taqub
     assert (await queue.stats("q")).quarantined == 3
 
 
-@pytest.mark.parametrize("concurrent", [False, True])
+@pytest.mark.parametrize("concurrency", [1, 3], ids=["one-at-a-time", "concurrent"])
 async def test_workers_process_every_good_job_past_a_bad_one(
-    queue: taquba.Queue, concurrent: bool
+    queue: taquba.Queue, concurrency: int
 ) -> None:
     await enqueue(queue, 6)
     await corrupt(queue, keys.pending_key("q", taquba.PRIORITY_NORMAL, "j2"))
     seen: list[str] = []
-    shutdown = trio.Event()
 
     async def handler(job: taquba.JobRecord, lease: taquba.LeaseHandle) -> None:
         seen.append(job.id)
         if len(seen) == 5:
-            shutdown.set()
+            worker.shutdown()
 
+    worker = taquba.Worker(queue, "q", handler, concurrency=concurrency, poll_interval=0.05)
     with trio.fail_after(HANG):
-        if concurrent:
-            await taquba.run_worker_concurrent(
-                queue, "q", handler, concurrency=3, poll_interval=0.05, shutdown=shutdown
-            )
-        else:
-            await taquba.run_worker(queue, "q", handler, poll_interval=0.05, shutdown=shutdown)
+        await worker.serve()
     assert sorted(seen) == ["j0", "j1", "j3", "j4", "j5"]
     assert await queue.stats("q") == QueueStats("q", done=5, quarantined=1)
 

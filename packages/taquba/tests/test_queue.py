@@ -947,8 +947,8 @@ async def test_permanent_failure_effects_commit_with_the_dead_letter() -> None:
         assert await queue.kv_get(b"why") == b"bad"
 
 
-async def test_an_idle_worker_loop_ends_with_a_bare_fenced_error(tmp_path) -> None:
-    """The loop's internal nurseries must not wrap the queue's failure in exception groups."""
+async def test_an_idle_worker_ends_with_a_bare_fenced_error(tmp_path) -> None:
+    """The worker's internal nurseries must not wrap the queue's failure in exception groups."""
     store = Store.from_url(str(tmp_path / "s"))
 
     async def handler(job: taquba.JobRecord, lease: taquba.LeaseHandle) -> None:
@@ -965,7 +965,7 @@ async def test_an_idle_worker_loop_ends_with_a_bare_fenced_error(tmp_path) -> No
     ):
         nursery.start_soon(second_writer)
         with pytest.raises(taquba.Fenced), trio.fail_after(30):
-            await taquba.run_worker_concurrent(first, "w", handler, poll_interval=0.05)
+            await taquba.Worker(first, "w", handler, poll_interval=0.05).serve()
         nursery.cancel_scope.cancel()
 
 

@@ -1,7 +1,8 @@
-"""Worker loops and background tasks under storage faults (`taquba.testing.inject_faults`).
+"""Workers and background tasks under storage faults (`taquba.testing.inject_faults`).
 
-Transient faults are retried with backoff and never end a loop; a permanent one ends both
-worker loops with the same error, raised as itself. Time bounds only guard against hangs.
+Transient faults are retried with backoff and never end a loop; a permanent one ends a
+`Worker` (one job at a time or several) with that error, raised as itself. Time bounds only
+guard against hangs.
 """
 
 from __future__ import annotations
@@ -37,24 +38,26 @@ async def queue(memory_store: Store, clock: MockClock) -> AsyncIterator[taquba.Q
         yield q
 
 
-async def run_loop(
+async def serve(
     queue: taquba.Queue,
-    concurrent: bool,
-    shutdown: trio.Event,
+    concurrency: int,
+    all_seen: trio.Event,
     seen: list[str],
     stop_when_all_seen: bool = True,
 ) -> None:
+    """Serve ``q`` with a `Worker`, recording each delivery; shut it down once all were seen."""
+
     async def handler(job: taquba.JobRecord, lease: taquba.LeaseHandle) -> None:
         seen.append(job.id)
         if stop_when_all_seen and len(set(seen)) == JOBS:
-            shutdown.set()
+            all_seen.set()
+            worker.shutdown()
 
-    if concurrent:
-        await taquba.run_worker_concurrent(
-            queue, "q", handler, concurrency=3, poll_interval=0.05, shutdown=shutdown
-        )
-    else:
-        await taquba.run_worker(queue, "q", handler, poll_interval=0.05, shutdown=shutdown)
+    worker = taquba.Worker(queue, "q", handler, concurrency=concurrency, poll_interval=0.05)
+    await worker.serve()
+
+
+CONCURRENCY = pytest.mark.parametrize("concurrency", [1, 3], ids=["one-at-a-time", "concurrent"])
 
 
 async def fill(queue: taquba.Queue) -> None:
@@ -62,7 +65,7 @@ async def fill(queue: taquba.Queue) -> None:
         await queue.enqueue("q", b"x", job_id=f"j{i}")
 
 
-@pytest.mark.parametrize("concurrent", [False, True], ids=["serial", "concurrent"])
+@CONCURRENCY
 @pytest.mark.parametrize(
     "inject",
     [
@@ -71,15 +74,14 @@ async def fill(queue: taquba.Queue) -> None:
     ],
 )
 async def test_transient_claim_errors_are_retried(
-    queue: taquba.Queue, concurrent: bool, inject: object, caplog: pytest.LogCaptureFixture
+    queue: taquba.Queue, concurrency: int, inject: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     await fill(queue)
     seen: list[str] = []
-    shutdown = trio.Event()
     caplog.set_level(logging.WARNING, "taquba")
     with inject_faults() as faults, trio.fail_after(HANG):
         inject(faults)  # type: ignore[operator]
-        await run_loop(queue, concurrent, shutdown, seen)
+        await serve(queue, concurrency, trio.Event(), seen)
     assert sorted(seen) == [f"j{i}" for i in range(JOBS)]
     assert faults.armed == 0
     health = queue.health()
@@ -93,12 +95,12 @@ async def test_transient_claim_errors_are_retried(
 
 async def test_health_shows_a_failing_loop_while_it_retries(queue: taquba.Queue) -> None:
     await fill(queue)
-    shutdown = trio.Event()
+    all_seen = trio.Event()
     seen: list[str] = []
     with inject_faults() as faults:
         faults.on_read(Fault.unavailable(), times=None)  # until cleared
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_loop, queue, False, shutdown, seen)
+            nursery.start_soon(serve, queue, 1, all_seen, seen)
             with trio.fail_after(HANG):
                 while queue.health().consecutive_failures < 2:  # noqa: ASYNC110 - polls state
                     await trio.sleep(0.01)
@@ -108,30 +110,29 @@ async def test_health_shows_a_failing_loop_while_it_retries(queue: taquba.Queue)
             assert health.stopped is None
             faults.clear()
             with trio.fail_after(HANG):
-                while not shutdown.is_set():  # noqa: ASYNC110 - polls state
-                    await trio.sleep(0.01)
+                await all_seen.wait()
     assert queue.health().healthy
     assert len(set(seen)) == JOBS
 
 
-@pytest.mark.parametrize("concurrent", [False, True], ids=["serial", "concurrent"])
-async def test_a_permanent_claim_error_ends_both_loops_alike(
-    queue: taquba.Queue, concurrent: bool
+@CONCURRENCY
+async def test_a_permanent_claim_error_ends_the_worker(
+    queue: taquba.Queue, concurrency: int
 ) -> None:
     await fill(queue)
     with inject_faults() as faults, trio.fail_after(HANG):
         faults.on_read(Fault.permanent())
         with pytest.raises(taquba.StorageError) as caught:
-            await run_loop(queue, concurrent, trio.Event(), [])
+            await serve(queue, concurrency, trio.Event(), [])
     assert type(caught.value) is taquba.StorageError
     assert not caught.value.transient
     assert queue.health().failing == ()  # the loop is gone, not failing
 
 
-@pytest.mark.parametrize("concurrent", [False, True], ids=["serial", "concurrent"])
+@CONCURRENCY
 @pytest.mark.parametrize("kind", ["unavailable", "unknown"])
-async def test_a_transient_settlement_error_does_not_end_the_loop(
-    queue: taquba.Queue, clock: MockClock, concurrent: bool, kind: str
+async def test_a_transient_settlement_error_does_not_end_the_worker(
+    queue: taquba.Queue, clock: MockClock, concurrency: int, kind: str
 ) -> None:
     await fill(queue)
     seen: list[str] = []
@@ -139,7 +140,7 @@ async def test_a_transient_settlement_error_does_not_end_the_loop(
         faults.on_write(Fault(kind), times=1, durable=True)  # type: ignore[arg-type]
         async with trio.open_nursery() as nursery:
             # The loop must outlive the first delivery of every job.
-            nursery.start_soon(run_loop, queue, concurrent, trio.Event(), seen, False)
+            nursery.start_soon(serve, queue, concurrency, trio.Event(), seen, False)
             while queue.health().retried == 0 or len(set(seen)) < JOBS:  # noqa: ASYNC110 - polls state
                 await trio.sleep(0.01)
             # The failed settlement's lease expires and the job is delivered again.

@@ -4,16 +4,15 @@ Every public numeric and time argument is fed NaN, infinities, negatives, huge v
 wrong types. A rejected call raises `InvalidArgument` (a `UsageError`, a `ValueError`) whose
 ``argument`` and message name what was wrong, and writes nothing. Huge finite delays are
 clamped to `MAX_TIMESTAMP_MS` instead of failing deep in the key encoding; a handler that
-asks for one keeps its worker loop alive.
+asks for one keeps its `Worker` alive.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -273,9 +272,9 @@ def test_retry_later_checks_its_delay_where_it_is_raised(retry_after: object) ->
     rejected(exc, "retry_after")
 
 
-@pytest.mark.parametrize("concurrent", [False, True], ids=["run_worker", "concurrent"])
-async def test_a_handler_asking_for_a_huge_delay_does_not_kill_the_loop(
-    queue: taquba.Queue, concurrent: bool
+@pytest.mark.parametrize("concurrency", [1, 8], ids=["one-at-a-time", "concurrent"])
+async def test_a_handler_asking_for_a_huge_delay_does_not_kill_the_worker(
+    queue: taquba.Queue, concurrency: int
 ) -> None:
     """The attempt is nacked with the delay clamped; the loop goes on to the next job."""
     far = await queue.enqueue("w", b"far")
@@ -289,24 +288,14 @@ async def test_a_handler_asking_for_a_huge_delay_does_not_kill_the_loop(
         done.append(job.payload)
         finished.set()
 
-    shutdown = trio.Event()
-    run = taquba.run_worker_concurrent if concurrent else taquba.run_worker
+    worker = taquba.Worker(queue, "w", handler, concurrency=concurrency, poll_interval=0.01)
     with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: run(
-                    queue,
-                    "w",
-                    handler,
-                    poll_interval=0.01,
-                    shutdown=shutdown,
-                    task_status=task_status,
-                )
-            )
+            await nursery.start(worker.serve)
             await asked.wait()
             await queue.enqueue("w", b"next")
-            await finished.wait()  # the loop outlived the huge delay
-            shutdown.set()
+            await finished.wait()  # the worker outlived the huge delay
+            worker.shutdown()
     record = await queue.get_job(far.id)
     assert record is not None and record.status is JobStatus.SCHEDULED
     assert (record.run_at, record.last_error) == (MAX_TIMESTAMP_MS, "much later")
@@ -323,20 +312,16 @@ WORKER_CASES: list[tuple[str, object]] = [
 
 
 @pytest.mark.parametrize(("argument", "value"), WORKER_CASES)
-async def test_worker_loops_check_their_arguments_before_starting(
+async def test_worker_checks_its_arguments_when_it_is_built(
     queue: taquba.Queue, argument: str, value: object
 ) -> None:
     async def handler(job: JobRecord, lease: LeaseHandle) -> None:
         raise AssertionError("never called")
 
     await queue.enqueue("w", b"x")
-    loops: list[Callable[..., Any]] = [taquba.run_worker_concurrent]
-    if argument == "poll_interval":
-        loops.append(taquba.run_worker)
-    for loop in loops:
-        with trio.fail_after(HANG), pytest.raises(InvalidArgument) as exc:
-            await loop(queue, "w", handler, **{argument: value})
-        rejected(exc, argument)
+    with pytest.raises(InvalidArgument) as exc:
+        taquba.Worker(queue, "w", handler, **{argument: value})  # pyright: ignore[reportArgumentType]
+    rejected(exc, argument)
     assert await queue.stats("w") == QueueStats("w", pending=1)
 
 

@@ -1,4 +1,6 @@
-"""Worker loops: `run_worker` and `run_worker_concurrent`.
+"""`taquba.Worker`: settlement, leases, shutdown and wakeups, one job at a time and several.
+
+Most tests run twice (the ``start`` fixture): with ``concurrency=1`` and with ``concurrency=3``.
 
 Record timestamps come from a `MockClock` (leases and backoff move only when a test advances
 it and calls ``reap_now`` / ``promote_scheduled_now``); the loops themselves run in real trio
@@ -10,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import pytest
@@ -48,14 +49,11 @@ async def queue(memory_store: Store, clock: MockClock) -> AsyncIterator[taquba.Q
         yield q
 
 
-class Loop:
-    """One kind of worker loop, started on queue ``w`` with ``nursery.start``."""
+class Start:
+    """Builds a `Worker` on queue ``w`` and starts it with ``nursery.start``."""
 
-    CONCURRENCY = 3
-
-    def __init__(self, concurrent: bool) -> None:
-        self.concurrent = concurrent
-        self.capacity = self.CONCURRENCY if concurrent else 1
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
 
     async def __call__(
         self,
@@ -64,20 +62,18 @@ class Loop:
         handler: taquba.Handler,
         *,
         poll_interval: float = 0.02,
-        shutdown: trio.Event | None = None,
-    ) -> None:
-        if self.concurrent:
-            loop = partial(taquba.run_worker_concurrent, concurrency=self.CONCURRENCY)
-        else:
-            loop = partial(taquba.run_worker)
-        await nursery.start(
-            partial(loop, queue, "w", handler, poll_interval=poll_interval, shutdown=shutdown)
+    ) -> taquba.Worker:
+        worker = taquba.Worker(
+            queue, "w", handler, concurrency=self.concurrency, poll_interval=poll_interval
         )
+        await nursery.start(worker.serve)
+        return worker
 
 
-@pytest.fixture(params=["run_worker", "run_worker_concurrent"])
-def start(request: pytest.FixtureRequest) -> Loop:
-    return Loop(concurrent=request.param == "run_worker_concurrent")
+@pytest.fixture(params=[1, 3], ids=["one-at-a-time", "concurrent"])
+def start(request: pytest.FixtureRequest) -> Start:
+    """A worker that processes one job at a time, and one that runs three at once."""
+    return Start(concurrency=request.param)
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool]]) -> None:
@@ -107,7 +103,7 @@ async def stats_reach(queue: taquba.Queue, **expected: int) -> None:
 
 
 async def test_return_acks_and_applies_returned_effects_with_the_ack(
-    queue: taquba.Queue, start: Loop
+    queue: taquba.Queue, start: Start
 ) -> None:
     class Handler:
         """A `JobHandler` object: the loops call its ``process``."""
@@ -124,11 +120,10 @@ async def test_return_acks_and_applies_returned_effects_with_the_ack(
     await queue.enqueue_batch(
         [EnqueueRequest(queue="w", payload=p) for p in (b"plain", b"x", b"y")]
     )
-    shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        await start(nursery, queue, Handler(), shutdown=shutdown)
+        worker = await start(nursery, queue, Handler())
         await stats_reach(queue, done=3)
-        shutdown.set()
+        worker.shutdown()
     assert await queue.stats("w") == QueueStats("w", done=3)
     assert await queue.stats("next") == QueueStats("next", pending=2)
     children = await queue.list_jobs("next", JobStatus.PENDING)
@@ -138,7 +133,7 @@ async def test_return_acks_and_applies_returned_effects_with_the_ack(
 
 
 async def test_returned_effects_commit_with_the_ack_or_not_at_all(
-    queue: taquba.Queue, start: Loop, clock: MockClock, caplog: pytest.LogCaptureFixture
+    queue: taquba.Queue, start: Start, clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An effect that cannot commit (a taken follow-up id) leaves no trace, and no ack."""
     await queue.enqueue("w", b"taken", job_id="taken")
@@ -156,7 +151,7 @@ async def test_returned_effects_commit_with_the_ack_or_not_at_all(
 
     caplog.set_level(logging.ERROR, logger="taquba.worker")
     async with trio.open_nursery() as nursery:
-        await start(nursery, queue, handler, shutdown=trio.Event())
+        await start(nursery, queue, handler)
         await wait_until(holds(lambda: job.id in calls))
         await wait_until(holds(lambda: "could not settle" in caplog.text))
         nursery.cancel_scope.cancel()
@@ -166,7 +161,7 @@ async def test_returned_effects_commit_with_the_ack_or_not_at_all(
     assert (await queue.stats("w")).done == 0
 
 
-async def test_permanent_failure_dead_letters_at_once(queue: taquba.Queue, start: Loop) -> None:
+async def test_permanent_failure_dead_letters_at_once(queue: taquba.Queue, start: Start) -> None:
     job = await queue.enqueue("w", b"poison")
     calls = 0
 
@@ -175,18 +170,17 @@ async def test_permanent_failure_dead_letters_at_once(queue: taquba.Queue, start
         calls += 1
         raise PermanentFailure("cannot parse")
 
-    shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        await start(nursery, queue, handler, shutdown=shutdown)
+        worker = await start(nursery, queue, handler)
         await stats_reach(queue, dead=1)
-        shutdown.set()
+        worker.shutdown()
     dead = await queue.get_job(job.id)
     assert dead is not None and dead.status is JobStatus.DEAD
     assert (dead.attempts, dead.last_error, calls) == (1, "cannot parse", 1)
 
 
 async def test_other_exceptions_nack_with_backoff_then_dead_letter(
-    queue: taquba.Queue, start: Loop, clock: MockClock
+    queue: taquba.Queue, start: Start, clock: MockClock
 ) -> None:
     job = await queue.enqueue("w", b"flaky")
     calls: list[int] = []
@@ -195,9 +189,8 @@ async def test_other_exceptions_nack_with_backoff_then_dead_letter(
         calls.append(record.attempts)
         raise ValueError("boom")
 
-    shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        await start(nursery, queue, handler, shutdown=shutdown)
+        worker = await start(nursery, queue, handler)
         for attempt, delay in ((1, 1.0), (2, 2.0)):
             await stats_reach(queue, scheduled=1)
             record = await queue.get_job(job.id)
@@ -207,14 +200,14 @@ async def test_other_exceptions_nack_with_backoff_then_dead_letter(
             clock.advance(delay)
             assert await queue.promote_scheduled_now() == 1
         await stats_reach(queue, dead=1)
-        shutdown.set()
+        worker.shutdown()
     dead = await queue.get_job(job.id)
     assert dead is not None and dead.attempts == 3 and dead.last_error == "ValueError: boom"
     assert calls == [1, 2, 3]
 
 
 async def test_retry_later_waits_at_least_its_delay_then_dead_letters(
-    queue: taquba.Queue, start: Loop, clock: MockClock
+    queue: taquba.Queue, start: Start, clock: MockClock
 ) -> None:
     """`RetryLater` nacks with ``max(backoff, retry_after)``; attempts still run out."""
     job = await queue.enqueue("w", b"throttled")
@@ -223,9 +216,8 @@ async def test_retry_later_waits_at_least_its_delay_then_dead_letters(
     async def handler(record: JobRecord, lease: LeaseHandle) -> None:
         raise taquba.RetryLater("rate limited", retry_after=delays[record.attempts])
 
-    shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        await start(nursery, queue, handler, shutdown=shutdown)
+        worker = await start(nursery, queue, handler)
         for attempt, wait in ((1, 30.0), (2, 2.0)):
             await stats_reach(queue, scheduled=1)
             record = await queue.get_job(job.id)
@@ -235,24 +227,23 @@ async def test_retry_later_waits_at_least_its_delay_then_dead_letters(
             clock.advance(wait)
             assert await queue.promote_scheduled_now() == 1
         await stats_reach(queue, dead=1)
-        shutdown.set()
+        worker.shutdown()
     dead = await queue.get_job(job.id)
     assert dead is not None and (dead.attempts, dead.last_error) == (3, "rate limited")
 
 
 async def test_a_handler_returning_something_else_is_nacked(
-    queue: taquba.Queue, start: Loop
+    queue: taquba.Queue, start: Start
 ) -> None:
     job = await queue.enqueue("w", b"x")
 
     async def handler(record: JobRecord, lease: LeaseHandle) -> Any:
         return "not effects"
 
-    shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        await start(nursery, queue, handler, shutdown=shutdown)
+        worker = await start(nursery, queue, handler)
         await stats_reach(queue, scheduled=1)
-        shutdown.set()
+        worker.shutdown()
     record = await queue.get_job(job.id)
     assert record is not None
     assert record.last_error == "handler returned str, expected Effects or None"
@@ -262,7 +253,7 @@ async def test_a_handler_returning_something_else_is_nacked(
 
 
 async def test_a_lease_overrun_is_claim_lost_logged_and_the_loop_goes_on(
-    memory_store: Store, clock: MockClock, start: Loop, caplog: pytest.LogCaptureFixture
+    memory_store: Store, clock: MockClock, start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Reference §16 item 9: the late settlement is refused (its effects with it); no exit."""
     config = QueueConfig(lease_duration=1, retry_backoff_base=0)
@@ -283,9 +274,8 @@ async def test_a_lease_overrun_is_claim_lost_logged_and_the_loop_goes_on(
                     lease.ensure_at_least(5)
             return Effects(kv_writes={f"{job.payload.decode()}/{job.attempts}".encode(): b"1"})
 
-        shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
-            await start(nursery, queue, handler, shutdown=shutdown)
+            worker = await start(nursery, queue, handler)
             with trio.fail_after(HANG):
                 await started.wait()
             clock.advance(2)
@@ -293,7 +283,7 @@ async def test_a_lease_overrun_is_claim_lost_logged_and_the_loop_goes_on(
             other = await queue.enqueue("w", b"other")
             release.set()
             await stats_reach(queue, done=2)
-            shutdown.set()
+            worker.shutdown()
         assert seen == {"cancel_requested": True, "expires_at": None}
         kv = dict((await queue.kv_scan(b"")).entries)
         assert b"slow/1" not in kv  # the lost delivery's effects were not applied
@@ -306,7 +296,7 @@ async def test_a_lease_overrun_is_claim_lost_logged_and_the_loop_goes_on(
 
 
 async def test_ensure_at_least_extends_the_lease_past_the_reaper(
-    queue: taquba.Queue, start: Loop, clock: MockClock
+    queue: taquba.Queue, start: Start, clock: MockClock
 ) -> None:
     job = await queue.enqueue("w", b"long")
     ready = trio.Event()
@@ -323,9 +313,8 @@ async def test_ensure_at_least_extends_the_lease_past_the_reaper(
         await release.wait()
         expiries.append(lease.expires_at)
 
-    shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        await start(nursery, queue, handler, shutdown=shutdown)
+        worker = await start(nursery, queue, handler)
         with trio.fail_after(HANG):
             await ready.wait()
         now = clock.now_ms()
@@ -336,12 +325,12 @@ async def test_ensure_at_least_extends_the_lease_past_the_reaper(
         assert record is not None and record.status is JobStatus.CLAIMED
         release.set()
         await stats_reach(queue, done=1)
-        shutdown.set()
+        worker.shutdown()
     assert expiries[-1] == now + 65_000
 
 
 async def test_cancel_of_a_claimed_job_reaches_its_handler(
-    queue: taquba.Queue, start: Loop
+    queue: taquba.Queue, start: Start
 ) -> None:
     job = await queue.enqueue("w", b"x")
     started = trio.Event()
@@ -355,14 +344,13 @@ async def test_cancel_of_a_claimed_job_reaches_its_handler(
         observed.append(lease.cancel_requested)
         raise PermanentFailure("cancelled by request")
 
-    shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        await start(nursery, queue, handler, shutdown=shutdown)
+        worker = await start(nursery, queue, handler)
         with trio.fail_after(HANG):
             await started.wait()
         assert await queue.cancel(job.id) is CancelOutcome.REQUESTED
         await stats_reach(queue, dead=1)
-        shutdown.set()
+        worker.shutdown()
     assert observed == [False, True]
     dead = await queue.get_job(job.id)
     assert dead is not None and dead.cancel_requested and dead.last_error == "cancelled by request"
@@ -371,20 +359,19 @@ async def test_cancel_of_a_claimed_job_reaches_its_handler(
 # ------------------------------------------------------------------------ shutdown, start
 
 
-async def test_the_shutdown_event_stops_an_idle_loop(queue: taquba.Queue, start: Loop) -> None:
-    """The plainest use of ``shutdown=``: set it, and the idle loop returns at once."""
+async def test_shutdown_stops_an_idle_worker_at_once(queue: taquba.Queue, start: Start) -> None:
+    """The plainest use of `Worker.shutdown`: the idle worker's `serve` returns at once."""
 
     async def handler(record: JobRecord, lease: LeaseHandle) -> None:
         raise AssertionError("no job was enqueued")
 
-    shutdown = trio.Event()
     with trio.fail_after(HANG):  # far below the 60 s poll: shutdown interrupts the idle wait
         async with trio.open_nursery() as nursery:
-            await start(nursery, queue, handler, shutdown=shutdown, poll_interval=60)
-            shutdown.set()
+            worker = await start(nursery, queue, handler, poll_interval=60)
+            worker.shutdown()
 
 
-async def test_shutdown_drains_the_jobs_in_flight(queue: taquba.Queue, start: Loop) -> None:
+async def test_shutdown_drains_the_jobs_in_flight(queue: taquba.Queue, start: Start) -> None:
     """Shutdown stops claiming; the handlers already running finish and are acked."""
     await queue.enqueue_batch([EnqueueRequest(queue="w", payload=b"%d" % i) for i in range(5)])
     gate = trio.Event()
@@ -396,17 +383,16 @@ async def test_shutdown_drains_the_jobs_in_flight(queue: taquba.Queue, start: Lo
         await gate.wait()
         finished.append(record.id)
 
-    shutdown = trio.Event()
     with trio.fail_after(HANG):  # the loop must return on its own once its jobs are acked
         async with trio.open_nursery() as nursery:
-            await start(nursery, queue, handler, shutdown=shutdown)
-            await wait_until(holds(lambda: len(running) == start.capacity))
-            shutdown.set()
+            worker = await start(nursery, queue, handler)
+            await wait_until(holds(lambda: len(running) == start.concurrency))
+            worker.shutdown()
             await trio.sleep(0.1)
             assert finished == []  # still draining: nothing is cut short
-            assert (await queue.stats("w")).claimed == start.capacity
+            assert (await queue.stats("w")).claimed == start.concurrency
             gate.set()
-    n = start.capacity
+    n = start.concurrency
     assert sorted(finished) == sorted(running) and len(running) == n
     assert await queue.stats("w") == QueueStats("w", pending=5 - n, done=n)
 
@@ -437,23 +423,14 @@ async def test_shutdown_grace_cancels_long_handlers_and_nacks_their_jobs(
                 cancelled.append(record.id)
                 raise
 
-        shutdown = trio.Event()
+        worker = taquba.Worker(
+            queue, "w", handler, concurrency=3, poll_interval=0.02, shutdown_grace=1.0
+        )
         with trio.fail_after(HANG):
             async with trio.open_nursery() as nursery:
-                await nursery.start(
-                    partial(
-                        taquba.run_worker_concurrent,
-                        queue,
-                        "w",
-                        handler,
-                        concurrency=3,
-                        poll_interval=0.02,
-                        shutdown=shutdown,
-                        shutdown_grace=1.0,
-                    )
-                )
+                await nursery.start(worker.serve)
                 await wait_until(holds(lambda: len(started) == 3))
-                shutdown.set()
+                worker.shutdown()
                 gate.set()  # the quick job finishes within the grace period
         assert sorted(cancelled) == sorted(stuck)
         assert await queue.stats("w") == QueueStats("w", pending=2, done=1)
@@ -465,21 +442,20 @@ async def test_shutdown_grace_cancels_long_handlers_and_nacks_their_jobs(
 
 
 async def test_nursery_start_returns_once_the_loop_is_ready(
-    queue: taquba.Queue, start: Loop
+    queue: taquba.Queue, start: Start
 ) -> None:
     handled: list[bytes] = []
 
     async def handler(record: JobRecord, lease: LeaseHandle) -> None:
         handled.append(record.payload)
 
-    shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        await start(nursery, queue, handler, shutdown=shutdown, poll_interval=60)
+        worker = await start(nursery, queue, handler, poll_interval=60)
         # Ready means serving: a job enqueued now is picked up through the wakeup, long
         # before the 60 s poll.
         await queue.enqueue("w", b"after start")
         await stats_reach(queue, done=1)
-        shutdown.set()
+        worker.shutdown()
     assert handled == [b"after start"]
 
 
@@ -500,21 +476,11 @@ async def test_concurrency_bound_is_respected_and_filled(queue: taquba.Queue) ->
         finally:
             current -= 1
 
-    shutdown = trio.Event()
+    worker = taquba.Worker(queue, "w", handler, concurrency=4, poll_interval=0.02)
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            partial(
-                taquba.run_worker_concurrent,
-                queue,
-                "w",
-                handler,
-                concurrency=4,
-                poll_interval=0.02,
-                shutdown=shutdown,
-            )
-        )
+        await nursery.start(worker.serve)
         await stats_reach(queue, done=40)
-        shutdown.set()
+        worker.shutdown()
     assert peak == 4
 
 
@@ -530,19 +496,9 @@ async def test_claims_are_sized_to_free_capacity(queue: taquba.Queue) -> None:
         running.append(record.id)
         await gates[record.id].wait()
 
-    shutdown = trio.Event()
+    worker = taquba.Worker(queue, "w", handler, concurrency=3, poll_interval=0.02)
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            partial(
-                taquba.run_worker_concurrent,
-                queue,
-                "w",
-                handler,
-                concurrency=3,
-                poll_interval=0.02,
-                shutdown=shutdown,
-            )
-        )
+        await nursery.start(worker.serve)
         await wait_until(holds(lambda: len(running) == 3))
         await trio.sleep(0.1)
         assert await queue.stats("w") == QueueStats("w", pending=7, claimed=3)
@@ -552,7 +508,7 @@ async def test_claims_are_sized_to_free_capacity(queue: taquba.Queue) -> None:
         await trio.sleep(0.1)  # and no fifth claim follows
         assert await queue.stats("w") == QueueStats("w", pending=6, claimed=3, done=1)
         assert sorted(running) == sorted(r.id for r in results[:4])  # claim order
-        shutdown.set()
+        worker.shutdown()
         for gate in gates.values():
             gate.set()
 
@@ -563,13 +519,13 @@ async def test_one_insert_wakes_one_idle_worker(
     """A pool of idle loops: one job wakes one of them; a batch of 3 wakes 3 (plus at most one
     passed-on wakeup), never the whole pool on every insert."""
     callers: list[trio.lowlevel.Task] = []
-    claim = queue.claim
+    claim_batch = queue.claim_batch
 
-    async def counting_claim(*args: Any, **kwargs: Any) -> taquba.Claim | None:
+    async def counting_claim(*args: Any, **kwargs: Any) -> list[taquba.Claim]:
         callers.append(trio.lowlevel.current_task())
-        return await claim(*args, **kwargs)
+        return await claim_batch(*args, **kwargs)
 
-    monkeypatch.setattr(queue, "claim", counting_claim)
+    monkeypatch.setattr(queue, "claim_batch", counting_claim)
     gate = trio.Event()
     handled: list[str] = []
 
@@ -585,12 +541,10 @@ async def test_one_insert_wakes_one_idle_worker(
         await trio.sleep(0.05)  # settle: nobody is polling (60 s poll interval)
         callers.clear()
 
-    shutdown = trio.Event()
+    workers = [taquba.Worker(queue, "w", handler, concurrency=1, poll_interval=60) for _ in "abcd"]
     async with trio.open_nursery() as nursery:
-        for _ in range(4):
-            await nursery.start(
-                partial(taquba.run_worker, queue, "w", handler, poll_interval=60, shutdown=shutdown)
-            )
+        for worker in workers:
+            await nursery.start(worker.serve)
         await idle_workers(4)
 
         await queue.enqueue("w", b"single")
@@ -605,7 +559,8 @@ async def test_one_insert_wakes_one_idle_worker(
         # so it may pass one wakeup on (the backlog rule), which can stir the fourth loop:
         # at most one extra claim pass, never one per idle worker.
         assert 3 <= len(set(callers)) <= 4
-        shutdown.set()
+        for worker in workers:
+            worker.shutdown()
         gate.set()
 
 
@@ -614,31 +569,30 @@ async def test_one_insert_wakes_one_waiter_exactly(
 ) -> None:
     """The single-job case in numbers: the woken loop claims (job) and claims again (empty)."""
     callers: list[trio.lowlevel.Task] = []
-    claim = queue.claim
+    claim_batch = queue.claim_batch
 
-    async def counting_claim(*args: Any, **kwargs: Any) -> taquba.Claim | None:
+    async def counting_claim(*args: Any, **kwargs: Any) -> list[taquba.Claim]:
         callers.append(trio.lowlevel.current_task())
-        return await claim(*args, **kwargs)
+        return await claim_batch(*args, **kwargs)
 
-    monkeypatch.setattr(queue, "claim", counting_claim)
+    monkeypatch.setattr(queue, "claim_batch", counting_claim)
 
     async def handler(record: JobRecord, lease: LeaseHandle) -> None:
         pass
 
     wakeup = queue._context.state("w").wakeup
-    shutdown = trio.Event()
+    workers = [taquba.Worker(queue, "w", handler, concurrency=1, poll_interval=60) for _ in "abcde"]
     async with trio.open_nursery() as nursery:
-        for _ in range(5):
-            await nursery.start(
-                partial(taquba.run_worker, queue, "w", handler, poll_interval=60, shutdown=shutdown)
-            )
+        for worker in workers:
+            await nursery.start(worker.serve)
         await wait_until(holds(lambda: wakeup.waiters == 5))
         callers.clear()
         await queue.enqueue("w", b"one")
         await stats_reach(queue, done=1)
         await wait_until(holds(lambda: wakeup.waiters == 5))
         assert len(set(callers)) == 1 and len(callers) <= 2
-        shutdown.set()
+        for worker in workers:
+            worker.shutdown()
 
 
 # ------------------------------------------------------------------------- the Worker class
@@ -706,3 +660,46 @@ async def test_worker_arguments_are_checked_when_it_is_built(
 
     with pytest.raises(taquba.InvalidArgument, match=option):
         taquba.Worker(queue, "w", handler, **{option: value})  # pyright: ignore[reportArgumentType]
+
+
+async def test_the_queue_name_and_the_handler_are_checked_when_it_is_built(
+    queue: taquba.Queue,
+) -> None:
+    async def handler(job: JobRecord, lease: LeaseHandle) -> None:
+        pass
+
+    with pytest.raises(taquba.InvalidQueueName):
+        taquba.Worker(queue, "", handler)
+    with pytest.raises(taquba.UsageError, match="handler"):
+        taquba.Worker(queue, "w", "not a handler")  # pyright: ignore[reportArgumentType]
+
+
+async def test_cancelling_serve_hands_the_jobs_in_flight_back(
+    memory_store: Store, clock: MockClock, start: Start
+) -> None:
+    """The hard stop: the handlers are cancelled and their jobs nacked, not left to the lease."""
+    config = QueueConfig(retry_backoff_base=0)
+    async with taquba.open_queue(memory_store, "hs", config=config, clock=clock, **FAST) as queue:
+        await queue.enqueue_batch([EnqueueRequest(queue="w", payload=b"%d" % i) for i in range(5)])
+        running: list[str] = []
+        cancelled: list[str] = []
+
+        async def handler(record: JobRecord, lease: LeaseHandle) -> None:
+            running.append(record.id)
+            try:
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                cancelled.append(record.id)
+                raise
+
+        with trio.fail_after(HANG):
+            async with trio.open_nursery() as nursery:
+                await start(nursery, queue, handler)
+                await wait_until(holds(lambda: len(running) == start.concurrency))
+                nursery.cancel_scope.cancel()
+        assert sorted(cancelled) == sorted(running) and len(running) == start.concurrency
+        assert await queue.stats("w") == QueueStats("w", pending=5)
+        for job_id in running:
+            record = await queue.get_job(job_id)
+            assert record is not None and record.attempts == 1
+            assert record.last_error == "the worker stopped before the job finished"

@@ -1,13 +1,15 @@
 """taquba: a durable task queue whose only state lives in object storage, through SlateDB.
 
 Open a queue database on a `Store` (memory, local disk or S3) with `open_queue`, enqueue jobs,
-and serve them with `run_worker` / `run_worker_concurrent`, or claim and settle them by hand.
+and serve them with a `Worker`, or claim and settle them by hand.
 Delivery is at-least-once: a job whose handler crashes, times out its lease, or whose process
 dies is delivered again. Everything is trio-native.
 
     async with taquba.open_queue("file:///var/lib/app/queue") as queue:
         await queue.enqueue("emails", b"...")
-        await taquba.run_worker_concurrent(queue, "emails", send_email)
+        worker = taquba.Worker(queue, "emails", send_email, concurrency=16)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)  # until worker.shutdown(), or cancellation
 """
 
 from importlib.metadata import version as _version
@@ -78,8 +80,6 @@ from ._worker import HandlerFunction as HandlerFunction
 from ._worker import JobHandler as JobHandler
 from ._worker import LeaseHandle as LeaseHandle
 from ._worker import Worker as Worker
-from ._worker import run_worker as run_worker
-from ._worker import run_worker_concurrent as run_worker_concurrent
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -147,8 +147,6 @@ __all__ = [
     "backoff_delay",
     "open_queue",
     "open_reader",
-    "run_worker",
-    "run_worker_concurrent",
     "validate_job_id",
     "validate_queue_name",
 ]

@@ -4,7 +4,7 @@ The demo is the project's main job (``uv run taquba demo``). It narrates four ph
 
 1. enqueue a batch of "document" jobs (most succeed, some fail transiently, some are poison,
    some are scheduled a few seconds out, a few urgent ones jump the line);
-2. serve them with `run_worker_concurrent` under a live progress display;
+2. serve them with a `taquba.Worker` under a live progress display;
 3. crash recovery for real: a second process (started with ``python -m taquba _demo-child``,
    never forked) claims a batch of jobs and is killed with ``SIGKILL`` while it holds them;
    reopening the store recovers the claims, and the jobs are processed to done;
@@ -31,7 +31,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from random import Random
 from typing import TYPE_CHECKING, Final, TextIO
 from urllib.parse import unquote, urlsplit
@@ -46,8 +45,8 @@ from taquba import (
     QueueStats,
     Store,
     UsageError,
+    Worker,
     open_queue,
-    run_worker_concurrent,
 )
 from taquba._demo_console import Console, Progress
 from taquba._demo_jobs import (
@@ -186,28 +185,22 @@ async def _serve_until_settled(
 ) -> QueueStats:
     """Run workers on ``queue_name`` with a progress display until nothing is left to do."""
     progress = Progress(console, label=queue_name, total=total, base=base, tracker=tracker)
+    worker = Worker(queue, queue_name, handler, concurrency=workers, poll_interval=_POLL_INTERVAL)
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            partial(
-                run_worker_concurrent,
-                queue,
-                queue_name,
-                handler,
-                concurrency=workers,
-                poll_interval=_POLL_INTERVAL,
-            )
-        )
-        with trio.move_on_after(_SETTLE_DEADLINE):
+        await nursery.start(worker.serve)
+        with trio.move_on_after(_SETTLE_DEADLINE) as deadline:
             while True:
                 stats = await queue.stats(queue_name)
                 progress.update(stats)
                 if _unsettled(stats) == 0:
                     break
                 await trio.sleep(progress.interval)
-        # Nothing is pending, scheduled or claimed, so the workers are idle and cannot claim
-        # again: cancelling them interrupts no job. (Past the deadline we give up anyway; the
-        # jobs in flight are handed back with a nack.)
-        nursery.cancel_scope.cancel()
+        # Nothing is pending, scheduled or claimed, so the worker is idle and its shutdown
+        # returns at once. Past the deadline we give up: cancelling hands the jobs in flight
+        # back with a nack.
+        if deadline.cancelled_caught:
+            nursery.cancel_scope.cancel()
+        worker.shutdown()
     stats = await queue.stats(queue_name)
     progress.update(stats, final=True)
     if _unsettled(stats):
@@ -346,7 +339,7 @@ async def _phase_work(run: _Run, queue: Queue) -> None:
     c, options = run.console, run.options
     c.heading(f"2. Serve them with {options.workers} concurrent workers")
     c.say(
-        f"run_worker_concurrent claims jobs in batches and runs up to {options.workers} at "
+        f"A taquba.Worker claims jobs in batches and runs up to {options.workers} at "
         "once; each outcome settles durably: done on return, a retry after a backoff "
         f"({_CONFIG.retry_backoff_base:g} s, then doubling) on an exception, dead on "
         "PermanentFailure or when attempts run out. Watch pending drain, scheduled rise as "
@@ -606,16 +599,10 @@ async def run_child(store_url: str, db: str, count: int) -> int:
 
     with trio.move_on_after(_CHILD_LIFETIME):
         async with _open(store, db, lease=_CHILD_LEASE) as queue, trio.open_nursery() as nursery:
-            nursery.start_soon(
-                partial(
-                    run_worker_concurrent,
-                    queue,
-                    EXPORTS,
-                    handler,
-                    concurrency=count,
-                    poll_interval=_POLL_INTERVAL,
-                )
+            worker = Worker(
+                queue, EXPORTS, handler, concurrency=count, poll_interval=_POLL_INTERVAL
             )
+            nursery.start_soon(worker.serve)
             await holding.wait()
             # Claims commit without waiting for durability; a durable write after them
             # returns only once the WAL holding them is in storage too.

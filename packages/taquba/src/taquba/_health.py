@@ -46,9 +46,9 @@ def retry_delay(failures: int, jitter: float) -> float:
 class QueueHealth:
     """A snapshot of how a queue's loops are faring (`Queue.health`).
 
-    Worker loops (`run_worker`, `run_worker_concurrent`) and the queue's background tasks
-    retry transient storage errors with backoff instead of stopping; this shows whether any of
-    them is retrying right now, and what went wrong last.
+    Workers (`Worker.serve`) and the queue's background tasks retry transient storage errors
+    with backoff instead of stopping; this shows whether any of them is retrying right now, and
+    what went wrong last.
     """
 
     healthy: bool

@@ -1,4 +1,4 @@
-"""Worker loops: claim jobs, run a handler, settle the outcome."""
+"""`Worker`: claim jobs, run a handler, settle the outcome."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ._errors import (
     UsageError,
 )
 from ._interrupts import plain_interrupts, protect
+from ._keys import validate_queue_name
 from ._records import JobRecord
 from ._types import Claim, Effects
 from ._validate import check_int, check_optional_seconds, check_seconds, clamp_time, duration_ms
@@ -34,8 +35,6 @@ __all__ = [
     "JobHandler",
     "LeaseHandle",
     "Worker",
-    "run_worker",
-    "run_worker_concurrent",
 ]
 
 log = logging.getLogger("taquba.worker")
@@ -58,10 +57,10 @@ class LeaseHandle:
     __slots__ = ("_claim", "_queue")
 
     def __init__(self, queue: Queue, claim: Claim) -> None:
-        """Wrap ``claim`` of ``queue``; the worker loops make one per delivery.
+        """Wrap ``claim`` of ``queue``; `Worker` makes one per delivery.
 
         Build one yourself only when writing your own claim loop, to hand handlers the same
-        interface the built-in loops give them.
+        interface `Worker` gives them.
         """
         self._queue = queue
         self._claim = claim
@@ -120,7 +119,7 @@ class JobHandler(Protocol):
 
 
 Handler: TypeAlias = HandlerFunction | JobHandler
-"""What the worker loops accept.
+"""What `Worker` accepts.
 
 The handler's outcome settles the job: returning acks it (applying returned `Effects` in the
 same transaction); raising `PermanentFailure` dead-letters it; raising `RetryLater` nacks it
@@ -249,96 +248,27 @@ def _claim_failed(exc: TaqubaError, claiming: Streak) -> float:
     return claiming.failed(exc)
 
 
-def _check_interval(poll_interval: float) -> None:
-    check_seconds("poll_interval", poll_interval, positive=True)
-
-
 @plain_interrupts
-async def run_worker(
+async def _serve_worker(
     queue: Queue,
     queue_name: str,
-    handler: Handler,
+    handler: HandlerFunction,
     *,
-    poll_interval: float = 1.0,
-    shutdown: trio.Event | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    concurrency: int,
+    poll_interval: float,
+    stop: trio.Event,
+    grace: float | None,
+    task_status: trio.TaskStatus[None],
 ) -> None:
-    """Process jobs of ``queue_name`` one at a time until ``shutdown`` is set.
-
-    Shutdown is honoured between jobs and while idle; a job in progress always finishes.
-
-    Error handling: a transient error on the claim path (`StorageUnavailable`, whose
-    ``transient`` is true) is retried with capped exponential backoff and jitter, logged as a
-    warning at most every 30 s, and shown by `Queue.health` while it lasts. A settlement that
-    fails (including `ClaimLost`) is logged and the loop goes on; the job's lease expires and
-    the reaper requeues it (or dead-letters it after its last attempt). Any other error ends
-    the loop and is raised as itself: `Fenced`, `QueueClosed`, `StorageFatal`, or a permanent
-    `StorageError` such as `StorageMisconfigured`. `run_worker_concurrent` raises the same
-    errors the same way.
-
-    Args:
-        queue: the open queue.
-        queue_name: which queue to serve.
-        handler: see `Handler`.
-        poll_interval: the longest idle wait between claim attempts, in seconds.
-        shutdown: set it to stop the loop gracefully.
-        task_status: for ``nursery.start``; started once the loop is ready.
-    """
-    fn = _resolve(handler)
-    _check_interval(poll_interval)
-    stop = shutdown if shutdown is not None else trio.Event()
-    health = queue._health  # pyright: ignore[reportPrivateUsage]
-    claiming = health.streak(f"worker {queue_name!r}")
-    settling = health.streak(f"settlements of worker {queue_name!r}", after=_REDELIVERED)
-    try:
-        task_status.started()
-        while not stop.is_set():
-            try:
-                claim = await queue.claim(queue_name)
-            except TaqubaError as exc:
-                await _pause(queue, _claim_failed(exc, claiming), stop)
-                continue
-            claiming.succeeded()
-            if claim is None:
-                await _idle(queue, queue_name, poll_interval, stop)
-                continue
-            await _process(queue, claim, fn, settling)
-    finally:
-        health.release(claiming)
-        health.release(settling)
-
-
-@plain_interrupts
-async def run_worker_concurrent(
-    queue: Queue,
-    queue_name: str,
-    handler: Handler,
-    *,
-    concurrency: int = 8,
-    poll_interval: float = 1.0,
-    shutdown: trio.Event | None = None,
-    shutdown_grace: float | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Process up to ``concurrency`` jobs of ``queue_name`` at once until ``shutdown`` is set.
+    """The loop behind `Worker.serve`, on arguments `Worker` has already checked.
 
     Claims in batches sized to free capacity (one claim transaction per batch), runs each job
-    in its own task and settles each on its own. On shutdown it stops claiming and drains the
-    jobs in flight; with ``shutdown_grace`` set (and finite: ``math.inf`` waits as long as
-    None does), jobs still running after that many seconds are cancelled and handed back with
-    a nack. Arguments are checked before the loop starts (`InvalidArgument` names the bad
-    one).
-
-    Error handling: as `run_worker`. Transient claim errors are retried with backoff;
-    settlement failures are logged; any other error cancels the jobs in flight and is raised
-    as itself (not inside an exception group).
+    in its own task and settles each on its own; ``concurrency=1`` is the one-at-a-time case.
+    Once ``stop`` is set it stops claiming and drains the jobs in flight; with ``grace`` set,
+    jobs still running after that many seconds are cancelled (and nacked by `_process`).
+    Transient claim errors are retried with backoff; settlement failures are logged; any other
+    error cancels the jobs in flight and is raised as itself (not inside an exception group).
     """
-    fn = _resolve(handler)
-    _check_interval(poll_interval)
-    concurrency = check_int("concurrency", concurrency, low=1, high=_MAX_CONCURRENCY)
-    # math.inf: wait for the jobs in flight as long as they take, the same as None.
-    grace = check_optional_seconds("shutdown_grace", shutdown_grace, allow_inf=True)
-    stop = shutdown if shutdown is not None else trio.Event()
     in_flight = 0
     slot_freed = trio.Event()
     fatal: list[BaseException] = []
@@ -352,7 +282,7 @@ async def run_worker_concurrent(
         async def run_one(claim: Claim) -> None:
             nonlocal in_flight, slot_freed
             try:
-                await _process(queue, claim, fn, settling)
+                await _process(queue, claim, handler, settling)
             except _FATAL as exc:
                 fatal.append(exc)
                 jobs.cancel_scope.cancel()
@@ -424,7 +354,7 @@ class Worker:
 
     It claims in batches sized to its free slots (one claim transaction per batch), runs each
     job in its own task and settles each on its own. ``concurrency=1`` processes one job at a
-    time, in claim order.
+    time, in claim order. With ``shutdown_grace=None`` a job in progress always finishes.
 
     Args:
         queue: the open queue.
@@ -440,6 +370,8 @@ class Worker:
     Raises:
         InvalidArgument: an argument is of the wrong type or out of range (checked here,
             before anything runs).
+        InvalidQueueName: ``queue_name`` is not a usable queue name.
+        UsageError: ``handler`` is neither an async callable nor a `JobHandler`.
     """
 
     __slots__ = (
@@ -464,13 +396,11 @@ class Worker:
         shutdown_grace: float | None = None,
     ) -> None:
         """Check the arguments and build the worker; nothing runs until `serve`."""
-        _resolve(handler)
-        _check_interval(poll_interval)
         self._queue = queue
-        self._queue_name = queue_name
-        self._handler = handler
+        self._queue_name = validate_queue_name(queue_name)
+        self._handler = _resolve(handler)
         self._concurrency = check_int("concurrency", concurrency, low=1, high=_MAX_CONCURRENCY)
-        self._poll_interval = poll_interval
+        self._poll_interval = check_seconds("poll_interval", poll_interval, positive=True)
         self._grace = check_optional_seconds("shutdown_grace", shutdown_grace, allow_inf=True)
         self._stop = trio.Event()
         self._serving = False
@@ -504,7 +434,8 @@ class Worker:
         requeues it (or dead-letters it after its last attempt). Any other error cancels the
         jobs in flight and is raised as itself, not inside an exception group: `Fenced`,
         `QueueClosed`, `StorageFatal`, or a permanent `StorageError` such as
-        `StorageMisconfigured`.
+        `StorageMisconfigured`. Ctrl-C leaves as one `KeyboardInterrupt`, the jobs in flight
+        cancelled and handed back.
 
         Raises:
             UsageError: this worker is already serving (one `serve` at a time).
@@ -513,14 +444,14 @@ class Worker:
             raise UsageError("this Worker is already serving; build one Worker per loop")
         self._serving = True
         try:
-            await run_worker_concurrent(
+            await _serve_worker(
                 self._queue,
                 self._queue_name,
                 self._handler,
                 concurrency=self._concurrency,
                 poll_interval=self._poll_interval,
-                shutdown=self._stop,
-                shutdown_grace=self._grace,
+                stop=self._stop,
+                grace=self._grace,
                 task_status=task_status,
             )
         finally:
@@ -544,4 +475,4 @@ class Worker:
         return f"<taquba.Worker {self._queue_name!r} concurrency={self._concurrency}>"
 
 
-protect(LeaseHandle, _process, _idle, run_worker, run_worker_concurrent)
+protect(LeaseHandle, _process, _idle, _serve_worker)
