@@ -20,6 +20,26 @@ def test_the_testing_api_conforms() -> None:
     assert taquba.testing.MockClock is taquba.MockClock
 
 
+def defined_objects(module: object, names: list[str]) -> dict[str, object]:
+    """The public classes and functions among ``names`` (not constants or type aliases)."""
+    objects = {name: getattr(module, name) for name in names}
+    return {n: o for n, o in objects.items() if inspect.isclass(o) or inspect.isfunction(o)}
+
+
+def test_public_objects_carry_their_public_module_path() -> None:
+    """`fixup_module_metadata`: ``taquba.ClaimLost`` in tracebacks and stored type names."""
+    objects = defined_objects(taquba, PUBLIC)
+    assert {"ClaimLost", "Queue", "Worker", "open_queue"} <= objects.keys()
+    assert {n: o.__module__ for n, o in objects.items() if o.__module__ != "taquba"} == {}  # pyright: ignore[reportAttributeAccessIssue]
+    members = [taquba.Queue.claim, taquba.Worker.serve, taquba.LeaseHandle.renew]
+    assert {m.__module__ for m in members} == {"taquba"}
+    assert f"{taquba.ClaimLost.__module__}.{taquba.ClaimLost.__qualname__}" == "taquba.ClaimLost"
+    testing = defined_objects(taquba.testing, taquba.testing.__all__)
+    assert {n: o.__module__ for n, o in testing.items()} == {  # pyright: ignore[reportAttributeAccessIssue]
+        n: "taquba" if n == "MockClock" else "taquba.testing" for n in testing
+    }
+
+
 def test_errors_form_one_tree() -> None:
     errors = [getattr(taquba, n) for n in PUBLIC if inspect.isclass(getattr(taquba, n))]
     errors = [e for e in errors if issubclass(e, BaseException)]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import pickle
 import signal
 import subprocess
 import sys
 import textwrap
+import traceback
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -360,8 +362,142 @@ def test_an_undocumented_public_name_fails_and_reexports_are_exempt_from_placeme
     with pytest.raises(AssertionError) as failure:
         check_public_api(package, reexported={"Store"})
     assert str(failure.value).splitlines()[1:] == ["  - helper has no docstring"]
-    with pytest.raises(AssertionError, match=r"Store is defined in taquba\._store"):
+    with pytest.raises(AssertionError, match=r"Store is defined in taquba, not in a private"):
         check_public_api(package)
+
+
+def test_fixed_up_module_paths_pass_the_placement_rule_but_inline_definitions_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `fixup_module_metadata`, ``__module__`` is the package: the source still counts."""
+    init = (
+        GOOD_INIT
+        + """
+    import taquba as _taquba
+
+    _taquba.fixup_module_metadata(__name__, globals())
+    """
+    )
+    package = make_package(tmp_path, monkeypatch, {"__init__.py": init, "_impl.py": GOOD_IMPL})
+    assert package.Thing.__module__ == package.helper.__module__ == package.__name__
+    check_public_api(package)
+
+    inline = (
+        GOOD_INIT.replace('"helper"]', '"helper", "inline"]')
+        + '''
+    def inline() -> None:
+        """Defined in the public module itself."""
+
+
+    import taquba as _taquba
+
+    _taquba.fixup_module_metadata(__name__, globals())
+    '''
+    )
+    package = make_package(tmp_path, monkeypatch, {"__init__.py": inline, "_impl.py": GOOD_IMPL})
+    with pytest.raises(AssertionError) as failure:
+        check_public_api(package)
+    assert str(failure.value).splitlines()[1:] == [
+        f"  - inline is defined in {package.__name__}, not in a private module "
+        f"{package.__name__}._*"
+    ]
+
+
+FIXUP_IMPL = '''
+    """Implementation: a class with every kind of member, an error, a function."""
+
+    from taquba import Store
+
+
+    def _private() -> None:
+        """Not exported."""
+
+
+    class Thing:
+        """A thing."""
+
+        borrowed = _private  # defined outside the class body: left alone
+        store = Store  # another distribution's: left alone
+
+        def go(self) -> int:
+            """Go."""
+            return 1
+
+        @property
+        def size(self) -> int:
+            """Its size."""
+            return 1
+
+        @staticmethod
+        def make() -> "Thing":
+            """Make one."""
+            return Thing()
+
+        class Part:
+            """A nested class."""
+
+            def turn(self) -> None:
+                """Turn."""
+
+
+    class Broke(Exception):
+        """An error."""
+
+
+    def helper() -> None:
+        """Help."""
+'''
+
+FIXUP_INIT = '''
+    """Defines in private modules, re-exports another distribution's class, fixes up."""
+
+    from taquba import Store as Store
+    from taquba import fixup_module_metadata as _fixup
+
+    from ._impl import Broke as Broke
+    from ._impl import Thing as Thing
+    from ._impl import _private as _private
+    from ._impl import helper as helper
+
+    __all__ = ["Broke", "Store", "Thing", "helper"]
+
+    _fixup(__name__, globals())
+'''
+
+
+def test_fixup_module_metadata_gives_public_paths_to_what_the_package_defines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = make_package(
+        tmp_path, monkeypatch, {"__init__.py": FIXUP_INIT, "_impl.py": FIXUP_IMPL}
+    )
+    name = package.__name__
+    thing = package.Thing
+    fixed = [
+        thing,
+        thing.go,
+        thing.__dict__["size"].fget,
+        thing.make,
+        thing.Part,
+        thing.Part.turn,
+        package.Broke,
+        package.helper,
+    ]
+    assert [obj.__module__ for obj in fixed] == [name] * len(fixed)
+    assert (thing.__qualname__, thing.Part.__qualname__) == ("Thing", "Thing.Part")  # unchanged
+    assert package._private.__module__ == f"{name}._impl"  # not exported, nor defined in Thing
+    assert Store.__module__ == "taquba"  # another distribution's, even when met in a class body
+    assert traceback_line(package.Broke("no")) == f"{name}.Broke: no"
+    # The objects are found where their module now says they are: pickling still works.
+    assert pickle.loads(pickle.dumps(package.Broke("no"))).args == ("no",)
+    assert pickle.loads(pickle.dumps(thing.Part)) is thing.Part
+    # Idempotent, and a subpackage's name is accepted (its own private modules are fixed).
+    taquba.fixup_module_metadata(name, vars(package))
+    assert thing.__module__ == name
+
+
+def traceback_line(error: BaseException) -> str:
+    return "".join(traceback.format_exception_only(error)).strip()
 
 
 def test_a_module_without_dunder_all_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

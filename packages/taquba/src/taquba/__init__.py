@@ -46,6 +46,7 @@ from ._errors import TaqubaError as TaqubaError
 from ._errors import TypeMismatch as TypeMismatch
 from ._errors import UnsupportedType as UnsupportedType
 from ._errors import UsageError as UsageError
+from ._fixup import fixup_module_metadata as fixup_module_metadata
 from ._health import QueueHealth as QueueHealth
 from ._ids import MAX_ID_LENGTH as MAX_ID_LENGTH
 from ._ids import validate_job_id as validate_job_id
@@ -145,6 +146,7 @@ __all__ = [
     "Worker",
     "__version__",
     "backoff_delay",
+    "fixup_module_metadata",
     "open_queue",
     "open_reader",
     "validate_job_id",
@@ -153,3 +155,5 @@ __all__ = [
 
 __version__: str = _version("taquba")
 """The installed version of the `taquba` distribution."""
+
+fixup_module_metadata(__name__, globals())

@@ -24,6 +24,7 @@
 Importing `taquba.testing` does not import pytest; only the plugin module does.
 """
 
+from .. import fixup_module_metadata as _fixup_module_metadata
 from .._clock import MockClock as MockClock
 from .._failpoints import FaultKind as FaultKind
 from ._api_snapshot import api_snapshot as api_snapshot
@@ -65,3 +66,5 @@ __all__ = [
     "open_test_queue",
     "snapshot_diff",
 ]
+
+_fixup_module_metadata(__name__, globals())

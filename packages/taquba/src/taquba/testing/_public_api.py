@@ -41,7 +41,9 @@ def check_public_api(
     - ``__all__`` lists every public name exactly once, and nothing else;
     - the package's ``__init__.py`` binds each of them once (no name imported twice);
     - public classes and functions are defined in the package's private modules
-      (``<package>._<module>``), except the names in ``reexported``;
+      (``<package>._<module>``), except the names in ``reexported``; their ``__module__`` is
+      that private module, or the package itself once `taquba.fixup_module_metadata` has
+      given them their public path;
     - classes and functions have docstrings, and so do the public methods, properties,
       class and static methods and nested classes defined in a class body (the docstring a
       dataclass generates from its signature does not count); other public names (constants,
@@ -204,14 +206,29 @@ def _binding_problems(module: ModuleType) -> list[str]:
 def _placement_problems(module: ModuleType, public: list[str], reexported: set[str]) -> list[str]:
     problems: list[str] = []
     prefix = f"{module.__name__}._"
+    defined_here = _defined_in_source(module)
     for name in public:
         obj = getattr(module, name)
         if name in reexported or not (inspect.isclass(obj) or inspect.isfunction(obj)):
             continue
         defined_in = str(getattr(obj, "__module__", ""))
+        if defined_in == module.__name__ and name not in defined_here:
+            continue  # from a private module, its path fixed up by `fixup_module_metadata`
         if not defined_in.startswith(prefix):
             problems.append(f"{name} is defined in {defined_in}, not in a private module {prefix}*")
     return problems
+
+
+def _defined_in_source(module: ModuleType) -> set[str]:
+    """The names a ``def`` or ``class`` statement binds at the top of the module's own source."""
+    source = _source_file(module)
+    if source is None:
+        return set()
+    return {
+        node.name
+        for node in ast.parse(source.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    }
 
 
 def _documentation_problems(
