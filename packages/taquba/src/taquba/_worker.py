@@ -364,7 +364,8 @@ class Worker:
         poll_interval: the longest idle wait between claim attempts, in seconds (an enqueue
             on the same `Queue` wakes an idle worker at once).
         shutdown_grace: after `shutdown`, seconds the jobs in flight get to finish before
-            they are cancelled and handed back with a nack (not counted as an attempt).
+            they are cancelled and handed back with a nack, which counts as an attempt, as a
+            crash would (the job retries with backoff, or is dead-lettered on its last one).
             None (the default) or ``math.inf``: wait as long as they take.
 
     Raises:
