@@ -37,7 +37,10 @@ from taquba import EnqueueRequest, JobRecord, LeaseHandle, QueueConfig
 SAFETY_EXIT = 60.0
 DB = "intr"
 QUEUE = "w"
-CONFIG = QueueConfig(lease_duration=600, retry_backoff_base=0, keep_done=86_400)
+# Every run on a store may interrupt the jobs in flight, and each interrupted delivery (nacked
+# on the way out, or recovered at the next open) counts as an attempt: with the default three
+# attempts, a job at the head of the queue could be dead-lettered by bad luck over 20 runs.
+CONFIG = QueueConfig(max_attempts=1_000, lease_duration=600, retry_backoff_base=0, keep_done=86_400)
 # Short background intervals, so the reaper, scheduler and folder run while the signal lands.
 OPTIONS = {"flush_interval": 0.01, "reaper_interval": 0.05, "scheduler_interval": 0.05}
 CHAINS = 6
