@@ -54,6 +54,17 @@ def say(*words: object) -> None:
     sys.stdout.flush()
 
 
+@trio.lowlevel.enable_ki_protection
+def say_closed() -> None:
+    """Report that the store is closed, protected from a late second Ctrl-C.
+
+    A second SIGINT landing in the app's own ``finally`` (unprotected app code) interrupted
+    the report itself: the app ended INTERRUPTED without CLOSED although the store was closed.
+    Under KI protection trio defers that interrupt and raises it when the run ends.
+    """
+    say("CLOSED")
+
+
 def is_interrupt(exc: BaseException) -> bool:
     """Whether ``exc`` is an exception group of KeyboardInterrupts (and Cancelled) only."""
     if isinstance(exc, BaseExceptionGroup):
@@ -77,7 +88,7 @@ async def chain(store_dir: str) -> None:
             worker = taquba.Worker(queue, QUEUE, handler, concurrency=CHAINS, poll_interval=0.05)
             await worker.serve()
     finally:
-        say("CLOSED")
+        say_closed()
 
 
 async def nursery(store_dir: str) -> None:
@@ -107,7 +118,7 @@ async def nursery(store_dir: str) -> None:
             tasks.start_soon(producer, queue, True)
             tasks.start_soon(taquba.Worker(queue, QUEUE, handler, poll_interval=0.05).serve)
     finally:
-        say("CLOSED")
+        say_closed()
 
 
 def main(mode: str, store_dir: str) -> int:

@@ -22,6 +22,8 @@ command does the same without a driver script.
 
 from importlib.metadata import version as _version
 
+from taquba import fixup_module_metadata as _taquba_fixup
+
 from ._bulk import DEFAULT_MEMO_PREFIX as DEFAULT_MEMO_PREFIX
 from ._bulk import DEFAULT_QUEUE_NAME as DEFAULT_QUEUE_NAME
 from ._bulk import Bulk as Bulk
@@ -91,3 +93,5 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "PermanentStepError",
     "__version__",
 ]
+
+_taquba_fixup(__name__, globals())

@@ -20,6 +20,8 @@ Every error it raises on purpose is a `CronError`, itself a `taquba.TaqubaError`
 
 from importlib.metadata import version as _version
 
+from taquba import fixup_module_metadata as _taquba_fixup
+
 from ._errors import CorruptState as CorruptState
 from ._errors import CronError as CronError
 from ._errors import DuplicateName as DuplicateName
@@ -60,3 +62,5 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "CorruptState",
     "__version__",
 ]
+
+_taquba_fixup(__name__, globals())

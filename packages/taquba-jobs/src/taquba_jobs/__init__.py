@@ -29,6 +29,8 @@ reports readiness to ``nursery.start``, `JobRunner.shutdown` stops it gracefully
 
 from importlib.metadata import version as _version
 
+from taquba import fixup_module_metadata as _taquba_fixup
+
 from ._errors import InputMismatch as InputMismatch
 from ._errors import JobCancelled as JobCancelled
 from ._errors import JobFailed as JobFailed
@@ -64,3 +66,5 @@ __all__ = [
     "__version__",
     "job",
 ]
+
+_taquba_fixup(__name__, globals())

@@ -28,6 +28,8 @@ Errors derive from `WebhookError`, a `taquba.TaqubaError`; misuse raises a
 
 from importlib.metadata import version as _version
 
+from taquba import fixup_module_metadata as _taquba_fixup
+
 from ._classify import DISABLING_STATUSES as DISABLING_STATUSES
 from ._classify import MAX_RETRY_AFTER as MAX_RETRY_AFTER
 from ._classify import RETRYABLE_STATUSES as RETRYABLE_STATUSES
@@ -123,3 +125,5 @@ __all__ = [  # noqa: RUF022 - grouped by topic, the order of the reference page
     "VerificationError",
     "__version__",
 ]
+
+_taquba_fixup(__name__, globals())

@@ -23,6 +23,8 @@ trio-native.
 
 from importlib.metadata import version as _version
 
+from taquba import fixup_module_metadata as _taquba_fixup
+
 from ._errors import InputMismatch as InputMismatch
 from ._errors import InvalidRunId as InvalidRunId
 from ._errors import PermanentStepError as PermanentStepError
@@ -126,3 +128,5 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "RESERVED_KV_PREFIX",
     "__version__",
 ]
+
+_taquba_fixup(__name__, globals())
