@@ -35,7 +35,7 @@ def say(word: str, **info: Any) -> None:
 
 async def enqueue_many(queue: taquba.Queue, n: int, payload: bytes, chunk: int = 500) -> None:
     for base in range(0, n, chunk):
-        requests = [taquba.EnqueueRequest(queue="q", payload=payload)] * min(chunk, n - base)
+        requests = [taquba.EnqueueRequest(queue_name="q", payload=payload)] * min(chunk, n - base)
         await queue.enqueue_batch(requests)
 
 

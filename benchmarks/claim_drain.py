@@ -62,7 +62,7 @@ async def prefill(queue: Any, name: str, jobs: int, payload: bytes, chunk: int) 
     start = time.perf_counter()
     for base in range(0, jobs, chunk):
         n = min(chunk, jobs - base)
-        await queue.enqueue_batch([EnqueueRequest(queue=name, payload=payload)] * n)
+        await queue.enqueue_batch([EnqueueRequest(queue_name=name, payload=payload)] * n)
     return time.perf_counter() - start
 
 

@@ -148,7 +148,7 @@ def test_payload_round_trip(request: tw.WebhookRequest) -> None:
         endpoint=request.endpoint,
         signing_key=request.signing_key,
     )
-    assert enqueue.queue == "hooks"
+    assert enqueue.queue_name == "hooks"
     assert enqueue.job_id == "job-1"
     assert enqueue.headers == {"webhook.id": expected_id, "webhook.endpoint": request.endpoint_key}
 
@@ -159,7 +159,7 @@ def test_enqueue_request_options_and_queue_assigned_ids() -> None:
     second = request.to_enqueue_request()
     assert isinstance(first, taquba.EnqueueRequest)
     assert (first.priority, first.delay, first.max_attempts, first.dedup_key) == (5, 3.0, 9, "k")
-    assert first.queue == tw.DEFAULT_QUEUE_NAME
+    assert first.queue_name == tw.DEFAULT_QUEUE_NAME
     # No id is fixed: the queue assigns its next monotonic id when it stages the job.
     assert first.job_id is None and second.job_id is None
     assert "webhook.id" not in first.headers

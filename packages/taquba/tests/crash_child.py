@@ -74,7 +74,7 @@ async def storm(store_dir: str, fold: bool = False) -> None:
                 n += 1
                 if batches:
                     requests = [
-                        EnqueueRequest(queue="w", payload=b"b%d-%d" % (n, i)) for i in range(3)
+                        EnqueueRequest(queue_name="w", payload=b"b%d-%d" % (n, i)) for i in range(3)
                     ]
                     for result in await queue.enqueue_batch(requests):
                         say("ENQ", result.id)

@@ -98,7 +98,7 @@ async def nursery(store_dir: str) -> None:
             n += 1
             if batches:
                 requests = [
-                    EnqueueRequest(queue=QUEUE, payload=b"b%d-%d" % (n, i)) for i in range(3)
+                    EnqueueRequest(queue_name=QUEUE, payload=b"b%d-%d" % (n, i)) for i in range(3)
                 ]
                 for result in await queue.enqueue_batch(requests):
                     say("ENQ", result.id)

@@ -77,7 +77,7 @@ async def test_sigkill_with_claims_held_recovers_every_job_and_acks_each_once(
     payloads = [b"slow-%d" % i if i % 3 == 0 else b"fast-%d" % i for i in range(24)]
     async with taquba.open_queue(store_dir, "crash", config=HOLD_CONFIG, **FAST) as queue:
         results = await queue.enqueue_batch(
-            [EnqueueRequest(queue="w", payload=p) for p in payloads]
+            [EnqueueRequest(queue_name="w", payload=p) for p in payloads]
         )
     ids = [r.id for r in results]
     slow = {i for i, p in zip(ids, payloads, strict=True) if p.startswith(b"slow")}

@@ -114,8 +114,8 @@ async def test_a_failed_batch_request_writes_nothing(queue: taquba.Queue) -> Non
     outcomes = await _gather(
         lambda: queue.enqueue_batch(
             [
-                EnqueueRequest(queue="q", payload=b"x"),
-                EnqueueRequest(queue="q", payload=b"y", job_id="y-id"),
+                EnqueueRequest(queue_name="q", payload=b"x"),
+                EnqueueRequest(queue_name="q", payload=b"y", job_id="y-id"),
             ],
             kv_writes={b"side": b"effect"},
             kv_expect={b"guard": b"original"},
@@ -183,7 +183,7 @@ async def test_expired_claims_are_reaped_a_page_per_transaction(
         memory_store, clock=clock, config=config, reaper_interval=3600, scheduler_interval=3600
     ) as queue:
         await queue.enqueue_batch(
-            [EnqueueRequest(queue="q", payload=b"%d" % i) for i in range(600)]
+            [EnqueueRequest(queue_name="q", payload=b"%d" % i) for i in range(600)]
         )
         claims = await queue.claim_batch("q", 600)
         assert len(claims) == 600
@@ -210,7 +210,7 @@ async def test_expired_records_are_swept_a_page_per_transaction(
         memory_store, clock=clock, config=config, reaper_interval=3600, scheduler_interval=3600
     ) as queue:
         await queue.enqueue_batch(
-            [EnqueueRequest(queue="q", payload=b"%d" % i) for i in range(700)]
+            [EnqueueRequest(queue_name="q", payload=b"%d" % i) for i in range(700)]
         )
         claims = await queue.claim_batch("q", 700)
         async with trio.open_nursery() as nursery:

@@ -66,7 +66,7 @@ async def test_an_idle_promotion_tick_after_many_promotions_reads_nothing(
     queue: taquba.Queue, clock: MockClock, scans: dict[int, list[bytes | None]]
 ) -> None:
     for _ in range(MANY // 200):
-        await queue.enqueue_batch([EnqueueRequest(queue="w", payload=b"x", delay=1)] * 200)
+        await queue.enqueue_batch([EnqueueRequest(queue_name="w", payload=b"x", delay=1)] * 200)
     promoted_until = clock.advance(1)
     assert await queue.promote_scheduled_now() == MANY
     scans.clear()
@@ -92,11 +92,11 @@ async def test_jobs_scheduled_before_the_mark_are_still_promoted(
     assert await queue.promote_scheduled_now() == 1  # the mark is now at "far"
     # enqueue, enqueue_batch, a follow-up enqueue of an ack, a nack's backoff: all earlier.
     await queue.enqueue("w", b"a", delay=10)
-    await queue.enqueue_batch([EnqueueRequest(queue="w", payload=b"b", delay=10)])
+    await queue.enqueue_batch([EnqueueRequest(queue_name="w", payload=b"b", delay=10)])
     claims = await queue.claim_batch("w", 10)
     assert len(claims) == 1  # "soon"
     await queue.ack_with(
-        claims[0], Effects(enqueues=[EnqueueRequest(queue="w", payload=b"c", delay=10)])
+        claims[0], Effects(enqueues=[EnqueueRequest(queue_name="w", payload=b"c", delay=10)])
     )
     await queue.enqueue("w", b"d")
     claim = await queue.claim("w")
@@ -133,7 +133,7 @@ async def test_the_done_sweep_reads_only_when_a_record_can_have_expired(
     """Kept for an hour on "long", 10 s elsewhere: the long history is not reread per tick."""
 
     async def ack_all(name: str, count: int) -> int:
-        await queue.enqueue_batch([EnqueueRequest(queue=name, payload=b"x")] * count)
+        await queue.enqueue_batch([EnqueueRequest(queue_name=name, payload=b"x")] * count)
         for claim in await queue.claim_batch(name, count):
             await queue.ack(claim)
         return clock.now_ms()

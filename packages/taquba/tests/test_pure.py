@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ormsgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from taquba import InvalidId, JobRecord, JobStatus, MockClock, QueueConfig, backoff_delay
 from taquba._errors import DataError
 from taquba._ids import IdGenerator, validate_job_id
-from taquba._records import decode_job, encode_job
+from taquba._records import FORMAT_VERSION, decode_job, encode_job
 
 
 def test_ids_are_monotonic_within_one_millisecond() -> None:
@@ -77,7 +78,7 @@ def test_config_rejects_nonsense() -> None:
 records = st.builds(
     JobRecord,
     id=st.text("ABC123_-", min_size=1, max_size=20),
-    queue=st.text(min_size=1, max_size=10),
+    queue_name=st.text(min_size=1, max_size=10),
     payload=st.binary(max_size=200),
     status=st.sampled_from(JobStatus),
     priority=st.integers(0, 2**32 - 1),
@@ -98,6 +99,82 @@ records = st.builds(
 @given(records)
 def test_job_records_round_trip(job: JobRecord) -> None:
     assert decode_job(encode_job(job)) == job
+
+
+# A dead job with every optional field, as encoded by taquba 0.x before the field was renamed
+# ``JobRecord.queue`` -> ``JobRecord.queue_name``: the stored map key stays ``"queue"``.
+OLD_DEAD_JOB = bytes.fromhex(
+    "8fa17601a26964ba30314a5130303030303030303030303030303030303030303030a57175657565a6656d6169"
+    "6c73a77061796c6f6164c403006869a6737461747573a464656164a87072696f72697479cd03e8a8617474656d"
+    "70747303ac6d61785f617474656d70747303ab656e7175657565645f6174cf0000018bcfe56800a76865616465"
+    "727381a57472616365a3742d31aa636c61696d65645f6174cf0000018bcfe56be8aa6c6173745f6572726f72a4"
+    "626f6f6da964656475705f6b6579a36b2d31a96661696c65645f6174cf0000018bcfe56fd0b063616e63656c5f"
+    "726571756573746564c3"
+)
+OLD_PENDING_JOB = bytes.fromhex(
+    "89a17601a26964a26a31a57175657565a171a77061796c6f6164c400a6737461747573a770656e64696e67a870"
+    "72696f7269747900a8617474656d70747300ac6d61785f617474656d70747301ab656e7175657565645f617400"
+)
+
+
+def test_records_stored_before_the_queue_name_rename_decode_and_encode_identically() -> None:
+    dead = JobRecord(
+        id="01JQ0000000000000000000000",
+        queue_name="emails",
+        payload=b"\x00hi",
+        status=JobStatus.DEAD,
+        priority=1000,
+        attempts=3,
+        max_attempts=3,
+        enqueued_at=1_700_000_000_000,
+        headers={"trace": "t-1"},
+        claimed_at=1_700_000_001_000,
+        last_error="boom",
+        dedup_key="k-1",
+        failed_at=1_700_000_002_000,
+        cancel_requested=True,
+    )
+    pending = JobRecord(
+        id="j1",
+        queue_name="q",
+        payload=b"",
+        status=JobStatus.PENDING,
+        priority=0,
+        attempts=0,
+        max_attempts=1,
+        enqueued_at=0,
+    )
+    for job, old in [(dead, OLD_DEAD_JOB), (pending, OLD_PENDING_JOB)]:
+        assert decode_job(old) == job
+        assert encode_job(job) == old  # byte-identical: the stored format did not change
+        stored = ormsgpack.unpackb(old)
+        assert stored["queue"] == job.queue_name
+        assert "queue_name" not in stored
+
+
+@given(records)
+def test_job_records_encode_as_the_old_map(job: JobRecord) -> None:
+    """The encoding is the map the pre-rename code built, key for key and in the same order."""
+    old: dict[str, object] = {
+        "v": FORMAT_VERSION,
+        "id": job.id,
+        "queue": job.queue_name,
+        "payload": job.payload,
+        "status": job.status.value,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "enqueued_at": job.enqueued_at,
+    }
+    if job.headers:
+        old["headers"] = dict(job.headers)
+    for name in ("claimed_at", "run_at", "last_error", "dedup_key", "completed_at", "failed_at"):
+        if getattr(job, name) is not None:
+            old[name] = getattr(job, name)
+    if job.cancel_requested:
+        old["cancel_requested"] = True
+    assert encode_job(job) == ormsgpack.packb(old)
+    assert decode_job(ormsgpack.packb(old)) == job
 
 
 @pytest.mark.parametrize("raw", [b"", b"\xc1", b"\x93\x01\x02\x03", b"\x81\xa1v\x02"])

@@ -66,7 +66,7 @@ async def test_a_bad_pending_record_does_not_block_claims(
     assert [c.id for c in claims] == ["j1", "j2", "j3", "j4"]
     assert await queue.stats("q") == QueueStats("q", claimed=4, quarantined=1)
     [record] = await queue.quarantined("q")
-    assert (record.queue, record.key, record.raw) == ("q", bad, GARBAGE)
+    assert (record.queue_name, record.key, record.raw) == ("q", bad, GARBAGE)
     assert "undecodable" in record.reason
     warnings = quarantine_warnings(caplog)
     assert len(warnings) == 1

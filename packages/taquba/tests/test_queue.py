@@ -81,7 +81,7 @@ async def test_claim_order_is_priority_then_fifo(queue: taquba.Queue) -> None:
 async def test_many_enqueues_in_one_millisecond_are_claimed_fifo(queue: taquba.Queue) -> None:
     """Reference §16 item 10 (the mock clock does not move)."""
     results = await queue.enqueue_batch(
-        [EnqueueRequest(queue="w", payload=b"%d" % i) for i in range(200)]
+        [EnqueueRequest(queue_name="w", payload=b"%d" % i) for i in range(200)]
     )
     claims = await queue.claim_batch("w", 200)
     assert [c.id for c in claims] == [r.id for r in results]
@@ -150,20 +150,39 @@ async def test_id_override_validation_and_duplicates(queue: taquba.Queue) -> Non
 async def test_batch_enqueue_is_all_or_nothing(queue: taquba.Queue) -> None:
     await queue.enqueue("w", b"x", job_id="taken")
     batch = [
-        EnqueueRequest(queue="w", payload=b"a"),
-        EnqueueRequest(queue="w", payload=b"b", job_id="taken"),
+        EnqueueRequest(queue_name="w", payload=b"a"),
+        EnqueueRequest(queue_name="w", payload=b"b", job_id="taken"),
     ]
     with pytest.raises(DuplicateJobId):
         await queue.enqueue_batch(batch)
     assert (await queue.stats("w")).pending == 1
     results = await queue.enqueue_batch(
         [
-            EnqueueRequest(queue="w", payload=b"a"),
-            EnqueueRequest(queue="other", payload=b"b", delay=60),
+            EnqueueRequest(queue_name="w", payload=b"a"),
+            EnqueueRequest(queue_name="other", payload=b"b", delay=60),
         ]
     )
     assert all(r.created for r in results)
     assert (await queue.stats("other")).scheduled == 1
+
+
+async def test_queue_names_are_passed_as_queue_name(queue: taquba.Queue) -> None:
+    """Keyword callers name a queue ``queue_name`` (``queue`` is always a `Queue` object)."""
+    result = await queue.enqueue(queue_name="kw", payload=b"x")
+    assert (await queue.get_job(result.id)).queue_name == "kw"  # type: ignore[union-attr]
+    assert (await queue.stats(queue_name="kw")).queue_name == "kw"
+    page = await queue.list_jobs(queue_name="kw", status=JobStatus.PENDING)
+    assert [job.queue_name for job in page.jobs] == ["kw"]
+    assert queue.config(queue_name="kw") == queue.config("kw")
+    claim = await queue.claim(queue_name="kw")
+    assert claim is not None and claim.queue_name == "kw"
+    await queue.dead_letter(claim, "poison")
+    assert [job.id for job in await queue.dead_jobs(queue_name="kw")] == [result.id]
+    assert await queue.quarantined(queue_name="kw") == []
+    assert await queue.claim_batch(queue_name="kw", max_jobs=1) == []
+    with pytest.raises(InvalidQueueName) as raised:
+        await queue.stats(queue_name="")
+    assert raised.value.queue_name == ""
 
 
 async def test_bad_input_is_rejected_with_typed_errors(queue: taquba.Queue) -> None:
@@ -448,10 +467,10 @@ async def test_ack_with_applies_effects_atomically(queue: taquba.Queue, clock: M
     assert claim is not None
     effects = Effects(
         enqueues=[
-            EnqueueRequest(queue="next", payload=b"child", job_id="child-1", priority=7),
-            EnqueueRequest(queue="next", payload=b"later", delay=30),
-            EnqueueRequest(queue="next", payload=b"dup", dedup_key="d"),
-            EnqueueRequest(queue="next", payload=b"dup2", dedup_key="d"),
+            EnqueueRequest(queue_name="next", payload=b"child", job_id="child-1", priority=7),
+            EnqueueRequest(queue_name="next", payload=b"later", delay=30),
+            EnqueueRequest(queue_name="next", payload=b"dup", dedup_key="d"),
+            EnqueueRequest(queue_name="next", payload=b"dup2", dedup_key="d"),
         ],
         kv_writes={b"state": b"done"},
         kv_deletes=[b"gone"],
@@ -475,7 +494,9 @@ async def test_ack_with_on_a_lost_claim_applies_nothing(
     assert claim is not None
     clock.advance(11)
     await queue.reap_now()
-    effects = Effects(enqueues=[EnqueueRequest(queue="next", payload=b"c")], kv_writes={b"k": b"v"})
+    effects = Effects(
+        enqueues=[EnqueueRequest(queue_name="next", payload=b"c")], kv_writes={b"k": b"v"}
+    )
     with pytest.raises(ClaimLost):
         await queue.ack_with(claim, effects)
     assert await queue.kv_get(b"k") is None
@@ -699,7 +720,7 @@ async def test_list_jobs_pages_through_each_state(queue: taquba.Queue, clock: Mo
         cursor = page.next_cursor
     assert seen == ids
     scheduled = await queue.list_jobs("w", JobStatus.SCHEDULED, limit=2)
-    assert len(scheduled.jobs) == 2 and all(j.queue == "w" for j in scheduled.jobs)
+    assert len(scheduled.jobs) == 2 and all(j.queue_name == "w" for j in scheduled.jobs)
     rest = await queue.list_jobs("w", JobStatus.SCHEDULED, cursor=scheduled.next_cursor, limit=2)
     assert len(rest.jobs) == 1
     assert sorted(await queue.list_queues()) == ["other", "w"]
@@ -807,10 +828,10 @@ async def test_kv_expect_makes_enqueue_a_compare_and_set(queue: taquba.Queue) ->
     mark = await queue.kv_get(b"mark")
     with pytest.raises(taquba.KvConflict):
         await queue.enqueue_batch(
-            [EnqueueRequest(queue="cron", payload=b"x")], kv_expect={b"mark": b"other"}
+            [EnqueueRequest(queue_name="cron", payload=b"x")], kv_expect={b"mark": b"other"}
         )
     results = await queue.enqueue_batch(
-        [EnqueueRequest(queue="cron", payload=b"x")],
+        [EnqueueRequest(queue_name="cron", payload=b"x")],
         kv_expect={b"mark": mark},
         kv_writes={b"mark": b"next"},
     )
@@ -842,7 +863,7 @@ async def test_nack_writes_kv_either_way_and_effects_only_when_dead(
     config = QueueConfig(max_attempts=2, retry_backoff_base=0)
     async with taquba.open_queue(store, "nk", config=config, clock=clock, **FAST) as queue:
         await queue.enqueue("w", b"x")
-        follow_up = Effects(enqueues=[EnqueueRequest(queue="alerts", payload=b"it died")])
+        follow_up = Effects(enqueues=[EnqueueRequest(queue_name="alerts", payload=b"it died")])
         first = await queue.claim("w")
         assert first is not None
         retried = await queue.nack(
@@ -873,7 +894,8 @@ async def test_dead_letter_applies_effects_atomically(
         claim,
         "poison",
         effects=Effects(
-            kv_writes={b"why": b"poison"}, enqueues=[EnqueueRequest(queue="audit", payload=b"a")]
+            kv_writes={b"why": b"poison"},
+            enqueues=[EnqueueRequest(queue_name="audit", payload=b"a")],
         ),
     )
     assert [r.created for r in results] == [True]
@@ -916,7 +938,7 @@ async def test_batch_kv_writes_apply_even_when_every_job_hits_a_dedup_key(
     """taquba-cron relies on this to advance its watermark past an already-enqueued firing."""
     await queue.enqueue("w", b"first", dedup_key="fire-1")
     results = await queue.enqueue_batch(
-        [EnqueueRequest(queue="w", payload=b"again", dedup_key="fire-1")],
+        [EnqueueRequest(queue_name="w", payload=b"again", dedup_key="fire-1")],
         kv_expect={b"mark": None},
         kv_writes={b"mark": b"fire-1"},
     )

@@ -72,6 +72,11 @@ async def test_a_reader_follows_a_writer_without_disturbing_it(store: Store) -> 
             assert done is not None and done.status is JobStatus.DONE
             assert [j.payload for j in await reader.dead_jobs("mail")] == [b"one"]
             assert (await reader.dead_jobs("mail"))[0].id == first.id
+            # Keyword callers name the queue ``queue_name``, as on `Queue`.
+            assert (await reader.stats(queue_name="mail")).queue_name == "mail"
+            assert (await reader.dead_jobs(queue_name="mail"))[0].queue_name == "mail"
+            page = await reader.list_jobs(queue_name="mail", status=JobStatus.DEAD)
+            assert [j.id for j in page.jobs] == [first.id]
         assert queue.failure is None
         await queue.enqueue("mail", b"after the reader")  # still the writer
 

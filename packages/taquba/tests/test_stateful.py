@@ -195,7 +195,7 @@ class Model:
         now = self.now
         for request, result in zip(requests, results, strict=True):
             touched.append(result.id)
-            dedup = (request.queue, request.dedup_key) if request.dedup_key else None
+            dedup = (request.queue_name, request.dedup_key) if request.dedup_key else None
             if dedup is not None and dedup in self.dedup:
                 assert not result.created, f"dedup key {dedup} is held; {request} created a job"
                 assert result.id == self.dedup[dedup]
@@ -204,11 +204,11 @@ class Model:
             if request.job_id is not None:
                 assert result.id == request.job_id
             assert not self.indexed(result.id), f"id {result.id} handed out twice"
-            config = CONFIGS[request.queue]
+            config = CONFIGS[request.queue_name]
             delay_ms = math.ceil(request.delay * 1000) if request.delay else 0
             job = MJob(
                 id=result.id,
-                queue=request.queue,
+                queue=request.queue_name,
                 payload=request.payload,
                 priority=config.default_priority if request.priority is None else request.priority,
                 max_attempts=request.max_attempts or config.max_attempts,
@@ -241,7 +241,7 @@ class Model:
         assert job is not None, f"{where}: unknown job {record.id} in the store"
         expected = {
             "status": job.status,
-            "queue": job.queue,
+            "queue_name": job.queue,
             "payload": job.payload,
             "priority": job.priority,
             "attempts": job.attempts,
@@ -269,7 +269,7 @@ def backoff_ms(attempts: int, config: QueueConfig) -> int:
 
 requests = st.builds(
     EnqueueRequest,
-    queue=st.sampled_from(QUEUES),
+    queue_name=st.sampled_from(QUEUES),
     payload=st.sampled_from([b"", b"x", b"payload"]),
     priority=st.sampled_from([None, None, PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW, 0]),
     delay=st.sampled_from([None, None, 0, 0.5, 3, 20]),
@@ -372,10 +372,12 @@ class Runner:
         if model.expect_duplicate([request]):
             self.mark("duplicate id refused")
             with pytest.raises(DuplicateJobId):
-                await self.queue.enqueue(request.queue, request.payload, **kwargs)
+                await self.queue.enqueue(request.queue_name, request.payload, **kwargs)
             return [request.job_id] if request.job_id else []
-        result = await self.queue.enqueue(request.queue, request.payload, **kwargs)
-        hit = request.dedup_key is not None and (request.queue, request.dedup_key) in model.dedup
+        result = await self.queue.enqueue(request.queue_name, request.payload, **kwargs)
+        hit = (
+            request.dedup_key is not None and (request.queue_name, request.dedup_key) in model.dedup
+        )
         touched = model.apply_enqueues([request], [result])
         if not hit:
             model.kv.update(writes)
@@ -404,7 +406,7 @@ class Runner:
         lease_ms = math.ceil((lease or CONFIGS[queue].lease_duration) * 1000)
         for claim, job in zip(claims, expected, strict=True):
             assert claim.attempts == job.attempts + 1
-            assert claim.payload == job.payload and claim.queue == queue
+            assert claim.payload == job.payload and claim.queue_name == queue
             assert claim.cancel_requested == job.cancel_requested
             assert claim.job.dedup_key is None
             model.release_dedup(job)
@@ -553,7 +555,7 @@ class Runner:
             return []
         snapshot = model.dead_snapshots[i % len(model.dead_snapshots)]
         job = model.jobs.get(snapshot.id)
-        if job is None or job.status is not JobStatus.DEAD or job.queue != snapshot.queue:
+        if job is None or job.status is not JobStatus.DEAD or job.queue != snapshot.queue_name:
             with pytest.raises(JobNotFound):
                 await self.queue.requeue_dead_job(snapshot)
             return [snapshot.id]
@@ -683,7 +685,7 @@ class Runner:
                 assert page.next_cursor is None
                 listed[status] = page.jobs
                 for record in page.jobs:
-                    assert record.status is status and record.queue == name
+                    assert record.status is status and record.queue_name == name
                     assert record.id not in seen, f"{where}: job {record.id} listed twice"
                     seen.add(record.id)
                     model.check_record(record, where)
@@ -772,12 +774,12 @@ async def test_queue_matches_the_model(program: list[tuple[Any, ...]]) -> None:
 
 
 async def test_model_smoke_program() -> None:
-    request = EnqueueRequest(queue="a", payload=b"x", dedup_key="d1")
-    later = EnqueueRequest(queue="b", payload=b"y", delay=3, job_id="A1")
+    request = EnqueueRequest(queue_name="a", payload=b"x", dedup_key="d1")
+    later = EnqueueRequest(queue_name="b", payload=b"y", delay=3, job_id="A1")
     program: list[tuple[Any, ...]] = [
         ("enqueue", request, {b"k1": b"1"}),
         ("enqueue", request, {b"k2": b"2"}),  # dedup hit: no KV write
-        ("batch", [later, EnqueueRequest(queue="b", payload=b"z", priority=0)]),
+        ("batch", [later, EnqueueRequest(queue_name="b", payload=b"z", priority=0)]),
         ("claim", "a", 2, None),
         ("claim", "b", 4, 2.0),
         ("advance", 3.0),
@@ -929,7 +931,7 @@ async def test_concurrent_operations_keep_the_invariants(
             log = RaceLog()
             requests = [
                 EnqueueRequest(
-                    queue="c",
+                    queue_name="c",
                     payload=b"%d" % i,
                     dedup_key=f"d{i}" if i < 2 else None,
                     delay=1 if i in (2, 3) else None,

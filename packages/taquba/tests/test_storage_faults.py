@@ -128,7 +128,9 @@ class Scenario:
 
     async def prelude(self) -> None:
         """Claim and ack a few jobs, then prove the queue empty: the cursor is past them."""
-        await self.queue.enqueue_batch([EnqueueRequest(queue=Q, payload=b"base") for _ in range(3)])
+        await self.queue.enqueue_batch(
+            [EnqueueRequest(queue_name=Q, payload=b"base") for _ in range(3)]
+        )
         for claim in await self.queue.claim_batch(Q, 10):
             await self.queue.ack(claim)
             self.ends[claim.id] = {DONE}
@@ -167,7 +169,9 @@ async def setup_enqueue(s: Scenario) -> Callable[[], Awaitable[object]]:
 
 async def setup_enqueue_batch(s: Scenario) -> Callable[[], Awaitable[object]]:
     await s.prelude()
-    return lambda: s.queue.enqueue_batch([EnqueueRequest(queue=Q, payload=b"x", job_id="00job")])
+    return lambda: s.queue.enqueue_batch(
+        [EnqueueRequest(queue_name=Q, payload=b"x", job_id="00job")]
+    )
 
 
 async def setup_claim(s: Scenario) -> Callable[[], Awaitable[object]]:
@@ -183,7 +187,7 @@ async def setup_ack(s: Scenario) -> Callable[[], Awaitable[object]]:
 async def setup_ack_with(s: Scenario) -> Callable[[], Awaitable[object]]:
     claim = await s.claimed("01job")
     s.ends["01job"] = {DONE}
-    follow_up = EnqueueRequest(queue=Q, payload=b"follow-up", job_id="00job")
+    follow_up = EnqueueRequest(queue_name=Q, payload=b"follow-up", job_id="00job")
     return lambda: s.queue.ack_with(claim, Effects(enqueues=[follow_up]))
 
 
@@ -402,7 +406,7 @@ async def test_follow_up_enqueues_of_an_ack_are_claimable_only_once_durable() ->
         with inject_faults() as faults:
             faults.on_write(Fault.slow(0.3), durable=True)
             async with trio.open_nursery() as nursery:
-                child_request = EnqueueRequest(queue=Q, payload=b"child", job_id="child")
+                child_request = EnqueueRequest(queue_name=Q, payload=b"child", job_id="child")
                 nursery.start_soon(queue.ack_with, claim, Effects(enqueues=[child_request]))
                 await wait_applied(queue, "child")
                 other = await queue.claim(Q)

@@ -96,18 +96,18 @@ async def test_enqueue_rejects_bad_values_and_writes_nothing(
 async def test_enqueue_batch_rejects_bad_values_and_writes_nothing(
     queue: taquba.Queue, argument: str, value: object
 ) -> None:
-    good = EnqueueRequest(queue="w", payload=b"ok")
-    bad = EnqueueRequest(queue="w", payload=b"x", **{argument: value})  # type: ignore[arg-type]
+    good = EnqueueRequest(queue_name="w", payload=b"ok")
+    bad = EnqueueRequest(queue_name="w", payload=b"x", **{argument: value})  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument) as exc:
         await queue.enqueue_batch([good, bad])
     rejected(exc, argument)
     await nothing_written(queue)
 
 
-@pytest.mark.parametrize("item", [b"x", "x", {"queue": "w", "payload": b"x"}, None, 3])
+@pytest.mark.parametrize("item", [b"x", "x", {"queue_name": "w", "payload": b"x"}, None, 3])
 async def test_enqueue_batch_type_checks_its_requests(queue: taquba.Queue, item: object) -> None:
     with pytest.raises(InvalidArgument) as exc:
-        await queue.enqueue_batch([EnqueueRequest(queue="w", payload=b"ok"), item])  # type: ignore[list-item]
+        await queue.enqueue_batch([EnqueueRequest(queue_name="w", payload=b"ok"), item])  # type: ignore[list-item]
     rejected(exc, "requests")
     assert "EnqueueRequest" in str(exc.value)
     await nothing_written(queue)

@@ -112,13 +112,13 @@ async def test_return_acks_and_applies_returned_effects_with_the_ack(
             if job.payload == b"plain":
                 return None
             return Effects(
-                enqueues=[EnqueueRequest(queue="next", payload=job.payload + b"-child")],
+                enqueues=[EnqueueRequest(queue_name="next", payload=job.payload + b"-child")],
                 kv_writes={b"seen/" + job.payload: b"%d" % job.attempts},
             )
 
     assert isinstance(Handler(), taquba.JobHandler)
     await queue.enqueue_batch(
-        [EnqueueRequest(queue="w", payload=p) for p in (b"plain", b"x", b"y")]
+        [EnqueueRequest(queue_name="w", payload=p) for p in (b"plain", b"x", b"y")]
     )
     async with trio.open_nursery() as nursery:
         worker = await start(nursery, queue, Handler())
@@ -145,7 +145,7 @@ async def test_returned_effects_commit_with_the_ack_or_not_at_all(
         if record.id == "taken":
             await trio.sleep_forever()  # hold the id
         return Effects(
-            enqueues=[EnqueueRequest(queue="w", payload=b"child", job_id="taken")],
+            enqueues=[EnqueueRequest(queue_name="w", payload=b"child", job_id="taken")],
             kv_writes={b"marker": b"1"},
         )
 
@@ -373,7 +373,7 @@ async def test_shutdown_stops_an_idle_worker_at_once(queue: taquba.Queue, start:
 
 async def test_shutdown_drains_the_jobs_in_flight(queue: taquba.Queue, start: Start) -> None:
     """Shutdown stops claiming; the handlers already running finish and are acked."""
-    await queue.enqueue_batch([EnqueueRequest(queue="w", payload=b"%d" % i) for i in range(5)])
+    await queue.enqueue_batch([EnqueueRequest(queue_name="w", payload=b"%d" % i) for i in range(5)])
     gate = trio.Event()
     running: list[str] = []
     finished: list[str] = []
@@ -405,7 +405,7 @@ async def test_shutdown_grace_cancels_long_handlers_and_nacks_their_jobs(
         quick, *stuck = [
             r.id
             for r in await queue.enqueue_batch(
-                [EnqueueRequest(queue="w", payload=b"%d" % i) for i in range(3)]
+                [EnqueueRequest(queue_name="w", payload=b"%d" % i) for i in range(3)]
             )
         ]
         gate = trio.Event()
@@ -463,7 +463,9 @@ async def test_nursery_start_returns_once_the_loop_is_ready(
 
 
 async def test_concurrency_bound_is_respected_and_filled(queue: taquba.Queue) -> None:
-    await queue.enqueue_batch([EnqueueRequest(queue="w", payload=b"%d" % i) for i in range(40)])
+    await queue.enqueue_batch(
+        [EnqueueRequest(queue_name="w", payload=b"%d" % i) for i in range(40)]
+    )
     rng = random.Random(7)
     current = peak = 0
 
@@ -487,7 +489,7 @@ async def test_concurrency_bound_is_respected_and_filled(queue: taquba.Queue) ->
 async def test_claims_are_sized_to_free_capacity(queue: taquba.Queue) -> None:
     """Observable batch sizing: never more jobs claimed than free slots."""
     results = await queue.enqueue_batch(
-        [EnqueueRequest(queue="w", payload=b"%d" % i) for i in range(10)]
+        [EnqueueRequest(queue_name="w", payload=b"%d" % i) for i in range(10)]
     )
     gates = {r.id: trio.Event() for r in results}
     running: list[str] = []
@@ -552,7 +554,7 @@ async def test_one_insert_wakes_one_idle_worker(
         await idle_workers(4)
         assert handled and len(handled) == 1
         # (idle_workers cleared `callers`; count the wakeups of the batch only.)
-        await queue.enqueue_batch([EnqueueRequest(queue="w", payload=b"batch")] * 3)
+        await queue.enqueue_batch([EnqueueRequest(queue_name="w", payload=b"batch")] * 3)
         await wait_until(holds(lambda: len(handled) == 4))
         await trio.sleep(0.1)
         # Three loops woke, one per job. The first claim still saw two jobs behind its batch,

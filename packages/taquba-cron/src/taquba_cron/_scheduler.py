@@ -392,7 +392,7 @@ class Scheduler:
                 headers["cron.previous_fire_ms"] = str(previous)
             requests.append(
                 EnqueueRequest(
-                    queue=schedule.queue_name,
+                    queue_name=schedule.queue_name,
                     payload=schedule.encode_payload(moment),
                     priority=schedule.priority,
                     dedup_key=dedup_key(schedule.name, fire),

@@ -778,7 +778,7 @@ class JobRunner:
         record = await self._queue.get_job(job_id)
         if (
             record is not None
-            and record.queue == self._queue_name
+            and record.queue_name == self._queue_name
             and record.status in (JobStatus.PENDING, JobStatus.SCHEDULED)
         ):
             # Record the cancellation before the queue's cancel wakes the waiters, so they find

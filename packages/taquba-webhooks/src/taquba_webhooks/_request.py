@@ -249,7 +249,7 @@ class WebhookRequest:
         if webhook_id is not None:
             headers["webhook.id"] = webhook_id
         return taquba.EnqueueRequest(
-            queue=queue_name,
+            queue_name=queue_name,
             payload=encode_request(self, webhook_id),
             priority=priority,
             run_at=run_at,
@@ -351,7 +351,7 @@ async def enqueue_webhook(
         max_attempts=max_attempts,
     )
     return await queue.enqueue(
-        enqueue.queue,
+        enqueue.queue_name,
         enqueue.payload,
         priority=enqueue.priority,
         run_at=enqueue.run_at,

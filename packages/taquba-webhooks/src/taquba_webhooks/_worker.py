@@ -592,7 +592,7 @@ class _Run:
                 except taquba.TaqubaError:
                     raise
                 except Exception as exc:  # a bug or an unmapped library error: retry later
-                    log.exception("delivery %s/%s failed unexpectedly", claim.queue, claim.id)
+                    log.exception("delivery %s/%s failed unexpectedly", claim.queue_name, claim.id)
                     result = _failure(Classification.RETRY, f"unexpected error: {_describe(exc)}")
                 except BaseException:
                     with trio.move_on_after(_SHUTDOWN_NACK_GRACE, shield=True):
@@ -608,14 +608,14 @@ class _Run:
         except taquba.ClaimLost as exc:
             log.warning(
                 "lost the claim on %s/%s before settling it (%s); it will be delivered again",
-                claim.queue,
+                claim.queue_name,
                 claim.id,
                 exc,
             )
         except _FATAL:
             raise
         except taquba.TaqubaError as exc:
-            log.error("could not settle %s/%s: %s", claim.queue, claim.id, exc)
+            log.error("could not settle %s/%s: %s", claim.queue_name, claim.id, exc)
 
     async def attempt(self, claim: taquba.Claim, request: WebhookRequest) -> _Result:
         """Send one attempt of ``request``; classify what happened."""
@@ -816,7 +816,7 @@ class _Run:
             writes[health_key(request.endpoint_key)] = encode_health(health[1])
         if outcome is AttemptOutcome.DELIVERED:
             deletes: list[bytes] = []
-            if queue.config(claim.queue).keep_done is not None:
+            if queue.config(claim.queue_name).keep_done is not None:
                 writes[key] = encode_attempt(record)
             else:
                 deletes.append(key)

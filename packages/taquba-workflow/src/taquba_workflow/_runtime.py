@@ -1102,7 +1102,7 @@ class Runtime(Generic[P, R]):
         `serve` uses this; call it from your own worker loops to drive the runtime by hand
         (e.g. with `taquba.testing.drain` over both queues). Returns the settlement effects.
         """
-        if job.queue == self._hook_queue_name:
+        if job.queue_name == self._hook_queue_name:
             self._hooks_in_flight += 1
             try:
                 return await self._process_notification(job, lease)
@@ -1398,7 +1398,7 @@ class Runtime(Generic[P, R]):
         next_id = self._queue.next_job_id()
         run_at = _run_at(self._clock.now_ms() + delay_ms) if delay_ms > 0 else None
         request = EnqueueRequest(
-            queue=self._queue_name,
+            queue_name=self._queue_name,
             payload=bytes(payload),
             priority=job.priority,
             run_at=run_at,
@@ -1478,7 +1478,7 @@ class Runtime(Generic[P, R]):
         if self._hook is not None:
             notifications.append(
                 EnqueueRequest(
-                    queue=self._hook_queue_name,
+                    queue_name=self._hook_queue_name,
                     payload=records.encode_outcome_blob(outcome, record.incarnation),
                     headers={keys.HEADER_RUN_ID: run_id, keys.HEADER_TERMINAL: status.value},
                 )

@@ -214,7 +214,7 @@ class Claims:
         seconds = check_seconds("extension", extension, positive=True)
         expires = clamp_time(context.clock.now_ms() + duration_ms(seconds))
         if context.db is None or not context.leases.extend(
-            claim.queue,
+            claim.queue_name,
             claim.id,
             claim._token,  # pyright: ignore[reportPrivateUsage]
             expires,
@@ -224,7 +224,7 @@ class Claims:
 
     def lease_expiry(self, claim: Claim) -> int | None:
         """`Queue.lease_expiry`."""
-        entry = self._context.leases.get(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
+        entry = self._context.leases.get(claim.queue_name, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
         return entry.expires_at if entry else None
 
 

@@ -181,7 +181,7 @@ async def _inspect(out: TextIO, url: str | None, db: str) -> int:
         return EXIT_OK
     out.write("\n")
     fields = ("pending", "scheduled", "claimed", "done", "dead")
-    rows = [[s.queue, *(str(getattr(s, f)) for f in fields)] for s in stats]
+    rows = [[s.queue_name, *(str(getattr(s, f)) for f in fields)] for s in stats]
     _table(out, ["queue", *fields], rows, right=len(fields))
     return EXIT_OK
 
@@ -251,7 +251,7 @@ async def _dead_requeue(
             else:
                 assert job_id is not None
                 job = await queue.get_job(job_id)
-                if job is None or job.queue != name:
+                if job is None or job.queue_name != name:
                     raise CliError(f"no job {job_id!r} in queue {name!r}")
                 if job.status is not JobStatus.DEAD:
                     raise CliError(f"job {job_id!r} is {job.status.value}, not dead")

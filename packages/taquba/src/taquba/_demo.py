@@ -517,7 +517,7 @@ async def _phase_summary(run: _Run, queue: Queue) -> int:
     ):
         rows.append(
             (
-                stats.queue,
+                stats.queue_name,
                 expected,
                 stats.done - base.done,
                 stats.dead - base.dead,

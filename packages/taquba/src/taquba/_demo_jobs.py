@@ -110,16 +110,16 @@ def plan_documents(count: int, rng: Random) -> Plan:
             delay = round(rng.uniform(3.0, 8.0), 2)
             data["not_before_s"] = delay
             regular.append(
-                EnqueueRequest(queue=DOCUMENTS, payload=encode_payload(data), delay=delay)
+                EnqueueRequest(queue_name=DOCUMENTS, payload=encode_payload(data), delay=delay)
             )
         elif scenario == "urgent":
             urgent.append(
                 EnqueueRequest(
-                    queue=DOCUMENTS, payload=encode_payload(data), priority=PRIORITY_HIGH
+                    queue_name=DOCUMENTS, payload=encode_payload(data), priority=PRIORITY_HIGH
                 )
             )
         else:
-            regular.append(EnqueueRequest(queue=DOCUMENTS, payload=encode_payload(data)))
+            regular.append(EnqueueRequest(queue_name=DOCUMENTS, payload=encode_payload(data)))
     return Plan(regular, urgent, counts)
 
 
@@ -158,7 +158,7 @@ def export_handler(tracker: Tracker) -> Handler:
 def export_requests(count: int, rng: Random) -> list[EnqueueRequest]:
     return [
         EnqueueRequest(
-            queue=EXPORTS,
+            queue_name=EXPORTS,
             payload=encode_payload(
                 {
                     "export": f"monthly-report-{rng.choice(CUSTOMERS)}-{n:02d}.csv",

@@ -66,7 +66,7 @@ def run_at_ms(run_at: object, delay: object, now: int) -> int | None:
 def prepare(context: QueueContext, request: EnqueueRequest, now: int) -> Prepared:
     """Check ``request`` and resolve it to its record and key (no I/O)."""
     check_type("requests", request, EnqueueRequest, "EnqueueRequest objects")
-    queue = keys.validate_queue_name(request.queue)
+    queue = keys.validate_queue_name(request.queue_name)
     payload = request.payload
     if not isinstance(payload, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise UsageError(f"payload must be bytes, not {type(payload).__name__}")
@@ -90,7 +90,7 @@ def prepare(context: QueueContext, request: EnqueueRequest, now: int) -> Prepare
     run_at = run_at_ms(request.run_at, request.delay, now)
     record = JobRecord(
         id=job_id,
-        queue=queue,
+        queue_name=queue,
         payload=bytes(payload),
         status=JobStatus.SCHEDULED if run_at is not None else JobStatus.PENDING,
         priority=priority,
@@ -117,7 +117,7 @@ async def stage_enqueue(
     if prepared.explicit_id and await txn.get(keys.index_key(job.id)) is not None:
         raise DuplicateJobId(job.id)
     if job.dedup_key is not None:
-        dedup = keys.dedup_key(job.queue, job.dedup_key)
+        dedup = keys.dedup_key(job.queue_name, job.dedup_key)
         existing = await txn.get(dedup)
         if existing is not None:
             return EnqueueResult(existing.decode("ascii"), created=False)
@@ -125,8 +125,8 @@ async def stage_enqueue(
     await txn.put(prepared.key, encode_job(job))
     await txn.put(keys.index_key(job.id), prepared.key)
     if job.run_at is None:
-        inserts.add(job.queue, prepared.key)
-    deltas.add(job.queue, "scheduled" if job.run_at is not None else "pending")
+        inserts.add(job.queue_name, prepared.key)
+    deltas.add(job.queue_name, "scheduled" if job.run_at is not None else "pending")
     return EnqueueResult(job.id, created=True)
 
 
@@ -239,7 +239,7 @@ class Enqueuer:
 
     def _enqueues_committed(self, committed: list[_EnqueueRequest]) -> None:
         # The cursor learns of the new keys from each caller's `Inserts.finish`.
-        self._context.count_queues(item.record.queue for r in committed for item in r.prepared)
+        self._context.count_queues(item.record.queue_name for r in committed for item in r.prepared)
 
 
 protect(prepare, stage_enqueue, Enqueuer)

@@ -124,9 +124,9 @@ class InvalidId(UsageError):
 class InvalidQueueName(UsageError):
     """A queue name is empty, longer than 255 UTF-8 bytes, or holds a control character."""
 
-    def __init__(self, queue: object, reason: str) -> None:
-        super().__init__(f"invalid queue name {queue!r}: {reason}")
-        self.queue = queue
+    def __init__(self, queue_name: object, reason: str) -> None:
+        super().__init__(f"invalid queue name {queue_name!r}: {reason}")
+        self.queue_name = queue_name
         """The rejected name, as given."""
         self.reason = reason
         """Why it was rejected."""

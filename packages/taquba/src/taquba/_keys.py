@@ -91,26 +91,26 @@ class Space(enum.IntEnum):
     USER = 0xFF
 
 
-def validate_queue_name(queue: object) -> str:
-    """Return ``queue`` if it is a usable queue name, else raise `InvalidQueueName`.
+def validate_queue_name(queue_name: object) -> str:
+    """Return ``queue_name`` if it is a usable queue name, else raise `InvalidQueueName`.
 
     A name is 1 to 255 UTF-8 bytes with no control characters.
     """
-    if not isinstance(queue, str):
-        raise InvalidQueueName(queue, "queue name must be a str")
-    if not queue:
-        raise InvalidQueueName(queue, "queue name must not be empty")
+    if not isinstance(queue_name, str):
+        raise InvalidQueueName(queue_name, "queue name must be a str")
+    if not queue_name:
+        raise InvalidQueueName(queue_name, "queue name must not be empty")
     try:
-        encoded = queue.encode("utf-8")
+        encoded = queue_name.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidQueueName(queue, "queue name must be valid UTF-8") from exc
+        raise InvalidQueueName(queue_name, "queue name must be valid UTF-8") from exc
     if len(encoded) > MAX_QUEUE_NAME_BYTES:
         raise InvalidQueueName(
-            queue, f"queue name exceeds the maximum length of {MAX_QUEUE_NAME_BYTES} bytes"
+            queue_name, f"queue name exceeds the maximum length of {MAX_QUEUE_NAME_BYTES} bytes"
         )
-    if any(unicodedata.category(ch) == "Cc" for ch in queue):
-        raise InvalidQueueName(queue, "queue name must not contain control characters")
-    return queue
+    if any(unicodedata.category(ch) == "Cc" for ch in queue_name):
+        raise InvalidQueueName(queue_name, "queue name must not contain control characters")
+    return queue_name
 
 
 def encode_queue(queue: str) -> bytes:

@@ -181,7 +181,7 @@ class Maintenance:
             deltas = Deltas()
             await transitions.apply(txn, move, deltas, inserts)
             await deltas.stage(txn, context.ids)
-            result.append((job.queue, move.key))
+            result.append((job.queue_name, move.key))
 
         try:
             await run_transaction(db, body, durable=False)
@@ -268,7 +268,7 @@ class Maintenance:
                 except DataError as exc:
                     undecodable.append((key, value, exc))
                     continue
-                config = context.config(job.queue)
+                config = context.config(job.queue_name)
                 if status is JobStatus.DONE:
                     retention, since = retention_ms(config.keep_done), job.completed_at
                 else:
@@ -312,8 +312,8 @@ class Maintenance:
                 if found is not None and found[0] == key:
                     await txn.delete(keys.index_key(job.id))
                 if status is JobStatus.DEAD:
-                    deltas.add(job.queue, "dead", -1)
-                deleted.append(job.queue)
+                    deltas.add(job.queue_name, "dead", -1)
+                deleted.append(job.queue_name)
             await deltas.stage(txn, context.ids)
 
         await run_transaction(db, body, durable=False)

@@ -53,7 +53,7 @@ class QuarantinedRecord:
     `key` (for a job, as MessagePack in the format of a `JobRecord`), or leave it for good.
     """
 
-    queue: str | None
+    queue_name: str | None
     """The queue the record belonged to, as its key names it (None if the key names none)."""
     key: bytes
     """The key the record was stored under."""
@@ -121,7 +121,7 @@ def _decode(key: bytes, value: bytes, queue: str | None) -> QuarantinedRecord:
     try:
         data = decode_map(value)
         return QuarantinedRecord(
-            queue=queue,
+            queue_name=queue,
             key=bytes(data["key"]),
             raw=bytes(data["raw"]),
             reason=str(data.get("reason", "")),
@@ -131,7 +131,7 @@ def _decode(key: bytes, value: bytes, queue: str | None) -> QuarantinedRecord:
         # The quarantine record itself is damaged: show what there is.
         prefix = keys.quarantine_prefix(queue)
         return QuarantinedRecord(
-            queue=queue, key=key[len(prefix) :], raw=value, reason=str(exc), quarantined_at=0
+            queue_name=queue, key=key[len(prefix) :], raw=value, reason=str(exc), quarantined_at=0
         )
 
 

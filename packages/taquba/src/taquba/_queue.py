@@ -131,9 +131,9 @@ class Queue:
         """The database name inside the store."""
         return self._context.name
 
-    def config(self, queue: str) -> QueueConfig:
-        """The configuration that applies to ``queue``."""
-        return self._context.config(queue)
+    def config(self, queue_name: str) -> QueueConfig:
+        """The configuration that applies to ``queue_name``."""
+        return self._context.config(queue_name)
 
     def next_job_id(self) -> str:
         """A fresh monotonic ULID, for callers that must know a job's id before enqueueing it."""
@@ -237,7 +237,7 @@ class Queue:
 
     async def enqueue(
         self,
-        queue: str,
+        queue_name: str,
         payload: bytes,
         *,
         priority: int | None = None,
@@ -250,7 +250,7 @@ class Queue:
         kv_writes: Mapping[bytes, bytes] | None = None,
         kv_expect: Mapping[bytes, bytes | None] | None = None,
     ) -> EnqueueResult:
-        """Add a job to ``queue``; return once it is durable.
+        """Add a job to ``queue_name``; return once it is durable.
 
         Concurrent enqueues are committed together (see `ack_with`); each keeps its own outcome.
         A cancelled caller gets `trio.Cancelled` only while nothing has been written (before
@@ -259,13 +259,13 @@ class Queue:
         claimable once durable (see `claim_batch`).
 
         Args:
-            queue: the queue name.
+            queue_name: the queue's name.
             payload: the job's bytes.
             priority: claim priority (lower first); default the queue's.
             run_at: do not claim before this timezone-aware time (a past time means now).
             delay: do not claim for this many seconds (exclusive with ``run_at``; finite and
                 non-negative). A due time past `MAX_TIMESTAMP_MS` is clamped to it.
-            dedup_key: if a pending or scheduled job on ``queue`` holds this key, write nothing
+            dedup_key: if a pending or scheduled job on ``queue_name`` holds this key, write nothing
                 and return that job's id with ``created=False``.
             headers: metadata stored with the job.
             max_attempts: override the queue's ``max_attempts``.
@@ -284,7 +284,7 @@ class Queue:
             KvConflict: an entry of ``kv_expect`` did not hold; nothing was written.
         """
         request = EnqueueRequest(
-            queue=queue,
+            queue_name=queue_name,
             payload=payload,
             priority=priority,
             run_at=run_at,
@@ -319,19 +319,19 @@ class Queue:
 
     # ------------------------------------------------------------------ claim
 
-    async def claim(self, queue: str, *, lease: float | None = None) -> Claim | None:
-        """Claim the next job of ``queue``, or return None if none is ready.
+    async def claim(self, queue_name: str, *, lease: float | None = None) -> Claim | None:
+        """Claim the next job of ``queue_name``, or return None if none is ready.
 
         The claim commits without waiting for durability: a claim lost in a crash leaves the
         job pending, to be delivered again after recovery.
         """
-        claims = await self.claim_batch(queue, 1, lease=lease)
+        claims = await self.claim_batch(queue_name, 1, lease=lease)
         return claims[0] if claims else None
 
     async def claim_batch(
-        self, queue: str, max_jobs: int, *, lease: float | None = None
+        self, queue_name: str, max_jobs: int, *, lease: float | None = None
     ) -> list[Claim]:
-        """Claim up to ``max_jobs`` jobs of ``queue`` in one transaction.
+        """Claim up to ``max_jobs`` jobs of ``queue_name`` in one transaction.
 
         Jobs come in claim order (priority, then id) and share one lease of ``lease`` seconds
         (default: the queue's ``lease_duration``). Only jobs whose enqueue is durable are
@@ -344,29 +344,29 @@ class Queue:
             InvalidArgument: ``max_jobs`` is not an int from 0 to ``2**31 - 1``, or ``lease``
                 is not a finite positive number of seconds.
         """
-        return await self._claims.claim_batch(queue, max_jobs, lease)
+        return await self._claims.claim_batch(queue_name, max_jobs, lease)
 
     @plain_interrupts
-    async def wait_for_jobs_on(self, queue: str) -> None:
-        """Wait until a job may be claimable on ``queue``.
+    async def wait_for_jobs_on(self, queue_name: str) -> None:
+        """Wait until a job may be claimable on ``queue_name``.
 
         Wakes one waiter per inserted job. A wakeup is a hint, not a promise: another worker
         may claim the job first. Bound the wait with `trio.move_on_after`. Raises the queue's
         failure (`Fenced`, `QueueClosed`) if it stops while waiting.
         """
-        await self._claims.wait_for_jobs_on(queue)
+        await self._claims.wait_for_jobs_on(queue_name)
 
-    async def claim_with_wait(self, queue: str, *, lease: float | None = None) -> Claim:
-        """Claim the next job of ``queue``, waiting as long as it takes.
+    async def claim_with_wait(self, queue_name: str, *, lease: float | None = None) -> Claim:
+        """Claim the next job of ``queue_name``, waiting as long as it takes.
 
         Bound it with `trio.move_on_after`: a lost race for a job does not end the wait. A
         claim that fills its batch passes one wakeup on, so a backlog keeps waking workers.
         """
         while True:
-            claim = await self.claim(queue, lease=lease)
+            claim = await self.claim(queue_name, lease=lease)
             if claim is not None:
                 return claim
-            await self.wait_for_jobs_on(queue)
+            await self.wait_for_jobs_on(queue_name)
 
     # ------------------------------------------------------------------ settlement
 
@@ -499,12 +499,12 @@ class Queue:
             await txn.rollback()
         return decode_job(found[1]) if found is not None else None
 
-    async def stats(self, queue: str) -> QueueStats:
-        """The counters of ``queue``; they always equal a recount of its records."""
-        keys.validate_queue_name(queue)
+    async def stats(self, queue_name: str) -> QueueStats:
+        """The counters of ``queue_name``; they always equal a recount of its records."""
+        keys.validate_queue_name(queue_name)
         txn = await self._database.begin()
         try:
-            return (await views.read_stats(txn, queue))[1]
+            return (await views.read_stats(txn, queue_name))[1]
         finally:
             await txn.rollback()
 
@@ -513,21 +513,21 @@ class Queue:
         return await views.list_queue_names(self._database)
 
     async def list_jobs(
-        self, queue: str, status: JobStatus, *, cursor: bytes | None = None, limit: int = 100
+        self, queue_name: str, status: JobStatus, *, cursor: bytes | None = None, limit: int = 100
     ) -> JobPage:
-        """One page of ``queue``'s jobs in ``status``.
+        """One page of ``queue_name``'s jobs in ``status``.
 
         Pending jobs come in claim order, claimed and dead jobs in id order, scheduled jobs by
         due time and done jobs by completion time. Pass ``next_cursor`` back to continue. The
         listing is not a snapshot: jobs may move between pages.
         """
-        return await views.list_jobs_page(self._database, queue, status, cursor, limit)
+        return await views.list_jobs_page(self._database, queue_name, status, cursor, limit)
 
     async def dead_jobs(
-        self, queue: str, *, after: str | None = None, limit: int = 100
+        self, queue_name: str, *, after: str | None = None, limit: int = 100
     ) -> list[JobRecord]:
-        """Dead-lettered jobs of ``queue`` in id order, starting after the id ``after``."""
-        return await views.dead_jobs(self._database, queue, after, limit)
+        """Dead-lettered jobs of ``queue_name`` in id order, starting after the id ``after``."""
+        return await views.dead_jobs(self._database, queue_name, after, limit)
 
     # ------------------------------------------------------------------ user KV
 
@@ -562,9 +562,9 @@ class Queue:
     # ------------------------------------------------------------------ quarantine
 
     async def quarantined(
-        self, queue: str, *, after: bytes | None = None, limit: int = 100
+        self, queue_name: str, *, after: bytes | None = None, limit: int = 100
     ) -> list[QuarantinedRecord]:
-        """Records of ``queue`` that could not be decoded and were moved aside.
+        """Records of ``queue_name`` that could not be decoded and were moved aside.
 
         A claim, promotion, reap, sweep or fold that meets an undecodable record moves it,
         with its raw bytes and original key, out of the way instead of failing (and logs a
@@ -572,12 +572,12 @@ class Queue:
         them. Records come in original-key order; pass the last one's ``key`` as ``after`` to
         continue. Write a repaired record back under its ``key`` to recover a job.
         """
-        keys.validate_queue_name(queue)
+        keys.validate_queue_name(queue_name)
         if not isinstance(limit, int) or limit < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
             raise UsageError("limit must be a non-negative int")
         if limit == 0:
             return []
-        return await quarantine.list_page(self._database, queue, after, limit)
+        return await quarantine.list_page(self._database, queue_name, after, limit)
 
     # ------------------------------------------------------------------ background work
 

@@ -62,22 +62,22 @@ class QueueReader:
         """Every queue that has ever held a job, sorted by name."""
         return await views.list_queue_names(self._reader)
 
-    async def stats(self, queue: str) -> QueueStats:
-        """The counters of ``queue`` at one point of the writer's history.
+    async def stats(self, queue_name: str) -> QueueStats:
+        """The counters of ``queue_name`` at one point of the writer's history.
 
         Raises:
             StorageUnavailable: the writer folded counters during every one of several reads
                 (transient; try again).
         """
-        keys.validate_queue_name(queue)
-        stats_key = keys.stats_key(queue)
+        keys.validate_queue_name(queue_name)
+        stats_key = keys.stats_key(queue_name)
         for _ in range(_ATTEMPTS):
-            base, stats = await views.read_stats(self._reader, queue)
+            base, stats = await views.read_stats(self._reader, queue_name)
             # A fold rewrites the base record and deletes the deltas it added. If the base is
             # the same after the deltas were read, no fold came between the two reads.
             if await self._reader.get(stats_key) == base:
                 return stats
-        raise StorageUnavailable(f"the counters of {queue!r} changed during every read")
+        raise StorageUnavailable(f"the counters of {queue_name!r} changed during every read")
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """The job's current record in any state, or None if it does not exist."""
@@ -92,16 +92,16 @@ class QueueReader:
         return None
 
     async def list_jobs(
-        self, queue: str, status: JobStatus, *, cursor: bytes | None = None, limit: int = 100
+        self, queue_name: str, status: JobStatus, *, cursor: bytes | None = None, limit: int = 100
     ) -> JobPage:
-        """One page of ``queue``'s jobs in ``status``, ordered as `Queue.list_jobs` orders them."""
-        return await views.list_jobs_page(self._reader, queue, status, cursor, limit)
+        """One page of the jobs of ``queue_name`` in ``status``, in `Queue.list_jobs` order."""
+        return await views.list_jobs_page(self._reader, queue_name, status, cursor, limit)
 
     async def dead_jobs(
-        self, queue: str, *, after: str | None = None, limit: int = 100
+        self, queue_name: str, *, after: str | None = None, limit: int = 100
     ) -> list[JobRecord]:
-        """Dead-lettered jobs of ``queue`` in id order, starting after the id ``after``."""
-        return await views.dead_jobs(self._reader, queue, after, limit)
+        """Dead-lettered jobs of ``queue_name`` in id order, starting after the id ``after``."""
+        return await views.dead_jobs(self._reader, queue_name, after, limit)
 
     async def kv_get(self, key: bytes) -> bytes | None:
         """The value stored under ``key`` in the user namespace, or None."""

@@ -3,6 +3,9 @@
 Records are frozen dataclasses. On disk each is a MessagePack map (``ormsgpack``, bytes as
 ``bin``) carrying a format version under ``"v"``; a record of an unknown version, or one that
 fails to decode, raises `DataError` rather than being misread.
+
+The map keys are the field names, except that `JobRecord.queue_name` is stored under
+``"queue"``, the field's name before it was renamed: the stored format did not change with it.
 """
 
 from __future__ import annotations
@@ -68,8 +71,8 @@ class JobRecord:
 
     id: str
     """The job id (a ULID unless the enqueuer supplied one)."""
-    queue: str
-    """The queue the job belongs to."""
+    queue_name: str
+    """The name of the queue the job belongs to."""
     payload: bytes
     """The job's payload, as enqueued."""
     status: JobStatus
@@ -113,8 +116,8 @@ class QueueStats:
     undecodable records set aside (see `Queue.quarantined`), which no other counter includes.
     """
 
-    queue: str
-    """The queue these counters describe."""
+    queue_name: str
+    """The name of the queue these counters describe."""
     pending: int = 0
     """Jobs waiting to be claimed."""
     scheduled: int = 0
@@ -137,7 +140,7 @@ def encode_job(job: JobRecord) -> bytes:
     data: dict[str, Any] = {
         "v": FORMAT_VERSION,
         "id": job.id,
-        "queue": job.queue,
+        "queue": job.queue_name,  # stored under its pre-rename name
         "payload": job.payload,
         "status": job.status.value,
         "priority": job.priority,
@@ -164,7 +167,7 @@ def decode_job(raw: bytes) -> JobRecord:
             raise DataError(f"unsupported job record format: {raw[:32]!r}")
         return JobRecord(
             id=data["id"],
-            queue=data["queue"],
+            queue_name=data["queue"],
             payload=data["payload"],
             status=JobStatus(data["status"]),
             priority=data["priority"],

@@ -88,7 +88,7 @@ async def end_claims(
             move = transitions.abandon(job, reason, now)
             # The index keeps pointing at the pending key (see _views.locate).
             await transitions.apply(txn, move, deltas, inserts)
-            outcome.append((index, job.queue, move.key, move.record.status, job.id))
+            outcome.append((index, job.queue_name, move.key, move.record.status, job.id))
         await deltas.stage(txn, context.ids)
 
     try:

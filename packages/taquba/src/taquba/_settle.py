@@ -83,9 +83,9 @@ class Settlement:
     async def _take_claim(self, txn: Transaction, claim: Claim) -> JobRecord:
         """The settlement fence: the claim must still hold its lease and its record."""
         token = claim._token  # pyright: ignore[reportPrivateUsage]
-        if self._context.leases.get(claim.queue, claim.id, token) is None:
+        if self._context.leases.get(claim.queue_name, claim.id, token) is None:
             raise ClaimLost(claim.id)
-        key = keys.claimed_key(claim.queue, claim.id)
+        key = keys.claimed_key(claim.queue_name, claim.id)
         raw = await txn.get(key)
         if raw is None:
             raise ClaimLost(claim.id, "the claimed record no longer exists")
@@ -145,8 +145,8 @@ class Settlement:
             result = await run_transaction(context.database, body, durable=True)
         finally:
             inserts.finish()
-        context.leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
-        context.count_deltas(claim.queue)
+        context.leases.remove(claim.queue_name, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
+        context.count_deltas(claim.queue_name)
         return result
 
     # ------------------------------------------------------------------ ack
@@ -162,12 +162,12 @@ class Settlement:
             writes=writes,
             deletes=deletes,
             completed_at=context.clock.now_ms(),
-            keep_done=context.config(claim.queue).keep_done is not None,
+            keep_done=context.config(claim.queue_name).keep_done is not None,
             inserts=context.inserts(hold=True),
         )
         holds = context.hold_scheduled(prepared)
         done_holds = (
-            [context.hold_done(claim.queue, request.completed_at)] if request.keep_done else []
+            [context.hold_done(claim.queue_name, request.completed_at)] if request.keep_done else []
         )
         try:
             await self._acks.submit(request)
@@ -187,7 +187,7 @@ class Settlement:
         for request in batch:
             claim = request.claim
             token = claim._token  # pyright: ignore[reportPrivateUsage]
-            if token in seen or self._context.leases.get(claim.queue, claim.id, token) is None:
+            if token in seen or self._context.leases.get(claim.queue_name, claim.id, token) is None:
                 lost.append((request, ClaimLost(claim.id)))
                 continue
             seen.add(token)
@@ -202,10 +202,10 @@ class Settlement:
         context = self._context
         for request in committed:
             claim = request.claim
-            context.leases.remove(claim.queue, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
+            context.leases.remove(claim.queue_name, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
         context.count_queues(
-            [r.claim.queue for r in committed]
-            + [item.record.queue for r in committed for item in r.prepared]
+            [r.claim.queue_name for r in committed]
+            + [item.record.queue_name for r in committed for item in r.prepared]
         )
         context.notify_completion(r.claim.id for r in committed)
 
@@ -213,7 +213,7 @@ class Settlement:
         self, txn: Transaction, request: _AckRequest, deltas: Deltas
     ) -> list[EnqueueResult]:
         claim = request.claim
-        key = keys.claimed_key(claim.queue, claim.id)
+        key = keys.claimed_key(claim.queue_name, claim.id)
         # The record must still be there. The lease alone is not enough: a racing settlement
         # of the same claim removes the lease only after its commit is durable, and between
         # its commit and then, a blind delete here would commit and count the job twice.
@@ -223,13 +223,13 @@ class Settlement:
         if request.keep_done:
             at = request.completed_at
             done = decode_job(raw).replace(status=JobStatus.DONE, completed_at=at)
-            done_key = keys.done_key(at, claim.queue, claim.id)
+            done_key = keys.done_key(at, claim.queue_name, claim.id)
             await txn.put(done_key, encode_job(done))
             await txn.put(keys.index_key(claim.id), done_key)
         else:
             await txn.delete(keys.index_key(claim.id))
         await txn.delete(key)
-        deltas.move(claim.queue, "claimed", "done")
+        deltas.move(claim.queue_name, "claimed", "done")
         return await self._stage_effects(
             txn, request.prepared, request.writes, request.deletes, deltas, request.inserts
         )
@@ -252,7 +252,7 @@ class Settlement:
         retry_after = check_optional_seconds("retry_after", retry_after)
         writes = check_kv_writes(kv_writes or {})
         prepared, effect_writes, deletes = self._prepare_effects(effects_if_dead)
-        config = context.config(claim.queue)
+        config = context.config(claim.queue_name)
         now = context.clock.now_ms()
         holds = context.hold_scheduled(prepared)  # held until the settlement is over
 
@@ -287,8 +287,8 @@ class Settlement:
         finally:
             context.release(context.promote_mark, holds)
         if result.dead:
-            context.count_queues({item.record.queue for item in prepared} - {claim.queue})
-            context.note_dead_letter(claim.queue)
+            context.count_queues({item.record.queue_name for item in prepared} - {claim.queue_name})
+            context.note_dead_letter(claim.queue_name)
             context.notify_completion((claim.id,))
         return result
 
@@ -315,8 +315,8 @@ class Settlement:
             results = await self._settle(claim, stage)
         finally:
             context.release(context.promote_mark, holds)
-        context.count_queues({item.record.queue for item in prepared} - {claim.queue})
-        context.note_dead_letter(claim.queue)
+        context.count_queues({item.record.queue_name for item in prepared} - {claim.queue_name})
+        context.note_dead_letter(claim.queue_name)
         context.notify_completion((claim.id,))
         return results
 
@@ -329,7 +329,7 @@ class Settlement:
             raise InvalidState("requeue_dead_job takes a JobRecord")
         if job.status is not JobStatus.DEAD:
             raise InvalidState(f"job {job.id!r} is {job.status.value}, not dead")
-        dead = keys.dead_key(job.queue, job.id)
+        dead = keys.dead_key(job.queue_name, job.id)
         inserts = context.inserts(hold=True)
 
         async def body(txn: Transaction) -> None:
@@ -346,7 +346,7 @@ class Settlement:
             await run_transaction(context.database, body, durable=True)
         finally:
             inserts.finish()  # claimable now: durable, or of unknown outcome
-        context.count_deltas(job.queue)
+        context.count_deltas(job.queue_name)
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         """`Queue.cancel`."""
@@ -367,11 +367,11 @@ class Settlement:
                 await txn.delete(key)
                 await txn.delete(index)
                 if job.dedup_key is not None:
-                    dedup = keys.dedup_key(job.queue, job.dedup_key)
+                    dedup = keys.dedup_key(job.queue_name, job.dedup_key)
                     if await txn.get(dedup) == job.id.encode("ascii"):
                         await txn.delete(dedup)
                 deltas = Deltas()
-                deltas.add(job.queue, job.status.value, -1)
+                deltas.add(job.queue_name, job.status.value, -1)
                 await deltas.stage(txn, context.ids)
                 outcome.append((CancelOutcome.REMOVED, job))
             elif job.status is JobStatus.CLAIMED:
@@ -384,11 +384,11 @@ class Settlement:
         await run_transaction(context.database, body, durable=True)
         result, job = outcome[0]
         if job is not None:
-            entry = context.leases.lookup(job.queue, job.id)
+            entry = context.leases.lookup(job.queue_name, job.id)
             if entry is not None:
                 entry.cancel.fire()
             if result is CancelOutcome.REMOVED:
-                context.count_deltas(job.queue)
+                context.count_deltas(job.queue_name)
                 context.notify_completion((job.id,))
         return result
 

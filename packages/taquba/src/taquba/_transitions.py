@@ -63,7 +63,7 @@ class Move:
 def dead_letter(job: JobRecord, reason: str, now: int) -> Move:
     """A claimed job to the dead-letter inbox, with ``reason`` as its last error."""
     record = job.replace(status=JobStatus.DEAD, claimed_at=None, last_error=reason, failed_at=now)
-    return Move(keys.dead_key(job.queue, job.id), record, "claimed", rewrite_index=False)
+    return Move(keys.dead_key(job.queue_name, job.id), record, "claimed", rewrite_index=False)
 
 
 def abandon(job: JobRecord, reason: str, now: int) -> Move:
@@ -75,7 +75,7 @@ def abandon(job: JobRecord, reason: str, now: int) -> Move:
     if job.attempts >= job.max_attempts:
         return dead_letter(job, reason, now)
     record = job.replace(status=JobStatus.PENDING, claimed_at=None)
-    key = keys.pending_key(job.queue, job.priority, job.id)
+    key = keys.pending_key(job.queue_name, job.priority, job.id)
     return Move(key, record, "claimed", rewrite_index=False)
 
 
@@ -90,17 +90,17 @@ def retry(job: JobRecord, error: str, now: int, delay_ms: int) -> Move:
         record = job.replace(
             status=JobStatus.SCHEDULED, claimed_at=None, last_error=error, run_at=run_at
         )
-        key = keys.scheduled_key(run_at, job.queue, job.id)
+        key = keys.scheduled_key(run_at, job.queue_name, job.id)
         return Move(key, record, "claimed", rewrite_index=True)
     record = job.replace(status=JobStatus.PENDING, claimed_at=None, last_error=error)
-    key = keys.pending_key(job.queue, job.priority, job.id)
+    key = keys.pending_key(job.queue_name, job.priority, job.id)
     return Move(key, record, "claimed", rewrite_index=False)
 
 
 def promote(job: JobRecord) -> Move:
     """A due scheduled job to pending."""
     record = job.replace(status=JobStatus.PENDING, run_at=None)
-    key = keys.pending_key(job.queue, job.priority, job.id)
+    key = keys.pending_key(job.queue_name, job.priority, job.id)
     return Move(key, record, "scheduled", rewrite_index=True)
 
 
@@ -114,7 +114,7 @@ def revive(job: JobRecord) -> Move:
         failed_at=None,
         cancel_requested=False,
     )
-    key = keys.pending_key(job.queue, job.priority, job.id)
+    key = keys.pending_key(job.queue_name, job.priority, job.id)
     return Move(key, record, "dead", rewrite_index=True)
 
 
@@ -124,6 +124,6 @@ async def apply(txn: Transaction, move: Move, deltas: Deltas, inserts: Inserts) 
     await txn.put(move.key, encode_job(job))
     if move.rewrite_index:
         await txn.put(keys.index_key(job.id), move.key)
-    deltas.move(job.queue, move.source, job.status.value)
+    deltas.move(job.queue_name, move.source, job.status.value)
     if job.status is JobStatus.PENDING:
-        inserts.add(job.queue, move.key)
+        inserts.add(job.queue_name, move.key)

@@ -32,8 +32,8 @@ class EnqueueRequest:
     Used by `Queue.enqueue_batch` and as a follow-up enqueue inside `Effects`.
     """
 
-    queue: str
-    """The queue to put the job on."""
+    queue_name: str
+    """The name of the queue to put the job on."""
     payload: bytes
     """The job's payload."""
     priority: int | None = None
@@ -118,9 +118,9 @@ class Claim:
         return self._job.id
 
     @property
-    def queue(self) -> str:
-        """The job's queue."""
-        return self._job.queue
+    def queue_name(self) -> str:
+        """The name of the job's queue."""
+        return self._job.queue_name
 
     @property
     def payload(self) -> bytes:
@@ -142,7 +142,7 @@ class Claim:
         await self._cancel.wait()
 
     def __repr__(self) -> str:
-        return f"<Claim {self._job.queue}/{self._job.id} attempt {self._job.attempts}>"
+        return f"<Claim {self._job.queue_name}/{self._job.id} attempt {self._job.attempts}>"
 
 
 @dataclass(frozen=True, slots=True)

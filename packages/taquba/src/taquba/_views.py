@@ -198,7 +198,7 @@ async def list_jobs_page(
                 # The writer quarantines it when it meets it; a listing just leaves it out.
                 log.warning("leaving out an undecodable record %r of queue %r: %s", key, queue, exc)
                 continue
-            if filtered and job.queue != queue:
+            if filtered and job.queue_name != queue:
                 continue
             jobs.append(job)
             if len(jobs) == limit:

@@ -155,7 +155,7 @@ async def _process(
             await queue.nack(claim, later.reason, retry_after=later.retry_after)
             return
         except Exception as exc:
-            log.info("job %s/%s failed: %r", claim.queue, claim.id, exc)
+            log.info("job %s/%s failed: %r", claim.queue_name, claim.id, exc)
             await queue.nack(claim, _describe(exc))
             return
         except BaseException:
@@ -174,7 +174,7 @@ async def _process(
         log.warning(
             "lost the claim on %s/%s before settling it (%s): the reaper requeued it, or "
             "dead-lettered it if that was its last attempt",
-            claim.queue,
+            claim.queue_name,
             claim.id,
             exc,
         )
@@ -184,7 +184,7 @@ async def _process(
         if exc.transient and settling is not None:
             settling.failed(exc)  # an outage: logged rate-limited, shown by Queue.health
         else:
-            log.error("could not settle %s/%s: %s", claim.queue, claim.id, exc)
+            log.error("could not settle %s/%s: %s", claim.queue_name, claim.id, exc)
         return
     if settling is not None:
         settling.succeeded()
