@@ -682,7 +682,9 @@ async def test_cancelling_serve_hands_the_jobs_in_flight_back(
     """The hard stop: the handlers are cancelled and their jobs nacked, not left to the lease."""
     config = QueueConfig(retry_backoff_base=0)
     async with taquba.open_queue(memory_store, "hs", config=config, clock=clock, **FAST) as queue:
-        await queue.enqueue_batch([EnqueueRequest(queue_name="w", payload=b"%d" % i) for i in range(5)])
+        await queue.enqueue_batch(
+            [EnqueueRequest(queue_name="w", payload=b"%d" % i) for i in range(5)]
+        )
         running: list[str] = []
         cancelled: list[str] = []
 
