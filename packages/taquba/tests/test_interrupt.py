@@ -11,6 +11,7 @@ reopen with every job whose enqueue the app reported as returned.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import sys
 import threading
@@ -102,8 +103,19 @@ async def interrupt_once(
     return child, took
 
 
-def check_output(child: Child, mode: str) -> None:
+# CPython's C signal handler writes each signal to trio's wakeup socket; a second SIGINT that
+# lands while `trio.run` is tearing down (socket closed, wakeup fd not yet restored) gets this
+# report from CPython, not from taquba. Seen once in CI, on a run sent two SIGINTs.
+_LATE_WAKEUP_WRITE = re.compile(
+    r"Exception ignored when trying to write to the signal wakeup fd:\n"
+    r"(?:.*\n)*?(?:BrokenPipeError|ConnectionResetError|OSError): [^\n]*(?:\n|$)"
+)
+
+
+def check_output(child: Child, mode: str, *, twice: bool = False) -> None:
     err = child.stderr()
+    if twice:
+        err = _LATE_WAKEUP_WRITE.sub("", err)
     assert "Exception ignored" not in err, child.describe()
     # The app's own nursery may turn the interrupt into a group; taquba's never do.
     endings = ("INTERRUPTED", "GROUP") if mode == "nursery" else ("INTERRUPTED",)
@@ -143,8 +155,9 @@ async def interrupt_runs(tmp_path: Path, mode: str, runs: int, seed: int) -> lis
         store_dir = tmp_path / f"store-{number}"
         ids: list[str] = []
         for run in range(number, runs, 2):
-            child, took = await interrupt_once(store_dir, mode, rng, twice=run % 4 == 3)
-            check_output(child, mode)
+            twice = run % 4 == 3
+            child, took = await interrupt_once(store_dir, mode, rng, twice=twice)
+            check_output(child, mode, twice=twice)
             times.append(took)
             ids.extend(enqueued(child))
         await check_nothing_lost(store_dir, ids)
