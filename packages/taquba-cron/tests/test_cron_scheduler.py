@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import trio
+import trio.testing
 
 import taquba
 from taquba import JobRecord, JobStatus, LeaseHandle, MockClock, Store
@@ -674,7 +675,6 @@ async def test_shutdown_stops_serve_and_nothing_fires_after(
         assert scheduler.shutting_down
     # serve returned (the nursery closed without a cancel); the loop no longer fires.
     clock.advance(600)
-    await trio.sleep(0.02)
     assert fire_times(await pending(queue)) == [START_MS + MINUTE]
     with trio.fail_after(1):
         await scheduler.serve()  # sticky: served again, it returns at once
@@ -715,7 +715,7 @@ async def test_shutdown_lets_the_firing_in_flight_commit(
         clock.advance(3600)
         await held.entered.wait()  # the firing of 01:00 is in flight
         scheduler.shutdown()
-        await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()  # the loop has seen the shutdown
         held.release.set()
     assert fire_times(await pending(queue)) == [START_MS + HOUR]
     assert (await scheduler.status("h")).last_fire == datetime(2026, 1, 1, 1, tzinfo=UTC)
