@@ -47,6 +47,8 @@ PACKAGES = [
     "taquba-bulk",
     "taquba-cron",
     "taquba-webhooks",
+    "taquba-server",
+    "taquba-client",
 ]
 
 nox.options.default_venv_backend = "uv"
