@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import re
+import signal
 import subprocess
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,10 @@ import pytest
 import trio
 
 import taquba
-from taquba import _cli, _demo_console, _demo_jobs
+from taquba import _adapter, _cli, _demo_console, _demo_jobs  # pyright: ignore[reportPrivateUsage]
+from taquba import _owner as owner  # pyright: ignore[reportPrivateUsage]
 from taquba._cli import main
+from taquba.testing import open_child
 
 
 async def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -480,3 +484,138 @@ async def test_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.decode().strip() == f"taquba {taquba.__version__}"
+
+
+# ------------------------------------------------------------------------------ the owner check
+
+OWNER_CHILD = Path(__file__).with_name("owner_child.py")
+URL = "http://127.0.0.1:9/"
+
+
+async def mail_dead_ids(store: str) -> set[str]:
+    async with taquba.open_reader(store, "ops", poll_interval=0.05) as reader:
+        return {job.id for job in await reader.dead_jobs("mail")}
+
+
+@pytest.mark.slow
+async def test_a_live_owner_is_refused_and_keeps_running(prepared: Prepared) -> None:
+    before = await mail_dead_ids(prepared.store)
+    assert len(before) == 2
+    async with open_child(OWNER_CHILD, prepared.store, "ops", "0.2", URL) as child:
+        with trio.fail_after(30):
+            await child.expect("READY")
+            for command in (("dead", "requeue", "mail", "--all"), ("dead", "purge", "mail")):
+                result = await run_cli(*admin(prepared, *command))
+                out, err = text(result)
+                assert result.returncode == 1, out + err
+                assert "a live owner" in err and f"pid {child.process.pid}" in err, err
+                assert f"--server {URL}" in err and "Traceback" not in err, err
+                assert out == ""
+            # The owner was not fenced: it still writes.
+            seen = len(child.tagged("ENQ"))
+            await child.read_until(lambda: len(child.tagged("ENQ")) >= seen + 2)
+            assert "FENCED" not in child.lines
+            child.process.send_signal(signal.SIGTERM)
+            await child.expect("CLOSED")
+            await child.expect_exit(0)
+    assert await mail_dead_ids(prepared.store) == before
+    # A clean close removed the record: the command runs.
+    result = await run_cli(*admin(prepared, "dead", "requeue", "mail", "--all"))
+    out, err = text(result)
+    assert result.returncode == 0, out + err
+    assert err == "" and "2 job(s) pending again" in out
+    assert await mail_dead_ids(prepared.store) == set()
+
+
+async def test_a_killed_owner_goes_stale_and_the_command_runs(prepared: Prepared) -> None:
+    async with open_child(OWNER_CHILD, prepared.store, "ops", "0.1") as child:
+        with trio.fail_after(30):
+            await child.expect("READY")
+        await child.kill()
+    async with taquba.open_reader(prepared.store, "ops", poll_interval=0.05) as reader:
+        info = await reader.owner()
+        assert info is not None and info.pid == child.process.pid
+        # Stale three intervals (0.3 s) after its last heartbeat.
+        with trio.fail_after(10):
+            while info.is_fresh():  # noqa: ASYNC110 - waits for wall-clock time to pass
+                await trio.sleep(0.05)
+    result = await run_cli(*admin(prepared, "dead", "purge", "mail"))
+    out, err = text(result)
+    assert result.returncode == 0, out + err
+    assert "stopped its heartbeat" in err and "taking over" in err
+    assert out == "purged 2 dead job(s) of 'mail'\n"
+    assert await mail_dead_ids(prepared.store) == set()
+    async with taquba.open_reader(prepared.store, "ops") as reader:
+        assert (await reader.stats("mail")).dead == 0
+        assert await reader.owner() is None  # the command's own record is gone too
+
+
+async def test_force_fences_the_live_owner(prepared: Prepared) -> None:
+    async with open_child(OWNER_CHILD, prepared.store, "ops", "0.2") as child:
+        with trio.fail_after(30):
+            await child.expect("READY")
+            result = await run_cli(*admin(prepared, "dead", "requeue", "mail", "--all", "--force"))
+            out, err = text(result)
+            assert result.returncode == 0, out + err
+            assert "--force: fencing the live owner" in err
+            await child.expect("FENCED")
+            await child.expect_exit(3)
+    assert await mail_dead_ids(prepared.store) == set()
+
+
+async def write_raw_owner(store: str, raw: bytes) -> None:
+    db = await _adapter.Database.open(taquba.Store.from_url(store), "ops")
+    try:
+        await db.put(owner.owner_key(), raw)
+    finally:
+        await db.close()
+
+
+def test_an_unreadable_owner_record_refuses_unless_forced(
+    prepared: Prepared, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trio.run(write_raw_owner, prepared.store, b"\xc1 not msgpack")
+    code, out, err = run_main(capsys, *admin(prepared, "dead", "purge", "mail"))
+    assert code == 1 and out == ""
+    assert "owner record" in err and "unreadable" in err and "--force" in err, err
+    assert len(trio.run(mail_dead_ids, prepared.store)) == 2
+    code, out, err = run_main(capsys, *admin(prepared, "inspect"))  # readers do not care
+    assert code == 0, err
+    code, out, err = run_main(capsys, *admin(prepared, "dead", "purge", "mail", "--force"))
+    assert code == 0, err
+    assert "unreadable" in err and out == "purged 2 dead job(s) of 'mail'\n"
+
+
+def test_dead_purge_of_an_empty_inbox_and_of_a_missing_queue(
+    prepared: Prepared, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_main(capsys, *admin(prepared, "dead", "purge", "other"))
+    assert code == 0 and "nothing to purge" in out
+    code, _, err = run_main(capsys, *admin(prepared, "dead", "purge", "nope"))
+    assert code == 2 and "no queue 'nope'" in err
+
+
+def test_serve_without_taquba_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "taquba_server", None)  # as if not installed
+    code, out, err = run_main(capsys, "serve", "--store", "x")
+    assert code == 2 and out == ""
+    assert "install taquba-server" in err
+
+
+def test_serve_delegates_to_taquba_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[list[str]] = []
+
+    def serve_main(argv: list[str]) -> int:
+        calls.append(argv)
+        return 7
+
+    module = types.ModuleType("taquba_server._cli")
+    module.main = serve_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "taquba_server._cli", module)
+    code, _, _ = run_main(capsys, "serve", "--store", "s3://b/p", "--port", "8000")
+    assert code == 7
+    assert calls == [["--store", "s3://b/p", "--port", "8000"]]
