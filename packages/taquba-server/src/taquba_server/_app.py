@@ -7,6 +7,7 @@ document, so the document cannot drift from what the server does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hmac
 import logging
@@ -46,6 +47,7 @@ DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 """The default limit of a request body, in bytes (16 MiB)."""
 _RETRY_AFTER = "1"
 _SWEEP_INTERVAL = 1.0
+_DRAIN_SLACK = 1024 * 1024
 
 
 class _HttpError(Exception):
@@ -284,11 +286,18 @@ class ServerApp:
             raise _HttpError(413, "payload_too_large", f"the body is over {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _HttpError(413, "payload_too_large", f"the body is over {limit} bytes")
-            chunks.append(chunk)
+        # Past the limit the rest is read and dropped (up to a bound), so the client, still
+        # sending, gets the 413 rather than a reset connection.
+        drain_limit = 2 * limit + _DRAIN_SLACK
+        async with contextlib.aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > drain_limit:
+                    break
+                if size <= limit:
+                    chunks.append(chunk)
+        if size > limit:
+            raise _HttpError(413, "payload_too_large", f"the body is over {limit} bytes")
         return b"".join(chunks)
 
     def _params(self, ep: _Endpoint, request: Request) -> dict[str, Any]:

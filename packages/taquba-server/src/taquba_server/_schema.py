@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -116,6 +117,10 @@ class Str(Schema):
             raise BadRequest(path, f"{path} must have at least {self.min_length} characters")
         if self.max_length is not None and len(value) > self.max_length:
             raise BadRequest(path, f"{path} must have at most {self.max_length} characters")
+        if self.pattern is not None:
+            whole = self.pattern.removeprefix("^").removesuffix("$")
+            if re.fullmatch(whole, value) is None:
+                raise BadRequest(path, f"{path} must match {self.pattern}")
         return value
 
     def json_schema(self) -> dict[str, Any]:
