@@ -815,3 +815,35 @@ def test_remote_errors_are_one_clear_line(
     assert code == 1 and "cannot reach the server at http://127.0.0.1:9" in err
     code, _, err = run_main(capsys, "dead", "list", "nope", "--server", server.url)
     assert code == 2 and "no queue 'nope'" in err
+
+
+@pytest.mark.slow
+async def test_admin_commands_through_a_real_taquba_server(prepared: Prepared) -> None:
+    """`taquba serve` owns the store; local writers are refused, `--server` goes through it."""
+    pytest.importorskip("taquba_server._cli")
+    args = ("-m", "taquba", "serve", "--store", prepared.store, "--name", "ops", "--port", "0")
+    async with open_child(*args) as child:
+        with trio.fail_after(30):
+            line = await child.expect(lambda text: text.startswith("taquba-server listening on"))
+            url = line.split()[-1]
+            refused = await run_cli(*admin(prepared, "dead", "purge", "mail"))
+            out, err = text(refused)
+            assert refused.returncode == 1, out + err
+            assert f"--server {url}" in err, err
+            listed = await run_cli("dead", "list", "mail", "--server", url)
+            out, err = text(listed)
+            assert listed.returncode == 0, err
+            assert out.splitlines()[0] == "2 dead jobs in 'mail':"
+            requeued = await run_cli("dead", "requeue", "mail", prepared.poison, "--server", url)
+            out, err = text(requeued)
+            assert requeued.returncode == 0, err
+            assert f"requeued {prepared.poison} (1/1)" in out
+            purged = await run_cli("dead", "purge", "mail", "--server", url)
+            assert text(purged) == ("purged 1 dead job(s) of 'mail'\n", "")
+            inspected = await run_cli("inspect", "--server", url)
+            out, err = text(inspected)
+            assert inspected.returncode == 0, err
+            assert table_row(out, "mail")[1:] == ["2", "1", "0", "1", "0"]
+            child.process.send_signal(signal.SIGTERM)
+            await child.expect_exit(0)
+    assert await mail_dead_ids(prepared.store) == set()
