@@ -740,7 +740,7 @@ def test_remote_inspect_prints_what_the_local_mode_prints(
 ) -> None:
     code, local, err = run_main(capsys, *admin(prepared, "inspect"))
     assert code == 0, err
-    code, remote, err = run_main(capsys, "inspect", "--server", server.url, "--token", "t0k")
+    code, remote, err = run_main(capsys, "--server", server.url, "--token", "t0k", "inspect")
     assert code == 0, err
     assert remote.splitlines()[0] == f"server:   {server.url}"
     assert remote.splitlines()[1:] == local.splitlines()[1:]

@@ -523,9 +523,11 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return _demo(args)
     if command == CHILD_COMMAND:
         return _run(run_child, url or DEFAULT_STORE, db, args.count)
-    target = _Target(
-        url, db, server=args.server, token=args.token, force=getattr(args, "force", False)
+    server: str | None = (
+        args.server or args.global_server or os.environ.get("TAQUBA_SERVER") or None
     )
+    token: str | None = args.token or args.global_token or os.environ.get("TAQUBA_TOKEN") or None
+    target = _Target(url, db, server=server, token=token, force=getattr(args, "force", False))
     if command == "inspect":
         return _run(_inspect, out, target)
     if command == "jobs":

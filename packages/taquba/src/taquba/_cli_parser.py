@@ -7,7 +7,6 @@ which are most of it, out of the way of the code that opens stores and prints ta
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING, Final
 
 from taquba import JobStatus, __version__
@@ -60,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 success, 1 run-time failure, 2 bad input.",
     )
     parser.add_argument("--version", action="version", version=f"taquba {__version__}")
+    # Also accepted before the command (`taquba --server URL dead list q`); the command's own
+    # option wins, then this one, then the environment (resolved in `_cli`).
+    parser.add_argument(
+        "--server",
+        dest="global_server",
+        metavar="URL",
+        default=None,
+        help="act through the taquba-server at URL (default: $TAQUBA_SERVER); see each command",
+    )
+    parser.add_argument(
+        "--token",
+        dest="global_token",
+        metavar="TOKEN",
+        default=None,
+        help="the bearer token for --server (default: $TAQUBA_TOKEN)",
+    )
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", title="commands", required=True
     )
@@ -85,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument(
         "--server",
         metavar="URL",
-        default=os.environ.get("TAQUBA_SERVER") or None,
+        default=None,
         help=(
             "act through the HTTP API of the taquba-server at URL instead of opening the store "
             "(default: $TAQUBA_SERVER); --store and --db are then ignored"
@@ -94,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument(
         "--token",
         metavar="TOKEN",
-        default=os.environ.get("TAQUBA_TOKEN") or None,
+        default=None,
         help="the bearer token for --server (default: $TAQUBA_TOKEN)",
     )
 
