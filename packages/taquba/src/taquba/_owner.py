@@ -219,7 +219,7 @@ class Heartbeat:
         context = self._context
         streak = context.health.streak("heartbeat")
         try:
-            delay = self.info.interval
+            delay = self.info.interval if self.written else 0.0  # the write at open failed
             while context.failure is None:
                 with trio.move_on_after(delay):
                     await self._wake.wait()
