@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import socket
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
@@ -128,14 +129,25 @@ class Server:
         """The URL the server listens on (None before `serve` is listening)."""
         return self._url
 
-    def _config(self) -> Config:
+    def _bind(self) -> socket.socket:
+        """Bind the listening socket (closed again if binding fails: nothing leaks)."""
+        family, kind, proto, _, address = socket.getaddrinfo(
+            self._host.strip("[]"), self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.bind(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _config(self, sock: socket.socket) -> Config:
         config = Config()
-        host = (
-            f"[{self._host}]"
-            if ":" in self._host and not self._host.startswith("[")
-            else (self._host)
-        )
-        config.bind = [f"{host}:{self._port}"]
+        # hypercorn adopts the bound socket (and closes it when it stops).
+        config.bind = [f"fd://{sock.detach()}"]
         if self._certfile is not None:
             config.certfile = self._certfile
             config.keyfile = self._keyfile
@@ -182,9 +194,10 @@ class Server:
             self._on_listening(binds[0] if binds else None, task_status)
 
         try:
+            config = self._config(self._bind())
             await hypercorn_serve(
                 app,  # pyright: ignore[reportArgumentType]
-                self._config(),
+                config,
                 shutdown_trigger=started_trigger,
                 task_status=cast("trio.TaskStatus[list[str]]", _Started(listening)),
                 mode="asgi",
