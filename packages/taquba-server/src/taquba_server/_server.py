@@ -210,8 +210,7 @@ class Server:
     def _on_listening(self, url: str | None, task_status: trio.TaskStatus[str]) -> None:
         assert url is not None
         self._url = url
-        self._app.url = self._advertise_url or url
-        self._queue.set_owner_address(self._app.url)
+        self._queue.set_owner_address(self._advertise_url or url)
         task_status.started(url)
 
     def shutdown(self) -> None:
