@@ -253,3 +253,56 @@ async def test_storage_unavailable_is_503(queue: taquba.Queue, nursery: trio.Nur
         assert response.status_code == 503, response.text
         assert response.headers["retry-after"] == "1"
         assert response.json()["error"]["code"] == "unavailable"
+
+
+async def test_ipv6_loopback(queue: taquba.Queue, nursery: trio.Nursery) -> None:
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    server = taquba_server.Server(queue, host="::1", port=0)
+    url = await nursery.start(server.serve)
+    assert url.startswith("http://[::1]:")
+    async with httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/v1/health")).status_code == 200
+    server.shutdown()
+
+
+async def test_a_taken_port_raises_before_started(
+    queue: taquba.Queue, nursery: trio.Nursery
+) -> None:
+    server, url = await start(queue, nursery)
+    port = int(url.rsplit(":", 1)[1])
+    other = taquba_server.Server(queue, port=port)
+    with pytest.raises(OSError, match="in use"):
+        await nursery.start(other.serve)
+    server.shutdown()
+
+
+async def test_a_fenced_owner_stops_serving(nursery: trio.Nursery) -> None:
+    store = taquba.Store.memory()
+    async with open_test_queue(store) as queue:
+        server = taquba_server.Server(queue, port=0)
+        errors: list[BaseException] = []
+        stopped = trio.Event()
+
+        async def serve(task_status: trio.TaskStatus[str]) -> None:
+            try:
+                await server.serve(task_status=task_status)
+            except taquba.TaqubaError as exc:
+                errors.append(exc)
+            stopped.set()
+
+        url = await nursery.start(serve)
+        async with open_test_queue(store):  # a second writer fences the first
+            with trio.fail_after(10):
+                await stopped.wait()
+        assert isinstance(errors[0], taquba.Fenced)
+        async with httpx.AsyncClient(base_url=url) as http:
+            with pytest.raises(httpx.TransportError):
+                await http.get("/v1/health")

@@ -173,11 +173,15 @@ class Server:
 
         Error handling:
             A bind failure (``OSError``, e.g. the port is taken) is raised before ``started``.
+            When the queue stops under the server (`taquba.Fenced`: another process opened
+            the store as writer; `taquba.QueueClosed`; `taquba.StorageFatal`), the server
+            shuts down gracefully and `serve` raises that error.
             Cancelling the surrounding scope is the hard stop; claims handed out stay with
             their lease and come back to the queue when it expires.
 
         Raises:
             UsageError: `serve` is already running.
+            StorageError: the queue's failure (`taquba.Fenced`, ...), after the shutdown.
         """
         if self._serving:
             raise taquba.UsageError("Server.serve is already running")
@@ -193,19 +197,36 @@ class Server:
         def listening(binds: list[str]) -> None:
             self._on_listening(binds[0] if binds else None, task_status)
 
+        queue = self._queue
+
+        async def watch_queue() -> None:
+            await queue.wait_stopped()
+            self.shutdown()  # the queue failed or was closed: nothing left to serve
+
+        failure: list[Exception] = []
         try:
             config = self._config(self._bind())
-            await hypercorn_serve(
-                app,  # pyright: ignore[reportArgumentType]
-                config,
-                shutdown_trigger=started_trigger,
-                task_status=cast("trio.TaskStatus[list[str]]", _Started(listening)),
-                mode="asgi",
-            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_queue)
+                try:
+                    await hypercorn_serve(
+                        app,  # pyright: ignore[reportArgumentType]
+                        config,
+                        shutdown_trigger=started_trigger,
+                        task_status=cast("trio.TaskStatus[list[str]]", _Started(listening)),
+                        mode="asgi",
+                    )
+                except Exception as exc:
+                    failure.append(exc)
+                nursery.cancel_scope.cancel()
         finally:
             self._serving = False
-            if self._queue.failure is None:
-                self._queue.set_owner_address(None)
+            if queue.failure is None:
+                queue.set_owner_address(None)
+        if failure:
+            raise failure[0]
+        if queue.failure is not None:
+            raise queue.failure
 
     def _on_listening(self, url: str | None, task_status: trio.TaskStatus[str]) -> None:
         assert url is not None
