@@ -133,9 +133,12 @@ async def test_the_setup_hook_runs_in_the_owner(tmp_path: Path) -> None:
     )
     argv = ["-m", "taquba_server", "--store", "memory://", "--port", "0"]
     env = {"PYTHONPATH": str(tmp_path), "TAQUBA_SERVER_TOKENS": "sekrit:admin"}
-    async with open_child(*argv, "--setup", "owner_setup:setup", env=env) as child:
+    extra = ["--setup", "owner_setup:setup", "--advertise-url", "https://queue.example"]
+    async with open_child(*argv, *extra, env=env) as child:
         url = await listening(child)
         async with httpx.AsyncClient(base_url=url) as http:
+            health = (await http.get("/v1/health")).json()
+            assert health["owner"]["url"] == "https://queue.example"
             response = await http.post("/v1/kv/get", json={"key": "c2V0dXA="})
             assert response.status_code == 401
             headers = {"Authorization": "Bearer sekrit"}

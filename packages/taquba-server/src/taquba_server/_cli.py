@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         "--tokens-file",
         help=f"TOML file of [[token]] name/secret/scopes tables (default: ${ENV_TOKENS})",
     )
+    parser.add_argument(
+        "--advertise-url",
+        help="the URL written to the owner record (default: the bound URL), e.g. behind a proxy",
+    )
     parser.add_argument("--certfile", help="PEM certificate chain (serve HTTPS)")
     parser.add_argument("--keyfile", help="PEM private key of --certfile")
     parser.add_argument(
@@ -123,6 +127,7 @@ async def _run(args: argparse.Namespace, tokens: list[Token], setup: SetupHook |
                 keyfile=args.keyfile,
                 max_body_size=args.max_body_size,
                 shutdown_grace=args.shutdown_grace,
+                advertise_url=args.advertise_url,
             )
             with trio.CancelScope() as hard_stop:
                 async with trio.open_nursery() as nursery:
