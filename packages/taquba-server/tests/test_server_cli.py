@@ -67,7 +67,11 @@ async def test_sigterm_ends_a_long_poll_and_stops(tmp_path: Path, nursery: trio.
             with trio.fail_after(15):
                 await done.wait()
                 await child.expect_exit(0)
-        assert answers[0].json() == {"claims": []}
+        # The poll ends with its empty answer; if it reached the server only after the
+        # shutdown began (the health answer does not prove it arrived), it gets the 503.
+        # The in-process test of graceful shutdown pins the first case down.
+        answer = answers[0].json()
+        assert answer == {"claims": []} or answer["error"]["code"] == "unavailable", answer
 
 
 async def test_a_second_sigint_stops_at_once(tmp_path: Path) -> None:
