@@ -531,3 +531,27 @@ async def test_media_types_and_body_limit(queue: taquba.Queue, nursery: trio.Nur
         assert response.json()["error"]["code"] == "method_not_allowed"
     assert await queue.list_queues() == []
     server.shutdown()
+
+
+async def test_a_failed_settlement_writes_nothing_and_keeps_the_claim(
+    api: Api, queue: taquba.Queue
+) -> None:
+    existing = await enqueue(api, job_id="taken")
+    job_id = await enqueue(api, "work")
+    claim = await claim_one(api, "work")
+    effects = {
+        "enqueues": [{"queue_name": "next", "payload": b"n", "job_id": existing}],
+        "kv_writes": [{"key": b"side", "value": b"effect"}],
+    }
+    status, body = await api.post(
+        f"/v1/claims/{job_id}/ack", {"token": claim["token"], "effects": effects}
+    )
+    assert status == 409
+    assert body["error"]["code"] == "duplicate_job_id"
+    assert await queue.kv_get(b"side") is None
+    assert "next" not in await queue.list_queues()
+    job = await queue.get_job(job_id)
+    assert job is not None
+    assert job.status == taquba.JobStatus.CLAIMED
+    status, _ = await api.post(f"/v1/claims/{job_id}/ack", {"token": claim["token"]})
+    assert status == 200

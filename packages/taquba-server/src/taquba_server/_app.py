@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import hmac
 import logging
-import os
 import re
 import secrets
 import time
@@ -193,8 +192,6 @@ class ServerApp:
         self.tokens: list[Token] = token_list
         self.max_body_size = max_body_size
         self.instance_id = secrets.token_hex(8)
-        self.started_at = int(time.time() * 1000)
-        self.url: str | None = None
         self.closing = False
         self._held: dict[str, _Held] = {}
         self._polls: set[trio.CancelScope] = set()
@@ -752,16 +749,22 @@ class ServerApp:
     async def _health(self, call: _Call) -> dict[str, Any]:
         from . import __version__
 
-        healthy = self.queue.failure is None and self.queue.health().healthy
+        queue = self.queue
+        healthy = queue.failure is None and queue.health().healthy
+        info = queue.owner_info()
         return {
             "status": "ok" if healthy and not self.closing else "degraded",
-            "name": self.queue.name,
+            "name": queue.name,
             "version": __version__,
             "owner": {
                 "instance_id": self.instance_id,
-                "url": self.url,
-                "pid": os.getpid(),
-                "started_at": self.started_at,
+                "owner_id": info.owner_id,
+                "url": info.address,
+                "pid": info.pid,
+                "hostname": info.hostname,
+                "started_at": info.started_at,
+                "heartbeat_at": info.heartbeat_at,
+                "taquba_version": info.version,
             },
         }
 

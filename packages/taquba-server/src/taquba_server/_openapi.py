@@ -38,6 +38,19 @@ def _content(schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _error_response(code: int, text: str, error_ref: dict[str, Any]) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": text, "content": _content(error_ref)}
+    if code == 401:
+        response["headers"] = {
+            "WWW-Authenticate": {"schema": {"type": "string"}, "description": "``Bearer``"}
+        }
+    elif code == 503:
+        response["headers"] = {
+            "Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}
+        }
+    return response
+
+
 def openapi_document(endpoints: Sequence[_Endpoint]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``endpoints``."""
     from . import __version__
@@ -118,8 +131,7 @@ def openapi_document(endpoints: Sequence[_Endpoint]) -> dict[str, Any]:
         "components": {
             "schemas": schemas,
             "responses": {
-                f"E{code}": {"description": text, "content": _content(error_ref)}
-                for code, text in _ERRORS.items()
+                f"E{code}": _error_response(code, text, error_ref) for code, text in _ERRORS.items()
             },
             "securitySchemes": {
                 "bearer": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import socket
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
@@ -128,14 +129,25 @@ class Server:
         """The URL the server listens on (None before `serve` is listening)."""
         return self._url
 
-    def _config(self) -> Config:
+    def _bind(self) -> socket.socket:
+        """Bind the listening socket (closed again if binding fails: nothing leaks)."""
+        family, kind, proto, _, address = socket.getaddrinfo(
+            self._host.strip("[]"), self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.bind(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _config(self, sock: socket.socket) -> Config:
         config = Config()
-        host = (
-            f"[{self._host}]"
-            if ":" in self._host and not self._host.startswith("[")
-            else (self._host)
-        )
-        config.bind = [f"{host}:{self._port}"]
+        # hypercorn adopts the bound socket (and closes it when it stops).
+        config.bind = [f"fd://{sock.detach()}"]
         if self._certfile is not None:
             config.certfile = self._certfile
             config.keyfile = self._keyfile
@@ -161,11 +173,15 @@ class Server:
 
         Error handling:
             A bind failure (``OSError``, e.g. the port is taken) is raised before ``started``.
+            When the queue stops under the server (`taquba.Fenced`: another process opened
+            the store as writer; `taquba.QueueClosed`; `taquba.StorageFatal`), the server
+            shuts down gracefully and `serve` raises that error.
             Cancelling the surrounding scope is the hard stop; claims handed out stay with
             their lease and come back to the queue when it expires.
 
         Raises:
             UsageError: `serve` is already running.
+            StorageError: the queue's failure (`taquba.Fenced`, ...), after the shutdown.
         """
         if self._serving:
             raise taquba.UsageError("Server.serve is already running")
@@ -181,24 +197,41 @@ class Server:
         def listening(binds: list[str]) -> None:
             self._on_listening(binds[0] if binds else None, task_status)
 
+        queue = self._queue
+
+        async def watch_queue() -> None:
+            await queue.wait_stopped()
+            self.shutdown()  # the queue failed or was closed: nothing left to serve
+
+        failure: list[Exception] = []
         try:
-            await hypercorn_serve(
-                app,  # pyright: ignore[reportArgumentType]
-                self._config(),
-                shutdown_trigger=started_trigger,
-                task_status=cast("trio.TaskStatus[list[str]]", _Started(listening)),
-                mode="asgi",
-            )
+            config = self._config(self._bind())
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_queue)
+                try:
+                    await hypercorn_serve(
+                        app,  # pyright: ignore[reportArgumentType]
+                        config,
+                        shutdown_trigger=started_trigger,
+                        task_status=cast("trio.TaskStatus[list[str]]", _Started(listening)),
+                        mode="asgi",
+                    )
+                except Exception as exc:
+                    failure.append(exc)
+                nursery.cancel_scope.cancel()
         finally:
             self._serving = False
-            if self._queue.failure is None:
-                self._queue.set_owner_address(None)
+            if queue.failure is None:
+                queue.set_owner_address(None)
+        if failure:
+            raise failure[0]
+        if queue.failure is not None:
+            raise queue.failure
 
     def _on_listening(self, url: str | None, task_status: trio.TaskStatus[str]) -> None:
         assert url is not None
         self._url = url
-        self._app.url = self._advertise_url or url
-        self._queue.set_owner_address(self._app.url)
+        self._queue.set_owner_address(self._advertise_url or url)
         task_status.started(url)
 
     def shutdown(self) -> None:

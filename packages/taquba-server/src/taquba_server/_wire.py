@@ -298,12 +298,16 @@ QUARANTINED = out(
 OWNER = out(
     "Owner",
     {
-        "instance_id": Str(),
-        "url": Nullable(Str()),
+        "instance_id": Str(description="This server process's instance id (in claim tokens)."),
+        "owner_id": Str(description="The owner record's id (random per open of the store)."),
+        "url": Nullable(Str(description="The address advertised in the owner record.")),
         "pid": Int(0, 2**63 - 1),
+        "hostname": Str(),
         "started_at": MS,
+        "heartbeat_at": MS,
+        "taquba_version": Str(),
     },
-    description="The server process that owns the store.",
+    description="The process that owns the store: this server (`taquba.OwnerInfo`).",
 )
 
 # ---------------------------------------------------------------------------- conversions
