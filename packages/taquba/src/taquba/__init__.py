@@ -52,6 +52,9 @@ from ._ids import MAX_ID_LENGTH as MAX_ID_LENGTH
 from ._ids import validate_job_id as validate_job_id
 from ._keys import MAX_QUEUE_NAME_BYTES as MAX_QUEUE_NAME_BYTES
 from ._keys import validate_queue_name as validate_queue_name
+from ._lease import CancelToken as CancelToken
+from ._protocol import BlobStore as BlobStore
+from ._protocol import QueueLike as QueueLike
 from ._quarantine import QuarantinedRecord as QuarantinedRecord
 from ._queue import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._queue import Queue as Queue
@@ -92,7 +95,9 @@ __all__ = [
     "PRIORITY_LOW",
     "PRIORITY_NORMAL",
     "SETTLEMENT_MARGIN",
+    "BlobStore",
     "CancelOutcome",
+    "CancelToken",
     "Claim",
     "ClaimLost",
     "Clock",
@@ -129,6 +134,7 @@ __all__ = [
     "QueueClosed",
     "QueueConfig",
     "QueueHealth",
+    "QueueLike",
     "QueueReader",
     "QueueStats",
     "RetryLater",
