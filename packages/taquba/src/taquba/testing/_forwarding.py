@@ -73,7 +73,7 @@ class ForwardingQueue:
         queue: the queue to forward to.
     """
 
-    __slots__ = ("_calls", "_queue", "_store")
+    __slots__ = ("__weakref__", "_calls", "_queue", "_store")
 
     def __init__(self, queue: QueueLike) -> None:
         """Wrap ``queue``."""
