@@ -447,11 +447,12 @@ class Worker:
 
         Error handling: a transient error on the claim path (`StorageUnavailable`) is retried
         with capped exponential backoff and jitter, logged as a warning at most every 30 s,
-        and shown by `Queue.health` while it lasts. A settlement that fails (including
-        `ClaimLost`) is logged and the loop goes on: the job's lease expires and the reaper
-        requeues it (or dead-letters it after its last attempt). Any other error cancels the
-        jobs in flight and is raised as itself, not inside an exception group: `Fenced`,
-        `QueueClosed`, `StorageFatal`, or a permanent `StorageError` such as
+        and, on a `Queue`, shown by `Queue.health` while it lasts (a remote `QueueLike`
+        raises `StorageUnavailable` while its server is unreachable). A settlement that fails
+        (including `ClaimLost`) is logged and the loop goes on: the job's lease expires and
+        the reaper requeues it (or dead-letters it after its last attempt). Any other error
+        cancels the jobs in flight and is raised as itself, not inside an exception group:
+        `Fenced`, `QueueClosed`, `StorageFatal`, or a permanent `StorageError` such as
         `StorageMisconfigured`. Ctrl-C leaves as one `KeyboardInterrupt`, the jobs in flight
         cancelled and handed back.
 
