@@ -53,6 +53,7 @@ from ._ids import validate_job_id as validate_job_id
 from ._keys import MAX_QUEUE_NAME_BYTES as MAX_QUEUE_NAME_BYTES
 from ._keys import validate_queue_name as validate_queue_name
 from ._lease import CancelToken as CancelToken
+from ._owner import OwnerInfo as OwnerInfo
 from ._protocol import BlobStore as BlobStore
 from ._protocol import QueueLike as QueueLike
 from ._quarantine import QuarantinedRecord as QuarantinedRecord
@@ -128,6 +129,7 @@ __all__ = [
     "LeaseHandle",
     "MockClock",
     "NackResult",
+    "OwnerInfo",
     "PermanentFailure",
     "QuarantinedRecord",
     "Queue",
