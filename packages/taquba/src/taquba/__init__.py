@@ -52,6 +52,7 @@ from ._ids import MAX_ID_LENGTH as MAX_ID_LENGTH
 from ._ids import validate_job_id as validate_job_id
 from ._keys import MAX_QUEUE_NAME_BYTES as MAX_QUEUE_NAME_BYTES
 from ._keys import validate_queue_name as validate_queue_name
+from ._owner import OwnerInfo as OwnerInfo
 from ._quarantine import QuarantinedRecord as QuarantinedRecord
 from ._queue import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._queue import Queue as Queue
@@ -123,6 +124,7 @@ __all__ = [
     "LeaseHandle",
     "MockClock",
     "NackResult",
+    "OwnerInfo",
     "PermanentFailure",
     "QuarantinedRecord",
     "Queue",

@@ -24,6 +24,7 @@ tag   space        key                                         value
 0x09  stats        09 01 qlen queue                            folded per-queue counters
 0x0A  stats delta  0A 01 qlen queue seq:u128                   counter deltas of one transaction
 0x0B  quarantine   0B 01 qlen queue original_key               an undecodable record, set aside
+0x0C  owner        0C 01                                       the owner record (heartbeat)
 0xFF  user KV      FF key                                      caller bytes
 ====  ===========  ==========================================  ====================================
 
@@ -88,6 +89,7 @@ class Space(enum.IntEnum):
     STATS = 0x09
     STATS_DELTA = 0x0A
     QUARANTINE = 0x0B
+    OWNER = 0x0C
     USER = 0xFF
 
 

@@ -36,7 +36,7 @@ from . import _quarantine as quarantine  # pyright: ignore[reportPrivateUsage]
 from . import _transitions as transitions
 from ._adapter import Database, Transaction, run_transaction
 from ._context import Deltas, QueueContext
-from ._errors import DataError, Fenced, QueueClosed, StorageError, StorageFatal
+from ._errors import DataError, Fenced, InvalidArgument, QueueClosed, StorageError, StorageFatal
 from ._interrupts import protect
 from ._records import JobRecord, JobStatus, decode_job, encode_map
 from ._recovery import end_claims
@@ -59,6 +59,14 @@ __all__ = ["Maintenance"]
 log = logging.getLogger("taquba")
 
 _KEY_TIME_END = 2**64 - 1
+
+
+def _key_queue(key: bytes) -> str | None:
+    """The queue a job key names, or None if it does not parse."""
+    try:
+        return keys.parse_job_key(key).queue
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 class Maintenance:
@@ -320,6 +328,45 @@ class Maintenance:
         if status is JobStatus.DEAD:
             context.count_queues(deleted)
         return len(deleted)
+
+    # ------------------------------------------------------------------ purge
+
+    async def purge(self, queue_name: str, status: JobStatus) -> int:
+        """`Queue.purge`."""
+        keys.validate_queue_name(queue_name)
+        if status not in (JobStatus.DEAD, JobStatus.DONE):
+            raise InvalidArgument(
+                "status", status, "must be JobStatus.DEAD or JobStatus.DONE (a terminal status)"
+            )
+        status = JobStatus(status)
+        db = self._context.database
+        if status is JobStatus.DEAD:
+            prefix = keys.dead_prefix(queue_name)
+        else:
+            prefix = keys.space_prefix(keys.Space.DONE)  # time-first across queues
+        purged = 0
+        start: bytes | None = None
+        inclusive = True
+        while True:
+            rows = await db.scan(prefix, start=start, start_inclusive=inclusive, limit=SCAN_PAGE)
+            doomed: list[tuple[bytes, JobRecord]] = []
+            undecodable: list[tuple[bytes, bytes, DataError]] = []
+            for key, value in rows:
+                if status is JobStatus.DONE and _key_queue(key) != queue_name:
+                    continue
+                try:
+                    doomed.append((key, decode_job(value)))
+                except DataError as exc:
+                    undecodable.append((key, value, exc))
+            if doomed:  # one transaction per page: a big purge is many small writes
+                purged += await self._delete_records(db, doomed, status)
+            if undecodable:
+                await self._context.quarantine_rows(db, undecodable)
+            if len(rows) < SCAN_PAGE:
+                break
+            start, inclusive = rows[-1][0], False
+        await db.flush()
+        return purged
 
     # ------------------------------------------------------------------ stats fold
 

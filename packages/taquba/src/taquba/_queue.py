@@ -44,6 +44,7 @@ from ._ids import validate_job_id
 from ._interrupts import plain_interrupt, plain_interrupts, protect
 from ._kv import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._maintenance import Maintenance
+from ._owner import DEFAULT_HEARTBEAT_INTERVAL, Heartbeat, OwnerInfo
 from ._records import JobRecord, JobStatus, QueueStats, decode_job
 from ._settle import Settlement
 from ._store import Store
@@ -94,6 +95,7 @@ class Queue:
         reaper_interval: float,
         scheduler_interval: float,
         commit_deadline: float | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     ) -> None:
         """Library-internal: use `open_queue`."""
         context = QueueContext(
@@ -113,6 +115,7 @@ class Queue:
         self._claims = Claims(context, owner=self)
         self._settlement = Settlement(context, self._claims)
         self._maintenance = Maintenance(context)
+        self._heartbeat = Heartbeat(context, heartbeat_interval)
 
     # ------------------------------------------------------------------ properties
 
@@ -157,6 +160,7 @@ class Queue:
             await recovery.restore_cursors(context)
             if recover:
                 await recovery.recover_claims(context)
+            await self._heartbeat.write_at_open()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await context.db.close()
@@ -170,9 +174,11 @@ class Queue:
             return
         try:
             if context.failure is None and db.close_reason() is None:
-                await recovery.persist_cursors(context, db)
-        except TaqubaError as exc:
-            log.warning("could not persist claim cursors at close: %s", exc)
+                try:
+                    await recovery.persist_cursors(context, db)
+                except TaqubaError as exc:
+                    log.warning("could not persist claim cursors at close: %s", exc)
+                await self._heartbeat.remove()  # best effort; logs its own failure
         finally:
             context.db = None
             if context.failure is None:
@@ -193,6 +199,27 @@ class Queue:
         ``not queue.health().healthy`` while they do (see `QueueHealth`).
         """
         return self._health.snapshot(self._context.failure)
+
+    def owner_info(self) -> OwnerInfo:
+        """This queue's owner record, as last written (or about to be) by its heartbeat.
+
+        Other processes read it with `QueueReader.owner`; it names this process, its host,
+        when it opened the database and, once `set_owner_address` was called, its address.
+        """
+        return self._heartbeat.info
+
+    def set_owner_address(self, address: str | None) -> None:
+        """Advertise where this owner serves its API (e.g. a taquba-server URL), or None.
+
+        The next heartbeat carries it, and one is written promptly (not only at the next
+        interval). The ``taquba`` admin commands name it when they refuse to fence a live owner.
+
+        Raises:
+            InvalidArgument: ``address`` is not a str or None.
+        """
+        if address is not None:
+            check_type("address", address, str, "a str or None")
+        self._heartbeat.set_address(address)
 
     async def wait_stopped(self) -> None:
         """Wait until the queue is closed or fails (see `failure`)."""
@@ -220,6 +247,7 @@ class Queue:
         background = self._maintenance
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch)  # only watches for fencing; changes nothing
+            nursery.start_soon(self._heartbeat.run)  # the owner record (also for admin writers)
             if maintenance:
                 nursery.start_soon(
                     background.every, self._reaper_interval, self._reap_and_sweep, "reaper"
@@ -463,6 +491,23 @@ class Queue:
         """
         await self._settlement.requeue_dead_job(job)
 
+    async def purge(self, queue_name: str, status: JobStatus) -> int:
+        """Delete every job of ``queue_name`` in a terminal status; return how many.
+
+        ``status`` is `JobStatus.DEAD` (empty the dead-letter inbox) or `JobStatus.DONE` (the
+        kept done records). Jobs are deleted with their index entries, a page per transaction,
+        so a big purge is many small writes rather than one huge one; the call returns once
+        every page is durable. A job that leaves the status meanwhile (a dead job requeued) is
+        skipped, and one that enters it during the purge may be left. Counters stay equal to a
+        recount: ``dead`` drops by the jobs purged, while ``done`` is cumulative and does not
+        change. Undecodable records met on the way are quarantined, as by the retention sweeps.
+
+        Raises:
+            InvalidArgument: ``status`` is not `JobStatus.DEAD` or `JobStatus.DONE`.
+            InvalidQueueName: a bad ``queue_name``.
+        """
+        return await self._maintenance.purge(queue_name, status)
+
     # ------------------------------------------------------------------ cancel and wait
 
     async def cancel(self, job_id: str) -> CancelOutcome:
@@ -638,6 +683,7 @@ async def open_queue(
     scheduler_interval: float = 1.0,
     commit_deadline: float | None = None,
     maintenance: bool = True,
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
 ) -> AsyncGenerator[Queue]:
     """Open (creating if needed) the queue database ``name`` in ``store``.
 
@@ -669,7 +715,12 @@ async def open_queue(
             leases, promotes scheduled jobs, sweeps kept done/dead records (retention) or
             folds counters; the explicit `reap_now`, `promote_scheduled_now`, `sweep_now`
             and `fold_stats_now` still work. The next queue opened with maintenance (the
-            default) catches up on all of it. Fencing is still watched.
+            default) catches up on all of it. Fencing is still watched, and the owner record
+            is still written.
+        heartbeat_interval: seconds between two writes of the owner record (`OwnerInfo`,
+            default 5). The record is written at open, refreshed every interval and deleted at
+            a clean close; other processes (`QueueReader.owner`, the ``taquba`` admin commands)
+            take the owner for alive while its last heartbeat is at most three intervals old.
 
     Raises:
         InvalidArgument: an argument of the wrong type (e.g. a dict for ``config``) or a bad
@@ -684,6 +735,7 @@ async def open_queue(
     _check_open_arguments(config, queues, clock)
     reaper_interval = check_seconds("reaper_interval", reaper_interval, positive=True)
     scheduler_interval = check_seconds("scheduler_interval", scheduler_interval, positive=True)
+    heartbeat_interval = check_seconds("heartbeat_interval", heartbeat_interval, positive=True)
     flush_interval = check_optional_seconds("flush_interval", flush_interval, positive=True)
     if flush_interval is not None and flush_interval > _MAX_FLUSH_INTERVAL:
         raise InvalidArgument(
@@ -701,6 +753,7 @@ async def open_queue(
         reaper_interval=reaper_interval,
         scheduler_interval=scheduler_interval,
         commit_deadline=commit_deadline,
+        heartbeat_interval=heartbeat_interval,
     )
     await queue._open(recover=maintenance)  # pyright: ignore[reportPrivateUsage]
     body_error: BaseException | None = None

@@ -10,6 +10,7 @@ from . import _views as views
 from ._adapter import Reader
 from ._errors import InvalidArgument, StorageUnavailable
 from ._ids import validate_job_id
+from ._owner import OwnerInfo, decode_owner, owner_key
 from ._records import JobRecord, JobStatus, QueueStats, decode_job
 from ._store import Store
 from ._validate import check_seconds
@@ -102,6 +103,19 @@ class QueueReader:
     ) -> list[JobRecord]:
         """Dead-lettered jobs of ``queue_name`` in id order, starting after the id ``after``."""
         return await views.dead_jobs(self._reader, queue_name, after, limit)
+
+    async def owner(self) -> OwnerInfo | None:
+        """The owner record: the process holding the database's writer, or None.
+
+        None when no writer has the database open (or the last one closed it cleanly). A
+        record whose owner was killed stays until the next writer opens the database: check
+        `OwnerInfo.is_fresh` to tell a live owner from a dead one.
+
+        Raises:
+            DataError: the record cannot be decoded (whether an owner is alive is unknown).
+        """
+        raw = await self._reader.get(owner_key())
+        return decode_owner(raw) if raw is not None else None
 
     async def kv_get(self, key: bytes) -> bytes | None:
         """The value stored under ``key`` in the user namespace, or None."""
