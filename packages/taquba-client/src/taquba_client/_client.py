@@ -466,7 +466,7 @@ class Client(_Base):
     def blob_list(
         self, directory: str, *, start_after: str | None = None, limit: int | None = None
     ) -> list[str]:
-        """The blob paths under ``directory``, in order."""
+        """The blob names under ``directory`` (recursively, relative to it), sorted."""
         return self._run(wire.blob_list(directory, start_after, limit))
 
     # -- worker side ---------------------------------------------------------------------
@@ -771,7 +771,7 @@ class AsyncClient(_Base):
     async def blob_list(
         self, directory: str, *, start_after: str | None = None, limit: int | None = None
     ) -> list[str]:
-        """The blob paths under ``directory``."""
+        """The blob names under ``directory`` (relative to it), sorted."""
         return await self._run(wire.blob_list(directory, start_after, limit))
 
     async def claim_batch(
