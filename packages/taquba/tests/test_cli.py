@@ -7,21 +7,35 @@ small edge cases call `main` in-process, which is quicker.
 
 from __future__ import annotations
 
+import base64
+import http.server
 import io
+import json
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import trio
 
 import taquba
-from taquba import _cli, _demo_console, _demo_jobs
+from taquba import (  # pyright: ignore[reportPrivateUsage]
+    _adapter,
+    _cli,
+    _cli_remote,
+    _demo_console,
+    _demo_jobs,
+)
+from taquba import _owner as owner  # pyright: ignore[reportPrivateUsage]
 from taquba._cli import main
+from taquba.testing import open_child
 
 
 async def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -480,3 +494,356 @@ async def test_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.decode().strip() == f"taquba {taquba.__version__}"
+
+
+# ------------------------------------------------------------------------------ the owner check
+
+OWNER_CHILD = Path(__file__).with_name("owner_child.py")
+URL = "http://127.0.0.1:9/"
+
+
+async def mail_dead_ids(store: str) -> set[str]:
+    async with taquba.open_reader(store, "ops", poll_interval=0.05) as reader:
+        return {job.id for job in await reader.dead_jobs("mail")}
+
+
+@pytest.mark.slow
+async def test_a_live_owner_is_refused_and_keeps_running(prepared: Prepared) -> None:
+    before = await mail_dead_ids(prepared.store)
+    assert len(before) == 2
+    async with open_child(OWNER_CHILD, prepared.store, "ops", "0.2", URL) as child:
+        with trio.fail_after(30):
+            await child.expect("READY")
+            for command in (("dead", "requeue", "mail", "--all"), ("dead", "purge", "mail")):
+                result = await run_cli(*admin(prepared, *command))
+                out, err = text(result)
+                assert result.returncode == 1, out + err
+                assert "a live owner" in err and f"pid {child.process.pid}" in err, err
+                assert f"--server {URL}" in err and "Traceback" not in err, err
+                assert out == ""
+            # The owner was not fenced: it still writes.
+            seen = len(child.tagged("ENQ"))
+            await child.read_until(lambda: len(child.tagged("ENQ")) >= seen + 2)
+            assert "FENCED" not in child.lines
+            child.process.send_signal(signal.SIGTERM)
+            await child.expect("CLOSED")
+            await child.expect_exit(0)
+    assert await mail_dead_ids(prepared.store) == before
+    # A clean close removed the record: the command runs.
+    result = await run_cli(*admin(prepared, "dead", "requeue", "mail", "--all"))
+    out, err = text(result)
+    assert result.returncode == 0, out + err
+    assert err == "" and "2 job(s) pending again" in out
+    assert await mail_dead_ids(prepared.store) == set()
+
+
+async def test_a_killed_owner_goes_stale_and_the_command_runs(prepared: Prepared) -> None:
+    async with open_child(OWNER_CHILD, prepared.store, "ops", "0.1") as child:
+        with trio.fail_after(30):
+            await child.expect("READY")
+        await child.kill()
+    async with taquba.open_reader(prepared.store, "ops", poll_interval=0.05) as reader:
+        info = await reader.owner()
+        assert info is not None and info.pid == child.process.pid
+        # Stale three intervals (0.3 s) after its last heartbeat.
+        with trio.fail_after(10):
+            while info.is_fresh():  # noqa: ASYNC110 - waits for wall-clock time to pass
+                await trio.sleep(0.05)
+    result = await run_cli(*admin(prepared, "dead", "purge", "mail"))
+    out, err = text(result)
+    assert result.returncode == 0, out + err
+    assert "stopped its heartbeat" in err and "taking over" in err
+    assert out == "purged 2 dead job(s) of 'mail'\n"
+    assert await mail_dead_ids(prepared.store) == set()
+    async with taquba.open_reader(prepared.store, "ops") as reader:
+        assert (await reader.stats("mail")).dead == 0
+        assert await reader.owner() is None  # the command's own record is gone too
+
+
+async def test_force_fences_the_live_owner(prepared: Prepared) -> None:
+    async with open_child(OWNER_CHILD, prepared.store, "ops", "0.2") as child:
+        with trio.fail_after(30):
+            await child.expect("READY")
+            result = await run_cli(*admin(prepared, "dead", "requeue", "mail", "--all", "--force"))
+            out, err = text(result)
+            assert result.returncode == 0, out + err
+            assert "--force: fencing the live owner" in err
+            await child.expect("FENCED")
+            await child.expect_exit(3)
+    assert await mail_dead_ids(prepared.store) == set()
+
+
+async def write_raw_owner(store: str, raw: bytes) -> None:
+    db = await _adapter.Database.open(taquba.Store.from_url(store), "ops")
+    try:
+        await db.put(owner.owner_key(), raw)
+    finally:
+        await db.close()
+
+
+def test_an_unreadable_owner_record_refuses_unless_forced(
+    prepared: Prepared, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trio.run(write_raw_owner, prepared.store, b"\xc1 not msgpack")
+    code, out, err = run_main(capsys, *admin(prepared, "dead", "purge", "mail"))
+    assert code == 1 and out == ""
+    assert "owner record" in err and "unreadable" in err and "--force" in err, err
+    assert len(trio.run(mail_dead_ids, prepared.store)) == 2
+    code, out, err = run_main(capsys, *admin(prepared, "inspect"))  # readers do not care
+    assert code == 0, err
+    code, out, err = run_main(capsys, *admin(prepared, "dead", "purge", "mail", "--force"))
+    assert code == 0, err
+    assert "unreadable" in err and out == "purged 2 dead job(s) of 'mail'\n"
+
+
+def test_dead_purge_of_an_empty_inbox_and_of_a_missing_queue(
+    prepared: Prepared, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_main(capsys, *admin(prepared, "dead", "purge", "other"))
+    assert code == 0 and "nothing to purge" in out
+    code, _, err = run_main(capsys, *admin(prepared, "dead", "purge", "nope"))
+    assert code == 2 and "no queue 'nope'" in err
+
+
+def test_serve_without_taquba_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "taquba_server", None)  # as if not installed
+    code, out, err = run_main(capsys, "serve", "--store", "x")
+    assert code == 2 and out == ""
+    assert "install taquba-server" in err
+
+
+def test_serve_delegates_to_taquba_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[list[str]] = []
+
+    def serve_main(argv: list[str]) -> int:
+        calls.append(argv)
+        return 7
+
+    module = types.ModuleType("taquba_server._cli")
+    module.main = serve_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "taquba_server._cli", module)
+    code, _, _ = run_main(capsys, "serve", "--store", "s3://b/p", "--port", "8000")
+    assert code == 7
+    assert calls == [["--store", "s3://b/p", "--port", "8000"]]
+
+
+# ------------------------------------------------------------------------------ --server URL
+
+
+def test_requests_are_built_from_the_wire_protocol() -> None:
+    request = _cli_remote.build_request(
+        "http://h:8000/", "s3cret", "POST", "/v1/queues/a%2Fb/purge", body={"status": "dead"}
+    )
+    assert request.method == "POST"
+    assert request.url == "http://h:8000/v1/queues/a%2Fb/purge"
+    assert request.headers == {
+        "Accept": "application/json",
+        "Authorization": "Bearer s3cret",
+        "Content-Type": "application/json",
+    }
+    assert json.loads(request.body or b"") == {"status": "dead"}
+    get = _cli_remote.build_request(
+        "http://h", None, "GET", "/v1/queues/q/jobs", query={"status": "dead", "limit": "5"}
+    )
+    assert get.url == "http://h/v1/queues/q/jobs?status=dead&limit=5"
+    assert get.body is None and "Authorization" not in get.headers
+    assert _cli_remote.quote("a/b c") == "a%2Fb%20c"
+
+
+def _wire_job(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "queue_name": "mail",
+        "payload": base64.b64encode(b'{"to": "x@example.com"}').decode(),
+        "status": status,
+        "priority": 1000,
+        "attempts": 1,
+        "max_attempts": 1,
+        "enqueued_at": 1_700_000_000_000,
+        "headers": {},
+        "claimed_at": None,
+        "run_at": None,
+        "last_error": extra.get("last_error"),
+        "dedup_key": None,
+        "completed_at": None,
+        "failed_at": extra.get("failed_at"),
+        "cancel_requested": False,
+    }
+
+
+class FakeServer:
+    """A stand-in for taquba-server on loopback: canned answers in the documented wire format."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                fake.requests.append((self.command, self.path, dict(self.headers), body))
+                status, answer = fake.routes.get(
+                    (self.command, self.path),
+                    (404, {"error": {"code": "not_found", "message": "no route", "field": None}}),
+                )
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+    def paths(self) -> list[str]:
+        return [f"{method} {path}" for method, path, _, _ in self.requests]
+
+
+@pytest.fixture
+def server() -> Any:
+    with FakeServer() as fake:
+        fake.routes[("GET", "/v1/health")] = (
+            200,
+            {"status": "ok", "name": "ops", "version": "0.1.0", "owner": None},
+        )
+        fake.routes[("GET", "/v1/queues")] = (200, {"queues": ["mail", "other"]})
+        stats = {"pending": 1, "scheduled": 1, "claimed": 0, "done": 1, "dead": 2}
+        fake.routes[("GET", "/v1/queues/mail/stats")] = (200, {**stats, "quarantined": 0})
+        fake.routes[("GET", "/v1/queues/other/stats")] = (200, {"pending": 1})
+        yield fake
+
+
+def test_remote_inspect_prints_what_the_local_mode_prints(
+    prepared: Prepared, server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, local, err = run_main(capsys, *admin(prepared, "inspect"))
+    assert code == 0, err
+    code, remote, err = run_main(capsys, "--server", server.url, "--token", "t0k", "inspect")
+    assert code == 0, err
+    assert remote.splitlines()[0] == f"server:   {server.url}"
+    assert remote.splitlines()[1:] == local.splitlines()[1:]
+    assert all(h["Authorization"] == "Bearer t0k" for _, _, h, _ in server.requests)
+
+
+def test_remote_dead_list_requeue_and_purge(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TAQUBA_SERVER", server.url)
+    monkeypatch.setenv("TAQUBA_TOKEN", "env-token")
+    dead = [
+        _wire_job("J1", "dead", last_error="boom", failed_at=1_700_000_000_000),
+        _wire_job("J2", "dead", last_error="bad", failed_at=1_700_000_000_000),
+    ]
+    server.routes[("GET", "/v1/queues/mail/dead?limit=20")] = (200, {"jobs": dead})
+    code, out, err = run_main(capsys, "dead", "list", "mail")
+    assert code == 0, err
+    assert out.splitlines()[0] == "2 dead jobs in 'mail':"
+    assert table_row(out, "J2")[1:3] == ["1/1", "2023-11-14"]
+
+    server.routes[("GET", "/v1/queues/mail/dead?limit=100")] = (200, {"jobs": dead})
+    server.routes[("GET", "/v1/queues/mail/dead?limit=100&after=J2")] = (200, {"jobs": []})
+    server.routes[("POST", "/v1/jobs/J1/requeue")] = (200, {})
+    server.routes[("POST", "/v1/jobs/J2/requeue")] = (
+        409,
+        {"error": {"code": "invalid_state", "message": "job 'J2' is pending", "field": None}},
+    )
+    code, out, err = run_main(capsys, "dead", "requeue", "mail", "--all")
+    assert code == 0, err
+    assert "requeued J1 (1/2)" in out and "skipped J2 (2/2)" in out
+    assert any(h["Authorization"] == "Bearer env-token" for _, _, h, _ in server.requests)
+
+    server.routes[("POST", "/v1/queues/mail/purge")] = (200, {"removed": 2})
+    code, out, err = run_main(capsys, "dead", "purge", "mail")
+    assert (code, out, err) == (0, "purged 2 dead job(s) of 'mail'\n", "")
+    method, path, _, body = server.requests[-1]
+    assert (method, path, json.loads(body)) == ("POST", "/v1/queues/mail/purge", {"status": "dead"})
+
+
+def test_remote_jobs_and_a_single_requeue(
+    server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = {"jobs": [_wire_job("P1", "pending")], "next_cursor": base64.b64encode(b"c").decode()}
+    server.routes[("GET", "/v1/queues/mail/jobs?status=pending&limit=20")] = (200, page)
+    code, out, err = run_main(capsys, "jobs", "mail", "--server", server.url)
+    assert code == 0, err
+    assert "1 pending jobs in 'mail' (more exist: raise --limit)" in out
+    assert table_row(out, "P1")[-2:] == ['{"to":', '"x@example.com"}']
+
+    server.routes[("GET", "/v1/jobs/D1")] = (200, _wire_job("D1", "dead"))
+    server.routes[("POST", "/v1/jobs/D1/requeue")] = (200, {})
+    code, out, err = run_main(capsys, "dead", "requeue", "mail", "D1", "--server", server.url)
+    assert code == 0, err
+    assert "requeued D1 (1/1)" in out
+    code, out, err = run_main(capsys, "dead", "requeue", "mail", "NOPE", "--server", server.url)
+    assert code == 2 and "no job 'NOPE' in queue 'mail'" in err
+
+
+def test_remote_errors_are_one_clear_line(
+    server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.routes[("POST", "/v1/queues/mail/purge")] = (
+        403,
+        {"error": {"code": "forbidden", "message": "needs the admin scope", "field": None}},
+    )
+    code, out, err = run_main(capsys, "dead", "purge", "mail", "--server", server.url)
+    assert code == 1 and out == ""
+    assert "403 forbidden: needs the admin scope" in err and "--token" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    code, _, err = run_main(capsys, "inspect", "--server", "http://127.0.0.1:9")
+    assert code == 1 and "cannot reach the server at http://127.0.0.1:9" in err
+    code, _, err = run_main(capsys, "dead", "list", "nope", "--server", server.url)
+    assert code == 2 and "no queue 'nope'" in err
+
+
+@pytest.mark.slow
+async def test_admin_commands_through_a_real_taquba_server(prepared: Prepared) -> None:
+    """`taquba serve` owns the store; local writers are refused, `--server` goes through it."""
+    pytest.importorskip("taquba_server._cli")
+    args = ("-m", "taquba", "serve", "--store", prepared.store, "--name", "ops", "--port", "0")
+    async with open_child(*args) as child:
+        with trio.fail_after(30):
+            line = await child.expect(lambda text: text.startswith("taquba-server listening on"))
+            url = line.split()[-1]
+            refused = await run_cli(*admin(prepared, "dead", "purge", "mail"))
+            out, err = text(refused)
+            assert refused.returncode == 1, out + err
+            assert f"--server {url}" in err, err
+            listed = await run_cli("dead", "list", "mail", "--server", url)
+            out, err = text(listed)
+            assert listed.returncode == 0, err
+            assert out.splitlines()[0] == "2 dead jobs in 'mail':"
+            requeued = await run_cli("dead", "requeue", "mail", prepared.poison, "--server", url)
+            out, err = text(requeued)
+            assert requeued.returncode == 0, err
+            assert f"requeued {prepared.poison} (1/1)" in out
+            purged = await run_cli("dead", "purge", "mail", "--server", url)
+            assert text(purged) == ("purged 1 dead job(s) of 'mail'\n", "")
+            inspected = await run_cli("inspect", "--server", url)
+            out, err = text(inspected)
+            assert inspected.returncode == 0, err
+            assert table_row(out, "mail")[1:] == ["2", "1", "0", "1", "0"]
+            child.process.send_signal(signal.SIGTERM)
+            await child.expect_exit(0)
+    assert await mail_dead_ids(prepared.store) == set()

@@ -5,13 +5,24 @@
     taquba demo [--store URL] [--jobs N] [--workers N] [--keep]
     taquba inspect [--store URL] [--db NAME]
     taquba dead list QUEUE [--limit N]
-    taquba dead requeue QUEUE (JOB_ID | --all)
+    taquba dead requeue QUEUE (JOB_ID | --all) [--force]
+    taquba dead purge QUEUE [--force]
     taquba jobs QUEUE [--status STATUS] [--limit N]
+    taquba serve ...   (taquba-server's command, when installed)
 
 Every command takes ``--store`` and ``--db``, defaulting to the demo's store
 (``./.taquba-demo``) and database (``demo``), so ``taquba inspect`` right after ``taquba demo``
-shows what the demo left. Exit status: 0 on success, 1 when something failed at run time
-(storage, a demo check), 2 for bad input (an unusable store URL, a missing store, queue or
+shows what the demo left. The admin commands also take ``--server URL`` (or
+``TAQUBA_SERVER``) and ``--token`` (or ``TAQUBA_TOKEN``): they then act through that
+taquba-server's HTTP API (`_cli_remote.py`) and print the same output.
+
+Owner check. The commands that open the store as its writer (``dead requeue``, ``dead purge``)
+first read the store's owner record through a reader; while it is fresh (a live owner holds the
+store) they refuse, naming the owner and its server address, and write nothing. ``--force``
+opens the store anyway, fencing the owner.
+
+Exit status: 0 on success, 1 when something failed at run time (storage, a demo check, a live
+owner), 2 for bad input (an unusable store URL, a missing store, queue or
 job, a bad option), 130 after SIGINT (Ctrl-C) and 143 after SIGTERM. Errors are one line on
 stderr, never a traceback.
 
@@ -23,18 +34,22 @@ one line says so. A second signal exits at once, without waiting for the store t
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
 import signal
 import sys
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, cast
 from urllib.parse import unquote, urlsplit
 
 import trio
 
 from taquba import (
+    DataError,
     InvalidState,
     JobNotFound,
     JobRecord,
@@ -46,6 +61,7 @@ from taquba import (
     open_reader,
 )
 from taquba._cli_parser import build_parser
+from taquba._cli_remote import RemoteQueue
 from taquba._demo import (
     CHILD_COMMAND,
     DEFAULT_STORE,
@@ -58,10 +74,10 @@ from taquba._demo import (
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
     from contextlib import AbstractAsyncContextManager
 
-    from taquba import Queue, QueueReader
+    from taquba import JobPage, OwnerInfo, Queue, QueueReader, QueueStats
 
 __all__ = ["CliError", "build_parser", "main"]
 
@@ -124,7 +140,116 @@ def _open_admin_reader(store: Store, db: str) -> AbstractAsyncContextManager[Que
     return open_reader(store, db)
 
 
-async def _require_queue(queue: Queue | QueueReader, name: str) -> None:
+class _View(Protocol):
+    """What the read-only commands use: a `QueueReader`, or a `RemoteQueue`."""
+
+    @property
+    def name(self) -> str: ...
+    async def list_queues(self) -> list[str]: ...
+    async def stats(self, queue_name: str) -> QueueStats: ...
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+    async def dead_jobs(
+        self, queue_name: str, *, after: str | None = ..., limit: int = ...
+    ) -> list[JobRecord]: ...
+    async def list_jobs(
+        self, queue_name: str, status: JobStatus, *, limit: int = ...
+    ) -> JobPage: ...
+
+
+class _Writer(_View, Protocol):
+    """What the writing commands use: a `Queue`, or a `RemoteQueue`."""
+
+    async def requeue_dead_job(self, job: JobRecord) -> None: ...
+    async def purge(self, queue_name: str, status: JobStatus) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where an admin command acts: a store and database, or a server."""
+
+    store: str | None
+    db: str
+    server: str | None = None
+    token: str | None = None
+    force: bool = False
+
+    def where(self, store: Store | None) -> str:
+        if self.server is not None:
+            return f"server:   {self.server}"
+        assert store is not None
+        return f"store:    {store.url}"
+
+
+@asynccontextmanager
+async def _open_view(target: _Target) -> AsyncGenerator[tuple[_View, Store | None]]:
+    if target.server is not None:
+        remote = RemoteQueue(target.server, target.token)
+        await remote.connect()
+        yield remote, None
+        return
+    store = _open_admin_store(target.store, target.db)
+    async with _open_admin_reader(store, target.db) as reader:
+        yield reader, store
+
+
+@asynccontextmanager
+async def _open_writer(target: _Target) -> AsyncGenerator[_Writer]:
+    if target.server is not None:
+        remote = RemoteQueue(target.server, target.token)
+        await remote.connect()
+        yield remote
+        return
+    store = _open_admin_store(target.store, target.db)
+    await _check_owner(store, target.db, force=target.force)
+    async with _open_admin_queue(store, target.db) as queue:
+        yield queue
+
+
+def _refusal(info: OwnerInfo, store: Store, db: str) -> str:
+    through = (
+        f"run the command through it with --server {info.address}"
+        if info.address
+        else "run the command through its taquba-server with --server URL"
+    )
+    return (
+        f"a live owner ({info.describe()}) holds the database {db!r} of the store {store.url}: "
+        f"opening it here would fence (stop) that process. Stop it, or {through} "
+        "(--force opens the store anyway and fences it)"
+    )
+
+
+async def _check_owner(store: Store, db: str, *, force: bool) -> None:
+    """Refuse (`CliError`) while a live owner holds the database, unless ``force``."""
+    async with _open_admin_reader(store, db) as reader:
+        try:
+            info = await reader.owner()
+        except DataError as exc:
+            if not force:
+                raise CliError(
+                    f"the owner record of the database {db!r} in {store.url} is unreadable "
+                    f"({exc}): whether a live owner holds it is unknown. Stop any process "
+                    "using the store and pass --force, or use --server URL",
+                    EXIT_FAILURE,
+                ) from None
+            _warn(f"the owner record is unreadable ({exc}); --force: opening the store anyway")
+            return
+    if info is None:
+        return
+    if info.is_fresh():
+        if not force:
+            raise CliError(_refusal(info, store, db), EXIT_FAILURE)
+        _warn(f"--force: fencing the live owner ({info.describe()}); it stops with Fenced")
+        return
+    seen = _when(info.heartbeat_at)
+    _warn(f"the last owner ({info.describe()}) stopped its heartbeat at {seen}; taking over")
+
+
+def _warn(text: str) -> None:
+    sys.stderr.write(f"taquba: {text}\n")
+    sys.stderr.flush()
+
+
+async def _require_queue(queue: _View, name: str) -> None:
     names = await queue.list_queues()
     if name not in names:
         known = ", ".join(names) if names else "none"
@@ -170,12 +295,12 @@ def _table(
 # ------------------------------------------------------------------------------ commands
 
 
-async def _inspect(out: TextIO, url: str | None, db: str) -> int:
-    store = _open_admin_store(url, db)
-    async with _open_admin_reader(store, db) as reader:
+async def _inspect(out: TextIO, target: _Target) -> int:
+    async with _open_view(target) as (reader, store):
         names = await reader.list_queues()
         stats = [await reader.stats(name) for name in names]
-    out.write(f"store:    {store.url}\ndatabase: {db}\n")
+        db = reader.name
+    out.write(f"{target.where(store)}\ndatabase: {db}\n")
     if not stats:
         out.write("no queues yet\n")
         return EXIT_OK
@@ -195,9 +320,8 @@ def _dead_row(job: JobRecord) -> list[str]:
     ]
 
 
-async def _dead_list(out: TextIO, url: str | None, db: str, name: str, limit: int) -> int:
-    store = _open_admin_store(url, db)
-    async with _open_admin_reader(store, db) as reader:
+async def _dead_list(out: TextIO, target: _Target, name: str, limit: int) -> int:
+    async with _open_view(target) as (reader, _):
         await _require_queue(reader, name)
         total = (await reader.stats(name)).dead
         jobs = await reader.dead_jobs(name, limit=limit)
@@ -214,9 +338,8 @@ _SKIPPED_NOTE: Final = "no longer dead (requeued or deleted meanwhile)"
 
 
 async def _dead_requeue(
-    out: TextIO, url: str | None, db: str, name: str, job_id: str | None, every: bool
+    out: TextIO, target: _Target, name: str, job_id: str | None, every: bool
 ) -> int:
-    store = _open_admin_store(url, db)
     requeued = skipped = 0
     total = 0
 
@@ -224,7 +347,7 @@ async def _dead_requeue(
         out.write(text + "\n")
         out.flush()
 
-    async def requeue(queue: Queue, job: JobRecord) -> None:
+    async def requeue(queue: _Writer, job: JobRecord) -> None:
         nonlocal requeued, skipped
         done = requeued + skipped + 1
         try:
@@ -236,7 +359,7 @@ async def _dead_requeue(
             requeued += 1
             say(f"requeued {job.id} ({done}/{total})")
 
-    async with _open_admin_queue(store, db) as queue:
+    async with _open_writer(target) as queue:
         await _require_queue(queue, name)
         try:
             if every:
@@ -305,11 +428,19 @@ _MOMENT_HEADER: Final = {
 }
 
 
-async def _jobs(
-    out: TextIO, url: str | None, db: str, name: str, status: JobStatus, limit: int
-) -> int:
-    store = _open_admin_store(url, db)
-    async with _open_admin_reader(store, db) as reader:
+async def _dead_purge(out: TextIO, target: _Target, name: str) -> int:
+    async with _open_writer(target) as queue:
+        await _require_queue(queue, name)
+        removed = await queue.purge(name, JobStatus.DEAD)
+    if not removed:
+        out.write(f"the dead-letter inbox of {name!r} is empty: nothing to purge\n")
+    else:
+        out.write(f"purged {removed} dead job(s) of {name!r}\n")
+    return EXIT_OK
+
+
+async def _jobs(out: TextIO, target: _Target, name: str, status: JobStatus, limit: int) -> int:
+    async with _open_view(target) as (reader, _):
         await _require_queue(reader, name)
         page = await reader.list_jobs(name, status, limit=limit)
     if not page.jobs:
@@ -392,13 +523,38 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return _demo(args)
     if command == CHILD_COMMAND:
         return _run(run_child, url or DEFAULT_STORE, db, args.count)
+    server: str | None = (
+        args.server or args.global_server or os.environ.get("TAQUBA_SERVER") or None
+    )
+    token: str | None = args.token or args.global_token or os.environ.get("TAQUBA_TOKEN") or None
+    target = _Target(url, db, server=server, token=token, force=getattr(args, "force", False))
     if command == "inspect":
-        return _run(_inspect, out, url, db)
+        return _run(_inspect, out, target)
     if command == "jobs":
-        return _run(_jobs, out, url, db, args.queue, JobStatus(args.status), args.limit)
+        return _run(_jobs, out, target, args.queue, JobStatus(args.status), args.limit)
     if args.action == "list":
-        return _run(_dead_list, out, url, db, args.queue, args.limit)
-    return _run(_dead_requeue, out, url, db, args.queue, args.job_id, args.all)
+        return _run(_dead_list, out, target, args.queue, args.limit)
+    if args.action == "purge":
+        return _run(_dead_purge, out, target, args.queue)
+    return _run(_dead_requeue, out, target, args.queue, args.job_id, args.all)
+
+
+def _serve(argv: Sequence[str]) -> int:
+    """``taquba serve ARGS``: taquba-server's command, if it is installed."""
+    try:
+        importlib.import_module("taquba_server")
+    except ImportError:
+        reason = "install taquba-server (pip install taquba-server)"
+    else:
+        try:
+            module = importlib.import_module("taquba_server._cli")
+            serve_main = cast("Callable[[list[str]], int]", module.main)
+        except (ImportError, AttributeError) as exc:
+            reason = f"the installed taquba-server has no command ({exc}); upgrade it"
+        else:
+            return serve_main(list(argv))
+    print(f"taquba: error: `taquba serve` needs taquba-server: {reason}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 # ------------------------------------------------------------------------------ errors
@@ -449,7 +605,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 1 on a run-time failure, 2 on bad input (argparse exits with 2 itself
         for malformed options), 130 after SIGINT, 143 after SIGTERM.
     """
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["serve"]:
+        return _serve(arguments[1:])
+    args = build_parser().parse_args(arguments)
     logging.basicConfig(format="taquba: %(name)s: %(levelname)s: %(message)s")
     try:
         return _dispatch(args, sys.stdout)

@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 __all__ = ["build_parser"]
 
 _WRITER_NOTE: Final = (
-    "It opens the store as its writer, which is fine while no other process uses the store; "
-    "a process that does (a running app or demo) would be fenced and stop. It changes only "
-    "the jobs it requeues: no claim recovery, lease reaping, promotion or retention sweep runs."
+    "It opens the store as its writer. It first reads the store's owner record: while a live "
+    "owner (a running app, demo or taquba-server) holds the store, it refuses and names it, "
+    "instead of fencing it; stop the owner, or run the command through it with --server URL. "
+    "--force opens the store anyway, which fences the owner: it stops with taquba.Fenced and "
+    "must be restarted. It changes only the jobs it is asked to: no claim recovery, lease "
+    "reaping, promotion or retention sweep runs."
 )
 
 _READER_NOTE: Final = (
@@ -49,12 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "taquba: a durable task queue whose only state lives in object storage. Start "
             "with `taquba demo`. `inspect`, `jobs` and `dead list` only read the store and are "
-            "safe next to a running app; `dead requeue` opens it as its writer: run it while "
-            "no other process uses the store."
+            "safe next to a running app; `dead requeue` and `dead purge` open it as its writer "
+            "and refuse while a live owner holds it. With --server URL (or TAQUBA_SERVER) every "
+            "admin command acts through that taquba-server's HTTP API instead of the store."
         ),
         epilog="Exit status: 0 success, 1 run-time failure, 2 bad input.",
     )
     parser.add_argument("--version", action="version", version=f"taquba {__version__}")
+    # Also accepted before the command (`taquba --server URL dead list q`); the command's own
+    # option wins, then this one, then the environment (resolved in `_cli`).
+    parser.add_argument(
+        "--server",
+        dest="global_server",
+        metavar="URL",
+        default=None,
+        help="act through the taquba-server at URL (default: $TAQUBA_SERVER); see each command",
+    )
+    parser.add_argument(
+        "--token",
+        dest="global_token",
+        metavar="TOKEN",
+        default=None,
+        help="the bearer token for --server (default: $TAQUBA_TOKEN)",
+    )
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", title="commands", required=True
     )
@@ -74,6 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         default=DEFAULT_DB,
         help=f"the queue database inside the store (default: {DEFAULT_DB})",
+    )
+
+    admin = argparse.ArgumentParser(add_help=False, parents=[where])
+    admin.add_argument(
+        "--server",
+        metavar="URL",
+        default=None,
+        help=(
+            "act through the HTTP API of the taquba-server at URL instead of opening the store "
+            "(default: $TAQUBA_SERVER); --store and --db are then ignored"
+        ),
+    )
+    admin.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=None,
+        help="the bearer token for --server (default: $TAQUBA_TOKEN)",
+    )
+
+    writer = argparse.ArgumentParser(add_help=False, parents=[admin])
+    writer.add_argument(
+        "--force",
+        action="store_true",
+        help=(
+            "open the store even while a live owner holds it: the owner is fenced (it stops "
+            "with taquba.Fenced and must be restarted)"
+        ),
     )
 
     demo = commands.add_parser(
@@ -109,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser(
         "inspect",
-        parents=[where],
+        parents=[admin],
         help="list the queues of a database with their counters",
         description="List every queue of the database with its counters. " + _READER_NOTE,
     )
@@ -117,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dead = commands.add_parser(
         "dead",
-        help="list or requeue dead-lettered jobs",
+        help="list, requeue or purge dead-lettered jobs",
         description=(
             "Administer the dead-letter inbox of a queue: `list` only reads the store, "
-            "`requeue` opens it as its writer."
+            "`requeue` and `purge` open it as its writer."
         ),
     )
     dead_actions = dead.add_subparsers(
@@ -128,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dead_list = dead_actions.add_parser(
         "list",
-        parents=[where],
+        parents=[admin],
         help="list dead jobs with their last error",
         description="List the dead jobs of QUEUE, oldest id first. " + _READER_NOTE,
     )
@@ -142,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     requeue = dead_actions.add_parser(
         "requeue",
-        parents=[where],
+        parents=[writer],
         help="make dead jobs pending again, attempts reset",
         description=(
             "Revive dead jobs of QUEUE as pending, with their attempts reset; they run when a "
@@ -153,10 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     which = requeue.add_mutually_exclusive_group(required=True)
     which.add_argument("job_id", metavar="JOB_ID", nargs="?", help="the dead job to requeue")
     which.add_argument("--all", action="store_true", help="requeue every dead job of QUEUE")
+    purge = dead_actions.add_parser(
+        "purge",
+        parents=[writer],
+        help="delete every dead job of a queue",
+        description=(
+            "Delete every dead job of QUEUE for good (the dead counter drops to 0). " + _WRITER_NOTE
+        ),
+    )
+    purge.add_argument("queue", metavar="QUEUE", help="the queue name")
 
     jobs = commands.add_parser(
         "jobs",
-        parents=[where],
+        parents=[admin],
         help="list the jobs of a queue in one status",
         description=(
             "List jobs of QUEUE in one status. Claimed jobs are those a running worker holds "
@@ -177,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         metavar="N",
         help="show at most N jobs (default: 20)",
+    )
+
+    commands.add_parser(
+        "serve",
+        help="run taquba-server (when installed): `taquba serve --help`",
+        description="Run taquba-server, the owning process with an HTTP API (if installed).",
+        add_help=False,
     )
 
     # The crash-recovery phase of the demo runs this in a second process; not for users.

@@ -39,6 +39,7 @@ import trio
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
 from ._errors import DataError, Fenced, QueueClosed, StorageFatal, TaqubaError
+from ._interrupts import protect
 from ._records import decode_map, encode_map
 
 if TYPE_CHECKING:
@@ -218,7 +219,7 @@ class Heartbeat:
         context = self._context
         streak = context.health.streak("heartbeat")
         try:
-            delay = self.info.interval
+            delay = self.info.interval if self.written else 0.0  # the write at open failed
             while context.failure is None:
                 with trio.move_on_after(delay):
                     await self._wake.wait()
@@ -247,3 +248,7 @@ class Heartbeat:
             await db.delete(owner_key(), durable=False)
         except TaqubaError as exc:
             log.warning("could not remove the owner record at close: %s", exc)
+
+
+# Ctrl-C must never stop the queue's own code halfway (see taquba._interrupts).
+protect(Heartbeat)
