@@ -61,6 +61,7 @@ def test_testing_helpers_are_exported() -> None:
         "Fault",
         "FaultInjector",
         "FaultKind",
+        "ForwardingQueue",
         "InjectedFault",
         "MockClock",
         "S3Options",

@@ -53,7 +53,7 @@ from ._types import BulkReport, ProgressSnapshot
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
-    from taquba import LeaseHandle, Queue
+    from taquba import LeaseHandle, QueueLike
 
 __all__ = ["DEFAULT_MEMO_PREFIX", "DEFAULT_QUEUE_NAME", "Bulk"]
 
@@ -169,11 +169,12 @@ class Bulk(Generic[InT, OutT]):
     their memos. `shutdown` stops a batch early (on a signal, say), draining the items in
     flight; `run` then returns the partial report.
 
-    One `Bulk` runs one batch at a time. The queue's process owns the store (one writer):
-    run the bulk in the process that opened the queue.
+    One `Bulk` runs one batch at a time, in the process that opened the queue or, over any
+    `taquba.QueueLike` that reaches the owner (a remote queue), in another one.
 
     Args:
-        queue: the open queue; its store also holds the memos and outcomes.
+        queue: the open queue (a `taquba.Queue` or any `taquba.QueueLike`); its ``store``
+            also holds the memos and outcomes.
         pipeline: what to do with each item.
         output: where item records go (default `NullSink`).
         key: the item's key, which becomes its run id: a stable function of the item,
@@ -199,7 +200,7 @@ class Bulk(Generic[InT, OutT]):
 
     def __init__(
         self,
-        queue: Queue,
+        queue: QueueLike,
         pipeline: Pipeline[InT, OutT],
         *,
         output: OutputSink | None = None,
@@ -271,7 +272,7 @@ class Bulk(Generic[InT, OutT]):
     # ------------------------------------------------------------------------ properties
 
     @property
-    def queue(self) -> Queue:
+    def queue(self) -> QueueLike:
         """The queue the bulk runs on."""
         return self._queue
 

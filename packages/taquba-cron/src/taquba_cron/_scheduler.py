@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from datetime import datetime
 
-    from taquba import Queue
+    from taquba import QueueLike
 
 __all__ = ["STATE_KEY_PREFIX", "ScheduleStatus", "Scheduler", "dedup_key", "state_key"]
 
@@ -103,7 +103,8 @@ class Scheduler:
     Args:
         queue: the queue whose clock drives firing, whose user KV holds the watermarks, and
             onto which the jobs are enqueued (each schedule names its target queue with
-            ``queue_name``).
+            ``queue_name``): a `taquba.Queue`, or any `taquba.QueueLike` (such as a remote
+            queue whose owner is another process).
         schedules: the schedules; names must be unique (`DuplicateName`).
         poll_interval: the longest `serve` sleeps between readings of the clock, in seconds.
         batch_size: the most jobs one transaction enqueues when catching up (backfill).
@@ -120,7 +121,7 @@ class Scheduler:
 
     def __init__(
         self,
-        queue: Queue,
+        queue: QueueLike,
         schedules: Iterable[Schedule],
         *,
         poll_interval: float = 1.0,
@@ -156,7 +157,7 @@ class Scheduler:
         self._firing: trio.CancelScope | None = None
 
     @property
-    def queue(self) -> Queue:
+    def queue(self) -> QueueLike:
         """The queue this scheduler works against."""
         return self._queue
 

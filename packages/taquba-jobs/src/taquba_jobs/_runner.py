@@ -25,8 +25,8 @@ from taquba import (
     KvConflict,
     LeaseHandle,
     PermanentFailure,
-    Queue,
     QueueClosed,
+    QueueLike,
     SerializationError,
     StorageFatal,
     TaqubaError,
@@ -188,13 +188,17 @@ class _Registry:
         return sum(slot.users for slot in self._slots.values())
 
 
-_REGISTRIES: weakref.WeakKeyDictionary[Queue, _Registry] = weakref.WeakKeyDictionary()
+_REGISTRIES: weakref.WeakKeyDictionary[QueueLike, _Registry] = weakref.WeakKeyDictionary()
 
 
-def _registry(queue: Queue) -> _Registry:
-    registry = _REGISTRIES.get(queue)
-    if registry is None:
-        registry = _REGISTRIES[queue] = _Registry()
+def _registry(queue: QueueLike) -> _Registry:
+    """The registry shared by every runner on the same queue object in this process."""
+    try:
+        registry = _REGISTRIES.get(queue)
+        if registry is None:
+            registry = _REGISTRIES[queue] = _Registry()
+    except TypeError:  # a QueueLike that cannot be weakly referenced: the runner's own
+        return _Registry()
     return registry
 
 
@@ -416,7 +420,7 @@ class JobContext:
         return self._runner
 
     @property
-    def queue(self) -> Queue:
+    def queue(self) -> QueueLike:
         """The queue the job lives on."""
         return self._runner.queue
 
@@ -486,8 +490,10 @@ class JobRunner:
             result = await handle.result()
             runner.shutdown()
 
-    One runner (or several sharing the queue) per process that owns the store. Jobs can be
-    submitted whether or not `serve` is running; they wait in the queue until served.
+    Runners run in the process that owns the store (over its `taquba.Queue`), or in any
+    other process over a `taquba.QueueLike` that reaches the owner (a remote queue), with the
+    same behaviour. Jobs can be submitted whether or not `serve` is running; they wait in the
+    queue until served.
 
     It follows the family's convention for long-running components: build it with its
     dependencies, start it with ``await nursery.start(runner.serve)``, stop it gracefully with
@@ -495,7 +501,9 @@ class JobRunner:
     scope around `serve`.
 
     Args:
-        queue: the open queue.
+        queue: the open queue: a `taquba.Queue`, or any `taquba.QueueLike` (such as a
+            remote queue whose owner is another process; results then live in the owner's
+            store, reached through the queue's ``store``).
         jobs: the jobs this runner can submit and run (more with `register`).
         queue_name: the name of the queue the jobs go on.
         concurrency: the most jobs `serve` runs at once.
@@ -522,7 +530,7 @@ class JobRunner:
 
     def __init__(
         self,
-        queue: Queue,
+        queue: QueueLike,
         jobs: Iterable[Job[Any, Any]] = (),
         *,
         queue_name: str = "jobs",
@@ -534,8 +542,10 @@ class JobRunner:
         shutdown_grace: float | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if not isinstance(queue, Queue):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise InvalidArgument("queue", queue, "must be a taquba.Queue")
+        if not isinstance(queue, QueueLike):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidArgument(
+                "queue", queue, "must be a taquba.QueueLike (e.g. a taquba.Queue)"
+            )
         if not isinstance(queue_name, str) or not queue_name:  # pyright: ignore[reportUnnecessaryIsInstance]
             raise InvalidArgument("queue_name", queue_name, "must be a non-empty str")
         prefix = result_prefix if result_prefix is not None else f"{queue_name}-results"
@@ -595,7 +605,7 @@ class JobRunner:
     # ---------------------------------------------------------------- configuration
 
     @property
-    def queue(self) -> Queue:
+    def queue(self) -> QueueLike:
         """The queue jobs are submitted to."""
         return self._queue
 

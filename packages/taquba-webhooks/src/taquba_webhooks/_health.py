@@ -71,7 +71,7 @@ def health_after(
     return EndpointHealth(failures)
 
 
-async def read_health(queue: taquba.Queue, endpoint: str) -> EndpointHealth:
+async def read_health(queue: taquba.QueueLike, endpoint: str) -> EndpointHealth:
     """The stored health record of ``endpoint`` (healthy and enabled if none)."""
     return decode_health(await queue.kv_get(health_key(endpoint)))
 

@@ -65,7 +65,7 @@ class DeadDelivery:
         return self.job.id
 
 
-async def get_attempt(queue: taquba.Queue, job_id: str) -> DeliveryAttempt | None:
+async def get_attempt(queue: taquba.QueueLike, job_id: str) -> DeliveryAttempt | None:
     """The record of a delivery's latest attempt, or None.
 
     The record is kept while the delivery is being retried or is dead; on success it is
@@ -75,13 +75,13 @@ async def get_attempt(queue: taquba.Queue, job_id: str) -> DeliveryAttempt | Non
     return decode_attempt(raw) if raw is not None else None
 
 
-async def endpoint_stats(queue: taquba.Queue, endpoint: str) -> EndpointStats:
+async def endpoint_stats(queue: taquba.QueueLike, endpoint: str) -> EndpointStats:
     """The delivery counters and state of one endpoint (zeros, enabled, if it has none)."""
     stats = decode_stats(endpoint, await queue.kv_get(endpoint_key(endpoint)))
     return with_health(stats, await read_health(queue, endpoint))
 
 
-async def list_endpoint_stats(queue: taquba.Queue) -> list[EndpointStats]:
+async def list_endpoint_stats(queue: taquba.QueueLike) -> list[EndpointStats]:
     """The delivery counters and state of every endpoint, sorted by endpoint."""
     counters = {
         endpoint: decode_stats(endpoint, value)
@@ -100,7 +100,7 @@ async def list_endpoint_stats(queue: taquba.Queue) -> list[EndpointStats]:
 _HEALTHY = EndpointHealth()
 
 
-async def _scan_endpoints(queue: taquba.Queue, prefix: bytes) -> list[tuple[str, bytes]]:
+async def _scan_endpoints(queue: taquba.QueueLike, prefix: bytes) -> list[tuple[str, bytes]]:
     found: list[tuple[str, bytes]] = []
     cursor: bytes | None = None
     while True:
@@ -123,6 +123,10 @@ async def disable_endpoint(
     the state before each attempt; other workers ignore it. An endpoint already disabled keeps
     its first reason and time.
 
+    Takes a `taquba.Queue`, not any `taquba.QueueLike`: the health record is written blind
+    under an in-process lock that the owner's workers share, so it runs in the process that
+    owns the store.
+
     Returns:
         Whether the endpoint was enabled until now.
     """
@@ -143,6 +147,8 @@ async def enable_endpoint(queue: taquba.Queue, endpoint: str) -> bool:
     Deliveries dead-lettered while it was disabled stay dead: send them again with
     ``replay_dead_deliveries(queue, endpoint=endpoint)``.
 
+    Takes a `taquba.Queue`, like `disable_endpoint` (and for the same reason).
+
     Returns:
         Whether the endpoint was disabled until now.
     """
@@ -155,7 +161,7 @@ async def enable_endpoint(queue: taquba.Queue, endpoint: str) -> bool:
         return decode_health(raw).disabled
 
 
-async def add_endpoint_stats(queue: taquba.Queue, delta: EndpointStats) -> None:
+async def add_endpoint_stats(queue: taquba.QueueLike, delta: EndpointStats) -> None:
     """Add ``delta`` to an endpoint's stored counters (library-internal).
 
     A compare-and-set loop: read, add, write only if the value is still the one read, else
@@ -172,7 +178,7 @@ async def add_endpoint_stats(queue: taquba.Queue, delta: EndpointStats) -> None:
 
 
 async def dead_deliveries(
-    queue: taquba.Queue,
+    queue: taquba.QueueLike,
     queue_name: str = DEFAULT_QUEUE_NAME,
     *,
     after: str | None = None,
@@ -190,7 +196,7 @@ async def dead_deliveries(
     return found
 
 
-async def replay_delivery(queue: taquba.Queue, job_id: str) -> None:
+async def replay_delivery(queue: taquba.QueueLike, job_id: str) -> None:
     """Send a dead-lettered delivery again: it becomes pending with its attempts reset.
 
     The ``webhook-id`` stays the same, so receivers that already processed it can drop it.
@@ -206,7 +212,7 @@ async def replay_delivery(queue: taquba.Queue, job_id: str) -> None:
 
 
 async def replay_dead_deliveries(
-    queue: taquba.Queue, queue_name: str = DEFAULT_QUEUE_NAME, *, endpoint: str | None = None
+    queue: taquba.QueueLike, queue_name: str = DEFAULT_QUEUE_NAME, *, endpoint: str | None = None
 ) -> int:
     """Replay every dead delivery of ``queue_name`` (of one endpoint if given); return how many.
 
@@ -231,7 +237,7 @@ async def replay_dead_deliveries(
         after = page[-1].job.id
 
 
-async def prune_attempts(queue: taquba.Queue) -> int:
+async def prune_attempts(queue: taquba.QueueLike) -> int:
     """Delete attempt records whose job no longer exists; return how many were deleted.
 
     Records outlive their jobs when dead (or kept done) jobs are swept by retention. Each

@@ -318,7 +318,7 @@ def decode_request(payload: bytes, *, job_id: str | None = None) -> WebhookReque
 
 
 async def enqueue_webhook(
-    queue: taquba.Queue,
+    queue: taquba.QueueLike,
     request: WebhookRequest,
     *,
     queue_name: str = DEFAULT_QUEUE_NAME,

@@ -193,7 +193,10 @@ class WebhookWorker:
     in `endpoint_stats`; `enable_endpoint` turns the endpoint back on.
 
     Args:
-        queue: the open queue.
+        queue: the open queue. A `taquba.Queue`, not any `taquba.QueueLike`: a worker that
+            tracks endpoint health writes the health record blind under an in-process lock,
+            which serialises its writers only inside the process that owns the store. Enqueue
+            deliveries (`enqueue_webhook`) and inspect them from any process.
         queue_name: which queue name to serve.
         concurrency: the most deliveries in flight at once.
         shutdown_grace: after `shutdown`, seconds the deliveries in flight get to finish

@@ -1,4 +1,4 @@
-"""Per-step memos and terminal markers, stored as blobs of a `taquba.Store`."""
+"""Per-step memos and terminal markers, stored as blobs of a `taquba.BlobStore`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
 from ._errors import UnserializableInput
 
 if TYPE_CHECKING:
-    from taquba import Store
+    from taquba import BlobStore
 
 __all__ = ["Memo", "MemoStore", "TerminalMarker", "content_key"]
 
@@ -50,7 +50,7 @@ class Memo:
 
     __slots__ = ("_prefix", "_run_id", "_step", "_store")
 
-    def __init__(self, store: Store, prefix: str, run_id: str, step: int) -> None:
+    def __init__(self, store: BlobStore, prefix: str, run_id: str, step: int) -> None:
         """Library-internal: get one from `MemoStore.memo` or `Step.memo`."""
         self._store = store
         self._prefix = prefix
@@ -120,7 +120,7 @@ class MemoStore:
 
     __slots__ = ("_prefix", "_store")
 
-    def __init__(self, store: Store, prefix: str = keys.DEFAULT_MEMO_PREFIX) -> None:
+    def __init__(self, store: BlobStore, prefix: str = keys.DEFAULT_MEMO_PREFIX) -> None:
         """Address the memos under ``prefix`` in ``store``.
 
         Raises:
@@ -130,7 +130,7 @@ class MemoStore:
         self._prefix = keys.validate_memo_prefix(prefix)
 
     @property
-    def store(self) -> Store:
+    def store(self) -> BlobStore:
         """The store the blobs live in."""
         return self._store
 

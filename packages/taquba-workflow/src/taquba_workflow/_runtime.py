@@ -68,7 +68,7 @@ from ._types import (
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
 
-    from taquba import Clock, Queue, Store
+    from taquba import BlobStore, Clock, QueueLike
 
 __all__ = [
     "Hook",
@@ -262,7 +262,7 @@ def _describe(exc: BaseException) -> str:
 
 
 async def read_run_outcome(
-    store: Store,
+    store: BlobStore,
     run_id: str,
     *,
     memo_prefix: str = keys.DEFAULT_MEMO_PREFIX,
@@ -384,11 +384,13 @@ class Runtime(Generic[P, R]):
     the dead letters at startup and every ``dead_step_scan_interval``.
 
     Args:
-        queue: the open queue.
+        queue: the open queue: a `taquba.Queue`, or any `taquba.QueueLike` (such as a remote
+            queue whose owner is another process).
         runner: the step runner (see `Runner`).
         hook: told how each run ended (see `TerminalHook`), after that end committed, through
             a notification job on ``hook_queue_name``; at least once per run.
-        store: where memos live; default the queue's store.
+        store: where memos live (a `taquba.Store` or any `taquba.BlobStore`); default the
+            queue's ``store``.
         queue_name: the queue steps run on (one runtime per queue name).
         hook_queue_name: the queue terminal notifications run on; default
             ``"<queue_name>-hooks"``. Configure its attempts and backoff like any queue's.
@@ -427,13 +429,13 @@ class Runtime(Generic[P, R]):
 
     def __init__(
         self,
-        queue: Queue,
+        queue: QueueLike,
         runner: Runner[P, R],
         hook: Hook[R] | None = None,
         *,
         payload_type: Any = UNSET,
         result_type: Any = UNSET,
-        store: Store | None = None,
+        store: BlobStore | None = None,
         queue_name: str = "workflow",
         concurrency: int = 16,
         poll_interval: float = 1.0,
@@ -504,7 +506,7 @@ class Runtime(Generic[P, R]):
     # ------------------------------------------------------------------------ properties
 
     @property
-    def queue(self) -> Queue:
+    def queue(self) -> QueueLike:
         """The queue the runtime runs on."""
         return self._queue
 

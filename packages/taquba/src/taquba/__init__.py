@@ -52,7 +52,10 @@ from ._ids import MAX_ID_LENGTH as MAX_ID_LENGTH
 from ._ids import validate_job_id as validate_job_id
 from ._keys import MAX_QUEUE_NAME_BYTES as MAX_QUEUE_NAME_BYTES
 from ._keys import validate_queue_name as validate_queue_name
+from ._lease import CancelToken as CancelToken
 from ._owner import OwnerInfo as OwnerInfo
+from ._protocol import BlobStore as BlobStore
+from ._protocol import QueueLike as QueueLike
 from ._quarantine import QuarantinedRecord as QuarantinedRecord
 from ._queue import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._queue import Queue as Queue
@@ -93,7 +96,9 @@ __all__ = [
     "PRIORITY_LOW",
     "PRIORITY_NORMAL",
     "SETTLEMENT_MARGIN",
+    "BlobStore",
     "CancelOutcome",
+    "CancelToken",
     "Claim",
     "ClaimLost",
     "Clock",
@@ -131,6 +136,7 @@ __all__ = [
     "QueueClosed",
     "QueueConfig",
     "QueueHealth",
+    "QueueLike",
     "QueueReader",
     "QueueStats",
     "RetryLater",

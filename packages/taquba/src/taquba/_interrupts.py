@@ -165,8 +165,12 @@ def plain_interrupt() -> Generator[None]:
 
 def plain_interrupts(
     fn: Callable[_P, Coroutine[Any, Any, _T]],
-) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Decorate an async function so that it runs inside `plain_interrupt`."""
+) -> Callable[_P, types.CoroutineType[Any, Any, _T]]:
+    """Decorate an async function so that it runs inside `plain_interrupt`.
+
+    The result is typed as what ``async def`` gives, so decorated methods still match the
+    ``async def`` members of a protocol (`QueueLike`).
+    """
 
     @functools.wraps(fn)
     async def plain(*args: _P.args, **kwargs: _P.kwargs) -> _T:

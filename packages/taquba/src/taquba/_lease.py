@@ -18,10 +18,20 @@ __all__ = ["CancelToken", "LeaseEntry", "LeaseRegistry"]
 
 
 class CancelToken:
-    """Cooperative cancellation signal for one delivery of a job."""
+    """Cooperative cancellation signal for one delivery of a job (one `Claim`).
+
+    `Queue` makes one per claim and fires it when `Queue.cancel` is called for the job, or
+    when the claim's lease is lost. A `QueueLike` implemented outside the core builds its
+    claims with one, ``Claim(job, token=..., owner=self, cancel=CancelToken())``, and calls
+    `fire` when it learns the same; `Claim.cancel_requested`, `LeaseHandle.cancel_requested`
+    and `LeaseHandle.wait_cancel_requested` then see it. Use it from the trio run that made
+    it (it holds a `trio.Event`).
+    """
+
+    __slots__ = ("_event",)
 
     def __init__(self, *, cancelled: bool = False) -> None:
-        """Create a token, optionally already fired."""
+        """Create a token, already fired if ``cancelled`` (a job cancelled before its claim)."""
         self._event = trio.Event()
         if cancelled:
             self._event.set()
@@ -32,11 +42,11 @@ class CancelToken:
         return self._event.is_set()
 
     def fire(self) -> None:
-        """Request cancellation (idempotent)."""
+        """Request cancellation: wake every `wait` (idempotent; it cannot be undone)."""
         self._event.set()
 
     async def wait(self) -> None:
-        """Wait until cancellation is requested."""
+        """Wait until cancellation is requested (returns at once if it already was)."""
         await self._event.wait()
 
 

@@ -101,7 +101,19 @@ class Claim:
     __slots__ = ("_cancel", "_job", "_owner", "_token")
 
     def __init__(self, job: JobRecord, token: int, owner: object, cancel: CancelToken) -> None:
-        """Library-internal: claims are created by `Queue.claim` and friends."""
+        """Made by the queue that claimed the job: `Queue.claim` and friends.
+
+        A `QueueLike` implemented outside the core builds its own:
+        ``Claim(job, token=<its fencing token>, owner=self, cancel=CancelToken())``; it reads
+        `token` and `owner` back when the claim is settled, and fires ``cancel`` when the
+        job's cancellation is requested. Anyone else: do not build claims.
+
+        Args:
+            job: the job as claimed.
+            token: the fencing token of this delivery (opaque to everyone but ``owner``).
+            owner: the queue object that made the claim and alone can settle it.
+            cancel: the delivery's cancellation signal.
+        """
         self._job = job
         self._token = token
         self._owner = owner
@@ -131,6 +143,16 @@ class Claim:
     def attempts(self) -> int:
         """Which attempt this delivery is (1 for the first)."""
         return self._job.attempts
+
+    @property
+    def token(self) -> int:
+        """The fencing token of this delivery, for the queue that made the claim."""
+        return self._token
+
+    @property
+    def owner(self) -> object:
+        """The queue object that made this claim (the only one that can settle it)."""
+        return self._owner
 
     @property
     def cancel_requested(self) -> bool:

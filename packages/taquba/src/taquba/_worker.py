@@ -18,15 +18,17 @@ from ._errors import (
     TaqubaError,
     UsageError,
 )
+from ._health import HealthTracker
 from ._interrupts import plain_interrupts, protect
 from ._keys import validate_queue_name
+from ._queue import Queue
 from ._records import JobRecord
 from ._types import Claim, Effects
 from ._validate import check_int, check_optional_seconds, check_seconds, clamp_time, duration_ms
 
 if TYPE_CHECKING:
     from ._health import Streak
-    from ._queue import Queue
+    from ._protocol import QueueLike
 
 __all__ = [
     "SETTLEMENT_MARGIN",
@@ -56,8 +58,8 @@ class LeaseHandle:
 
     __slots__ = ("_claim", "_queue")
 
-    def __init__(self, queue: Queue, claim: Claim) -> None:
-        """Wrap ``claim`` of ``queue``; `Worker` makes one per delivery.
+    def __init__(self, queue: QueueLike, claim: Claim) -> None:
+        """Wrap ``claim`` of ``queue`` (any `QueueLike`); `Worker` makes one per delivery.
 
         Build one yourself only when writing your own claim loop, to hand handlers the same
         interface `Worker` gives them.
@@ -137,7 +139,7 @@ def _resolve(handler: Handler) -> HandlerFunction:
 
 
 async def _process(
-    queue: Queue, claim: Claim, handler: HandlerFunction, settling: Streak | None = None
+    queue: QueueLike, claim: Claim, handler: HandlerFunction, settling: Streak | None = None
 ) -> None:
     """Run ``handler`` on one claim and settle the outcome. Only fatal errors escape.
 
@@ -203,7 +205,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def _idle(queue: Queue, queue_name: str, poll_interval: float, shutdown: trio.Event) -> None:
+async def _idle(
+    queue: QueueLike, queue_name: str, poll_interval: float, shutdown: trio.Event
+) -> None:
     """Wait for a wakeup on ``queue_name``, shutdown, or ``poll_interval``, whichever is first.
 
     A queue failure (`Fenced`, `QueueClosed`) is raised as itself, not inside an exception
@@ -227,7 +231,7 @@ async def _idle(queue: Queue, queue_name: str, poll_interval: float, shutdown: t
         raise failure
 
 
-async def _pause(queue: Queue, delay: float, shutdown: trio.Event) -> None:
+async def _pause(queue: QueueLike, delay: float, shutdown: trio.Event) -> None:
     """Wait ``delay`` seconds before retrying, or less if shutdown is set or the queue stops."""
     with trio.move_on_after(delay):
         async with trio.open_nursery() as nursery:
@@ -241,6 +245,17 @@ async def _pause(queue: Queue, delay: float, shutdown: trio.Event) -> None:
             nursery.cancel_scope.cancel()
 
 
+def _health_of(queue: QueueLike) -> HealthTracker:
+    """Where a worker loop reports its retry streaks.
+
+    A `Queue`'s own tracker, so `Queue.health` shows them; for any other `QueueLike` one of
+    the loop's own (the backoff and the rate-limited warnings work the same).
+    """
+    if isinstance(queue, Queue):
+        return queue._health  # pyright: ignore[reportPrivateUsage]
+    return HealthTracker()
+
+
 def _claim_failed(exc: TaqubaError, claiming: Streak) -> float:
     """Return the delay before the next claim after ``exc``, or raise it if it is permanent."""
     if not exc.transient:
@@ -250,7 +265,7 @@ def _claim_failed(exc: TaqubaError, claiming: Streak) -> float:
 
 @plain_interrupts
 async def _serve_worker(
-    queue: Queue,
+    queue: QueueLike,
     queue_name: str,
     handler: HandlerFunction,
     *,
@@ -272,7 +287,7 @@ async def _serve_worker(
     in_flight = 0
     slot_freed = trio.Event()
     fatal: list[BaseException] = []
-    health = queue._health  # pyright: ignore[reportPrivateUsage]
+    health = _health_of(queue)
     claiming = health.streak(f"worker {queue_name!r}")
     settling = health.streak(f"settlements of worker {queue_name!r}", after=_REDELIVERED)
 
@@ -357,7 +372,9 @@ class Worker:
     time, in claim order. With ``shutdown_grace=None`` a job in progress always finishes.
 
     Args:
-        queue: the open queue.
+        queue: the open queue: a `Queue`, or any `QueueLike` (such as a remote queue whose
+            owner is another process; its claims may take a network round trip, and its
+            transient failures are retried like a `Queue`'s).
         queue_name: which queue to serve.
         handler: see `Handler`.
         concurrency: the most jobs in flight at once.
@@ -388,7 +405,7 @@ class Worker:
 
     def __init__(
         self,
-        queue: Queue,
+        queue: QueueLike,
         queue_name: str,
         handler: Handler,
         *,
@@ -430,11 +447,12 @@ class Worker:
 
         Error handling: a transient error on the claim path (`StorageUnavailable`) is retried
         with capped exponential backoff and jitter, logged as a warning at most every 30 s,
-        and shown by `Queue.health` while it lasts. A settlement that fails (including
-        `ClaimLost`) is logged and the loop goes on: the job's lease expires and the reaper
-        requeues it (or dead-letters it after its last attempt). Any other error cancels the
-        jobs in flight and is raised as itself, not inside an exception group: `Fenced`,
-        `QueueClosed`, `StorageFatal`, or a permanent `StorageError` such as
+        and, on a `Queue`, shown by `Queue.health` while it lasts (a remote `QueueLike`
+        raises `StorageUnavailable` while its server is unreachable). A settlement that fails
+        (including `ClaimLost`) is logged and the loop goes on: the job's lease expires and
+        the reaper requeues it (or dead-letters it after its last attempt). Any other error
+        cancels the jobs in flight and is raised as itself, not inside an exception group:
+        `Fenced`, `QueueClosed`, `StorageFatal`, or a permanent `StorageError` such as
         `StorageMisconfigured`. Ctrl-C leaves as one `KeyboardInterrupt`, the jobs in flight
         cancelled and handed back.
 

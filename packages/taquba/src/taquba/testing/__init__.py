@@ -2,7 +2,9 @@
 
 - Queues: `memory_store` gives a private in-memory store; `MockClock` virtualises the queue's
   time; `open_test_queue` opens a queue tuned for tests (fast flushes, quick background
-  ticks); `drain` runs a handler over a queue until it is idle.
+  ticks); `drain` runs a handler over a queue until it is idle; `ForwardingQueue` wraps a
+  queue in a `taquba.QueueLike` with nothing but the protocol's members, to prove that a
+  component needs no more (and so runs over a remote queue too).
 - Crash tests: `open_child` runs a Python program in a child process whose stdout the test
   reads line by line (`Child`), and SIGKILLs it; `ChildExited` reports a child that ended
   early.
@@ -37,6 +39,7 @@ from ._faults import Fault as Fault
 from ._faults import FaultInjector as FaultInjector
 from ._faults import InjectedFault as InjectedFault
 from ._faults import inject_faults as inject_faults
+from ._forwarding import ForwardingQueue as ForwardingQueue
 from ._moto import S3Options as S3Options
 from ._moto import moto_s3 as moto_s3
 from ._public_api import check_public_api as check_public_api
@@ -51,6 +54,7 @@ __all__ = [
     "Fault",
     "FaultInjector",
     "FaultKind",
+    "ForwardingQueue",
     "InjectedFault",
     "MockClock",
     "S3Options",

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from .._clock import Clock
     from .._config import QueueConfig
+    from .._protocol import QueueLike
 
 
 def memory_store() -> Store:
@@ -59,9 +60,11 @@ async def open_test_queue(
 
 
 async def drain(
-    queue: Queue, queue_name: str, handler: Handler, *, max_jobs: int | None = None
+    queue: QueueLike, queue_name: str, handler: Handler, *, max_jobs: int | None = None
 ) -> int:
     """Claim and handle jobs of ``queue_name`` one by one until none is ready; return how many.
+
+    ``queue`` is a `Queue` or any `taquba.QueueLike`.
 
     Scheduled jobs that are not yet due are left alone. Settlement follows the worker loops'
     rules (return: ack; `PermanentFailure`: dead-letter; other errors: nack).
@@ -69,10 +72,10 @@ async def drain(
     fn = _resolve(handler)
     handled = 0
     while max_jobs is None or handled < max_jobs:
-        claim = await queue.claim(queue_name)
-        if claim is None:
+        claims = await queue.claim_batch(queue_name, 1)
+        if not claims:
             break
-        await _process(queue, claim, fn)
+        await _process(queue, claims[0], fn)
         handled += 1
     await trio.lowlevel.checkpoint()
     return handled
