@@ -18,8 +18,7 @@ async def test_sync_client_from_threads(server: ServerHandle) -> None:
             ids: list[str] = []
 
             def enqueue(n: int) -> None:
-                for i in range(5):
-                    ids.append(client.enqueue("sync", f"{n}-{i}".encode()).id)
+                ids.extend(client.enqueue("sync", f"{n}-{i}".encode()).id for i in range(5))
 
             threads = [threading.Thread(target=enqueue, args=(n,)) for n in range(4)]
             for t in threads:

@@ -13,6 +13,7 @@ import trio
 
 import taquba
 import taquba_client as tc
+import taquba_server
 from client_support import FAST, ServerHandle, start_server
 
 
@@ -65,8 +66,13 @@ async def test_worker_under_trio_settles_every_outcome(server: ServerHandle) -> 
 
 async def test_worker_renews_leases_and_sees_cancel(server: ServerHandle) -> None:
     cancelled = trio.Event()
+    both_started = trio.Event()
+    started: list[bytes] = []
 
     async def handler(job: tc.Job, lease: tc.Lease) -> None:
+        started.append(job.payload)
+        if len(started) == 2:
+            both_started.set()
         if job.payload == b"slow":
             await trio.sleep(2.5)  # over twice the 1 s lease: kept alive by the renewer
             return
@@ -81,8 +87,7 @@ async def test_worker_renews_leases_and_sees_cancel(server: ServerHandle) -> Non
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker.run)
             with trio.fail_after(10):
-                while (await client.stats("r")).claimed < 2:
-                    await trio.sleep(0.02)
+                await both_started.wait()
             assert await client.cancel(victim.id) is tc.CancelOutcome.REQUESTED
             with trio.fail_after(10):
                 await cancelled.wait()
@@ -97,10 +102,12 @@ async def test_a_restarted_server_loses_claims_and_the_worker_carries_on(
 ) -> None:
     store = taquba.Store.from_url(str(tmp_path / "store"))
     abandoned = trio.Event()
+    first_attempt = trio.Event()
     attempts: list[int] = []
 
     async def handler(job: tc.Job, lease: tc.Lease) -> None:
         attempts.append(job.attempts)
+        first_attempt.set()
         if job.attempts == 1:
             try:
                 await trio.sleep_forever()
@@ -126,8 +133,7 @@ async def test_a_restarted_server_loses_claims_and_the_worker_carries_on(
             worker = tc.Worker(client, "restart", handler, lease=1.0, poll_wait=0.5)
             nursery.start_soon(worker.run)
             with trio.fail_after(10):
-                while not attempts:
-                    await trio.sleep(0.02)
+                await first_attempt.wait()
             first.server.shutdown()  # its queue closes; the claim dies with the process
             await closed.wait()
             second: ServerHandle = await nursery.start(serve, port)
@@ -168,7 +174,7 @@ async def test_shutdown_grace_nacks_the_rest(server: ServerHandle) -> None:
 async def test_worker_under_asyncio(server: ServerHandle) -> None:
     async def main() -> tc.QueueStats:
         async with tc.AsyncClient(server.url) as client:
-            await client.enqueue_batch(
+            results = await client.enqueue_batch(
                 [tc.EnqueueRequest(queue_name="aio", payload=b"x") for _ in range(10)]
             )
 
@@ -178,11 +184,11 @@ async def test_worker_under_asyncio(server: ServerHandle) -> None:
             worker = tc.Worker(client, "aio", handler, concurrency=3, poll_wait=0.5)
             task = asyncio.create_task(worker.run())
             async with asyncio.timeout(20):
-                while (stats := await client.stats("aio")).done < 10:
-                    await asyncio.sleep(0.05)
+                for result in results:
+                    await client.wait_for_completion(result.id)
             worker.shutdown()
             await task
-            return stats
+            return await client.stats("aio")
 
     stats = await trio.to_thread.run_sync(asyncio.run, main())
     assert stats.done == 10
@@ -203,14 +209,25 @@ async def test_worker_backs_off_while_the_server_is_unreachable(
     assert any("claiming from 'q' failed" in r.getMessage() for r in caplog.records)
 
 
-async def test_worker_permanent_claim_error_ends_run(server: ServerHandle) -> None:
+async def test_worker_permanent_claim_error_ends_run(
+    nursery: trio.Nursery, queue: taquba.Queue
+) -> None:
     async def handler(job: tc.Job, lease: tc.Lease) -> None:
         return None
 
-    async with tc.AsyncClient(server.url) as client:
-        worker = tc.Worker(client, "bad queue name!", handler)
-        with pytest.raises(tc.InvalidRequest):
+    tokens = taquba_server.parse_tokens("p:produce")
+    handle = await start_server(nursery, queue, tokens=tokens)
+    async with tc.AsyncClient(handle.url, token="p") as client:
+        worker = tc.Worker(client, "q", handler)
+        with pytest.raises(tc.Forbidden), trio.fail_after(10):
             await worker.run()
+
+    def threaded() -> None:
+        with tc.Client(handle.url, token="p") as client:
+            tc.ThreadedWorker(client, "q", lambda job, lease: None).run()
+
+    with pytest.raises(tc.Forbidden):
+        await trio.to_thread.run_sync(threaded)
 
 
 def test_worker_options_are_checked() -> None:

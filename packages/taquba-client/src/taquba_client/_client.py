@@ -52,7 +52,7 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
     from datetime import datetime
     from types import TracebackType
 
@@ -69,6 +69,35 @@ _SAFE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Failures before the request left: retried for every call."""
 _AMBIGUOUS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 """Failures after the request may have reached the server: retried for idempotent calls."""
+
+
+class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A request body held in memory, iterable sync and async without a generator."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter((self._data,))
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Once(self._data)
+
+
+class _Once:
+    """An async iterator over one chunk."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
 
 
 class _Base:
@@ -116,6 +145,15 @@ class _Base:
             "params": call.params,
             "timeout": timeout,
         }
+
+    def _build(self, http: httpx.Client | httpx.AsyncClient, call: wire.Call[Any]) -> httpx.Request:
+        request = http.build_request(**self._request_args(call))
+        if call.body is not None:
+            # httpx wraps bytes in a stream whose async iterator is an async generator; a
+            # request cancelled mid-send (a long poll at shutdown, Ctrl-C) leaves that
+            # generator to the garbage collector, with a ResourceWarning. `_Body` has none.
+            request.stream = _Body(request.content)
+        return request
 
     def _failed(self, call: wire.Call[Any], exc: Exception, attempt: int) -> bool:
         """Whether ``exc`` on try ``attempt`` may be retried; raises if the tries are used up."""
@@ -246,7 +284,7 @@ class Client(_Base):
             attempt += 1
             response: httpx.Response | None = None
             try:
-                response = self._http.request(**self._request_args(call))
+                response = self._http.send(self._build(self._http, call))
             except (*_SAFE, *_AMBIGUOUS) as exc:
                 ambiguous |= self._failed(call, exc, attempt)
                 time.sleep(self._retry.delay(attempt))
@@ -614,7 +652,7 @@ class AsyncClient(_Base):
             attempt += 1
             response: httpx.Response | None = None
             try:
-                response = await self._http.request(**self._request_args(call))
+                response = await self._http.send(self._build(self._http, call))
             except (*_SAFE, *_AMBIGUOUS) as exc:
                 ambiguous |= self._failed(call, exc, attempt)
                 await anyio.sleep(self._retry.delay(attempt))

@@ -38,7 +38,7 @@ __all__ = ["SyncHandler", "ThreadLease", "ThreadedWorker", "run_worker_threaded"
 
 log = logging.getLogger("taquba_client.worker")
 
-_PERMANENT_CODES = {401, 403, 400}
+_PERMANENT_CODES = {400, 401, 403, 404, 413, 415}
 _BACKOFF = RetryPolicy(attempts=1, initial_delay=0.2, max_delay=10.0)
 
 
@@ -260,7 +260,7 @@ class ThreadedWorker:
                     self._queue_name, free, lease=self._lease, wait=self._poll_wait
                 )
             except ClientError as exc:
-                if exc.status in _PERMANENT_CODES:
+                if exc.status in _PERMANENT_CODES or isinstance(exc, UsageError):
                     raise
                 failures += 1
                 delay = _BACKOFF.delay(failures)
@@ -273,7 +273,7 @@ class ThreadedWorker:
             for claim in claims:
                 entry = _Entry(claim, ThreadLease(self._client, claim))
                 with self._changed:
-                    self._in_flight[claim.id] = entry
+                    self._in_flight[claim.token] = entry
                 work.put(entry)
 
     def _drain(self) -> None:
@@ -299,7 +299,7 @@ class ThreadedWorker:
 
     def _forget(self, entry: _Entry) -> None:
         with self._changed:
-            self._in_flight.pop(entry.claim.id, None)
+            self._in_flight.pop(entry.claim.token, None)
             self._changed.notify_all()
 
     def _serve_thread(self, work: queue.Queue[_Entry | None]) -> None:
@@ -358,10 +358,9 @@ class ThreadedWorker:
             except ClientError as exc:
                 log.warning("renewing %d leases failed: %s", len(entries), exc)
                 continue
-            by_id = {e.claim.id: e for e in entries}
-            for result in results:
-                entry = by_id.get(result.job_id)
-                if entry is None:
+            # in request order; the same job may be in flight twice (lost, then redelivered)
+            for entry, result in zip(entries, results, strict=False):
+                if result.job_id != entry.claim.id:
                     continue
                 if result.lost:
                     entry.lease._mark_lost()  # pyright: ignore[reportPrivateUsage]

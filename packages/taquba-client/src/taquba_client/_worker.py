@@ -29,6 +29,7 @@ from ._errors import (
     ClientError,
     Forbidden,
     InvalidRequest,
+    NotFound,
     PermanentFailure,
     RetryLater,
     ServerUnavailable,
@@ -50,7 +51,7 @@ log = logging.getLogger("taquba_client.worker")
 STOPPED = "the worker stopped before the job finished"
 _SETTLE_GRACE = 10.0
 """Seconds a settlement may take once the worker is being cancelled."""
-_PERMANENT = (Unauthorized, Forbidden, InvalidRequest)
+_PERMANENT = (Unauthorized, Forbidden, InvalidRequest, NotFound, UsageError)
 """Claim errors that retrying cannot fix: they end `Worker.run`."""
 _BACKOFF = RetryPolicy(attempts=1, initial_delay=0.2, max_delay=10.0)
 
@@ -303,7 +304,8 @@ class Worker:
         Error handling: connect errors, ``503`` and timeouts on the claim path are retried
         with capped exponential backoff and jitter, logged as warnings. A settlement refused
         with `ClaimLost` is logged and dropped (the job went back to the queue). `Unauthorized`,
-        `Forbidden` and `InvalidRequest` on the claim path end `run` and are raised as
+        `Forbidden`, `InvalidRequest`, `NotFound` and `UsageError` (a closed
+        client) on the claim path end `run` and are raised as
         themselves. Cancelling `run` (Ctrl-C) cancels the handlers and nacks their jobs, each
         within a few seconds, before the cancellation propagates.
 
@@ -373,7 +375,7 @@ class Worker:
             failures = 0
             for claim in claims:
                 entry = _InFlight(claim, Lease(self._client, claim))
-                self._in_flight[claim.id] = entry
+                self._in_flight[claim.token] = entry
                 handlers.start_soon(self._process, entry)
 
     async def _wait_slot(self) -> None:
@@ -391,8 +393,8 @@ class Worker:
             await event.wait()
             waiter.cancel_scope.cancel()
 
-    def _freed(self, job_id: str) -> None:
-        self._in_flight.pop(job_id, None)
+    def _freed(self, token: str) -> None:
+        self._in_flight.pop(token, None)
         assert self._slot_freed is not None
         self._slot_freed.set()
         self._slot_freed = anyio.Event()
@@ -425,7 +427,7 @@ class Worker:
             with anyio.move_on_after(_SETTLE_GRACE, shield=True):
                 await self._settle_batched(outcome(claim, result, error))
         finally:
-            self._freed(claim.id)
+            self._freed(claim.token)
 
     async def _settle_now(self, settlement: Settlement) -> None:
         """Settle one claim directly (the cancel path, where batching partners may be gone)."""
@@ -470,9 +472,9 @@ class Worker:
             if not isinstance(exc, ClientError):
                 raise
             return
-        by_id = {r.job_id: r for r in results}
+        for pending, result in zip(batch, results, strict=False):  # in request order
+            pending.result = result
         for pending in batch:
-            pending.result = by_id.get(pending.settlement.claim.id)
             pending.done.set()
 
     @staticmethod
@@ -501,9 +503,10 @@ class Worker:
             except ClientError as exc:
                 log.warning("renewing %d leases failed: %s", len(entries), exc)
                 continue
-            for result in results:
-                entry = self._in_flight.get(result.job_id)
-                if entry is None or entry.settling:
+            # The results come in request order. The same job can be in flight twice (a claim
+            # the server lost, and the job's redelivery to this worker), so match by position.
+            for entry, result in zip(entries, results, strict=False):
+                if entry.settling or result.job_id != entry.claim.id:
                     continue
                 if result.lost:
                     entry.lease._mark_lost()  # pyright: ignore[reportPrivateUsage]
