@@ -107,6 +107,7 @@ __all__ = [
     "UsageError",
     "WaitTimeout",
     "Worker",
+    "__version__",
     "run_worker",
     "run_worker_threaded",
 ]
