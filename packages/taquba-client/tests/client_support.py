@@ -97,3 +97,45 @@ class ServerProcess:
         """Wait for it to exit."""
         assert self.process is not None
         return await self.process.wait()
+
+
+class DroppingProxy:
+    """A TCP proxy in front of a server that can drop answers: the request reaches the server,
+    the answer never reaches the client (the fault a timeout or a crashed link leaves)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.drop_answers = 0
+        """How many of the next answers to drop (the connection is closed instead)."""
+        self.dropped = 0
+        self.url = ""
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on 127.0.0.1 (any port); report the proxy's URL."""
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        task_status.started(self.url)
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+        async with client, server, trio.open_nursery() as nursery:
+
+            async def upstream() -> None:
+                async for data in client:
+                    await server.send_all(data)
+                nursery.cancel_scope.cancel()
+
+            async def downstream() -> None:
+                async for data in server:
+                    if self.drop_answers > 0:
+                        self.drop_answers -= 1
+                        self.dropped += 1
+                        nursery.cancel_scope.cancel()  # close both ends, answer unsent
+                        return
+                    await client.send_all(data)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(upstream)
+            nursery.start_soon(downstream)
