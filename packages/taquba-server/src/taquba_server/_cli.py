@@ -100,50 +100,68 @@ def _load_setup(spec: str) -> SetupHook:
     return cast("SetupHook", function)
 
 
-async def _watch_signals(
-    signals: Any, server: Server, hard_stop: trio.CancelScope, interrupted: list[bool]
-) -> None:
-    async for signum in signals:
-        if not interrupted:
-            interrupted.append(False)
+class _Stopping:
+    """What the signal watcher acts on: the server once it exists, and how the run ended."""
+
+    def __init__(self, hard_stop: trio.CancelScope) -> None:
+        self.hard_stop = hard_stop
+        self.server: Server | None = None
+        self.signals = 0
+        self.hard = False
+
+    def signalled(self) -> None:
+        self.signals += 1
+        if self.signals == 1 and self.server is not None:
             print("taquba-server: shutting down", file=sys.stderr, flush=True)
-            server.shutdown()
-        elif signum == signal.SIGINT:
-            interrupted[0] = True
+            self.server.shutdown()
+        else:  # a second signal, or one before the server listens (opening the store, setup)
             print("taquba-server: stopping now", file=sys.stderr, flush=True)
-            hard_stop.cancel()
+            self.hard = True
+            self.hard_stop.cancel()
+
+
+async def _watch_signals(signals: Any, stopping: _Stopping) -> None:
+    async for _ in signals:
+        stopping.signalled()
+
+
+async def _own(
+    args: argparse.Namespace, tokens: list[Token], setup: SetupHook | None, stopping: _Stopping
+) -> None:
+    async with taquba.open_queue(args.store, args.name) as queue:
+        server = Server(
+            queue,
+            host=args.host,
+            port=args.port,
+            tokens=tokens,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            max_body_size=args.max_body_size,
+            shutdown_grace=args.shutdown_grace,
+            advertise_url=args.advertise_url,
+        )
+        async with trio.open_nursery() as nursery:
+            if setup is not None:
+                await setup(queue, nursery)
+
+            async def serve(task_status: trio.TaskStatus[str]) -> None:
+                await server.serve(task_status=task_status)
+                nursery.cancel_scope.cancel()  # what the setup hook started
+
+            url = await nursery.start(serve)
+            stopping.server = server  # from now on, the first signal is a graceful stop
+            print(f"taquba-server listening on {url}", flush=True)
 
 
 async def _run(args: argparse.Namespace, tokens: list[Token], setup: SetupHook | None) -> int:
-    interrupted: list[bool] = []
+    # The signals are caught from the start: a Ctrl-C while the store opens stops at once.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with taquba.open_queue(args.store, args.name) as queue:
-            server = Server(
-                queue,
-                host=args.host,
-                port=args.port,
-                tokens=tokens,
-                certfile=args.certfile,
-                keyfile=args.keyfile,
-                max_body_size=args.max_body_size,
-                shutdown_grace=args.shutdown_grace,
-                advertise_url=args.advertise_url,
-            )
-            with trio.CancelScope() as hard_stop:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_watch_signals, signals, server, hard_stop, interrupted)
-                    if setup is not None:
-                        await setup(queue, nursery)
-
-                    async def serve(task_status: trio.TaskStatus[str]) -> None:
-                        await server.serve(task_status=task_status)
-                        nursery.cancel_scope.cancel()  # the setup's components and the watcher
-
-                    url = await nursery.start(serve)
-                    print(f"taquba-server listening on {url}", flush=True)
-    if interrupted and interrupted[0]:
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+        async with trio.open_nursery() as nursery:
+            stopping = _Stopping(nursery.cancel_scope)
+            nursery.start_soon(_watch_signals, signals, stopping)
+            await _own(args, tokens, setup, stopping)
+            nursery.cancel_scope.cancel()  # the watcher
+    return EXIT_INTERRUPTED if stopping.hard else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
