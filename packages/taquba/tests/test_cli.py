@@ -537,6 +537,7 @@ async def test_a_live_owner_is_refused_and_keeps_running(prepared: Prepared) -> 
     assert await mail_dead_ids(prepared.store) == set()
 
 
+@pytest.mark.slow
 async def test_a_killed_owner_goes_stale_and_the_command_runs(prepared: Prepared) -> None:
     async with open_child(OWNER_CHILD, prepared.store, "ops", "0.1") as child:
         with trio.fail_after(30):
@@ -560,6 +561,7 @@ async def test_a_killed_owner_goes_stale_and_the_command_runs(prepared: Prepared
         assert await reader.owner() is None  # the command's own record is gone too
 
 
+@pytest.mark.slow
 async def test_force_fences_the_live_owner(prepared: Prepared) -> None:
     async with open_child(OWNER_CHILD, prepared.store, "ops", "0.2") as child:
         with trio.fail_after(30):
