@@ -347,7 +347,11 @@ class Worker:
         assert self._stop is not None
         failures = 0
         while not self._stopping:
-            free = self._concurrency - len(self._in_flight)
+            # A slot is a running handler. A job whose handler finished and whose settlement
+            # is on the wire no longer takes one, so the next claim overlaps the settlement's
+            # WAL flush; at most `concurrency` more jobs wait for their settlement.
+            running = sum(1 for entry in self._in_flight.values() if not entry.settling)
+            free = min(self._concurrency - running, 2 * self._concurrency - len(self._in_flight))
             if free <= 0:
                 await self._wait_slot()
                 continue
@@ -399,6 +403,9 @@ class Worker:
 
     def _freed(self, token: str) -> None:
         self._in_flight.pop(token, None)
+        self._signal_slot()
+
+    def _signal_slot(self) -> None:
         assert self._slot_freed is not None
         self._slot_freed.set()
         self._slot_freed = anyio.Event()
@@ -430,6 +437,7 @@ class Worker:
             if error is not None and not isinstance(error, PermanentFailure | RetryLater):
                 log.info("job %s/%s failed: %r", claim.job.queue_name, claim.id, error)
             entry.settling = True
+            self._signal_slot()
             with anyio.move_on_after(_SETTLE_GRACE, shield=True):
                 await self._settle_batched(outcome(claim, result, error))
         finally:
