@@ -9,7 +9,8 @@ with the right value, nothing is duplicated, stored results are not run again, a
 jobs caught in flight run again (after their lease, as the server's reaper hands them out).
 
 The server itself is SIGKILLed and restarted (same store, same port) while a remote runner
-works: it reconnects, and every handle it holds still resolves once.
+works: it reconnects, every handle it holds still resolves once, and a second remote runner
+resubmitting the same keys finds every job and result without running anything.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ async def test_a_remote_runner_killed_mid_run_then_resubmitted_resolves_every_ha
                                 value = await handle.result()
                                 assert index not in resolved  # each resolves exactly once
                                 resolved[index] = value
+                                # A job the child stored the result of but never acknowledged
+                                # stays claimed until its lease ends; then this runner
+                                # settles it as recorded, without running it again.
+                                await queue.wait_for_completion(handle.job_id)
 
                             nursery.start_soon(resubmit)
                     await settled(queue)
@@ -163,30 +168,53 @@ async def test_a_remote_runner_killed_mid_run_then_resubmitted_resolves_every_ha
 
 
 async def test_the_server_killed_and_restarted_under_a_remote_runner_loses_nothing(
-    tmp_path: Path,
+    tmp_path: Path, serving: Any
 ) -> None:
     store = tmp_path / "store"
     log = tmp_path / "executions.log"
     log.touch()
-    with trio.fail_after(50):
-        async with open_server(store) as (server, url):
-            port = int(url.rsplit(":", 1)[1])
-            argv = [CHILD, url, log, str(COUNT), "patient"]
-            async with open_child(*argv, cwd=tmp_path) as child:
-                await child.read_until(lambda: len(child.tagged("RESULT")) >= COUNT // 4)
-                await server.kill()
-                before_kill = len(child.tagged("RESULT"))
-                async with open_server(store, port) as (_, again):
-                    assert again == url
-                    # The runner reconnects: it finishes the batch and exits on its own.
-                    await child.read_until(lambda: len(child.tagged("RESULT")) >= COUNT)
-                    await child.expect_exit(0)
-                    async with open_remote_queue(url) as queue:
-                        await settled(queue)
-                        stats = await queue.stats("jobs")
+    log_fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    work = parent_job(log_fd)
+    try:
+        with trio.fail_after(50):
+            async with open_server(store) as (server, url):
+                port = int(url.rsplit(":", 1)[1])
+                argv = [CHILD, url, log, str(COUNT), "patient"]
+                async with open_child(*argv, cwd=tmp_path) as child:
+                    await child.read_until(lambda: len(child.tagged("RESULT")) >= COUNT // 4)
+                    await server.kill()
+                    before_kill = len(child.tagged("RESULT"))
+                    async with open_server(store, port) as (_, again):
+                        assert again == url
+                        # The runner reconnects: it finishes the batch and exits on its own.
+                        await child.read_until(lambda: len(child.tagged("RESULT")) >= COUNT)
+                        await child.expect_exit(0)
+                        # Another remote runner finds every job and its stored result, and
+                        # settles what the restart handed out again without running anything.
+                        async with open_remote_queue(url) as queue:
+                            runner = JobRunner(queue, [work], poll_interval=0.05)
+                            handles: dict[int, JobHandle[int]] = {}
+                            values: dict[int, int] = {}
+                            async with serving(runner), trio.open_nursery() as nursery:
+                                for index in range(COUNT):
+
+                                    async def resubmit(index: int = index) -> None:
+                                        handle = await runner.submit(
+                                            work, index, idempotency_key=f"crash/{index}"
+                                        )
+                                        handles[index] = handle
+                                        values[index] = await handle.result()
+                                        await queue.wait_for_completion(handle.job_id)
+
+                                    nursery.start_soon(resubmit)
+                            await settled(queue)
+                            stats = await queue.stats("jobs")
+    finally:
+        os.close(log_fd)
 
     subs = child.tagged("SUB")
     results = child.tagged("RESULT")
+    assert before_kill < COUNT  # the server died mid-run
     # Every submission returned once and its handle resolved once, with its own value.
     assert sorted(int(index) for index, _, _ in subs) == list(range(COUNT))
     job_of = {int(index): job_id for index, job_id, _ in subs}
@@ -194,11 +222,16 @@ async def test_the_server_killed_and_restarted_under_a_remote_runner_loses_nothi
     assert sorted(job_id for job_id, _ in results) == sorted(job_of.values())
     value_of = {job_id: int(value) for job_id, value in results}
     assert all(value_of[job_of[i]] == 3 * i for i in range(COUNT))
-    assert before_kill < COUNT  # the server died mid-run
+    # The second runner found the same jobs and values, and ran nothing.
+    assert {i: h.job_id for i, h in handles.items()} == job_of
+    assert not any(h.newly_submitted for h in handles.values())
+    assert values == {i: 3 * i for i in range(COUNT)}
+    assert runner.statistics().executions == 0
     # Each job was acknowledged once (done records are not kept: counted, then deleted).
     assert stats.done == COUNT
     # Only jobs caught in flight when the server died ran again (at most one batch).
     executions = read_executions(log, set(job_of.values()))
     assert all(any(p == "done" for _, p, _ in runs) for runs in executions.values())
+    assert all(who == "child" for runs in executions.values() for _, _, who in runs)
     rerun = [runs for runs in executions.values() if sum(p == "start" for _, p, _ in runs) > 1]
     assert len(rerun) <= CONCURRENCY, rerun
