@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,31 @@ async def test_a_killed_server_restarts_and_nothing_is_lost(tmp_path: Path) -> N
         assert (stats.done, stats.pending, stats.claimed, stats.dead) == (21, 0, 0, 0)
         restarted.kill()
         await restarted.wait()
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+async def test_ctrl_c_stops_a_worker_promptly_and_hands_its_jobs_back(
+    server: ServerHandle, backend: str
+) -> None:
+    async with tc.AsyncClient(server.url) as client:
+        ids = [(await client.enqueue("sigint", bytes([i]))).id for i in range(2)]
+        process = await trio.lowlevel.open_process(
+            [sys.executable, CHILD, server.url, "sigint", backend],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        seen = b""
+        with trio.fail_after(20):
+            while seen.count(b"claimed") < 2:
+                chunk = await process.stdout.receive_some()
+                assert chunk, "the worker exited"
+                seen += chunk
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(10):  # promptly: well within the 1 s lease's redelivery
+            assert await process.wait() != 0
+        await process.stdout.aclose()
+        for job_id in ids:
+            job = await client.get_job(job_id)
+            assert job.last_error == "the worker stopped before the job finished"
+            assert job.status is not tc.JobStatus.CLAIMED

@@ -65,3 +65,10 @@ async def test_sync_example_in_a_subprocess(server: ServerHandle) -> None:
     answer = json.loads(result.stdout.decode().strip().splitlines()[-1])
     assert answer["status"] == "done"
     assert len(answer["digest"]) == 64
+
+
+async def test_readme_example(server: ServerHandle) -> None:
+    readme = (EXAMPLES.parent / "packages/taquba-client/README.md").read_text(encoding="utf-8")
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("http://127.0.0.1:8700", server.url)
+    await trio.to_thread.run_sync(exec, code, {})

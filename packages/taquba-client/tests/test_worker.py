@@ -48,6 +48,10 @@ async def test_worker_under_trio_settles_every_outcome(server: ServerHandle) -> 
             raise ValueError("boom")
         if n == 3:
             return tc.Effects(kv_writes={b"result-3": b"ok"})
+        if n == 4:
+            before = lease.expires_at
+            assert await lease.renew(30) > (before or 0)
+            assert not lease.cancel_requested
         return None
 
     async with tc.AsyncClient(server.url) as client:
@@ -248,6 +252,9 @@ async def test_threaded_worker_with_cpu_bound_handlers(server: ServerHandle) -> 
 
     def handler(job: tc.Job, lease: tc.ThreadLease) -> tc.Effects:
         threads.add(threading.current_thread().name)
+        if job.payload == b"1":
+            assert lease.renew(30) > 0
+            assert not lease.wait_cancel_requested(0)
         deadline = time.monotonic() + (1.5 if job.payload == b"0" else 0.05)
         digest = job.payload
         while time.monotonic() < deadline:  # CPU-bound, past the 1 s lease for job 0

@@ -417,7 +417,9 @@ class Worker:
                         claim.id,
                     )
                     return
-            except anyio.get_cancelled_exc_class():
+            except BaseException:
+                # Cancelled (shutdown past its grace, an outer cancel), or Ctrl-C raised in
+                # the handler's own code: hand the job back now rather than at lease expiry.
                 with anyio.move_on_after(_SETTLE_GRACE, shield=True):
                     await self._settle_now(Nack(claim=claim, error=STOPPED))
                 raise
