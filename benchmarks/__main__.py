@@ -21,6 +21,7 @@ BENCHMARKS = (
     "reaper_storm",
     "payload_sweep",
     "sharding",
+    "http_remote",
 )
 
 

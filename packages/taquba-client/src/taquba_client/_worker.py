@@ -50,6 +50,10 @@ log = logging.getLogger("taquba_client.worker")
 
 STOPPED = "the worker stopped before the job finished"
 _SETTLE_GRACE = 10.0
+# Settle calls one worker keeps in flight at once. Each call waits about one WAL flush on the
+# server; with one call at a time a settlement that just missed a call waited for that call
+# and then its own (about 1.5 flushes on average). A few calls in flight cut that to about one.
+_SETTLE_CALLS = 4
 """Seconds a settlement may take once the worker is being cancelled."""
 _PERMANENT = (Unauthorized, Forbidden, InvalidRequest, NotFound, UsageError)
 """Claim errors that retrying cannot fix: they end `Worker.run`."""
@@ -259,7 +263,7 @@ class Worker:
         self._claim_scope: anyio.CancelScope | None = None
         self._in_flight: dict[str, _InFlight] = {}
         self._pending: list[_Pending] = []
-        self._sending = False
+        self._senders = 0
         self._slot_freed: anyio.Event | None = None
 
     @property
@@ -444,19 +448,20 @@ class Worker:
         """Settle through the batch: one call carries every settlement waiting for the wire."""
         mine = _Pending(settlement)
         self._pending.append(mine)
-        if not self._sending:
-            self._sending = True
+        if self._senders < _SETTLE_CALLS:
+            self._senders += 1
             try:
                 while self._pending:
                     batch, self._pending = self._pending, []
                     await self._send(batch)
             finally:
-                self._sending = False
-                for left in self._pending:  # the leader was cancelled: nobody will send them
-                    if left.result is None:
-                        left.result = ServerUnavailable("the settling task was cancelled")
-                        left.done.set()
-                self._pending = [p for p in self._pending if not p.done.is_set()]
+                self._senders -= 1
+                if self._senders == 0:
+                    for left in self._pending:  # the senders were cancelled: nobody sends them
+                        if left.result is None:
+                            left.result = ServerUnavailable("the settling task was cancelled")
+                            left.done.set()
+                    self._pending = [p for p in self._pending if not p.done.is_set()]
         await mine.done.wait()
         result = mine.result
         if isinstance(result, SettleResult):

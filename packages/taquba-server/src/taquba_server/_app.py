@@ -640,8 +640,9 @@ class ServerApp:
             if required is not None and item[required] is None:
                 path = f"settlements[{index}].{required}"
                 raise BadRequest(path, f"missing field {path}")
-        results: list[dict[str, Any]] = []
-        for item in items:
+        results: list[dict[str, Any]] = [{} for _ in items]
+
+        async def settle_one(index: int, item: dict[str, Any]) -> None:
             entry: dict[str, Any] = {
                 "job_id": item["job_id"],
                 "ok": True,
@@ -662,7 +663,22 @@ class ServerApp:
             else:
                 entry["enqueued"] = answer["enqueued"]
                 entry["dead"] = answer.get("dead")
-            results.append(entry)
+            results[index] = entry
+
+        async def settle_in_order(indices: list[int]) -> None:
+            for index in indices:
+                await settle_one(index, items[index])
+
+        # Different jobs concurrently: each settlement is its own transaction, and those in
+        # flight together share one WAL flush (group commit); one after another, a batch of N
+        # would wait N flushes. Settlements of one job stay in request order, so the first
+        # wins and a repeat is `claim_lost`, as in a sequence of calls.
+        by_job: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            by_job.setdefault(item["job_id"], []).append(index)
+        async with trio.open_nursery() as nursery:
+            for indices in by_job.values():
+                nursery.start_soon(settle_in_order, indices)
         return {"results": results}
 
     # ------------------------------------------------------------------ handlers: KV, blobs
