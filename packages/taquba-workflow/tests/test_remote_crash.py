@@ -6,6 +6,10 @@ serves the 5-step run and is SIGKILLed in every step, in its hook and after; the
 picks up what the dead one held once the server's reaper takes back its expired lease. The run
 must finish exactly once, each step's memoized work done once, as in-process; the test then
 stops the server and checks the store itself.
+
+The server is also SIGKILLed and restarted (same store, same port) under a remote `Runtime`
+holding a step: the runtime reconnects and takes the step again, and the run still finishes
+exactly once.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ pytestmark = [
 
 
 @asynccontextmanager
-async def open_server(store: Path) -> AsyncIterator[tuple[Child, str]]:
+async def open_server(store: Path, port: int = 0) -> AsyncIterator[tuple[Child, str]]:
     """A ``taquba-server`` process owning database ``crash`` of ``store``, short leases."""
-    argv = ["-m", "taquba_server", "--store", store.as_uri(), "--name", "crash", "--port", "0"]
+    argv = ["-m", "taquba_server", "--store", store.as_uri(), "--name", "crash"]
+    argv += ["--port", str(port)]
     options = ["--lease-duration", str(LEASE), "--reaper-interval", "0.1"]
     async with open_child(*argv, *options) as server:
         with trio.fail_after(30):
@@ -95,8 +100,12 @@ async def test_a_remote_run_killed_in_every_step_finishes_exactly_once(tmp_path:
     assert lines(state, "hook") == 2
     assert lines(state, "hook-saw-succeeded") == 2
 
-    # The store, reopened by the test once the server stopped: one committed end, every step
-    # acknowledged once.
+    await check_store(store_dir)
+
+
+async def check_store(store_dir: Path) -> None:
+    """The store, reopened by the test once the server stopped: one committed end, every step
+    acknowledged once."""
     async with taquba.open_queue(store_dir, "crash", config=QueueConfig()) as queue:
         jobs = await live_jobs(queue)
         assert jobs["done"] == STEPS
@@ -114,3 +123,32 @@ async def test_a_remote_run_killed_in_every_step_finishes_exactly_once(tmp_path:
     outcome = await read_run_outcome(taquba.Store.from_url(store_dir), "crash-run")
     assert outcome is not None and outcome.status is TerminalStatus.SUCCEEDED
     assert outcome.result == b"w0;w1;w2;w3;w4;"
+
+
+async def test_the_server_killed_and_restarted_under_a_remote_runtime(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    state = tmp_path / "state"
+    state.mkdir()
+    for point in ["step-0", "step-1", "step-3", "step-4", "hook"]:
+        (state / f"killed-{point}").touch()  # only step 2 stops (and the end, as before)
+    async with open_server(store_dir) as (server, url):
+        port = int(url.rsplit(":", 1)[1])
+        with trio.fail_after(30):
+            async with open_child(CHILD, url, state, "patient") as child:
+                await child.expect("AT step-2")  # holding step 2's claim
+                await server.kill()
+                async with open_server(store_dir, port) as (restarted, again):
+                    assert again == url
+                    # The restart handed step 2 out again: the same runtime, reconnected,
+                    # takes it (the first execution still hangs, its claim is gone).
+                    await child.expect("AT step-2")
+                    (state / "killed-step-2").touch()
+                    await child.kill()
+                    assert await run_child(url, state) == ("killed", "finished")
+                    assert await run_child(url, state) == ("done", "succeeded")
+                    restarted.process.send_signal(signal.SIGINT)
+                    await restarted.expect_exit(0)
+    assert [lines(state, f"work-{k}") for k in range(STEPS)] == [1] * STEPS
+    assert [lines(state, f"exec-{k}") for k in range(STEPS)] == [1, 1, 3, 1, 1]
+    assert lines(state, "hook") == lines(state, "hook-saw-succeeded") == 1
+    await check_store(store_dir)

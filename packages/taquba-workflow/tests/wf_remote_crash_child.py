@@ -1,8 +1,9 @@
-"""A remote workflow process for the remote crash tests: ``wf_remote_crash_child.py URL STATE``.
+"""A remote workflow process for the crash tests: ``wf_remote_crash_child.py URL STATE [patient]``.
 
 ``wf_crash_child.py``'s workflow and `Runtime`, unchanged (its `serve`), over
 ``taquba_client.remote.open_remote_queue(URL)`` instead of the store: the owner is a
-``taquba-server`` process. Same lines on stdout, same counts in ``STATE``.
+``taquba-server`` process. Same lines on stdout, same counts in ``STATE``. With ``patient``,
+its client retries for long enough to outlast a restart of the server.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import taquba_client
 from taquba_client.remote import open_remote_queue
 from wf_crash_child import serve
 
+PATIENT = taquba_client.RetryPolicy(attempts=200, initial_delay=0.05, max_delay=0.2)
 
-async def main(url: str, state_dir: str) -> None:
-    async with open_remote_queue(url) as queue:
+
+async def main(url: str, state_dir: str, patient: bool) -> None:
+    async with open_remote_queue(url, retry=PATIENT if patient else None) as queue:
 
         async def claimed_hooks() -> list[str]:
             page = await queue.client.list_jobs("workflow-hooks", taquba_client.JobStatus.CLAIMED)
@@ -28,4 +31,4 @@ async def main(url: str, state_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], sys.argv[2])
+    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3:] == ["patient"])
