@@ -60,6 +60,22 @@ async def test_remote_claims_cancel_and_claim_lost(server: ServerHandle) -> None
         assert isinstance(remote, RemoteQueue)
 
 
+async def test_a_claim_the_server_lost_is_claim_lost_with_one_message(
+    server: ServerHandle,
+) -> None:
+    async with open_remote_queue(server.url) as remote:
+        job_id = (await remote.enqueue("c", b"x")).id
+        [claim] = await remote.claim_batch("c", 1)
+        # settled behind the remote queue's back: the server no longer holds the claim
+        held = remote._held[claim.token]  # pyright: ignore[reportPrivateUsage]
+        await remote.client.ack(held.claim)
+        with pytest.raises(taquba.ClaimLost) as info:
+            await remote.ack_with(claim, None)
+        assert info.value.job_id == job_id
+        assert str(info.value).count("lost:") == 1, str(info.value)
+        assert str(info.value).startswith(f"claim on job {job_id!r} lost: ")
+
+
 async def test_unreachable_server_is_storage_unavailable() -> None:
     with pytest.raises(taquba.StorageUnavailable):
         async with open_remote_queue("http://127.0.0.1:9"):

@@ -194,3 +194,30 @@ def test_a_taken_port_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
         port = sock.getsockname()[1]
         assert main(["--store", "memory://", "--port", str(port)]) == 1
     assert "taquba-server: error:" in capsys.readouterr().err
+
+
+async def test_lease_duration_and_reaper_interval(tmp_path: Path) -> None:
+    argv = ["-m", "taquba_server", "--store", store_url(tmp_path), "--port", "0"]
+    async with open_child(*argv, "--lease-duration", "1", "--reaper-interval", "0.1") as child:
+        url = await listening(child)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            config = (await http.get("/v1/config")).json()
+            assert config["default"]["lease_duration"] == 1
+            response = await http.post("/v1/jobs", json={"queue_name": "q", "payload": "eA=="})
+            job_id = response.json()["id"]
+            (claim,) = (await http.post("/v1/queues/q/claim", json={})).json()["claims"]
+            assert claim["job"]["id"] == job_id
+            # never renewed: the reaper hands the job out again after its 1 s lease
+            with trio.fail_after(10):
+                response = await http.post("/v1/queues/q/claim", json={"wait": 8})
+            (again,) = response.json()["claims"]
+            assert (again["job"]["id"], again["job"]["attempts"]) == (job_id, 2)
+        child.process.send_signal(signal.SIGINT)
+        with trio.fail_after(15):
+            await child.expect_exit(0)
+
+
+@pytest.mark.parametrize("option", ["--lease-duration", "--reaper-interval"])
+def test_bad_intervals_exit_2(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--store", "memory://", "--port", "0", option, "-1"]) == 2
+    assert "taquba-server: error:" in capsys.readouterr().err

@@ -14,6 +14,9 @@ The first time it reaches a point it stops there and prints where it is (``AT st
 ``AT hook``, ``AT finished``), waiting to be killed; the test creates ``killed-<point>`` before
 it kills, so the next process passes that point. ``READY`` is printed once the queue is open;
 ``DONE <state>`` when the run has ended and nothing stops it, after which it exits.
+
+`serve` is the workflow itself, on any `taquba.QueueLike`: ``wf_remote_crash_child.py`` runs
+it over a remote queue.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -61,8 +65,10 @@ async def stop_here(state: Path, point: str) -> None:
         await trio.sleep_forever()
 
 
-async def main(store_dir: str, state_dir: str) -> None:
-    state = Path(state_dir)
+async def serve(
+    queue: taquba.QueueLike, state: Path, claimed_hooks: Callable[[], Awaitable[list[str]]]
+) -> None:
+    """Serve ``crash-run`` on ``queue`` (``claimed_hooks``: the ids of claimed hook jobs)."""
 
     async def run_step(step: Step) -> StepOutcome:
         count(state, f"exec-{step.number}")
@@ -87,25 +93,33 @@ async def main(store_dir: str, state_dir: str) -> None:
         await stop_here(state, "hook")  # the end committed; its notification is in flight
         hook_done.set()
 
+    runtime = Runtime(queue, run_step, on_end, poll_interval=0.05)
+    say("READY")
+    with trio.move_on_after(SAFETY_EXIT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.serve)
+            if await runtime.status(RUN) is None:
+                await runtime.submit(RunSpec(input=b"", run_id=RUN, max_attempts_per_step=10))
+            final = await runtime.wait_finished(RUN)
+            assert final is not None
+            if not (state / "killed-finished").exists():
+                await hook_done.wait()  # the notification was delivered (after a crash)
+                for job_id in await claimed_hooks():  # and its acknowledgement committed
+                    with contextlib.suppress(taquba.JobNotFound):
+                        await queue.wait_for_completion(job_id)
+            await stop_here(state, "finished")  # committed; the process dies after it
+            say("DONE", final.state.value)
+            nursery.cancel_scope.cancel()
+
+
+async def main(store_dir: str, state_dir: str) -> None:
     async with taquba.open_queue(store_dir, "crash", **FAST) as queue:
-        runtime = Runtime(queue, run_step, on_end, poll_interval=0.05)
-        say("READY")
-        with trio.move_on_after(SAFETY_EXIT):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(runtime.serve)
-                if await runtime.status(RUN) is None:
-                    await runtime.submit(RunSpec(input=b"", run_id=RUN, max_attempts_per_step=10))
-                final = await runtime.wait_finished(RUN)
-                assert final is not None
-                if not (state / "killed-finished").exists():
-                    await hook_done.wait()  # the notification was delivered (after a crash)
-                    page = await queue.list_jobs("workflow-hooks", taquba.JobStatus.CLAIMED)
-                    for job in page.jobs:  # and its acknowledgement committed
-                        with contextlib.suppress(taquba.JobNotFound):
-                            await queue.wait_for_completion(job.id)
-                await stop_here(state, "finished")  # committed; the process dies after it
-                say("DONE", final.state.value)
-                nursery.cancel_scope.cancel()
+
+        async def claimed_hooks() -> list[str]:
+            page = await queue.list_jobs("workflow-hooks", taquba.JobStatus.CLAIMED)
+            return [job.id for job in page.jobs]
+
+        await serve(queue, Path(state_dir), claimed_hooks)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ def _mapped(job_id: str = "") -> Generator[None]:
         yield
     except e.ServerUnavailable as exc:
         raise taquba.StorageUnavailable(str(exc)) from exc
-    except e.ClaimLost as exc:
-        raise taquba.ClaimLost(job_id, exc.message) from exc
+    except e.ClaimLost as exc:  # the server's message is taquba's: say "claim ... lost" once
+        reason = exc.message.removeprefix(f"claim on job {job_id!r} lost: ")
+        raise taquba.ClaimLost(job_id, reason) from exc
     except e.JobNotFound as exc:
         raise taquba.JobNotFound(job_id) from exc
     except e.DuplicateJobId as exc:

@@ -76,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
         help="async def setup(queue, nursery) run before listening, to start background "
         "components (cron Scheduler, workflow Runtime, ...) in the owner",
     )
+    parser.add_argument(
+        "--lease-duration",
+        type=float,
+        metavar="SECONDS",
+        help="lease of a claim made without one (the queues' lease_duration, default 30)",
+    )
+    parser.add_argument(
+        "--reaper-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between reaps of expired leases (default 5)",
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     return parser
 
@@ -98,6 +111,12 @@ def _load_setup(spec: str) -> SetupHook:
     if function is None or not inspect.iscoroutinefunction(function):
         raise taquba.UsageError(f"--setup: {spec!r} is not an async function")
     return cast("SetupHook", function)
+
+
+def _config(args: argparse.Namespace) -> taquba.QueueConfig | None:
+    if args.lease_duration is None:
+        return None
+    return taquba.QueueConfig(lease_duration=args.lease_duration)
 
 
 class _Stopping:
@@ -126,9 +145,15 @@ async def _watch_signals(signals: Any, stopping: _Stopping) -> None:
 
 
 async def _own(
-    args: argparse.Namespace, tokens: list[Token], setup: SetupHook | None, stopping: _Stopping
+    args: argparse.Namespace,
+    tokens: list[Token],
+    setup: SetupHook | None,
+    config: taquba.QueueConfig | None,
+    stopping: _Stopping,
 ) -> None:
-    async with taquba.open_queue(args.store, args.name) as queue:
+    async with taquba.open_queue(
+        args.store, args.name, config=config, reaper_interval=args.reaper_interval
+    ) as queue:
         server = Server(
             queue,
             host=args.host,
@@ -153,13 +178,18 @@ async def _own(
             print(f"taquba-server listening on {url}", flush=True)
 
 
-async def _run(args: argparse.Namespace, tokens: list[Token], setup: SetupHook | None) -> int:
+async def _run(
+    args: argparse.Namespace,
+    tokens: list[Token],
+    setup: SetupHook | None,
+    config: taquba.QueueConfig | None,
+) -> int:
     # The signals are caught from the start: a Ctrl-C while the store opens stops at once.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             stopping = _Stopping(nursery.cancel_scope)
             nursery.start_soon(_watch_signals, signals, stopping)
-            await _own(args, tokens, setup, stopping)
+            await _own(args, tokens, setup, config, stopping)
             nursery.cancel_scope.cancel()  # the watcher
     return EXIT_INTERRUPTED if stopping.hard else EXIT_OK
 
@@ -178,11 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not tokens and not is_loopback(args.host):
             raise InsecureBind(args.host)
         setup = _load_setup(args.setup) if args.setup else None
+        config = _config(args)
     except taquba.UsageError as exc:
         print(f"taquba-server: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return trio.run(_run, args, tokens, setup)
+        return trio.run(_run, args, tokens, setup, config)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except taquba.UsageError as exc:
