@@ -133,7 +133,12 @@ async def test_worker_calls_and_claim_lost(server: ServerHandle) -> None:
         assert [j.id for j in dead] == [claims[2].id]
         assert dead[0].last_error == "bad"
         # the last claim's 0.5 s lease runs out and the reaper takes the job back
-        await trio.sleep(1.0)
+        with trio.fail_after(20):
+            while True:
+                job = await client.get_job(claims[3].id)
+                if job is not None and job.status is tc.JobStatus.PENDING:
+                    break
+                await trio.sleep(0.05)
         with pytest.raises(tc.ClaimLost) as lost:
             await client.ack(claims[3])
         assert lost.value.status == 410
