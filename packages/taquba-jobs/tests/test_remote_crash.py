@@ -51,7 +51,7 @@ async def open_server(store: Path, port: int = 0) -> AsyncIterator[tuple[Child, 
     argv = ["-m", "taquba_server", "--store", store.as_uri(), "--port", str(port)]
     options = ["--lease-duration", str(LEASE), "--reaper-interval", "0.1"]
     async with open_child(*argv, *options) as server:
-        with trio.fail_after(30):
+        with trio.fail_after(90):
             line = await server.expect(lambda line: line.startswith(PREFIX))
         yield server, line.removeprefix(PREFIX)
 
@@ -92,7 +92,7 @@ async def test_a_remote_runner_killed_mid_run_then_resubmitted_resolves_every_ha
     log.touch()
     log_fd = os.open(log, os.O_WRONLY | os.O_APPEND)
     try:
-        with trio.fail_after(50):
+        with trio.fail_after(110):
             async with open_server(tmp_path / "store") as (_, url):
                 async with open_child(CHILD, url, log, str(COUNT), cwd=tmp_path) as child:
                     await child.read_until(lambda: len(child.tagged("RESULT")) >= kill_after)
@@ -176,7 +176,7 @@ async def test_the_server_killed_and_restarted_under_a_remote_runner_loses_nothi
     log_fd = os.open(log, os.O_WRONLY | os.O_APPEND)
     work = parent_job(log_fd)
     try:
-        with trio.fail_after(50):
+        with trio.fail_after(110):
             async with open_server(store) as (server, url):
                 port = int(url.rsplit(":", 1)[1])
                 argv = [CHILD, url, log, str(COUNT), "patient"]

@@ -48,14 +48,14 @@ async def open_server(store: Path, port: int = 0) -> AsyncIterator[tuple[Child, 
     argv += ["--port", str(port)]
     options = ["--lease-duration", str(LEASE), "--reaper-interval", "0.1"]
     async with open_child(*argv, *options) as server:
-        with trio.fail_after(30):
+        with trio.fail_after(90):
             line = await server.expect(lambda line: line.startswith(PREFIX))
         yield server, line.removeprefix(PREFIX)
 
 
 async def run_child(url: str, state: Path) -> tuple[str, str]:
     """Run the child until it stops somewhere (kill it there) or ends; return what it said."""
-    with trio.fail_after(30):
+    with trio.fail_after(90):
         async with open_child(CHILD, url, state) as child:
             line = await child.expect(lambda line: line.startswith(("AT ", "DONE ")))
             tag, point = line.split()
@@ -84,7 +84,7 @@ async def test_a_remote_run_killed_in_every_step_finishes_exactly_once(tmp_path:
             if event[0] == "done":
                 break
         server.process.send_signal(signal.SIGINT)
-        with trio.fail_after(15):
+        with trio.fail_after(45):
             await server.expect_exit(0)
     assert events == [
         *(("killed", f"step-{k}") for k in range(STEPS)),
@@ -133,7 +133,7 @@ async def test_the_server_killed_and_restarted_under_a_remote_runtime(tmp_path: 
         (state / f"killed-{point}").touch()  # only step 2 stops (and the end, as before)
     async with open_server(store_dir) as (server, url):
         port = int(url.rsplit(":", 1)[1])
-        with trio.fail_after(30):
+        with trio.fail_after(90):
             async with open_child(CHILD, url, state, "patient") as child:
                 await child.expect("AT step-2")  # holding step 2's claim
                 await server.kill()
