@@ -137,8 +137,16 @@ class _NoWeakref:
     def __init__(self, inner: ForwardingQueue) -> None:
         self._inner = inner
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+
+def _forward(name: str) -> property:
+    return property(lambda self: getattr(self._inner, name))
+
+
+# Members defined on the class, not through ``__getattr__``: from Python 3.12 on,
+# ``isinstance`` against a runtime-checkable protocol looks members up statically.
+for _name in dir(QueueLike):
+    if not _name.startswith("_"):
+        setattr(_NoWeakref, _name, _forward(_name))
 
 
 async def test_a_queue_like_without_weakref_support_still_works(
