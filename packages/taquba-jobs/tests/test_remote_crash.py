@@ -27,9 +27,15 @@ import pytest
 import trio
 
 from taquba.testing import Child, open_child
-from taquba_client.remote import RemoteQueue, open_remote_queue
 from taquba_jobs import Job, JobContext, JobHandle, JobRunner
 from taquba_jobs._records import decode_result
+
+# A compatibility-matrix row installs taquba-jobs with its own dependencies only.
+REASON = "the remote crash tests need taquba-server and taquba-client"
+pytest.importorskip("taquba_server", reason=REASON)
+pytest.importorskip("taquba_client", reason=REASON)
+
+from taquba_client.remote import RemoteQueue, open_remote_queue  # noqa: E402
 
 CHILD = Path(__file__).with_name("remote_crash_child.py")
 # Must match crash_child.py.
