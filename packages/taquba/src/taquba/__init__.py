@@ -53,6 +53,8 @@ from ._ids import validate_job_id as validate_job_id
 from ._keys import MAX_QUEUE_NAME_BYTES as MAX_QUEUE_NAME_BYTES
 from ._keys import validate_queue_name as validate_queue_name
 from ._lease import CancelToken as CancelToken
+from ._observe import Observer as Observer
+from ._observe import SettleOutcome as SettleOutcome
 from ._owner import OwnerInfo as OwnerInfo
 from ._protocol import BlobStore as BlobStore
 from ._protocol import QueueLike as QueueLike
@@ -129,6 +131,7 @@ __all__ = [
     "LeaseHandle",
     "MockClock",
     "NackResult",
+    "Observer",
     "OwnerInfo",
     "PermanentFailure",
     "QuarantinedRecord",
@@ -141,6 +144,7 @@ __all__ = [
     "QueueStats",
     "RetryLater",
     "SerializationError",
+    "SettleOutcome",
     "StorageError",
     "StorageFatal",
     "StorageMisconfigured",

@@ -208,6 +208,10 @@ class Settlement:
             + [item.record.queue_name for r in committed for item in r.prepared]
         )
         context.notify_completion(r.claim.id for r in committed)
+        if context.observers.active:
+            for request in committed:
+                context.observe_settled(request.claim, "acked", dead=False)
+                context.observe_enqueued(request.prepared, request.results)
 
     async def _stage_ack(
         self, txn: Transaction, request: _AckRequest, deltas: Deltas
@@ -290,6 +294,9 @@ class Settlement:
             context.count_queues({item.record.queue_name for item in prepared} - {claim.queue_name})
             context.note_dead_letter(claim.queue_name)
             context.notify_completion((claim.id,))
+        if context.observers.active:
+            context.observe_settled(claim, "nacked", dead=result.dead)
+            context.observe_enqueued(prepared, result.enqueued)
         return result
 
     async def dead_letter(
@@ -318,6 +325,9 @@ class Settlement:
         context.count_queues({item.record.queue_name for item in prepared} - {claim.queue_name})
         context.note_dead_letter(claim.queue_name)
         context.notify_completion((claim.id,))
+        if context.observers.active:
+            context.observe_settled(claim, "dead_lettered", dead=True)
+            context.observe_enqueued(prepared, results)
         return results
 
     # ------------------------------------------------------------------ requeue, cancel
