@@ -83,8 +83,8 @@ class Recorder(Observer):
     def conflicted(self) -> None:
         self.errors.append("conflict")
 
-    def enqueue_headers(self, queue_name: str) -> Mapping[str, str] | None:
-        return {"x-observed": queue_name, "x-mine": "observer"}
+    def enqueue_headers(self, queue_name: str, job_id: str) -> Mapping[str, str] | None:
+        return {"x-observed": f"{queue_name}/{job_id}", "x-mine": "observer"}
 
     @contextlib.contextmanager
     def handling(self, claim: Claim) -> Generator[None]:
@@ -151,12 +151,13 @@ async def test_lifecycle_is_reported(
     assert kinds(rec, "enqueued") == [("enqueued", "q", ["a"]), ("enqueued", "q", ["dd"])]
     job = await queue.get_job(a.id)
     assert job is not None
-    assert job.headers == {"x-mine": "caller", "x-observed": "q"}  # the caller's header wins
+    assert job.headers == {"x-mine": "caller", "x-observed": "q/a"}  # the caller's header wins
 
     claims = await queue.claim_batch("q", 2)
     assert kinds(rec, "claimed") == [("claimed", "q", ["a", "dd"])]
     by_id = {c.id: c for c in claims}
-    await queue.ack_with(by_id["a"], Effects(enqueues=[EnqueueRequest(queue_name="next", payload=b"n", job_id="n")]))
+    follow_up = EnqueueRequest(queue_name="next", payload=b"n", job_id="n")
+    await queue.ack_with(by_id["a"], Effects(enqueues=[follow_up]))
     await queue.nack(by_id["dd"], "boom")
     assert kinds(rec, "settled") == [
         ("settled", "q", "a", "acked", False),
@@ -200,10 +201,12 @@ async def test_worker_enters_handling_around_handler_and_settlement(
     seen: list[str] = []
 
     async def handler(job: JobRecord, lease: taquba.LeaseHandle) -> Effects | None:
-        seen.append(rec.handled[-1])
+        assert f"end {job.id}" not in rec.handled
+        seen.append(next(h for h in rec.handled if h == f"start {job.id}"))
         if job.id == "bad":
             raise PermanentFailure("bad job")
-        return Effects(enqueues=[EnqueueRequest(queue_name="after", payload=b"", job_id=f"after-{job.id}")])
+        after = EnqueueRequest(queue_name="after", payload=b"", job_id=f"after-{job.id}")
+        return Effects(enqueues=[after])
 
     await queue.enqueue("w", b"", job_id="good")
     await queue.enqueue("w", b"", job_id="bad")

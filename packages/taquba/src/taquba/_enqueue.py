@@ -85,10 +85,10 @@ def prepare(context: QueueContext, request: EnqueueRequest, now: int) -> Prepare
     for name, value in headers.items():
         if not isinstance(name, str) or not isinstance(value, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise UsageError("headers must map str to str")
-    if context.observers.active:
-        context.observers.headers(queue, headers)
     explicit = request.job_id is not None
     job_id = validate_job_id(request.job_id) if explicit else context.ids.next_id()
+    if context.observers.active:
+        context.observers.headers(queue, job_id, headers)
     run_at = run_at_ms(request.run_at, request.delay, now)
     record = JobRecord(
         id=job_id,

@@ -114,8 +114,8 @@ class Observer:
     def conflicted(self) -> None:
         """A transaction commit lost a write conflict; the queue retries it (nothing failed)."""
 
-    def enqueue_headers(self, queue_name: str) -> Mapping[str, str] | None:
-        """Headers to add to a job being enqueued into ``queue_name`` (None: none).
+    def enqueue_headers(self, queue_name: str, job_id: str) -> Mapping[str, str] | None:
+        """Headers to add to job ``job_id`` being enqueued into ``queue_name`` (None: none).
 
         Called while the enqueue request is checked, in the caller's task (so its context
         variables, e.g. the current trace, are visible); headers the caller set win.
@@ -167,11 +167,11 @@ class Observers:
             except Exception:
                 self._raised(observer, method)
 
-    def headers(self, queue_name: str, headers: dict[str, str]) -> None:
+    def headers(self, queue_name: str, job_id: str, headers: dict[str, str]) -> None:
         """Add the observers' `Observer.enqueue_headers` to ``headers`` (the caller's win)."""
         for observer in self.active:
             try:
-                extra = observer.enqueue_headers(queue_name)
+                extra = observer.enqueue_headers(queue_name, job_id)
             except Exception:
                 self._raised(observer, "enqueue_headers")
                 continue
