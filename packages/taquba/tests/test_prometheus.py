@@ -132,3 +132,21 @@ async def test_serve_depth_checks_interval() -> None:
     metrics = PrometheusObserver(CollectorRegistry())
     with pytest.raises(taquba.InvalidArgument):
         await metrics.serve_depth(None, interval=0)  # type: ignore[arg-type]
+
+
+async def test_count_event_makes_layer_counters(
+    memory_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusObserver(registry)
+    async with taquba.open_queue(memory_store, "ce", observers=[metrics], **FAST) as queue:
+        taquba.count_event(queue, "cron_firings", {"schedule": "s", "outcome": "enqueued"}, 2)
+        taquba.count_event(queue, "cron_firings", {"outcome": "enqueued", "schedule": "s"})
+        taquba.count_event(queue, "plain")
+        with caplog.at_level("ERROR", logger="taquba.observe"):
+            taquba.count_event(queue, "cron_firings", {"other": "x"})  # logged, ignored
+        assert "labels ['other'] differ" in caplog.text
+    taquba.count_event(object(), "ignored")  # not a Queue: a no-op
+    labels = {"schedule": "s", "outcome": "enqueued"}
+    assert value(registry, "taquba_cron_firings_total", **labels) == 3
+    assert value(registry, "taquba_plain_total") == 1

@@ -55,6 +55,7 @@ from ._keys import validate_queue_name as validate_queue_name
 from ._lease import CancelToken as CancelToken
 from ._observe import Observer as Observer
 from ._observe import SettleOutcome as SettleOutcome
+from ._observe import count_event as count_event
 from ._owner import OwnerInfo as OwnerInfo
 from ._protocol import BlobStore as BlobStore
 from ._protocol import QueueLike as QueueLike
@@ -158,6 +159,7 @@ __all__ = [
     "Worker",
     "__version__",
     "backoff_delay",
+    "count_event",
     "fixup_module_metadata",
     "open_queue",
     "open_reader",

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._records import JobRecord
     from ._types import Claim
 
-__all__ = ["Observer", "Observers", "SettleOutcome"]
+__all__ = ["Observer", "Observers", "SettleOutcome", "count_event"]
 
 log = logging.getLogger("taquba.observe")
 
@@ -114,6 +114,13 @@ class Observer:
     def conflicted(self) -> None:
         """A transaction commit lost a write conflict; the queue retries it (nothing failed)."""
 
+    def counted(self, name: str, labels: Mapping[str, str], amount: int) -> None:
+        """A layer counted an event of its own (`taquba.count_event`).
+
+        ``name`` is a metric-style name (``[a-z_][a-z0-9_]*``, e.g. ``"workflow_runs"``);
+        ``labels`` always has the same keys for one ``name``.
+        """
+
     def enqueue_headers(self, queue_name: str, job_id: str) -> Mapping[str, str] | None:
         """Headers to add to job ``job_id`` being enqueued into ``queue_name`` (None: none).
 
@@ -129,6 +136,28 @@ class Observer:
         (`taquba.otel`) is the parent of the follow-up enqueues of the settlement.
         """
         return contextlib.nullcontext()
+
+
+def count_event(
+    queue: object, name: str, labels: Mapping[str, str] | None = None, amount: int = 1
+) -> None:
+    """Report a layer's event to the observers of ``queue`` (`Observer.counted`).
+
+    For the layers (workflow runs by state, job results, cron firings, webhook deliveries)
+    and for applications: a no-op unless ``queue`` is a `taquba.Queue` with observers (a
+    remote queue of taquba-client has none), so it costs one check when unused.
+
+    Args:
+        queue: the queue the event belongs to (any `QueueLike`).
+        name: a metric-style name, ``[a-z_][a-z0-9_]*``, e.g. ``"cron_firings"``.
+        labels: label values; use the same keys every time for one ``name``.
+        amount: how many events.
+    """
+    observers: Observers | None = getattr(queue, "_observers", None)
+    if observers is None or not observers.active:
+        return
+    fixed = dict(labels or {})
+    observers.emit("counted", lambda o: o.counted(name, fixed, amount))
 
 
 class Observers:

@@ -114,6 +114,7 @@ class Queue:
         self._reaper_interval = reaper_interval
         self._scheduler_interval = scheduler_interval
         self._health: HealthTracker = context.health  # the worker loops report here too
+        self._observers = context.observers  # `taquba.count_event` reports here
         self._enqueuer = Enqueuer(context)
         self._claims = Claims(context, owner=self)
         self._settlement = Settlement(context, self._claims)
