@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import pathlib
+import re
+
 import pytest
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
@@ -150,3 +154,35 @@ async def test_count_event_makes_layer_counters(
     labels = {"schedule": "s", "outcome": "enqueued"}
     assert value(registry, "taquba_cron_firings_total", **labels) == 3
     assert value(registry, "taquba_plain_total") == 1
+
+
+LAYER_COUNTERS = {
+    "taquba_workflow_runs_total",
+    "taquba_jobs_results_total",
+    "taquba_cron_firings_total",
+    "taquba_cron_skips_total",
+    "taquba_webhook_deliveries_total",
+}
+
+
+def test_the_guide_and_the_dashboard_name_only_real_metrics() -> None:
+    """Every metric is in the observability guide; the Grafana dashboard uses no other."""
+    root = pathlib.Path(__file__).resolve().parents[3]
+    registry = CollectorRegistry()
+    PrometheusObserver(registry)
+    real: set[str] = set()
+    for family in registry.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        real.add(family.name + suffix)
+    real |= LAYER_COUNTERS
+    guide = (root / "docs" / "guides" / "observability.md").read_text()
+    documented = set(re.findall(r"`(taquba_[a-z_]+)`", guide))
+    assert real == documented
+    dashboard = json.loads((root / "docs" / "operations" / "grafana-dashboard.json").read_text())
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            used |= set(re.findall(r"taquba_[a-z_]+", target["expr"]))
+    used = {re.sub(r"_(bucket|count|sum)$", "", name) for name in used}
+    assert used <= real, used - real
+    assert used == real, real - used  # the dashboard shows every metric
