@@ -17,6 +17,7 @@ from taquba import Effects, EnqueueRequest, JobRecord, LeaseHandle, Store
 from taquba.otel import TracingObserver, job_context
 
 FAST = {"flush_interval": 0.005, "reaper_interval": 3600.0, "scheduler_interval": 3600.0}
+KEEP = taquba.QueueConfig(keep_done=3600)  # so wait_for_completion finds a finished job
 
 
 @pytest.fixture
@@ -48,7 +49,9 @@ async def test_trace_follows_job_to_handler_and_follow_up(
         raise taquba.PermanentFailure("stop here")
 
     observer = TracingObserver(provider)
-    async with taquba.open_queue(memory_store, "ot", observers=[observer], **FAST) as queue:
+    async with taquba.open_queue(
+        memory_store, "ot", config=KEEP, observers=[observer], **FAST
+    ) as queue:
         with tracer.start_as_current_span("request") as request:
             await queue.enqueue("first", b"", job_id="p")
         stored = await queue.get_job("p")
@@ -113,3 +116,35 @@ async def test_caller_trace_headers_win_and_hand_settlements_are_left_alone(
         await queue.ack(claim)  # by hand: no process span
     names = sorted(s.name for s in exporter.get_finished_spans())
     assert names == ["create q", "receive q"]
+
+
+async def test_concurrent_handlers_each_get_their_own_outcome(
+    memory_store: Store, traced: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """Acks ride one group commit; each `process` span still gets its own job's outcome."""
+    provider, exporter = traced
+    release = trio.Event()
+
+    async def handler(job: JobRecord, lease: LeaseHandle) -> None:
+        await release.wait()  # all in flight at once, so their acks batch
+
+    async with taquba.open_queue(
+        memory_store, "oc", config=KEEP, observers=[TracingObserver(provider)], **FAST
+    ) as queue:
+        for n in range(6):
+            await queue.enqueue("q", b"", job_id=f"j{n}")
+        worker = taquba.Worker(queue, "q", handler, concurrency=6, poll_interval=0.01)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            with trio.fail_after(10):
+                while len((await queue.list_jobs("q", taquba.JobStatus.CLAIMED)).jobs) < 6:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                release.set()
+                for n in range(6):
+                    await queue.wait_for_completion(f"j{n}")
+            worker.shutdown()
+    processed = by_name(exporter.get_finished_spans(), "process q")
+    assert len(processed) == 6
+    for span in processed:
+        assert span.attributes is not None
+        assert span.attributes["taquba.job.outcome"] == "acked", span.attributes

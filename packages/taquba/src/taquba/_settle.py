@@ -175,6 +175,9 @@ class Settlement:
             context.release(context.promote_mark, holds)
             context.release(context.done_mark, done_holds)
             request.inserts.finish()  # follow-ups claimable now: durable, or unknown
+        if context.observers.active:  # in the caller's task (its context), not the leader's
+            context.observe_settled(claim, "acked", dead=False)
+            context.observe_enqueued(prepared, request.results)
         return request.results
 
     async def _stage_acks(
@@ -208,10 +211,6 @@ class Settlement:
             + [item.record.queue_name for r in committed for item in r.prepared]
         )
         context.notify_completion(r.claim.id for r in committed)
-        if context.observers.active:
-            for request in committed:
-                context.observe_settled(request.claim, "acked", dead=False)
-                context.observe_enqueued(request.prepared, request.results)
 
     async def _stage_ack(
         self, txn: Transaction, request: _AckRequest, deltas: Deltas
