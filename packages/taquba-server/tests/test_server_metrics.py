@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import taquba
 import taquba_server
 from taquba.prometheus import PrometheusObserver
-from taquba.testing import open_test_queue
+from taquba.testing import Fault, inject_faults, open_test_queue
 from taquba_server import Token
 
 
@@ -118,3 +118,39 @@ def test_metrics_scope_token_parsing() -> None:
     assert not worker.allows("metrics")
     with pytest.raises(taquba_server.InvalidTokens):
         taquba_server.parse_tokens("s:metric")
+
+
+async def test_a_failing_or_slow_depth_read_does_not_fail_the_scrape(
+    server: taquba_server.Server, queue: taquba.Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    await queue.enqueue("d", b"")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        with inject_faults() as faults, caplog.at_level("WARNING", logger="taquba_server"):
+            faults.on_read(Fault.unavailable(), times=None)
+            response = await http.get("/metrics")
+            faults.clear()
+        assert response.status_code == 200
+        found = samples(response.text)
+        assert sample(found, "taquba_jobs_enqueued_total", queue="d") == 1  # counters still
+        assert sample(found, "taquba_queue_depth", queue="d", status="pending") == 0  # no depth
+        assert "could not read the queue depth" in caplog.text
+        # The next scrape reads it (a failed read does not count as fresh).
+        found = samples((await http.get("/metrics")).text)
+        assert sample(found, "taquba_queue_depth", queue="d", status="pending") == 1
+
+
+async def test_a_slow_depth_read_is_bounded(
+    queue: taquba.Queue, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = taquba_server.Server(queue, port=0)
+    url = await nursery.start(server.serve)
+    await queue.enqueue("s", b"")
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        with inject_faults() as faults, caplog.at_level("WARNING", logger="taquba_server"):
+            faults.on_read(Fault.slow(60.0), times=None)
+            response = await http.get("/metrics")  # waits DEPTH_REFRESH_BOUND, not 60 s
+            faults.clear()
+    assert response.status_code == 200
+    assert sample(samples(response.text), "taquba_jobs_enqueued_total", queue="s") == 1
+    assert "the queue depth read took over" in caplog.text
+    server.shutdown()
