@@ -82,3 +82,17 @@ def test_testing_helpers_are_exported() -> None:
 def test_pyright_sees_the_public_names() -> None:
     """The names are re-exported explicitly (``X as X``), so pyright's verifytypes accepts them."""
     check_type_completeness("taquba")
+
+
+def test_the_observability_modules_conform() -> None:
+    import taquba.otel
+    import taquba.prometheus
+
+    # The constants are documented where they are defined (the private modules).
+    check_public_api(
+        taquba.prometheus, reexported={"DEPTH_STATUSES", "JOB_BUCKETS", "STORAGE_BUCKETS"}
+    )
+    check_public_api(taquba.otel, reexported={"MESSAGING_SYSTEM"})
+    for module in (taquba.prometheus, taquba.otel):
+        objects = defined_objects(module, module.__all__)
+        assert {o.__module__ for o in objects.values()} == {module.__name__}  # pyright: ignore[reportAttributeAccessIssue]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
+import taquba
 from taquba import (
     EnqueueRequest,
     InvalidArgument,
@@ -350,7 +351,13 @@ class Scheduler:
                     )
                 except KvConflict:
                     continue  # another instance (or a pause) moved the state: re-read
-                created += sum(result.created for result in results)
+                made = sum(result.created for result in results)
+                created += made
+                labels = {"schedule": schedule.name, "outcome": "enqueued"}
+                taquba.count_event(queue, "cron_firings", labels, made)
+                if made < len(results):  # a rolled-back watermark fired again: deduplicated
+                    labels = {"schedule": schedule.name, "outcome": "deduplicated"}
+                    taquba.count_event(queue, "cron_firings", labels, len(results) - made)
                 log.debug("schedule %r enqueued fire times %s", schedule.name, step.fires)
                 if job_id is not None and results[-1].id != job_id:
                     # A dedup hit (a rolled-back watermark): track the job that holds the key.
@@ -360,6 +367,7 @@ class Scheduler:
                 continue
             else:
                 log.info("schedule %r skipped firings up to %d", schedule.name, now)
+                taquba.count_event(queue, "cron_skips", {"schedule": schedule.name})
             if not step.more:
                 return created, self._next_due(schedule, step.state, now)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
 
 import trio
 
+import taquba
 from taquba import (
     CancelOutcome,
     ClaimLost,
@@ -925,6 +926,9 @@ class JobRunner:
                 await self._queue.store.put_blob(path, encode_result(outcome))
         await self._after_outcome(outcome, record)
         self._counts[outcome.status] += 1
+        taquba.count_event(
+            self._queue, "jobs_results", {"queue": self.queue_name, "status": outcome.status}
+        )
         return outcome
 
     async def _after_outcome(self, outcome: ResultRecord, record: JobRecord) -> None:

@@ -29,6 +29,7 @@ from . import _wire as w
 from ._auth import Scope, Token, find_token
 from ._codec import JSON, MSGPACK, Encoding, decode_body, encode_body, media_type_of
 from ._codec import response_encoding as pick_encoding
+from ._metrics import Metrics
 from ._schema import BadRequest, Bool, Bytes, Enum, Int, List, Nullable, Num, Obj, Schema, Str
 
 if TYPE_CHECKING:
@@ -198,10 +199,12 @@ class ServerApp:
         self._last_sweep = 0.0
         self.endpoints = self._endpoints()
         self._openapi: dict[str, Any] | None = None
+        self._metrics = Metrics(queue)
         routes = [
             Route(ep.path, self._route(ep), methods=[ep.method], name=ep.operation_id)
             for ep in self.endpoints
         ]
+        routes.append(Route("/metrics", self._serve_metrics, methods=["GET"], name="metrics"))
         self._starlette = Starlette(
             routes=routes,
             exception_handlers={HTTPException: self._starlette_error},  # pyright: ignore[reportArgumentType]
@@ -251,8 +254,20 @@ class ServerApp:
         media = JSON if encoding == "json" else MSGPACK
         return Response(encode_body(body, encoding), status, headers=headers, media_type=media)
 
+    async def _serve_metrics(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus text; a ``metrics`` or ``admin`` token (if any)."""
+        try:
+            self._check_token("metrics", request)
+        except _HttpError as error:
+            return self._error_response(error, "json")
+        return await self._metrics.response()
+
     def _authorize(self, ep: _Endpoint, request: Request) -> None:
-        if ep.scope is None or not self.tokens:
+        if ep.scope is not None:
+            self._check_token(ep.scope, request)
+
+    def _check_token(self, scope: Scope, request: Request) -> None:
+        if not self.tokens:
             return
         header = request.headers.get("authorization", "")
         scheme, _, secret = header.partition(" ")
@@ -273,8 +288,8 @@ class ServerApp:
                 None,
                 {"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        if not token.allows(ep.scope):
-            raise _HttpError(403, "forbidden", f"this endpoint needs the {ep.scope!r} scope")
+        if not token.allows(scope):
+            raise _HttpError(403, "forbidden", f"this endpoint needs the {scope!r} scope")
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.max_body_size

@@ -15,13 +15,15 @@ if TYPE_CHECKING:
 
 __all__ = ["SCOPES", "Scope", "Token", "load_tokens", "parse_tokens"]
 
-Scope = Literal["produce", "work", "admin"]
-"""A token scope: ``produce`` < ``work`` < ``admin`` (each grants what the previous does)."""
+Scope = Literal["produce", "work", "admin", "metrics"]
+"""A token scope: ``produce`` < ``work`` < ``admin`` (each grants what the previous does);
+``metrics`` grants ``GET /metrics`` only (``admin`` grants it too)."""
 
-SCOPES: tuple[Scope, ...] = ("produce", "work", "admin")
-"""Every scope, weakest first."""
+SCOPES: tuple[Scope, ...] = ("produce", "work", "admin", "metrics")
+"""Every scope: the API's, weakest first, then ``metrics``."""
 
 _RANK: dict[str, int] = {"produce": 0, "work": 1, "admin": 2}
+_KNOWN: frozenset[str] = frozenset(SCOPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,7 @@ class Token:
         if not self.scopes:
             raise InvalidTokens(f"token {self.name or '?'}: give at least one scope")
         for scope in self.scopes:
-            if scope not in _RANK:
+            if scope not in _KNOWN:
                 raise InvalidTokens(
                     f"token {self.name or '?'}: unknown scope {scope!r} "
                     f"(one of {', '.join(SCOPES)})"
@@ -55,13 +57,16 @@ class Token:
 
     def allows(self, scope: Scope) -> bool:
         """Whether this token may call an endpoint that needs ``scope``."""
-        return any(_RANK[own] >= _RANK[scope] for own in self.scopes)
+        if scope == "metrics":
+            return "metrics" in self.scopes or "admin" in self.scopes
+        rank = _RANK[scope]
+        return any(_RANK.get(own, -1) >= rank for own in self.scopes)
 
 
 def _scopes(values: Iterable[object], where: str) -> frozenset[Scope]:
     result: set[Scope] = set()
     for value in values:
-        if not isinstance(value, str) or value not in _RANK:
+        if not isinstance(value, str) or value not in _KNOWN:
             raise InvalidTokens(f"{where}: unknown scope {value!r} (one of {', '.join(SCOPES)})")
         result.add(cast("Scope", value))
     return frozenset(result)

@@ -764,6 +764,7 @@ class _Run:
                 )
                 change = (current, updated) if updated != current else None
                 outcome = await self.commit(claim, request, result, started_ms, duration_ms, change)
+        taquba.count_event(self.queue, "webhook_deliveries", {"outcome": outcome.value})
         if request is not None and not result.cancelled and not result.skipped:
             await self.stats.record(endpoint, outcome, started_ms, result.status)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar, ru
 
 import trio
 
+import taquba
 from taquba import (
     CancelOutcome,
     ClaimLost,
@@ -669,6 +670,8 @@ class Runtime(Generic[P, R]):
                     )
                 except KvConflict:
                     continue  # created meanwhile (another runtime on this queue): compare
+                labels = {"queue": self._queue_name, "state": "submitted"}
+                taquba.count_event(self._queue, "workflow_runs", labels)
                 return RunHandle(self, run_id, newly_submitted=True)
 
     async def _read_outcome_record(self, run_id: str) -> records.OutcomeRecord | None:
@@ -1485,6 +1488,10 @@ class Runtime(Generic[P, R]):
                     headers={keys.HEADER_RUN_ID: run_id, keys.HEADER_TERMINAL: status.value},
                 )
             )
+        # Counted when the end is decided: a settlement that then fails is counted again
+        # when the step is redelivered (at least once).
+        labels = {"queue": self._queue_name, "state": status.value}
+        taquba.count_event(self._queue, "workflow_runs", labels)
         return Effects(
             enqueues=notifications,
             kv_writes={

@@ -53,6 +53,9 @@ from ._ids import validate_job_id as validate_job_id
 from ._keys import MAX_QUEUE_NAME_BYTES as MAX_QUEUE_NAME_BYTES
 from ._keys import validate_queue_name as validate_queue_name
 from ._lease import CancelToken as CancelToken
+from ._observe import Observer as Observer
+from ._observe import SettleOutcome as SettleOutcome
+from ._observe import count_event as count_event
 from ._owner import OwnerInfo as OwnerInfo
 from ._protocol import BlobStore as BlobStore
 from ._protocol import QueueLike as QueueLike
@@ -129,6 +132,7 @@ __all__ = [
     "LeaseHandle",
     "MockClock",
     "NackResult",
+    "Observer",
     "OwnerInfo",
     "PermanentFailure",
     "QuarantinedRecord",
@@ -141,6 +145,7 @@ __all__ = [
     "QueueStats",
     "RetryLater",
     "SerializationError",
+    "SettleOutcome",
     "StorageError",
     "StorageFatal",
     "StorageMisconfigured",
@@ -154,6 +159,7 @@ __all__ = [
     "Worker",
     "__version__",
     "backoff_delay",
+    "count_event",
     "fixup_module_metadata",
     "open_queue",
     "open_reader",

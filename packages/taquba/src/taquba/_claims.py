@@ -153,6 +153,9 @@ class Claims:
                 raise
             state.cursor.finish_claim(ticket, last[0], ran_dry=not more)
             context.quarantined(bad)
+        if claims and context.observers.active:
+            jobs = [claim.job for claim in claims]
+            context.observers.emit("claimed", lambda o: o.claimed(queue, jobs))
         if claims or bad:
             context.count_deltas(queue)
             if more:

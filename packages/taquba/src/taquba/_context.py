@@ -40,6 +40,7 @@ from ._ids import IdGenerator
 from ._interrupts import protect
 from ._lease import LeaseRegistry
 from ._marks import Mark
+from ._observe import Observer, Observers
 from ._validate import retention_ms
 from ._views import STATS_FIELDS
 from ._wakeup import Wakeup
@@ -49,8 +50,10 @@ if TYPE_CHECKING:
 
     from ._clock import Clock
     from ._config import QueueConfig
+    from ._errors import StorageError
     from ._records import JobRecord
     from ._store import Store
+    from ._types import Claim, EnqueueResult
 
 __all__ = [
     "CompletionWaiter",
@@ -197,6 +200,7 @@ class QueueContext:
         clock: Clock,
         flush_interval: float | None,
         commit_deadline: float | None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         self.store = store
         self.name = name
@@ -219,6 +223,7 @@ class QueueContext:
         self.fold_wanted = trio.Event()
         self.unfolded: dict[str, int] = {}
         self.health = HealthTracker()
+        self.observers = Observers(observers)
 
     # ------------------------------------------------------------------ state
 
@@ -284,6 +289,53 @@ class QueueContext:
         """`count_deltas` once per distinct queue of one committed transaction."""
         for queue in set(queues):
             self.count_deltas(queue)
+
+    # ------------------------------------------------------------------ observers
+    # Each of these is called only when `self.observers.active` is non-empty.
+
+    def observe_enqueued(
+        self, prepared: Sequence[Prepared], results: Sequence[EnqueueResult]
+    ) -> None:
+        """Report the jobs a commit created (``results`` parallel to ``prepared``)."""
+        by_queue: dict[str, list[JobRecord]] = {}
+        for item, result in zip(prepared, results, strict=False):
+            if result.created:
+                by_queue.setdefault(item.record.queue_name, []).append(item.record)
+        for queue, jobs in by_queue.items():
+            self.observers.emit("enqueued", lambda o, q=queue, j=jobs: o.enqueued(q, j))
+
+    def observe_settled(self, claim: Claim, outcome: str, *, dead: bool) -> None:
+        """Report one durable settlement of ``claim``."""
+        job = claim.job
+        now = self.clock.now_ms()
+        handler_ms = now - (job.claimed_at if job.claimed_at is not None else now)
+        latency_ms = now - job.enqueued_at
+        self.observers.emit(
+            "settled",
+            lambda o: o.settled(
+                job.queue_name,
+                job,
+                outcome,  # pyright: ignore[reportArgumentType]
+                dead=dead,
+                handler_seconds=max(handler_ms, 0) / 1000,
+                latency_seconds=max(latency_ms, 0) / 1000,
+            ),
+        )
+
+    def commit_timed(self, apply_seconds: float, durable_seconds: float | None) -> None:
+        """`Database` listener: a commit's timings."""
+        if self.observers.active:
+            self.observers.emit("committed", lambda o: o.committed(apply_seconds, durable_seconds))
+
+    def commit_conflicted(self) -> None:
+        """`Database` listener: a commit conflicted (it is retried)."""
+        if self.observers.active:
+            self.observers.emit("conflicted", lambda o: o.conflicted())
+
+    def storage_failed(self, error: StorageError) -> None:
+        """`Database` listener: a write failed in storage."""
+        if self.observers.active:
+            self.observers.emit("storage_error", lambda o: o.storage_error(error))
 
     # ------------------------------------------------------------------ marks
 

@@ -22,8 +22,9 @@ import json
 import logging
 import math
 import random
+import time
 from functools import partial
-from typing import TYPE_CHECKING, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
 import slatedb.uniffi as _sdb
 import trio
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLOSE_DEADLINE",
     "OBJECT_STORE_REQUEST_BUDGET",
+    "CommitListener",
     "Database",
     "Reader",
     "Transaction",
@@ -133,6 +135,22 @@ def _shielded_write(seconds: float) -> Generator[None]:
         )
 
 
+class CommitListener(Protocol):
+    """Told about every transaction commit of a `Database` (the queue's observers)."""
+
+    def commit_timed(self, apply_seconds: float, durable_seconds: float | None) -> None:
+        """A commit was applied in ``apply_seconds``, then made durable in ``durable_seconds``."""
+        ...
+
+    def storage_failed(self, error: StorageError) -> None:
+        """A commit failed with ``error``."""
+        ...
+
+    def commit_conflicted(self) -> None:
+        """A commit lost a write conflict (`run_transaction` retries it)."""
+        ...
+
+
 class Database(Scanner):
     """An open SlateDB database (one per queue), used from trio.
 
@@ -140,12 +158,14 @@ class Database(Scanner):
     taquba's. Writes are shielded from cancellation; reads are not.
     """
 
-    __slots__ = ("_closed", "_db", "_target", "commit_deadline", "name", "store")
+    __slots__ = ("_closed", "_db", "_target", "commit_deadline", "listener", "name", "store")
 
     def __init__(self, db: _sdb.Db, store: Store, name: str, *, commit_deadline: float) -> None:
         self._db = db
         self._target = db
         self._closed = False
+        self.listener: CommitListener | None = None
+        """Told the timings of every commit and the storage errors of writes (observers)."""
         self.commit_deadline = commit_deadline
         """Seconds a write (commit, put, delete and its durability wait) may take before its
         outcome is declared unknown (`StorageUnavailable`)."""
@@ -266,7 +286,7 @@ class Database(Scanner):
     async def begin(self) -> Transaction:
         """Start a transaction with snapshot isolation (write-write conflicts only)."""
         txn = await call(self._db.begin, _sdb.IsolationLevel.SNAPSHOT)
-        return Transaction(txn, commit_deadline=self.commit_deadline)
+        return Transaction(txn, commit_deadline=self.commit_deadline, listener=self.listener)
 
     async def flush(self) -> None:
         """Flush the WAL buffer to object storage now."""
@@ -429,13 +449,20 @@ class Transaction(Scanner):
     Reads see the transaction's own writes. Every method is async because the binding's are.
     """
 
-    __slots__ = ("_commit_deadline", "_completed", "_target", "_txn")
+    __slots__ = ("_commit_deadline", "_completed", "_listener", "_target", "_txn")
 
-    def __init__(self, txn: _sdb.DbTransaction, *, commit_deadline: float) -> None:
+    def __init__(
+        self,
+        txn: _sdb.DbTransaction,
+        *,
+        commit_deadline: float,
+        listener: CommitListener | None = None,
+    ) -> None:
         self._txn = txn
         self._target = txn
         self._completed = False
         self._commit_deadline = commit_deadline
+        self._listener = listener
 
     async def get(self, key: bytes) -> bytes | None:
         """Return the value of `key` as this transaction sees it, or None."""
@@ -481,6 +508,30 @@ class Transaction(Scanner):
             Fenced: Another writer opened the database; the outcome is unknown.
         """
         self._completed = True
+        listener = self._listener
+        if listener is None:
+            await self._commit(durable, on_commit)
+            return
+        try:
+            started = time.perf_counter()
+            applied = await self._commit(durable, on_commit, timed=True)
+        except StorageError as exc:
+            listener.storage_failed(exc)
+            raise
+        except TransactionConflict:
+            listener.commit_conflicted()
+            raise
+        ended = time.perf_counter()
+        if applied is None:  # not durable: the whole call was the apply
+            listener.commit_timed(ended - started, None)
+        else:
+            listener.commit_timed(applied - started, ended - applied)
+
+    async def _commit(
+        self, durable: bool, on_commit: Callable[[], None] | None, *, timed: bool = False
+    ) -> float | None:
+        """`commit`; with ``timed``, return when the apply ended (durable commits only)."""
+        applied: float | None = None
         fault = write_fault("commit", transaction=True, durable=durable)
         with _shielded_write(self._commit_deadline):
             if fault is not None and fault.kind in ("conflict", "unavailable", "permanent", "lost"):
@@ -491,7 +542,10 @@ class Transaction(Scanner):
                 on_commit()
             await after_applying(fault)
             if durable and handle is not None:
+                if timed:
+                    applied = time.perf_counter()
                 await call(handle.await_durable)
+        return applied
 
     async def rollback(self) -> None:
         """Discard the transaction. Safe to call at any time, including after `commit`."""

@@ -87,6 +87,8 @@ def prepare(context: QueueContext, request: EnqueueRequest, now: int) -> Prepare
             raise UsageError("headers must map str to str")
     explicit = request.job_id is not None
     job_id = validate_job_id(request.job_id) if explicit else context.ids.next_id()
+    if context.observers.active:
+        context.observers.headers(queue, job_id, headers)
     run_at = run_at_ms(request.run_at, request.delay, now)
     record = JobRecord(
         id=job_id,
@@ -239,7 +241,11 @@ class Enqueuer:
 
     def _enqueues_committed(self, committed: list[_EnqueueRequest]) -> None:
         # The cursor learns of the new keys from each caller's `Inserts.finish`.
-        self._context.count_queues(item.record.queue_name for r in committed for item in r.prepared)
+        context = self._context
+        context.count_queues(item.record.queue_name for r in committed for item in r.prepared)
+        if context.observers.active:
+            for request in committed:
+                context.observe_enqueued(request.prepared, request.results)
 
 
 protect(prepare, stage_enqueue, Enqueuer)

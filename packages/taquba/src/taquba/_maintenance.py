@@ -95,6 +95,8 @@ class Maintenance:
                 log.error("could not reap %d expired claims: %s", len(page), exc)
                 for queue, job_id, token in page:
                     context.leases.release_reaping(queue, job_id, token)
+        if context.observers.active:
+            context.observers.emit("reaped", lambda o: o.reaped(reaped))
         return reaped
 
     async def _reap_page(self, page: Sequence[tuple[str, str, int]]) -> int:
@@ -135,10 +137,13 @@ class Maintenance:
             if start is None:
                 return 0
             try:
-                return await self._promote_due(db, start, now)
+                promoted = await self._promote_due(db, start, now)
             except BaseException:
                 mark.abort(start)
                 raise
+        if context.observers.active:
+            context.observers.emit("promoted", lambda o: o.promoted(promoted))
+        return promoted
 
     async def _promote_due(self, db: Database, start: int, now: int) -> int:
         """Promote the scheduled keys from ``start`` to ``now`` (ms); re-mark the next one."""
@@ -216,7 +221,9 @@ class Maintenance:
                 swept += await self._sweep_space(db, now, JobStatus.DONE, min(keeps))
             if any(retention_ms(c.dead_retention) is not None for c in configs):
                 swept += await self._sweep_space(db, now, JobStatus.DEAD, None)
-            return swept
+        if context.observers.active:
+            context.observers.emit("swept", lambda o: o.swept(swept))
+        return swept
 
     async def _sweep_space(
         self, db: Database, now: int, status: JobStatus, shortest: int | None

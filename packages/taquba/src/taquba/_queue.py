@@ -15,7 +15,7 @@ is the open/close lifecycle and `open_queue` itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, cast
 
@@ -44,6 +44,7 @@ from ._ids import validate_job_id
 from ._interrupts import plain_interrupt, plain_interrupts, protect
 from ._kv import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._maintenance import Maintenance
+from ._observe import Observer
 from ._owner import DEFAULT_HEARTBEAT_INTERVAL, Heartbeat, OwnerInfo
 from ._records import JobRecord, JobStatus, QueueStats, decode_job
 from ._settle import Settlement
@@ -62,7 +63,7 @@ from ._validate import check_optional_seconds, check_seconds, check_type
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncGenerator, Sequence
+    from collections.abc import AsyncGenerator
     from datetime import datetime
 
     from ._health import HealthTracker, QueueHealth
@@ -96,6 +97,7 @@ class Queue:
         scheduler_interval: float,
         commit_deadline: float | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        observers: Sequence[Observer] = (),
     ) -> None:
         """Library-internal: use `open_queue`."""
         context = QueueContext(
@@ -106,11 +108,13 @@ class Queue:
             clock=clock,
             flush_interval=flush_interval,
             commit_deadline=commit_deadline,
+            observers=observers,
         )
         self._context = context
         self._reaper_interval = reaper_interval
         self._scheduler_interval = scheduler_interval
         self._health: HealthTracker = context.health  # the worker loops report here too
+        self._observers = context.observers  # `taquba.count_event` reports here
         self._enqueuer = Enqueuer(context)
         self._claims = Claims(context, owner=self)
         self._settlement = Settlement(context, self._claims)
@@ -138,6 +142,20 @@ class Queue:
         """The configuration that applies to ``queue_name``."""
         return self._context.config(queue_name)
 
+    def add_observer(self, observer: Observer) -> None:
+        """Register ``observer`` (called after those registered before; see `Observer`).
+
+        Raises:
+            InvalidArgument: ``observer`` is not an `Observer`.
+        """
+        check_type("observer", observer, Observer, "an Observer")
+        self._context.observers.add(observer)
+
+    @property
+    def observers(self) -> Sequence[Observer]:
+        """The registered observers, in the order they are called."""
+        return self._context.observers.active
+
     def next_job_id(self) -> str:
         """A fresh monotonic ULID, for callers that must know a job's id before enqueueing it."""
         return self._context.ids.next_id()
@@ -156,6 +174,7 @@ class Queue:
             flush_interval=context.flush_interval,
             commit_deadline=context.commit_deadline,
         )
+        context.db.listener = context
         try:
             await recovery.restore_cursors(context)
             if recover:
@@ -684,6 +703,7 @@ async def open_queue(
     commit_deadline: float | None = None,
     maintenance: bool = True,
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+    observers: Sequence[Observer] = (),
 ) -> AsyncGenerator[Queue]:
     """Open (creating if needed) the queue database ``name`` in ``store``.
 
@@ -721,6 +741,8 @@ async def open_queue(
             default 5). The record is written at open, refreshed every interval and deleted at
             a clean close; other processes (`QueueReader.owner`, the ``taquba`` admin commands)
             take the owner for alive while its last heartbeat is at most three intervals old.
+        observers: `Observer` instances the queue reports its events to (metrics, traces);
+            more can be added with `Queue.add_observer`.
 
     Raises:
         InvalidArgument: an argument of the wrong type (e.g. a dict for ``config``) or a bad
@@ -743,6 +765,9 @@ async def open_queue(
         )
     if commit_deadline is not None:
         commit_deadline = check_commit_deadline(commit_deadline)
+    observers = list(observers)
+    for observer in observers:
+        check_type("observers", observer, Observer, "Observer instances")
     queue = Queue(
         store,
         name,
@@ -754,6 +779,7 @@ async def open_queue(
         scheduler_interval=scheduler_interval,
         commit_deadline=commit_deadline,
         heartbeat_interval=heartbeat_interval,
+        observers=observers,
     )
     await queue._open(recover=maintenance)  # pyright: ignore[reportPrivateUsage]
     body_error: BaseException | None = None

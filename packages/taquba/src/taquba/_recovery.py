@@ -32,7 +32,7 @@ from ._context import Deltas, QueueContext, QueueState
 from ._cursor import Bound, ClaimCursor
 from ._errors import DataError
 from ._interrupts import protect
-from ._records import JobStatus, decode_job, decode_map, encode_map
+from ._records import JobRecord, JobStatus, decode_job, decode_map, encode_map
 from ._views import SCAN_PAGE
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ async def end_claims(
     cursor once per job. A claimed record that cannot be decoded is quarantined.
     """
     now = context.clock.now_ms()
-    outcome: list[tuple[int, str, bytes, JobStatus, str]] = []
+    outcome: list[tuple[int, str, bytes, JobStatus, JobRecord]] = []
     # Not held: the claims were made from durable pending jobs, so a crash before this
     # write is durable leaves the jobs claimable anyway.
     inserts = context.inserts(hold=False)
@@ -88,7 +88,7 @@ async def end_claims(
             move = transitions.abandon(job, reason, now)
             # The index keeps pointing at the pending key (see _views.locate).
             await transitions.apply(txn, move, deltas, inserts)
-            outcome.append((index, job.queue_name, move.key, move.record.status, job.id))
+            outcome.append((index, job.queue_name, move.key, move.record.status, job))
         await deltas.stage(txn, context.ids)
 
     try:
@@ -98,11 +98,18 @@ async def end_claims(
     context.quarantined(bad)
     moved = [False] * len(claims)
     dead: list[str] = []
-    for index, queue, _, status, job_id in outcome:
+    observers = context.observers
+    for index, queue, _, status, job in outcome:
         moved[index] = True
-        if status is not JobStatus.PENDING:
-            dead.append(job_id)
+        is_dead = status is not JobStatus.PENDING
+        if is_dead:
+            dead.append(job.id)
             context.note_dead_letter(queue)
+        if observers.active:
+            observers.emit(
+                "claim_abandoned",
+                lambda o, q=queue, j=job, d=is_dead: o.claim_abandoned(q, j, dead=d, reason=reason),
+            )
     for queue in {queue for _, queue, _, _, _ in outcome}:
         context.count_deltas(queue)
     context.notify_completion(dead)

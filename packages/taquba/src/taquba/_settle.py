@@ -175,6 +175,9 @@ class Settlement:
             context.release(context.promote_mark, holds)
             context.release(context.done_mark, done_holds)
             request.inserts.finish()  # follow-ups claimable now: durable, or unknown
+        if context.observers.active:  # in the caller's task (its context), not the leader's
+            context.observe_settled(claim, "acked", dead=False)
+            context.observe_enqueued(prepared, request.results)
         return request.results
 
     async def _stage_acks(
@@ -290,6 +293,9 @@ class Settlement:
             context.count_queues({item.record.queue_name for item in prepared} - {claim.queue_name})
             context.note_dead_letter(claim.queue_name)
             context.notify_completion((claim.id,))
+        if context.observers.active:
+            context.observe_settled(claim, "nacked", dead=result.dead)
+            context.observe_enqueued(prepared, result.enqueued)
         return result
 
     async def dead_letter(
@@ -318,6 +324,9 @@ class Settlement:
         context.count_queues({item.record.queue_name for item in prepared} - {claim.queue_name})
         context.note_dead_letter(claim.queue_name)
         context.notify_completion((claim.id,))
+        if context.observers.active:
+            context.observe_settled(claim, "dead_lettered", dead=True)
+            context.observe_enqueued(prepared, results)
         return results
 
     # ------------------------------------------------------------------ requeue, cancel

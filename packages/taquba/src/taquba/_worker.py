@@ -147,6 +147,17 @@ async def _process(
     through ``settling``) and the loop goes on: the claim's lease expires and the reaper hands
     the job out again.
     """
+    if isinstance(queue, Queue) and queue.observers:
+        with queue._context.observers.handling(claim):  # pyright: ignore[reportPrivateUsage]
+            await _settle_run(queue, claim, handler, settling)
+    else:
+        await _settle_run(queue, claim, handler, settling)
+
+
+async def _settle_run(
+    queue: QueueLike, claim: Claim, handler: HandlerFunction, settling: Streak | None
+) -> None:
+    """`_process` inside the observers' `Observer.handling` contexts."""
     try:
         try:
             effects = await _run_handler(handler, claim.job, LeaseHandle(queue, claim))
@@ -494,4 +505,4 @@ class Worker:
         return f"<taquba.Worker {self._queue_name!r} concurrency={self._concurrency}>"
 
 
-protect(LeaseHandle, _process, _idle, _serve_worker)
+protect(LeaseHandle, _process, _settle_run, _idle, _serve_worker)
