@@ -51,6 +51,8 @@ HISTORY = 3600.0
 PAYLOAD_PREVIEW = 16 * 1024
 """The most payload bytes a job page shows."""
 PAGE_SIZE = 50
+RATE_WINDOW = 60.0
+"""Seconds the rates look back over (at least; the samples decide)."""
 MAX_FORM = 64 * 1024
 _STATIC = {"htmx.min.js": "text/javascript", "dashboard.css": "text/css"}
 _STATUSES = [s.value for s in taquba.JobStatus]
@@ -95,15 +97,27 @@ def _when(ms: int | None) -> str:
 
 
 def _spark(points: list[tuple[float, float]], start: float, end: float) -> dict[str, Any]:
-    """An inline SVG chart's polyline points (120x32 box) and its peak."""
-    width, height = 120.0, 32.0
+    """An inline SVG chart (120x32 box): its line, the area under it, and its peak and last."""
+    width, height, pad = 120.0, 32.0, 2.0
     peak = max((v for _, v in points), default=0.0)
-    scale = height - 2 if peak <= 0 else (height - 2) / peak
+    scale = 0.0 if peak <= 0 else (height - 2 * pad) / peak
     span = max(end - start, 1.0)
-    coords = " ".join(
-        f"{(t - start) / span * width:.1f},{height - 1 - v * scale:.1f}" for t, v in points
-    )
-    return {"points": coords, "peak": peak, "width": int(width), "height": int(height)}
+    xy = [
+        (min(max((t - start) / span * width, 0.0), width), height - pad - v * scale)
+        for t, v in points
+    ]
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+    area = ""
+    if len(xy) >= 2:
+        area = f"{xy[0][0]:.1f},{height:.1f} {line} {xy[-1][0]:.1f},{height:.1f}"
+    return {
+        "points": line,
+        "area": area,
+        "peak": peak,
+        "last": points[-1][1] if points else 0.0,
+        "width": int(width),
+        "height": int(height),
+    }
 
 
 def _preview(payload: bytes, view: str) -> tuple[str, str, bool]:
@@ -199,11 +213,15 @@ class Dashboard:
 
     # ------------------------------------------------------------------ samples
 
+    def _now(self) -> float:
+        """Now on the queue's clock (the one its job timestamps come from), in seconds."""
+        return self.queue.clock.now_ms() / 1000
+
     async def sample(self) -> None:
         """Record the statistics of every queue now (the charts' data)."""
         names = await self.queue.list_queues()
         stats = {name: await self.queue.stats(name) for name in names}
-        self.samples.append(_Sample(time.time(), stats))
+        self.samples.append(_Sample(self._now(), stats))
 
     async def run_sampler(self) -> None:
         """Sample every `SAMPLE_INTERVAL` seconds until cancelled; storage errors skip a sample."""
@@ -412,8 +430,9 @@ class Dashboard:
     def _rates(self, name: str) -> dict[str, Any]:
         """Per-minute rates from the two latest samples, and the charts of the last hour."""
         samples = [s for s in self.samples if name in s.stats]
-        now = time.time()
-        start = now - HISTORY
+        now = self._now()
+        # The charts span the samples there are, up to the last hour.
+        start = max(now - HISTORY, samples[0].at if samples else now)
         depth = [(s.at, float(s.stats[name].pending + s.stats[name].claimed)) for s in samples]
         done: list[tuple[float, float]] = []
         for before, after in itertools.pairwise(samples):
@@ -421,19 +440,24 @@ class Dashboard:
             delta = max(0, after.stats[name].done - before.stats[name].done)
             done.append((after.at, delta / minutes))
         rates: dict[str, Any] = {"done": None, "dead": None, "enqueued": None}
-        if len(samples) >= 2:
-            a, b = samples[-2], samples[-1]
-            minutes = max((b.at - a.at) / 60, 1e-9)
-            sa, sb = a.stats[name], b.stats[name]
+        if samples:
+            # Over the last minute or so: the newest sample against the newest one at least
+            # RATE_WINDOW older (or the oldest there is).
+            b = samples[-1]
+            older = [s for s in samples if s.at <= b.at - RATE_WINDOW]
+            a = older[-1] if older else samples[0]
+            if b.at - a.at >= 1.0:
+                minutes = (b.at - a.at) / 60
+                sa, sb = a.stats[name], b.stats[name]
 
-            def total(s: taquba.QueueStats) -> int:
-                return s.pending + s.scheduled + s.claimed + s.done + s.dead
+                def total(s: taquba.QueueStats) -> int:
+                    return s.pending + s.scheduled + s.claimed + s.done + s.dead
 
-            rates = {
-                "done": max(0, sb.done - sa.done) / minutes,
-                "dead": max(0, sb.dead - sa.dead) / minutes,
-                "enqueued": max(0, total(sb) - total(sa)) / minutes,
-            }
+                rates = {
+                    "done": max(0, sb.done - sa.done) / minutes,
+                    "dead": max(0, sb.dead - sa.dead) / minutes,
+                    "enqueued": max(0, total(sb) - total(sa)) / minutes,
+                }
         return {
             **rates,
             "depth_chart": _spark(depth, start, now),
@@ -442,9 +466,9 @@ class Dashboard:
 
     async def _overview(self, request: Request, session: Session) -> Response:
         latest = self.samples[-1].at if self.samples else 0.0
-        if time.time() - latest >= SAMPLE_INTERVAL:
+        if self._now() - latest >= SAMPLE_INTERVAL:
             await self.sample()
-        now = time.time()
+        now = self._now()
         rows: list[dict[str, Any]] = []
         for name in await self.queue.list_queues():
             stats = await self.queue.stats(name)
@@ -475,7 +499,7 @@ class Dashboard:
         page = await self.queue.list_jobs(
             name, taquba.JobStatus(status), cursor=cursor, limit=PAGE_SIZE
         )
-        now = time.time()
+        now = self._now()
         return self._render(
             request,
             "jobs.html",
