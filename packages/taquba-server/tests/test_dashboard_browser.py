@@ -203,7 +203,7 @@ async def _browse(
                 # Cron: pause, then resume.
                 page.get_by_role("link", name="Cron").click()
                 nightly = page.locator("#schedule-nightly-report")
-                expect(nightly).to_contain_text("+01:00")  # next firings in Madrid time
+                expect(nightly).to_contain_text("02:00 CET (+0100)")  # next firings in Madrid time
                 nightly.get_by_role("button", name="Pause").click()
                 expect(page.get_by_role("heading", name="Pause this cron")).to_be_visible()
                 page.get_by_role("button", name="Yes, pause this cron schedule").click()

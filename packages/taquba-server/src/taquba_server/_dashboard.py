@@ -31,6 +31,7 @@ from ._session import COOKIE_NAME, Session, SessionSigner
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+    from datetime import datetime, tzinfo
 
     from starlette.requests import Request
 
@@ -124,12 +125,14 @@ def _preview(payload: bytes, view: str) -> tuple[str, str, bool]:
     """The payload as text, JSON or hex (capped); returns (view used, text, truncated)."""
     truncated = len(payload) > PAYLOAD_PREVIEW
     head = payload[:PAYLOAD_PREVIEW]
-    if view in ("auto", "json"):
+    if view in ("auto", "json") and not truncated:
         try:
-            return "json", json.dumps(json.loads(payload), indent=2, ensure_ascii=False), False
+            text = json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
+            return "json", text[:PAYLOAD_PREVIEW], len(text) > PAYLOAD_PREVIEW
         except (ValueError, UnicodeDecodeError):
-            if view == "json":
-                view = "auto"
+            pass
+    if view == "json":
+        view = "auto"  # too big or not JSON: shown as text or hex
     if view in ("auto", "text"):
         try:
             text = head.decode()
@@ -148,6 +151,11 @@ def _preview(payload: bytes, view: str) -> tuple[str, str, bool]:
         shown = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
         lines.append(f"{offset:08x}  {hexed:<47}  {shown}")
     return "hex", "\n".join(lines), truncated
+
+
+def _zoned(moment: datetime, zone: tzinfo) -> str:
+    """A fire time in its schedule's zone: ``2026-12-07 02:00 CET (+0100)``."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z (%z)")
 
 
 def _cursor_out(cursor: bytes | None) -> str | None:
@@ -565,10 +573,10 @@ class Dashboard:
                 {
                     "schedule": schedule,
                     "status": status,
-                    "next": [t.astimezone(schedule.zone).isoformat() for t in upcoming],
+                    "next": [_zoned(t, schedule.zone) for t in upcoming],
                     "last": None
                     if status.last_fire is None
-                    else status.last_fire.astimezone(schedule.zone).isoformat(),
+                    else _zoned(status.last_fire, schedule.zone),
                 }
             )
         return self._render(request, "cron.html", session=session, rows=rows, here=f"{PREFIX}/cron")
