@@ -45,6 +45,7 @@ def _shot(page: Any, shots: Path, name: str, *, docs: bool = False) -> None:
     path = shots / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     if docs and os.environ.get("TAQUBA_DOCS_SCREENSHOTS") == "1":
+        DOCS_IMAGES.mkdir(exist_ok=True)
         shutil.copy(path, DOCS_IMAGES / f"dashboard-{name}.png")
 
 
@@ -126,7 +127,7 @@ async def _browse(
                 # Log in: the session cookie is HttpOnly, so scripts cannot read it.
                 page.goto(f"{url}/ui/")
                 expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-                _shot(page, shots, "login", docs=True)
+                _shot(page, shots, "login")
                 page.get_by_label("API token").fill("wrong")
                 page.get_by_role("button", name="Log in").click()
                 expect(page.get_by_role("alert")).to_have_text("unknown token")
@@ -147,7 +148,7 @@ async def _browse(
                 first = ids["dead"][0]
                 page.locator("tr", has_text=first).get_by_role("button", name="Requeue").click()
                 expect(page.get_by_role("heading", name="Requeue this dead job?")).to_be_visible()
-                _shot(page, shots, "confirm", docs=True)
+                _shot(page, shots, "confirm")
                 page.get_by_role("button", name="Yes, requeue this dead job").click()
                 expect(page.get_by_role("status")).to_have_text(f"requeued {first}")
                 job = store(lambda: queue.get_job(first))
@@ -169,7 +170,7 @@ async def _browse(
                 page.goto(f"{url}/ui/queue?name=emails&status=done")
                 done = store(lambda: queue.stats("emails")).done
                 expect(page.get_by_role("link", name=f"done ({done})")).to_be_visible()
-                _shot(page, shots, "queue", docs=True)
+                _shot(page, shots, "queue")
                 page.get_by_role("button", name="Purge done jobs").click()
                 expect(page.get_by_role("heading", name="Delete every job")).to_be_visible()
                 page.get_by_role("button", name="Yes, delete every job").click()
