@@ -20,6 +20,7 @@ import trio
 
 import taquba
 import taquba_server
+import taquba_webhooks
 from taquba.testing import open_test_queue
 from taquba_server import Token
 
@@ -70,6 +71,10 @@ async def _seed(
             else:
                 await queue.ack(claim)
         await dashboard.sample()
+    await taquba_webhooks.disable_endpoint(
+        queue, "https://hooks.partner.example", "410 Gone: the endpoint was removed"
+    )
+    await dashboard.sample()  # the webhooks page appears: the store has an endpoint
     page = await queue.list_jobs("emails", taquba.JobStatus.PENDING)
     ids["pending"] = [j.id for j in page.jobs]
     return ids
@@ -218,6 +223,22 @@ async def _browse(
                 page.get_by_role("button", name="Yes, resume this cron schedule").click()
                 expect(page.locator("#schedule-nightly-report .state")).to_have_text("active")
                 assert not store(lambda: scheduler.status("nightly-report")).paused
+
+                # Webhooks: enable the endpoint an operator had disabled.
+                page.get_by_role("link", name="Webhooks").click()
+                hook = page.locator('tr[data-endpoint="https://hooks.partner.example"]')
+                expect(hook.locator(".state")).to_have_text("disabled")
+                expect(page.get_by_text("410 Gone: the endpoint was removed")).to_be_visible()
+                _shot(page, shots, "webhooks", docs=True)
+                hook.get_by_role("button", name="Enable").click()
+                page.get_by_role("button", name="Yes, enable this webhook endpoint again").click()
+                expect(page.get_by_role("status")).to_have_text(
+                    "enabled https://hooks.partner.example"
+                )
+                stats = store(
+                    lambda: taquba_webhooks.endpoint_stats(queue, "https://hooks.partner.example")
+                )
+                assert not stats.disabled
 
                 # A read-only login sees no actions.
                 viewer = browser.new_context().new_page()

@@ -317,3 +317,48 @@ async def test_storage_errors_show_a_503_page() -> None:
         assert "QueueClosed" in page.text
         job = await client.get("/ui/queue", params={"name": "q"})
         assert job.status_code == 503
+
+
+async def test_webhook_endpoints_page_and_actions(
+    secured: taquba_server.Server, queue: taquba.Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    import taquba_webhooks
+
+    async with await client_for(secured) as client:
+        await login(client, "a-secret")
+        # Installed but unused: no nav entry, an empty page.
+        assert "/ui/webhooks" not in (await client.get("/ui/")).text
+        assert "No webhook endpoint" in (await client.get("/ui/webhooks")).text
+        await taquba_webhooks.disable_endpoint(queue, "https://gone.example.com", "410 Gone")
+        page = await client.get("/ui/webhooks")
+        assert "https://gone.example.com" in page.text
+        assert "disabled" in page.text and "410 Gone" in page.text
+        assert 'href="/ui/webhooks"' in page.text  # in the nav from now on
+        csrf = csrf_of(page.text)
+        caplog.set_level(logging.INFO, logger="taquba_server.audit")
+        for bad in ("https://Gone.example.com/path", "ftp://x", ""):
+            refused = await client.post(
+                "/ui/actions/enable-endpoint",
+                data={"endpoint": bad, "csrf": csrf, "confirm": "yes"},
+            )
+            assert refused.status_code == 400
+        done = await client.post(
+            "/ui/actions/enable-endpoint",
+            data={"endpoint": "https://gone.example.com", "csrf": csrf, "confirm": "yes"},
+        )
+        assert done.status_code == 303
+        stats = await taquba_webhooks.endpoint_stats(queue, "https://gone.example.com")
+        assert not stats.disabled
+        assert "alice enabled webhook endpoint https://gone.example.com" in caplog.text
+        done = await client.post(
+            "/ui/actions/disable-endpoint",
+            data={"endpoint": "https://gone.example.com", "csrf": csrf, "confirm": "yes"},
+        )
+        assert done.status_code == 303
+        stats = await taquba_webhooks.endpoint_stats(queue, "https://gone.example.com")
+        assert stats.disabled and stats.disabled_reason == "disabled by alice from the dashboard"
+    async with await client_for(secured) as reader:
+        await login(reader, "p-secret")
+        page = await reader.get("/ui/webhooks")
+        assert "https://gone.example.com" in page.text
+        assert "/ui/actions/" not in page.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import importlib.util
 import itertools
 import json
 import logging
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from taquba_cron import Scheduler
+    from taquba_webhooks import EndpointStats
 
     from ._auth import Token
 
@@ -185,6 +187,9 @@ class Dashboard:
         self.tokens = list(tokens)
         self.cron = cron
         self.signer = SessionSigner(tokens)
+        # The webhooks page appears once the layer is installed and the store has endpoints.
+        self.webhooks_installed = importlib.util.find_spec("taquba_webhooks") is not None
+        self.webhooks_seen = False
         self.samples: collections.deque[_Sample] = collections.deque(
             maxlen=int(HISTORY / SAMPLE_INTERVAL) + 1
         )
@@ -217,6 +222,9 @@ class Dashboard:
             Route(p + "/cron", self._view(self._cron_page), methods=get),
             Route(p + "/actions/pause", self._action(self._pause), methods=post),
             Route(p + "/actions/resume", self._action(self._resume), methods=post),
+            Route(p + "/webhooks", self._view(self._webhooks_page), methods=get),
+            Route(p + "/actions/disable-endpoint", self._action(self._disable), methods=post),
+            Route(p + "/actions/enable-endpoint", self._action(self._enable), methods=post),
         ]
 
     # ------------------------------------------------------------------ samples
@@ -230,6 +238,8 @@ class Dashboard:
         names = await self.queue.list_queues()
         stats = {name: await self.queue.stats(name) for name in names}
         self.samples.append(_Sample(self._now(), stats))
+        if self.webhooks_installed and not self.webhooks_seen:
+            self.webhooks_seen = bool(await self._endpoint_stats())
 
     async def run_sampler(self) -> None:
         """Sample every `SAMPLE_INTERVAL` seconds until cancelled; storage errors skip a sample."""
@@ -251,6 +261,7 @@ class Dashboard:
             session=session,
             csrf="" if session is None else self.signer.csrf_token(session),
             cron=self.cron is not None,
+            webhooks=self.webhooks_seen,
             message=request.query_params.get("msg"),
             queue_label=self.queue.name,
             **context,
@@ -581,6 +592,27 @@ class Dashboard:
             )
         return self._render(request, "cron.html", session=session, rows=rows, here=f"{PREFIX}/cron")
 
+    async def _endpoint_stats(self) -> list[EndpointStats]:
+        import taquba_webhooks
+
+        return await taquba_webhooks.list_endpoint_stats(self.queue)
+
+    async def _webhooks_page(self, request: Request, session: Session) -> Response:
+        if not self.webhooks_installed:
+            raise _Page(404, "taquba-webhooks is not installed")
+        endpoints = await self._endpoint_stats()
+        self.webhooks_seen = self.webhooks_seen or bool(endpoints)
+        rows = [
+            {
+                "stats": stats,
+                "rate": None if not stats.attempts else stats.delivered / stats.attempts,
+            }
+            for stats in endpoints
+        ]
+        return self._render(
+            request, "webhooks.html", session=session, rows=rows, here=f"{PREFIX}/webhooks"
+        )
+
     # ------------------------------------------------------------------ actions
 
     async def _requeue(self, session: Session, fields: dict[str, str]) -> str:
@@ -646,6 +678,39 @@ class Dashboard:
         await self.cron.pause(name)
         audit.info("ui pause: %s paused cron schedule %s", session.who, name)
         return f"paused {name}"
+
+    def _endpoint(self, fields: dict[str, str]) -> str:
+        if not self.webhooks_installed:
+            raise _Page(404, "taquba-webhooks is not installed")
+        import taquba_webhooks
+
+        endpoint = fields.get("endpoint", "")
+        try:
+            canonical = taquba_webhooks.endpoint_of(endpoint)
+        except taquba_webhooks.InvalidDelivery:
+            canonical = None
+        if canonical != endpoint:
+            raise _Page(400, f"not a webhook endpoint (scheme://host[:port]): {endpoint!r}")
+        return endpoint
+
+    async def _disable(self, session: Session, fields: dict[str, str]) -> str:
+        """Disable this webhook endpoint."""
+        import taquba_webhooks
+
+        endpoint = self._endpoint(fields)
+        reason = f"disabled by {session.who} from the dashboard"
+        await taquba_webhooks.disable_endpoint(self.queue, endpoint, reason)
+        audit.info("ui disable-endpoint: %s disabled webhook endpoint %s", session.who, endpoint)
+        return f"disabled {endpoint}"
+
+    async def _enable(self, session: Session, fields: dict[str, str]) -> str:
+        """Enable this webhook endpoint again."""
+        import taquba_webhooks
+
+        endpoint = self._endpoint(fields)
+        await taquba_webhooks.enable_endpoint(self.queue, endpoint)
+        audit.info("ui enable-endpoint: %s enabled webhook endpoint %s", session.who, endpoint)
+        return f"enabled {endpoint}"
 
     async def _resume(self, session: Session, fields: dict[str, str]) -> str:
         """Resume this cron schedule."""
