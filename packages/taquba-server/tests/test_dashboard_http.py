@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import trio
+import trio.testing
 
 import taquba
 import taquba.testing
@@ -362,3 +363,27 @@ async def test_webhook_endpoints_page_and_actions(
         page = await reader.get("/ui/webhooks")
         assert "https://gone.example.com" in page.text
         assert "/ui/actions/" not in page.text
+
+
+async def test_the_server_samples_in_the_background(
+    secured: taquba_server.Server, queue: taquba.Queue
+) -> None:
+    await queue.enqueue("q", b"x")
+    dashboard = secured._app.dashboard  # pyright: ignore[reportPrivateUsage]
+    assert dashboard is not None
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(dashboard.samples) >= 1  # the first sample is taken when serving starts
+
+
+async def test_a_failing_sample_is_skipped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async with taquba.testing.open_test_queue() as queue:
+        await queue.enqueue("q", b"x")
+        app = taquba_server.create_app(queue)
+    dashboard = app.dashboard  # type: ignore[attr-defined]
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dashboard.run_sampler)
+            await trio.testing.wait_all_tasks_blocked()  # it sampled, failed, and sleeps
+            scope.cancel()
+    assert len(dashboard.samples) == 0
+    assert caplog.text.count("dashboard sample skipped: QueueClosed") == 1

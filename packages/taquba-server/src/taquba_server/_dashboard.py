@@ -242,12 +242,12 @@ class Dashboard:
             self.webhooks_seen = bool(await self._endpoint_stats())
 
     async def run_sampler(self) -> None:
-        """Sample every `SAMPLE_INTERVAL` seconds until cancelled; storage errors skip a sample."""
+        """Sample every `SAMPLE_INTERVAL` seconds until cancelled; a taquba error skips one."""
         while True:
             try:
                 await self.sample()
-            except taquba.StorageError as exc:
-                log.warning("dashboard sample skipped: %s", exc)
+            except taquba.TaqubaError as exc:
+                log.warning("dashboard sample skipped: %s: %s", type(exc).__name__, exc)
             await trio.sleep(SAMPLE_INTERVAL)
 
     # ------------------------------------------------------------------ plumbing
@@ -305,6 +305,9 @@ class Dashboard:
             return self._error(request, session, _Page(400, str(exc)))
         if isinstance(exc, taquba.StorageError):
             return self._error(request, session, _Page(503, f"{type(exc).__name__}: {exc}"))
+        if isinstance(exc, taquba.TaqubaError):  # e.g. DataError: an undecodable record
+            log.error("dashboard page failed", exc_info=exc)
+            return self._error(request, session, _Page(500, f"{type(exc).__name__}: {exc}"))
         raise exc
 
     def _view(
