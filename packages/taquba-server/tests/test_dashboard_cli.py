@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from taquba.testing import Child, open_child
@@ -30,6 +31,7 @@ async def listening(child: Child) -> str:
     return line.removeprefix(PREFIX)
 
 
+@pytest.mark.slow
 async def test_setup_returns_a_scheduler_and_actions_are_audited(tmp_path: Path) -> None:
     (tmp_path / "cron_setup.py").write_text(SETUP)
     argv = ["-m", "taquba_server", "--store", "memory://", "--port", "0"]

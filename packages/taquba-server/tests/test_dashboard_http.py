@@ -88,8 +88,14 @@ async def test_pages_need_a_login_and_refuse_unknown_tokens(
         # A forged cookie is no login.
         client.cookies.set(COOKIE_NAME, "e30.AAAA", path="/ui")
         assert (await client.get("/ui/")).status_code == 303
-        # The redirect target after a login stays inside the dashboard.
+        # A login posted from another site (login CSRF) is refused.
         client.cookies.clear()
+        cross = await client.post(
+            "/ui/login", data={"token": "a-secret"}, headers={"Sec-Fetch-Site": "cross-site"}
+        )
+        assert cross.status_code == 403
+        assert COOKIE_NAME not in client.cookies
+        # The redirect target after a login stays inside the dashboard.
         evil = await client.post("/ui/login", data={"token": "a-secret", "next": "//evil.test/"})
         assert evil.headers["location"] == "/ui/"
 

@@ -725,7 +725,13 @@ class Dashboard:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """An ``application/x-www-form-urlencoded`` body (the dashboard's only form kind)."""
+    """An ``application/x-www-form-urlencoded`` body (the dashboard's only form kind).
+
+    A form a browser posts from another site (``Sec-Fetch-Site: cross-site``) is refused
+    outright: besides the CSRF token of the actions, this covers the login form.
+    """
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise _Page(403, "cross-site form refused")
     body = b""
     async for chunk in request.stream():
         body += chunk
