@@ -450,15 +450,17 @@ class Dashboard:
     # ------------------------------------------------------------------ views
 
     def _rates(self, name: str) -> dict[str, Any]:
-        """Per-minute rates from the two latest samples, and the charts of the last hour."""
-        samples = [s for s in self.samples if name in s.stats]
+        """Per-minute rates over the last minute or more, and the charts of the last hour."""
         now = self._now()
+        samples = [s for s in self.samples if name in s.stats and s.at >= now - HISTORY]
         # The charts span the samples there are, up to the last hour.
         start = max(now - HISTORY, samples[0].at if samples else now)
         depth = [(s.at, float(s.stats[name].pending + s.stats[name].claimed)) for s in samples]
         done: list[tuple[float, float]] = []
         for before, after in itertools.pairwise(samples):
-            minutes = max((after.at - before.at) / 60, 1e-9)
+            if after.at - before.at < 1.0:
+                continue  # two samples at once (a page and the sampler): no meaningful rate
+            minutes = (after.at - before.at) / 60
             delta = max(0, after.stats[name].done - before.stats[name].done)
             done.append((after.at, delta / minutes))
         rates: dict[str, Any] = {"done": None, "dead": None, "enqueued": None}
