@@ -33,6 +33,7 @@ async def listening(child: Child) -> str:
 
 @pytest.mark.slow
 async def test_setup_returns_a_scheduler_and_actions_are_audited(tmp_path: Path) -> None:
+    pytest.importorskip("taquba_cron")
     (tmp_path / "cron_setup.py").write_text(SETUP)
     argv = ["-m", "taquba_server", "--store", "memory://", "--port", "0"]
     env = {"PYTHONPATH": str(tmp_path), "TAQUBA_SERVER_TOKENS": "sekrit:admin"}
