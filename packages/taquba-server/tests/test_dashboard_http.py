@@ -396,25 +396,25 @@ async def test_a_failing_sample_is_skipped_and_logged(caplog: pytest.LogCaptureF
 
 
 def test_payload_preview_and_charts() -> None:
-    from taquba_server._dashboard import PAYLOAD_PREVIEW, _preview, _spark
+    from taquba_server._ui_format import PAYLOAD_PREVIEW, preview, spark
 
-    assert _preview(b'{"a": [1, 2]}', "auto") == (
+    assert preview(b'{"a": [1, 2]}', "auto") == (
         "json",
         '{\n  "a": [\n    1,\n    2\n  ]\n}',
         False,
     )
-    assert _preview(b'{"a": 1}', "text") == ("text", '{"a": 1}', False)
-    assert _preview(b"not json", "json") == ("text", "not json", False)
-    assert _preview("é\n".encode(), "auto") == ("text", "é\n", False)
-    view, text, truncated = _preview(b"\x00\xff", "auto")
+    assert preview(b'{"a": 1}', "text") == ("text", '{"a": 1}', False)
+    assert preview(b"not json", "json") == ("text", "not json", False)
+    assert preview("é\n".encode(), "auto") == ("text", "é\n", False)
+    view, text, truncated = preview(b"\x00\xff", "auto")
     assert (view, truncated) == ("hex", False)
     assert text == "00000000  00 ff" + " " * 44 + ".."
     # Over the cap: not parsed as JSON, cut at the cap, even inside a UTF-8 sequence.
     big = b'["' + "é".encode() * PAYLOAD_PREVIEW + b'"]'
-    view, text, truncated = _preview(big, "json")
+    view, text, truncated = preview(big, "json")
     assert view == "text" and truncated and len(text.encode()) <= PAYLOAD_PREVIEW
-    chart = _spark([(0.0, 0.0), (50.0, 10.0), (100.0, 5.0)], 0.0, 100.0)
+    chart = spark([(0.0, 0.0), (50.0, 10.0), (100.0, 5.0)], 0.0, 100.0)
     assert chart["points"] == "0.0,30.0 60.0,2.0 120.0,16.0"
     assert chart["peak"] == 10.0 and chart["last"] == 5.0
     assert chart["area"].startswith("0.0,32.0 ") and chart["area"].endswith(" 120.0,32.0")
-    assert _spark([], 0.0, 1.0)["points"] == ""
+    assert spark([], 0.0, 1.0)["points"] == ""

@@ -3,6 +3,10 @@
 Views need a login with any scope; actions (requeue, purge, cancel, pause, resume) need
 ``admin``, a CSRF token bound to the session, and a confirmation step. Every action is written
 to the ``taquba_server.audit`` log with who did what.
+
+The pages, the actions and their plumbing (sessions, rendering, error pages) stay in this one
+module, over 600 lines, because every view and action goes through the same few helpers; the
+pure formatting lives in ``_ui_format`` and the sessions in ``_session``.
 """
 
 from __future__ import annotations
@@ -12,9 +16,7 @@ import binascii
 import collections
 import importlib.util
 import itertools
-import json
 import logging
-import time
 import urllib.parse
 from dataclasses import dataclass
 from importlib import resources
@@ -29,10 +31,10 @@ import taquba
 
 from ._auth import find_token
 from ._session import COOKIE_NAME, Session, SessionSigner
+from ._ui_format import PAYLOAD_PREVIEW, age, preview, spark, when, zoned
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
-    from datetime import datetime, tzinfo
 
     from starlette.requests import Request
 
@@ -51,8 +53,6 @@ SAMPLE_INTERVAL = 15.0
 """Seconds between two samples of the queue statistics."""
 HISTORY = 3600.0
 """Seconds of samples kept in memory (the charts' window)."""
-PAYLOAD_PREVIEW = 16 * 1024
-"""The most payload bytes a job page shows."""
 PAGE_SIZE = 50
 RATE_WINDOW = 60.0
 """Seconds the rates look back over (at least; the samples decide)."""
@@ -78,86 +78,6 @@ class _Page(Exception):
 class _Sample:
     at: float
     stats: dict[str, taquba.QueueStats]
-
-
-def _age(ms: int | None, now: float) -> str:
-    if ms is None:
-        return "-"
-    seconds = max(0.0, now - ms / 1000)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
-
-
-def _spark(points: list[tuple[float, float]], start: float, end: float) -> dict[str, Any]:
-    """An inline SVG chart (120x32 box): its line, the area under it, and its peak and last."""
-    width, height, pad = 120.0, 32.0, 2.0
-    peak = max((v for _, v in points), default=0.0)
-    scale = 0.0 if peak <= 0 else (height - 2 * pad) / peak
-    span = max(end - start, 1.0)
-    xy = [
-        (min(max((t - start) / span * width, 0.0), width), height - pad - v * scale)
-        for t, v in points
-    ]
-    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-    area = ""
-    if len(xy) >= 2:
-        area = f"{xy[0][0]:.1f},{height:.1f} {line} {xy[-1][0]:.1f},{height:.1f}"
-    return {
-        "points": line,
-        "area": area,
-        "peak": peak,
-        "last": points[-1][1] if points else 0.0,
-        "width": int(width),
-        "height": int(height),
-    }
-
-
-def _preview(payload: bytes, view: str) -> tuple[str, str, bool]:
-    """The payload as text, JSON or hex (capped); returns (view used, text, truncated)."""
-    truncated = len(payload) > PAYLOAD_PREVIEW
-    head = payload[:PAYLOAD_PREVIEW]
-    if view in ("auto", "json") and not truncated:
-        try:
-            text = json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
-            return "json", text[:PAYLOAD_PREVIEW], len(text) > PAYLOAD_PREVIEW
-        except (ValueError, UnicodeDecodeError):
-            pass
-    if view == "json":
-        view = "auto"  # too big or not JSON: shown as text or hex
-    if view in ("auto", "text"):
-        try:
-            text = head.decode()
-            if (
-                view == "text"
-                or text.isprintable()
-                or all(c.isprintable() or c in "\n\r\t" for c in text)
-            ):
-                return "text", text, truncated
-        except UnicodeDecodeError:
-            pass
-    lines: list[str] = []
-    for offset in range(0, len(head), 16):
-        chunk = head[offset : offset + 16]
-        hexed = " ".join(f"{b:02x}" for b in chunk)
-        shown = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"{offset:08x}  {hexed:<47}  {shown}")
-    return "hex", "\n".join(lines), truncated
-
-
-def _zoned(moment: datetime, zone: tzinfo) -> str:
-    """A fire time in its schedule's zone: ``2026-12-07 02:00 CET (+0100)``."""
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z (%z)")
 
 
 def _cursor_out(cursor: bytes | None) -> str | None:
@@ -197,7 +117,7 @@ class Dashboard:
         self.env = jinja2.Environment(
             loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
         )
-        self.env.filters["when"] = _when  # pyright: ignore[reportArgumentType]
+        self.env.filters["when"] = when  # pyright: ignore[reportArgumentType]
 
     # ------------------------------------------------------------------ routes
 
@@ -484,8 +404,8 @@ class Dashboard:
                 }
         return {
             **rates,
-            "depth_chart": _spark(depth, start, now),
-            "done_chart": _spark(done, start, now),
+            "depth_chart": spark(depth, start, now),
+            "done_chart": spark(done, start, now),
         }
 
     async def _overview(self, request: Request, session: Session) -> Response:
@@ -499,7 +419,7 @@ class Dashboard:
             page = await self.queue.list_jobs(name, taquba.JobStatus.PENDING, limit=100)
             oldest = min((j.enqueued_at for j in page.jobs), default=None)
             rows.append(
-                {"name": name, "stats": stats, "oldest": _age(oldest, now), **self._rates(name)}
+                {"name": name, "stats": stats, "oldest": age(oldest, now), **self._rates(name)}
             )
         template = "overview_body.html" if request.headers.get("hx-request") else "overview.html"
         if request.headers.get("hx-boosted"):
@@ -532,7 +452,7 @@ class Dashboard:
             current=status,
             statuses=_STATUSES,
             stats=await self.queue.stats(name),
-            jobs=[{"job": j, "age": _age(j.enqueued_at, now)} for j in page.jobs],
+            jobs=[{"job": j, "age": age(j.enqueued_at, now)} for j in page.jobs],
             next_cursor=_cursor_out(page.next_cursor),
             here=_here(request),
         )
@@ -562,7 +482,7 @@ class Dashboard:
         view = request.query_params.get("view", "auto")
         if view not in ("auto", "text", "json", "hex"):
             raise _Page(400, f"unknown view {view!r}")
-        shown, text, truncated = _preview(job.payload, view)
+        shown, text, truncated = preview(job.payload, view)
         return self._render(
             request,
             "job.html",
@@ -589,10 +509,10 @@ class Dashboard:
                 {
                     "schedule": schedule,
                     "status": status,
-                    "next": [_zoned(t, schedule.zone) for t in upcoming],
+                    "next": [zoned(t, schedule.zone) for t in upcoming],
                     "last": None
                     if status.last_fire is None
-                    else _zoned(status.last_fire, schedule.zone),
+                    else zoned(status.last_fire, schedule.zone),
                 }
             )
         return self._render(request, "cron.html", session=session, rows=rows, here=f"{PREFIX}/cron")
