@@ -29,6 +29,7 @@ from . import _wire as w
 from ._auth import Scope, Token, find_token
 from ._codec import JSON, MSGPACK, Encoding, decode_body, encode_body, media_type_of
 from ._codec import response_encoding as pick_encoding
+from ._dashboard import Dashboard
 from ._metrics import Metrics
 from ._schema import BadRequest, Bool, Bytes, Enum, Int, List, Nullable, Num, Obj, Schema, Str
 
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.types import ASGIApp, Receive, Send
     from starlette.types import Scope as AsgiScope
+
+    from taquba_cron import Scheduler
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "ServerApp", "create_app"]
 
@@ -177,6 +180,8 @@ class ServerApp:
         *,
         tokens: Sequence[Token] | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        dashboard: bool = True,
+        cron: Scheduler | None = None,
     ) -> None:
         """Library-internal: use `create_app`."""
         if not isinstance(queue, taquba.Queue):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -205,6 +210,12 @@ class ServerApp:
             for ep in self.endpoints
         ]
         routes.append(Route("/metrics", self._serve_metrics, methods=["GET"], name="metrics"))
+        self.dashboard: Dashboard | None = None
+        if dashboard:
+            self.dashboard = Dashboard(queue, token_list, cron=cron)
+            routes.extend(self.dashboard.routes())
+        elif cron is not None:
+            raise taquba.UsageError("cron is shown by the dashboard: give dashboard=True")
         self._starlette = Starlette(
             routes=routes,
             exception_handlers={HTTPException: self._starlette_error},  # pyright: ignore[reportArgumentType]
@@ -940,6 +951,8 @@ def create_app(
     *,
     tokens: Sequence[Token] | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    dashboard: bool = True,
+    cron: Scheduler | None = None,
 ) -> ASGIApp:
     """The HTTP API (wire protocol v1) over an open queue, as an ASGI application.
 
@@ -953,6 +966,11 @@ def create_app(
             listen on a loopback address only, as `Server` enforces).
         max_body_size: the largest request body in bytes (at least 1024); larger bodies get
             ``413 payload_too_large``.
+        dashboard: serve the web dashboard under ``/ui`` (same tokens; see the guide). Its
+            charts sample the queue when the overview page is shown; `Server` also samples in
+            the background.
+        cron: a `taquba_cron.Scheduler` whose schedules the dashboard shows, pauses and
+            resumes (its own page appears only then).
 
     Returns:
         An ASGI 3 application.
@@ -960,4 +978,6 @@ def create_app(
     Raises:
         UsageError: a bad argument.
     """
-    return ServerApp(queue, tokens=tokens, max_body_size=max_body_size)
+    return ServerApp(
+        queue, tokens=tokens, max_body_size=max_body_size, dashboard=dashboard, cron=cron
+    )

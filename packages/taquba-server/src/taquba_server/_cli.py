@@ -26,9 +26,11 @@ from ._server import DEFAULT_PORT, Server, is_loopback
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
 
+    from taquba_cron import Scheduler
+
     from ._auth import Token
 
-    SetupHook = Callable[[taquba.Queue, trio.Nursery], Awaitable[None]]
+    SetupHook = Callable[[taquba.Queue, trio.Nursery], Awaitable[object]]
 
 __all__ = ["main"]
 
@@ -74,7 +76,13 @@ def _parser() -> argparse.ArgumentParser:
         "--setup",
         metavar="MODULE:FUNCTION",
         help="async def setup(queue, nursery) run before listening, to start background "
-        "components (cron Scheduler, workflow Runtime, ...) in the owner",
+        "components (cron Scheduler, workflow Runtime, ...) in the owner; when it returns a "
+        "taquba_cron.Scheduler, the dashboard shows its schedules",
+    )
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="do not serve the web dashboard under /ui",
     )
     parser.add_argument(
         "--lease-duration",
@@ -111,6 +119,19 @@ def _load_setup(spec: str) -> SetupHook:
     if function is None or not inspect.iscoroutinefunction(function):
         raise taquba.UsageError(f"--setup: {spec!r} is not an async function")
     return cast("SetupHook", function)
+
+
+def _cron_of(components: object) -> Scheduler | None:
+    """The cron scheduler a setup hook returned (duck-typed: taquba_cron is optional)."""
+    if components is None:
+        return None
+    needed = ("schedules", "status", "pause", "resume", "next_fire_times")
+    if not all(hasattr(components, name) for name in needed):
+        raise taquba.UsageError(
+            f"--setup returned {type(components).__name__}; return None or a "
+            "taquba_cron.Scheduler (shown by the dashboard)"
+        )
+    return cast("Scheduler", components)
 
 
 def _config(args: argparse.Namespace) -> taquba.QueueConfig | None:
@@ -151,9 +172,13 @@ async def _own(
     config: taquba.QueueConfig | None,
     stopping: _Stopping,
 ) -> None:
-    async with taquba.open_queue(
-        args.store, args.name, config=config, reaper_interval=args.reaper_interval
-    ) as queue:
+    async with (
+        taquba.open_queue(
+            args.store, args.name, config=config, reaper_interval=args.reaper_interval
+        ) as queue,
+        trio.open_nursery() as nursery,
+    ):
+        components = None if setup is None else await setup(queue, nursery)
         server = Server(
             queue,
             host=args.host,
@@ -164,18 +189,17 @@ async def _own(
             max_body_size=args.max_body_size,
             shutdown_grace=args.shutdown_grace,
             advertise_url=args.advertise_url,
+            dashboard=not args.no_dashboard,
+            cron=_cron_of(components),
         )
-        async with trio.open_nursery() as nursery:
-            if setup is not None:
-                await setup(queue, nursery)
 
-            async def serve(task_status: trio.TaskStatus[str]) -> None:
-                await server.serve(task_status=task_status)
-                nursery.cancel_scope.cancel()  # what the setup hook started
+        async def serve(task_status: trio.TaskStatus[str]) -> None:
+            await server.serve(task_status=task_status)
+            nursery.cancel_scope.cancel()  # what the setup hook started
 
-            url = await nursery.start(serve)
-            stopping.server = server  # from now on, the first signal is a graceful stop
-            print(f"taquba-server listening on {url}", flush=True)
+        url = await nursery.start(serve)
+        stopping.server = server  # from now on, the first signal is a graceful stop
+        print(f"taquba-server listening on {url}", flush=True)
 
 
 async def _run(
@@ -203,6 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # The dashboard's audit trail (logins, requeues, purges, ...) is always written.
+    audit = logging.getLogger("taquba_server.audit")
+    if audit.getEffectiveLevel() > logging.INFO:
+        audit.setLevel(logging.INFO)
     try:
         tokens = _tokens(args.tokens_file)
         if not tokens and not is_loopback(args.host):

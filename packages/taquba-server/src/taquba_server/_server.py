@@ -20,6 +20,8 @@ from ._errors import InsecureBind
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from taquba_cron import Scheduler
+
     from ._auth import Token
 
 __all__ = ["Server", "is_loopback"]
@@ -77,6 +79,8 @@ class Server:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         shutdown_grace: float | None = 30.0,
         advertise_url: str | None = None,
+        dashboard: bool = True,
+        cron: Scheduler | None = None,
     ) -> None:
         """Check the options; nothing listens before `serve`.
 
@@ -92,6 +96,11 @@ class Server:
             shutdown_grace: seconds requests in flight get after `shutdown` (None: no limit);
                 long polls end at once with their empty answer.
             advertise_url: the URL written to the owner record (default: the bound URL).
+            dashboard: serve the web dashboard under ``/ui`` (login with the same tokens;
+                read-only for ``produce``/``work``, actions for ``admin``); while serving, the
+                server samples the queue statistics every 15 s for its charts.
+            cron: a `taquba_cron.Scheduler` whose schedules the dashboard shows, pauses and
+                resumes.
 
         Raises:
             InsecureBind: a non-loopback ``host`` with no token.
@@ -112,7 +121,9 @@ class Server:
             raise taquba.UsageError("shutdown_grace must be a non-negative number or None")
         if not tokens and not is_loopback(host):
             raise InsecureBind(host)
-        self._app = ServerApp(queue, tokens=tokens, max_body_size=max_body_size)
+        self._app = ServerApp(
+            queue, tokens=tokens, max_body_size=max_body_size, dashboard=dashboard, cron=cron
+        )
         self._queue = queue
         self._host = host
         self._port = port
@@ -208,6 +219,8 @@ class Server:
             config = self._config(self._bind())
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch_queue)
+                if app.dashboard is not None:
+                    nursery.start_soon(app.dashboard.run_sampler)
                 try:
                     await hypercorn_serve(
                         app,  # pyright: ignore[reportArgumentType]
