@@ -7,15 +7,33 @@ which are most of it, out of the way of the code that opens stores and prints ta
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Final
+import sys
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any, Final
 
 from taquba import JobStatus, __version__
+from taquba._cli_commands import (
+    cancel_job,
+    dead_list,
+    dead_purge,
+    dead_requeue,
+    enqueue,
+    inspect,
+    jobs,
+    purge,
+    show_job,
+)
+from taquba._cli_session import CliCommands
+from taquba._cli_top import top
 from taquba._demo import CHILD_COMMAND, DEFAULT_DB, DEFAULT_STORE
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
-__all__ = ["build_parser"]
+__all__ = ["PLUGIN_GROUP", "build_parser"]
+
+PLUGIN_GROUP: Final = "taquba.cli"
+"""The entry-point group whose functions add commands (`taquba.cli.CliCommands`)."""
 
 _WRITER_NOTE: Final = (
     "It opens the store as its writer. It first reads the store's owner record: while a live "
@@ -45,8 +63,13 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``taquba`` command."""
+def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the ``taquba`` command, with the plugins' commands.
+
+    Args:
+        plugins: the entry points to load commands from (default: the group `PLUGIN_GROUP`).
+            A plugin that fails to load or to register is reported on stderr and skipped.
+    """
     parser = argparse.ArgumentParser(
         prog="taquba",
         description=(
@@ -112,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the bearer token for --server (default: $TAQUBA_TOKEN)",
     )
+    admin.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (stable keys; jobs as in the HTTP API) instead of text",
+    )
 
     writer = argparse.ArgumentParser(add_help=False, parents=[admin])
     writer.add_argument(
@@ -154,13 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep what the demo database already holds instead of wiping it",
     )
 
-    inspect = commands.add_parser(
+    inspect_parser = commands.add_parser(
         "inspect",
         parents=[admin],
         help="list the queues of a database with their counters",
         description="List every queue of the database with its counters. " + _READER_NOTE,
     )
-    del inspect
+    CliCommands.set_handler(inspect_parser, inspect)
 
     dead = commands.add_parser(
         "dead",
@@ -173,20 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     dead_actions = dead.add_subparsers(
         dest="action", metavar="ACTION", title="actions", required=True
     )
-    dead_list = dead_actions.add_parser(
+    dead_list_parser = dead_actions.add_parser(
         "list",
         parents=[admin],
         help="list dead jobs with their last error",
         description="List the dead jobs of QUEUE, oldest id first. " + _READER_NOTE,
     )
-    dead_list.add_argument("queue", metavar="QUEUE", help="the queue name")
-    dead_list.add_argument(
+    dead_list_parser.add_argument("queue", metavar="QUEUE", help="the queue name")
+    dead_list_parser.add_argument(
         "--limit",
         type=_bounded_int(1, 100_000),
         default=20,
         metavar="N",
         help="show at most N jobs (default: 20)",
     )
+    CliCommands.set_handler(dead_list_parser, dead_list)
     requeue = dead_actions.add_parser(
         "requeue",
         parents=[writer],
@@ -200,17 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     which = requeue.add_mutually_exclusive_group(required=True)
     which.add_argument("job_id", metavar="JOB_ID", nargs="?", help="the dead job to requeue")
     which.add_argument("--all", action="store_true", help="requeue every dead job of QUEUE")
-    purge = dead_actions.add_parser(
+    CliCommands.set_handler(requeue, dead_requeue)
+    dead_purge_parser = dead_actions.add_parser(
         "purge",
         parents=[writer],
         help="delete every dead job of a queue",
         description=(
-            "Delete every dead job of QUEUE for good (the dead counter drops to 0). " + _WRITER_NOTE
+            "Delete every dead job of QUEUE for good (the dead counter drops to 0), without "
+            "asking (as `taquba purge QUEUE --dead --yes`). " + _WRITER_NOTE
         ),
     )
-    purge.add_argument("queue", metavar="QUEUE", help="the queue name")
+    dead_purge_parser.add_argument("queue", metavar="QUEUE", help="the queue name")
+    dead_purge_parser.add_argument("--yes", action="store_true", help="accepted; it never asks")
+    CliCommands.set_handler(dead_purge_parser, dead_purge)
 
-    jobs = commands.add_parser(
+    jobs_parser = commands.add_parser(
         "jobs",
         parents=[admin],
         help="list the jobs of a queue in one status",
@@ -220,20 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
             "them). Done jobs are listed only if the queue keeps them (keep_done). " + _READER_NOTE
         ),
     )
-    jobs.add_argument("queue", metavar="QUEUE", help="the queue name")
-    jobs.add_argument(
+    jobs_parser.add_argument("queue", metavar="QUEUE", help="the queue name")
+    jobs_parser.add_argument(
         "--status",
         choices=[status.value for status in JobStatus],
         default=JobStatus.PENDING.value,
         help="which jobs to list (default: pending)",
     )
-    jobs.add_argument(
+    jobs_parser.add_argument(
         "--limit",
         type=_bounded_int(1, 100_000),
         default=20,
         metavar="N",
         help="show at most N jobs (default: 20)",
     )
+    CliCommands.set_handler(jobs_parser, jobs)
+    _add_job(commands, admin, writer)
+    _add_purge(commands, writer)
+    _add_enqueue(commands, writer)
+    _add_top(commands, admin)
 
     commands.add_parser(
         "serve",
@@ -245,4 +283,141 @@ def build_parser() -> argparse.ArgumentParser:
     # The crash-recovery phase of the demo runs this in a second process; not for users.
     child = commands.add_parser(CHILD_COMMAND, parents=[where])
     child.add_argument("--count", type=_bounded_int(1, 100_000), required=True)
+    _load_plugins(CliCommands(commands, admin, writer), plugins)
     return parser
+
+
+def _load_plugins(commands: CliCommands, plugins: Iterable[EntryPoint] | None) -> None:
+    found = entry_points(group=PLUGIN_GROUP) if plugins is None else plugins
+    for plugin in sorted(found, key=lambda entry: entry.name):
+        try:
+            register = plugin.load()
+            register(commands)
+        except Exception as exc:
+            sys.stderr.write(
+                f"taquba: warning: the command plugin {plugin.name!r} ({plugin.value}) "
+                f"failed to load and is skipped: {type(exc).__name__}: {exc}\n"
+            )
+
+
+def _add_job(
+    commands: Any, admin: argparse.ArgumentParser, writer: argparse.ArgumentParser
+) -> None:
+    job = commands.add_parser(
+        "job",
+        help="show or cancel one job",
+        description="Show one job's record (`show` only reads), or cancel it (`cancel` writes).",
+    )
+    actions = job.add_subparsers(dest="action", metavar="ACTION", title="actions", required=True)
+    show = actions.add_parser(
+        "show",
+        parents=[admin],
+        help="print one job's whole record",
+        description=(
+            "Print the record of JOB_ID in any status: its fields, headers and payload (as "
+            "text, or in hex when it is not text; in base64 with --json). " + _READER_NOTE
+        ),
+    )
+    show.add_argument("job_id", metavar="JOB_ID", help="the job id")
+    CliCommands.set_handler(show, show_job)
+    cancel = actions.add_parser(
+        "cancel",
+        parents=[writer],
+        help="cancel a pending, scheduled or claimed job",
+        description=(
+            "Cancel JOB_ID: a pending or scheduled job is deleted; a claimed job is marked and "
+            "its handler's cancel signal fires (the handler decides how to stop). Exit status "
+            "1 when no such job is pending, scheduled or claimed. " + _WRITER_NOTE
+        ),
+    )
+    cancel.add_argument("job_id", metavar="JOB_ID", help="the job id")
+    CliCommands.set_handler(cancel, cancel_job)
+
+
+def _add_purge(commands: Any, writer: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "purge",
+        parents=[writer],
+        help="delete a queue's dead letters or kept done records",
+        description=(
+            "Delete every dead job (--dead) or every kept done record (--done) of QUEUE for "
+            "good, after asking on stderr and reading the answer from stdin (y to go on; "
+            "anything else, or the end of input, exits 1 with nothing deleted); --yes does "
+            "not ask. " + _WRITER_NOTE
+        ),
+    )
+    parser.add_argument("queue", metavar="QUEUE", help="the queue name")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dead", action="store_true", help="the dead-letter inbox")
+    which.add_argument("--done", action="store_true", help="the kept done records")
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    CliCommands.set_handler(parser, purge)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    return value
+
+
+def _add_enqueue(commands: Any, writer: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "enqueue",
+        parents=[writer],
+        help="add a job (for scripts)",
+        description=(
+            "Add a job to QUEUE with the payload PAYLOAD (its UTF-8 bytes), or the bytes of "
+            "the file --file PATH (- reads stdin). Prints the job id (with --json: id, "
+            "created, queue_name); a dedup hit prints the existing job's id. " + _WRITER_NOTE
+        ),
+    )
+    parser.add_argument("queue", metavar="QUEUE", help="the queue name")
+    parser.add_argument("payload", metavar="PAYLOAD", nargs="?", help="the payload as text")
+    parser.add_argument("--file", metavar="PATH", help="read the payload from PATH (- for stdin)")
+    parser.add_argument("--priority", type=int, metavar="N", help="lower runs first")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=_seconds, metavar="S", help="run after S seconds")
+    when.add_argument(
+        "--run-at", metavar="TIME", help="run at TIME, ISO 8601 with a zone (2030-01-01T09:00Z)"
+    )
+    parser.add_argument("--dedup-key", metavar="KEY", help="skip if a waiting job holds KEY")
+    parser.add_argument(
+        "--header", action="append", metavar="KEY=VALUE", help="a header (repeatable)"
+    )
+    parser.add_argument("--max-attempts", type=_bounded_int(1, 1_000_000), metavar="N")
+    parser.add_argument("--job-id", metavar="ID", help="use this job id")
+    CliCommands.set_handler(parser, enqueue)
+
+
+def _interval(text: str) -> float:
+    value = _seconds(text)
+    if value < 0.1:
+        raise argparse.ArgumentTypeError(f"must be at least 0.1, not {text}")
+    return value
+
+
+def _add_top(commands: Any, admin: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "top",
+        parents=[admin],
+        help="a live view of the queues (needs taquba[cli])",
+        description=(
+            "Show every queue's counters, and the done and dead rates, refreshed every "
+            "--interval seconds until Ctrl-C (exit status 0). It draws with rich (pip install "
+            '"taquba[cli]"). With --json it prints one snapshot and exits. ' + _READER_NOTE
+        ),
+    )
+    parser.add_argument(
+        "--interval",
+        "-n",
+        type=_interval,
+        default=2.0,
+        metavar="S",
+        help="seconds between refreshes (default: 2)",
+    )
+    CliCommands.set_handler(parser, top)
+    parser.set_defaults(sigint_ends=True)

@@ -17,13 +17,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import trio
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
 from ._errors import InvalidState, JobNotFound, TaqubaError
 from ._records import JobRecord, JobStatus, QueueStats
-from ._types import JobPage
+from ._types import CancelOutcome, EnqueueResult, JobPage, KvPage
 
 __all__ = ["RemoteError", "RemoteQueue", "Request"]
 
@@ -234,3 +238,85 @@ class RemoteQueue:
         path = f"/v1/queues/{quote(queue_name)}/purge"
         data = await self.call("POST", path, body={"status": status.value})
         return int(data.get("removed", 0))
+
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        """`Queue.cancel`."""
+        data = await self.call("POST", f"/v1/jobs/{quote(job_id)}/cancel", body={})
+        try:
+            return CancelOutcome(data.get("outcome"))
+        except ValueError:
+            raise RemoteError(f"the server sent an unknown outcome: {data!r}") from None
+
+    async def enqueue(
+        self,
+        queue_name: str,
+        payload: bytes,
+        *,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+        dedup_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_attempts: int | None = None,
+        job_id: str | None = None,
+    ) -> EnqueueResult:
+        """`Queue.enqueue` (``POST /v1/jobs``)."""
+        body: dict[str, Any] = {
+            "queue_name": queue_name,
+            "payload": base64.b64encode(payload).decode("ascii"),
+        }
+        optional: dict[str, Any] = {
+            "priority": priority,
+            "run_at": None if run_at is None else round(run_at.timestamp() * 1000),
+            "delay": delay,
+            "dedup_key": dedup_key,
+            "headers": dict(headers) if headers else None,
+            "max_attempts": max_attempts,
+            "job_id": job_id,
+        }
+        body.update({key: value for key, value in optional.items() if value is not None})
+        data = await self.call("POST", "/v1/jobs", body=body)
+        return EnqueueResult(str(data["id"]), bool(data["created"]))
+
+    async def config(self, queue_name: str) -> dict[str, Any]:
+        """The server's `QueueConfig` of ``queue_name`` in its wire form (``GET /v1/config``)."""
+        data = await self.call("GET", "/v1/config")
+        queues = cast("dict[str, Any]", data.get("queues") or {})
+        found = queues.get(queue_name, data.get("default") or {})
+        return cast("dict[str, Any]", found)
+
+    async def kv_get(self, key: bytes) -> bytes | None:
+        """`Queue.kv_get`."""
+        data = await self.call("POST", "/v1/kv/get", body={"key": _b64(key)})
+        value = data.get("value")
+        return None if value is None else base64.b64decode(value)
+
+    async def kv_scan(
+        self, prefix: bytes = b"", *, cursor: bytes | None = None, limit: int = 100
+    ) -> KvPage:
+        """`Queue.kv_scan`."""
+        body: dict[str, Any] = {"prefix": _b64(prefix), "limit": limit}
+        if cursor is not None:
+            body["cursor"] = _b64(cursor)
+        data = await self.call("POST", "/v1/kv/scan", body=body)
+        entries = [
+            (base64.b64decode(entry["key"]), base64.b64decode(entry["value"]))
+            for entry in data.get("entries", [])
+        ]
+        following = data.get("next_cursor")
+        return KvPage(entries, None if following is None else base64.b64decode(following))
+
+    async def kv_compare_and_set(
+        self, key: bytes, expected: bytes | None, new: bytes | None
+    ) -> bool:
+        """`Queue.kv_compare_and_set`."""
+        body = {
+            "key": _b64(key),
+            "expected": None if expected is None else _b64(expected),
+            "new": None if new is None else _b64(new),
+        }
+        return bool((await self.call("POST", "/v1/kv/cas", body=body)).get("swapped"))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -59,6 +59,7 @@ from taquba._demo_jobs import (
     parse_payload,
     plan_documents,
 )
+from taquba._store import DEFAULT_DATABASE
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -78,8 +79,8 @@ __all__ = [
 
 DEFAULT_STORE: Final = ".taquba-demo"
 """Where the demo keeps its store by default (relative to the current directory)."""
-DEFAULT_DB: Final = "demo"
-"""The demo's database name inside the store."""
+DEFAULT_DB: Final = DEFAULT_DATABASE
+"""The demo's database name inside the store: the library's default (`open_queue`)."""
 CHILD_COMMAND: Final = "_demo-child"
 """The hidden subcommand the crash-recovery phase runs in a second process."""
 

@@ -48,7 +48,7 @@ from ._observe import Observer
 from ._owner import DEFAULT_HEARTBEAT_INTERVAL, Heartbeat, OwnerInfo
 from ._records import JobRecord, JobStatus, QueueStats, decode_job
 from ._settle import Settlement
-from ._store import Store
+from ._store import DEFAULT_DATABASE, Store
 from ._types import (
     CancelOutcome,
     Claim,
@@ -692,7 +692,7 @@ def _check_open_arguments(config: object, queues: object, clock: object) -> None
 @asynccontextmanager
 async def open_queue(
     store: Store | str | os.PathLike[str],
-    name: str = "taquba",
+    name: str = DEFAULT_DATABASE,
     *,
     config: QueueConfig | None = None,
     queues: Mapping[str, QueueConfig] | None = None,

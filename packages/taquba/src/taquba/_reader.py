@@ -12,7 +12,7 @@ from ._errors import InvalidArgument, StorageUnavailable
 from ._ids import validate_job_id
 from ._owner import OwnerInfo, decode_owner, owner_key
 from ._records import JobRecord, JobStatus, QueueStats, decode_job
-from ._store import Store
+from ._store import DEFAULT_DATABASE, Store
 from ._validate import check_seconds
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class QueueReader:
 @asynccontextmanager
 async def open_reader(
     store: Store | str | os.PathLike[str],
-    name: str = "taquba",
+    name: str = DEFAULT_DATABASE,
     *,
     poll_interval: float = 1.0,
 ) -> AsyncGenerator[QueueReader]:

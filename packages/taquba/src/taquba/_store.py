@@ -66,11 +66,13 @@ if TYPE_CHECKING:
 
     import fsspec
 
-__all__ = ["Store", "StoreKind"]
+__all__ = ["DEFAULT_DATABASE", "Store", "StoreKind"]
 
 StoreKind = Literal["memory", "file", "s3"]
 """The kinds of storage a `Store` can address."""
 
+DEFAULT_DATABASE: Final = "taquba"
+"""The database name `open_queue`, `open_reader` and the ``taquba`` command use by default."""
 _DB_DIR: Final = "db"
 _BLOB_DIR: Final = "blobs"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
