@@ -28,8 +28,8 @@ import trio
 import taquba
 from taquba import (  # pyright: ignore[reportPrivateUsage]
     _adapter,
-    _cli,
     _cli_remote,
+    _cli_session,
     _demo_console,
     _demo_jobs,
 )
@@ -343,7 +343,7 @@ def test_dead_requeue_runs_no_retention_sweep(
     root = tmp_path / "store"
     dead = trio.run(prepare_old_dead, root)
     keep_mail = dead["mail"][1:]
-    real_open = _cli.open_queue
+    real_open = _cli_session.open_queue
     real_requeue = taquba.Queue.requeue_dead_job
 
     def quick_reaper(*args: Any, **kwargs: Any) -> Any:
@@ -353,7 +353,7 @@ def test_dead_requeue_runs_no_retention_sweep(
         await real_requeue(self, job)
         await trio.sleep(0.3)  # several reaper intervals
 
-    monkeypatch.setattr(_cli, "open_queue", quick_reaper)
+    monkeypatch.setattr(_cli_session, "open_queue", quick_reaper)
     monkeypatch.setattr(taquba.Queue, "requeue_dead_job", slow_requeue)
     code, out, err = run_main(
         capsys, "dead", "requeue", "mail", dead["mail"][0], "--store", str(root), "--db", "ops"

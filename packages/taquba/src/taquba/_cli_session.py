@@ -10,11 +10,13 @@ commands and the plugins of the ``taquba.cli`` entry-point group (`CliCommands`)
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
 import re
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, TypeAlias
@@ -27,8 +29,7 @@ from taquba._reader import open_reader
 from taquba._store import DEFAULT_DATABASE, Store
 
 if TYPE_CHECKING:
-    import argparse
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+    from collections.abc import AsyncGenerator, Mapping
     from contextlib import AbstractAsyncContextManager
 
     from taquba._owner import OwnerInfo
@@ -145,12 +146,12 @@ class CliReader(Protocol):
         ...
 
     async def dead_jobs(
-        self, queue_name: str, *, after: str | None = ..., limit: int = ...
+        self, queue_name: str, *, after: str | None = None, limit: int = 100
     ) -> list[JobRecord]:
         """Dead jobs of ``queue_name`` in id order, after the id ``after``."""
         ...
 
-    async def list_jobs(self, queue_name: str, status: JobStatus, *, limit: int = ...) -> JobPage:
+    async def list_jobs(self, queue_name: str, status: JobStatus, *, limit: int = 100) -> JobPage:
         """The first page of the jobs of ``queue_name`` in ``status``."""
         ...
 
@@ -159,7 +160,7 @@ class CliReader(Protocol):
         ...
 
     async def kv_scan(
-        self, prefix: bytes = ..., *, cursor: bytes | None = ..., limit: int = ...
+        self, prefix: bytes = b"", *, cursor: bytes | None = None, limit: int = 100
     ) -> KvPage:
         """One page of the user-KV entries whose keys start with ``prefix``."""
         ...
@@ -318,14 +319,14 @@ class CliSession:
             self.out.flush()
 
 
+CommandHandler: TypeAlias = Callable[[argparse.Namespace, CliSession], Awaitable[int]]
+"""A command's handler: ``await handler(args, session)`` returns the exit status."""
+
+
 def _remote(server: str, token: str | None) -> Any:
     from taquba._cli_remote import RemoteQueue
 
     return RemoteQueue(server, token)
-
-
-CommandHandler: TypeAlias = "Callable[[argparse.Namespace, CliSession], Awaitable[int]]"
-"""A command's handler: ``await handler(args, session)`` returns the exit status."""
 
 
 class CliCommands:
