@@ -26,7 +26,7 @@ from taquba import JobStatus
 from taquba._cli import main
 from taquba._cli_parser import build_parser
 from taquba.cli import CliCommands, CliSession
-from taquba.testing import open_child
+from taquba.testing import check_public_api, open_child
 
 HANG = 30  # seconds: bounds that only catch hangs
 
@@ -485,3 +485,11 @@ async def test_the_new_commands_through_a_real_server(store: Path, ids: dict[str
             await child.expect_exit(0)
     assert (await read_job(store, ids["pending"])) is not None
     assert (await read_job(store, "r1")) is None
+
+
+def test_the_cli_api_conforms() -> None:
+    import taquba.cli
+
+    check_public_api(taquba.cli)
+    assert {taquba.cli.CliSession.__module__, taquba.cli.CliCommands.__module__} == {"taquba.cli"}
+    assert taquba.cli.job_json.__module__ == "taquba.cli"

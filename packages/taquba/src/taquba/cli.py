@@ -15,13 +15,18 @@ and a handler per action with `CliCommands.set_handler`. A handler is
 returns the exit status. A plugin that fails to load is reported on stderr and skipped.
 """
 
+from typing import TypeAlias as _TypeAlias
+
 from . import fixup_module_metadata as _fixup_module_metadata
 from ._cli_session import CliCommands as CliCommands
 from ._cli_session import CliReader as CliReader
 from ._cli_session import CliSession as CliSession
 from ._cli_session import CliWriter as CliWriter
-from ._cli_session import CommandHandler as CommandHandler
+from ._cli_session import CommandHandler as _CommandHandler
 from ._cli_session import job_json as job_json
+
+CommandHandler: _TypeAlias = _CommandHandler
+"""A command's handler, ``async def handler(args, session) -> int`` (the exit status)."""
 
 __all__ = ["CliCommands", "CliReader", "CliSession", "CliWriter", "CommandHandler", "job_json"]
 
