@@ -74,10 +74,12 @@ def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.Argume
         prog="taquba",
         description=(
             "taquba: a durable task queue whose only state lives in object storage. Start "
-            "with `taquba demo`. `inspect`, `jobs` and `dead list` only read the store and are "
-            "safe next to a running app; `dead requeue` and `dead purge` open it as its writer "
-            "and refuse while a live owner holds it. With --server URL (or TAQUBA_SERVER) every "
-            "admin command acts through that taquba-server's HTTP API instead of the store."
+            "with `taquba demo`. `inspect`, `jobs`, `job show`, `dead list` and `top` only read "
+            "the store and are safe next to a running app; `job cancel`, `dead requeue`, `dead "
+            "purge`, `purge` and `enqueue` open it as its writer and refuse while a live owner "
+            "holds it. With --server URL (or TAQUBA_SERVER) every admin command acts through "
+            "that taquba-server's HTTP API instead of the store; with --json it prints one JSON "
+            "document. Installed distributions add commands (entry-point group taquba.cli)."
         ),
         epilog="Exit status: 0 success, 1 run-time failure, 2 bad input.",
     )
@@ -116,7 +118,10 @@ def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.Argume
         "--db",
         metavar="NAME",
         default=DEFAULT_DB,
-        help=f"the queue database inside the store (default: {DEFAULT_DB})",
+        help=(
+            f"the queue database inside the store (default: {DEFAULT_DB}, as "
+            "taquba.open_queue's and the demo's)"
+        ),
     )
 
     admin = argparse.ArgumentParser(add_help=False, parents=[where])
