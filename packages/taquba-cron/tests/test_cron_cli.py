@@ -129,7 +129,7 @@ async def test_pause_and_resume_through_a_real_server(root: Path) -> None:
     pytest.importorskip("taquba_server._cli")
     args = ("-m", "taquba", "serve", "--store", str(root), "--port", "0")
     async with open_child(*args) as child:
-        with trio.fail_after(60):
+        with trio.fail_after(240):  # a hang bound: a dozen CLI processes on a loaded machine
             line = await child.expect(lambda text: text.startswith("taquba-server listening on"))
             url = line.split()[-1]
 

@@ -447,7 +447,7 @@ async def test_the_new_commands_through_a_real_server(store: Path, ids: dict[str
     pytest.importorskip("taquba_server._cli")
     args = ("-m", "taquba", "serve", "--store", str(store), "--name", "ops", "--port", "0")
     async with open_child(*args) as child:
-        with trio.fail_after(60):
+        with trio.fail_after(240):  # a hang bound: a dozen CLI processes on a loaded machine
             line = await child.expect(lambda text: text.startswith("taquba-server listening on"))
             url = line.split()[-1]
 
@@ -474,7 +474,7 @@ async def test_the_new_commands_through_a_real_server(store: Path, ids: dict[str
             assert purged["removed"] == 1
             listed = await remote("jobs", "mail", "--status", "done")
             assert listed["jobs"] == []
-            assert listed["note"] is not None  # the done counter says jobs completed
+            assert "the server keeps no done records of 'mail'" in listed["note"]
             snapshot = await remote("top")
             assert snapshot["server"] == url
             assert snapshot["queues"][0]["pending"] == 2

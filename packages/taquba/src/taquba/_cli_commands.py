@@ -296,13 +296,11 @@ def _job_row(job: JobRecord) -> list[str]:
 async def _discarded_note(session: CliSession, reader: CliReader, name: str) -> str | None:
     """Why a listing of done jobs is empty, when a setting discards them (else None)."""
     done = (await reader.stats(name)).done
-    if session.remote:
-        config = await _server_keep_done(reader, name)
-        if config is not None:
-            return (
-                f"{done} job(s) of {name!r} completed, but its keep_done is unset on the "
-                "server: done records are deleted when acknowledged"
-            )
+    if session.remote and await _server_keep_done(reader, name):
+        return (
+            f"the server keeps no done records of {name!r} (its keep_done is unset: done "
+            f"records are deleted when acknowledged); {done} job(s) completed"
+        )
     if done:
         return (
             f"{done} job(s) of {name!r} completed, but no done record is left: done records "
@@ -312,15 +310,13 @@ async def _discarded_note(session: CliSession, reader: CliReader, name: str) -> 
     return None
 
 
-async def _server_keep_done(reader: CliReader, name: str) -> bool | None:
-    """True when the server's config for ``name`` discards done records, else None."""
+async def _server_keep_done(reader: CliReader, name: str) -> bool:
+    """Whether the server's config for ``name`` discards done records when acknowledged."""
     config_of = getattr(reader, "config", None)
     if config_of is None:
-        return None
+        return False
     config: dict[str, Any] = await config_of(name)
-    if config.get("keep_done") is None and not config.get("keep_done_forever"):
-        return True
-    return None
+    return config.get("keep_done") is None and not config.get("keep_done_forever")
 
 
 async def jobs(args: argparse.Namespace, session: CliSession) -> int:
