@@ -211,7 +211,7 @@ async def test_the_demo_ends_on_a_signal_with_one_line(
         err = child.stderr()
     assert [text for text in err.splitlines() if text.strip()] == [line], child.describe()
     # The demo's store was closed cleanly: it reopens, with the demo's jobs in it.
-    async with taquba.open_queue(store_dir, "demo") as queue:
+    async with taquba.open_queue(store_dir) as queue:  # the demo uses the default database
         assert "documents" in await queue.list_queues()
 
 
