@@ -188,6 +188,7 @@ def test_job_cancel_removes_and_reports_a_missing_job(
 # ------------------------------------------------------------------------------ purge
 
 
+@pytest.mark.slow
 async def test_purge_asks_and_honours_the_answer(store: Path, ids: dict[str, str]) -> None:
     refused = await run_cli(*at(store, "purge", "mail", "--dead"), stdin=b"n\n")
     assert refused.returncode == 1, refused.stderr
