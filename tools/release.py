@@ -1232,6 +1232,33 @@ def _check_development_version(
     return []
 
 
+def _check_unlogged_source_changes(dist: Distribution, root: Path, latest: Record) -> list[str]:
+    """A member whose shipped code changed since its newest release must say so.
+
+    Compares ``<member>/src`` in the working tree with the newest recorded release's commit:
+    a difference with an empty ``## [Unreleased]`` is a change nobody logged (and whose build
+    would carry the released version number). Skipped when the tree is not a git repository
+    or lacks that commit (a shallow clone, an sdist).
+    """
+    if dist.changelog is None or dist.changelog.has_unreleased_changes:
+        return []
+    source = f"{dist.directory}/src"
+    try:
+        _git(root, "cat-file", "-e", f"{latest.commit}^{{commit}}")
+        changed = _git(root, "diff", "--name-only", latest.commit, "--", source).split()
+    except GitError:
+        return []
+    if not changed:
+        return []
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return [
+        f"{dist.changelog_path}: `## [Unreleased]` is empty, but {source} changed since"
+        f" {latest.tag} (commit {latest.commit[:12]}): {shown}; describe the change under"
+        f" `## [Unreleased]` and set a development version (the next one is"
+        f" {next_development_version(latest.version)})"
+    ]
+
+
 def _check_distribution(
     dist: Distribution, ws: Workspace, newest: Mapping[str, Record]
 ) -> list[str]:
@@ -1264,6 +1291,8 @@ def _check_distribution(
                     f" (pyproject version {dist.version} is the newest recorded release)"
                 )
     problems.extend(_check_development_version(dist, version, latest, pending))
+    if latest is not None and pending is None:
+        problems.extend(_check_unlogged_source_changes(dist, ws.root, latest))
     deps, dep_problems = sibling_dependencies(dist, ws.distributions.keys())
     problems.extend(dep_problems)
     for dep in deps:

@@ -740,6 +740,37 @@ def test_tag_all_missing_creates_annotated_tags_at_the_recorded_commits(
     assert "create 0, 2 already present" in capsys.readouterr().out
 
 
+def test_check_wants_a_changelog_entry_for_code_changed_since_the_release(
+    tagged_repo: FakeRepo,
+) -> None:
+    root = tagged_repo.root
+    assert problems_of(root) == []
+    module = root / "packages" / "taquba" / "src" / "taquba" / "fix.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("FIXED = True\n", encoding="utf-8")
+    commit_all(root, "a fix nobody logged")
+    problems = problems_of(root)
+    assert len(problems) == 1, problems
+    assert "packages/taquba/CHANGELOG.md: `## [Unreleased]` is empty" in problems[0]
+    assert "packages/taquba/src changed since taquba-v0.8.0" in problems[0]
+    assert "packages/taquba/src/taquba/fix.py" in problems[0]
+    assert "the next one is 0.8.1.dev0" in problems[0]
+    # A change outside the shipped code (tests, docs) needs no entry.
+    (root / "packages" / "taquba-cron" / "tests").mkdir(parents=True)
+    (root / "packages" / "taquba-cron" / "tests" / "test_x.py").write_text("", "utf-8")
+    # Logged, with the development version: clean again.
+    tagged_repo.dists["taquba"].unreleased = "### Fixed\n\n- A fix."
+    tagged_repo.dists["taquba"].version = "0.8.1.dev0"
+    tagged_repo.write()
+    assert problems_of(root) == []
+
+
+def test_check_skips_the_source_comparison_without_the_release_commit(tmp_path: Path) -> None:
+    # good_repo's records name commits that exist nowhere (and tmp_path is no repository).
+    good_repo(tmp_path).write()
+    assert problems_of(tmp_path) == []
+
+
 def test_tag_creates_only_the_release_named_and_reports_the_other_missing_tags(
     tagged_repo: FakeRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:
