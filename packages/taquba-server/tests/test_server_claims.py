@@ -306,3 +306,32 @@ async def test_a_fenced_owner_stops_serving(nursery: trio.Nursery) -> None:
         async with httpx.AsyncClient(base_url=url) as http:
             with pytest.raises(httpx.TransportError):
                 await http.get("/v1/health")
+
+
+@pytest.mark.parametrize("shutdown_first", [True, False], ids=["after-shutdown", "unasked"])
+async def test_a_queue_closed_under_the_server(shutdown_first: bool) -> None:
+    # The application's orderly stop (shutdown, then its queue's `async with` ends while the
+    # server still drains) returns cleanly; a queue closed without a shutdown is an error.
+    errors: list[BaseException] = []
+    returned = trio.Event()
+    async with trio.open_nursery() as nursery:
+        async with open_test_queue() as queue:
+            server = taquba_server.Server(queue, port=0)
+
+            async def serve(task_status: trio.TaskStatus[str]) -> None:
+                try:
+                    await server.serve(task_status=task_status)
+                except taquba.TaqubaError as exc:
+                    errors.append(exc)
+                returned.set()
+
+            await nursery.start(serve)
+            if shutdown_first:
+                server.shutdown()
+        with trio.fail_after(30):
+            await returned.wait()
+    if shutdown_first:
+        assert errors == []
+    else:
+        assert len(errors) == 1
+        assert isinstance(errors[0], taquba.QueueClosed)

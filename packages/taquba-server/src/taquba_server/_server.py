@@ -186,7 +186,8 @@ class Server:
             A bind failure (``OSError``, e.g. the port is taken) is raised before ``started``.
             When the queue stops under the server (`taquba.Fenced`: another process opened
             the store as writer; `taquba.QueueClosed`; `taquba.StorageFatal`), the server
-            shuts down gracefully and `serve` raises that error.
+            shuts down gracefully and `serve` raises that error; a queue closed after
+            `shutdown` was called (the application's own orderly stop) is a clean return.
             Cancelling the surrounding scope is the hard stop; claims handed out stay with
             their lease and come back to the queue when it expires.
 
@@ -209,9 +210,14 @@ class Server:
             self._on_listening(binds[0] if binds else None, task_status)
 
         queue = self._queue
+        closed_after_shutdown = False
 
         async def watch_queue() -> None:
+            nonlocal closed_after_shutdown
             await queue.wait_stopped()
+            # An application that asked the server to stop and then closed its queue (the
+            # usual order when the queue's `async with` ends first) gets a clean return.
+            closed_after_shutdown = self._shutdown.is_set()
             self.shutdown()  # the queue failed or was closed: nothing left to serve
 
         failure: list[Exception] = []
@@ -238,7 +244,9 @@ class Server:
                 queue.set_owner_address(None)
         if failure:
             raise failure[0]
-        if queue.failure is not None:
+        if queue.failure is not None and not (
+            closed_after_shutdown and isinstance(queue.failure, taquba.QueueClosed)
+        ):
             raise queue.failure
 
     def _on_listening(self, url: str | None, task_status: trio.TaskStatus[str]) -> None:
