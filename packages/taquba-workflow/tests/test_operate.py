@@ -21,7 +21,9 @@ from taquba_workflow import (
     Step,
     StepOutcome,
     Succeed,
+    WorkflowDataError,
     cancel_run,
+    get_run,
     list_memos,
     list_runs,
 )
@@ -89,6 +91,13 @@ async def test_active_cancelling_and_ended_runs_are_listed(clock: MockClock) -> 
         assert [r.run_id for r in ended.runs][-1] == "e-wait"
         assert ended.runs[-1].state is RunState.CANCELLED
         assert [r.run_id for r in (await list_runs(queue, "workflow")).runs] == ["d-wait"]
+        # One run, as the listing shows it.
+        assert await get_run(queue, "workflow", "d-wait") == active.runs[0]
+        assert await get_run(queue, "workflow", "b-fail") == ended.runs[1]
+        assert await get_run(queue, "workflow", "nope") is None
+        await queue.kv_put(b"workflow/workflow/runs/broken", b"junk")
+        with pytest.raises(WorkflowDataError):
+            await get_run(queue, "workflow", "broken")
         # Another queue name lists nothing.
         assert await list_runs(queue, "other") == RunPage([], None, 0)
 

@@ -51,6 +51,7 @@ from ._memo import content_key as content_key
 from ._operate import RunPage as RunPage
 from ._operate import RunSummary as RunSummary
 from ._operate import cancel_run as cancel_run
+from ._operate import get_run as get_run
 from ._operate import list_memos as list_memos
 from ._operate import list_runs as list_runs
 from ._runtime import Hook as Hook
@@ -94,6 +95,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "read_run_outcome",
     # operating runs without a runtime
     "list_runs",
+    "get_run",
     "RunPage",
     "RunSummary",
     "cancel_run",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from taquba import BlobStore, Clock, QueueLike
 
-__all__ = ["RunPage", "RunSummary", "cancel_run", "list_memos", "list_runs"]
+__all__ = ["RunPage", "RunSummary", "cancel_run", "get_run", "list_memos", "list_runs"]
 
 log = logging.getLogger("taquba_workflow")
 
@@ -105,6 +105,48 @@ async def cancel_pending(queue: QueueLike, queue_name: str, record: records.RunR
         return True
 
 
+def _active(run_id: str, record: records.RunRecord, pending: bool) -> RunSummary:
+    return RunSummary(
+        run_id,
+        RunState.CANCELLING if pending else RunState.RUNNING,
+        record.step,
+        submitted_at_ms=record.submitted_at_ms,
+        job_id=record.job_id,
+        headers=dict(record.headers),
+    )
+
+
+def _ended(run_id: str, outcome: records.OutcomeRecord) -> RunSummary:
+    return RunSummary(
+        run_id,
+        STATE_OF[outcome.status],
+        outcome.final_step,
+        finished_at_ms=outcome.finished_at_ms,
+        error=outcome.error,
+    )
+
+
+async def get_run(queue: QueueLike, queue_name: str, run_id: str) -> RunSummary | None:
+    """One run of ``queue_name`` as `list_runs` shows it, or None if no such run is known.
+
+    `Runtime.status` without a runtime, with the details of `RunSummary`: an active run is
+    reported as active even when an earlier end of its id is still recorded.
+
+    Raises:
+        InvalidRunId: ``run_id`` is not a valid run id.
+        taquba.UsageError: ``queue_name`` is invalid.
+        WorkflowDataError: the run's record cannot be decoded.
+    """
+    queue_name = validate_queue_name(queue_name)
+    run_id = keys.validate_run_id(run_id)
+    raw = await queue.kv_get(keys.run_key(queue_name, run_id))
+    if raw is not None:
+        record = records.decode_run(raw)
+        return _active(run_id, record, await cancel_pending(queue, queue_name, record))
+    raw = await queue.kv_get(keys.outcome_key(queue_name, run_id))
+    return None if raw is None else _ended(run_id, records.decode_outcome_record(raw))
+
+
 async def list_runs(
     queue: QueueLike,
     queue_name: str,
@@ -152,32 +194,13 @@ async def list_runs(
         try:
             run_id = keys.validate_run_id(last)
             if ended:
-                outcome = records.decode_outcome_record(value)
-                runs.append(
-                    RunSummary(
-                        run_id,
-                        STATE_OF[outcome.status],
-                        outcome.final_step,
-                        finished_at_ms=outcome.finished_at_ms,
-                        error=outcome.error,
-                    )
-                )
+                runs.append(_ended(run_id, records.decode_outcome_record(value)))
                 continue
             record = records.decode_run(value)
         except (WorkflowDataError, UsageError) as exc:
             bad.append(f"{key!r} ({exc})")
             continue
-        pending = await cancel_pending(queue, queue_name, record)
-        runs.append(
-            RunSummary(
-                run_id,
-                RunState.CANCELLING if pending else RunState.RUNNING,
-                record.step,
-                submitted_at_ms=record.submitted_at_ms,
-                job_id=record.job_id,
-                headers=dict(record.headers),
-            )
-        )
+        runs.append(_active(run_id, record, await cancel_pending(queue, queue_name, record)))
     if bad:
         log.warning(
             "listing the runs of %s skipped %d undecodable record(s): %s",
