@@ -110,6 +110,10 @@ class Dashboard:
         # The webhooks page appears once the layer is installed and the store has endpoints.
         self.webhooks_installed = importlib.util.find_spec("taquba_webhooks") is not None
         self.webhooks_seen = False
+        # The workflow pages (their own module) need taquba-workflow 0.9 or later.
+        from ._dashboard_workflow import installed as workflow_installed
+
+        self.workflow_installed = workflow_installed()
         self.samples: collections.deque[_Sample] = collections.deque(
             maxlen=int(HISTORY / SAMPLE_INTERVAL) + 1
         )
@@ -123,6 +127,8 @@ class Dashboard:
 
     def routes(self) -> list[Route]:
         """The dashboard's routes, under ``/ui``."""
+        from ._dashboard_workflow import workflow_routes
+
         p = PREFIX
         get, post = ["GET"], ["POST"]
         return [
@@ -145,6 +151,7 @@ class Dashboard:
             Route(p + "/webhooks", self._view(self._webhooks_page), methods=get),
             Route(p + "/actions/disable-endpoint", self._action(self._disable), methods=post),
             Route(p + "/actions/enable-endpoint", self._action(self._enable), methods=post),
+            *workflow_routes(self),
         ]
 
     # ------------------------------------------------------------------ samples
@@ -182,6 +189,7 @@ class Dashboard:
             csrf="" if session is None else self.signer.csrf_token(session),
             cron=self.cron is not None,
             webhooks=self.webhooks_seen,
+            workflow=self.workflow_installed,
             message=request.query_params.get("msg"),
             queue_label=self.queue.name,
             **context,

@@ -48,6 +48,12 @@ from ._memo import Memo as Memo
 from ._memo import MemoStore as MemoStore
 from ._memo import TerminalMarker as TerminalMarker
 from ._memo import content_key as content_key
+from ._operate import RunPage as RunPage
+from ._operate import RunSummary as RunSummary
+from ._operate import cancel_run as cancel_run
+from ._operate import get_run as get_run
+from ._operate import list_memos as list_memos
+from ._operate import list_runs as list_runs
 from ._runtime import Hook as Hook
 from ._runtime import HookFunction as HookFunction
 from ._runtime import RunHandle as RunHandle
@@ -87,6 +93,13 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "RuntimeStatistics",
     "SweepReport",
     "read_run_outcome",
+    # operating runs without a runtime
+    "list_runs",
+    "get_run",
+    "RunPage",
+    "RunSummary",
+    "cancel_run",
+    "list_memos",
     # runs and steps
     "RunSpec",
     "RunHandle",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import ormsgpack
 
-from taquba import StorageError, UsageError
+from taquba import StorageError, UsageError, count_event
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
 from ._errors import UnserializableInput
@@ -92,6 +92,33 @@ class Memo:
 
     def __repr__(self) -> str:
         return f"<Memo {self._prefix}/memos/{self._run_id}/{self._step}>"
+
+
+class _CountedMemo(Memo):
+    """A `Memo` that reports each lookup as a hit or a miss (what `Step.memo` is).
+
+    The runtime hands steps this one: a plain `Memo` knows only its store, and the lookups
+    are counted for the queue's observers (``taquba.count_event``, ``workflow_memo_lookups``
+    with labels ``queue`` and ``result``), which cost one check when nobody observes.
+    """
+
+    __slots__ = ("_labels", "_queue")
+
+    def __init__(self, memo: Memo, queue: object, queue_name: str) -> None:
+        super().__init__(memo._store, memo._prefix, memo.run_id, memo.step)  # pyright: ignore[reportPrivateUsage]
+        self._queue = queue
+        self._labels = {"queue": queue_name}
+
+    async def get(self, key: str) -> bytes | None:
+        value = await super().get(key)
+        result = "miss" if value is None else "hit"
+        count_event(self._queue, "workflow_memo_lookups", {**self._labels, "result": result})
+        return value
+
+
+def counted_memo(memo: Memo, queue: object, queue_name: str) -> Memo:
+    """``memo``, reporting its lookups to ``queue``'s observers (see `_CountedMemo`)."""
+    return _CountedMemo(memo, queue, queue_name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,8 @@ from ._errors import (
     WorkflowDataError,
     WorkflowError,
 )
-from ._memo import MemoStore, TerminalMarker
+from ._memo import MemoStore, TerminalMarker, counted_memo
+from ._operate import CONTROL_CANCEL, CONTROL_PRIORITY, STATE_OF, cancel_pending, cancel_run
 from ._payload import UNSET, PayloadCodec, declared_types
 from ._types import (
     Cancel,
@@ -87,18 +88,11 @@ __all__ = [
 
 log = logging.getLogger("taquba_workflow")
 
-_CONTROL_CANCEL = "cancel"
 _CONTROL_END = "end"  # end a run whose step job was dead-lettered outside the runtime
-_CONTROL_PRIORITY = 0  # control jobs are claimed before any step
 _SWEEP_PAGE = 256
 _MAX_SWEEP_INTERVAL = 3600.0
 _FATAL = (Fenced, QueueClosed, StorageFatal)
 _T = TypeVar("_T")
-_STATE_OF = {
-    TerminalStatus.SUCCEEDED: RunState.SUCCEEDED,
-    TerminalStatus.FAILED: RunState.FAILED,
-    TerminalStatus.CANCELLED: RunState.CANCELLED,
-}
 
 
 StepFunction: TypeAlias = Callable[[Step[P]], Awaitable[StepOutcome[P, R]]]
@@ -572,14 +566,7 @@ class Runtime(Generic[P, R]):
         return None if raw is None else (raw, records.decode_run(raw))
 
     async def _cancel_pending(self, record: records.RunRecord) -> bool:
-        raw = await self._queue.kv_get(self._cancel_key(record.run_id))
-        if raw is None:
-            return False
-        try:
-            return records.decode_cancel_incarnation(raw) == record.incarnation
-        except WorkflowDataError:
-            log.error("undecodable cancellation request of run %s; honouring it", record.run_id)
-            return True
+        return await cancel_pending(self._queue, self._queue_name, record)
 
     # -------------------------------------------------------------------------- submit
 
@@ -783,7 +770,7 @@ class Runtime(Generic[P, R]):
         if raw is None:
             return None
         outcome = records.decode_outcome_record(raw)
-        state = _STATE_OF[outcome.status]
+        state = STATE_OF[outcome.status]
         return RunStatus(run_id, state, outcome.final_step, outcome.error, outcome.finished_at_ms)
 
     async def outcome(self, run_id: str) -> RunOutcome[R] | None:
@@ -868,7 +855,7 @@ class Runtime(Generic[P, R]):
                 await self._queue.enqueue(
                     self._queue_name,
                     request,
-                    priority=_CONTROL_PRIORITY,
+                    priority=CONTROL_PRIORITY,
                     headers={keys.HEADER_RUN_ID: run_id, keys.HEADER_CONTROL: _CONTROL_END},
                     job_id=control,
                     kv_writes={key: request},
@@ -933,54 +920,14 @@ class Runtime(Generic[P, R]):
         ``cancelled`` whatever its step is doing: a pending or sleeping step is removed, a
         running step sees `Step.cancel_requested` (cancellation is cooperative; whatever it
         returns, the run ends cancelled), a step about to start never runs. The terminal hook
-        fires as for any other end. Works for runs of earlier processes.
+        fires as for any other end. Works for runs of earlier processes; `cancel_run` does
+        the same without a runtime.
 
         Returns:
             False if no run with this id is active (unknown, or already ended); True
             otherwise, including when a cancellation was already requested.
         """
-        run_id = keys.validate_run_id(run_id)
-        key = self._cancel_key(run_id)
-        while True:
-            record = await self._read_run(run_id)
-            if record is None:
-                return False
-            raw = await self._queue.kv_get(key)
-            if raw is not None:
-                try:
-                    current = records.decode_cancel_incarnation(raw) == record.incarnation
-                except WorkflowDataError:
-                    current = False
-                if current:
-                    break
-                # A request aimed at an earlier run that reused this id: drop it.
-                await self._queue.kv_compare_and_set(key, raw, None)
-                continue
-            request = records.encode_cancel(record.incarnation, self._clock.now_ms())
-            try:
-                await self._queue.enqueue(
-                    self._queue_name,
-                    request,
-                    priority=_CONTROL_PRIORITY,
-                    headers={keys.HEADER_RUN_ID: run_id, keys.HEADER_CONTROL: _CONTROL_CANCEL},
-                    kv_writes={key: request},
-                    kv_expect={key: None},
-                )
-            except KvConflict:
-                continue
-            break
-        # Fast path (the control job is the durable one): fire a running step's cancel signal
-        # now. A pending step is left to the control job, which records its payload (for
-        # `retry`) before removing it.
-        try:
-            step_job = await self._queue.get_job(record.job_id)
-            if step_job is not None and step_job.status is JobStatus.CLAIMED:
-                await self._queue.cancel(record.job_id)
-        except _FATAL:
-            raise
-        except TaqubaError as exc:
-            log.warning("run %s: cancellation requested; its step not reached yet: %s", run_id, exc)
-        return True
+        return await cancel_run(self._queue, self._queue_name, run_id, clock=self._clock)
 
     # ---------------------------------------------------------------------------- run
 
@@ -1244,7 +1191,7 @@ class Runtime(Generic[P, R]):
                 attempt=job.attempts,
                 max_attempts=job.max_attempts,
                 job_id=job.id,
-                memo=self._memos.memo(run_id, number),
+                memo=counted_memo(self._memos.memo(run_id, number), self._queue, self._queue_name),
                 lease=lease,
             )
             limit = (
@@ -1511,7 +1458,7 @@ class Runtime(Generic[P, R]):
         run_id = job.headers.get(keys.HEADER_RUN_ID)
         if kind == _CONTROL_END and run_id is not None:
             return await self._process_end(job, lease, run_id)
-        if kind != _CONTROL_CANCEL or run_id is None:
+        if kind != CONTROL_CANCEL or run_id is None:
             raise PermanentFailure(f"unknown workflow control job {kind!r}")
         try:
             keys.validate_run_id(run_id)
