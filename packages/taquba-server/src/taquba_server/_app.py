@@ -182,6 +182,7 @@ class ServerApp:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         dashboard: bool = True,
         cron: Scheduler | None = None,
+        jobs_result_prefix: str | None = None,
     ) -> None:
         """Library-internal: use `create_app`."""
         if not isinstance(queue, taquba.Queue):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -212,10 +213,19 @@ class ServerApp:
         routes.append(Route("/metrics", self._serve_metrics, methods=["GET"], name="metrics"))
         self.dashboard: Dashboard | None = None
         if dashboard:
-            self.dashboard = Dashboard(queue, token_list, cron=cron)
+            self.dashboard = Dashboard(
+                queue, token_list, cron=cron, jobs_result_prefix=jobs_result_prefix
+            )
             routes.extend(self.dashboard.routes())
         elif cron is not None:
             raise taquba.UsageError("cron is shown by the dashboard: give dashboard=True")
+        if jobs_result_prefix is not None and (
+            not isinstance(jobs_result_prefix, str)  # pyright: ignore[reportUnnecessaryIsInstance]
+            or not jobs_result_prefix.strip("/")
+        ):
+            raise taquba.UsageError(
+                f"jobs_result_prefix must be a non-empty blob path, not {jobs_result_prefix!r}"
+            )
         self._starlette = Starlette(
             routes=routes,
             exception_handlers={HTTPException: self._starlette_error},  # pyright: ignore[reportArgumentType]
@@ -953,6 +963,7 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     dashboard: bool = True,
     cron: Scheduler | None = None,
+    jobs_result_prefix: str | None = None,
 ) -> ASGIApp:
     """The HTTP API (wire protocol v1) over an open queue, as an ASGI application.
 
@@ -971,6 +982,9 @@ def create_app(
             the background.
         cron: a `taquba_cron.Scheduler` whose schedules the dashboard shows, pauses and
             resumes (its own page appears only then).
+        jobs_result_prefix: the ``result_prefix`` of the taquba-jobs runner whose results
+            the dashboard's "Job results" page lists (default: taquba-jobs' default,
+            ``"jobs-results"``); the page needs taquba-jobs installed.
 
     Returns:
         An ASGI 3 application.
@@ -979,5 +993,10 @@ def create_app(
         UsageError: a bad argument.
     """
     return ServerApp(
-        queue, tokens=tokens, max_body_size=max_body_size, dashboard=dashboard, cron=cron
+        queue,
+        tokens=tokens,
+        max_body_size=max_body_size,
+        dashboard=dashboard,
+        cron=cron,
+        jobs_result_prefix=jobs_result_prefix,
     )
