@@ -182,3 +182,11 @@ async def test_another_result_prefix(queue: taquba.Queue, nursery: trio.Nursery)
         server.shutdown()
     with pytest.raises(taquba.UsageError):
         taquba_server.create_app(queue, jobs_result_prefix="/")
+
+
+def test_the_command_takes_a_result_prefix() -> None:
+    from taquba_server._cli import _parser  # pyright: ignore[reportPrivateUsage]
+
+    args = _parser().parse_args(["--store", "memory://", "--jobs-result-prefix", "emails-results"])
+    assert args.jobs_result_prefix == "emails-results"
+    assert _parser().parse_args(["--store", "memory://"]).jobs_result_prefix is None

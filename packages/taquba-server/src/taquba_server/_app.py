@@ -191,6 +191,13 @@ class ServerApp:
             raise taquba.UsageError("max_body_size must be an int")
         if max_body_size < 1024:
             raise taquba.UsageError(f"max_body_size must be at least 1024, not {max_body_size}")
+        if jobs_result_prefix is not None and (
+            not isinstance(jobs_result_prefix, str)  # pyright: ignore[reportUnnecessaryIsInstance]
+            or not jobs_result_prefix.strip("/")
+        ):
+            raise taquba.UsageError(
+                f"jobs_result_prefix must be a non-empty blob path, not {jobs_result_prefix!r}"
+            )
         token_list = list(tokens or ())
         for token in token_list:
             if not isinstance(token, Token):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -219,13 +226,6 @@ class ServerApp:
             routes.extend(self.dashboard.routes())
         elif cron is not None:
             raise taquba.UsageError("cron is shown by the dashboard: give dashboard=True")
-        if jobs_result_prefix is not None and (
-            not isinstance(jobs_result_prefix, str)  # pyright: ignore[reportUnnecessaryIsInstance]
-            or not jobs_result_prefix.strip("/")
-        ):
-            raise taquba.UsageError(
-                f"jobs_result_prefix must be a non-empty blob path, not {jobs_result_prefix!r}"
-            )
         self._starlette = Starlette(
             routes=routes,
             exception_handlers={HTTPException: self._starlette_error},  # pyright: ignore[reportArgumentType]
