@@ -21,6 +21,9 @@ not match the declared type is a `taquba.TypeMismatch` at submit (or when decodi
 plain values and failures are exceptions (`JobFailed`, `JobCancelled`). Delivery is
 at-least-once, like the queue's, but a job whose outcome was recorded is never run again.
 
+`list_results` and `read_result` read stored outcomes with the store alone, without a runner
+or the job functions (for dashboards and scripts).
+
 The runner follows the family's convention for long-running components: `JobRunner.serve`
 reports readiness to ``nursery.start``, `JobRunner.shutdown` stops it gracefully (with
 ``shutdown_grace``), cancellation is the hard stop, and every error derives from
@@ -40,6 +43,12 @@ from ._errors import UnknownJob as UnknownJob
 from ._job import Job as Job
 from ._job import JobFunction as JobFunction
 from ._job import job as job
+from ._results import DEFAULT_RESULT_PREFIX as DEFAULT_RESULT_PREFIX
+from ._results import ResultPage as ResultPage
+from ._results import ResultSummary as ResultSummary
+from ._results import StoredResult as StoredResult
+from ._results import list_results as list_results
+from ._results import read_result as read_result
 from ._runner import JobContext as JobContext
 from ._runner import JobHandle as JobHandle
 from ._runner import JobRunner as JobRunner
@@ -50,6 +59,7 @@ __version__: str = _version("taquba-jobs")
 """The installed version of the `taquba-jobs` distribution."""
 
 __all__ = [
+    "DEFAULT_RESULT_PREFIX",
     "InputMismatch",
     "Job",
     "JobCancelled",
@@ -60,11 +70,16 @@ __all__ = [
     "JobRunner",
     "JobsError",
     "ResultNotFound",
+    "ResultPage",
+    "ResultSummary",
     "RunnerStatistics",
+    "StoredResult",
     "SweepReport",
     "UnknownJob",
     "__version__",
     "job",
+    "list_results",
+    "read_result",
 ]
 
 _taquba_fixup(__name__, globals())

@@ -182,6 +182,7 @@ class ServerApp:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         dashboard: bool = True,
         cron: Scheduler | None = None,
+        jobs_result_prefix: str | None = None,
     ) -> None:
         """Library-internal: use `create_app`."""
         if not isinstance(queue, taquba.Queue):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -190,6 +191,13 @@ class ServerApp:
             raise taquba.UsageError("max_body_size must be an int")
         if max_body_size < 1024:
             raise taquba.UsageError(f"max_body_size must be at least 1024, not {max_body_size}")
+        if jobs_result_prefix is not None and (
+            not isinstance(jobs_result_prefix, str)  # pyright: ignore[reportUnnecessaryIsInstance]
+            or not jobs_result_prefix.strip("/")
+        ):
+            raise taquba.UsageError(
+                f"jobs_result_prefix must be a non-empty blob path, not {jobs_result_prefix!r}"
+            )
         token_list = list(tokens or ())
         for token in token_list:
             if not isinstance(token, Token):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -212,7 +220,9 @@ class ServerApp:
         routes.append(Route("/metrics", self._serve_metrics, methods=["GET"], name="metrics"))
         self.dashboard: Dashboard | None = None
         if dashboard:
-            self.dashboard = Dashboard(queue, token_list, cron=cron)
+            self.dashboard = Dashboard(
+                queue, token_list, cron=cron, jobs_result_prefix=jobs_result_prefix
+            )
             routes.extend(self.dashboard.routes())
         elif cron is not None:
             raise taquba.UsageError("cron is shown by the dashboard: give dashboard=True")
@@ -953,6 +963,7 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     dashboard: bool = True,
     cron: Scheduler | None = None,
+    jobs_result_prefix: str | None = None,
 ) -> ASGIApp:
     """The HTTP API (wire protocol v1) over an open queue, as an ASGI application.
 
@@ -971,6 +982,9 @@ def create_app(
             the background.
         cron: a `taquba_cron.Scheduler` whose schedules the dashboard shows, pauses and
             resumes (its own page appears only then).
+        jobs_result_prefix: the ``result_prefix`` of the taquba-jobs runner whose results
+            the dashboard's "Job results" page lists (default: taquba-jobs' default,
+            ``"jobs-results"``); the page needs taquba-jobs installed.
 
     Returns:
         An ASGI 3 application.
@@ -979,5 +993,10 @@ def create_app(
         UsageError: a bad argument.
     """
     return ServerApp(
-        queue, tokens=tokens, max_body_size=max_body_size, dashboard=dashboard, cron=cron
+        queue,
+        tokens=tokens,
+        max_body_size=max_body_size,
+        dashboard=dashboard,
+        cron=cron,
+        jobs_result_prefix=jobs_result_prefix,
     )

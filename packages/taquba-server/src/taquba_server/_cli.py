@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         help="do not serve the web dashboard under /ui",
     )
     parser.add_argument(
+        "--jobs-result-prefix",
+        metavar="PREFIX",
+        help="result_prefix of the taquba-jobs runner the dashboard's Job results page lists "
+        "(default: jobs-results, taquba-jobs' default)",
+    )
+    parser.add_argument(
         "--lease-duration",
         type=float,
         metavar="SECONDS",
@@ -191,6 +197,7 @@ async def _own(
             advertise_url=args.advertise_url,
             dashboard=not args.no_dashboard,
             cron=_cron_of(components),
+            jobs_result_prefix=args.jobs_result_prefix,
         )
 
         async def serve(task_status: trio.TaskStatus[str]) -> None:

@@ -30,6 +30,7 @@ from starlette.routing import Route
 import taquba
 
 from ._auth import find_token
+from ._dashboard_jobs import JobResultsPages
 from ._session import COOKIE_NAME, Session, SessionSigner
 from ._ui_format import PAYLOAD_PREVIEW, age, preview, spark, when, zoned
 
@@ -102,6 +103,7 @@ class Dashboard:
         tokens: Sequence[Token],
         *,
         cron: Scheduler | None = None,
+        jobs_result_prefix: str | None = None,
     ) -> None:
         self.queue = queue
         self.tokens = list(tokens)
@@ -122,6 +124,7 @@ class Dashboard:
             loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
         )
         self.env.filters["when"] = when  # pyright: ignore[reportArgumentType]
+        self.results = JobResultsPages(queue, self._render, result_prefix=jobs_result_prefix)
 
     # ------------------------------------------------------------------ routes
 
@@ -152,6 +155,8 @@ class Dashboard:
             Route(p + "/actions/disable-endpoint", self._action(self._disable), methods=post),
             Route(p + "/actions/enable-endpoint", self._action(self._enable), methods=post),
             *workflow_routes(self),
+            Route(p + "/results", self._view(self.results.list_page), methods=get),
+            Route(p + "/results/{id}", self._view(self.results.result_page), methods=get),
         ]
 
     # ------------------------------------------------------------------ samples
@@ -190,6 +195,7 @@ class Dashboard:
             cron=self.cron is not None,
             webhooks=self.webhooks_seen,
             workflow=self.workflow_installed,
+            job_results=self.results.installed,
             message=request.query_params.get("msg"),
             queue_label=self.queue.name,
             **context,

@@ -81,6 +81,7 @@ class Server:
         advertise_url: str | None = None,
         dashboard: bool = True,
         cron: Scheduler | None = None,
+        jobs_result_prefix: str | None = None,
     ) -> None:
         """Check the options; nothing listens before `serve`.
 
@@ -101,6 +102,9 @@ class Server:
                 server samples the queue statistics every 15 s for its charts.
             cron: a `taquba_cron.Scheduler` whose schedules the dashboard shows, pauses and
                 resumes.
+            jobs_result_prefix: the ``result_prefix`` of the taquba-jobs runner whose
+                results the dashboard's "Job results" page lists (default: taquba-jobs'
+                default, ``"jobs-results"``); the page needs taquba-jobs installed.
 
         Raises:
             InsecureBind: a non-loopback ``host`` with no token.
@@ -122,7 +126,12 @@ class Server:
         if not tokens and not is_loopback(host):
             raise InsecureBind(host)
         self._app = ServerApp(
-            queue, tokens=tokens, max_body_size=max_body_size, dashboard=dashboard, cron=cron
+            queue,
+            tokens=tokens,
+            max_body_size=max_body_size,
+            dashboard=dashboard,
+            cron=cron,
+            jobs_result_prefix=jobs_result_prefix,
         )
         self._queue = queue
         self._host = host
