@@ -51,6 +51,7 @@ from taquba._errors import (
 from taquba._interrupts import hold_interrupts, protect, wait_holding
 from taquba._objectstore import object_store_of
 from taquba._validate import check_seconds
+from taquba._walflush import WalFlusher, default_linger
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
@@ -158,14 +159,35 @@ class Database(Scanner):
     taquba's. Writes are shielded from cancellation; reads are not.
     """
 
-    __slots__ = ("_closed", "_db", "_target", "commit_deadline", "listener", "name", "store")
+    __slots__ = (
+        "_closed",
+        "_db",
+        "_target",
+        "commit_deadline",
+        "flusher",
+        "listener",
+        "name",
+        "store",
+    )
 
-    def __init__(self, db: _sdb.Db, store: Store, name: str, *, commit_deadline: float) -> None:
+    def __init__(
+        self,
+        db: _sdb.Db,
+        store: Store,
+        name: str,
+        *,
+        commit_deadline: float,
+        flush_linger: float | None = None,
+    ) -> None:
         self._db = db
         self._target = db
         self._closed = False
         self.listener: CommitListener | None = None
         """Told the timings of every commit and the storage errors of writes (observers)."""
+        self.flusher: WalFlusher | None = WalFlusher(
+            db, linger=default_linger(store.kind) if flush_linger is None else flush_linger
+        )
+        """Requests a WAL flush for each durable write (None: wait for SlateDB's timer)."""
         self.commit_deadline = commit_deadline
         """Seconds a write (commit, put, delete and its durability wait) may take before its
         outcome is declared unknown (`StorageUnavailable`)."""
@@ -188,6 +210,7 @@ class Database(Scanner):
         manifest_poll_interval: float | None = None,
         open_deadline: float = 30.0,
         commit_deadline: float | None = None,
+        flush_linger: float | None = None,
     ) -> Database:
         """Open (or create) the database `name` in `store` as its single writer.
 
@@ -209,6 +232,8 @@ class Database(Scanner):
             commit_deadline: Seconds a write and its durability wait may take before its
                 outcome is declared unknown; None uses `default_commit_deadline` of the
                 retries, which outlasts the store's own retry budget.
+            flush_linger: Seconds a durable write's WAL flush waits for other writes to share
+                it (see `taquba._walflush`); None uses the store kind's default.
 
         Returns:
             The open database.
@@ -255,7 +280,7 @@ class Database(Scanner):
             raise StorageUnavailable(
                 f"opening database {name!r} in {store.url} took longer than {open_deadline:g} s"
             ) from None
-        return cls(db, store, name, commit_deadline=deadline)
+        return cls(db, store, name, commit_deadline=deadline, flush_linger=flush_linger)
 
     async def get(self, key: bytes) -> bytes | None:
         """Return the value of `key` (including writes not yet durable), or None."""
@@ -269,8 +294,11 @@ class Database(Scanner):
         with _shielded_write(self.commit_deadline):
             await before_applying(fault)
             handle = await call(self._db.put, key, value)
+            ticket = self.flusher.applied() if self.flusher is not None else 0
             await after_applying(fault)
             if durable:
+                if self.flusher is not None:
+                    await self.flusher.covered(ticket)
                 await call(handle.await_durable)
 
     async def delete(self, key: bytes, *, durable: bool = True) -> None:
@@ -279,14 +307,19 @@ class Database(Scanner):
         with _shielded_write(self.commit_deadline):
             await before_applying(fault)
             handle = await call(self._db.delete, key)
+            ticket = self.flusher.applied() if self.flusher is not None else 0
             await after_applying(fault)
             if durable:
+                if self.flusher is not None:
+                    await self.flusher.covered(ticket)
                 await call(handle.await_durable)
 
     async def begin(self) -> Transaction:
         """Start a transaction with snapshot isolation (write-write conflicts only)."""
         txn = await call(self._db.begin, _sdb.IsolationLevel.SNAPSHOT)
-        return Transaction(txn, commit_deadline=self.commit_deadline, listener=self.listener)
+        return Transaction(
+            txn, commit_deadline=self.commit_deadline, listener=self.listener, flusher=self.flusher
+        )
 
     async def flush(self) -> None:
         """Flush the WAL buffer to object storage now."""
@@ -449,7 +482,7 @@ class Transaction(Scanner):
     Reads see the transaction's own writes. Every method is async because the binding's are.
     """
 
-    __slots__ = ("_commit_deadline", "_completed", "_listener", "_target", "_txn")
+    __slots__ = ("_commit_deadline", "_completed", "_flusher", "_listener", "_target", "_txn")
 
     def __init__(
         self,
@@ -457,12 +490,14 @@ class Transaction(Scanner):
         *,
         commit_deadline: float,
         listener: CommitListener | None = None,
+        flusher: WalFlusher | None = None,
     ) -> None:
         self._txn = txn
         self._target = txn
         self._completed = False
         self._commit_deadline = commit_deadline
         self._listener = listener
+        self._flusher = flusher
 
     async def get(self, key: bytes) -> bytes | None:
         """Return the value of `key` as this transaction sees it, or None."""
@@ -538,12 +573,16 @@ class Transaction(Scanner):
                 await call(self._txn.rollback)
                 await before_applying(fault)
             handle = await call(self._txn.commit)
+            flusher = self._flusher if handle is not None else None
+            ticket = flusher.applied() if flusher is not None else 0
             if on_commit is not None:
                 on_commit()
             await after_applying(fault)
             if durable and handle is not None:
                 if timed:
                     applied = time.perf_counter()
+                if flusher is not None:
+                    await flusher.covered(ticket)
                 await call(handle.await_durable)
         return applied
 
