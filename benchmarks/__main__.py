@@ -22,6 +22,7 @@ BENCHMARKS = (
     "payload_sweep",
     "sharding",
     "http_remote",
+    "defaults",
 )
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def go() -> h.Report:
-        if name != "limit":
+        if name not in ("limit", "defaults"):  # defaults measures its own ceilings
             if args.ceiling > 0:
                 ctx.ceiling = float(args.ceiling)
                 ctx.ceiling_note = "(given with --ceiling)"
