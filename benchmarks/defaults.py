@@ -21,7 +21,7 @@ first; the `--flush-interval` flag and the common ceiling do not apply here.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import trio
 
@@ -45,6 +45,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add(parser, "--rounds", 3, "interleaved rounds (the table shows medians)")
     h.add(parser, "--modes", "demand,timer", "demand (the product) and/or timer (0.9.2 and before)")
     h.add(parser, "--payload", 64, "payload bytes")
+
+
+class BindingCalls:
+    """Counts the binding calls of taquba's storage adapter (each awaits a SlateDB future).
+
+    Every binding call of the queue goes through ``taquba._binding.call``, which the adapter
+    modules import by name; the counter replaces that name in each of them while it is open.
+    """
+
+    MODULES = ("taquba._database", "taquba._dbscan", "taquba._walflush")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._saved: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> Self:
+        import importlib
+
+        for name in self.MODULES:
+            module = importlib.import_module(name)
+            original = module.call
+
+            async def counted(fn: Any, *args: Any, _original: Any = original) -> Any:
+                self.count += 1
+                return await _original(fn, *args)
+
+            self._saved.append((module, original))
+            module.call = counted
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for module, original in self._saved:
+            module.call = original
+        self._saved.clear()
 
 
 def set_mode(queue: Any, mode: str) -> None:
@@ -143,8 +177,12 @@ async def one_round(ctx: h.Context, mode: str, rnd: int) -> dict[str, Any]:
     store = ctx.stores.make(f"{mode}-{rnd}")
     async with taquba.open_queue(store) as queue:
         set_mode(queue, mode)
-        enq = await enqueue_phase(queue, args.jobs, args.producers, payload)
-        drain = await drain_phase(queue, args.jobs, args.concurrency)
+        with BindingCalls() as calls:
+            enq = await enqueue_phase(queue, args.jobs, args.producers, payload)
+        enqueue_calls = calls.count / args.jobs
+        with BindingCalls() as calls:
+            drain = await drain_phase(queue, args.jobs, args.concurrency)
+        drain_calls = calls.count / args.jobs
         lat = await e2e_phase(queue, args.rate, args.e2e_seconds, args.concurrency, payload)
     result = {
         "enqueue": enq,
@@ -152,10 +190,13 @@ async def one_round(ctx: h.Context, mode: str, rnd: int) -> dict[str, Any]:
         "p50": h.pct(lat, 50),
         "p99": h.pct(lat, 99),
         "e2e_jobs": len(lat),
+        "enqueue_calls": enqueue_calls,
+        "drain_calls": drain_calls,
     }
     print(
         f"[defaults] round {rnd} {mode}: enqueue {enq:,.0f}/s, drain {drain:,.0f}/s, "
-        f"e2e p50 {result['p50'] * 1000:.1f} ms p99 {result['p99'] * 1000:.1f} ms",
+        f"e2e p50 {result['p50'] * 1000:.1f} ms p99 {result['p99'] * 1000:.1f} ms; binding calls "
+        f"per job: enqueue {enqueue_calls:.2f}, drain {drain_calls:.2f}",
         flush=True,
     )
     return result
@@ -195,11 +236,14 @@ async def run(ctx: h.Context) -> h.Report:
         "x ceiling",
         "e2e p50",
         "e2e p99",
+        "calls/enqueue",
+        "calls/drained job",
     )
     med: dict[str, dict[str, float]] = {}
     for mode in modes:
         rows = results[mode]
-        med[mode] = {k: h.median([r[k] for r in rows]) for k in ("enqueue", "drain", "p50", "p99")}
+        keys = ("enqueue", "drain", "p50", "p99", "enqueue_calls", "drain_calls")
+        med[mode] = {k: h.median([r[k] for r in rows]) for k in keys}
         m = med[mode]
         table.add(
             mode,
@@ -210,6 +254,8 @@ async def run(ctx: h.Context) -> h.Report:
             h.ratio(m["drain"], ceilings[mode]),
             h.ms(m["p50"]),
             h.ms(m["p99"]),
+            f"{m['enqueue_calls']:.2f}",
+            f"{m['drain_calls']:.2f}",
         )
     rounds = report.table("Every round", "round", "mode", "enqueue/s", "drain/s", "p50", "p99")
     for mode in modes:
