@@ -23,6 +23,8 @@ BENCHMARKS = (
     "sharding",
     "http_remote",
     "defaults",
+    "storage_growth",
+    "soak",
 )
 
 
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def go() -> h.Report:
-        if name not in ("limit", "defaults"):  # defaults measures its own ceilings
+        if name not in ("limit", "defaults", "storage_growth", "soak"):  # no common ceiling
             if args.ceiling > 0:
                 ctx.ceiling = float(args.ceiling)
                 ctx.ceiling_note = "(given with --ceiling)"

@@ -24,6 +24,7 @@ import math
 import random
 import time
 from functools import partial
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
 import slatedb.uniffi as _sdb
@@ -54,13 +55,14 @@ from taquba._validate import check_seconds
 from taquba._walflush import WalFlusher, default_linger
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator
+    from collections.abc import Awaitable, Callable, Generator, Mapping
 
     from taquba._store import Store
 
 __all__ = [
     "CLOSE_DEADLINE",
     "OBJECT_STORE_REQUEST_BUDGET",
+    "STORAGE_SETTINGS",
     "CommitListener",
     "Database",
     "Reader",
@@ -68,6 +70,7 @@ __all__ = [
     "check_commit_deadline",
     "default_commit_deadline",
     "run_transaction",
+    "writer_settings",
 ]
 
 _log = logging.getLogger(__name__)
@@ -106,6 +109,68 @@ def check_commit_deadline(seconds: object) -> float:
         InvalidArgument: anything else.
     """
     return check_seconds("commit_deadline", seconds, positive=True)
+
+
+_GC_INTERVAL: Final = '"10s"'
+_GC_MIN_AGE: Final = '"30s"'
+
+STORAGE_SETTINGS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        # WAL objects become garbage only once the memtable holding their writes is uploaded as
+        # an L0 SST, after 4096 WAL flushes (SlateDB refuses fewer) or `l0_sst_size_bytes` of
+        # writes. Durability on demand writes one small WAL object per flush, so the flush count
+        # bounds the WAL's objects; 16 MiB (SlateDB: 64 MiB) bounds its bytes.
+        "l0_sst_size_bytes": str(16 * 1024 * 1024),
+        # The garbage collector runs every 10 s (SlateDB: 10 min) and deletes what has been
+        # garbage for 30 s (SlateDB: 5 min): at hundreds of WAL flushes a second, SlateDB's
+        # defaults keep a quarter of a million dead objects. 30 s still outlasts a reader's
+        # manifest poll (1 s) many times over. Fence objects (zero bytes, one per writer open)
+        # are collected too: SlateDB's default only logs them (dry run), so they pile up forever.
+        "garbage_collector_options.wal_options.interval": _GC_INTERVAL,
+        "garbage_collector_options.wal_options.min_age": _GC_MIN_AGE,
+        "garbage_collector_options.wal_fence_options.interval": _GC_INTERVAL,
+        "garbage_collector_options.wal_fence_options.min_age": _GC_MIN_AGE,
+        "garbage_collector_options.manifest_options.interval": _GC_INTERVAL,
+        "garbage_collector_options.manifest_options.min_age": _GC_MIN_AGE,
+        "garbage_collector_options.compacted_options.interval": _GC_INTERVAL,
+        "garbage_collector_options.compacted_options.min_age": _GC_MIN_AGE,
+        "garbage_collector_options.compactions_options.interval": _GC_INTERVAL,
+        "garbage_collector_options.compactions_options.min_age": _GC_MIN_AGE,
+        "garbage_collector_options.wal_fence_options.dry_run": "false",
+    }
+)
+"""SlateDB settings taquba sets on every database it opens (dotted key: JSON value), chosen
+for queue workloads so that storage comes back: see "Storage" in docs/performance.md for the
+measured growth. Private and not user-tunable."""
+
+
+def writer_settings(
+    *, flush_interval: float | None, manifest_poll_interval: float | None, max_retries: int
+) -> _sdb.Settings:
+    """The SlateDB settings `Database.open` builds.
+
+    SlateDB's defaults, then `STORAGE_SETTINGS`, the durations given (None keeps SlateDB's)
+    and finite object-store retries everywhere.
+
+    Raises:
+        UsageError: A duration that is not a positive number of seconds.
+    """
+    settings = _sdb.Settings.default()
+    for key, value in STORAGE_SETTINGS.items():
+        settings.set(key, value)
+    if flush_interval is not None:
+        settings.set("flush_interval", _duration(flush_interval, "flush_interval"))
+    if manifest_poll_interval is not None:
+        settings.set(
+            "manifest_poll_interval", _duration(manifest_poll_interval, "manifest_poll_interval")
+        )
+    for key in (
+        "object_store_max_retries",
+        "compactor_options.object_store_max_retries",
+        "garbage_collector_options.object_store_max_retries",
+    ):
+        settings.set(key, str(max_retries))
+    return settings
 
 
 CLOSE_DEADLINE: Final = 10.0
@@ -253,20 +318,11 @@ class Database(Scanner):
         )
         object_store = object_store_of(store)
         with map_errors():
-            settings = _sdb.Settings.default()
-            if flush_interval is not None:
-                settings.set("flush_interval", _duration(flush_interval, "flush_interval"))
-            if manifest_poll_interval is not None:
-                settings.set(
-                    "manifest_poll_interval",
-                    _duration(manifest_poll_interval, "manifest_poll_interval"),
-                )
-            for key in (
-                "object_store_max_retries",
-                "compactor_options.object_store_max_retries",
-                "garbage_collector_options.object_store_max_retries",
-            ):
-                settings.set(key, str(retries))
+            settings = writer_settings(
+                flush_interval=flush_interval,
+                manifest_poll_interval=manifest_poll_interval,
+                max_retries=retries,
+            )
             builder = _sdb.DbBuilder(store.db_path(name), object_store)
             builder.with_settings(settings)
         try:
