@@ -45,6 +45,7 @@ async def run(ctx: h.Context) -> h.Report:
     import taquba
 
     args = ctx.args
+    ctx.flush = 0.1  # the defaults: SlateDB's 100 ms timer (the entry's header)
     spec = ctx.stores.spec("soak")
     path = spec["url"] if ctx.stores.kind == "file" else None
     payload = b"x" * args.payload

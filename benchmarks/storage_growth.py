@@ -224,6 +224,7 @@ async def one_round(ctx: h.Context, mode: str, rnd: int, report: h.Report) -> di
 
 async def run(ctx: h.Context) -> h.Report:
     args = ctx.args
+    ctx.flush = 0.1  # the defaults: SlateDB's 100 ms timer (the entry's header)
     if ctx.stores.kind != "file":
         raise SystemExit("storage_growth needs --store file (it walks the store's directory)")
     modes = [m.strip() for m in str(args.settings).split(",") if m.strip()]
