@@ -22,6 +22,9 @@ BENCHMARKS = (
     "payload_sweep",
     "sharding",
     "http_remote",
+    "defaults",
+    "storage_growth",
+    "soak",
 )
 
 
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def go() -> h.Report:
-        if name != "limit":
+        if name not in ("limit", "defaults", "storage_growth", "soak"):  # no common ceiling
             if args.ceiling > 0:
                 ctx.ceiling = float(args.ceiling)
                 ctx.ceiling_note = "(given with --ceiling)"

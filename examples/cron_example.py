@@ -53,7 +53,7 @@ async def live(seconds: float = 5.0, *, stop_after: int | None = None) -> list[s
         payload_type=Beat,
     )
     nightly = Schedule("nightly", "30 2 * * *", "reports", tz="America/New_York")
-    async with taquba.open_queue(taquba.Store.memory(), flush_interval=0.01) as queue:
+    async with taquba.open_queue(taquba.Store.memory()) as queue:
         scheduler = Scheduler(queue, [heartbeat, nightly], poll_interval=0.5)
         worker = taquba.Worker(queue, "pings", handle)
         print(

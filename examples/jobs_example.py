@@ -67,7 +67,7 @@ async def album(ctx: JobContext, images: list[str]) -> dict[str, str]:
 async def main(store_dir: str) -> None:
     """Run the tour on a local-disk store at ``store_dir``."""
     print(f"store: {store_dir}")
-    async with taquba.open_queue(store_dir, "example", flush_interval=0.01) as queue:
+    async with taquba.open_queue(store_dir, "example") as queue:
         runner = JobRunner(queue, [thumbnail, album], concurrency=8, poll_interval=0.1)
         async with trio.open_nursery() as nursery:
             await nursery.start(runner.serve)
@@ -97,7 +97,7 @@ async def main(store_dir: str) -> None:
 
     print("-- restart --")
     runs_before = len(RUNS)
-    async with taquba.open_queue(store_dir, "example", flush_interval=0.01) as queue:
+    async with taquba.open_queue(store_dir, "example") as queue:
         runner = JobRunner(queue, [thumbnail, album], result_retention=0.5, sweep_interval=0.2)
         # Stored results need no serving runner: the handle reads the outcome at once.
         print("result after restart:", await runner.handle(thumbnail, first_id).result())

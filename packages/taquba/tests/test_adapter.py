@@ -5,6 +5,7 @@ The binding patches (call path, byte copies) are tested in test_binding.py.
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 from typing import Any
@@ -20,6 +21,7 @@ from taquba._adapter import (
     TransactionConflict,
     run_transaction,
 )
+from taquba._database import STORAGE_SETTINGS, writer_settings
 from taquba._errors import (
     DataError,
     Fenced,
@@ -161,6 +163,37 @@ async def test_open_validates_arguments(memory_store: Store) -> None:
         await Database.open(memory_store, "q", manifest_poll_interval=-1)
     with pytest.raises(UsageError):
         await Database.open(memory_store, "q", max_retries=-1)
+
+
+def _setting(settings: sdb.Settings, dotted: str) -> object:
+    value: Any = json.loads(settings.to_json_string())
+    for part in dotted.split("."):
+        assert isinstance(value, dict), dotted
+        assert part in value, f"SlateDB has no setting {dotted!r}"  # set() accepts unknown keys
+        value = value[part]
+    return value
+
+
+def test_writer_settings_are_the_ones_intended() -> None:
+    settings = writer_settings(flush_interval=None, manifest_poll_interval=None, max_retries=3)
+    for key, value in STORAGE_SETTINGS.items():
+        assert _setting(settings, key) == json.loads(value), key
+    gc = "garbage_collector_options."
+    assert _setting(settings, "l0_sst_size_bytes") == 16 * 1024 * 1024
+    for kind in ("wal", "wal_fence", "manifest", "compacted", "compactions"):
+        assert _setting(settings, f"{gc}{kind}_options.interval") == "10s"
+        assert _setting(settings, f"{gc}{kind}_options.min_age") == "30s"
+        assert _setting(settings, f"{gc}{kind}_options.dry_run") is False
+    assert _setting(settings, "flush_interval") == "100ms"  # SlateDB's: the backstop timer
+    for key in ("", "compactor_options.", gc):
+        assert _setting(settings, key + "object_store_max_retries") == 3
+
+
+def test_writer_settings_keep_the_durations_given() -> None:
+    settings = writer_settings(flush_interval=0.25, manifest_poll_interval=0.5, max_retries=0)
+    assert _setting(settings, "flush_interval") == "250ms"
+    assert _setting(settings, "manifest_poll_interval") == "500ms"
+    assert _setting(settings, "object_store_max_retries") == 0
 
 
 # ---------------------------------------------------------------------------------------------

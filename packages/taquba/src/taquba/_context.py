@@ -201,6 +201,7 @@ class QueueContext:
         flush_interval: float | None,
         commit_deadline: float | None,
         observers: Iterable[Observer] = (),
+        flush_linger: float | None = None,
     ) -> None:
         self.store = store
         self.name = name
@@ -208,6 +209,7 @@ class QueueContext:
         self.configs = dict(queues)
         self.clock = clock
         self.flush_interval = flush_interval
+        self.flush_linger = flush_linger
         self.commit_deadline = commit_deadline
         self.ids = IdGenerator(clock)
         self.leases = LeaseRegistry()

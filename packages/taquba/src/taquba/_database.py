@@ -24,6 +24,7 @@ import math
 import random
 import time
 from functools import partial
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
 import slatedb.uniffi as _sdb
@@ -51,15 +52,17 @@ from taquba._errors import (
 from taquba._interrupts import hold_interrupts, protect, wait_holding
 from taquba._objectstore import object_store_of
 from taquba._validate import check_seconds
+from taquba._walflush import WalFlusher, default_linger
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator
+    from collections.abc import Awaitable, Callable, Generator, Mapping
 
     from taquba._store import Store
 
 __all__ = [
     "CLOSE_DEADLINE",
     "OBJECT_STORE_REQUEST_BUDGET",
+    "STORAGE_SETTINGS",
     "CommitListener",
     "Database",
     "Reader",
@@ -67,6 +70,7 @@ __all__ = [
     "check_commit_deadline",
     "default_commit_deadline",
     "run_transaction",
+    "writer_settings",
 ]
 
 _log = logging.getLogger(__name__)
@@ -105,6 +109,68 @@ def check_commit_deadline(seconds: object) -> float:
         InvalidArgument: anything else.
     """
     return check_seconds("commit_deadline", seconds, positive=True)
+
+
+_GC_INTERVAL: Final = '"10s"'
+_GC_MIN_AGE: Final = '"30s"'
+
+STORAGE_SETTINGS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        # WAL objects become garbage only once the memtable holding their writes is uploaded as
+        # an L0 SST, after 4096 WAL flushes (SlateDB refuses fewer) or `l0_sst_size_bytes` of
+        # writes. Durability on demand writes one small WAL object per flush, so the flush count
+        # bounds the WAL's objects; 16 MiB (SlateDB: 64 MiB) bounds its bytes.
+        "l0_sst_size_bytes": str(16 * 1024 * 1024),
+        # The garbage collector runs every 10 s (SlateDB: 10 min) and deletes what has been
+        # garbage for 30 s (SlateDB: 5 min): at hundreds of WAL flushes a second, SlateDB's
+        # defaults keep a quarter of a million dead objects. 30 s still outlasts a reader's
+        # manifest poll (1 s) many times over. Fence objects (zero bytes, one per writer open)
+        # are collected too: SlateDB's default only logs them (dry run), so they pile up forever.
+        "garbage_collector_options.wal_options.interval": _GC_INTERVAL,
+        "garbage_collector_options.wal_options.min_age": _GC_MIN_AGE,
+        "garbage_collector_options.wal_fence_options.interval": _GC_INTERVAL,
+        "garbage_collector_options.wal_fence_options.min_age": _GC_MIN_AGE,
+        "garbage_collector_options.manifest_options.interval": _GC_INTERVAL,
+        "garbage_collector_options.manifest_options.min_age": _GC_MIN_AGE,
+        "garbage_collector_options.compacted_options.interval": _GC_INTERVAL,
+        "garbage_collector_options.compacted_options.min_age": _GC_MIN_AGE,
+        "garbage_collector_options.compactions_options.interval": _GC_INTERVAL,
+        "garbage_collector_options.compactions_options.min_age": _GC_MIN_AGE,
+        "garbage_collector_options.wal_fence_options.dry_run": "false",
+    }
+)
+"""SlateDB settings taquba sets on every database it opens (dotted key: JSON value), chosen
+for queue workloads so that storage comes back: see "Storage" in docs/performance.md for the
+measured growth. Private and not user-tunable."""
+
+
+def writer_settings(
+    *, flush_interval: float | None, manifest_poll_interval: float | None, max_retries: int
+) -> _sdb.Settings:
+    """The SlateDB settings `Database.open` builds.
+
+    SlateDB's defaults, then `STORAGE_SETTINGS`, the durations given (None keeps SlateDB's)
+    and finite object-store retries everywhere.
+
+    Raises:
+        UsageError: A duration that is not a positive number of seconds.
+    """
+    settings = _sdb.Settings.default()
+    for key, value in STORAGE_SETTINGS.items():
+        settings.set(key, value)
+    if flush_interval is not None:
+        settings.set("flush_interval", _duration(flush_interval, "flush_interval"))
+    if manifest_poll_interval is not None:
+        settings.set(
+            "manifest_poll_interval", _duration(manifest_poll_interval, "manifest_poll_interval")
+        )
+    for key in (
+        "object_store_max_retries",
+        "compactor_options.object_store_max_retries",
+        "garbage_collector_options.object_store_max_retries",
+    ):
+        settings.set(key, str(max_retries))
+    return settings
 
 
 CLOSE_DEADLINE: Final = 10.0
@@ -158,14 +224,35 @@ class Database(Scanner):
     taquba's. Writes are shielded from cancellation; reads are not.
     """
 
-    __slots__ = ("_closed", "_db", "_target", "commit_deadline", "listener", "name", "store")
+    __slots__ = (
+        "_closed",
+        "_db",
+        "_target",
+        "commit_deadline",
+        "flusher",
+        "listener",
+        "name",
+        "store",
+    )
 
-    def __init__(self, db: _sdb.Db, store: Store, name: str, *, commit_deadline: float) -> None:
+    def __init__(
+        self,
+        db: _sdb.Db,
+        store: Store,
+        name: str,
+        *,
+        commit_deadline: float,
+        flush_linger: float | None = None,
+    ) -> None:
         self._db = db
         self._target = db
         self._closed = False
         self.listener: CommitListener | None = None
         """Told the timings of every commit and the storage errors of writes (observers)."""
+        self.flusher: WalFlusher | None = WalFlusher(
+            db, linger=default_linger(store.kind) if flush_linger is None else flush_linger
+        )
+        """Requests a WAL flush for each durable write (None: wait for SlateDB's timer)."""
         self.commit_deadline = commit_deadline
         """Seconds a write (commit, put, delete and its durability wait) may take before its
         outcome is declared unknown (`StorageUnavailable`)."""
@@ -188,6 +275,7 @@ class Database(Scanner):
         manifest_poll_interval: float | None = None,
         open_deadline: float = 30.0,
         commit_deadline: float | None = None,
+        flush_linger: float | None = None,
     ) -> Database:
         """Open (or create) the database `name` in `store` as its single writer.
 
@@ -209,6 +297,8 @@ class Database(Scanner):
             commit_deadline: Seconds a write and its durability wait may take before its
                 outcome is declared unknown; None uses `default_commit_deadline` of the
                 retries, which outlasts the store's own retry budget.
+            flush_linger: Seconds a durable write's WAL flush waits for other writes to share
+                it (see `taquba._walflush`); None uses the store kind's default.
 
         Returns:
             The open database.
@@ -228,20 +318,11 @@ class Database(Scanner):
         )
         object_store = object_store_of(store)
         with map_errors():
-            settings = _sdb.Settings.default()
-            if flush_interval is not None:
-                settings.set("flush_interval", _duration(flush_interval, "flush_interval"))
-            if manifest_poll_interval is not None:
-                settings.set(
-                    "manifest_poll_interval",
-                    _duration(manifest_poll_interval, "manifest_poll_interval"),
-                )
-            for key in (
-                "object_store_max_retries",
-                "compactor_options.object_store_max_retries",
-                "garbage_collector_options.object_store_max_retries",
-            ):
-                settings.set(key, str(retries))
+            settings = writer_settings(
+                flush_interval=flush_interval,
+                manifest_poll_interval=manifest_poll_interval,
+                max_retries=retries,
+            )
             builder = _sdb.DbBuilder(store.db_path(name), object_store)
             builder.with_settings(settings)
         try:
@@ -255,7 +336,7 @@ class Database(Scanner):
             raise StorageUnavailable(
                 f"opening database {name!r} in {store.url} took longer than {open_deadline:g} s"
             ) from None
-        return cls(db, store, name, commit_deadline=deadline)
+        return cls(db, store, name, commit_deadline=deadline, flush_linger=flush_linger)
 
     async def get(self, key: bytes) -> bytes | None:
         """Return the value of `key` (including writes not yet durable), or None."""
@@ -269,8 +350,11 @@ class Database(Scanner):
         with _shielded_write(self.commit_deadline):
             await before_applying(fault)
             handle = await call(self._db.put, key, value)
+            ticket = self.flusher.applied() if self.flusher is not None else 0
             await after_applying(fault)
             if durable:
+                if self.flusher is not None:
+                    await self.flusher.covered(ticket)
                 await call(handle.await_durable)
 
     async def delete(self, key: bytes, *, durable: bool = True) -> None:
@@ -279,14 +363,19 @@ class Database(Scanner):
         with _shielded_write(self.commit_deadline):
             await before_applying(fault)
             handle = await call(self._db.delete, key)
+            ticket = self.flusher.applied() if self.flusher is not None else 0
             await after_applying(fault)
             if durable:
+                if self.flusher is not None:
+                    await self.flusher.covered(ticket)
                 await call(handle.await_durable)
 
     async def begin(self) -> Transaction:
         """Start a transaction with snapshot isolation (write-write conflicts only)."""
         txn = await call(self._db.begin, _sdb.IsolationLevel.SNAPSHOT)
-        return Transaction(txn, commit_deadline=self.commit_deadline, listener=self.listener)
+        return Transaction(
+            txn, commit_deadline=self.commit_deadline, listener=self.listener, flusher=self.flusher
+        )
 
     async def flush(self) -> None:
         """Flush the WAL buffer to object storage now."""
@@ -449,7 +538,7 @@ class Transaction(Scanner):
     Reads see the transaction's own writes. Every method is async because the binding's are.
     """
 
-    __slots__ = ("_commit_deadline", "_completed", "_listener", "_target", "_txn")
+    __slots__ = ("_commit_deadline", "_completed", "_flusher", "_listener", "_target", "_txn")
 
     def __init__(
         self,
@@ -457,12 +546,14 @@ class Transaction(Scanner):
         *,
         commit_deadline: float,
         listener: CommitListener | None = None,
+        flusher: WalFlusher | None = None,
     ) -> None:
         self._txn = txn
         self._target = txn
         self._completed = False
         self._commit_deadline = commit_deadline
         self._listener = listener
+        self._flusher = flusher
 
     async def get(self, key: bytes) -> bytes | None:
         """Return the value of `key` as this transaction sees it, or None."""
@@ -538,12 +629,16 @@ class Transaction(Scanner):
                 await call(self._txn.rollback)
                 await before_applying(fault)
             handle = await call(self._txn.commit)
+            flusher = self._flusher if handle is not None else None
+            ticket = flusher.applied() if flusher is not None else 0
             if on_commit is not None:
                 on_commit()
             await after_applying(fault)
             if durable and handle is not None:
                 if timed:
                     applied = time.perf_counter()
+                if flusher is not None:
+                    await flusher.covered(ticket)
                 await call(handle.await_durable)
         return applied
 

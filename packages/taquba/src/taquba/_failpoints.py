@@ -14,7 +14,7 @@ __all__ = ["INSTALLED", "FaultKind", "FaultSource", "InjectedKind", "Site"]
 FaultKind = Literal["slow", "conflict", "unavailable", "permanent", "unknown", "lost"]
 """What a fault does (see `taquba.testing.Fault`)."""
 
-Site = Literal["commit", "put", "delete", "get", "scan"]
+Site = Literal["commit", "put", "delete", "get", "scan", "flush"]
 """Where in the adapter a fault is injected."""
 
 

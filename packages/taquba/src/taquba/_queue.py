@@ -73,7 +73,8 @@ __all__ = ["MAX_KV_VALUE_SIZE", "Queue", "open_queue"]
 
 log = logging.getLogger("taquba")
 
-_MAX_FLUSH_INTERVAL = 86_400.0  # every durable call waits a flush; SlateDB refuses huge ones
+_MAX_FLUSH_INTERVAL = 86_400.0  # SlateDB refuses huge ones
+_MAX_FLUSH_LINGER = 60.0  # a durable call waits at least this long; longer is a mistake
 
 
 class Queue:
@@ -98,6 +99,7 @@ class Queue:
         commit_deadline: float | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         observers: Sequence[Observer] = (),
+        flush_linger: float | None = None,
     ) -> None:
         """Library-internal: use `open_queue`."""
         context = QueueContext(
@@ -109,6 +111,7 @@ class Queue:
             flush_interval=flush_interval,
             commit_deadline=commit_deadline,
             observers=observers,
+            flush_linger=flush_linger,
         )
         self._context = context
         self._reaper_interval = reaper_interval
@@ -173,6 +176,7 @@ class Queue:
             context.name,
             flush_interval=context.flush_interval,
             commit_deadline=context.commit_deadline,
+            flush_linger=context.flush_linger,
         )
         context.db.listener = context
         try:
@@ -698,6 +702,7 @@ async def open_queue(
     queues: Mapping[str, QueueConfig] | None = None,
     clock: Clock | None = None,
     flush_interval: float | None = None,
+    flush_linger: float | None = None,
     reaper_interval: float = 5.0,
     scheduler_interval: float = 1.0,
     commit_deadline: float | None = None,
@@ -720,8 +725,15 @@ async def open_queue(
         config: the configuration of queues not listed in ``queues``.
         queues: per-queue configuration, by queue name (whole objects, not merged).
         clock: the time source (default `SystemClock`); layers share it via `Queue.clock`.
-        flush_interval: SlateDB's WAL flush interval in seconds (default 0.1, at most a day).
-            Every durable operation waits for a flush, so this is the floor of their latency.
+        flush_interval: SlateDB's WAL flush interval in seconds (default 0.1, at most a day):
+            the backstop that makes writes durable when nobody waits for them. A durable
+            operation does not wait for it: it requests a WAL flush (see ``flush_linger``).
+        flush_linger: seconds a requested WAL flush waits for other writes to share it
+            (default by store kind: 0 for memory and local disk, 0.01 on S3, where each flush
+            is a billed request). One flush is in flight at a time and writes that arrive
+            meanwhile share the next one, so a lone write is durable after about one
+            object-store write and a busy queue still batches; a longer linger trades latency
+            for fewer requests (see the performance guide).
         reaper_interval: seconds between lease reaping and retention sweeps.
         scheduler_interval: seconds between promotions of due scheduled jobs.
         commit_deadline: seconds a write and its durability wait may take before it fails
@@ -763,6 +775,11 @@ async def open_queue(
         raise InvalidArgument(
             "flush_interval", flush_interval, f"must be at most {_MAX_FLUSH_INTERVAL:g} seconds"
         )
+    flush_linger = check_optional_seconds("flush_linger", flush_linger, positive=False)
+    if flush_linger is not None and flush_linger > _MAX_FLUSH_LINGER:
+        raise InvalidArgument(
+            "flush_linger", flush_linger, f"must be at most {_MAX_FLUSH_LINGER:g} seconds"
+        )
     if commit_deadline is not None:
         commit_deadline = check_commit_deadline(commit_deadline)
     observers = list(observers)
@@ -780,6 +797,7 @@ async def open_queue(
         commit_deadline=commit_deadline,
         heartbeat_interval=heartbeat_interval,
         observers=observers,
+        flush_linger=flush_linger,
     )
     await queue._open(recover=maintenance)  # pyright: ignore[reportPrivateUsage]
     body_error: BaseException | None = None

@@ -108,8 +108,11 @@ class _Rule:
     probability: float
     durable: bool | None
     transactions_only: bool
+    flushes: bool = False
 
-    def matches(self, *, reads: bool, transaction: bool, durable: bool) -> bool:
+    def matches(self, *, reads: bool, transaction: bool, durable: bool, flush: bool) -> bool:
+        if self.flushes != flush:
+            return False
         if self.reads != reads:
             return False
         if self.transactions_only and not transaction:
@@ -171,6 +174,20 @@ class FaultInjector:
             raise UsageError(f"a read cannot fail with {fault.kind!r}")
         self._add(fault, reads=True, times=times, skip=skip, probability=probability, durable=None)
 
+    def on_flush(
+        self, fault: Fault, *, times: int | None = 1, skip: int = 0, probability: float = 1.0
+    ) -> None:
+        """Inject ``fault`` (``slow``, ``unavailable`` or ``permanent``) into requested WAL flushes.
+
+        A durable write asks for a WAL flush (durability on demand); a ``slow`` fault stalls
+        that flush (writes queue behind it), a failing one makes its writers fall back to
+        SlateDB's flush timer. Arguments as for `on_write`.
+        """
+        if fault.kind not in _READ_KINDS:
+            raise UsageError(f"a flush cannot fail with {fault.kind!r}")
+        self._add(fault, reads=False, times=times, skip=skip, probability=probability, durable=None)
+        self._rules[-1].flushes = True
+
     def clear(self) -> None:
         """Remove every rule (what was injected stays in `injected`)."""
         self._rules.clear()
@@ -211,8 +228,9 @@ class FaultInjector:
     def pick(self, site: Site, *, transaction: bool = False, durable: bool = False) -> Fault | None:
         """The fault to inject into this call, or None (called by the adapter)."""
         reads = site in ("get", "scan")
+        flush = site == "flush"
         for rule in self._rules:
-            if not rule.matches(reads=reads, transaction=transaction, durable=durable):
+            if not rule.matches(reads=reads, transaction=transaction, durable=durable, flush=flush):
                 continue
             if rule.skip:
                 rule.skip -= 1

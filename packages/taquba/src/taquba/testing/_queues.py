@@ -36,15 +36,18 @@ async def open_test_queue(
     reaper_interval: float = 0.05,
     scheduler_interval: float = 0.05,
     commit_deadline: float | None = None,
+    flush_linger: float | None = None,
 ) -> AsyncGenerator[Queue]:
     """`open_queue` with test-friendly defaults: a memory store, 5 ms flushes, fast ticks.
 
     ``commit_deadline`` (default: `open_queue`'s) lets a test turn slow writes into unknown
-    outcomes quickly (with `inject_faults`).
+    outcomes quickly (with `inject_faults`); ``flush_linger`` is `open_queue`'s.
     """
     # Passed only when given: the compatibility matrix runs this support against older taquba
     # releases, whose `open_queue` has no such parameter.
     extra: dict[str, Any] = {} if commit_deadline is None else {"commit_deadline": commit_deadline}
+    if flush_linger is not None:
+        extra["flush_linger"] = flush_linger
     async with open_queue(
         store or Store.memory(),
         name,
