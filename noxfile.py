@@ -6,7 +6,8 @@ so what CI tests is exactly what `uv.lock` pins. Sessions:
 - ``lint``: ruff check + ruff format --check, the layer-import guard, and the API snapshots
   (``tools/api_snapshot.py --check``).
 - ``typecheck``: pyright strict on every package's ``src/``.
-- ``tests-<python>``: each package's test suite on Python 3.11, 3.12 and 3.13.
+- ``tests-<python>``: each package's test suite on Python 3.11, 3.12 and 3.13 (the GitHub
+  workflow's matrix); ``check_tests-<python>``: the same on 3.11 and 3.13 (tagged ``check``).
 - ``compat``: the full compatibility matrix, derived from ``tools/releases.toml`` and the sibling
   ranges (weekly workflow); ``compat_subset``: its representative subset (tagged ``check``).
 - ``docs``: the mkdocs site with ``--strict``.
@@ -116,9 +117,25 @@ def typecheck(session: nox.Session) -> None:
     session.run("pyright")
 
 
-@nox.session(python=PYTHONS, tags=["check"])
+CHECK_PYTHONS = ["3.11", "3.13"]
+"""The Pythons `nox -t check` (and `.ci/run`) tests on: the oldest and the newest supported.
+3.12 runs in the GitHub workflow's matrix (`tests-3.12`); leaving it out of `check` keeps
+`.ci/run` within its 40-minute budget on 2 cores."""
+
+
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Each package's tests (and the tools' tests) on one Python version."""
+    _tests(session)
+
+
+@nox.session(python=CHECK_PYTHONS, tags=["check"])
+def check_tests(session: nox.Session) -> None:
+    """`tests` on the oldest and the newest supported Python (what `nox -t check` runs)."""
+    _tests(session)
+
+
+def _tests(session: nox.Session) -> None:
     _sync(session, "--all-packages", "--group", "test", "--all-extras")
     if session.posargs:
         session.run("pytest", *session.posargs)
