@@ -1537,6 +1537,30 @@ def test_compat_subset_takes_the_oldest_and_newest_release_of_each_sibling(
     ]
 
 
+def test_compat_subset_leaves_out_the_release_the_workspace_still_is(tmp_path: Path) -> None:
+    # taquba 0.8.1 is both the newest release and the tree (nothing unreleased): a row against
+    # it would repeat the tests sessions, so the subset keeps only the older release. The full
+    # set keeps both.
+    repo = FakeRepo(tmp_path)
+    repo.add(FakeDist("taquba", "0.8.1"))
+    repo.add(
+        FakeDist("taquba-workflow", "0.6.1.dev0", deps=["taquba>=0.8,<0.9"], unreleased=UNRELEASED)
+    )
+    repo.release("taquba", "0.8.0", SHA_080, "2026-11-27")
+    repo.release("taquba", "0.8.1", SHA_081, "2026-11-28")
+    ws = release.load_workspace(repo.write())
+    subset = release.compute_compat(
+        ws.distributions, ws.records, ws.history, {}, subset=True, pythons=["3.11", "3.13"]
+    )
+    locked = [_describe(r) for r in subset if r.resolution == "locked"]
+    assert locked == [("taquba-workflow 0.6.1.dev0 ws", "taquba 0.8.0", "locked", "3.11")]
+    full = release.compute_compat(ws.distributions, ws.records, ws.history, {}, pythons=["3.11"])
+    assert {_describe(r)[1] for r in full if r.resolution == "locked"} == {
+        "taquba 0.8.0",
+        "taquba 0.8.1",
+    }
+
+
 def test_pairwise_cover_covers_every_pair_with_fewer_rows() -> None:
     axes = [[release.Pin(f"d{i}", v, "release", SHA_080) for v in ("1", "2")] for i in range(4)]
     kept = release._pairwise_cover(axes)  # pyright: ignore[reportPrivateUsage]
