@@ -124,8 +124,14 @@ async def test_concurrent_handlers_each_get_their_own_outcome(
     """Acks ride one group commit; each `process` span still gets its own job's outcome."""
     provider, exporter = traced
     release = trio.Event()
+    all_in = trio.Event()
+    entered = 0
 
     async def handler(job: JobRecord, lease: LeaseHandle) -> None:
+        nonlocal entered
+        entered += 1
+        if entered == 6:
+            all_in.set()
         await release.wait()  # all in flight at once, so their acks batch
 
     async with taquba.open_queue(
@@ -137,8 +143,7 @@ async def test_concurrent_handlers_each_get_their_own_outcome(
         async with trio.open_nursery() as nursery:
             await nursery.start(worker.serve)
             with trio.fail_after(10):
-                while len((await queue.list_jobs("q", taquba.JobStatus.CLAIMED)).jobs) < 6:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                await all_in.wait()
                 release.set()
                 for n in range(6):
                     await queue.wait_for_completion(f"j{n}")

@@ -59,11 +59,13 @@ class GatedFlushes:
     def __init__(self, db: Any) -> None:
         self._db = db
         self.gate = trio.Event()
+        self.reached = trio.Event()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
 
     async def flush_with_options(self, options: Any) -> None:
+        self.reached.set()
         await self.gate.wait()
         await self._db.flush_with_options(options)
 
@@ -88,7 +90,7 @@ async def test_writes_applied_during_a_flush_share_the_next_one(memory_store: St
         with trio.fail_after(HANG):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(put, 0)
-                await until(lambda: flusher._in_flight is not None)  # pyright: ignore[reportPrivateUsage]
+                await gated.reached.wait()  # the first write's flush is held
                 for i in range(1, 64):
                     nursery.start_soon(put, i)
                 await until(lambda: flusher._applied == 64)  # pyright: ignore[reportPrivateUsage]
