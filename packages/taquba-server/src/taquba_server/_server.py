@@ -141,6 +141,7 @@ class Server:
         self._shutdown_grace = shutdown_grace
         self._advertise_url = advertise_url
         self._shutdown = trio.Event()
+        self._stopped_while_open = False
         self._serving = False
         self._url: str | None = None
 
@@ -219,15 +220,10 @@ class Server:
             self._on_listening(binds[0] if binds else None, task_status)
 
         queue = self._queue
-        closed_after_shutdown = False
 
         async def watch_queue() -> None:
-            nonlocal closed_after_shutdown
             await queue.wait_stopped()
-            # An application that asked the server to stop and then closed its queue (the
-            # usual order when the queue's `async with` ends first) gets a clean return.
-            closed_after_shutdown = self._shutdown.is_set()
-            self.shutdown()  # the queue failed or was closed: nothing left to serve
+            self._stop()  # the queue failed or was closed: nothing left to serve
 
         failure: list[Exception] = []
         try:
@@ -253,8 +249,11 @@ class Server:
                 queue.set_owner_address(None)
         if failure:
             raise failure[0]
+        # An application that asked the server to stop and then closed its queue (the usual
+        # order when the queue's `async with` ends first) gets a clean return. That is decided
+        # by what `shutdown()` saw, not by which task noticed the close first.
         if queue.failure is not None and not (
-            closed_after_shutdown and isinstance(queue.failure, taquba.QueueClosed)
+            self._stopped_while_open and isinstance(queue.failure, taquba.QueueClosed)
         ):
             raise queue.failure
 
@@ -270,5 +269,10 @@ class Server:
         Idempotent; called before `serve`, `serve` returns at once. Call it from the trio
         thread (from another thread: ``trio.from_thread.run_sync(server.shutdown)``).
         """
+        if self._queue.failure is None:
+            self._stopped_while_open = True
+        self._stop()
+
+    def _stop(self) -> None:
         self._shutdown.set()
         self._app.begin_shutdown()
