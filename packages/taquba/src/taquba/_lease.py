@@ -4,6 +4,13 @@ A lease is process state, not storage: claims found in the store when a queue op
 a dead process and are recovered at once, so a durable expiry would add a write per renewal
 and buy nothing. Each entry carries a token minted at claim time; settlement, renewal and
 reaping are fenced on it, so a stale `Claim` (its job reaped and claimed again) cannot act.
+
+An entry also guards its settlement. `begin_settling` marks it while a settlement (ack, nack,
+dead-letter) is under way, so a second settlement of the same claim is refused at once instead
+of being caught by a read of the claimed record in its transaction: an ack deletes the
+claimed record without reading it (one binding call fewer per drained job). A settlement
+whose outcome is unknown (its commit raised after it may have been applied) sets `verify`:
+every later settlement of that claim reads the record again, as all of them did before.
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ class LeaseEntry:
     expires_at: int
     cancel: CancelToken
     reaping: bool = False
+    settling: bool = False  # a settlement of this claim is under way
+    verify: bool = False  # an earlier settlement's outcome is unknown: read the record
 
 
 @dataclass(slots=True)
@@ -85,6 +94,21 @@ class LeaseRegistry:
         if entry is None or entry.token != token or entry.reaping:
             return None
         return entry
+
+    def begin_settling(self, queue: str, job_id: str, token: int) -> LeaseEntry | None:
+        """Mark the claim as being settled; None if it lost its lease or is being settled."""
+        entry = self.get(queue, job_id, token)
+        if entry is None or entry.settling:
+            return None
+        entry.settling = True
+        return entry
+
+    @staticmethod
+    def end_settling(entry: LeaseEntry, *, outcome_known: bool) -> None:
+        """A settlement failed: allow another; after an unknown outcome it must read first."""
+        entry.settling = False
+        if not outcome_known:
+            entry.verify = True
 
     def lookup(self, queue: str, job_id: str) -> LeaseEntry | None:
         """The entry for a job, whoever holds it."""

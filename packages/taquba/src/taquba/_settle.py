@@ -2,12 +2,19 @@
 
 Theory of operation: the settlement fence.
 
-- A settlement needs the claim's token to still hold its in-memory lease *and* the claimed
-  record to still exist in the transaction; it deletes that record in the same
-  transaction. So a racing reaper or second settlement of the same claim conflicts and, on
-  retry, sees `ClaimLost`, and nothing of the losing settlement is written (its effects
-  neither). The lease alone is not enough: a racing settlement removes the lease only after
-  its commit is durable.
+- A settlement first marks the claim's in-memory lease as settling (`LeaseRegistry.
+  begin_settling`): a claim whose lease is gone, is being reaped, or is already being settled
+  gets `ClaimLost` before anything is staged. The mark is dropped when the settlement fails
+  (the lease itself is removed once a settlement is durable), so exactly one settlement of a
+  claim can be under way, and none after one succeeded.
+- In its transaction the settlement checks the lease again (the reaper may have taken it
+  while the settlement waited for its batch) and deletes the claimed record. A nack or a
+  dead-letter reads that record first (they rewrite it); an ack does not read it unless it
+  keeps done records or an earlier settlement of the claim ended with an unknown outcome
+  (`LeaseEntry.verify`): the mark already excludes a second settlement, and a racing reaper
+  or cancel writes the same key, so one of the two transactions conflicts and, on retry, the
+  settlement sees the lease gone (`ClaimLost`) or the reaper and cancel see the record gone.
+  Nothing of a losing settlement is written (its effects neither).
 - Settlements commit durably, then remove the lease. Acks are group-committed: while one
   batch waits for its WAL flush the next accumulates; each ack keeps its own outcome.
 - Where the job goes: ack to done (kept, with the index rewritten) or deleted (index too);
@@ -35,10 +42,18 @@ from ._batch import BatchRequest, DropFromBatch, GroupCommit
 from ._config import backoff_delay
 from ._context import CompletionWaiter, Deltas, Inserts, Prepared, QueueContext
 from ._enqueue import MAX_BATCH, prepare, stage_enqueue
-from ._errors import ClaimLost, InvalidState, JobNotFound, TaqubaError, UsageError
+from ._errors import (
+    ClaimLost,
+    InvalidState,
+    JobNotFound,
+    StorageError,
+    TaqubaError,
+    UsageError,
+)
 from ._ids import validate_job_id
 from ._interrupts import protect
 from ._kv import check_kv_key, check_kv_writes
+from ._lease import LeaseEntry, LeaseRegistry
 from ._records import JobRecord, JobStatus, decode_job, encode_job
 from ._types import CancelOutcome, Claim, Effects, EnqueueResult, NackResult
 from ._validate import check_optional_seconds, duration_ms
@@ -79,6 +94,21 @@ class Settlement:
         )
 
     # ------------------------------------------------------------------ shared steps
+
+    def _begin_settling(self, claim: Claim) -> LeaseEntry:
+        """Mark the claim as being settled, or raise `ClaimLost` (the module docstring)."""
+        self._context.database  # noqa: B018 - raises if the queue is closed or failed
+        token = claim._token  # pyright: ignore[reportPrivateUsage]
+        entry = self._context.leases.begin_settling(claim.queue_name, claim.id, token)
+        if entry is None:
+            raise ClaimLost(claim.id)
+        return entry
+
+    @staticmethod
+    def _end_settling(entry: LeaseEntry, error: BaseException) -> None:
+        """The settlement raised ``error``: a rejection wrote nothing; anything else may have."""
+        known = isinstance(error, TaqubaError) and not isinstance(error, StorageError)
+        LeaseRegistry.end_settling(entry, outcome_known=known)
 
     async def _take_claim(self, txn: Transaction, claim: Claim) -> JobRecord:
         """The settlement fence: the claim must still hold its lease and its record."""
@@ -132,6 +162,7 @@ class Settlement:
         claims until the commit is durable, and announced to the cursor whatever the outcome.
         """
         context = self._context
+        entry = self._begin_settling(claim)
         inserts = context.inserts(hold=True)
 
         async def body(txn: Transaction) -> T:
@@ -143,6 +174,9 @@ class Settlement:
 
         try:
             result = await run_transaction(context.database, body, durable=True)
+        except BaseException as exc:
+            self._end_settling(entry, exc)
+            raise
         finally:
             inserts.finish()
         context.leases.remove(claim.queue_name, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
@@ -156,6 +190,7 @@ class Settlement:
         context = self._context
         claim = self._claims.check_claim(claim, "ack")
         prepared, writes, deletes = self._prepare_effects(effects)
+        entry = self._begin_settling(claim)
         request = _AckRequest(
             claim=claim,
             prepared=prepared,
@@ -171,6 +206,9 @@ class Settlement:
         )
         try:
             await self._acks.submit(request)
+        except BaseException as exc:
+            self._end_settling(entry, exc)
+            raise
         finally:
             context.release(context.promote_mark, holds)
             context.release(context.done_mark, done_holds)
@@ -190,12 +228,13 @@ class Settlement:
         for request in batch:
             claim = request.claim
             token = claim._token  # pyright: ignore[reportPrivateUsage]
-            if token in seen or self._context.leases.get(claim.queue_name, claim.id, token) is None:
+            entry = self._context.leases.get(claim.queue_name, claim.id, token)
+            if token in seen or entry is None:  # reaped while it waited for its batch
                 lost.append((request, ClaimLost(claim.id)))
                 continue
             seen.add(token)
             try:
-                request.results = await self._stage_ack(txn, request, deltas)
+                request.results = await self._stage_ack(txn, request, deltas, entry.verify)
             except TaqubaError as exc:
                 raise DropFromBatch(request, exc) from exc
         await deltas.stage(txn, self._context.ids)
@@ -213,17 +252,21 @@ class Settlement:
         context.notify_completion(r.claim.id for r in committed)
 
     async def _stage_ack(
-        self, txn: Transaction, request: _AckRequest, deltas: Deltas
+        self, txn: Transaction, request: _AckRequest, deltas: Deltas, verify: bool
     ) -> list[EnqueueResult]:
         claim = request.claim
         key = keys.claimed_key(claim.queue_name, claim.id)
-        # The record must still be there. The lease alone is not enough: a racing settlement
-        # of the same claim removes the lease only after its commit is durable, and between
-        # its commit and then, a blind delete here would commit and count the job twice.
-        raw = await txn.get(key)
-        if raw is None:
-            raise ClaimLost(claim.id, "the claimed record no longer exists")
-        if request.keep_done:
+        # The settling mark makes this the claim's only settlement, and a racing reaper or
+        # cancel writes `key` too (one of the two conflicts), so the record is read only when
+        # it is needed (a kept done record is made from it) or an earlier settlement of this
+        # claim ended with an unknown outcome and may have deleted it already.
+        if request.keep_done or verify:
+            raw = await txn.get(key)
+            if raw is None:
+                raise ClaimLost(claim.id, "the claimed record no longer exists")
+        else:
+            raw = None
+        if raw is not None and request.keep_done:
             at = request.completed_at
             done = decode_job(raw).replace(status=JobStatus.DONE, completed_at=at)
             done_key = keys.done_key(at, claim.queue_name, claim.id)
