@@ -144,7 +144,7 @@ class Claims:
                     taken.append(key)
                     last[0] = key
                 deltas.move(queue, "pending", "claimed", len(taken))
-                await deltas.stage(txn, context.ids)
+                await deltas.stage(txn, context.delta_seqs)
 
             try:
                 await run_transaction(db, body, durable=False)

@@ -18,7 +18,8 @@ claim state (`QueueState`), the in-memory leases, the low-water marks of the bac
 (see `_marks.py`), the bookkeeping every write does after its commit (announcing pending keys
 to the claim cursor, counting stats delta records, waking `wait_for_completion` calls), and the
 write-side helpers `Inserts` (pending keys hidden from claims until durable), `Deltas` (one
-transaction's counter changes) and the quarantine of undecodable records.
+transaction's counter changes), `DeltaSeqs` (the sequence numbers of delta records, and how far
+the stats fold may skip) and the quarantine of undecodable records.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CompletionWaiter",
+    "DeltaSeqs",
     "Deltas",
     "Inserts",
     "Prepared",
@@ -178,13 +180,86 @@ class Deltas:
         self.add(queue, source, -amount)
         self.add(queue, target, amount)
 
-    async def stage(self, txn: Transaction, ids: IdGenerator) -> None:
+    async def stage(self, txn: Transaction, seqs: DeltaSeqs) -> None:
         for queue, row in self._by_queue.items():
             if any(row):
-                await txn.put(keys.stats_delta_key(queue, ids.next_int()), ormsgpack.packb(row))
+                seq = seqs.allocate(txn, queue)
+                await txn.put(keys.stats_delta_key(queue, seq), ormsgpack.packb(row))
 
     def queues(self) -> Iterable[str]:
         return self._by_queue.keys()
+
+
+class DeltaSeqs:
+    """Sequence numbers of stats delta records, and where the next fold of a queue may start.
+
+    Folded deltas are deleted, but their tombstones stay in SlateDB's memtable until it is
+    uploaded and compacted, and a scan from the start of a queue's delta range walks every one
+    of them, synchronously on the event loop: under load, tens of thousands a fold, 10-30 ms of
+    stall each time. So each fold remembers a *floor*: every delta of the queue below it has
+    been folded. The next fold scans from there.
+
+    The floor is safe because this process is the only writer and sequence numbers only grow:
+    a delta whose number is below the floor was allocated before the fold's bound was taken,
+    and its transaction was no longer in flight then (`allocate` registers it until its
+    outcome is known: `Transaction.on_finish`), so it was committed before the fold's
+    transaction began and the fold saw it, or it was never written. A transaction whose
+    commit outcome is unknown stays registered for good, which holds that queue's floor below
+    its delta: folds of that queue scan from there again (correct, just the old cost). Deltas
+    written before this process opened the database are found by the first fold, which scans
+    every queue's whole range.
+    """
+
+    __slots__ = ("_floors", "_ids", "_in_flight", "_touched")
+
+    def __init__(self, ids: IdGenerator) -> None:
+        self._ids = ids
+        self._in_flight: dict[int, str] = {}  # seq -> queue, until the outcome is known
+        self._floors: dict[str, int] = {}
+        self._touched: set[str] = set()  # queues whose deltas may have changed since a fold
+
+    def allocate(self, txn: Transaction, queue: str) -> int:
+        """The sequence number of a delta of ``queue`` that ``txn`` writes."""
+        seq = self._ids.next_int()
+        in_flight = self._in_flight
+        in_flight[seq] = queue
+
+        def finished() -> None:
+            # Touched when its outcome is known: a fold that ran while it was in flight had
+            # nothing of it to see, and left the floor below it.
+            in_flight.pop(seq, None)
+            self._touched.add(queue)
+
+        txn.on_finish(finished)
+        return seq
+
+    def floor(self, queue: str) -> int | None:
+        """Every delta of ``queue`` below this has been folded (None: not known yet)."""
+        return self._floors.get(queue)
+
+    def bound(self, queue: str) -> int:
+        """What the floor may become after a fold whose transaction begins after this call.
+
+        The lowest delta of ``queue`` still in flight, or a fresh number if none is.
+        """
+        fresh = self._ids.next_int()
+        return min((s for s, q in self._in_flight.items() if q == queue), default=fresh)
+
+    def folded(self, queue: str, floor: int) -> None:
+        """A fold of ``queue`` committed: every delta below ``floor`` is folded."""
+        self._floors[queue] = max(floor, self._floors.get(queue, floor))
+
+    def take_touched(self) -> set[str]:
+        """The queues with a delta transaction finished since the last call (to fold)."""
+        touched, self._touched = self._touched, set()
+        # A transaction whose commit outcome is unknown stays in flight: fold its queue each
+        # time, in case its write was applied after all.
+        touched.update(self._in_flight.values())
+        return touched
+
+    def touch(self, queue: str) -> None:
+        """Fold ``queue`` next time too (its fold failed)."""
+        self._touched.add(queue)
 
 
 class QueueContext:
@@ -212,6 +287,7 @@ class QueueContext:
         self.flush_linger = flush_linger
         self.commit_deadline = commit_deadline
         self.ids = IdGenerator(clock)
+        self.delta_seqs = DeltaSeqs(self.ids)
         self.leases = LeaseRegistry()
         self.states: dict[str, QueueState] = {}
         self.completion_waiters: dict[str, CompletionWaiter] = {}
@@ -397,7 +473,7 @@ class QueueContext:
                 if await txn.get(key) != raw:
                     continue  # rewritten or gone meanwhile
                 moved.append(await self.stage_quarantine(txn, key, raw, error, deltas))
-            await deltas.stage(txn, self.ids)
+            await deltas.stage(txn, self.delta_seqs)
 
         await run_transaction(db, body, durable=False)
         self.quarantined(moved)

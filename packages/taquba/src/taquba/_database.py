@@ -538,7 +538,15 @@ class Transaction(Scanner):
     Reads see the transaction's own writes. Every method is async because the binding's are.
     """
 
-    __slots__ = ("_commit_deadline", "_completed", "_flusher", "_listener", "_target", "_txn")
+    __slots__ = (
+        "_commit_deadline",
+        "_completed",
+        "_finish",
+        "_flusher",
+        "_listener",
+        "_target",
+        "_txn",
+    )
 
     def __init__(
         self,
@@ -554,6 +562,24 @@ class Transaction(Scanner):
         self._commit_deadline = commit_deadline
         self._listener = listener
         self._flusher = flusher
+        self._finish: list[Callable[[], None]] | None = None
+
+    def on_finish(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the transaction's outcome is known and it is over.
+
+        That is when `commit` returns (applied), when it raises `TransactionConflict`
+        (nothing applied), or on `rollback` before any commit. After a commit that raised
+        anything else the outcome is unknown (the write may still be applied later) and the
+        callback is never called.
+        """
+        if self._finish is None:
+            self._finish = []
+        self._finish.append(callback)
+
+    def _finished(self) -> None:
+        callbacks, self._finish = self._finish, None
+        for callback in callbacks or ():
+            callback()
 
     async def get(self, key: bytes) -> bytes | None:
         """Return the value of `key` as this transaction sees it, or None."""
@@ -601,7 +627,12 @@ class Transaction(Scanner):
         self._completed = True
         listener = self._listener
         if listener is None:
-            await self._commit(durable, on_commit)
+            try:
+                await self._commit(durable, on_commit)
+            except TransactionConflict:
+                self._finished()
+                raise
+            self._finished()
             return
         try:
             started = time.perf_counter()
@@ -610,8 +641,10 @@ class Transaction(Scanner):
             listener.storage_failed(exc)
             raise
         except TransactionConflict:
+            self._finished()
             listener.commit_conflicted()
             raise
+        self._finished()
         ended = time.perf_counter()
         if applied is None:  # not durable: the whole call was the apply
             listener.commit_timed(ended - started, None)
@@ -647,6 +680,7 @@ class Transaction(Scanner):
         if self._completed:
             return
         self._completed = True
+        self._finished()  # nothing of it was committed, whatever the rollback call says
         with hold_interrupts(), trio.move_on_after(_ROLLBACK_DEADLINE, shield=True):
             try:
                 await call(self._txn.rollback)

@@ -236,7 +236,7 @@ class Enqueuer:
             if not request.writes_need_creation or any(r.created for r in request.results):
                 for key, value in request.writes.items():
                     await txn.put(keys.user_key(key), value)
-        await deltas.stage(txn, self._context.ids)
+        await deltas.stage(txn, self._context.delta_seqs)
         return []
 
     def _enqueues_committed(self, committed: list[_EnqueueRequest]) -> None:

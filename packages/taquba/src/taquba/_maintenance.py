@@ -59,6 +59,8 @@ __all__ = ["Maintenance"]
 log = logging.getLogger("taquba")
 
 _KEY_TIME_END = 2**64 - 1
+_SEQ_BYTES = 16  # a stats delta key ends with its 128-bit sequence number
+_SEQ_END = 2**128 - 1
 
 
 def _key_queue(key: bytes) -> str | None:
@@ -76,6 +78,7 @@ class Maintenance:
         self._context = context
         self._promote_lock = trio.Lock()
         self._sweep_lock = trio.Lock()
+        self._discovered = False  # a fold found the deltas earlier processes left
 
     # ------------------------------------------------------------------ reaper
 
@@ -187,13 +190,13 @@ class Maintenance:
             except DataError as exc:  # one bad record must not stop every promotion tick
                 deltas = Deltas()
                 bad.append(await context.stage_quarantine(txn, key, raw, exc, deltas))
-                await deltas.stage(txn, context.ids)
+                await deltas.stage(txn, context.delta_seqs)
                 return
             move = transitions.promote(job)
             await txn.delete(key)
             deltas = Deltas()
             await transitions.apply(txn, move, deltas, inserts)
-            await deltas.stage(txn, context.ids)
+            await deltas.stage(txn, context.delta_seqs)
             result.append((job.queue_name, move.key))
 
         try:
@@ -329,7 +332,7 @@ class Maintenance:
                 if status is JobStatus.DEAD:
                     deltas.add(job.queue_name, "dead", -1)
                 deleted.append(job.queue_name)
-            await deltas.stage(txn, context.ids)
+            await deltas.stage(txn, context.delta_seqs)
 
         await run_transaction(db, body, durable=False)
         if status is JobStatus.DEAD:
@@ -381,32 +384,55 @@ class Maintenance:
         """`Queue.fold_stats_now`."""
         context = self._context
         db = context.database
+        seqs = context.delta_seqs
+        queues = seqs.take_touched()
+        if not self._discovered:
+            # The first fold also finds the deltas that earlier processes left behind.
+            queues |= await self._queues_with_deltas(db)
+        for queue in sorted(queues):
+            context.unfolded.pop(queue, None)
+            try:
+                await self._fold_queue(db, queue)
+            except BaseException:
+                seqs.touch(queue)
+                raise
+        self._discovered = True
+
+    async def _queues_with_deltas(self, db: Database) -> set[str]:
+        """Every queue with a stats delta record in the database (a walk over all of them)."""
         prefix = keys.space_prefix(keys.Space.STATS_DELTA)
+        found: set[str] = set()
         start: bytes | None = None
         while True:
             rows = await db.scan(prefix, start=start, limit=1)
             if not rows:
-                return
+                return found
             queue = keys.parse_queue_key(rows[0][0])
-            context.unfolded.pop(queue, None)
-            await self._fold_queue(db, queue)
+            found.add(queue)
             start = prefix_end(prefix + keys.encode_queue(queue))
             if start is None:
-                return
+                return found
 
     async def _fold_queue(self, db: Database, queue: str) -> None:
+        """Fold ``queue``'s deltas into its stats record, from its floor (`DeltaSeqs`) on."""
         context = self._context
+        seqs = context.delta_seqs
         base_key = keys.stats_key(queue)
         prefix = keys.stats_delta_prefix(queue)
 
         bad: list[quarantine.Moved] = []
+        last: list[bytes] = []
 
         async def body(txn: Transaction) -> int:
             bad.clear()
+            last.clear()
+            floor = seqs.floor(queue)
+            start = None if floor is None else keys.stats_delta_key(queue, floor)
             totals = decode_counts(await txn.get(base_key))
-            rows = await txn.scan(prefix, limit=FOLD_BATCH)
+            rows = await txn.scan(prefix, start=start, limit=FOLD_BATCH)
             if not rows:
                 return 0
+            last.append(rows[-1][0])
             now = context.clock.now_ms()
             for key, value in rows:
                 try:
@@ -421,10 +447,18 @@ class Maintenance:
             return len(rows)
 
         while True:
+            bound = seqs.bound(queue)  # taken before the transaction begins (`DeltaSeqs`)
             folded = await run_transaction(db, body, durable=False)
             context.quarantined(bad)
-            if folded < FOLD_BATCH:
+            if folded < FOLD_BATCH:  # it saw every delta committed before the bound
+                seqs.folded(queue, bound)
                 return
+            # A full batch: the keys after the last one it folded are still to come.
+            tail = last[0][len(prefix) :]
+            if len(tail) == _SEQ_BYTES:
+                seq = int.from_bytes(tail, "big")
+                if seq < _SEQ_END:
+                    seqs.folded(queue, min(bound, seq + 1))
 
     # ------------------------------------------------------------------ background loops
 

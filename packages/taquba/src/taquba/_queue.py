@@ -570,9 +570,10 @@ class Queue:
     async def stats(self, queue_name: str) -> QueueStats:
         """The counters of ``queue_name``; they always equal a recount of its records."""
         keys.validate_queue_name(queue_name)
+        floor = self._context.delta_seqs.floor(queue_name)  # before the snapshot: see DeltaSeqs
         txn = await self._database.begin()
         try:
-            return (await views.read_stats(txn, queue_name))[1]
+            return (await views.read_stats(txn, queue_name, floor))[1]
         finally:
             await txn.rollback()
 

@@ -89,7 +89,7 @@ async def end_claims(
             # The index keeps pointing at the pending key (see _views.locate).
             await transitions.apply(txn, move, deltas, inserts)
             outcome.append((index, job.queue_name, move.key, move.record.status, job))
-        await deltas.stage(txn, context.ids)
+        await deltas.stage(txn, context.delta_seqs)
 
     try:
         await run_transaction(context.database, body, durable=False)

@@ -169,7 +169,7 @@ class Settlement:
             stored = await self._take_claim(txn, claim)
             deltas = Deltas()
             result = await stage(txn, stored, deltas, inserts)
-            await deltas.stage(txn, context.ids)
+            await deltas.stage(txn, context.delta_seqs)
             return result
 
         try:
@@ -237,7 +237,7 @@ class Settlement:
                 request.results = await self._stage_ack(txn, request, deltas, entry.verify)
             except TaqubaError as exc:
                 raise DropFromBatch(request, exc) from exc
-        await deltas.stage(txn, self._context.ids)
+        await deltas.stage(txn, self._context.delta_seqs)
         return lost
 
     def _acks_committed(self, committed: list[_AckRequest]) -> None:
@@ -392,7 +392,7 @@ class Settlement:
             await txn.delete(dead)
             deltas = Deltas()
             await transitions.apply(txn, transitions.revive(stored), deltas, inserts)
-            await deltas.stage(txn, context.ids)
+            await deltas.stage(txn, context.delta_seqs)
 
         try:
             await run_transaction(context.database, body, durable=True)
@@ -424,7 +424,7 @@ class Settlement:
                         await txn.delete(dedup)
                 deltas = Deltas()
                 deltas.add(job.queue_name, job.status.value, -1)
-                await deltas.stage(txn, context.ids)
+                await deltas.stage(txn, context.delta_seqs)
                 outcome.append((CancelOutcome.REMOVED, job))
             elif job.status is JobStatus.CLAIMED:
                 if not job.cancel_requested:

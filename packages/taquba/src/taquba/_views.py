@@ -121,14 +121,24 @@ async def locate(view: ReadView, job_id: str) -> tuple[bytes, bytes] | None:
     return None
 
 
-async def read_stats(view: ReadView, queue: str) -> tuple[bytes | None, QueueStats]:
-    """The raw stats record of ``queue`` and its counters (the record plus every delta)."""
+async def read_stats(
+    view: ReadView, queue: str, floor: int | None = None
+) -> tuple[bytes | None, QueueStats]:
+    """The raw stats record of ``queue`` and its counters (the record plus every delta).
+
+    ``floor``: the writer's fold floor (`DeltaSeqs.floor`, read before ``view`` was opened):
+    every delta below it is in the record, so the scan starts there.
+    """
     base = await view.get(keys.stats_key(queue))
     totals = decode_counts(base)
     prefix = keys.stats_delta_prefix(queue)
     start: bytes | None = None
+    inclusive = False
+    if floor is not None:
+        start, inclusive = keys.stats_delta_key(queue, floor), True
     while True:
-        rows = await view.scan(prefix, start=start, start_inclusive=False, limit=FOLD_BATCH)
+        rows = await view.scan(prefix, start=start, start_inclusive=inclusive, limit=FOLD_BATCH)
+        inclusive = False
         for key, value in rows:
             try:
                 delta = decode_delta(value)
