@@ -42,7 +42,6 @@ from ._records import JobRecord, JobStatus, decode_job, encode_map
 from ._recovery import end_claims
 from ._validate import retention_ms
 from ._views import (
-    FOLD_BATCH,
     SCAN_PAGE,
     STATS_FIELDS,
     decode_counts,
@@ -59,6 +58,10 @@ __all__ = ["Maintenance"]
 log = logging.getLogger("taquba")
 
 _KEY_TIME_END = 2**64 - 1
+FOLD_ROWS = 256
+"""Stats deltas folded per transaction: its commit is one synchronous step of the event loop."""
+FOLD_YIELD_EVERY = 8
+"""Deltas a fold deletes between two checkpoints (the fold is background work)."""
 _SEQ_BYTES = 16  # a stats delta key ends with its 128-bit sequence number
 _SEQ_END = 2**128 - 1
 
@@ -429,12 +432,12 @@ class Maintenance:
             floor = seqs.floor(queue)
             start = None if floor is None else keys.stats_delta_key(queue, floor)
             totals = decode_counts(await txn.get(base_key))
-            rows = await txn.scan(prefix, start=start, limit=FOLD_BATCH)
+            rows = await txn.scan(prefix, start=start, limit=FOLD_ROWS)
             if not rows:
                 return 0
             last.append(rows[-1][0])
             now = context.clock.now_ms()
-            for key, value in rows:
+            for n, (key, value) in enumerate(rows, 1):
                 try:
                     delta = decode_delta(value)
                 except DataError as exc:  # set aside; the other deltas still fold
@@ -443,6 +446,8 @@ class Maintenance:
                 for i, amount in enumerate(delta):
                     totals[i] += amount
                 await txn.delete(key)
+                if n % FOLD_YIELD_EVERY == 0:  # background work: let the queue's work in
+                    await trio.lowlevel.checkpoint()
             await txn.put(base_key, encode_map(dict(zip(STATS_FIELDS, totals, strict=True))))
             return len(rows)
 
@@ -450,7 +455,7 @@ class Maintenance:
             bound = seqs.bound(queue)  # taken before the transaction begins (`DeltaSeqs`)
             folded = await run_transaction(db, body, durable=False)
             context.quarantined(bad)
-            if folded < FOLD_BATCH:  # it saw every delta committed before the bound
+            if folded < FOLD_ROWS:  # it saw every delta committed before the bound
                 seqs.folded(queue, bound)
                 return
             # A full batch: the keys after the last one it folded are still to come.
