@@ -16,7 +16,7 @@ import pytest
 import trio
 
 import taquba
-from taquba import ClaimLost, JobStatus, MockClock, QueueConfig, StorageUnavailable, Store
+from taquba import ClaimLost, MockClock, QueueConfig, StorageUnavailable, Store
 from taquba.testing import Fault, inject_faults
 
 Q = "q"
@@ -125,31 +125,3 @@ async def test_a_rejected_settlement_lets_the_next_one_through() -> None:
             await queue.ack_with(claim, taquba.Effects(enqueues=[taken]))  # dropped from its batch
         await queue.ack(claim)
         assert await counted(queue) == (1, 0, 1, 0)
-
-
-async def test_acks_racing_the_reaper_count_every_job_once() -> None:
-    clock = MockClock()
-    async with open_quiet(clock) as queue:
-        for i in range(40):
-            await queue.enqueue(Q, b"x", job_id=f"j{i:02}")
-        claims = await queue.claim_batch(Q, 40)
-        clock.advance(11)  # every lease expired; the reaper and the acks race
-        outcomes: list[str] = []
-
-        async def ack(claim: taquba.Claim) -> None:
-            try:
-                await queue.ack(claim)
-                outcomes.append("acked")
-            except ClaimLost:
-                outcomes.append("lost")
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(queue.reap_now)
-            for claim in claims:
-                nursery.start_soon(ack, claim)
-        assert len(outcomes) == 40
-        pending, claimed, done, dead = await counted(queue)
-        assert (claimed, dead) == (0, 0)
-        assert done == outcomes.count("acked") and pending == outcomes.count("lost")
-        listed = await queue.list_jobs(Q, JobStatus.PENDING, limit=100)
-        assert len(listed.jobs) == pending
