@@ -78,3 +78,14 @@ def test_invalid_queue_names(name: object, reason: str) -> None:
 
 def test_longest_queue_name_is_accepted() -> None:
     assert keys.validate_queue_name("q" * 255) == "q" * 255
+
+
+@given(queue_names, queue_names, st.integers(min_value=0, max_value=2**128 - 1))
+def test_stats_delta_seq_reads_back_the_number_of_its_own_queue_only(
+    q1: str, q2: str, seq: int
+) -> None:
+    key = keys.stats_delta_key(q1, seq)
+    assert keys.stats_delta_seq(q1, key) == seq
+    assert keys.stats_delta_seq(q1, key[:-1]) is None  # malformed: too short
+    if q1 != q2:
+        assert keys.stats_delta_seq(q2, key) is None

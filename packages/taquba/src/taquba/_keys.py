@@ -62,6 +62,7 @@ __all__ = [
     "space_prefix",
     "stats_delta_key",
     "stats_delta_prefix",
+    "stats_delta_seq",
     "stats_key",
     "user_key",
     "validate_queue_name",
@@ -212,6 +213,14 @@ def stats_delta_prefix(queue: str) -> bytes:
 def stats_delta_key(queue: str, seq: int) -> bytes:
     """Key of one transaction's counter deltas; ``seq`` is a unique 128-bit number."""
     return stats_delta_prefix(queue) + seq.to_bytes(16, "big")
+
+
+def stats_delta_seq(queue: str, key: bytes) -> int | None:
+    """The sequence number of ``queue``'s delta key ``key``, or None if it is not well formed."""
+    prefix = stats_delta_prefix(queue)
+    if len(key) != len(prefix) + 16 or not key.startswith(prefix):
+        return None
+    return int.from_bytes(key[len(prefix) :], "big")
 
 
 def quarantine_prefix(queue: str | None) -> bytes:

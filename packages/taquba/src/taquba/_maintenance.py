@@ -47,7 +47,7 @@ from ._views import (
     decode_counts,
     decode_delta,
     locate,
-    prefix_end,
+    queues_in,
 )
 
 if TYPE_CHECKING:
@@ -62,8 +62,6 @@ FOLD_ROWS = 256
 """Stats deltas folded per transaction: its commit is one synchronous step of the event loop."""
 FOLD_YIELD_EVERY = 8
 """Deltas a fold deletes between two checkpoints (the fold is background work)."""
-_SEQ_BYTES = 16  # a stats delta key ends with its 128-bit sequence number
-_SEQ_END = 2**128 - 1
 
 
 def _key_queue(key: bytes) -> str | None:
@@ -391,7 +389,7 @@ class Maintenance:
         queues = seqs.take_touched()
         if not self._discovered:
             # The first fold also finds the deltas that earlier processes left behind.
-            queues |= await self._queues_with_deltas(db)
+            queues |= await queues_in(db, keys.Space.STATS_DELTA)
         for queue in sorted(queues):
             context.unfolded.pop(queue, None)
             try:
@@ -400,21 +398,6 @@ class Maintenance:
                 seqs.touch(queue)
                 raise
         self._discovered = True
-
-    async def _queues_with_deltas(self, db: Database) -> set[str]:
-        """Every queue with a stats delta record in the database (a walk over all of them)."""
-        prefix = keys.space_prefix(keys.Space.STATS_DELTA)
-        found: set[str] = set()
-        start: bytes | None = None
-        while True:
-            rows = await db.scan(prefix, start=start, limit=1)
-            if not rows:
-                return found
-            queue = keys.parse_queue_key(rows[0][0])
-            found.add(queue)
-            start = prefix_end(prefix + keys.encode_queue(queue))
-            if start is None:
-                return found
 
     async def _fold_queue(self, db: Database, queue: str) -> None:
         """Fold ``queue``'s deltas into its stats record, from its floor (`DeltaSeqs`) on."""
@@ -459,11 +442,9 @@ class Maintenance:
                 seqs.folded(queue, bound)
                 return
             # A full batch: the keys after the last one it folded are still to come.
-            tail = last[0][len(prefix) :]
-            if len(tail) == _SEQ_BYTES:
-                seq = int.from_bytes(tail, "big")
-                if seq < _SEQ_END:
-                    seqs.folded(queue, min(bound, seq + 1))
+            seq = keys.stats_delta_seq(queue, last[0])
+            if seq is not None:
+                seqs.folded(queue, min(bound, seq + 1))
 
     # ------------------------------------------------------------------ background loops
 

@@ -156,20 +156,24 @@ async def read_stats(
 
 async def list_queue_names(view: ReadView) -> list[str]:
     """Every queue that has ever held a job, sorted by name."""
+    names = await queues_in(view, keys.Space.STATS)
+    return sorted(names | await queues_in(view, keys.Space.STATS_DELTA))
+
+
+async def queues_in(view: ReadView, space: keys.Space) -> set[str]:
+    """The queues with at least one key in ``space`` (a per-queue space: stats, deltas)."""
     names: set[str] = set()
-    for space in (keys.Space.STATS, keys.Space.STATS_DELTA):
-        prefix = keys.space_prefix(space)
-        start: bytes | None = None
-        while True:
-            rows = await view.scan(prefix, start=start, limit=1)
-            if not rows:
-                break
-            queue = keys.parse_queue_key(rows[0][0])
-            names.add(queue)
-            start = prefix_end(prefix + keys.encode_queue(queue))
-            if start is None:
-                break
-    return sorted(names)
+    prefix = keys.space_prefix(space)
+    start: bytes | None = None
+    while True:
+        rows = await view.scan(prefix, start=start, limit=1)
+        if not rows:
+            return names
+        queue = keys.parse_queue_key(rows[0][0])
+        names.add(queue)
+        start = prefix_end(prefix + keys.encode_queue(queue))
+        if start is None:
+            return names
 
 
 async def list_jobs_page(
