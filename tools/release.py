@@ -9,6 +9,12 @@ note[, date])``: CHANGELOG versions that document the line a member inherits (fo
 the reference project) but that this project never published. They need no record, commit or
 RELEASES.md section, get no tag and never appear in the matrix; ``record`` refuses them.
 
+*Known failures*, ``[[known-failure]]`` tables of ``(distribution, version, python, test,
+reason)``, name a test of a recorded release that fails for a reason outside the released code
+(for instance a test that a later Python breaks); the compatibility rows of that release on
+those Pythons deselect it and say so. A record is never edited, so this is the only way to keep
+such a release's rows meaningful.
+
 Subcommands (all accept ``--root PATH``, default: the repository holding this file):
 
 * ``check``: the records, the pyproject versions, the CHANGELOGs, RELEASES.md and ``uv.lock``
@@ -39,13 +45,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Mapping, Sequence
-
-    from packaging.specifiers import SpecifierSet
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent
 RECORDS_FILE = "tools/releases.toml"
@@ -56,7 +61,8 @@ DEFAULT_MEMBERS = ("packages/*",)
 RECORD_KEYS = ("distribution", "version", "commit", "date")
 HISTORY_KEYS = ("distribution", "version", "date", "note")
 HISTORY_REQUIRED_KEYS = ("distribution", "version", "note")
-TOP_LEVEL_KEYS = ("release", "history")
+KNOWN_FAILURE_KEYS = ("distribution", "version", "python", "test", "reason")
+TOP_LEVEL_KEYS = ("release", "history", "known-failure")
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _H2_RE = re.compile(r"^##(?!#)\s*(?P<title>.*?)\s*$")
@@ -121,6 +127,39 @@ class HistoryEntry:
     def parsed_version(self) -> Version | None:
         """The version, or ``None`` when it is not valid PEP 440."""
         return parse_version(self.version)
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    """A test of a recorded release that fails for a reason outside the released code.
+
+    Records are never edited, and a release's tests are what its compatibility rows run. When
+    one of them is wrong (it fails on a Python the release supports, while the code it tests
+    works), a ``[[known-failure]]`` table names it with the Pythons it fails on and why; those
+    rows deselect it and say so in their result. The workspace's tests are never excused.
+    """
+
+    distribution: str
+    version: str
+    python: str
+    """A PEP 440 specifier of the Pythons it fails on, such as ``>=3.12``."""
+    test: str
+    """The pytest node id, relative to the repository root."""
+    reason: str
+
+    @property
+    def key(self) -> str:
+        """The canonical distribution name."""
+        return canonicalize_name(self.distribution)
+
+    def applies(self, pin: Pin, python: str) -> bool:
+        """Whether a row of the recorded release ``pin`` on ``python`` deselects the test."""
+        return (
+            pin.source == "release"
+            and pin.key == self.key
+            and pin.version == self.version
+            and admits(SpecifierSet(self.python), python)
+        )
 
 
 @dataclass(frozen=True)
@@ -233,6 +272,7 @@ class Workspace:
     history: tuple[HistoryEntry, ...] = ()
     lock: str | None = None
     """The text of ``uv.lock``, or None when the tree has none."""
+    known_failures: tuple[KnownFailure, ...] = ()
 
     def history_versions(self, distribution: str) -> set[Version]:
         """The (valid) history versions of ``distribution`` (any spelling)."""
@@ -345,6 +385,48 @@ def parse_release_file(
             if entry is not None:
                 history.append(entry)
     return records, history, problems
+
+
+def parse_known_failures(
+    text: str, *, source: str = RECORDS_FILE
+) -> tuple[list[KnownFailure], list[str]]:
+    """Parse the ``[[known-failure]]`` tables of ``releases.toml``.
+
+    Returns:
+        The well-formed entries and the problems of the others (a TOML error is reported by
+        :func:`parse_release_file`, not here).
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return [], []
+    problems: list[str] = []
+    raw = _as_list(data.get("known-failure", []))
+    if raw is None:
+        return [], [f"{source}: `known-failure` must be an array of tables ([[known-failure]])"]
+    entries: list[KnownFailure] = []
+    for index, item in enumerate(raw, start=1):
+        where = f"{source}: known-failure #{index}"
+        table = _as_table(item)
+        if table is None:
+            problems.append(f"{where}: not a table")
+            continue
+        if not _table_keys(
+            table, where, problems, required=KNOWN_FAILURE_KEYS, allowed=KNOWN_FAILURE_KEYS
+        ):
+            continue
+        values = {k: table[k] for k in KNOWN_FAILURE_KEYS}
+        wrong = [k for k, v in values.items() if not isinstance(v, str) or not v.strip()]
+        if wrong:
+            problems.append(f"{where}: {', '.join(wrong)} must be non-empty string(s)")
+            continue
+        try:
+            SpecifierSet(str(values["python"]))
+        except InvalidSpecifier:
+            problems.append(f"{where}: python {values['python']!r} is not a PEP 440 specifier")
+            continue
+        entries.append(KnownFailure(**{k: str(v).strip() for k, v in values.items()}))
+    return entries, problems
 
 
 def _table_keys(
@@ -649,11 +731,13 @@ def load_workspace(root: Path) -> Workspace:
     records_path = root / RECORDS_FILE
     records: list[Record] = []
     history: list[HistoryEntry] = []
+    known_failures: list[KnownFailure] = []
     if records_path.is_file():
-        records, history, record_problems = parse_release_file(
-            records_path.read_text(encoding="utf-8")
-        )
+        text = records_path.read_text(encoding="utf-8")
+        records, history, record_problems = parse_release_file(text)
         problems.extend(record_problems)
+        known_failures, failure_problems = parse_known_failures(text)
+        problems.extend(failure_problems)
     else:
         problems.append(f"{RECORDS_FILE}: missing")
     notes_path = root / RELEASE_NOTES_FILE
@@ -669,6 +753,7 @@ def load_workspace(root: Path) -> Workspace:
         load_problems=tuple(problems),
         history=tuple(history),
         lock=lock_path.read_text(encoding="utf-8") if lock_path.is_file() else None,
+        known_failures=tuple(known_failures),
     )
 
 
@@ -817,6 +902,8 @@ class CompatRow:
     siblings: tuple[Pin, ...]
     resolution: Resolution
     python: str
+    deselect: tuple[str, ...] = ()
+    """Pytest node ids the row leaves out: the dependent release's known failures."""
 
     def as_json(self) -> dict[str, object]:
         """The JSON object of ``compat --json``."""
@@ -825,6 +912,7 @@ class CompatRow:
             "siblings": [s.as_json() for s in self.siblings],
             "resolution": self.resolution,
             "python": self.python,
+            "deselect": list(self.deselect),
         }
 
 
@@ -939,6 +1027,7 @@ def compute_compat(
     *,
     subset: bool = False,
     pythons: Sequence[str] = COMPAT_PYTHONS,
+    known_failures: Sequence[KnownFailure] = (),
 ) -> list[CompatRow]:
     """The rows of the compatibility set, derived from the records and the sibling ranges.
 
@@ -959,6 +1048,9 @@ def compute_compat(
     with no admitted record), every pair of siblings covered, on ``pythons[0]``; then one
     ``highest`` row on ``pythons[-1]`` and one ``lowest-direct`` row on ``pythons[0]``, for the
     dependent with the most siblings (the widest set of third-party dependencies).
+
+    A row of a dependent's recorded release deselects the ``known_failures`` of that release
+    on the row's Python.
     """
     at_commit = at_commit or {}
     excluded = {(h.key, v) for h in history if (v := h.parsed_version) is not None}
@@ -1010,7 +1102,13 @@ def compute_compat(
                 if not _consistent([pin, *combo], distributions, at_commit):
                     continue
                 rows.extend(
-                    CompatRow(pin, tuple(combo), "locked", python)
+                    CompatRow(
+                        pin,
+                        tuple(combo),
+                        "locked",
+                        python,
+                        tuple(k.test for k in known_failures if k.applies(pin, python)),
+                    )
                     for python in (pythons[:1] if subset else pythons)
                 )
     resolutions: list[tuple[Distribution, Resolution, str]] = []
@@ -1058,7 +1156,14 @@ def _extremes(axis: Sequence[Pin]) -> list[Pin]:
 def load_compat(ws: Workspace, *, subset: bool = False) -> list[CompatRow]:
     """:func:`compute_compat` for a repository: reads the members at every recorded commit."""
     at_commit = {commit: members_at_commit(ws, commit) for commit in {r.commit for r in ws.records}}
-    return compute_compat(ws.distributions, ws.records, ws.history, at_commit, subset=subset)
+    return compute_compat(
+        ws.distributions,
+        ws.records,
+        ws.history,
+        at_commit,
+        subset=subset,
+        known_failures=ws.known_failures,
+    )
 
 
 def newest_records(records: Iterable[Record]) -> dict[str, Record]:
@@ -1116,6 +1221,23 @@ def _check_records(ws: Workspace) -> list[str]:
             problems.append(
                 f"{RELEASE_NOTES_FILE}: no `## {record.tag}` section for recorded release"
             )
+    return problems
+
+
+def _check_known_failures(ws: Workspace) -> list[str]:
+    """A known failure names a recorded release and a test of that release's own tests."""
+    problems: list[str] = []
+    recorded = {(r.key, r.version) for r in ws.records}
+    for index, failure in enumerate(ws.known_failures, start=1):
+        where = f"{RECORDS_FILE}: known-failure #{index} ({failure.distribution} {failure.version})"
+        if (failure.key, failure.version) not in recorded:
+            problems.append(
+                f"{where}: not a recorded release (the workspace's tests are never excused)"
+            )
+        dist = ws.distributions.get(failure.key)
+        prefix = f"{dist.directory if dist else 'packages/' + failure.distribution}/tests/"
+        if not failure.test.startswith(prefix):
+            problems.append(f"{where}: test must be a node id under {prefix}")
     return problems
 
 
@@ -1464,7 +1586,12 @@ def check(ws: Workspace) -> list[str]:
     :func:`lock_problems`).
     """
     newest = newest_records(ws.records)
-    problems = [*ws.load_problems, *_check_records(ws), *_check_history(ws)]
+    problems = [
+        *ws.load_problems,
+        *_check_records(ws),
+        *_check_history(ws),
+        *_check_known_failures(ws),
+    ]
     for dist in ws.distributions.values():
         problems.extend(_check_distribution(dist, ws, newest))
     problems.extend(_check_release_notes(ws))

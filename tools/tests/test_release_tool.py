@@ -69,6 +69,8 @@ class FakeRepo:
     # Write a uv.lock locking each member at its version, or at the version given here.
     locked: bool = False
     lock_versions: dict[str, str] = field(default_factory=lambda: dict[str, str]())
+    # More tables for releases.toml (known failures), written between history and records.
+    extra_tables: str = ""
 
     def add(self, dist: FakeDist) -> None:
         self.dists[dist.name] = dist
@@ -135,7 +137,7 @@ class FakeRepo:
             for r in self.records
         )
         (self.root / "tools" / "releases.toml").write_text(
-            f"# release records\n{history}{records}", encoding="utf-8"
+            f"# release records\n{history}{self.extra_tables}{records}", encoding="utf-8"
         )
         sections = "".join(f"## {h}\n\n{b}\n\n" for h, b in self.notes)
         (self.root / "RELEASES.md").write_text(f"# Releases\n\nIntro.\n\n{sections}", "utf-8")
@@ -1559,6 +1561,81 @@ def test_compat_subset_leaves_out_the_release_the_workspace_still_is(tmp_path: P
         "taquba 0.8.0",
         "taquba 0.8.1",
     }
+
+
+def _known_failure(**overrides: str) -> str:
+    fields = {
+        "distribution": "taquba-cron",
+        "version": "0.4.0",
+        "python": ">=3.12",
+        "test": "packages/taquba-cron/tests/test_x.py::test_y",
+        "reason": "the test relies on behaviour Python 3.12 changed",
+        **overrides,
+    }
+    body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in fields.items() if v != "-")
+    return f"\n[[known-failure]]\n{body}"
+
+
+def test_a_known_failure_is_deselected_only_in_rows_of_its_release_on_its_pythons(
+    tmp_path: Path,
+) -> None:
+    repo = FakeRepo(tmp_path)
+    repo.add(FakeDist("taquba", "0.8.0"))
+    repo.add(FakeDist("taquba-cron", "0.4.1", deps=["taquba>=0.8,<0.9"]))
+    repo.release("taquba", "0.8.0", SHA_080, "2026-11-27")
+    repo.release("taquba-cron", "0.4.0", SHA_080, "2026-11-27")
+    repo.release("taquba-cron", "0.4.1", SHA_081, "2026-11-28")
+    repo.extra_tables = _known_failure()
+    ws = release.load_workspace(repo.write())
+    assert release.check(ws) == []
+    cron = release.Distribution(
+        "taquba-cron", "0.4.0", "packages/taquba-cron", ("taquba>=0.8",), None
+    )
+    rows = release.compute_compat(
+        ws.distributions,
+        ws.records,
+        ws.history,
+        {SHA_080: {"taquba-cron": cron}, SHA_081: {"taquba-cron": ws.distributions["taquba-cron"]}},
+        known_failures=ws.known_failures,
+    )
+    deselected = {
+        (r.dependent.version, r.dependent.source, r.python): r.deselect
+        for r in rows
+        if r.resolution == "locked"
+    }
+    test = "packages/taquba-cron/tests/test_x.py::test_y"
+    assert deselected == {
+        ("0.4.0", "release", "3.11"): (),
+        ("0.4.0", "release", "3.13"): (test,),
+        ("0.4.1", "release", "3.11"): (),
+        ("0.4.1", "release", "3.13"): (),
+        # the workspace's tests are never excused
+        ("0.4.1", "workspace", "3.11"): (),
+        ("0.4.1", "workspace", "3.13"): (),
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"version": "0.4.1"}, "known-failure #1 (taquba-cron 0.4.1): not a recorded release"),
+        (
+            {"test": "tests/test_x.py::test_y"},
+            "test must be a node id under packages/taquba-cron/tests/",
+        ),
+        ({"python": "3.12+"}, "known-failure #1: python '3.12+' is not a PEP 440 specifier"),
+        ({"reason": "-"}, "known-failure #1: missing key(s) reason"),
+        ({"reason": " "}, "known-failure #1: reason must be non-empty string(s)"),
+    ],
+)
+def test_check_refuses_a_known_failure_that_is_not_a_recorded_releases_test(
+    tmp_path: Path, overrides: dict[str, str], problem: str
+) -> None:
+    repo = good_repo(tmp_path)
+    repo.release("taquba-cron", "0.4.0", SHA_080, "2026-11-27")
+    repo.extra_tables = _known_failure(**overrides)
+    problems = release.check(release.load_workspace(repo.write()))
+    assert any(problem in p for p in problems), problems
 
 
 def test_pairwise_cover_covers_every_pair_with_fewer_rows() -> None:
