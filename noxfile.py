@@ -260,11 +260,12 @@ class _InstallFailed(Exception):
 
 def _row_words(row: Any) -> set[str]:
     """What a filter word may name: the dependent (``taquba-jobs`` or ``taquba-jobs@0.6.1``),
-    the resolution or the Python."""
+    a sibling's version (``taquba@0.9.4``), the resolution or the Python."""
     dependent = row.dependent
     return {
         dependent.distribution,
         f"{dependent.distribution}@{dependent.version}",
+        *(f"{s.distribution}@{s.version}" for s in row.siblings),
         row.resolution,
         row.python,
     }
@@ -429,7 +430,8 @@ def _compat_row(
         args += ["-q", "-x", "-m", "not slow"]
         env["TAQUBA_HYPOTHESIS_EXAMPLES"] = "20"
     for test in row.deselect:
-        args += ["--deselect", test]
+        # A whole module (no "::") is ignored, so one that cannot even be imported is skipped.
+        args += ["--deselect", test] if "::" in test else ["--ignore", test]
     code = subprocess.run(args, cwd=tests_tree, env=env, check=False).returncode
     if code != 0:
         return f"failed (pytest exit {code})"

@@ -144,7 +144,8 @@ class KnownFailure:
     python: str
     """A PEP 440 specifier of the Pythons it fails on, such as ``>=3.12``."""
     test: str
-    """The pytest node id, relative to the repository root."""
+    """The pytest node id, relative to the repository root (a module path without ``::``
+    leaves the whole module out, for one that cannot even be imported)."""
     reason: str
 
     @property
