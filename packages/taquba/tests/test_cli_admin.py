@@ -139,6 +139,9 @@ def test_every_read_command_prints_one_json_document(
         "completed_at",
         "failed_at",
         "cancel_requested",
+        "woken_at",
+        "wake_payload",
+        "history_size",
     }
     snapshot = run_json(capsys, *at(store, "top"))
     assert snapshot["queues"] == inspected["queues"]
@@ -169,6 +172,41 @@ def test_job_show_prints_the_whole_record(
     code, out, err = run_main(capsys, *at(store, "job", "show", "nope"))
     assert code == 2
     assert "no job 'nope' in database 'ops'" in err
+
+
+def test_job_show_prints_the_attempt_history(
+    store: Path, ids: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown = run_json(capsys, *at(store, "job", "show", ids["dead"]))
+    assert shown["job"]["history_size"] == 1
+    [attempt] = shown["history"]
+    assert (attempt["attempt"], attempt["outcome"], attempt["error"]) == (
+        1,
+        "dead_lettered",
+        "bad address",
+    )
+    assert attempt["recorded_at"] >= attempt["claimed_at"]
+    code, out, _ = run_main(capsys, *at(store, "job", "show", ids["dead"]))
+    assert code == 0
+    assert "history (1):" in out
+    assert "attempt  outcome" in out and "dead_lettered" in out and "bad address" in out
+    assert run_json(capsys, *at(store, "job", "show", ids["pending"]))["history"] == []
+
+
+def test_job_wake_makes_a_scheduled_job_due_with_its_payload(
+    store: Path, ids: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    woken = run_json(capsys, *at(store, "job", "wake", ids["scheduled"], "approved"))
+    assert woken == {"job_id": ids["scheduled"], "outcome": "woken"}
+    job = trio.run(read_job, store, ids["scheduled"])
+    assert job is not None and job.status is JobStatus.PENDING
+    assert job.wake_payload == b"approved"
+    code, out, _ = run_main(capsys, *at(store, "job", "show", ids["scheduled"]))
+    assert "wake payload: approved" in out
+    code, out, _ = run_main(capsys, *at(store, "job", "wake", ids["scheduled"]))
+    assert code == 1 and "is not scheduled" in out
+    code, out, _ = run_main(capsys, *at(store, "job", "wake", "nope"))
+    assert code == 1 and "no job 'nope'" in out
 
 
 def test_job_cancel_removes_and_reports_a_missing_job(

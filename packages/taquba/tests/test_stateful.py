@@ -51,6 +51,7 @@ from taquba import (
     PRIORITY_HIGH,
     PRIORITY_LOW,
     PRIORITY_NORMAL,
+    AttemptOutcome,
     CancelOutcome,
     Claim,
     ClaimLost,
@@ -127,6 +128,9 @@ class MJob:
     completed_at: int | None = None
     claimed_at: int | None = None
     delivery: int = 0
+    history: list[tuple[int, AttemptOutcome, str | None]] = field(
+        default_factory=lambda: list[tuple[int, AttemptOutcome, str | None]]()
+    )
 
 
 @dataclass(eq=False)
@@ -226,15 +230,17 @@ class Model:
             del self.dedup[(job.queue, job.dedup)]
         job.dedup = None
 
-    def requeue_or_kill(self, job: MJob, error: str) -> None:
+    def requeue_or_kill(self, job: MJob, error: str, ended: AttemptOutcome) -> None:
         """What the reaper and open-time recovery do with a claim they end."""
         job.claimed_at = None
         if job.attempts >= job.max_attempts:
             job.status = JobStatus.DEAD
             job.last_error = error
             job.failed_at = self.now
+            job.history.append((job.attempts, AttemptOutcome.DEAD_LETTERED, error))
         else:
             job.status = JobStatus.PENDING
+            job.history.append((job.attempts, ended, None))
 
     def check_record(self, record: JobRecord, where: str) -> None:
         job = self.jobs.get(record.id)
@@ -253,6 +259,7 @@ class Model:
             "failed_at": job.failed_at if job.status is JobStatus.DEAD else None,
             "completed_at": job.completed_at if job.status is JobStatus.DONE else None,
             "claimed_at": job.claimed_at,
+            "history_size": len(job.history),
         }
         actual = {name: getattr(record, name) for name in expected}
         assert actual == expected, f"{where}: record {record.id} differs from the model"
@@ -447,6 +454,8 @@ class Runner:
             return [job.id]
         results = await self.queue.ack_with(held.claim, fx)
         model.acks[job.queue] += 1
+        if job.status is JobStatus.DONE:
+            job.history.append((job.attempts, AttemptOutcome.COMPLETED, None))
         touched = [job.id, *model.apply_enqueues(follow, results)]
         if fx is not None:
             model.kv.update(fx.kv_writes)
@@ -492,6 +501,7 @@ class Runner:
                 return [job.id]
             result = await self.queue.nack(held.claim, error, **kwargs)
             assert result.dead
+            job.history.append((job.attempts, AttemptOutcome.DEAD_LETTERED, error))
             job.last_error = error
             job.failed_at = model.now
             job.claimed_at = None
@@ -505,6 +515,7 @@ class Runner:
         result = await self.queue.nack(held.claim, error, **kwargs)
         assert not result.dead and result.enqueued == []
         model.kv.update(writes)
+        job.history.append((job.attempts, AttemptOutcome.RETRIED, error))
         job.last_error = error
         job.claimed_at = None
         delay = max(
@@ -529,6 +540,7 @@ class Runner:
             self.forget(held)
             return [job.id]
         await self.queue.dead_letter(held.claim, "poison")
+        job.history.append((job.attempts, AttemptOutcome.DEAD_LETTERED, "poison"))
         job.status = JobStatus.DEAD
         job.last_error = "poison"
         job.failed_at = model.now
@@ -561,6 +573,7 @@ class Runner:
             return [snapshot.id]
         await self.queue.requeue_dead_job(snapshot)
         self.mark("dead job requeued")
+        job.history.append((0, AttemptOutcome.REQUEUED, None))
         job.status = JobStatus.PENDING
         job.attempts = 0
         job.last_error = None
@@ -614,7 +627,7 @@ class Runner:
         if due:
             self.mark("lease reaped")
         for held in due:
-            model.requeue_or_kill(held.job, "lease expired")
+            model.requeue_or_kill(held.job, "lease expired", AttemptOutcome.LEASE_EXPIRED)
             assert held.claim.cancel_requested  # a still-running handler learns it lost
         return [h.job.id for h in due]
 
@@ -665,7 +678,9 @@ class Runner:
         if recovered:
             self.mark("claims recovered at restart")
         for job in recovered:
-            model.requeue_or_kill(job, "claim interrupted by process exit")
+            model.requeue_or_kill(
+                job, "claim interrupted by process exit", AttemptOutcome.INTERRUPTED
+            )
         # Claims held across the restart are stale: the new queue refuses them.
         for held in model.held[-3:]:
             with pytest.raises(ClaimLost):
@@ -735,12 +750,29 @@ class Runner:
         else:
             assert record is not None, f"{where}: get_job({job_id}) lost the job"
             self.model.check_record(record, where)
+        history = await self.queue.get_job_history(job_id)
+        if job is None or job.status is None:
+            assert history is None, f"{where}: history of gone job {job_id}: {history}"
+        else:
+            assert history is not None
+            got = [(a.attempt, a.outcome, a.error) for a in history]
+            assert got == job.history, f"{where}: history of {job_id} differs from the model"
 
     async def check_all(self) -> None:
         for job_id in self.model.jobs:
             await self.check_get_job(job_id, "final")
         page = await self.queue.kv_scan(b"", limit=1000)
         assert dict(page.entries) == self.model.kv
+        # History lives exactly as long as its job: no entry of a removed job is left behind.
+        prefix = taquba._keys.space_prefix(taquba._keys.Space.HISTORY)
+        left: dict[str, int] = {}
+        for key, _ in await self.queue._database.scan(prefix):
+            job_id = key[3 : 3 + key[2]].decode("ascii")
+            left[job_id] = left.get(job_id, 0) + 1
+        expected = {
+            j.id: len(j.history) for j in self.model.jobs.values() if j.status and j.history
+        }
+        assert left == expected, "history keys do not match the live jobs' histories"
 
 
 async def run_program(program: list[tuple[Any, ...]], *, under_hypothesis: bool = True) -> None:

@@ -69,6 +69,8 @@ from ._records import MAX_PRIORITY as MAX_PRIORITY
 from ._records import PRIORITY_HIGH as PRIORITY_HIGH
 from ._records import PRIORITY_LOW as PRIORITY_LOW
 from ._records import PRIORITY_NORMAL as PRIORITY_NORMAL
+from ._records import AttemptOutcome as AttemptOutcome
+from ._records import JobAttempt as JobAttempt
 from ._records import JobRecord as JobRecord
 from ._records import JobStatus as JobStatus
 from ._records import QueueStats as QueueStats
@@ -81,6 +83,7 @@ from ._types import EnqueueResult as EnqueueResult
 from ._types import JobPage as JobPage
 from ._types import KvPage as KvPage
 from ._types import NackResult as NackResult
+from ._types import WakeOutcome as WakeOutcome
 from ._validate import MAX_TIMESTAMP_MS as MAX_TIMESTAMP_MS
 from ._worker import SETTLEMENT_MARGIN as SETTLEMENT_MARGIN
 from ._worker import Handler as Handler
@@ -99,6 +102,7 @@ __all__ = [
     "PRIORITY_LOW",
     "PRIORITY_NORMAL",
     "SETTLEMENT_MARGIN",
+    "AttemptOutcome",
     "BlobStore",
     "CancelOutcome",
     "CancelToken",
@@ -121,6 +125,7 @@ __all__ = [
     "InvalidQueueName",
     "InvalidState",
     "InvalidStoreUrl",
+    "JobAttempt",
     "JobHandler",
     "JobNotFound",
     "JobPage",
@@ -156,6 +161,7 @@ __all__ = [
     "TypeMismatch",
     "UnsupportedType",
     "UsageError",
+    "WakeOutcome",
     "Worker",
     "__version__",
     "backoff_delay",

@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import trio
 
+from taquba._cli_remote import RemoteError
 from taquba._cli_session import (
     EXIT_FAILURE,
     EXIT_OK,
     CliError,
+    attempt_json,
     job_json,
     stats_json,
     when,
 )
 from taquba._errors import InvalidState, JobNotFound, TaqubaError
-from taquba._records import JobRecord, JobStatus
+from taquba._records import JobAttempt, JobRecord, JobStatus
 
 if TYPE_CHECKING:
     import argparse
@@ -41,6 +43,7 @@ __all__ = [
     "jobs",
     "purge",
     "show_job",
+    "wake_job",
 ]
 
 _STAT_FIELDS: Final = ("pending", "scheduled", "claimed", "done", "dead")
@@ -350,13 +353,24 @@ async def show_job(args: argparse.Namespace, session: CliSession) -> int:
     job_id: str = args.job_id
     async with session.open_reader() as reader:
         job = await reader.get_job(job_id)
+        history: list[JobAttempt] | None = None
+        unserved = False
+        if job is not None:
+            try:
+                history = await reader.get_job_history(job_id)
+            except RemoteError as exc:
+                if exc.status != 404:
+                    raise
+                unserved = True  # a server older than the history endpoint
     if job is None:
         raise CliError(
             f"no job {job_id!r} in database {reader.name!r} (done jobs are kept only with "
             "keep_done; cancelled and purged jobs are gone)"
         )
+    history = history or []
     if session.json:
-        session.emit({"job": job_json(job)})
+        listed = None if unserved else [attempt_json(a) for a in history]
+        session.emit({"job": job_json(job), "history": listed})
         return EXIT_OK
     try:
         payload = job.payload.decode("utf-8").rstrip("\n")
@@ -381,12 +395,61 @@ async def show_job(args: argparse.Namespace, session: CliSession) -> int:
         ("dedup key", job.dedup_key or "-"),
         ("last error", " ".join((job.last_error or "-").split())),
     ]
+    if job.woken_at is not None:
+        wake = job.wake_payload
+        fields.append(("woken", when(job.woken_at)))
+        fields.append(("wake payload", "-" if wake is None else _shown(wake)))
     fields += [(f"header {k}", v) for k, v in sorted(job.headers.items())]
     width = max(len(label) for label, _ in fields)
     for label, value in fields:
         session.say(f"{label + ':':<{width + 1}} {value}")
     session.say(f"{'payload:':<{width + 1}} {shown}")
+    if unserved:
+        session.say("history: not served by this server (it predates attempt history)")
+    elif history:
+        session.say(f"history ({len(history)}):")
+        rows = [
+            [
+                str(a.attempt),
+                a.outcome.value,
+                when(a.claimed_at),
+                when(a.recorded_at),
+                " ".join((a.error or "-").split()),
+            ]
+            for a in history
+        ]
+        table(session.out, ["attempt", "outcome", "claimed", "ended", "error"], rows)
     return EXIT_OK
+
+
+def _shown(data: bytes) -> str:
+    """Bytes as text when they are printable UTF-8, else their length and first bytes in hex."""
+    try:
+        text = data.decode("utf-8")
+        if text.isprintable():
+            return text
+    except UnicodeDecodeError:
+        pass
+    more = " ..." if len(data) > 64 else ""
+    return f"<{len(data)} bytes> {data[:64].hex(' ')}{more}"
+
+
+async def wake_job(args: argparse.Namespace, session: CliSession) -> int:
+    """``taquba job wake JOB_ID [PAYLOAD]``."""
+    job_id: str = args.job_id
+    text: str | None = args.payload
+    async with session.open_writer() as queue:
+        outcome = await queue.wake_scheduled(
+            job_id, text.encode("utf-8") if text is not None else None
+        )
+    session.emit({"job_id": job_id, "outcome": outcome.value})
+    messages = {
+        "woken": f"woke {job_id}: it is pending now" + (" with the payload" if text else ""),
+        "not_scheduled": f"{job_id} is not scheduled (pending, claimed or ended): not woken",
+        "not_found": f"no job {job_id!r}: nothing woken",
+    }
+    session.say(messages[outcome.value])
+    return EXIT_OK if outcome.value == "woken" else EXIT_FAILURE
 
 
 async def cancel_job(args: argparse.Namespace, session: CliSession) -> int:

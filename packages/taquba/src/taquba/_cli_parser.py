@@ -22,6 +22,7 @@ from taquba._cli_commands import (
     jobs,
     purge,
     show_job,
+    wake_job,
 )
 from taquba._cli_session import CliCommands
 from taquba._cli_top import top
@@ -310,8 +311,11 @@ def _add_job(
 ) -> None:
     job = commands.add_parser(
         "job",
-        help="show or cancel one job",
-        description="Show one job's record (`show` only reads), or cancel it (`cancel` writes).",
+        help="show, cancel or wake one job",
+        description=(
+            "Show one job's record and attempt history (`show` only reads), cancel it or wake "
+            "it (`cancel` and `wake` write)."
+        ),
     )
     actions = job.add_subparsers(dest="action", metavar="ACTION", title="actions", required=True)
     show = actions.add_parser(
@@ -320,7 +324,8 @@ def _add_job(
         help="print one job's whole record",
         description=(
             "Print the record of JOB_ID in any status: its fields, headers and payload (as "
-            "text, or in hex when it is not text; in base64 with --json). " + _READER_NOTE
+            "text, or in hex when it is not text; in base64 with --json), then its attempt "
+            "history (how each attempt ended). " + _READER_NOTE
         ),
     )
     show.add_argument("job_id", metavar="JOB_ID", help="the job id")
@@ -337,6 +342,20 @@ def _add_job(
     )
     cancel.add_argument("job_id", metavar="JOB_ID", help="the job id")
     CliCommands.set_handler(cancel, cancel_job)
+    wake = actions.add_parser(
+        "wake",
+        parents=[writer],
+        help="make a scheduled job due now, optionally with a payload",
+        description=(
+            "Wake the scheduled job JOB_ID: it becomes pending at once, and PAYLOAD (UTF-8 "
+            "text), if given, is stored on its record as its wake payload, which every later "
+            "delivery sees. Exit status 1 when the job is not scheduled or does not exist. "
+            + _WRITER_NOTE
+        ),
+    )
+    wake.add_argument("job_id", metavar="JOB_ID", help="the job id")
+    wake.add_argument("payload", metavar="PAYLOAD", nargs="?", help="the wake payload (text)")
+    CliCommands.set_handler(wake, wake_job)
 
 
 def _add_purge(commands: Any, writer: argparse.ArgumentParser) -> None:

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 from ._errors import InvalidState, JobNotFound, TaqubaError
-from ._records import JobRecord, JobStatus, QueueStats
-from ._types import CancelOutcome, EnqueueResult, JobPage, KvPage
+from ._records import AttemptOutcome, JobAttempt, JobRecord, JobStatus, QueueStats
+from ._types import CancelOutcome, EnqueueResult, JobPage, KvPage, WakeOutcome
 
 __all__ = ["RemoteError", "RemoteQueue", "Request"]
 
@@ -153,9 +153,30 @@ def decode_job(data: dict[str, Any]) -> JobRecord:
             completed_at=data.get("completed_at"),
             failed_at=data.get("failed_at"),
             cancel_requested=bool(data.get("cancel_requested", False)),
+            woken_at=data.get("woken_at"),
+            wake_payload=(
+                base64.b64decode(data["wake_payload"])
+                if data.get("wake_payload") is not None
+                else None
+            ),
+            history_size=int(data.get("history_size") or 0),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise RemoteError(f"the server sent a malformed job: {exc!r}") from None
+
+
+def decode_attempt(data: dict[str, Any]) -> JobAttempt:
+    """A `JobAttempt` from its JSON form."""
+    try:
+        return JobAttempt(
+            attempt=data["attempt"],
+            outcome=AttemptOutcome(data["outcome"]),
+            recorded_at=data["recorded_at"],
+            claimed_at=data.get("claimed_at"),
+            error=data.get("error"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RemoteError(f"the server sent a malformed attempt: {exc!r}") from None
 
 
 class RemoteQueue:
@@ -222,6 +243,16 @@ class RemoteQueue:
                 return None
             raise
 
+    async def get_job_history(self, job_id: str) -> list[JobAttempt] | None:
+        """`Queue.get_job_history`."""
+        try:
+            data = await self.call("GET", f"/v1/jobs/{quote(job_id)}/history")
+        except RemoteError as exc:
+            if exc.status == 404 and exc.code == "job_not_found":
+                return None
+            raise
+        return [decode_attempt(item) for item in data.get("history", [])]
+
     async def requeue_dead_job(self, job: JobRecord) -> None:
         """`Queue.requeue_dead_job`."""
         try:
@@ -244,6 +275,16 @@ class RemoteQueue:
         data = await self.call("POST", f"/v1/jobs/{quote(job_id)}/cancel", body={})
         try:
             return CancelOutcome(data.get("outcome"))
+        except ValueError:
+            raise RemoteError(f"the server sent an unknown outcome: {data!r}") from None
+
+    async def wake_scheduled(self, job_id: str, payload: bytes | None = None) -> WakeOutcome:
+        """`Queue.wake_scheduled`."""
+        encoded = base64.b64encode(payload).decode("ascii") if payload is not None else None
+        path = f"/v1/jobs/{quote(job_id)}/wake"
+        data = await self.call("POST", path, body={"payload": encoded})
+        try:
+            return WakeOutcome(data.get("outcome"))
         except ValueError:
             raise RemoteError(f"the server sent an unknown outcome: {data!r}") from None
 

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from taquba._owner import OwnerInfo
     from taquba._queue import Queue
     from taquba._reader import QueueReader
-    from taquba._records import JobRecord, JobStatus, QueueStats
-    from taquba._types import CancelOutcome, EnqueueResult, JobPage, KvPage
+    from taquba._records import JobAttempt, JobRecord, JobStatus, QueueStats
+    from taquba._types import CancelOutcome, EnqueueResult, JobPage, KvPage, WakeOutcome
 
 __all__ = [
     "CliCommands",
@@ -45,6 +45,7 @@ __all__ = [
     "CliSession",
     "CliWriter",
     "CommandHandler",
+    "attempt_json",
     "job_json",
 ]
 
@@ -145,6 +146,10 @@ class CliReader(Protocol):
         """The job's current record, or None."""
         ...
 
+    async def get_job_history(self, job_id: str) -> list[JobAttempt] | None:
+        """The job's attempt history, oldest first, or None if no job has this id."""
+        ...
+
     async def dead_jobs(
         self, queue_name: str, *, after: str | None = None, limit: int = 100
     ) -> list[JobRecord]:
@@ -182,6 +187,10 @@ class CliWriter(CliReader, Protocol):
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job."""
+        ...
+
+    async def wake_scheduled(self, job_id: str, payload: bytes | None = None) -> WakeOutcome:
+        """Make a scheduled job due now, with ``payload`` on its record."""
         ...
 
     async def enqueue(
@@ -420,6 +429,24 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "completed_at": job.completed_at,
         "failed_at": job.failed_at,
         "cancel_requested": job.cancel_requested,
+        "woken_at": job.woken_at,
+        "wake_payload": (
+            base64.b64encode(job.wake_payload).decode("ascii")
+            if job.wake_payload is not None
+            else None
+        ),
+        "history_size": job.history_size,
+    }
+
+
+def attempt_json(attempt: JobAttempt) -> dict[str, Any]:
+    """An attempt-history entry in the HTTP API's ``JobAttempt`` form (times in ms or null)."""
+    return {
+        "attempt": attempt.attempt,
+        "outcome": attempt.outcome.value,
+        "recorded_at": attempt.recorded_at,
+        "claimed_at": attempt.claimed_at,
+        "error": attempt.error,
     }
 
 

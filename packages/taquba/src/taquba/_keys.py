@@ -25,6 +25,7 @@ tag   space        key                                         value
 0x0A  stats delta  0A 01 qlen queue seq:u128                   counter deltas of one transaction
 0x0B  quarantine   0B 01 qlen queue original_key               an undecodable record, set aside
 0x0C  owner        0C 01                                       the owner record (heartbeat)
+0x0D  history      0D 01 idlen id seq:u64                      one attempt-history entry
 0xFF  user KV      FF key                                      caller bytes
 ====  ===========  ==========================================  ====================================
 
@@ -51,6 +52,8 @@ __all__ = [
     "dedup_key",
     "done_key",
     "encode_queue",
+    "history_key",
+    "history_prefix",
     "index_key",
     "key_time",
     "parse_job_key",
@@ -91,6 +94,7 @@ class Space(enum.IntEnum):
     STATS_DELTA = 0x0A
     QUARANTINE = 0x0B
     OWNER = 0x0C
+    HISTORY = 0x0D
     USER = 0xFF
 
 
@@ -221,6 +225,17 @@ def stats_delta_seq(queue: str, key: bytes) -> int | None:
     if len(key) != len(prefix) + 16 or not key.startswith(prefix):
         return None
     return int.from_bytes(key[len(prefix) :], "big")
+
+
+def history_prefix(job_id: str) -> bytes:
+    """Prefix of a job's attempt-history entries (the id is length-prefixed: ids vary)."""
+    encoded = job_id.encode("ascii")
+    return space_prefix(Space.HISTORY) + bytes((len(encoded),)) + encoded
+
+
+def history_key(job_id: str, seq: int) -> bytes:
+    """Key of a job's ``seq``-th attempt-history entry (0-based, in the order written)."""
+    return history_prefix(job_id) + _U64.pack(seq)
 
 
 def quarantine_prefix(queue: str | None) -> bytes:

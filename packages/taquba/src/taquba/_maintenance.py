@@ -38,7 +38,7 @@ from ._adapter import Database, Transaction, run_transaction
 from ._context import Deltas, QueueContext
 from ._errors import DataError, Fenced, InvalidArgument, QueueClosed, StorageError, StorageFatal
 from ._interrupts import protect
-from ._records import JobRecord, JobStatus, decode_job, encode_map
+from ._records import AttemptOutcome, JobRecord, JobStatus, decode_job, encode_map
 from ._recovery import end_claims
 from ._validate import retention_ms
 from ._views import (
@@ -120,6 +120,7 @@ class Maintenance:
                 for queue, job_id, token in page
             ],
             reason="lease expired",
+            ended=AttemptOutcome.LEASE_EXPIRED,
         )
         for queue, job_id, token in page:
             entry = leases.lookup(queue, job_id)
@@ -324,12 +325,20 @@ class Maintenance:
             deleted.clear()
             deltas = Deltas()
             for key, job in records:
-                if await txn.get(key) is None:
+                raw = await txn.get(key)
+                if raw is None:
                     continue
                 found = await locate(txn, job.id)
                 await txn.delete(key)
                 if found is not None and found[0] == key:
                     await txn.delete(keys.index_key(job.id))
+                    # The job's last record: its history goes with it (the count is the
+                    # stored record's, which the scan's copy may predate).
+                    try:
+                        stored = decode_job(raw)
+                    except DataError:
+                        stored = job
+                    await transitions.delete_history(txn, stored)
                 if status is JobStatus.DEAD:
                     deltas.add(job.queue_name, "dead", -1)
                 deleted.append(job.queue_name)

@@ -46,7 +46,7 @@ from ._kv import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._maintenance import Maintenance
 from ._observe import Observer
 from ._owner import DEFAULT_HEARTBEAT_INTERVAL, Heartbeat, OwnerInfo
-from ._records import JobRecord, JobStatus, QueueStats, decode_job
+from ._records import JobAttempt, JobRecord, JobStatus, QueueStats, decode_job
 from ._settle import Settlement
 from ._store import DEFAULT_DATABASE, Store
 from ._types import (
@@ -58,6 +58,7 @@ from ._types import (
     JobPage,
     KvPage,
     NackResult,
+    WakeOutcome,
 )
 from ._validate import check_optional_seconds, check_seconds, check_type
 
@@ -542,6 +543,26 @@ class Queue:
         """
         return await self._settlement.cancel(job_id)
 
+    async def wake_scheduled(self, job_id: str, payload: bytes | None = None) -> WakeOutcome:
+        """Make a scheduled job due now, optionally handing it ``payload``.
+
+        The job moves to pending at once (`WakeOutcome.WOKEN`) with ``woken_at`` and
+        ``wake_payload`` set on its record; they stay there for the rest of the job's life, so
+        every later delivery (a retry, a redelivery after a crash) sees the same wake. A later
+        wake (once the job is scheduled again, say for a retry's backoff) replaces the payload,
+        and None clears it. A job that is not scheduled any more gives
+        `WakeOutcome.NOT_SCHEDULED`, an unknown id `WakeOutcome.NOT_FOUND`. Durable when it
+        returns; of a wake racing the scheduler's promotion or a cancel, exactly one wins.
+
+        This is the primitive of durable signals: a job scheduled far ahead as a deadline is
+        woken early with the signal's payload.
+
+        Raises:
+            InvalidId: a malformed ``job_id``.
+            UsageError: ``payload`` is neither bytes nor None.
+        """
+        return await self._settlement.wake_scheduled(job_id, payload)
+
     @plain_interrupts
     async def wait_for_completion(self, job_id: str) -> JobRecord | None:
         """Wait until the job is done, dead, or gone.
@@ -566,6 +587,22 @@ class Queue:
         finally:
             await txn.rollback()
         return decode_job(found[1]) if found is not None else None
+
+    async def get_job_history(self, job_id: str) -> list[JobAttempt] | None:
+        """How each attempt of the job ended, oldest first; None if no job has this id.
+
+        One `JobAttempt` per end of an attempt (retried, dead-lettered, lease expired,
+        interrupted by a restart, or completed where done jobs are kept) and per requeue from
+        the dead-letter inbox; a job that succeeded at its first attempt and is not kept has
+        none. The history lives as long as the job's record: removing the job (ack without
+        retention, cancel, retention sweeps, purge) removes it. Read from one snapshot.
+        """
+        validate_job_id(job_id)
+        txn = await self._database.begin()
+        try:
+            return await views.job_history(txn, job_id)
+        finally:
+            await txn.rollback()
 
     async def stats(self, queue_name: str) -> QueueStats:
         """The counters of ``queue_name``; they always equal a recount of its records."""

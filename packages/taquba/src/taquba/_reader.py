@@ -11,7 +11,7 @@ from ._adapter import Reader
 from ._errors import InvalidArgument, StorageUnavailable
 from ._ids import validate_job_id
 from ._owner import OwnerInfo, decode_owner, owner_key
-from ._records import JobRecord, JobStatus, QueueStats, decode_job
+from ._records import JobAttempt, JobRecord, JobStatus, QueueStats, decode_job
 from ._store import DEFAULT_DATABASE, Store
 from ._validate import check_seconds
 
@@ -87,6 +87,18 @@ class QueueReader:
             found = await views.locate(self._reader, job_id)
             if found is not None:
                 return decode_job(found[1])
+            if await self._reader.get(keys.index_key(job_id)) is None:
+                return None
+            # The job moved between the index read and the record reads: look again.
+        return None
+
+    async def get_job_history(self, job_id: str) -> list[JobAttempt] | None:
+        """The job's attempt history, oldest first (see `Queue.get_job_history`), or None."""
+        validate_job_id(job_id)
+        for _ in range(_ATTEMPTS):
+            history = await views.job_history(self._reader, job_id)
+            if history is not None:
+                return history
             if await self._reader.get(keys.index_key(job_id)) is None:
                 return None
             # The job moved between the index read and the record reads: look again.

@@ -26,10 +26,14 @@ __all__ = [
     "PRIORITY_HIGH",
     "PRIORITY_LOW",
     "PRIORITY_NORMAL",
+    "AttemptOutcome",
+    "JobAttempt",
     "JobRecord",
     "JobStatus",
     "QueueStats",
+    "decode_attempt",
     "decode_job",
+    "encode_attempt",
     "encode_job",
 ]
 
@@ -101,10 +105,50 @@ class JobRecord:
     """When the job was dead-lettered."""
     cancel_requested: bool = False
     """Whether a cancel was requested while the job was claimed."""
+    woken_at: int | None = None
+    """When `Queue.wake_scheduled` made the job due early (kept for the job's whole life)."""
+    wake_payload: bytes | None = None
+    """The bytes given to `Queue.wake_scheduled`, seen by every later delivery of the job."""
+    history_size: int = 0
+    """How many entries the job's attempt history holds (`Queue.get_job_history`)."""
 
     def replace(self, **changes: Any) -> JobRecord:
         """Return a copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How an attempt of a job ended (or, for ``REQUEUED``, that the job was revived)."""
+
+    COMPLETED = "completed"
+    """Acknowledged (recorded only for a queue that keeps done jobs: otherwise the ack
+    deletes the job and its history with it)."""
+    RETRIED = "retried"
+    """Nacked, with attempts left: the job went back to pending or to its retry backoff."""
+    DEAD_LETTERED = "dead_lettered"
+    """Nacked out of attempts, dead-lettered, or abandoned out of attempts."""
+    LEASE_EXPIRED = "lease_expired"
+    """The lease ran out before the attempt was settled; the reaper requeued the job."""
+    INTERRUPTED = "interrupted"
+    """The process holding the claim ended; the next writer to open the database requeued it."""
+    REQUEUED = "requeued"
+    """`Queue.requeue_dead_job` revived the dead job (not an attempt: ``attempt`` is 0)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobAttempt:
+    """One entry of a job's attempt history (`Queue.get_job_history`); times in epoch ms."""
+
+    attempt: int
+    """The attempt this entry ends (1 for the first claim; 0 for ``REQUEUED``)."""
+    outcome: AttemptOutcome
+    """How it ended."""
+    recorded_at: int
+    """When the entry was written."""
+    claimed_at: int | None = None
+    """When the attempt's claim began (None for ``REQUEUED``)."""
+    error: str | None = None
+    """The nack error or dead-letter reason (``RETRIED`` and ``DEAD_LETTERED`` only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +176,16 @@ class QueueStats:
     """Undecodable records of this queue moved aside (see `Queue.quarantined`)."""
 
 
-_OPTIONAL = ("claimed_at", "run_at", "last_error", "dedup_key", "completed_at", "failed_at")
+_OPTIONAL = (
+    "claimed_at",
+    "run_at",
+    "last_error",
+    "dedup_key",
+    "completed_at",
+    "failed_at",
+    "woken_at",
+    "wake_payload",
+)
 
 
 def encode_job(job: JobRecord) -> bytes:
@@ -156,6 +209,8 @@ def encode_job(job: JobRecord) -> bytes:
             data[name] = value
     if job.cancel_requested:
         data["cancel_requested"] = True
+    if job.history_size:
+        data["history_size"] = job.history_size
     return ormsgpack.packb(data)
 
 
@@ -182,11 +237,48 @@ def decode_job(raw: bytes) -> JobRecord:
             completed_at=data.get("completed_at"),
             failed_at=data.get("failed_at"),
             cancel_requested=data.get("cancel_requested", False),
+            woken_at=data.get("woken_at"),
+            wake_payload=data.get("wake_payload"),
+            history_size=data.get("history_size", 0),
         )
     except DataError:
         raise
     except (ormsgpack.MsgpackDecodeError, KeyError, ValueError, TypeError) as exc:
         raise DataError(f"undecodable job record: {exc}") from exc
+
+
+def encode_attempt(attempt: JobAttempt) -> bytes:
+    """Encode one attempt-history entry for storage."""
+    data: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "attempt": attempt.attempt,
+        "outcome": attempt.outcome.value,
+        "recorded_at": attempt.recorded_at,
+    }
+    if attempt.claimed_at is not None:
+        data["claimed_at"] = attempt.claimed_at
+    if attempt.error is not None:
+        data["error"] = attempt.error
+    return ormsgpack.packb(data)
+
+
+def decode_attempt(raw: bytes) -> JobAttempt:
+    """Decode a stored attempt-history entry; raise `DataError` if it cannot be read."""
+    try:
+        data = _as_map(ormsgpack.unpackb(raw))
+        if data is None or data.get("v") != FORMAT_VERSION:
+            raise DataError(f"unsupported attempt record format: {raw[:32]!r}")
+        return JobAttempt(
+            attempt=data["attempt"],
+            outcome=AttemptOutcome(data["outcome"]),
+            recorded_at=data["recorded_at"],
+            claimed_at=data.get("claimed_at"),
+            error=data.get("error"),
+        )
+    except DataError:
+        raise
+    except (ormsgpack.MsgpackDecodeError, KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"undecodable attempt record: {exc}") from exc
 
 
 def encode_map(data: Mapping[str, Any]) -> bytes:

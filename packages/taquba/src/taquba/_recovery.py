@@ -32,7 +32,7 @@ from ._context import Deltas, QueueContext, QueueState
 from ._cursor import Bound, ClaimCursor
 from ._errors import DataError
 from ._interrupts import protect
-from ._records import JobRecord, JobStatus, decode_job, decode_map, encode_map
+from ._records import AttemptOutcome, JobRecord, JobStatus, decode_job, decode_map, encode_map
 from ._views import SCAN_PAGE
 
 if TYPE_CHECKING:
@@ -50,13 +50,18 @@ def _always() -> bool:
 
 
 async def end_claims(
-    context: QueueContext, claims: Sequence[tuple[bytes, Callable[[], bool]]], *, reason: str
+    context: QueueContext,
+    claims: Sequence[tuple[bytes, Callable[[], bool]]],
+    *,
+    reason: str,
+    ended: AttemptOutcome,
 ) -> list[bool]:
     """Requeue or dead-letter abandoned claims in one transaction (non-durable, idempotent).
 
     Shared by open-time recovery and the reaper. Each job goes back to its pending key (no
     attempt is consumed: the next claim counts one), or to the dead-letter inbox with
-    ``reason`` when it is out of attempts. Each claim's fence (the reaper's lease check) is
+    ``reason`` when it is out of attempts; its history records ``ended`` (or
+    ``DEAD_LETTERED``). Each claim's fence (the reaper's lease check) is
     re-checked inside every transaction attempt; a claim that fails it, is already gone or
     cannot be decoded is left alone. Returns, per claim, whether its record moved. One
     transaction for a whole page keeps a storm of expired leases from rewinding the claim
@@ -85,7 +90,7 @@ async def end_claims(
                 bad.append(await context.stage_quarantine(txn, claimed, raw, exc, deltas))
                 continue
             await txn.delete(claimed)
-            move = transitions.abandon(job, reason, now)
+            move = transitions.abandon(job, reason, now, ended)
             # The index keeps pointing at the pending key (see _views.locate).
             await transitions.apply(txn, move, deltas, inserts)
             outcome.append((index, job.queue_name, move.key, move.record.status, job))
@@ -129,6 +134,7 @@ async def recover_claims(context: QueueContext) -> None:
                 context,
                 [(key, _always) for key in claimed],
                 reason="claim interrupted by process exit",
+                ended=AttemptOutcome.INTERRUPTED,
             )
         if len(rows) < SCAN_PAGE:
             return

@@ -19,7 +19,10 @@ Theory of operation: the settlement fence.
   batch waits for its WAL flush the next accumulates; each ack keeps its own outcome.
 - Where the job goes: ack to done (kept, with the index rewritten) or deleted (index too);
   nack to pending, scheduled (backoff) or dead (`_transitions.retry`, `dead_letter`);
-  dead_letter to dead; requeue_dead_job from dead to pending (`_transitions.revive`).
+  dead_letter to dead; requeue_dead_job from dead to pending (`_transitions.revive`);
+  wake_scheduled from scheduled to pending (`_transitions.wake`). Each end of an attempt, and
+  a requeue, appends to the job's attempt history; removing a job's last record (ack without
+  retention, cancel) deletes its history in the same transaction.
 - Pending keys a settlement inserts (a retry, follow-up enqueues of `Effects`, a requeue)
   are held from claims until the commit is durable, and announced whatever the outcome;
   due times it writes hold the promotion mark, a kept done record the done mark, until its
@@ -54,8 +57,8 @@ from ._ids import validate_job_id
 from ._interrupts import protect
 from ._kv import check_kv_key, check_kv_writes
 from ._lease import LeaseEntry, LeaseRegistry
-from ._records import JobRecord, JobStatus, decode_job, encode_job
-from ._types import CancelOutcome, Claim, Effects, EnqueueResult, NackResult
+from ._records import AttemptOutcome, JobRecord, JobStatus, decode_job, encode_attempt, encode_job
+from ._types import CancelOutcome, Claim, Effects, EnqueueResult, NackResult, WakeOutcome
 from ._validate import check_optional_seconds, duration_ms
 from ._views import locate
 
@@ -268,12 +271,19 @@ class Settlement:
             raw = None
         if raw is not None and request.keep_done:
             at = request.completed_at
-            done = decode_job(raw).replace(status=JobStatus.DONE, completed_at=at)
+            stored = decode_job(raw)
+            attempt, size = transitions.ended(stored, AttemptOutcome.COMPLETED, at)
+            done = stored.replace(status=JobStatus.DONE, completed_at=at, history_size=size)
             done_key = keys.done_key(at, claim.queue_name, claim.id)
             await txn.put(done_key, encode_job(done))
             await txn.put(keys.index_key(claim.id), done_key)
+            await txn.put(keys.history_key(claim.id, size - 1), encode_attempt(attempt))
         else:
             await txn.delete(keys.index_key(claim.id))
+            # The job's last record goes, and its history with it. The claim's copy of the
+            # record has the history's size: only a transition of the claimed record appends,
+            # and each of those (the reaper's) conflicts with this transaction.
+            await transitions.delete_history(txn, decode_job(raw) if raw is not None else claim.job)
         await txn.delete(key)
         deltas.move(claim.queue_name, "claimed", "done")
         return await self._stage_effects(
@@ -383,6 +393,7 @@ class Settlement:
             raise InvalidState(f"job {job.id!r} is {job.status.value}, not dead")
         dead = keys.dead_key(job.queue_name, job.id)
         inserts = context.inserts(hold=True)
+        now = context.clock.now_ms()
 
         async def body(txn: Transaction) -> None:
             raw = await txn.get(dead)
@@ -391,7 +402,7 @@ class Settlement:
             stored = decode_job(raw)
             await txn.delete(dead)
             deltas = Deltas()
-            await transitions.apply(txn, transitions.revive(stored), deltas, inserts)
+            await transitions.apply(txn, transitions.revive(stored, now), deltas, inserts)
             await deltas.stage(txn, context.delta_seqs)
 
         try:
@@ -418,6 +429,7 @@ class Settlement:
             if job.status in (JobStatus.PENDING, JobStatus.SCHEDULED):
                 await txn.delete(key)
                 await txn.delete(index)
+                await transitions.delete_history(txn, job)
                 if job.dedup_key is not None:
                     dedup = keys.dedup_key(job.queue_name, job.dedup_key)
                     if await txn.get(dedup) == job.id.encode("ascii"):
@@ -442,6 +454,46 @@ class Settlement:
             if result is CancelOutcome.REMOVED:
                 context.count_deltas(job.queue_name)
                 context.notify_completion((job.id,))
+        return result
+
+    async def wake_scheduled(self, job_id: str, payload: bytes | None) -> WakeOutcome:
+        """`Queue.wake_scheduled`."""
+        context = self._context
+        validate_job_id(job_id)
+        if payload is not None:
+            if not isinstance(payload, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise UsageError(f"payload must be bytes or None, not {type(payload).__name__}")
+            payload = bytes(payload)
+        now = context.clock.now_ms()
+        inserts = context.inserts(hold=True)
+        outcome: list[tuple[WakeOutcome, str | None]] = []
+
+        async def body(txn: Transaction) -> None:
+            outcome.clear()
+            found = await locate(txn, job_id)
+            if found is None:
+                outcome.append((WakeOutcome.NOT_FOUND, None))
+                return
+            key, raw = found
+            job = decode_job(raw)
+            if job.status is not JobStatus.SCHEDULED:
+                outcome.append((WakeOutcome.NOT_SCHEDULED, None))
+                return
+            # The scheduler's promotion and a cancel delete this key too: exactly one of them
+            # commits, and a retried wake finds the job pending (not scheduled) or gone.
+            await txn.delete(key)
+            deltas = Deltas()
+            await transitions.apply(txn, transitions.wake(job, now, payload), deltas, inserts)
+            await deltas.stage(txn, context.delta_seqs)
+            outcome.append((WakeOutcome.WOKEN, job.queue_name))
+
+        try:
+            await run_transaction(context.database, body, durable=True)
+        finally:
+            inserts.finish()  # claimable now: durable, or of unknown outcome
+        result, queue = outcome[0]
+        if queue is not None:
+            context.count_deltas(queue)
         return result
 
     async def wait_for_completion(

@@ -22,6 +22,7 @@ __all__ = [
     "JobPage",
     "KvPage",
     "NackResult",
+    "WakeOutcome",
 ]
 
 
@@ -88,6 +89,17 @@ class CancelOutcome(enum.StrEnum):
     """The job is claimed; its handler was asked to stop (cancellation is cooperative)."""
     NOT_FOUND = "not_found"
     """No pending, scheduled or claimed job has this id."""
+
+
+class WakeOutcome(enum.StrEnum):
+    """What `Queue.wake_scheduled` did."""
+
+    WOKEN = "woken"
+    """The job was scheduled; it is pending now, with the wake's payload on its record."""
+    NOT_SCHEDULED = "not_scheduled"
+    """The job exists but is not scheduled (already due and promoted, claimed, or ended)."""
+    NOT_FOUND = "not_found"
+    """No job has this id."""
 
 
 class Claim:

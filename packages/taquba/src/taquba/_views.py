@@ -16,7 +16,15 @@ from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
 from . import _quarantine as quarantine  # pyright: ignore[reportPrivateUsage]
 from ._errors import DataError, UsageError
 from ._ids import validate_job_id
-from ._records import JobRecord, JobStatus, QueueStats, decode_job, decode_map
+from ._records import (
+    JobAttempt,
+    JobRecord,
+    JobStatus,
+    QueueStats,
+    decode_attempt,
+    decode_job,
+    decode_map,
+)
 from ._types import JobPage, KvPage
 
 if TYPE_CHECKING:
@@ -119,6 +127,22 @@ async def locate(view: ReadView, job_id: str) -> tuple[bytes, bytes] | None:
             if raw is not None:
                 return key, raw
     return None
+
+
+async def job_history(view: ReadView, job_id: str) -> list[JobAttempt] | None:
+    """The attempt history of a job, oldest first; None if no job has this id.
+
+    Read in one scan of the job's history prefix, bounded by the record's count (an entry
+    beyond it would be the leftover of a transaction that never committed its record).
+    """
+    found = await locate(view, job_id)
+    if found is None:
+        return None
+    job = decode_job(found[1])
+    if not job.history_size:
+        return []
+    rows = await view.scan(keys.history_prefix(job_id), limit=job.history_size)
+    return [decode_attempt(value) for _, value in rows]
 
 
 async def read_stats(

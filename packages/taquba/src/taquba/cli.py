@@ -23,11 +23,20 @@ from ._cli_session import CliReader as CliReader
 from ._cli_session import CliSession as CliSession
 from ._cli_session import CliWriter as CliWriter
 from ._cli_session import CommandHandler as _CommandHandler
+from ._cli_session import attempt_json as attempt_json
 from ._cli_session import job_json as job_json
 
 CommandHandler: _TypeAlias = _CommandHandler
 """A command's handler, ``async def handler(args, session) -> int`` (the exit status)."""
 
-__all__ = ["CliCommands", "CliReader", "CliSession", "CliWriter", "CommandHandler", "job_json"]
+__all__ = [
+    "CliCommands",
+    "CliReader",
+    "CliSession",
+    "CliWriter",
+    "CommandHandler",
+    "attempt_json",
+    "job_json",
+]
 
 _fixup_module_metadata(__name__, globals())
