@@ -136,3 +136,52 @@ async def test_sigkill_while_jobs_run_then_restart_resolves_every_handle_once(
         for _, phase, who in runs
         if phase == "start" and who == "parent"
     )
+
+
+STATE_CHILD = Path(__file__).with_name("state_crash_child.py")
+
+
+async def test_sigkill_keeps_the_state_of_the_last_retried_attempt_and_the_headers(
+    tmp_path: Path, serving: Any
+) -> None:
+    """State stored before a retry survives a SIGKILL; staging of the killed attempt does not.
+
+    The child's attempt 1 stages ``["fetched"]`` and fails; attempt 2 loads it, stages more
+    and is killed. After the restart, the next attempt loads attempt 1's state (the killed
+    attempt's staging was never stored), sees the submission's headers (not those of the
+    resubmission), and the job's end deletes the state.
+    """
+    store_dir = tmp_path / "store"
+    with trio.fail_after(60):
+        async with open_child(STATE_CHILD, store_dir, cwd=tmp_path) as child:
+            await child.read_until(lambda: len(child.tagged("ATTEMPT")) >= 2)
+            await child.kill()
+    ((job_id,),) = child.tagged("SUB")
+    assert child.tagged("ATTEMPT") == [
+        ["1", "null", '{"tenant":', '"acme"}'],
+        ["2", '["fetched"]', '{"tenant":', '"acme"}'],
+    ]
+
+    seen: list[tuple[int, list[str] | None, dict[str, str]]] = []
+
+    async def work(ctx: JobContext, value: int) -> list[str]:
+        loaded = await ctx.load_state(list[str])
+        seen.append((ctx.attempt, loaded, dict(ctx.headers)))
+        return [*(loaded or []), "parsed"]
+
+    job = Job(work, name="crash.state")
+    with trio.fail_after(60):
+        async with taquba.open_queue(store_dir, "crash", config=CONFIG, **FAST) as queue:
+            runner = JobRunner(queue, [job], poll_interval=0.05)
+            async with serving(runner):
+                again = await runner.submit(
+                    job, 1, idempotency_key="state/1", headers={"tenant": "other"}
+                )
+                assert again.job_id == job_id
+                assert not again.newly_submitted
+                assert await again.result() == ["fetched", "parsed"]
+            assert (await queue.kv_scan(b"taquba-jobs/state/")).entries == []
+    # Attempt 3, or 2 again: claims are not awaited to be durable, so the kill may undo it.
+    ((attempt, loaded, headers),) = seen
+    assert attempt in (2, 3)
+    assert (loaded, headers) == (["fetched"], {"tenant": "acme"})

@@ -34,13 +34,21 @@ def test_errors_form_one_tree() -> None:
         "JobCancelled",
         "JobFailed",
         "JobsError",
+        "ReservedHeader",
         "ResultNotFound",
+        "StateTooLarge",
         "UnknownJob",
     }
     assert all(issubclass(e, taquba_jobs.JobsError) for e in errors)
     assert issubclass(taquba_jobs.JobsError, taquba.TaqubaError)  # one family: one tree
-    # No usage error of our own: misuse is the core's UsageError (UnknownJob is one).
-    assert [e for e in errors if issubclass(e, taquba.UsageError)] == [taquba_jobs.UnknownJob]
+    # No usage error base of our own: misuse is the core's UsageError (these three are ones).
+    assert {e for e in errors if issubclass(e, taquba.UsageError)} == {
+        taquba_jobs.UnknownJob,
+        taquba_jobs.ReservedHeader,
+        taquba_jobs.StateTooLarge,
+    }
+    assert issubclass(taquba_jobs.ReservedHeader, taquba.InvalidArgument)
+    assert issubclass(taquba_jobs.StateTooLarge, taquba.InvalidArgument)
     tree = sys.modules["taquba_jobs._errors"].__doc__ or ""
     assert all(e.__name__ in tree for e in errors)
 

@@ -11,17 +11,22 @@ from taquba_jobs._records import (
     DedupRecord,
     Marker,
     ResultRecord,
+    StateRecord,
     decode_dedup,
     decode_marker,
     decode_result,
+    decode_state,
     dedup_key,
     encode_dedup,
     encode_marker,
     encode_result,
+    encode_state,
     expired_start_after,
     input_hash,
     marker_name,
     parse_marker_name,
+    state_key,
+    user_headers,
 )
 
 timestamps = st.integers(min_value=0, max_value=2**63)
@@ -109,3 +114,33 @@ def test_undecodable_records_raise(raw: bytes) -> None:
     for decode in (decode_dedup, decode_marker, decode_result):
         with pytest.raises(DataError):
             decode(raw)
+
+
+@given(st.integers(min_value=1, max_value=2**31), st.binary())
+def test_state_records_round_trip(attempt: int, value: bytes) -> None:
+    record = StateRecord(attempt, value)
+    assert decode_state(encode_state(record)) == record
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xc1",
+        encode_marker(Marker("01H", None)).replace(b"job_id", b"job_xx"),
+        encode_dedup(DedupRecord("01H", "j", b"h")),
+    ],
+)
+def test_unreadable_state_records_are_data_errors(raw: bytes) -> None:
+    with pytest.raises(DataError):
+        decode_state(raw)
+
+
+def test_state_keys_are_per_queue_and_job() -> None:
+    assert state_key("jobs", "01H") == b"taquba-jobs/state/jobs\x0001H"
+    assert state_key("jobs", "01H") != state_key("jobs2", "01H")
+    assert not state_key("jobs", "01H").startswith(dedup_key("jobs", ""))
+
+
+def test_user_headers_leave_out_the_runners_own() -> None:
+    headers = {"taquba_jobs.job": "j", "taquba_jobs.key": "k", "tenant": "a", "taquba_job": "x"}
+    assert user_headers(headers) == {"tenant": "a", "taquba_job": "x"}

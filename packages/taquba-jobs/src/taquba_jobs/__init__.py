@@ -21,6 +21,10 @@ not match the declared type is a `taquba.TypeMismatch` at submit (or when decodi
 plain values and failures are exceptions (`JobFailed`, `JobCancelled`). Delivery is
 at-least-once, like the queue's, but a job whose outcome was recorded is never run again.
 
+Submissions carry string ``headers`` the function reads as `JobContext.headers`, and a job
+can keep small state from one attempt to the next (`JobContext.load_state`,
+`JobContext.stage_state`), stored before each retry and deleted with the job's settlement.
+
 `list_results` and `read_result` read stored outcomes with the store alone, without a runner
 or the job functions (for dashboards and scripts).
 
@@ -38,11 +42,15 @@ from ._errors import InputMismatch as InputMismatch
 from ._errors import JobCancelled as JobCancelled
 from ._errors import JobFailed as JobFailed
 from ._errors import JobsError as JobsError
+from ._errors import ReservedHeader as ReservedHeader
 from ._errors import ResultNotFound as ResultNotFound
+from ._errors import StateTooLarge as StateTooLarge
 from ._errors import UnknownJob as UnknownJob
 from ._job import Job as Job
 from ._job import JobFunction as JobFunction
 from ._job import job as job
+from ._records import MAX_STATE_SIZE as MAX_STATE_SIZE
+from ._records import RESERVED_HEADER_PREFIX as RESERVED_HEADER_PREFIX
 from ._results import DEFAULT_RESULT_PREFIX as DEFAULT_RESULT_PREFIX
 from ._results import ResultPage as ResultPage
 from ._results import ResultSummary as ResultSummary
@@ -60,6 +68,8 @@ __version__: str = _version("taquba-jobs")
 
 __all__ = [
     "DEFAULT_RESULT_PREFIX",
+    "MAX_STATE_SIZE",
+    "RESERVED_HEADER_PREFIX",
     "InputMismatch",
     "Job",
     "JobCancelled",
@@ -69,10 +79,12 @@ __all__ = [
     "JobHandle",
     "JobRunner",
     "JobsError",
+    "ReservedHeader",
     "ResultNotFound",
     "ResultPage",
     "ResultSummary",
     "RunnerStatistics",
+    "StateTooLarge",
     "StoredResult",
     "SweepReport",
     "UnknownJob",

@@ -6,10 +6,14 @@ Every error taquba-jobs raises on purpose derives from `JobsError`, itself a
     taquba.TaqubaError
     ├── taquba.UsageError           a misuse: a bad job definition, runner option or argument
     │   ├── taquba.InvalidArgument  one argument of the wrong type or out of range
+    │   │   ├── ReservedHeader      (also a JobsError) a submitted header the runner owns
+    │   │   └── StateTooLarge       (also a JobsError) staged per-job state over the limit
     │   ├── taquba.UnsupportedType  an input or output type the codec cannot store
     │   └── UnknownJob              (also a JobsError) the runner has no job of this name
     └── JobsError
         ├── UnknownJob
+        ├── ReservedHeader
+        ├── StateTooLarge
         ├── InputMismatch           an idempotency key is reused for another job or input
         ├── ResultNotFound          no result under this id, and no job (or it ended without one)
         ├── JobFailed               the job ran and failed (its error type, message, permanence)
@@ -17,7 +21,8 @@ Every error taquba-jobs raises on purpose derives from `JobsError`, itself a
 
 `JobFailed` and `JobCancelled` are how a job ended: `JobHandle.result` raises them in the
 caller for a job that did not produce a value. A misuse raises `taquba.UsageError` (or the
-subclass named above): there is no usage error of taquba-jobs' own. Errors of the queue itself
+subclass named above); the three of taquba-jobs' own (`UnknownJob`, `ReservedHeader`,
+`StateTooLarge`) are also `JobsError`s. Errors of the queue itself
 (`taquba.StorageUnavailable`, `taquba.Fenced`, `taquba.QueueClosed`, ...), of its payload codec
 (`taquba.TypeMismatch`, `taquba.SerializationError`: a value that does not fit its type) and
 of records it cannot read (`taquba.DataError`: a stored result or idempotency record that does
@@ -27,14 +32,16 @@ not decode) are not wrapped: they reach the caller as the `taquba` errors they a
 
 from __future__ import annotations
 
-from taquba import TaqubaError, UsageError
+from taquba import InvalidArgument, TaqubaError, UsageError
 
 __all__ = [
     "InputMismatch",
     "JobCancelled",
     "JobFailed",
     "JobsError",
+    "ReservedHeader",
     "ResultNotFound",
+    "StateTooLarge",
     "UnknownJob",
 ]
 
@@ -55,6 +62,40 @@ class UnknownJob(JobsError, UsageError):
         super().__init__(f"no job named {name!r} is registered with this runner")
         self.name = name
         """The job name that was looked up."""
+
+
+class ReservedHeader(JobsError, InvalidArgument):
+    """A submission set a job header the runner reserves for itself.
+
+    Header names starting with ``taquba_jobs.`` (`RESERVED_HEADER_PREFIX`) carry the job's
+    name, idempotency key, payload format and time limit; nothing was enqueued. A misuse, so
+    also a `taquba.InvalidArgument` (``argument="headers"``).
+    """
+
+    def __init__(self, header: str) -> None:
+        super().__init__(
+            "headers", header, "must not use names starting with 'taquba_jobs.' (reserved)"
+        )
+        self.header = header
+        """The reserved header name that was given."""
+
+
+class StateTooLarge(JobsError, InvalidArgument):
+    """`JobContext.stage_state` was given a value that encodes to more than `MAX_STATE_SIZE`.
+
+    Nothing was staged (an earlier staged value, if any, stands). Keep large data in blobs and
+    put its path in the state. A misuse, so also a `taquba.InvalidArgument`
+    (``argument="value"``).
+    """
+
+    def __init__(self, value: object, size: int, limit: int) -> None:
+        super().__init__(
+            "value", value, f"must encode to at most {limit} bytes of job state (it is {size})"
+        )
+        self.size = size
+        """The encoded size of the refused value, in bytes."""
+        self.limit = limit
+        """The limit, in bytes (`MAX_STATE_SIZE`)."""
 
 
 class InputMismatch(JobsError):

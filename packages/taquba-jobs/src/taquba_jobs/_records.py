@@ -3,6 +3,7 @@
 Layout (``<prefix>`` is the runner's ``result_prefix``, ``<queue>`` its queue name)::
 
     user KV  taquba-jobs/dedup/<queue><NUL><key>    dedup record of an idempotency key
+    user KV  taquba-jobs/state/<queue><NUL><job_id> per-job state staged for the next attempt
     blob     <prefix>/<job_id>                      the job's outcome (result record)
     blob     <prefix>/terminals/<inv>_<job_id>      retention marker (only with retention)
 
@@ -30,11 +31,14 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import ormsgpack
 
 from taquba import DataError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "DEDUP_PREFIX",
@@ -44,25 +48,39 @@ __all__ = [
     "HEADER_KEY",
     "HEADER_TIME_LIMIT",
     "MARKER_DIR",
+    "MAX_STATE_SIZE",
+    "RESERVED_HEADER_PREFIX",
+    "STATE_PREFIX",
     "DedupRecord",
     "Marker",
     "ResultRecord",
+    "StateRecord",
     "decode_dedup",
     "decode_marker",
     "decode_result",
+    "decode_state",
     "decode_time_limit",
     "dedup_key",
     "encode_dedup",
     "encode_marker",
     "encode_result",
+    "encode_state",
     "encode_time_limit",
     "expired_start_after",
     "input_hash",
     "marker_name",
     "parse_marker_name",
+    "state_key",
+    "user_headers",
 ]
 
 FORMAT_VERSION = 1
+RESERVED_HEADER_PREFIX = "taquba_jobs."
+"""Job headers whose names start with this are the runner's own (``taquba_jobs.job``, ...).
+
+`JobRunner.submit` refuses user headers with this prefix (`ReservedHeader`), and
+`JobContext.headers` leaves them out.
+"""
 HEADER_JOB = "taquba_jobs.job"
 """Job header naming the registered job (function) to run."""
 HEADER_KEY = "taquba_jobs.key"
@@ -72,6 +90,14 @@ HEADER_FORMAT = "taquba_jobs.format"
 HEADER_TIME_LIMIT = "taquba_jobs.time_limit"
 """Job header carrying a per-submission time limit in seconds (``"inf"``: none)."""
 DEDUP_PREFIX = b"taquba-jobs/dedup/"
+STATE_PREFIX = b"taquba-jobs/state/"
+MAX_STATE_SIZE = 64 * 1024
+"""The most bytes a job's staged state may encode to (`JobContext.stage_state`): 64 KiB.
+
+Per-job state is for small things (a cursor, the ids of steps already done), kept in the
+queue's user KV next to the job; larger data belongs in blobs (`taquba.Store`), with its
+path in the state.
+"""
 MARKER_DIR = "terminals"
 _MAX_MS = 2**64 - 1
 _DIGITS = 20
@@ -102,6 +128,20 @@ def decode_time_limit(text: str) -> float | None:
 def dedup_key(queue_name: str, key: str) -> bytes:
     """The user-KV key of the dedup record for idempotency key ``key`` on ``queue_name``."""
     return DEDUP_PREFIX + queue_name.encode() + b"\x00" + key.encode()
+
+
+def state_key(queue_name: str, job_id: str) -> bytes:
+    """The user-KV key of the per-job state of ``job_id`` on ``queue_name``."""
+    return STATE_PREFIX + queue_name.encode() + b"\x00" + job_id.encode()
+
+
+def user_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of a job record that are not the runner's own (`RESERVED_HEADER_PREFIX`)."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if not name.startswith(RESERVED_HEADER_PREFIX)
+    }
 
 
 def input_hash(job_name: str, payload: bytes) -> bytes:
@@ -154,6 +194,34 @@ def decode_dedup(raw: bytes) -> DedupRecord:
         return DedupRecord(str(data["job_id"]), str(data["job"]), bytes(data["input_hash"]))
     except (KeyError, TypeError) as exc:
         raise DataError(f"malformed dedup record: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """A job's per-job state: what one attempt staged for the attempts after it."""
+
+    attempt: int
+    """The attempt that staged it; only later attempts of the job read it."""
+    value: bytes
+    """The state, encoded with `taquba.Codec` (at most `MAX_STATE_SIZE` bytes)."""
+
+
+def encode_state(record: StateRecord) -> bytes:
+    """Encode a state record for the user KV."""
+    return ormsgpack.packb({"v": FORMAT_VERSION, "attempt": record.attempt, "value": record.value})
+
+
+def decode_state(raw: bytes) -> StateRecord:
+    """Decode a state record; raise `DataError` if it cannot be read."""
+    data = _load(raw, "job state record")
+    try:
+        attempt = data["attempt"]
+        value = data["value"]
+        if not isinstance(attempt, int) or not isinstance(value, bytes):
+            raise TypeError("attempt must be an int and value bytes")
+        return StateRecord(attempt, value)
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"malformed job state record: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

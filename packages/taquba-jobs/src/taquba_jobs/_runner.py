@@ -6,8 +6,10 @@ import logging
 import math
 import re
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import trio
 
@@ -16,6 +18,7 @@ from taquba import (
     CancelOutcome,
     ClaimLost,
     Clock,
+    Codec,
     DataError,
     Effects,
     Fenced,
@@ -42,7 +45,9 @@ from ._errors import (
     JobCancelled,
     JobFailed,
     JobsError,
+    ReservedHeader,
     ResultNotFound,
+    StateTooLarge,
     UnknownJob,
 )
 from ._job import Job, check_time_limit
@@ -53,22 +58,29 @@ from ._records import (
     HEADER_KEY,
     HEADER_TIME_LIMIT,
     MARKER_DIR,
+    MAX_STATE_SIZE,
+    RESERVED_HEADER_PREFIX,
     DedupRecord,
     Marker,
     ResultRecord,
+    StateRecord,
     decode_dedup,
     decode_marker,
     decode_result,
+    decode_state,
     decode_time_limit,
     dedup_key,
     encode_dedup,
     encode_marker,
     encode_result,
+    encode_state,
     encode_time_limit,
     expired_start_after,
     input_hash,
     marker_name,
     parse_marker_name,
+    state_key,
+    user_headers,
 )
 
 if TYPE_CHECKING:
@@ -87,6 +99,7 @@ log = logging.getLogger("taquba_jobs")
 
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")
+StateT = TypeVar("StateT")
 
 _FATAL = (Fenced, QueueClosed, StorageFatal)
 _MAX_KEY_LENGTH = 1024
@@ -98,6 +111,27 @@ _PREFIX_SEGMENT = re.compile(r"^(?!\.{1,2}$)(?!\.taquba-tmp-)[^\x00/]+$")
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_headers(headers: object) -> dict[str, str]:
+    """A submission's own headers, checked: a mapping of str to str, no reserved name.
+
+    Raises:
+        taquba.InvalidArgument: not a mapping, or a name or value that is not a str.
+        ReservedHeader: a name starting with `RESERVED_HEADER_PREFIX`.
+    """
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise InvalidArgument("headers", headers, "must be None or a mapping of str to str")
+    checked: dict[str, str] = {}
+    for name, value in cast("Mapping[object, object]", headers).items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidArgument("headers", {name: value}, "must map str names to str values")
+        if name.startswith(RESERVED_HEADER_PREFIX):
+            raise ReservedHeader(name)
+        checked[name] = value
+    return checked
 
 
 def _qualified(exc: BaseException) -> str:
@@ -350,12 +384,14 @@ def _value(job: Job[Any, OutT], record: ResultRecord) -> OutT:
 class JobContext:
     """What a running job gets besides its input: identity, lease, cancellation, submission.
 
-    One is created per attempt. Use it to submit follow-up jobs (`submit`) and to notice a
-    cancel request (`cancel_requested`, `wait_cancel_requested`, `raise_if_cancel_requested`).
-    The runner keeps the lease alive while the function runs; `time_limit` bounds an attempt.
+    One is created per attempt. Use it to submit follow-up jobs (`submit`), to read the
+    submission's `headers`, to carry small state from one attempt to the next (`load_state`,
+    `stage_state`) and to notice a cancel request (`cancel_requested`,
+    `wait_cancel_requested`, `raise_if_cancel_requested`). The runner keeps the lease alive
+    while the function runs; `time_limit` bounds an attempt.
     """
 
-    __slots__ = ("_job", "_lease", "_record", "_runner", "_time_limit")
+    __slots__ = ("_headers", "_job", "_lease", "_record", "_runner", "_staged", "_time_limit")
 
     def __init__(
         self,
@@ -371,6 +407,9 @@ class JobContext:
         self._record = record
         self._lease = lease
         self._time_limit = time_limit
+        self._headers: Mapping[str, str] = MappingProxyType(user_headers(record.headers))
+        # What this attempt staged: None for nothing, (None,) to clear, (bytes,) to write.
+        self._staged: tuple[bytes | None] | None = None
 
     @property
     def job_id(self) -> str:
@@ -396,6 +435,70 @@ class JobContext:
     def idempotency_key(self) -> str | None:
         """The idempotency key the job was submitted with, if any."""
         return self._record.headers.get(HEADER_KEY)
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers the job was submitted with (read-only).
+
+        The ``headers`` given to `JobRunner.submit`, and any an enqueue observer added (such
+        as ``traceparent`` from `taquba.otel`); not the runner's own (names starting with
+        ``taquba_jobs.``). The same on every attempt and after restarts: they are stored with
+        the job.
+        """
+        return self._headers
+
+    async def load_state(self, type_: type[StateT], /) -> StateT | None:
+        """The state an earlier attempt of this job staged, decoded as ``type_``; else None.
+
+        None on the first attempt (without a storage read), and when no earlier attempt
+        staged a value (or the last one to stage cleared it). A value staged by attempt 2
+        and not replaced is still there on attempt 4. It does not return what this attempt
+        staged: staging takes effect when the attempt ends in a retry. See `stage_state`.
+
+        Raises:
+            taquba.TypeMismatch: the stored state does not fit ``type_``.
+            taquba.SerializationError: the stored state cannot be decoded.
+            taquba.UnsupportedType: ``type_`` is not a type `taquba.Codec` can store.
+            taquba.DataError: the stored state record cannot be read.
+        """
+        if self.attempt <= 1:  # no earlier attempt could have staged anything
+            return None
+        raw = await self._runner.queue.kv_get(state_key(self._runner.queue_name, self.job_id))
+        if raw is None:
+            return None
+        record = decode_state(raw)
+        if record.attempt >= self.attempt:
+            # Not an earlier attempt of this run: left by a run before `requeue_dead_job`
+            # reset the attempts. Treated as absent.
+            return None
+        return Codec(type_).decode(record.value, path="state")
+
+    def stage_state(self, value: StateT, type_: type[StateT] | None = None, /) -> None:
+        """Keep ``value`` for the next attempt, should this one end in a retry.
+
+        The value is encoded now (with `taquba.Codec` of ``type_``, default ``type(value)``)
+        and stored when the attempt ends without a result and the job will run again: the
+        function raised a retryable error, its time limit expired, or the runner shut down
+        and handed the job back. It is written, durably, before the queue is told of the
+        retry, so the next attempt's `load_state` sees it, also after a restart. If the
+        process dies before the attempt ends, nothing this attempt staged is kept (the next
+        attempt sees the earlier state). The last call of an attempt wins; ``None`` clears
+        the state. When the job ends (succeeded, failed, cancelled), its state is deleted in
+        the same transaction as the queue's settlement.
+
+        Raises:
+            StateTooLarge: the encoded value is over `MAX_STATE_SIZE` bytes; nothing staged.
+            taquba.TypeMismatch: ``value`` does not fit ``type_``.
+            taquba.UnsupportedType: ``type_`` is not a type `taquba.Codec` can store.
+        """
+        if value is None:
+            self._staged = (None,)
+            return
+        codec = Codec(type_ if type_ is not None else type(value))
+        encoded = codec.encode(value, path="state")
+        if len(encoded) > MAX_STATE_SIZE:
+            raise StateTooLarge(value, len(encoded), MAX_STATE_SIZE)
+        self._staged = (encoded,)
 
     @property
     def time_limit(self) -> float | None:
@@ -455,6 +558,7 @@ class JobContext:
         run_at: datetime | None = None,
         max_attempts: int | None = None,
         time_limit: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> JobHandle[OutT]:
         """Submit another job (see `JobRunner.submit`); it runs independently of this one.
 
@@ -470,6 +574,7 @@ class JobContext:
             run_at=run_at,
             max_attempts=max_attempts,
             time_limit=time_limit,
+            headers=headers,
         )
 
     def __repr__(self) -> str:
@@ -676,6 +781,7 @@ class JobRunner:
         run_at: datetime | None = None,
         max_attempts: int | None = None,
         time_limit: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> JobHandle[OutT]:
         """Submit a call of ``job`` with input ``value``; return once it is durable.
 
@@ -686,6 +792,9 @@ class JobRunner:
         (``newly_submitted`` is False); a different job or input raises `InputMismatch`.
         Racing submissions of one key create one job. Once result retention has swept the
         job's result (and the record with it), the key is free and the job runs again.
+        ``headers`` (like ``priority`` or ``time_limit``) are not part of what the key
+        compares: a resubmission with other headers returns the existing job, whose headers
+        are those of the submission that created it.
 
         Args:
             job: a registered job.
@@ -699,21 +808,29 @@ class JobRunner:
                 overrides the job's `Job.time_limit` (``math.inf``: no limit). None (the
                 default): the job's limit when it runs. A limit on the work, not on this
                 call: bound the call itself with `trio.move_on_after`.
+            headers: string metadata stored with the job (trace ids, tenant, origin), read
+                by the function as `JobContext.headers`. Names starting with
+                ``taquba_jobs.`` are the runner's own.
 
         Raises:
             UnknownJob: ``job`` is not registered with this runner (a `taquba.UsageError`).
+            ReservedHeader: a ``headers`` name starts with ``taquba_jobs.``; nothing was
+                enqueued.
             taquba.TypeMismatch: ``value`` does not match the job's input type.
             InputMismatch: ``idempotency_key`` is bound to another job or input.
-            taquba.InvalidArgument: an invalid ``idempotency_key``, ``time_limit`` or queue
-                option (``priority``, ``delay``, ``run_at``, ``max_attempts``).
+            taquba.InvalidArgument: an invalid ``idempotency_key``, ``time_limit``,
+                ``headers`` (not a mapping of str to str) or queue option (``priority``,
+                ``delay``, ``run_at``, ``max_attempts``).
             taquba.DataError: the stored idempotency record of the key cannot be read.
         """
         self._known(job)
+        stored = _check_headers(headers)
         payload = job.encode_input(value)
-        headers = {HEADER_JOB: job.name, HEADER_FORMAT: str(FORMAT_VERSION)}
+        stored[HEADER_JOB] = job.name
+        stored[HEADER_FORMAT] = str(FORMAT_VERSION)
         if time_limit is not None:
             checked = check_time_limit(time_limit)
-            headers[HEADER_TIME_LIMIT] = encode_time_limit(
+            stored[HEADER_TIME_LIMIT] = encode_time_limit(
                 checked if checked is not None else math.inf
             )
         options: dict[str, Any] = {
@@ -723,9 +840,7 @@ class JobRunner:
             "max_attempts": max_attempts if max_attempts is not None else job.max_attempts,
         }
         if idempotency_key is None:
-            result = await self._queue.enqueue(
-                self._queue_name, payload, headers=headers, **options
-            )
+            result = await self._queue.enqueue(self._queue_name, payload, headers=stored, **options)
             return JobHandle(self, job, result.id, newly_submitted=True)
         if (
             not isinstance(idempotency_key, str)  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -734,7 +849,7 @@ class JobRunner:
             raise InvalidArgument(
                 "idempotency_key", idempotency_key, "must be a str of 1 to 1024 characters"
             )
-        headers[HEADER_KEY] = idempotency_key
+        stored[HEADER_KEY] = idempotency_key
         key = dedup_key(self._queue_name, idempotency_key)
         digest = input_hash(job.name, payload)
         for _ in range(_SUBMIT_ROUNDS):
@@ -754,7 +869,7 @@ class JobRunner:
                     self._queue_name,
                     payload,
                     job_id=job_id,
-                    headers=headers,
+                    headers=stored,
                     kv_writes={key: new},
                     kv_expect={key: current},
                     **options,
@@ -799,7 +914,10 @@ class JobRunner:
             await self._store_outcome(
                 self._terminal(record, "cancelled", "taquba_jobs.JobCancelled", None), record
             )
-        return await self._queue.cancel(job_id)
+        outcome = await self._queue.cancel(job_id)
+        if outcome is CancelOutcome.REMOVED and record is not None and record.attempts > 0:
+            await self._discard_state(job_id)  # an earlier attempt may have staged some
+        return outcome
 
     # ---------------------------------------------------------------- outcomes in storage
 
@@ -1030,7 +1148,7 @@ class JobRunner:
             # An earlier delivery recorded the outcome but did not settle (a crash, a lost
             # lease): do not run the job again, settle it as recorded.
             await self._after_outcome(existing, record)
-            return _settle(existing)
+            return self._settle(existing, record)
         job = self._jobs.get(record.headers.get(HEADER_JOB, ""))
         if record.cancel_requested:
             outcome = self._terminal(record, "cancelled", "taquba_jobs.JobCancelled", None)
@@ -1057,7 +1175,7 @@ class JobRunner:
                 outcome = self._terminal(record, "failed", _failure_kind(exc), str(exc))
             else:
                 outcome = await self._execute(job, value, record, lease, time_limit)
-        return _settle(await self._store_outcome(outcome, record))
+        return self._settle(await self._store_outcome(outcome, record), record)
 
     async def _execute(
         self,
@@ -1104,9 +1222,10 @@ class JobRunner:
         except BaseException:
             # The worker is stopping under us (shutdown grace, outer cancel). On the last
             # attempt the queue dead-letters the job: record why, so waiters learn it.
-            if record.attempts >= record.max_attempts:
-                with trio.move_on_after(_STOP_GRACE, shield=True):
-                    try:
+            # Otherwise the job is handed back for a retry: keep what it staged.
+            with trio.move_on_after(_STOP_GRACE, shield=True):
+                try:
+                    if record.attempts >= record.max_attempts:
                         await self._store_outcome(
                             self._terminal(
                                 record,
@@ -1117,8 +1236,11 @@ class JobRunner:
                             ),
                             record,
                         )
-                    except (TaqubaError, JobsError) as exc:
-                        log.warning("could not record the stop of job %s: %s", record.id, exc)
+                        await self._discard_state(record.id)
+                    else:
+                        await self._commit_state(ctx, lease)
+                except (TaqubaError, JobsError) as exc:
+                    log.warning("could not record the stop of job %s: %s", record.id, exc)
             raise
         finally:
             self._in_flight -= 1
@@ -1137,6 +1259,7 @@ class JobRunner:
                     attempt,
                     "; its late result is discarded" if results else "",
                 )
+                await self._discard_state(record.id)
                 raise _DeliveryLost(f"the lease on job {record.id} expired on its last attempt")
             log.warning(
                 "job %s (%s) outlived its lease on %s: the queue delivers it again",
@@ -1179,6 +1302,7 @@ class JobRunner:
                 message,
                 attempt,
             )
+            await self._commit_state(ctx, lease)
             raise TimeLimitExceeded(message)  # nacked: last_error "TimeLimitExceeded: ..."
         if interrupt.cancelled_caught or isinstance(error, JobCancelled):
             message = error.message if isinstance(error, JobCancelled) else None
@@ -1192,6 +1316,7 @@ class JobRunner:
             return self._terminal(record, "failed", _qualified(error), str(error))
         if last:
             return self._terminal(record, "failed", _qualified(error), str(error), permanent=False)
+        await self._commit_state(ctx, lease)
         raise error  # retried by the queue (nack with backoff)
 
     async def _keep_lease(self, lease: LeaseHandle) -> None:
@@ -1213,6 +1338,58 @@ class JobRunner:
                     lease.renew(length)
                 except ClaimLost:
                     return
+
+    # ---------------------------------------------------------------- per-job state
+
+    async def _commit_state(self, ctx: JobContext, lease: LeaseHandle) -> None:
+        """Store what the attempt staged, before the retry it ends in is settled.
+
+        Durable before the queue's nack, so the retried attempt (or the delivery after a
+        crash, which counts as the retry) reads it. Skipped once the lease is lost: the
+        queue has handed the job out again, and the state belongs to that delivery. A
+        storage failure is logged and the retry goes ahead with the state as it was.
+        """
+        staged = ctx._staged  # pyright: ignore[reportPrivateUsage]
+        if staged is None or lease.expires_at is None:
+            return
+        key = state_key(self._queue_name, ctx.job_id)
+        try:
+            if staged[0] is None:
+                await self._queue.kv_delete(key)
+            else:
+                await self._queue.kv_put(key, encode_state(StateRecord(ctx.attempt, staged[0])))
+        except _FATAL:
+            raise
+        except TaqubaError as exc:
+            log.warning("could not store the state of job %s for its retry: %s", ctx.job_id, exc)
+
+    async def _discard_state(self, job_id: str) -> None:
+        """Delete a job's state outside a settlement (best effort: a failure is logged)."""
+        key = state_key(self._queue_name, job_id)
+        try:
+            if await self._queue.kv_get(key) is not None:
+                await self._queue.kv_delete(key)
+        except _FATAL:
+            raise
+        except TaqubaError as exc:
+            log.warning("could not delete the state of job %s: %s", job_id, exc)
+
+    def _settle(self, outcome: ResultRecord, record: JobRecord) -> Effects | None:
+        """How the queue settles a job with this recorded outcome: ack, or dead-letter.
+
+        Either way the job's state is deleted in the settlement's transaction, if an earlier
+        attempt may have staged some (never on a first attempt: no extra write).
+        """
+        cleanup = (
+            Effects(kv_deletes=[state_key(self._queue_name, record.id)])
+            if record.attempts > 1
+            else None
+        )
+        if outcome.status == "failed":
+            raise PermanentFailure(
+                f"{outcome.error_type}: {outcome.error_message}", effects=cleanup
+            )
+        return cleanup
 
     # ---------------------------------------------------------------- retention
 
@@ -1271,6 +1448,7 @@ class JobRunner:
                     bound = None
                 if bound == job_id:  # a newer submission may have taken the key over
                     await self._queue.kv_compare_and_set(kv_key, current, None)
+        await self._discard_state(job_id)  # left by a job the queue dead-lettered itself
         await self._queue.store.delete_blob(self.result_path(job_id))
         await self._queue.store.delete_blob(marker_path)
 
@@ -1320,14 +1498,3 @@ def _failure_kind(exc: SerializationError | DataError) -> str:
     if isinstance(exc, TypeMismatch):
         return "taquba_jobs.TypeMismatch"
     return "taquba_jobs.SerializationError"
-
-
-def _settle(outcome: ResultRecord) -> Effects | None:
-    """How the queue settles a job with this recorded outcome: ack, or dead-letter."""
-    if outcome.status == "failed":
-        _fail(outcome)
-    return None
-
-
-def _fail(outcome: ResultRecord) -> NoReturn:
-    raise PermanentFailure(f"{outcome.error_type}: {outcome.error_message}")
