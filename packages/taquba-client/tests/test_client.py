@@ -175,6 +175,50 @@ async def test_cancel_requeue_purge_and_list(server: ServerHandle) -> None:
         assert (await client.health()).status == "ok"
 
 
+async def test_job_history_of_retries(server: ServerHandle) -> None:
+    async with tc.AsyncClient(server.url) as client:
+        job_id = (await client.enqueue("h", b"x", max_attempts=3)).id
+        assert await client.get_job_history(job_id) == []
+        for error in ("first", "second"):
+            [claim] = await client.claim_batch("h", 1, wait=5)
+            assert not (await client.nack(claim, error)).dead
+        [claim] = await client.claim_batch("h", 1, wait=5)
+        await client.ack(claim)  # the test queue keeps done jobs: the ack is an entry too
+        history = await client.get_job_history(job_id)
+        assert history is not None
+        assert [(a.attempt, a.outcome, a.error) for a in history] == [
+            (1, tc.AttemptOutcome.RETRIED, "first"),
+            (2, tc.AttemptOutcome.RETRIED, "second"),
+            (3, tc.AttemptOutcome.COMPLETED, None),
+        ]
+        assert all(isinstance(a, tc.JobAttempt) for a in history)
+        assert all(a.claimed_at is not None and a.recorded_at >= a.claimed_at for a in history)
+        assert (await client.get_job(job_id)).history_size == 3
+        assert await client.get_job_history("unknown") is None
+        with pytest.raises(tc.InvalidRequest):
+            await client.get_job_history("bad id")
+
+
+async def test_wake_scheduled(server: ServerHandle) -> None:
+    async with tc.AsyncClient(server.url) as client:
+        job_id = (await client.enqueue("w", b"x", delay=3600)).id
+        fresh = await client.get_job(job_id)
+        assert (fresh.woken_at, fresh.wake_payload, fresh.history_size) == (None, None, 0)
+        assert await client.wake_scheduled(job_id, b"signal") is tc.WakeOutcome.WOKEN
+        [claim] = await client.claim_batch("w", 1)
+        assert claim.id == job_id
+        assert claim.job.wake_payload == b"signal"
+        assert claim.job.woken_at is not None
+        assert await client.wake_scheduled(job_id, b"again") is tc.WakeOutcome.NOT_SCHEDULED
+        assert await client.wake_scheduled("unknown") is tc.WakeOutcome.NOT_FOUND
+        other = (await client.enqueue("w", b"y", delay=3600)).id
+        assert await client.wake_scheduled(other) is tc.WakeOutcome.WOKEN
+        woken = await client.get_job(other)
+        assert (woken.status, woken.wake_payload) == (tc.JobStatus.PENDING, None)
+        with pytest.raises(tc.InvalidRequest):
+            await client.wake_scheduled("bad id", b"x")
+
+
 async def test_auth_errors(nursery: trio.Nursery, queue: taquba.Queue) -> None:
     tokens = taquba_server.parse_tokens("p:produce;w:work;a:admin")
     handle = await start_server(nursery, queue, tokens=tokens)

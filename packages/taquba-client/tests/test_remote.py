@@ -60,6 +60,31 @@ async def test_remote_claims_cancel_and_claim_lost(server: ServerHandle) -> None
         assert isinstance(remote, RemoteQueue)
 
 
+async def test_remote_history_and_wake_are_the_cores_types(server: ServerHandle) -> None:
+    async with open_remote_queue(server.url) as remote:
+        job_id = (await remote.enqueue("rw", b"x", delay=3600, max_attempts=2)).id
+        assert await remote.wake_scheduled(job_id, b"go") is taquba.WakeOutcome.WOKEN
+        assert await remote.wake_scheduled(job_id) is taquba.WakeOutcome.NOT_SCHEDULED
+        assert await remote.wake_scheduled("unknown") is taquba.WakeOutcome.NOT_FOUND
+        [claim] = await remote.claim_batch("rw", 1)
+        assert (claim.job.wake_payload, claim.job.history_size) == (b"go", 0)
+        assert claim.job.woken_at is not None
+        assert not (await remote.nack(claim, "boom")).dead
+        history = await remote.get_job_history(job_id)
+        assert history is not None
+        [entry] = history
+        assert isinstance(entry, taquba.JobAttempt)
+        assert (entry.attempt, entry.outcome, entry.error) == (
+            1,
+            taquba.AttemptOutcome.RETRIED,
+            "boom",
+        )
+        job = await remote.get_job(job_id)
+        assert job is not None
+        assert (job.history_size, job.wake_payload) == (1, b"go")
+        assert await remote.get_job_history("unknown") is None
+
+
 async def test_a_claim_the_server_lost_is_claim_lost_with_one_message(
     server: ServerHandle,
 ) -> None:

@@ -55,6 +55,24 @@ async def test_a_lost_claim_answer_is_not_retried(
         assert [(c.id, c.job.attempts) for c in claims] == [(job_id, 2)]
 
 
+async def test_a_lost_wake_answer_is_not_retried_and_a_lost_history_answer_is(
+    nursery: trio.Nursery, server: ServerHandle
+) -> None:
+    proxy = await _proxy(nursery, server)
+    async with tc.AsyncClient(proxy.url, retry=FAST_RETRY) as client:
+        job_id = (await client.enqueue("wake", b"x", delay=3600)).id
+        proxy.drop_answers = 1
+        with pytest.raises(tc.ServerUnavailable, match="not retried"):
+            await client.wake_scheduled(job_id, b"go")
+        assert proxy.dropped == 1
+        # the wake landed; the record tells, since a repeat would answer NOT_SCHEDULED
+        job = await client.get_job(job_id)
+        assert (job.status, job.wake_payload) == (tc.JobStatus.PENDING, b"go")
+        proxy.drop_answers = 1
+        assert await client.get_job_history(job_id) == []
+        assert proxy.dropped == 2
+
+
 async def test_the_sync_client_retries_a_lost_answer(
     nursery: trio.Nursery, server: ServerHandle
 ) -> None:

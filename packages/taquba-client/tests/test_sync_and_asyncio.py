@@ -58,6 +58,27 @@ async def test_sync_client_worker_calls(server: ServerHandle) -> None:
     await trio.to_thread.run_sync(run)
 
 
+async def test_sync_client_history_and_wake(server: ServerHandle) -> None:
+    def run() -> None:
+        with tc.Client(server.url) as client:
+            job_id = client.enqueue("sh", b"x", delay=3600).id
+            assert client.wake_scheduled(job_id, b"go") is tc.WakeOutcome.WOKEN
+            assert client.wake_scheduled(job_id) is tc.WakeOutcome.NOT_SCHEDULED
+            assert client.wake_scheduled("unknown") is tc.WakeOutcome.NOT_FOUND
+            claim = client.claim_batch("sh", 1, wait=2)[0]
+            assert (claim.id, claim.job.wake_payload) == (job_id, b"go")
+            client.dead_letter(claim, "no good")
+            history = client.get_job_history(job_id)
+            assert history is not None
+            assert [(a.attempt, a.outcome, a.error) for a in history] == [
+                (1, tc.AttemptOutcome.DEAD_LETTERED, "no good")
+            ]
+            assert client.get_job(job_id).history_size == 1
+            assert client.get_job_history("unknown") is None
+
+    await trio.to_thread.run_sync(run)
+
+
 async def test_async_client_under_asyncio(server: ServerHandle) -> None:
     async def main() -> tuple[bool, tc.Job | None]:
         async with tc.AsyncClient(server.url) as client:

@@ -138,6 +138,10 @@ async def test_every_page_renders_for_a_read_only_token(
         assert "&#34;to&#34;: &#34;a@b.c&#34;" in job.text  # pretty JSON, escaped
         assert "trace" in job.text and "t-1" in job.text
         assert "1 of 3" in job.text or "0 of 3" in job.text
+        assert "No attempt has ended yet." in job.text
+        dead_job = await client.get(f"/ui/jobs/{dead[0]}")
+        assert "History <small>(1)</small>" in dead_job.text
+        assert "dead_lettered" in dead_job.text and f"boom: {dead[0]}" in dead_job.text
         hexed = await client.get(f"/ui/jobs/{binary}")
         assert 'data-view="hex"' in hexed.text
         assert "00000000  00 01 02 03" in hexed.text

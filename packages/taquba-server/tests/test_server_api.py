@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import ormsgpack
@@ -45,8 +45,10 @@ async def test_enqueue_and_get_job(api: Api) -> None:
     assert set(job) == {
         "id", "queue_name", "payload", "status", "priority", "attempts", "max_attempts",
         "enqueued_at", "headers", "claimed_at", "run_at", "last_error", "dedup_key",
-        "completed_at", "failed_at", "cancel_requested",
+        "completed_at", "failed_at", "cancel_requested", "woken_at", "wake_payload",
+        "history_size",
     }  # fmt: skip
+    assert (job["woken_at"], job["wake_payload"], job["history_size"]) == (None, None, 0)
 
 
 async def test_get_unknown_job_is_404(api: Api) -> None:
@@ -148,6 +150,106 @@ async def test_cancel(api: Api) -> None:
     )
     assert status == 200
     assert body["results"][0]["cancel_requested"] is True
+
+
+async def test_job_history_of_retries_and_a_dead_letter(api: Api) -> None:
+    job_id = await enqueue(api, max_attempts=3)
+    assert await api.get(f"/v1/jobs/{job_id}/history") == (200, {"history": []})
+    for error in ("boom", "boom again"):
+        claim = await claim_one(api)
+        status, body = await api.post(
+            f"/v1/claims/{job_id}/nack", {"token": claim["token"], "error": error}
+        )
+        assert (status, body["dead"]) == (200, False)
+    claim = await claim_one(api)
+    status, _ = await api.post(
+        f"/v1/claims/{job_id}/dead", {"token": claim["token"], "reason": "no"}
+    )
+    assert status == 200
+    status, body = await api.get(f"/v1/jobs/{job_id}/history")
+    assert status == 200
+    history = body["history"]
+    assert [(a["attempt"], a["outcome"], a["error"]) for a in history] == [
+        (1, "retried", "boom"),
+        (2, "retried", "boom again"),
+        (3, "dead_lettered", "no"),
+    ]
+    for entry in history:
+        assert set(entry) == {"attempt", "outcome", "recorded_at", "claimed_at", "error"}
+        assert entry["recorded_at"] >= entry["claimed_at"] > 0
+    status, job = await api.get(f"/v1/jobs/{job_id}")
+    assert (status, job["history_size"], job["status"]) == (200, 3, "dead")
+    # A requeue is an entry of its own, with no attempt.
+    assert await api.post(f"/v1/jobs/{job_id}/requeue") == (200, {})
+    status, body = await api.get(f"/v1/jobs/{job_id}/history")
+    assert body["history"][-1]["outcome"] == "requeued"
+    assert (body["history"][-1]["attempt"], body["history"][-1]["claimed_at"]) == (0, None)
+
+
+async def test_job_history_of_an_unknown_or_malformed_id(api: Api) -> None:
+    status, body = await api.get("/v1/jobs/nope/history")
+    assert status == 404
+    assert body["error"]["code"] == "job_not_found"
+    status, body = await api.get("/v1/jobs/bad%20id/history")
+    assert status == 400
+    assert (body["error"]["code"], body["error"]["field"]) == ("invalid_request", "id")
+
+
+async def test_wake_a_scheduled_job_with_a_payload(api: Api, queue: taquba.Queue) -> None:
+    job_id = await enqueue(api, delay=3600)
+    assert await api.post(f"/v1/jobs/{job_id}/wake", {"payload": b"\x00go"}) == (
+        200,
+        {"outcome": "woken"},
+    )
+    claimed: Any = (await claim_one(api))["job"]
+    assert claimed["id"] == job_id
+    assert claimed["wake_payload"] == api.b(b"\x00go")
+    assert claimed["woken_at"] is not None
+    assert await api.post(f"/v1/jobs/{job_id}/wake", {"payload": b"again"}) == (
+        200,
+        {"outcome": "not_scheduled"},
+    )
+    assert await api.post("/v1/jobs/unknown/wake") == (200, {"outcome": "not_found"})
+    # Without a payload (an empty body, or null) the job is woken with none.
+    other = await enqueue(api, delay=3600)
+    assert await api.post(f"/v1/jobs/{other}/wake", {"payload": None}) == (
+        200,
+        {"outcome": "woken"},
+    )
+    job = await queue.get_job(other)
+    assert job is not None
+    assert (job.status, job.wake_payload) == (taquba.JobStatus.PENDING, None)
+    assert job.woken_at is not None
+
+
+async def test_a_bad_wake_is_refused_and_changes_nothing(
+    http: httpx.AsyncClient, queue: taquba.Queue
+) -> None:
+    job_id = (await queue.enqueue("q", b"p", delay=3600)).id
+    json_headers = {"content-type": "application/json"}
+    for body, field in [
+        ({"payload": "not base64!"}, "payload"),
+        ({"payload": "cA="}, "payload"),
+        ({"payload": 5}, "payload"),
+        ({"payload": "cA==", "extra": 1}, "extra"),
+    ]:
+        response = await http.post(
+            f"/v1/jobs/{job_id}/wake", content=json.dumps(body), headers=json_headers
+        )
+        assert response.status_code == 400, body
+        assert response.json()["error"]["field"] == field
+    response = await http.post(
+        f"/v1/jobs/{job_id}/wake",
+        content=ormsgpack.packb({"payload": "cA=="}),
+        headers={"content-type": "application/msgpack"},
+    )
+    assert response.status_code == 400  # MessagePack wants bin
+    response = await http.post("/v1/jobs/bad%20id/wake", json={"payload": "cA=="})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "id"
+    job = await queue.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.woken_at, job.wake_payload) == (taquba.JobStatus.SCHEDULED, None, None)
 
 
 async def test_wait_for_a_job(api: Api, nursery: trio.Nursery) -> None:

@@ -37,7 +37,7 @@ OPERATIONS = [
     "queue_stats", "config", "claim", "wait_queue", "renew", "ack", "nack", "dead_letter",
     "settle", "kv_get", "kv_put", "kv_delete", "kv_cas", "kv_scan", "blob_get", "blob_put",
     "blob_delete", "blob_list", "list_jobs", "dead_jobs", "requeue", "purge", "quarantine",
-    "health",
+    "health", "get_job_history", "wake_job",
 ]  # fmt: skip
 """Every operation but ``openapi`` (the document itself: schemathesis leaves it out)."""
 

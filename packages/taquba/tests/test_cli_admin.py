@@ -501,6 +501,15 @@ async def test_the_new_commands_through_a_real_server(store: Path, ids: dict[str
 
             shown = await remote("job", "show", ids["pending"])
             assert shown["job"]["headers"] == {"h": "v"}
+            assert shown["history"] == []
+            dead = await remote("job", "show", ids["dead"])
+            assert dead["job"]["history_size"] == 1
+            [attempt] = dead["history"]
+            assert (attempt["attempt"], attempt["outcome"], attempt["error"]) == (
+                1,
+                "dead_lettered",
+                "bad address",
+            )
             made = await remote("enqueue", "mail", "remote", "--job-id", "r1", "--priority", "2")
             assert made == {"id": "r1", "created": True, "queue_name": "mail"}
             stdin_made = await remote("enqueue", "mail", "--file", "-", stdin=b"piped")
@@ -518,12 +527,23 @@ async def test_the_new_commands_through_a_real_server(store: Path, ids: dict[str
             assert snapshot["server"] == url
             assert snapshot["queues"][0]["pending"] == 2
 
+            woken = await remote("job", "wake", ids["scheduled"], "approved")
+            assert woken == {"job_id": ids["scheduled"], "outcome": "woken"}
+            shown = await remote("job", "show", ids["scheduled"])
+            assert shown["job"]["status"] == "pending"
+            assert base64.b64decode(shown["job"]["wake_payload"]) == b"approved"
+            again = await run_cli("job", "wake", ids["scheduled"], "--server", url)
+            assert again.returncode == 1
+            assert "is not scheduled" in again.stdout.decode()
+
             declined = await run_cli("purge", "mail", "--done", "--server", url, stdin=b"n\n")
             assert declined.returncode == 1
             child.process.send_signal(signal.SIGTERM)
             await child.expect_exit(0)
     assert (await read_job(store, ids["pending"])) is not None
     assert (await read_job(store, "r1")) is None
+    woken_job = await read_job(store, ids["scheduled"])
+    assert woken_job is not None and woken_job.wake_payload == b"approved"
 
 
 def test_the_cli_api_conforms() -> None:

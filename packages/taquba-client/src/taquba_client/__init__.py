@@ -35,6 +35,7 @@ from ._threaded import ThreadedWorker as ThreadedWorker
 from ._threaded import ThreadLease as ThreadLease
 from ._threaded import run_worker_threaded as run_worker_threaded
 from ._types import Ack as Ack
+from ._types import AttemptOutcome as AttemptOutcome
 from ._types import CancelOutcome as CancelOutcome
 from ._types import Claim as Claim
 from ._types import DeadLetter as DeadLetter
@@ -43,6 +44,7 @@ from ._types import EnqueueRequest as EnqueueRequest
 from ._types import EnqueueResult as EnqueueResult
 from ._types import Health as Health
 from ._types import Job as Job
+from ._types import JobAttempt as JobAttempt
 from ._types import JobPage as JobPage
 from ._types import JobStatus as JobStatus
 from ._types import KvPage as KvPage
@@ -53,6 +55,7 @@ from ._types import RenewResult as RenewResult
 from ._types import ServerConfig as ServerConfig
 from ._types import Settlement as Settlement
 from ._types import SettleResult as SettleResult
+from ._types import WakeOutcome as WakeOutcome
 from ._worker import AsyncHandler as AsyncHandler
 from ._worker import Lease as Lease
 from ._worker import Worker as Worker
@@ -65,6 +68,7 @@ __all__ = [
     "Ack",
     "AsyncClient",
     "AsyncHandler",
+    "AttemptOutcome",
     "CancelOutcome",
     "Claim",
     "ClaimLost",
@@ -81,6 +85,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidState",
     "Job",
+    "JobAttempt",
     "JobNotFound",
     "JobPage",
     "JobStatus",
@@ -106,6 +111,7 @@ __all__ = [
     "Unauthorized",
     "UsageError",
     "WaitTimeout",
+    "WakeOutcome",
     "Worker",
     "__version__",
     "run_worker",

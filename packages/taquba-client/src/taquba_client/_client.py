@@ -39,6 +39,7 @@ from ._types import (
     EnqueueResult,
     Health,
     Job,
+    JobAttempt,
     JobPage,
     JobStatus,
     KvPage,
@@ -49,6 +50,7 @@ from ._types import (
     ServerConfig,
     Settlement,
     SettleResult,
+    WakeOutcome,
 )
 
 if TYPE_CHECKING:
@@ -382,9 +384,46 @@ class Client(_Base):
         """
         return self._run(wire.get_job(job_id))
 
+    def get_job_history(self, job_id: str) -> list[JobAttempt] | None:
+        """How each attempt of the job ended, oldest first; None if no job has this id.
+
+        One `JobAttempt` per end of an attempt (retried, dead-lettered, lease expired,
+        interrupted by a server restart, or completed where the queue keeps done jobs) and per
+        requeue from the dead-letter inbox. The history goes when the job does. A read:
+        retried on transient failures.
+
+        Raises:
+            InvalidRequest: a malformed ``job_id``.
+            NotFound: the server has no history endpoint (taquba-server before 0.3).
+        """
+        try:
+            return self._run(wire.get_job_history(job_id))
+        except JobNotFound:
+            return None
+
     def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job: delete it if it waits, ask its handler to stop if it runs."""
         return self._run(wire.cancel(job_id))
+
+    def wake_scheduled(self, job_id: str, payload: bytes | None = None) -> WakeOutcome:
+        """Make a scheduled job due now, with ``payload`` on its record.
+
+        The job becomes pending at once (`WakeOutcome.WOKEN`); its ``woken_at`` and
+        ``wake_payload`` stay on the record, so every later delivery sees them. A job that is
+        not scheduled any more gives `WakeOutcome.NOT_SCHEDULED`, an unknown id
+        `WakeOutcome.NOT_FOUND`. Durable when it returns.
+
+        Not retried once the request may have reached the server (a timeout, a dropped
+        answer): a repeat of a wake that landed would answer ``NOT_SCHEDULED``, or wake the
+        job's next retry if it failed meanwhile. Such a failure raises `ServerUnavailable`;
+        `get_job` then tells (``woken_at``, ``wake_payload``). Connect errors and ``503`` are
+        retried.
+
+        Raises:
+            InvalidRequest: a malformed ``job_id``.
+            ServerUnavailable: the server was unreachable, or the answer was lost.
+        """
+        return self._run(wire.wake_scheduled(job_id, payload))
 
     def wait_for_completion(self, job_id: str, *, timeout: float | None = None) -> Job | None:
         """Block until the job is done or dead, long-polling the server.
@@ -717,9 +756,20 @@ class AsyncClient(_Base):
         """The job's current record (see `Client.get_job`)."""
         return await self._run(wire.get_job(job_id))
 
+    async def get_job_history(self, job_id: str) -> list[JobAttempt] | None:
+        """How each attempt of the job ended; None if unknown (see `Client.get_job_history`)."""
+        try:
+            return await self._run(wire.get_job_history(job_id))
+        except JobNotFound:
+            return None
+
     async def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job (see `Client.cancel`)."""
         return await self._run(wire.cancel(job_id))
+
+    async def wake_scheduled(self, job_id: str, payload: bytes | None = None) -> WakeOutcome:
+        """Make a scheduled job due now (see `Client.wake_scheduled`, also for its retries)."""
+        return await self._run(wire.wake_scheduled(job_id, payload))
 
     async def wait_for_completion(self, job_id: str) -> Job | None:
         """Wait until the job is done or dead (None: no such job); see `Client.wait_for_completion`.

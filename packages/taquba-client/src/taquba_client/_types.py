@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Ack",
+    "AttemptOutcome",
     "CancelOutcome",
     "Claim",
     "DeadLetter",
@@ -24,6 +25,7 @@ __all__ = [
     "EnqueueResult",
     "Health",
     "Job",
+    "JobAttempt",
     "JobPage",
     "JobStatus",
     "KvPage",
@@ -34,6 +36,7 @@ __all__ = [
     "ServerConfig",
     "SettleResult",
     "Settlement",
+    "WakeOutcome",
 ]
 
 
@@ -83,11 +86,61 @@ class Job:
     """When the job was dead-lettered."""
     cancel_requested: bool = False
     """Whether a cancel was requested while the job was claimed."""
+    woken_at: int | None = None
+    """When a wake (`Client.wake_scheduled`) made the job due early (kept for its whole life)."""
+    wake_payload: bytes | None = None
+    """The payload of the job's latest wake, seen by every later delivery of the job."""
+    history_size: int = 0
+    """How many entries the job's attempt history holds (`Client.get_job_history`)."""
 
     @property
     def finished(self) -> bool:
         """Whether the job is done or dead: it will not run again unless requeued."""
         return self.status in (JobStatus.DONE, JobStatus.DEAD)
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How an attempt of a job ended (the core's `taquba.AttemptOutcome`)."""
+
+    COMPLETED = "completed"
+    """Acknowledged (recorded only where the queue keeps done jobs)."""
+    RETRIED = "retried"
+    """Nacked with attempts left: the job went back to pending or to its retry backoff."""
+    DEAD_LETTERED = "dead_lettered"
+    """Nacked out of attempts, dead-lettered, or abandoned out of attempts."""
+    LEASE_EXPIRED = "lease_expired"
+    """The lease ran out before the attempt was settled; the server requeued the job."""
+    INTERRUPTED = "interrupted"
+    """The server (the owner process) ended while the attempt held its claim."""
+    REQUEUED = "requeued"
+    """The dead job was requeued (not an attempt: ``attempt`` is 0)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobAttempt:
+    """One entry of a job's attempt history (the core's `taquba.JobAttempt`); times in ms."""
+
+    attempt: int
+    """The attempt this entry ends (1 for the first claim; 0 for ``REQUEUED``)."""
+    outcome: AttemptOutcome
+    """How it ended."""
+    recorded_at: int
+    """When the entry was written (ms since the epoch, server clock)."""
+    claimed_at: int | None = None
+    """When the attempt's claim began (None for ``REQUEUED``)."""
+    error: str | None = None
+    """The nack error or dead-letter reason (``RETRIED`` and ``DEAD_LETTERED`` only)."""
+
+
+class WakeOutcome(enum.StrEnum):
+    """What a wake did (the core's `taquba.WakeOutcome`)."""
+
+    WOKEN = "woken"
+    """The job was scheduled; it is pending now, with the wake's payload on its record."""
+    NOT_SCHEDULED = "not_scheduled"
+    """The job exists but is not scheduled (already due, claimed, or finished)."""
+    NOT_FOUND = "not_found"
+    """No job has this id."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._types import (
     Ack,
+    AttemptOutcome,
     CancelOutcome,
     Claim,
     Effects,
@@ -39,6 +40,7 @@ from ._types import (
     EnqueueResult,
     Health,
     Job,
+    JobAttempt,
     JobPage,
     JobStatus,
     KvPage,
@@ -49,6 +51,7 @@ from ._types import (
     ServerConfig,
     Settlement,
     SettleResult,
+    WakeOutcome,
 )
 
 if TYPE_CHECKING:
@@ -263,9 +266,27 @@ def job(data: Mapping[str, Any]) -> Job:
             completed_at=data.get("completed_at"),
             failed_at=data.get("failed_at"),
             cancel_requested=bool(data.get("cancel_requested", False)),
+            # Absent from a server before 0.3 (no wakes, no history there).
+            woken_at=data.get("woken_at"),
+            wake_payload=_opt_bytes(data.get("wake_payload")),
+            history_size=int(data.get("history_size") or 0),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ServerError(f"undecodable job from the server: {exc!r}") from exc
+
+
+def attempt(data: Mapping[str, Any]) -> JobAttempt:
+    """A `JobAttempt` from its wire map."""
+    try:
+        return JobAttempt(
+            attempt=data["attempt"],
+            outcome=AttemptOutcome(data["outcome"]),
+            recorded_at=data["recorded_at"],
+            claimed_at=data.get("claimed_at"),
+            error=data.get("error"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ServerError(f"undecodable attempt from the server: {exc!r}") from exc
 
 
 def enqueue_result(data: Mapping[str, Any]) -> EnqueueResult:
@@ -339,6 +360,28 @@ def enqueue_batch(
 def get_job(job_id: str) -> Call[Job]:
     """``GET /v1/jobs/{id}``."""
     return Call("GET", f"/v1/jobs/{_q(job_id)}", job)
+
+
+def get_job_history(job_id: str) -> Call[list[JobAttempt]]:
+    """``GET /v1/jobs/{id}/history``: a read, safe to repeat."""
+    return Call(
+        "GET", f"/v1/jobs/{_q(job_id)}/history", lambda d: [attempt(a) for a in d["history"]]
+    )
+
+
+def wake_scheduled(job_id: str, payload: bytes | None) -> Call[WakeOutcome]:
+    """``POST /v1/jobs/{id}/wake``: not idempotent in its answer, so not resent blindly.
+
+    A repeat of a wake that landed answers ``not_scheduled`` (the job is pending already), and
+    if the job has meanwhile failed into a retry's backoff, it wakes that retry too.
+    """
+    return Call(
+        "POST",
+        f"/v1/jobs/{_q(job_id)}/wake",
+        lambda d: WakeOutcome(d["outcome"]),
+        {"payload": _bin(payload)},
+        idempotent=False,
+    )
 
 
 def cancel(job_id: str) -> Call[CancelOutcome]:

@@ -25,6 +25,7 @@ How the in-process semantics carry over:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from contextlib import asynccontextmanager, contextmanager
@@ -78,7 +79,22 @@ def _mapped(job_id: str = "") -> Generator[None]:
         raise taquba.StorageUnavailable(str(exc)) from exc
 
 
+_NEW_RECORD_FIELDS = {f.name for f in dataclasses.fields(taquba.JobRecord)} >= {
+    "woken_at",
+    "wake_payload",
+    "history_size",
+}
+"""Whether the installed taquba (0.10 on) has the record fields of wakes and the history."""
+
+
 def _job(job: t.Job) -> taquba.JobRecord:
+    extra: dict[str, Any] = {}
+    if _NEW_RECORD_FIELDS:
+        extra = {
+            "woken_at": job.woken_at,
+            "wake_payload": job.wake_payload,
+            "history_size": job.history_size,
+        }
     return taquba.JobRecord(
         id=job.id,
         queue_name=job.queue_name,
@@ -96,6 +112,7 @@ def _job(job: t.Job) -> taquba.JobRecord:
         completed_at=job.completed_at,
         failed_at=job.failed_at,
         cancel_requested=job.cancel_requested,
+        **extra,
     )
 
 
@@ -303,10 +320,40 @@ class RemoteQueue:
         except taquba.JobNotFound:
             return None
 
+    async def get_job_history(self, job_id: str) -> list[taquba.JobAttempt] | None:
+        """How each attempt of the job ended, oldest first; None if no job has this id.
+
+        Needs taquba 0.10 installed (for `taquba.JobAttempt`).
+        """
+        with _mapped(job_id):
+            history = await self._client.get_job_history(job_id)
+        if history is None:
+            return None
+        return [
+            taquba.JobAttempt(
+                attempt=a.attempt,
+                outcome=taquba.AttemptOutcome(a.outcome.value),
+                recorded_at=a.recorded_at,
+                claimed_at=a.claimed_at,
+                error=a.error,
+            )
+            for a in history
+        ]
+
     async def cancel(self, job_id: str) -> taquba.CancelOutcome:
         """Cancel a job."""
         with _mapped(job_id):
             return taquba.CancelOutcome((await self._client.cancel(job_id)).value)
+
+    async def wake_scheduled(self, job_id: str, payload: bytes | None = None) -> taquba.WakeOutcome:
+        """Make a scheduled job due now with ``payload`` (see `taquba.Queue.wake_scheduled`).
+
+        Not resent after a lost answer (see `taquba_client.Client.wake_scheduled`): that
+        raises `taquba.StorageUnavailable`. Needs taquba 0.10 installed.
+        """
+        with _mapped(job_id):
+            outcome = await self._client.wake_scheduled(job_id, payload)
+        return taquba.WakeOutcome(outcome.value)
 
     async def wait_for_completion(self, job_id: str) -> taquba.JobRecord | None:
         """Wait until the job is done, dead or gone."""

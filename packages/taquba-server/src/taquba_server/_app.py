@@ -525,8 +525,18 @@ class ServerApp:
             raise _HttpError(404, "job_not_found", f"no job {call.params['id']!r}")
         return w.job_out(job)
 
+    async def _job_history(self, call: _Call) -> dict[str, Any]:
+        history = await self.queue.get_job_history(call.params["id"])
+        if history is None:
+            raise _HttpError(404, "job_not_found", f"no job {call.params['id']!r}")
+        return {"history": [w.attempt_out(a) for a in history]}
+
     async def _cancel(self, call: _Call) -> dict[str, Any]:
         outcome = await self.queue.cancel(call.params["id"])
+        return {"outcome": outcome.value}
+
+    async def _wake(self, call: _Call) -> dict[str, Any]:
+        outcome = await self.queue.wake_scheduled(call.params["id"], call.body["payload"])
         return {"outcome": outcome.value}
 
     async def _wait_job(self, call: _Call) -> dict[str, Any]:
@@ -842,9 +852,17 @@ class ServerApp:
                       w.ENQUEUE_BATCH_BODY, errors=(409,)),
             _Endpoint("GET", "/v1/jobs/{id}", "get_job", "A job's record", "produce",
                       w.JOB, self._get_job, params=[_ID], errors=(404,)),
+            _Endpoint("GET", "/v1/jobs/{id}/history", "get_job_history",
+                      "How each attempt of a job ended", "produce",
+                      r(None, {"history": List(w.JOB_ATTEMPT)}), self._job_history,
+                      params=[_ID], errors=(404,)),
             _Endpoint("POST", "/v1/jobs/{id}/cancel", "cancel_job", "Cancel a job", "produce",
                       r(None, {"outcome": Enum(("removed", "requested", "not_found"))}),
                       self._cancel, w.EMPTY_BODY, params=[_ID]),
+            _Endpoint("POST", "/v1/jobs/{id}/wake", "wake_job",
+                      "Make a scheduled job due now, with a payload", "produce",
+                      r(None, {"outcome": w.WAKE_OUTCOME}), self._wake, w.WAKE_BODY,
+                      params=[_ID]),
             _Endpoint("GET", "/v1/jobs/{id}/wait", "wait_job", "Wait for a job to finish",
                       "produce",
                       r(None, {"job": Nullable(w.JOB), "finished": Bool()}),

@@ -504,11 +504,13 @@ class Dashboard:
         if view not in ("auto", "text", "json", "hex"):
             raise _Page(400, f"unknown view {view!r}")
         shown, text, truncated = preview(job.payload, view)
+        history = await self.queue.get_job_history(job_id) or []
         return self._render(
             request,
             "job.html",
             session=session,
             job=job,
+            history=history,
             view=shown,
             payload=text,
             truncated=truncated,

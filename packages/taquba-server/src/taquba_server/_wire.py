@@ -198,6 +198,10 @@ BLOB_LIST_BODY = Obj(
     },
 )
 PURGE_BODY = Obj(None, {"status": Field(Enum(("dead", "done")), required=True)})
+WAKE_BODY = Obj(
+    None,
+    {"payload": Field(Nullable(Bytes(description="Handed to the job as its ``wake_payload``.")))},
+)
 EMPTY_BODY = Obj(None, {})
 
 # ---------------------------------------------------------------------------- responses
@@ -230,9 +234,24 @@ JOB = out(
         "completed_at": Nullable(MS),
         "failed_at": Nullable(MS),
         "cancel_requested": Bool(),
+        "woken_at": Nullable(MS),
+        "wake_payload": Nullable(Bytes()),
+        "history_size": Int(0, 2**63 - 1),
     },
     description="A job record (a `taquba.JobRecord`).",
 )
+JOB_ATTEMPT = out(
+    "JobAttempt",
+    {
+        "attempt": Int(0, 2**63 - 1, description="The attempt it ends (0 for ``requeued``)."),
+        "outcome": Enum(tuple(o.value for o in taquba.AttemptOutcome)),
+        "recorded_at": MS,
+        "claimed_at": Nullable(MS),
+        "error": Nullable(Str()),
+    },
+    description="One entry of a job's attempt history (a `taquba.JobAttempt`).",
+)
+WAKE_OUTCOME = Enum(tuple(o.value for o in taquba.WakeOutcome))
 ENQUEUE_RESULT = out("EnqueueResult", {"id": Str(), "created": Bool()})
 ENQUEUED = List(ENQUEUE_RESULT)
 CLAIM = out(
@@ -332,6 +351,20 @@ def job_out(job: taquba.JobRecord) -> dict[str, Any]:
         "completed_at": job.completed_at,
         "failed_at": job.failed_at,
         "cancel_requested": job.cancel_requested,
+        "woken_at": job.woken_at,
+        "wake_payload": job.wake_payload,
+        "history_size": job.history_size,
+    }
+
+
+def attempt_out(attempt: taquba.JobAttempt) -> dict[str, Any]:
+    """The wire form of an attempt-history entry (the keys of `taquba.cli.attempt_json`)."""
+    return {
+        "attempt": attempt.attempt,
+        "outcome": attempt.outcome.value,
+        "recorded_at": attempt.recorded_at,
+        "claimed_at": attempt.claimed_at,
+        "error": attempt.error,
     }
 
 
