@@ -29,12 +29,14 @@ def test_errors_form_one_tree() -> None:
         if inspect.isclass(getattr(taquba_workflow, n))
         and issubclass(getattr(taquba_workflow, n), BaseException)
     ]
-    assert len(errors) == 10
+    assert len(errors) == 13
     for error in errors:
         assert issubclass(error, taquba_workflow.WorkflowError), error
         assert issubclass(error, taquba.TaqubaError), error
     usage = {taquba_workflow.InvalidRunId, taquba_workflow.ReservedHeader}
     usage.add(taquba_workflow.UnserializableInput)
+    usage |= {taquba_workflow.ReservedKvKey, taquba_workflow.ConflictingKvEffect}
+    usage.add(taquba_workflow.EffectsSealed)
     assert {e for e in errors if issubclass(e, taquba.UsageError)} == usage
     assert issubclass(taquba_workflow.WorkflowDataError, taquba.DataError)
     tree = inspect.getdoc(sys.modules["taquba_workflow._errors"]) or ""

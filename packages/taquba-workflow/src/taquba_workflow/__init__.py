@@ -25,10 +25,14 @@ from importlib.metadata import version as _version
 
 from taquba import fixup_module_metadata as _taquba_fixup
 
+from ._effects import TerminalEffects as TerminalEffects
+from ._errors import ConflictingKvEffect as ConflictingKvEffect
+from ._errors import EffectsSealed as EffectsSealed
 from ._errors import InputMismatch as InputMismatch
 from ._errors import InvalidRunId as InvalidRunId
 from ._errors import PermanentStepError as PermanentStepError
 from ._errors import ReservedHeader as ReservedHeader
+from ._errors import ReservedKvKey as ReservedKvKey
 from ._errors import RunNotRetryable as RunNotRetryable
 from ._errors import StepError as StepError
 from ._errors import TransientStepError as TransientStepError
@@ -90,6 +94,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "Hook",
     "HookFunction",
     "TerminalHook",
+    "TerminalEffects",
     "RuntimeStatistics",
     "SweepReport",
     "read_run_outcome",
@@ -123,6 +128,9 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "WorkflowError",
     "InvalidRunId",
     "ReservedHeader",
+    "ReservedKvKey",
+    "ConflictingKvEffect",
+    "EffectsSealed",
     "UnserializableInput",
     "InputMismatch",
     "RunNotRetryable",

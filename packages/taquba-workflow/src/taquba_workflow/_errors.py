@@ -7,9 +7,13 @@ Every error taquba-workflow raises on purpose derives from `WorkflowError`, itse
     ├── taquba.UsageError           a misuse: a bad argument, a call out of order (never retry)
     │   ├── InvalidRunId            a run id outside [A-Za-z0-9_-]{1,128}  (also a WorkflowError)
     │   ├── ReservedHeader          a run header in the reserved ``workflow.`` namespace  (idem)
+    │   ├── ReservedKvKey           a staged KV key in the reserved ``workflow/`` space  (idem)
+    │   ├── ConflictingKvEffect     a KV key both written and deleted by one step  (idem)
+    │   ├── EffectsSealed           KV effects staged after they were taken  (idem)
     │   └── UnserializableInput     a memo content key whose input cannot be encoded  (idem)
     └── WorkflowError
-        ├── InvalidRunId, ReservedHeader, UnserializableInput   (see above)
+        ├── InvalidRunId, ReservedHeader, ReservedKvKey, ConflictingKvEffect, EffectsSealed,
+        │   UnserializableInput     (see above)
         ├── InputMismatch               the run id is known with a different input
         ├── RunNotRetryable             retry of a run that is not failed or cancelled
         ├── WorkflowDataError           a stored workflow record cannot be decoded (also a
@@ -21,7 +25,8 @@ Every error taquba-workflow raises on purpose derives from `WorkflowError`, itse
 Any other misuse (a bad option, `Runtime.sweep_now` without retention, a second concurrent
 `Runtime.serve`) raises `taquba.UsageError` itself. Errors of the queue and the store
 (`taquba.StorageUnavailable`, `taquba.Fenced`, ...) are not wrapped: they reach the caller as
-the `taquba` errors they are, and so are the payload codec's (`taquba.UnsupportedType` when a
+the `taquba` errors they are (a staged KV value above `taquba.MAX_KV_VALUE_SIZE` raises
+`taquba.KvValueTooLarge`), and so are the payload codec's (`taquba.UnsupportedType` when a
 payload type cannot be stored, `taquba.TypeMismatch` when a value does not fit its type).
 """
 
@@ -30,10 +35,13 @@ from __future__ import annotations
 from taquba import DataError, TaqubaError, UsageError
 
 __all__ = [
+    "ConflictingKvEffect",
+    "EffectsSealed",
     "InputMismatch",
     "InvalidRunId",
     "PermanentStepError",
     "ReservedHeader",
+    "ReservedKvKey",
     "RunNotRetryable",
     "StepError",
     "TransientStepError",
@@ -69,6 +77,32 @@ class ReservedHeader(WorkflowError, UsageError):
         super().__init__(f"header {name!r} is in the reserved 'workflow.' namespace")
         self.name = name
         """The rejected header name."""
+
+
+class ReservedKvKey(WorkflowError, UsageError):
+    """A KV key to write or delete starts with the runtime's reserved ``workflow/`` prefix.
+
+    Raised when a `RunSpec.kv_writes` key, a key staged with `Step.kv_put` / `Step.kv_delete`,
+    or one staged on `TerminalEffects` lies in the runtime's own key space.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__(f"KV key {key!r} is in the reserved 'workflow/' space")
+        self.key = key
+        """The rejected key."""
+
+
+class ConflictingKvEffect(WorkflowError, UsageError):
+    """One step (or terminal hook) staged both a write and a delete of the same KV key."""
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__(f"KV key {key!r} is both written and deleted by the same effects")
+        self.key = key
+        """The key staged both ways."""
+
+
+class EffectsSealed(WorkflowError, UsageError):
+    """KV effects were staged after the runtime took them (the step or hook had returned)."""
 
 
 class UnserializableInput(WorkflowError, UsageError, TypeError):

@@ -23,7 +23,7 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 FORMAT: Final = 1
 MAX_KV_ERROR_CHARS: Final = 8 * 1024  # the KV outcome keeps the error's head, far below 256 KiB
@@ -329,7 +329,12 @@ def decode_outcome_blob_resume(raw: bytes) -> tuple[RunOutcome[bytes], str, Resu
 EncodedOutcome = StepOutcome[bytes, bytes]
 
 
-def encode_replay(outcome: EncodedOutcome, stored_at_ms: int) -> bytes:
+def encode_replay(
+    outcome: EncodedOutcome,
+    stored_at_ms: int,
+    kv_writes: Mapping[bytes, bytes] | None = None,
+    kv_deletes: Sequence[bytes] = (),
+) -> bytes:
     match outcome:
         case Continue(payload=payload, delay=delay):
             body: dict[str, Any] = {"kind": "continue", "payload": payload}
@@ -341,7 +346,41 @@ def encode_replay(outcome: EncodedOutcome, stored_at_ms: int) -> bytes:
             body = {"kind": "fail", "error": error}
         case Cancel(reason):
             body = {"kind": "cancel", "reason": reason}
-    return _pack({"stored_at_ms": stored_at_ms, "outcome": body})
+    data: dict[str, Any] = {"stored_at_ms": stored_at_ms, "outcome": body}
+    if kv_writes or kv_deletes:  # the step's staged KV effects, applied again on replay
+        pairs = [[key, value] for key, value in (kv_writes or {}).items()]
+        data["kv"] = {"writes": pairs, "deletes": list(kv_deletes)}
+    return _pack(data)
+
+
+def decode_replay_kv(raw: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
+    """The staged KV ``(writes, deletes)`` of a step-output record (none in older records)."""
+    what = "step-output record"
+    kv = _unpack(raw, what).get("kv")
+    if kv is None:
+        return {}, []
+    if not isinstance(kv, dict):
+        raise WorkflowDataError(f"malformed {what}: kv is not a map")
+    fields: dict[str, Any] = kv  # pyright: ignore[reportUnknownVariableType]
+    pairs: object = fields.get("writes", [])  # [[key, value], ...]: msgpack map keys are str
+    deletes: object = fields.get("deletes", [])
+    writes: dict[bytes, bytes] = {}
+    if not isinstance(pairs, list) or not isinstance(deletes, list):
+        raise WorkflowDataError(f"malformed {what}: kv effects are not lists")
+    entries: list[object] = pairs  # pyright: ignore[reportUnknownVariableType]
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) != 2:  # pyright: ignore[reportUnknownArgumentType]
+            raise WorkflowDataError(f"malformed {what}: a kv write is not a pair")
+        key, value = entry  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(key, bytes) or not isinstance(value, bytes):
+            raise WorkflowDataError(f"malformed {what}: a kv write is not bytes")
+        writes[key] = value
+    keys: list[bytes] = []
+    for key in deletes:  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(key, bytes):
+            raise WorkflowDataError(f"malformed {what}: a kv delete is not bytes")
+        keys.append(key)
+    return writes, keys
 
 
 def decode_replay(raw: bytes) -> tuple[EncodedOutcome, int, int]:

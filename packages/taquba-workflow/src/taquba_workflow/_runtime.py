@@ -38,6 +38,7 @@ from taquba import (
 
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
 from . import _records as records  # pyright: ignore[reportPrivateUsage]
+from ._effects import TerminalEffects, check_kv_writes, seal_terminal
 from ._errors import (
     InputMismatch,
     PermanentStepError,
@@ -65,6 +66,7 @@ from ._types import (
     StepOutcome,
     Succeed,
     TerminalStatus,
+    step_kv,
 )
 
 if TYPE_CHECKING:
@@ -120,16 +122,24 @@ Return a `StepOutcome`. Raise `PermanentStepError` to fail the run now; raise
 the step's last attempt a transient error fails the run.
 """
 
-HookFunction: TypeAlias = Callable[[RunOutcome[R]], Awaitable[None]]
-"""An async function told how a run ended (the result decoded as the runtime's type)."""
+HookFunction: TypeAlias = Callable[[RunOutcome[R]], Awaitable[TerminalEffects | None]]
+"""An async function told how a run ended (the result decoded as the runtime's type).
+
+It may return `TerminalEffects`: KV writes, deletes and follow-up jobs committed with the
+acknowledgement of the notification.
+"""
 
 
 @runtime_checkable
 class TerminalHook(Protocol[R]):
     """An object whose ``on_termination`` method is told how each run ended."""
 
-    async def on_termination(self, outcome: RunOutcome[R]) -> None:
-        """React to a run's end (at least once per run; make it idempotent)."""
+    async def on_termination(self, outcome: RunOutcome[R]) -> TerminalEffects | None:
+        """React to a run's end (at least once per run; make it idempotent).
+
+        Return `TerminalEffects` to commit KV effects and follow-up jobs with the
+        notification's acknowledgement, or None.
+        """
         ...
 
 
@@ -143,6 +153,10 @@ idempotent), also after a crash. The end is visible (`Runtime.status`) before th
 hook is told of it. Raising `PermanentStepError` dead-letters the notification;
 raising anything else retries it with the hook queue's backoff until its attempts run out,
 then dead-letters it. The run's end is never affected.
+
+The hook may return `TerminalEffects` (application KV puts and deletes, follow-up jobs on any
+queue): they commit atomically with the notification's acknowledgement, only when the hook
+returned them (not when it raised), once per committed acknowledgement.
 """
 
 
@@ -249,6 +263,26 @@ def _encoded(
     except SerializationError as exc:  # TypeMismatch included
         problem = f"a value that does not fit its type: {exc}"
     raise PermanentStepError(f"the step runner returned {problem}")
+
+
+_Staged: TypeAlias = tuple[dict[bytes, bytes], list[bytes]]
+_NOTHING_STAGED: _Staged = ({}, [])
+
+
+def _with_kv(effects: Effects, staged: _Staged) -> Effects:
+    """``effects`` plus a step's staged application KV effects.
+
+    The keys never overlap: application keys cannot start with ``workflow/``, and every key
+    the runtime writes or deletes does.
+    """
+    writes, deletes = staged
+    if not writes and not deletes:
+        return effects
+    return Effects(
+        enqueues=effects.enqueues,
+        kv_writes={**writes, **effects.kv_writes},
+        kv_deletes=[*effects.kv_deletes, *deletes],
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -587,7 +621,8 @@ class Runtime(Generic[P, R]):
     async def submit(self, spec: RunSpec[P]) -> RunHandle[R]:
         """Start a run, or recognise a known one; return its handle once durable.
 
-        The run record and step 0 commit in one transaction. Submission is idempotent by run
+        The run record, step 0 and the spec's ``kv_writes`` commit in one transaction (a
+        submission that finds the run known writes none of them). Submission is idempotent by run
         id: resubmitting the id of a known run (active, or ended and still remembered) with
         the same input (compared by the SHA-256 of its deterministic encoding) does nothing
         and returns a handle whose ``newly_submitted`` is False; with another input it raises
@@ -603,10 +638,14 @@ class Runtime(Generic[P, R]):
             ReservedHeader: a header name starts with ``workflow.``.
             InputMismatch: the run is known with a different input.
             taquba.TypeMismatch: the input does not fit the runtime's ``payload_type``.
-            taquba.UsageError: ``spec`` is not a `RunSpec`, or has malformed headers.
+            ReservedKvKey: a ``kv_writes`` key starts with ``workflow/``.
+            taquba.KvValueTooLarge: a ``kv_writes`` value is above `taquba.MAX_KV_VALUE_SIZE`.
+            taquba.UsageError: ``spec`` is not a `RunSpec`, or has malformed headers or
+                ``kv_writes``.
         """
         if not isinstance(spec, RunSpec):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise UsageError("submit takes a RunSpec")
+        user_writes = check_kv_writes(spec.kv_writes)
         payload = self._payloads.encode(spec.input, path="input")
         run_id = (
             self._queue.next_job_id() if spec.run_id is None else keys.validate_run_id(spec.run_id)
@@ -652,7 +691,7 @@ class Runtime(Generic[P, R]):
                         headers={**headers, keys.HEADER_RUN_ID: run_id, keys.HEADER_STEP: "0"},
                         max_attempts=spec.max_attempts_per_step,
                         job_id=job_id,
-                        kv_writes={key: record.encode()},
+                        kv_writes={**user_writes, key: record.encode()},
                         kv_expect={key: None},
                     )
                 except KvConflict:
@@ -1068,8 +1107,11 @@ class Runtime(Generic[P, R]):
         finally:
             self._in_flight -= 1
 
-    async def _process_notification(self, job: JobRecord, lease: LeaseHandle) -> None:
-        """Deliver one terminal notification to the hook; raise to retry or dead-letter it."""
+    async def _process_notification(self, job: JobRecord, lease: LeaseHandle) -> Effects | None:
+        """Deliver one terminal notification to the hook; raise to retry or dead-letter it.
+
+        Returns the `TerminalEffects` the hook returned, committed with the acknowledgement.
+        """
         try:
             stored, _ = records.decode_outcome_blob(job.payload)
             outcome = _decoded_outcome(stored, self._results)
@@ -1079,7 +1121,9 @@ class Runtime(Generic[P, R]):
         if hook is None:
             raise PermanentFailure("this runtime has no terminal hook; requeue it for one that has")
         try:
-            await self._guarded(lambda: hook(outcome), lease, self._hook_queue_name, None)
+            returned = await self._guarded(
+                lambda: hook(outcome), lease, self._hook_queue_name, None
+            )
         except PermanentStepError as exc:
             raise PermanentFailure(f"the terminal hook failed: {exc.message}") from exc
         except TransientStepError as exc:
@@ -1090,6 +1134,17 @@ class Runtime(Generic[P, R]):
             log.info(
                 "run %s: the terminal hook succeeded on attempt %d", outcome.run_id, job.attempts
             )
+        if isinstance(returned, TerminalEffects):
+            writes, deletes, enqueues = seal_terminal(returned)
+            if writes or deletes or enqueues:
+                return Effects(enqueues=enqueues, kv_writes=writes, kv_deletes=deletes)
+        elif returned is not None:
+            log.warning(
+                "run %s: the terminal hook returned a %s, ignored (return TerminalEffects or None)",
+                outcome.run_id,
+                type(returned).__name__,
+            )
+        return None
 
     async def _guarded(
         self,
@@ -1173,10 +1228,13 @@ class Runtime(Generic[P, R]):
             )
 
         outcome: records.EncodedOutcome | None = None
+        staged = _NOTHING_STAGED
         replayed = False
         if self._replay:
-            outcome = await self._replayed(run_id, number, job.payload)
-            replayed = outcome is not None
+            found = await self._replayed(run_id, number, job.payload)
+            if found is not None:
+                outcome, staged = found
+                replayed = True
         if outcome is None:
             try:
                 payload = self._payloads.decode(job.payload, path=f"step {number}'s payload")
@@ -1199,11 +1257,13 @@ class Runtime(Generic[P, R]):
                 if record.step_time_limit_ms is not None
                 else self._step_time_limit
             )
+            kv = step_kv(step)
             try:
                 returned = await self._guarded(
                     lambda: self._runner(step), lease, self._queue_name, limit
                 )
             except _TimeLimitExceeded:
+                kv.seal()  # a failed attempt commits none of its staged effects
                 assert limit is not None
                 error = TransientStepError(
                     f"step {number} exceeded its time limit of {limit:g} s "
@@ -1211,7 +1271,9 @@ class Runtime(Generic[P, R]):
                 )
                 return await self._after_error(record, job, lease, error, resume=resume)
             except Exception as exc:
+                kv.seal()  # a failed attempt commits none of its staged effects
                 return await self._after_error(record, job, lease, exc, resume=resume)
+            staged = kv.seal()
             try:
                 outcome = _encoded(returned, self._payloads, self._results)
             except PermanentStepError as error:
@@ -1224,11 +1286,13 @@ class Runtime(Generic[P, R]):
         if self._replay and not replayed and not external:
             await self._store.put_blob(
                 keys.step_output_path(self._memos.prefix, run_id, number, job.payload),
-                records.encode_replay(outcome, self._clock.now_ms()),
+                records.encode_replay(outcome, self._clock.now_ms(), *staged),
             )
+        # The staged KV effects commit with the runner's outcome; an external cancellation
+        # overrides the outcome and drops them.
         match outcome:
             case Cancel(reason):
-                return await self._terminate(
+                ended = await self._terminate(
                     record,
                     headers,
                     TerminalStatus.CANCELLED,
@@ -1237,19 +1301,21 @@ class Runtime(Generic[P, R]):
                     last=last,
                     resume=resume,
                 )
+                return _with_kv(ended, staged)
             case _ if external:
                 return await self._terminate(
                     record, headers, TerminalStatus.CANCELLED, number, last=last, resume=resume
                 )
             case Continue(payload=payload, delay=delay):
                 delay_ms = 0 if delay is None else math.ceil(delay * 1000)
-                return self._advance(job, record, headers, payload, delay_ms)
+                return _with_kv(self._advance(job, record, headers, payload, delay_ms), staged)
             case Succeed(result):
-                return await self._terminate(
+                ended = await self._terminate(
                     record, headers, TerminalStatus.SUCCEEDED, number, result=result, last=last
                 )
+                return _with_kv(ended, staged)
             case Fail(error):
-                return await self._terminate(
+                ended = await self._terminate(
                     record,
                     headers,
                     TerminalStatus.FAILED,
@@ -1258,6 +1324,7 @@ class Runtime(Generic[P, R]):
                     last=last,
                     resume=resume,
                 )
+                return _with_kv(ended, staged)
 
     def _resume(self, record: records.RunRecord, job: JobRecord) -> records.Resume:
         """Where the run stands at ``job``: what `retry` enqueues if the run ends here."""
@@ -1322,7 +1389,7 @@ class Runtime(Generic[P, R]):
 
     async def _replayed(
         self, run_id: str, number: int, payload: bytes
-    ) -> records.EncodedOutcome | None:
+    ) -> tuple[records.EncodedOutcome, _Staged] | None:
         raw = await self._store.get_blob(
             keys.step_output_path(self._memos.prefix, run_id, number, payload)
         )
@@ -1330,13 +1397,14 @@ class Runtime(Generic[P, R]):
             return None
         try:
             outcome, stored_at, delay_ms = records.decode_replay(raw)
+            staged = records.decode_replay_kv(raw)
         except WorkflowDataError as exc:
             log.warning("ignoring step-output record of run %s step %d: %s", run_id, number, exc)
             return None
         if isinstance(outcome, Continue) and outcome.delay is not None:
             left = keys.remaining_delay(stored_at, self._clock.now_ms(), delay_ms)
             outcome = Continue(outcome.payload, delay=left / 1000)
-        return outcome
+        return outcome, staged
 
     def _advance(
         self,

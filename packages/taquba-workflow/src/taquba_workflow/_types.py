@@ -5,9 +5,11 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
 
 from taquba import UsageError
+
+from ._effects import KvStaging
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -54,6 +56,10 @@ class RunSpec(Generic[P]):
     step_time_limit: float | None = None
     """Seconds each attempt of each step of this run may take before it is cancelled and
     counted as a failed attempt; default the runtime's ``step_time_limit``."""
+    kv_writes: Mapping[bytes, bytes] = field(default_factory=dict[bytes, bytes])
+    """Application KV entries written in the transaction that creates the run (with its first
+    step), and only then: a duplicate submission writes nothing. Keys must not start with
+    ``workflow/`` (`ReservedKvKey`); values are at most `taquba.MAX_KV_VALUE_SIZE` bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +219,37 @@ class Step(Generic[P]):
     """Durable key-value memo scoped to ``(run_id, number)``: it survives retries."""
     lease: LeaseHandle
     """The delivery's lease: call ``lease.ensure_at_least(seconds)`` before slow work."""
+    _kv: KvStaging = field(default_factory=KvStaging, init=False, repr=False, compare=False)
+
+    def kv_put(self, key: bytes, value: bytes) -> None:
+        """Stage a write of the application KV entry ``key``, committed with the step's outcome.
+
+        Staged puts and deletes commit in the settlement that commits what the runner returns
+        (`Continue`, `Succeed`, `Fail` or `Cancel`), atomically with it, and only then: not
+        when the runner raises (the attempt fails; a retry stages its own), not when an
+        external cancellation overrides the outcome, not when the delivery's claim was lost.
+        A step may commit more than once (at-least-once delivery): stage absolute values. The
+        last value staged for a key wins. Read KV through the queue (``queue.kv_get``).
+
+        Raises:
+            ReservedKvKey: ``key`` starts with ``workflow/`` (the runtime's records).
+            ConflictingKvEffect: this attempt staged the deletion of ``key``.
+            taquba.KvValueTooLarge: ``value`` is longer than `taquba.MAX_KV_VALUE_SIZE`.
+            EffectsSealed: the step has returned already.
+            taquba.UsageError: ``key`` or ``value`` is not bytes.
+        """
+        self._kv.put(key, value)
+
+    def kv_delete(self, key: bytes) -> None:
+        """Stage the deletion of the application KV entry ``key`` (see `kv_put`).
+
+        Raises:
+            ReservedKvKey: ``key`` starts with ``workflow/`` (the runtime's records).
+            ConflictingKvEffect: this attempt staged a write of ``key``.
+            EffectsSealed: the step has returned already.
+            taquba.UsageError: ``key`` is not bytes.
+        """
+        self._kv.delete(key)
 
     @property
     def cancel_requested(self) -> bool:
@@ -226,3 +263,8 @@ class Step(Generic[P]):
     async def wait_cancel_requested(self) -> None:
         """Wait until `cancel_requested` becomes true."""
         await self.lease.wait_cancel_requested()
+
+
+def step_kv(step: Step[Any]) -> KvStaging:
+    """The step's staged KV effects (runtime-internal)."""
+    return step._kv  # pyright: ignore[reportPrivateUsage]
