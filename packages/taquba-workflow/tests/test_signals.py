@@ -17,6 +17,7 @@ import trio
 
 import taquba
 from taquba import JobStatus, MockClock, Store, WakeOutcome
+from taquba.testing import open_child
 from taquba_workflow import (
     Continue,
     RunSpec,
@@ -452,3 +453,63 @@ def test_the_guide_example_of_a_signal_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "succeeded invoice-7 approved" in result.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+@pytest.mark.parametrize("point", ["wake", "cleanup"])
+async def test_a_signaller_killed_mid_signal_converges(tmp_path: Path, point: str) -> None:
+    """SIGKILL after the buffer write (before the wake), or after the wake (before the clean-up)."""
+    store_dir = tmp_path / "store"
+    child_script = Path(__file__).with_name("wf_signal_crash_child.py")
+    with trio.fail_after(30):
+        async with open_child(child_script, str(store_dir), point) as child:
+            await child.expect(f"AT {point}")
+            await child.kill()
+    clock = MockClock(taquba.SystemClock().now_ms())  # the child ran on the system clock
+    async with taquba.open_queue(store_dir, "signals", clock=clock) as queue:
+        runtime = Runtime(queue, Waiting(key="approval:crash"))
+        wait = keys.signal_wait_key("workflow", "approval:crash")
+        buffer = keys.signal_buffer_key("workflow", "approval:crash")
+        assert await queue.kv_get(buffer) is not None  # the signal was buffered durably
+        if point == "wake":
+            assert len(await jobs_in(queue, JobStatus.SCHEDULED)) == 1  # still waiting
+            assert await queue.kv_get(wait) is not None
+            clock.advance(3600)  # nobody signals again: taken at the deadline
+            await queue.promote_scheduled_now()
+        await run_all(runtime)
+        assert await result(runtime, "waiting") == b"sent before the crash"
+        assert (await queue.kv_scan(b"workflow/workflow/signal")).entries == []
+
+
+async def test_a_retried_step_with_a_leftover_waiter_entry_is_not_woken_again(
+    clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step resolved (pinned) its signal and died before removing its waiter entry; its
+    retry is scheduled (backoff). A new signal must not be swallowed by waking it."""
+    runner = Waiting()
+    config = taquba.QueueConfig(retry_backoff_base=30, lease_duration=60)
+    async with opened(clock=clock, config=config) as queue:
+        runtime = Runtime(queue, runner)
+        await runtime.submit(RunSpec(input=b"x", run_id="r1"))
+        await run_all(runtime)
+        real_cas = queue.kv_compare_and_set
+
+        async def dies_on_the_entry(key: bytes, expected: bytes | None, new: bytes | None) -> bool:
+            if key == WAIT:
+                raise taquba.StorageUnavailable("the process died here")
+            return await real_cas(key, expected, new)
+
+        with monkeypatch.context() as patch:
+            # The signal's own clean-up and the step's removal of its entry both fail.
+            patch.setattr(queue, "kv_compare_and_set", dies_on_the_entry)
+            with pytest.raises(taquba.StorageUnavailable):
+                await runtime.signal(KEY, b"first")
+            await run_all(runtime)  # step 1 resolves "first", then fails: retried later
+        assert await queue.kv_get(WAIT) is not None
+        assert len(await jobs_in(queue, JobStatus.SCHEDULED)) == 1
+        assert await runtime.signal(KEY, b"second") is SignalOutcome.BUFFERED
+        clock.advance(60)
+        await queue.promote_scheduled_now()
+        await run_all(runtime)
+        assert await result(runtime, "r1") == b"first"
+        assert records.decode_signal(await queue.kv_get(BUFFER) or b"") == b"second"

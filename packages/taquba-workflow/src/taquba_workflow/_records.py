@@ -330,15 +330,29 @@ class Waiter:
 
     run_id: str
     job_id: str  # the scheduled step job a signal wakes
+    incarnation: str  # with ``step``: where that job pins the signal it resolved
+    step: int
 
     def encode(self) -> bytes:
-        return _pack({"run_id": self.run_id, "job_id": self.job_id})
+        return _pack(
+            {
+                "run_id": self.run_id,
+                "job_id": self.job_id,
+                "incarnation": self.incarnation,
+                "step": self.step,
+            }
+        )
 
 
 def decode_waiter(raw: bytes) -> Waiter:
     what = "signal waiter"
     data = _unpack(raw, what)
-    return Waiter(_str(data, "run_id", what), _str(data, "job_id", what))
+    return Waiter(
+        _str(data, "run_id", what),
+        _str(data, "job_id", what),
+        _str(data, "incarnation", what),
+        _int(data, "step", what),
+    )
 
 
 def encode_signal(signal_id: str, payload: bytes) -> bytes:

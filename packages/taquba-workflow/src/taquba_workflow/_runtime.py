@@ -1020,6 +1020,12 @@ class Runtime(Generic[P, R]):
             if waiter is None:
                 await self._queue.kv_compare_and_set(wait_key, raw, None)
                 continue
+            pin = keys.signal_got_key(self._queue_name, waiter.incarnation, waiter.step)
+            if await self._queue.kv_get(pin) is not None:
+                # The waiter resolved its signal already (and died before removing its entry;
+                # its job may be scheduled again for a retry): waking it would hand it nothing.
+                await self._queue.kv_compare_and_set(wait_key, raw, None)
+                return SignalOutcome.BUFFERED
             outcome = await wake(waiter.job_id, signal)
             if outcome == "woken":  # WakeOutcome.WOKEN (a StrEnum), without importing it
                 # The woken step reads the wake's payload; these two are clean-up (the step
@@ -1105,7 +1111,8 @@ class Runtime(Generic[P, R]):
         effects = self._advance(job, record, headers, payload, timeout_ms, signal_key=key)
         next_id = effects.enqueues[0].job_id
         assert next_id is not None
-        waiting = records.Waiter(record.run_id, next_id).encode()
+        waiting = records.Waiter(record.run_id, next_id, record.incarnation, record.step + 1)
+        waiting = waiting.encode()
         return Effects(
             enqueues=effects.enqueues, kv_writes={**effects.kv_writes, wait_key: waiting}
         )
