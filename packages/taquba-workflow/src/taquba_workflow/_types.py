@@ -73,9 +73,16 @@ class Continue(Generic[P]):
 
         return Continue(order)                  # the next step, now
         return Continue(order, delay=30.0)      # the next step, in 30 s
+        return Continue(order, on_signal=f"approval:{step.run_id}", timeout=86400.0)
+                                                # when `Runtime.signal` sends one, or in a day
+
+    With ``on_signal``, the wait is durable the same way, and the next step reads the signal
+    as `Step.signal` (None if ``timeout`` passed first).
 
     Raises:
-        taquba.UsageError: ``delay`` is not a finite, non-negative number of seconds.
+        taquba.UsageError: ``delay`` or ``timeout`` is not a finite, non-negative number of
+            seconds, ``on_signal`` is not a usable key, ``on_signal`` comes without ``timeout``
+            or with ``delay``, or ``timeout`` without ``on_signal``.
     """
 
     payload: P
