@@ -42,6 +42,7 @@ from ._errors import WorkflowError as WorkflowError
 from ._keys import DEFAULT_MEMO_PREFIX as DEFAULT_MEMO_PREFIX
 from ._keys import HEADER_CONTROL as HEADER_CONTROL
 from ._keys import HEADER_RUN_ID as HEADER_RUN_ID
+from ._keys import HEADER_SIGNAL_WAIT as HEADER_SIGNAL_WAIT
 from ._keys import HEADER_STEP as HEADER_STEP
 from ._keys import HEADER_TERMINAL as HEADER_TERMINAL
 from ._keys import MAX_RUN_ID_LENGTH as MAX_RUN_ID_LENGTH
@@ -69,6 +70,7 @@ from ._runtime import StepRunner as StepRunner
 from ._runtime import SweepReport as SweepReport
 from ._runtime import TerminalHook as TerminalHook
 from ._runtime import read_run_outcome as read_run_outcome
+from ._types import MAX_SIGNAL_KEY_LENGTH as MAX_SIGNAL_KEY_LENGTH
 from ._types import Cancel as Cancel
 from ._types import Continue as Continue
 from ._types import Fail as Fail
@@ -76,6 +78,7 @@ from ._types import RunOutcome as RunOutcome
 from ._types import RunSpec as RunSpec
 from ._types import RunState as RunState
 from ._types import RunStatus as RunStatus
+from ._types import SignalOutcome as SignalOutcome
 from ._types import Step as Step
 from ._types import StepOutcome as StepOutcome
 from ._types import Succeed as Succeed
@@ -148,6 +151,10 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "RESERVED_HEADER_PREFIX",
     "RESERVED_KV_PREFIX",
     "__version__",
+    # durable signals
+    "SignalOutcome",
+    "MAX_SIGNAL_KEY_LENGTH",
+    "HEADER_SIGNAL_WAIT",
 ]
 
 _taquba_fixup(__name__, globals())

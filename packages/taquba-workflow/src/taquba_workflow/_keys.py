@@ -9,6 +9,10 @@ User KV of the queue database, per runtime ``queue_name``::
     workflow/<queue_name>/outcomes/<run_id>  the committed terminal outcome (status, error)
     workflow/<queue_name>/ending/<run_id>    a pending request to end a run whose step job
                                              was dead-lettered outside the runtime
+    workflow/<queue_name>/signal-wait/<key>  the waiter on a signal key: {run id, job id}
+    workflow/<queue_name>/signal-buf/<key>   a buffered signal: {signal id, payload}
+    workflow/<queue_name>/signal-got/<incarnation>/<step>  the signal a step reads (pinned for its
+                                             redeliveries; deleted with its settlement)
 
 Blobs of the store, under the memo prefix (default ``workflow-memo``)::
 
@@ -35,6 +39,7 @@ __all__ = [
     "DEFAULT_MEMO_PREFIX",
     "HEADER_CONTROL",
     "HEADER_RUN_ID",
+    "HEADER_SIGNAL_WAIT",
     "HEADER_STEP",
     "HEADER_TERMINAL",
     "MAX_RUN_ID_LENGTH",
@@ -59,6 +64,9 @@ HEADER_CONTROL = "workflow.control"
 
 HEADER_TERMINAL = "workflow.terminal"
 """The job header marking a terminal notification job (value: the run's terminal status)."""
+
+HEADER_SIGNAL_WAIT = "workflow.signal_wait"
+"""The job header of a step that follows a wait for a signal (value: the correlation key)."""
 
 RESERVED_KV_PREFIX = b"workflow/"
 """User-KV keys starting with this belong to the runtime."""
@@ -131,6 +139,21 @@ def outcome_key(queue_name: str, run_id: str) -> bytes:
 def ending_key(queue_name: str, run_id: str) -> bytes:
     """The user-KV key of a request to end a run whose step job was dead-lettered."""
     return _kv(queue_name, "ending", run_id)
+
+
+def signal_wait_key(queue_name: str, key: str) -> bytes:
+    """The user-KV key of the waiter registered on signal correlation key ``key``."""
+    return f"workflow/{queue_name}/signal-wait/{key}".encode()
+
+
+def signal_buffer_key(queue_name: str, key: str) -> bytes:
+    """The user-KV key of the signal buffered under correlation key ``key``."""
+    return f"workflow/{queue_name}/signal-buf/{key}".encode()
+
+
+def signal_got_key(queue_name: str, incarnation: str, step: int) -> bytes:
+    """The user-KV key of the signal step ``step`` of the run ``incarnation`` reads (its pin)."""
+    return f"workflow/{queue_name}/signal-got/{incarnation}/{step}".encode()
 
 
 def default_hook_queue_name(queue_name: str) -> str:

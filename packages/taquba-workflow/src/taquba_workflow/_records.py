@@ -321,6 +321,78 @@ def decode_outcome_blob_resume(raw: bytes) -> tuple[RunOutcome[bytes], str, Resu
     return outcome, _str(data, "incarnation", what), _resume(data, what)
 
 
+# ------------------------------------------------------------------------------- signals
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    """The waiter on a signal key (user KV ``workflow/<queue>/signal-wait/<key>``)."""
+
+    run_id: str
+    job_id: str  # the scheduled step job a signal wakes
+    incarnation: str  # with ``step``: where that job pins the signal it resolved
+    step: int
+
+    def encode(self) -> bytes:
+        return _pack(
+            {
+                "run_id": self.run_id,
+                "job_id": self.job_id,
+                "incarnation": self.incarnation,
+                "step": self.step,
+            }
+        )
+
+
+def decode_waiter(raw: bytes) -> Waiter:
+    what = "signal waiter"
+    data = _unpack(raw, what)
+    return Waiter(
+        _str(data, "run_id", what),
+        _str(data, "job_id", what),
+        _str(data, "incarnation", what),
+        _int(data, "step", what),
+    )
+
+
+def encode_signal(signal_id: str, payload: bytes) -> bytes:
+    """A signal: what the buffer holds and what a wake hands the waiter's job."""
+    return _pack({"id": signal_id, "payload": bytes(payload)})
+
+
+def decode_signal(raw: bytes) -> bytes:
+    """The payload of an encoded signal."""
+    what = "signal"
+    return _bytes(_unpack(raw, what), "payload", what)
+
+
+def encode_got(signal: bytes | None) -> bytes:
+    """The pin of a resolved wait: the encoded signal, or None when it timed out."""
+    return _pack({"signal": signal})
+
+
+def pinned_signal(raw: bytes) -> bytes | None:
+    """The encoded signal a pin holds (None: a timed-out wait, or an undecodable pin)."""
+    try:
+        data = _unpack(raw, "resolved signal")
+    except WorkflowDataError:
+        return None
+    signal = data.get("signal")
+    return signal if isinstance(signal, bytes) else None
+
+
+def decode_got(raw: bytes) -> bytes | None:
+    """The payload a resolved wait pinned (None: it timed out)."""
+    what = "resolved signal"
+    data = _unpack(raw, what)
+    signal = data.get("signal")
+    if signal is None:
+        return None
+    if not isinstance(signal, bytes):
+        raise WorkflowDataError(f"malformed {what}: signal is not bytes")
+    return decode_signal(signal)
+
+
 # ------------------------------------------------------------------------- replay records
 # Payloads and results here are the stored bytes (already encoded by the payload codecs). A
 # delayed `Continue` keeps the 0.7 kind name ``continue_after``, so records of either version
@@ -336,8 +408,15 @@ def encode_replay(
     kv_deletes: Sequence[bytes] = (),
 ) -> bytes:
     match outcome:
+        case Continue(payload=payload, on_signal=str(key), timeout=timeout):
+            body: dict[str, Any] = {
+                "kind": "continue_on_signal",
+                "payload": payload,
+                "key": key,
+                "timeout_ms": round((timeout or 0) * 1000),
+            }
         case Continue(payload=payload, delay=delay):
-            body: dict[str, Any] = {"kind": "continue", "payload": payload}
+            body = {"kind": "continue", "payload": payload}
             if delay is not None:
                 body = {**body, "kind": "continue_after", "delay_ms": round(delay * 1000)}
         case Succeed(result):
@@ -384,7 +463,7 @@ def decode_replay_kv(raw: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
 
 
 def decode_replay(raw: bytes) -> tuple[EncodedOutcome, int, int]:
-    """``(outcome, stored_at_ms, delay_ms)``; ``delay_ms`` is 0 unless a delayed `Continue`."""
+    """``(outcome, stored_at_ms, delay_ms)``: ``delay_ms`` is a delay or a signal timeout."""
     what = "step-output record"
     data = _unpack(raw, what)
     stored_at = _int(data, "stored_at_ms", what)
@@ -400,6 +479,13 @@ def decode_replay(raw: bytes) -> tuple[EncodedOutcome, int, int]:
         if delay_ms < 0:
             raise WorkflowDataError(f"malformed {what}: negative delay")
         return Continue(_bytes(fields, "payload", what), delay=delay_ms / 1000), stored_at, delay_ms
+    if kind == "continue_on_signal":
+        timeout_ms = _int(fields, "timeout_ms", what)
+        if timeout_ms < 0:
+            raise WorkflowDataError(f"malformed {what}: negative timeout")
+        payload = _bytes(fields, "payload", what)
+        key = _str(fields, "key", what)
+        return Continue(payload, on_signal=key, timeout=timeout_ms / 1000), stored_at, timeout_ms
     if kind == "succeed":
         return Succeed(_bytes(fields, "result", what)), stored_at, 0
     if kind == "fail":

@@ -62,17 +62,19 @@ from ._types import (
     RunSpec,
     RunState,
     RunStatus,
+    SignalOutcome,
     Step,
     StepOutcome,
     Succeed,
     TerminalStatus,
     step_kv,
+    validate_signal_key,
 )
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
 
-    from taquba import BlobStore, Clock, QueueLike
+    from taquba import BlobStore, Clock, QueueLike, WakeOutcome  # WakeOutcome: taquba >= 0.10
 
 __all__ = [
     "Hook",
@@ -94,6 +96,8 @@ _CONTROL_END = "end"  # end a run whose step job was dead-lettered outside the r
 _SWEEP_PAGE = 256
 _MAX_SWEEP_INTERVAL = 3600.0
 _FATAL = (Fenced, QueueClosed, StorageFatal)
+_SIGNAL_POLLS = 10  # reads of a missing waiter entry: a registration may be committing
+_SIGNAL_POLL_INTERVAL = 0.025
 _T = TypeVar("_T")
 
 
@@ -248,8 +252,9 @@ def _encoded(
     """
     try:
         match outcome:
-            case Continue(payload=payload, delay=delay):  # pyright: ignore[reportUnknownVariableType]
-                return Continue(payloads.encode(payload, path="Continue.payload"), delay=delay)  # pyright: ignore[reportUnknownArgumentType]
+            case Continue(payload=payload, delay=delay, on_signal=key, timeout=timeout):  # pyright: ignore[reportUnknownVariableType]
+                encoded = payloads.encode(payload, path="Continue.payload")
+                return Continue(encoded, delay=delay, on_signal=key, timeout=timeout)
             case Succeed(result=result):  # pyright: ignore[reportUnknownVariableType]
                 return Succeed(results.encode(result, path="Succeed.result"))  # pyright: ignore[reportUnknownArgumentType]
             case Fail(error) if not _is_str(error):
@@ -968,6 +973,189 @@ class Runtime(Generic[P, R]):
         """
         return await cancel_run(self._queue, self._queue_name, run_id, clock=self._clock)
 
+    # ---------------------------------------------------------------------------- signals
+
+    def _wake(self) -> Callable[[str, bytes | None], Awaitable[WakeOutcome]] | None:
+        """The queue's ``wake_scheduled`` (taquba >= 0.10; the package admits 0.9 otherwise)."""
+        wake: Callable[[str, bytes | None], Awaitable[WakeOutcome]] | None = getattr(
+            self._queue, "wake_scheduled", None
+        )
+        return wake
+
+    async def signal(self, key: str, payload: bytes) -> SignalOutcome:
+        """Send a signal: hand ``payload`` to the run waiting on correlation key ``key``.
+
+        A run waits with ``Continue(next_payload, on_signal=key, timeout=seconds)``; its next
+        step reads the payload as `Step.signal`. If a run waits on ``key`` now, its next step
+        becomes due at once (`SignalOutcome.DELIVERED`). Otherwise the signal is buffered under
+        the key (`SignalOutcome.BUFFERED`): the next run that waits on ``key`` takes it at once,
+        and a waiter whose registration raced this call takes it at its deadline at the
+        latest. One signal is buffered per key: a later signal replaces an unconsumed one.
+        Durable when it returns; delivery is at least once (a redelivered step reads the same
+        signal). Signals go through the process owning the queue (one writer per store).
+
+        Raises:
+            taquba.UsageError: ``key`` is not a non-empty str of at most 256 characters, or
+                ``payload`` is not bytes.
+        """
+        validate_signal_key(key)
+        if not isinstance(payload, (bytes, bytearray, memoryview)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise UsageError("a signal payload must be bytes")
+        wake = self._wake()
+        if wake is None:
+            raise UsageError("signals need a queue with wake_scheduled (taquba >= 0.10)")
+        wait_key = keys.signal_wait_key(self._queue_name, key)
+        buffer_key = keys.signal_buffer_key(self._queue_name, key)
+        signal = records.encode_signal(self._queue.next_job_id(), bytes(payload))
+        # Buffer first: a run registering concurrently reads the buffer, and a waiter whose
+        # deadline passes before the wake lands takes it from there.
+        await self._queue.kv_put(buffer_key, signal)
+        for poll in range(_SIGNAL_POLLS):
+            raw = await self._queue.kv_get(wait_key)
+            if raw is None:
+                if poll + 1 < _SIGNAL_POLLS:
+                    await trio.sleep(_SIGNAL_POLL_INTERVAL)  # a registration may be committing
+                continue
+            waiter = self._decoded_waiter(raw)
+            if waiter is None:
+                await self._queue.kv_compare_and_set(wait_key, raw, None)
+                continue
+            pin = keys.signal_got_key(self._queue_name, waiter.incarnation, waiter.step)
+            if await self._queue.kv_get(pin) is not None:
+                # The waiter resolved its signal already (and died before removing its entry;
+                # its job may be scheduled again for a retry): waking it would hand it nothing.
+                await self._queue.kv_compare_and_set(wait_key, raw, None)
+                return SignalOutcome.BUFFERED
+            outcome = await wake(waiter.job_id, signal)
+            if outcome == "woken":  # WakeOutcome.WOKEN (a StrEnum), without importing it
+                # The woken step reads the wake's payload; these two are clean-up (the step
+                # redoes them if this process dies here).
+                await self._queue.kv_compare_and_set(buffer_key, signal, None)
+                await self._queue.kv_compare_and_set(wait_key, raw, None)
+                return SignalOutcome.DELIVERED
+            # The waiter is past its wait (its deadline fired first, or it is gone): stale.
+            await self._queue.kv_compare_and_set(wait_key, raw, None)
+            return SignalOutcome.BUFFERED
+        return SignalOutcome.BUFFERED
+
+    async def clear_signal(self, key: str) -> bool:
+        """Discard the signal buffered under ``key``; return whether there was one.
+
+        A run already waiting on ``key`` keeps waiting (there is nothing to clear: a signal
+        delivered to it is not buffered).
+
+        Raises:
+            taquba.UsageError: ``key`` is not a valid correlation key.
+        """
+        validate_signal_key(key)
+        buffer_key = keys.signal_buffer_key(self._queue_name, key)
+        while True:
+            raw = await self._queue.kv_get(buffer_key)
+            if raw is None:
+                return False
+            if await self._queue.kv_compare_and_set(buffer_key, raw, None):
+                return True
+
+    def _decoded_waiter(self, raw: bytes) -> records.Waiter | None:
+        try:
+            return records.decode_waiter(raw)
+        except WorkflowDataError as exc:
+            log.warning("ignoring an undecodable signal waiter: %s", exc)
+            return None
+
+    async def _register(
+        self,
+        job: JobRecord,
+        record: records.RunRecord,
+        headers: Mapping[str, str],
+        payload: bytes,
+        key: str,
+        timeout_ms: int,
+    ) -> Effects:
+        """The effects of ``Continue(on_signal=key)``: take a buffered signal, or wait for one.
+
+        Raises:
+            PermanentStepError: another run is waiting on ``key`` (its job is scheduled).
+        """
+        if self._wake() is None:
+            raise PermanentStepError("waiting for a signal needs taquba >= 0.10 (wake_scheduled)")
+        wait_key = keys.signal_wait_key(self._queue_name, key)
+        buffer_key = keys.signal_buffer_key(self._queue_name, key)
+        pin = keys.signal_got_key(self._queue_name, record.incarnation, record.step + 1)
+        raw = await self._queue.kv_get(wait_key)
+        waiter = None if raw is None else self._decoded_waiter(raw)
+        if waiter is not None and waiter.run_id != record.run_id:
+            other = await self._queue.get_job(waiter.job_id)
+            if other is not None and other.status is JobStatus.SCHEDULED:
+                raise PermanentStepError(
+                    f"run {waiter.run_id} is already waiting for a signal on key {key!r}: "
+                    "one waiter per correlation key"
+                )
+        # A signal this step took on an earlier delivery is pinned for its next step already.
+        pinned = await self._queue.kv_get(pin)
+        if pinned is None:
+            buffered = await self._queue.kv_get(buffer_key)
+            if buffered is not None:
+                # Pin it for the next step, then take it out of the buffer (compare-delete: a
+                # newer signal stays buffered). A crash in between: the redelivery finds the pin.
+                if not await self._queue.kv_compare_and_set(
+                    pin, None, records.encode_got(buffered)
+                ):
+                    raise TransientStepError("a concurrent delivery pinned a signal; retrying")
+                pinned = records.encode_got(buffered)
+        if pinned is not None:
+            signal = records.pinned_signal(pinned)
+            if signal is not None:
+                await self._queue.kv_compare_and_set(buffer_key, signal, None)
+            return self._advance(job, record, headers, payload, 0, signal_key=key)
+        effects = self._advance(job, record, headers, payload, timeout_ms, signal_key=key)
+        next_id = effects.enqueues[0].job_id
+        assert next_id is not None
+        waiting = records.Waiter(record.run_id, next_id, record.incarnation, record.step + 1)
+        waiting = waiting.encode()
+        return Effects(
+            enqueues=effects.enqueues, kv_writes={**effects.kv_writes, wait_key: waiting}
+        )
+
+    async def _resolve_signal(
+        self, job: JobRecord, record: records.RunRecord, key: str
+    ) -> bytes | None:
+        """The signal the step after a wait reads (None: the wait timed out).
+
+        Pinned on the first resolution, so every delivery of the step reads the same one.
+        """
+        pin = keys.signal_got_key(self._queue_name, record.incarnation, record.step)
+        buffer_key = keys.signal_buffer_key(self._queue_name, key)
+        wait_key = keys.signal_wait_key(self._queue_name, key)
+        pinned = await self._queue.kv_get(pin)
+        if pinned is None:
+            woken: bytes | None = getattr(job, "wake_payload", None)  # taquba >= 0.10
+            if woken is not None:
+                signal: bytes | None = woken  # woken by `signal`
+            else:
+                # The deadline fired: a signal buffered after the registration read the buffer
+                # (or whose wake lost to the deadline) is taken now.
+                signal = await self._queue.kv_get(buffer_key)
+            pinned = records.encode_got(signal)
+            if not await self._queue.kv_compare_and_set(pin, None, pinned):
+                pinned = await self._queue.kv_get(pin)
+                if pinned is None:
+                    raise TransientStepError("the step's signal pin vanished; retrying")
+        # Done waiting: drop the consumed buffer entry and this step's waiter entry (either
+        # may be left over by a signaller that died after its wake).
+        signal = records.pinned_signal(pinned)
+        if signal is not None:
+            await self._queue.kv_compare_and_set(buffer_key, signal, None)
+        raw = await self._queue.kv_get(wait_key)
+        waiter = None if raw is None else self._decoded_waiter(raw)
+        if raw is not None and (waiter is None or waiter.job_id == job.id):
+            await self._queue.kv_compare_and_set(wait_key, raw, None)
+        try:
+            return records.decode_got(pinned)
+        except WorkflowDataError as exc:
+            log.warning("run %s: ignoring an undecodable signal: %s", record.run_id, exc)
+            return None
+
     # ---------------------------------------------------------------------------- run
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -1204,6 +1392,27 @@ class Runtime(Generic[P, R]):
             ) from exc
 
     async def _process_step(self, job: JobRecord, lease: LeaseHandle) -> Effects | None:
+        effects = await self._process_step_settling(job, lease)
+        if job.headers.get(keys.HEADER_SIGNAL_WAIT) is None or lease.expires_at is None:
+            return effects
+        # The step after a wait: its pinned signal goes with its settlement (any outcome).
+        try:
+            run_id, number = self._parse_step(job)
+            record = await self._read_run(run_id)
+        except (PermanentFailure, WorkflowDataError):
+            return effects
+        if record is None or record.job_id != job.id:
+            return effects
+        pin = keys.signal_got_key(self._queue_name, record.incarnation, number)
+        if effects is None:
+            return Effects(kv_deletes=[pin])
+        return Effects(
+            enqueues=effects.enqueues,
+            kv_writes=effects.kv_writes,
+            kv_deletes=[*effects.kv_deletes, pin],
+        )
+
+    async def _process_step_settling(self, job: JobRecord, lease: LeaseHandle) -> Effects | None:
         run_id, number = self._parse_step(job)
         try:
             record = await self._read_run(run_id)
@@ -1226,6 +1435,11 @@ class Runtime(Generic[P, R]):
             return await self._terminate(
                 record, headers, TerminalStatus.CANCELLED, number, last=last, resume=resume
             )
+
+        signal_key = job.headers.get(keys.HEADER_SIGNAL_WAIT)
+        signal: bytes | None = None
+        if signal_key is not None:
+            signal = await self._resolve_signal(job, record, signal_key)
 
         outcome: records.EncodedOutcome | None = None
         staged = _NOTHING_STAGED
@@ -1251,6 +1465,8 @@ class Runtime(Generic[P, R]):
                 job_id=job.id,
                 memo=counted_memo(self._memos.memo(run_id, number), self._queue, self._queue_name),
                 lease=lease,
+                signal_key=signal_key,
+                signal=signal,
             )
             limit = (
                 record.step_time_limit_ms / 1000
@@ -1306,6 +1522,13 @@ class Runtime(Generic[P, R]):
                 return await self._terminate(
                     record, headers, TerminalStatus.CANCELLED, number, last=last, resume=resume
                 )
+            case Continue(payload=payload, on_signal=str(key), timeout=timeout):
+                timeout_ms = math.ceil((timeout or 0) * 1000)
+                try:
+                    waiting = await self._register(job, record, headers, payload, key, timeout_ms)
+                except PermanentStepError as error:
+                    return await self._after_error(record, job, lease, error, resume=resume)
+                return _with_kv(waiting, staged)
             case Continue(payload=payload, delay=delay):
                 delay_ms = 0 if delay is None else math.ceil(delay * 1000)
                 return _with_kv(self._advance(job, record, headers, payload, delay_ms), staged)
@@ -1401,7 +1624,10 @@ class Runtime(Generic[P, R]):
         except WorkflowDataError as exc:
             log.warning("ignoring step-output record of run %s step %d: %s", run_id, number, exc)
             return None
-        if isinstance(outcome, Continue) and outcome.delay is not None:
+        if isinstance(outcome, Continue) and outcome.on_signal is not None:
+            left = keys.remaining_delay(stored_at, self._clock.now_ms(), delay_ms)
+            outcome = Continue(outcome.payload, on_signal=outcome.on_signal, timeout=left / 1000)
+        elif isinstance(outcome, Continue) and outcome.delay is not None:
             left = keys.remaining_delay(stored_at, self._clock.now_ms(), delay_ms)
             outcome = Continue(outcome.payload, delay=left / 1000)
         return outcome, staged
@@ -1413,9 +1639,12 @@ class Runtime(Generic[P, R]):
         headers: Mapping[str, str],
         payload: bytes,
         delay_ms: int,
+        *,
+        signal_key: str | None = None,
     ) -> Effects:
         """The effects of a transition: the next step's job and the advanced run record."""
         next_id = self._queue.next_job_id()
+        waits = {} if signal_key is None else {keys.HEADER_SIGNAL_WAIT: signal_key}
         run_at = _run_at(self._clock.now_ms() + delay_ms) if delay_ms > 0 else None
         request = EnqueueRequest(
             queue_name=self._queue_name,
@@ -1426,6 +1655,7 @@ class Runtime(Generic[P, R]):
                 **headers,
                 keys.HEADER_RUN_ID: record.run_id,
                 keys.HEADER_STEP: str(record.step + 1),
+                **waits,
             },
             max_attempts=job.max_attempts,
             job_id=next_id,

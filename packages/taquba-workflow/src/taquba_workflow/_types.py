@@ -24,6 +24,7 @@ R = TypeVar("R")
 """The result type: what `Succeed` carries and `RunOutcome.result` holds."""
 
 __all__ = [
+    "MAX_SIGNAL_KEY_LENGTH",
     "Cancel",
     "Continue",
     "Fail",
@@ -31,6 +32,7 @@ __all__ = [
     "RunSpec",
     "RunState",
     "RunStatus",
+    "SignalOutcome",
     "Step",
     "StepOutcome",
     "Succeed",
@@ -71,9 +73,16 @@ class Continue(Generic[P]):
 
         return Continue(order)                  # the next step, now
         return Continue(order, delay=30.0)      # the next step, in 30 s
+        return Continue(order, on_signal=f"approval:{step.run_id}", timeout=86400.0)
+                                                # when `Runtime.signal` sends one, or in a day
+
+    With ``on_signal``, the wait is durable the same way, and the next step reads the signal
+    as `Step.signal` (None if ``timeout`` passed first).
 
     Raises:
-        taquba.UsageError: ``delay`` is not a finite, non-negative number of seconds.
+        taquba.UsageError: ``delay`` or ``timeout`` is not a finite, non-negative number of
+            seconds, ``on_signal`` is not a usable key, ``on_signal`` comes without ``timeout``
+            or with ``delay``, or ``timeout`` without ``on_signal``.
     """
 
     payload: P
@@ -81,15 +90,60 @@ class Continue(Generic[P]):
     between steps)."""
     delay: float | None = field(default=None, kw_only=True)
     """Seconds to wait before the next step (finite, non-negative); None: at once."""
+    on_signal: str | None = field(default=None, kw_only=True)
+    """Wait for a signal under this correlation key (`Runtime.signal`) before the next step,
+    at most ``timeout`` seconds; the next step reads it as `Step.signal`. None: no wait."""
+    timeout: float | None = field(default=None, kw_only=True)
+    """With ``on_signal``: the longest wait, in seconds (required; finite, non-negative)."""
 
     def __post_init__(self) -> None:
         delay = cast("object", self.delay)  # validated: callers may pass anything
-        if delay is None:
+        key = cast("object", self.on_signal)
+        timeout = cast("object", self.timeout)
+        if key is not None:
+            validate_signal_key(key)
+            if delay is not None:
+                raise UsageError("Continue takes either delay or on_signal, not both")
+            if timeout is None:
+                raise UsageError("Continue(on_signal=...) needs a timeout in seconds")
+            _check_seconds(timeout, "Continue.timeout")
             return
-        if not isinstance(delay, (int, float)) or isinstance(delay, bool):
-            raise UsageError("Continue.delay must be a number of seconds")
-        if not math.isfinite(delay) or delay < 0:
-            raise UsageError("Continue.delay must be a finite, non-negative number of seconds")
+        if timeout is not None:
+            raise UsageError("Continue.timeout applies only with on_signal")
+        if delay is not None:
+            _check_seconds(delay, "Continue.delay")
+
+
+MAX_SIGNAL_KEY_LENGTH = 256
+"""The longest signal correlation key, in characters."""
+
+
+def validate_signal_key(key: object) -> str:
+    """Return ``key`` if it is a usable correlation key (a non-empty str of at most 256)."""
+    if not isinstance(key, str) or not key:
+        raise UsageError("a signal correlation key must be a non-empty str")
+    if len(key) > MAX_SIGNAL_KEY_LENGTH:
+        raise UsageError(
+            f"a signal correlation key is at most {MAX_SIGNAL_KEY_LENGTH} characters long"
+        )
+    return key
+
+
+def _check_seconds(value: object, name: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise UsageError(f"{name} must be a number of seconds")
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{name} must be a finite, non-negative number of seconds")
+
+
+class SignalOutcome(enum.StrEnum):
+    """What `Runtime.signal` did. The values are stable strings."""
+
+    DELIVERED = "delivered"
+    """A run was waiting on the key: its next step is due now and will read the payload."""
+    BUFFERED = "buffered"
+    """No waiter took it now: the signal is kept under the key (one per key, the latest
+    wins) for the next run that waits on it, or for a waiter whose deadline is passing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +273,12 @@ class Step(Generic[P]):
     """Durable key-value memo scoped to ``(run_id, number)``: it survives retries."""
     lease: LeaseHandle
     """The delivery's lease: call ``lease.ensure_at_least(seconds)`` before slow work."""
+    signal_key: str | None = None
+    """The correlation key the previous step waited on (``Continue(on_signal=...)``); None
+    when it did not wait for a signal."""
+    signal: bytes | None = None
+    """The payload of the signal the previous step waited for; None if the wait timed out
+    (or there was no wait). The same on every delivery of this step."""
     _kv: KvStaging = field(default_factory=KvStaging, init=False, repr=False, compare=False)
 
     def kv_put(self, key: bytes, value: bytes) -> None:
