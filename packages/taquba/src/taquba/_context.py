@@ -11,7 +11,8 @@ of them holds the one `QueueContext` of the queue it serves:
 - `_maintenance.py`: the background work (reaper, promotion, retention sweeps, stats fold);
 - `_recovery.py`: claims abandoned by a dead process or an expired lease, claim cursors
   saved at close and restored at open;
-- `_kv.py`: the user KV namespace; `_views.py`: reads shared with `QueueReader`.
+- `_kv.py`: the user KV namespace; `_views.py`: reads shared with `QueueReader`;
+- `_payloads.py`: offloaded payload objects (written, materialized, deleted).
 
 This module owns what they share: the database handle and the queue's failure, the per-queue
 claim state (`QueueState`), the in-memory leases, the low-water marks of the background scans
