@@ -20,6 +20,7 @@ BENCHMARKS = (
     "cold_start",
     "reaper_storm",
     "payload_sweep",
+    "payload_offload",
     "sharding",
     "http_remote",
     "defaults",

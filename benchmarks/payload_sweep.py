@@ -87,11 +87,40 @@ async def loop_cost(queue: Any, payload: bytes, samples: int) -> dict[str, list[
     return out
 
 
-async def one_size(ctx: h.Context, nbytes: int) -> dict[str, Any]:
+async def drain_cost(queue: Any, samples: int) -> dict[str, list[float]]:
+    """Event-loop time of claiming and acking one job, ``samples`` times (as `loop_cost`)."""
+    out: dict[str, list[float]] = {"wall": [], "cpu": [], "longest": [], "call": []}
+    for _ in range(samples):
+        timer = StepTimer()
+
+        async def one(timer: StepTimer = timer) -> None:
+            timer.task = trio.lowlevel.current_task()
+            t = time.perf_counter()
+            claim = await queue.claim("q")
+            assert claim is not None
+            await queue.ack(claim)
+            out["call"].append(time.perf_counter() - t)
+
+        trio.lowlevel.add_instrument(timer)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one)
+        finally:
+            trio.lowlevel.remove_instrument(timer)
+        out["wall"].append(timer.wall)
+        out["cpu"].append(timer.cpu)
+        out["longest"].append(timer.longest)
+    return out
+
+
+async def one_size(
+    ctx: h.Context, nbytes: int, config: Any = None, label: str = ""
+) -> dict[str, Any]:
+    """One size on a fresh database; ``config`` (a `QueueConfig`) for the queue if given."""
     import taquba
 
     args = ctx.args
-    spec = ctx.stores.spec(f"payload-{nbytes}")
+    spec = ctx.stores.spec(f"payload-{nbytes}{label}")
     store = h.store_from_spec(spec)
     payload = bytes(range(256)) * (nbytes // 256) + b"p" * (nbytes % 256)
     local = ctx.stores.kind == "file"
@@ -104,12 +133,11 @@ async def one_size(ctx: h.Context, nbytes: int) -> dict[str, Any]:
         nonlocal done
         done += 1
 
-    async with taquba.open_queue(store, "payload", flush_interval=ctx.flush) as queue:
+    options: dict[str, Any] = {} if config is None else {"config": config}
+    async with taquba.open_queue(store, "payload", flush_interval=ctx.flush, **options) as queue:
         cost = await loop_cost(queue, payload, args.loop_samples)
         # drain the loop-cost jobs before measuring bytes
-        claims = await queue.claim_batch("q", args.loop_samples)
-        for claim in claims:
-            await queue.ack(claim)
+        drain = await drain_cost(queue, args.loop_samples)
         before = h.dir_bytes(spec["url"]) if local else 0
         wchar0 = h.proc_write_chars()
         shutdown = trio.Event()
@@ -143,6 +171,7 @@ async def one_size(ctx: h.Context, nbytes: int) -> dict[str, Any]:
     return {
         "size": nbytes,
         "cost": cost,
+        "drain": drain,
         "enqueued": enqueued,
         "done": done,
         "produced_in": produced_in,

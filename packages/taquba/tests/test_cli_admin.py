@@ -142,6 +142,7 @@ def test_every_read_command_prints_one_json_document(
         "woken_at",
         "wake_payload",
         "history_size",
+        "payload_ref",
     }
     snapshot = run_json(capsys, *at(store, "top"))
     assert snapshot["queues"] == inspected["queues"]

@@ -34,6 +34,7 @@ from ._errors import InvalidStoreUrl as InvalidStoreUrl
 from ._errors import JobNotFound as JobNotFound
 from ._errors import KvConflict as KvConflict
 from ._errors import KvValueTooLarge as KvValueTooLarge
+from ._errors import PayloadMissing as PayloadMissing
 from ._errors import PermanentFailure as PermanentFailure
 from ._errors import QueueClosed as QueueClosed
 from ._errors import RetryLater as RetryLater
@@ -139,6 +140,7 @@ __all__ = [
     "NackResult",
     "Observer",
     "OwnerInfo",
+    "PayloadMissing",
     "PermanentFailure",
     "QuarantinedRecord",
     "Queue",

@@ -18,10 +18,13 @@ Theory of operation.
   record; the reaper (`_maintenance.py`) takes the lease away when it expires.
 - An undecodable pending record is quarantined in the same transaction and the claim goes
   on past it.
+- Offloaded payloads (`_payloads.py`) are read after the transaction, outside the claim
+  lock; a claim whose object is missing is dead-lettered instead of delivered.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import trio
@@ -29,7 +32,7 @@ import trio
 from . import _keys as keys  # pyright: ignore[reportPrivateUsage]
 from ._adapter import run_transaction
 from ._context import Deltas
-from ._errors import ClaimLost, DataError, InvalidState
+from ._errors import ClaimLost, DataError, InvalidState, PayloadMissing, StorageError, TaqubaError
 from ._interrupts import protect
 from ._lease import CancelToken, LeaseEntry, LeaseRegistry
 from ._records import JobStatus, decode_job, encode_job
@@ -41,8 +44,11 @@ if TYPE_CHECKING:
     from ._adapter import Transaction
     from ._context import QueueContext, QueueState
     from ._cursor import Bound
+    from ._settle import Settlement
 
 __all__ = ["Claims"]
+
+log = logging.getLogger("taquba")
 
 MAX_CLAIM = 2**31 - 1
 """The most jobs one `claim_batch` may ask for."""
@@ -54,6 +60,7 @@ class Claims:
     def __init__(self, context: QueueContext, owner: object) -> None:
         self._context = context
         self._owner = owner  # the `Queue` the claims belong to (settled through it)
+        self.settlement: Settlement | None = None  # set by `Queue`: ends undeliverable claims
 
     def check_claim(self, claim: object, operation: str) -> Claim:
         """``claim``, if it is a `Claim` of this queue (else `InvalidState` or `ClaimLost`)."""
@@ -74,8 +81,56 @@ class Claims:
         """`Queue.claim_batch`."""
         while True:
             claims, quarantined_only = await self._claim_batch_once(queue, max_jobs, lease)
+            if any(claim.job.payload_ref is not None for claim in claims):
+                delivered = await self._materialize(claims)
+                if claims and not delivered:
+                    continue  # every job claimed was set aside: look for others
+                claims = delivered
+            if claims and self._context.observers.active:
+                jobs = [claim.job for claim in claims]
+                self._context.observers.emit("claimed", lambda o, j=jobs: o.claimed(queue, j))
             if not quarantined_only:
                 return claims
+
+    async def _materialize(self, claims: list[Claim]) -> list[Claim]:
+        """The claims with their offloaded payloads read (after the claim lock is released).
+
+        A claim whose object is missing is dead-lettered at once and not delivered (a worker
+        could do nothing with it); one whose object cannot be read now is nacked (retried
+        after the queue's backoff, like a failed attempt). If no claim is left to deliver, the
+        read error is raised (a worker pauses, as for a failed claim).
+        """
+        payloads = self._context.payloads
+        delivered: list[Claim] = []
+        failure: TaqubaError | None = None
+        for claim in claims:
+            try:
+                job = await payloads.materialize(claim.job)
+            except PayloadMissing as exc:
+                log.error("dead-lettering job %r: %s", claim.id, exc)
+                await self._set_aside(claim, str(exc), dead=True)
+                continue
+            except StorageError as exc:
+                failure = failure or exc
+                await self._set_aside(claim, f"could not read the payload: {exc}", dead=False)
+                continue
+            cancel = claim._cancel  # pyright: ignore[reportPrivateUsage]
+            delivered.append(Claim(job, claim.token, claim.owner, cancel))
+        if failure is not None and not delivered:
+            raise failure
+        return delivered
+
+    async def _set_aside(self, claim: Claim, reason: str, *, dead: bool) -> None:
+        """End a claim that cannot be delivered (dead-letter or nack; the lease if that fails)."""
+        settlement = self.settlement
+        assert settlement is not None, "Queue connects its settlement"
+        try:
+            if dead:
+                await settlement.dead_letter(claim, reason, None)
+            else:
+                await settlement.nack(claim, reason, None, None, None)
+        except TaqubaError as exc:  # the lease expires and the reaper takes the job back
+            log.warning("could not settle undeliverable job %r: %s", claim.id, exc)
 
     async def _claim_batch_once(
         self, queue: str, max_jobs: int, lease: float | None
@@ -153,9 +208,6 @@ class Claims:
                 raise
             state.cursor.finish_claim(ticket, last[0], ran_dry=not more)
             context.quarantined(bad)
-        if claims and context.observers.active:
-            jobs = [claim.job for claim in claims]
-            context.observers.emit("claimed", lambda o: o.claimed(queue, jobs))
         if claims or bad:
             context.count_deltas(queue)
             if more:

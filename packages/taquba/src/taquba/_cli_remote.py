@@ -160,6 +160,7 @@ def decode_job(data: dict[str, Any]) -> JobRecord:
                 else None
             ),
             history_size=int(data.get("history_size") or 0),
+            payload_ref=data.get("payload_ref"),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise RemoteError(f"the server sent a malformed job: {exc!r}") from None

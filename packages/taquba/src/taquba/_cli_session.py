@@ -436,6 +436,7 @@ def job_json(job: JobRecord) -> dict[str, Any]:
             else None
         ),
         "history_size": job.history_size,
+        "payload_ref": job.payload_ref,
     }
 
 

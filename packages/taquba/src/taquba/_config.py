@@ -10,6 +10,7 @@ from ._validate import check_int, check_optional_seconds, check_seconds
 __all__ = ["QueueConfig", "backoff_delay"]
 
 DAY = 86_400.0
+MAX_PAYLOAD_THRESHOLD = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +44,11 @@ class QueueConfig:
     dead_retention: float | None = 7 * DAY
     """Delete dead-lettered jobs this long after they died (None or ``math.inf``: keep them
     forever)."""
+    payload_offload_threshold: int | None = None
+    """Payloads longer than this many bytes are written as objects of their own, next to the
+    database, and the record keeps a reference (`JobRecord.payload_ref`); None (the default)
+    keeps every payload in its record. ``0`` offloads every non-empty payload. Applies to the
+    jobs enqueued onto the queue (follow-up enqueues of `Effects` included)."""
 
     def __post_init__(self) -> None:
         check_int("max_attempts", self.max_attempts, low=1, high=MAX_ATTEMPTS)
@@ -52,6 +58,13 @@ class QueueConfig:
         check_seconds("retry_backoff_max", self.retry_backoff_max, allow_inf=True)
         check_optional_seconds("keep_done", self.keep_done, allow_inf=True)
         check_optional_seconds("dead_retention", self.dead_retention, allow_inf=True)
+        if self.payload_offload_threshold is not None:
+            check_int(
+                "payload_offload_threshold",
+                self.payload_offload_threshold,
+                low=0,
+                high=MAX_PAYLOAD_THRESHOLD,
+            )
 
 
 def backoff_delay(attempt: int, base: float, maximum: float) -> float:

@@ -11,7 +11,8 @@ of them holds the one `QueueContext` of the queue it serves:
 - `_maintenance.py`: the background work (reaper, promotion, retention sweeps, stats fold);
 - `_recovery.py`: claims abandoned by a dead process or an expired lease, claim cursors
   saved at close and restored at open;
-- `_kv.py`: the user KV namespace; `_views.py`: reads shared with `QueueReader`.
+- `_kv.py`: the user KV namespace; `_views.py`: reads shared with `QueueReader`;
+- `_payloads.py`: offloaded payload objects (written, materialized, deleted).
 
 This module owns what they share: the database handle and the queue's failure, the per-queue
 claim state (`QueueState`), the in-memory leases, the low-water marks of the background scans
@@ -42,8 +43,10 @@ from ._interrupts import protect
 from ._lease import LeaseRegistry
 from ._marks import Mark
 from ._observe import Observer, Observers
+from ._payloads import Payloads
+from ._records import decode_job
 from ._validate import retention_ms
-from ._views import STATS_FIELDS
+from ._views import STATS_FIELDS, locate
 from ._wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -100,8 +103,18 @@ class Prepared:
     """An enqueue request resolved to a record before its transaction."""
 
     record: JobRecord
+    """The record to write: with an offloaded payload, its stored form (see `_payloads.py`)."""
     key: bytes
     explicit_id: bool
+    payload: bytes | None = None
+    """The payload, when ``record``'s went to an object (what observers are shown)."""
+
+    @property
+    def job(self) -> JobRecord:
+        """The record with its payload (as claims and reads return it)."""
+        if self.payload is None:
+            return self.record
+        return self.record.replace(payload=self.payload)
 
 
 class Inserts:
@@ -302,6 +315,7 @@ class QueueContext:
         self.unfolded: dict[str, int] = {}
         self.health = HealthTracker()
         self.observers = Observers(observers)
+        self.payloads = Payloads(store, name)
 
     # ------------------------------------------------------------------ state
 
@@ -378,7 +392,7 @@ class QueueContext:
         by_queue: dict[str, list[JobRecord]] = {}
         for item, result in zip(prepared, results, strict=False):
             if result.created:
-                by_queue.setdefault(item.record.queue_name, []).append(item.record)
+                by_queue.setdefault(item.record.queue_name, []).append(item.job)
         for queue, jobs in by_queue.items():
             self.observers.emit("enqueued", lambda o, q=queue, j=jobs: o.enqueued(q, j))
 
@@ -414,6 +428,43 @@ class QueueContext:
         """`Database` listener: a write failed in storage."""
         if self.observers.active:
             self.observers.emit("storage_error", lambda o: o.storage_error(error))
+
+    # ------------------------------------------------------------------ offloaded payloads
+
+    async def offload(self, prepared: Sequence[Prepared]) -> None:
+        """Write the objects of ``prepared``'s oversized payloads (`Payloads.offload`)."""
+        if any(
+            self.config(item.record.queue_name).payload_offload_threshold is not None
+            for item in prepared
+        ):
+            await self.payloads.offload(
+                prepared, lambda q: self.config(q).payload_offload_threshold, self.ids
+            )
+
+    async def settle_enqueues(
+        self,
+        prepared: Sequence[Prepared],
+        results: Sequence[EnqueueResult] | None,
+        error: BaseException | None,
+    ) -> None:
+        """Delete the objects of ``prepared`` no committed record references."""
+        await self.payloads.settle_enqueues(prepared, results, error, self._committed_refs)
+
+    async def _committed_refs(self, job_ids: Sequence[str]) -> set[str]:
+        """The payload refs of the records these jobs have now (reads back an unknown outcome)."""
+        txn = await self.database.begin()
+        try:
+            refs: set[str] = set()
+            for job_id in job_ids:
+                found = await locate(txn, job_id)
+                if found is None:
+                    continue
+                ref = decode_job(found[1]).payload_ref
+                if ref is not None:
+                    refs.add(ref)
+            return refs
+        finally:
+            await txn.rollback()
 
     # ------------------------------------------------------------------ marks
 

@@ -14,6 +14,9 @@ Rules the writes keep:
 - A new pending key is held from claims until the enqueue is durable (`Inserts`), and a
   new scheduled key holds the promotion mark from before the transaction until its commit
   attempt is over (``docs/design/queue-internals.md``, "Low-water marks").
+- A payload above its queue's offload threshold is written as an object before the
+  transaction, and the objects no committed record references are deleted after it
+  (`_payloads.py`); `prepare` itself does no I/O.
 """
 
 from __future__ import annotations
@@ -172,12 +175,7 @@ class Enqueuer:
             writes_need_creation=True,
             inserts=context.inserts(hold=True),
         )
-        holds = context.hold_scheduled(batch.prepared)
-        try:
-            await self._enqueues.submit(batch)
-        finally:
-            context.release(context.promote_mark, holds)
-            batch.inserts.finish()  # claimable now: durable, or of unknown outcome
+        await self._submit(batch)
         return batch.results[0]
 
     async def enqueue_batch(
@@ -206,13 +204,25 @@ class Enqueuer:
             writes_need_creation=False,
             inserts=context.inserts(hold=True),
         )
-        holds = context.hold_scheduled(prepared)
+        await self._submit(batch)
+        return batch.results
+
+    async def _submit(self, batch: _EnqueueRequest) -> None:
+        """Offload ``batch``'s large payloads, commit it, then drop the objects left unused."""
+        context = self._context
+        await context.offload(batch.prepared)  # before the transaction; nothing left if it fails
+        holds = context.hold_scheduled(batch.prepared)
+        error: BaseException | None = None
         try:
             await self._enqueues.submit(batch)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             context.release(context.promote_mark, holds)
             batch.inserts.finish()  # claimable now: durable, or of unknown outcome
-        return batch.results
+            # A dedup hit, or a failed write, leaves objects no record references.
+            await context.settle_enqueues(batch.prepared, batch.results, error)
 
     async def _stage_enqueues(
         self, txn: Transaction, batch: list[_EnqueueRequest]

@@ -28,7 +28,9 @@ retry without reading messages::
         │                           a path that is a file (fix the configuration; never retry)
         ├── Fenced                  another process opened the store as writer; stop
         ├── QueueClosed             the queue (or its database) was closed
-        └── StorageFatal            the database is broken in this process; reopen it
+        ├── StorageFatal            the database is broken in this process; reopen it
+        └── PayloadMissing          a job's offloaded payload object is gone (removed outside
+                                    taquba; transient only when a reader saw it)
 
 `PermanentFailure` and `RetryLater` are not errors taquba raises: handlers raise them to
 dead-letter a job at once, or to retry it no sooner than a given delay.
@@ -56,6 +58,7 @@ __all__ = [
     "JobNotFound",
     "KvConflict",
     "KvValueTooLarge",
+    "PayloadMissing",
     "PermanentFailure",
     "QueueClosed",
     "RetryLater",
@@ -281,6 +284,31 @@ class QueueClosed(StorageError):
 
 class StorageFatal(StorageError):
     """The database failed in a way this process cannot recover from; reopen the store."""
+
+
+class PayloadMissing(StorageError):
+    """A job's record references an offloaded payload object that does not exist.
+
+    Raised by claims (which dead-letter the job instead of delivering it), `Queue.get_job` and
+    the listings, only after reading the record again: a job removed meanwhile reads as absent,
+    not as this error. The object was deleted outside taquba (or lost by the store); remove the
+    job (`Queue.cancel`, `Queue.purge`) or restore the object. Through a `QueueReader`, which
+    sees the writer's state a little late, it may be a job just removed: ``transient`` is then
+    true.
+    """
+
+    def __init__(self, job_id: str, payload_ref: str, *, transient: bool = False) -> None:
+        super().__init__(f"the payload object {payload_ref!r} of job {job_id!r} is missing")
+        self.job_id = job_id
+        """The job whose payload is missing."""
+        self.payload_ref = payload_ref
+        """The missing object's name (`JobRecord.payload_ref`)."""
+        self._transient = transient
+
+    @property
+    def transient(self) -> bool:
+        """Whether the record may have been removed meanwhile (seen through a reader)."""
+        return self._transient
 
 
 class PermanentFailure(Exception):

@@ -18,7 +18,8 @@ Theory of operation.
 - Each promotion is its own non-durable transaction (`_transitions.promote`): the scheduled
   record was durable, so the job survives a crash either way.
 - Sweeps delete expired done and dead records (and their index entries) a page per
-  transaction; fold adds the stats delta records of a queue into its totals.
+  transaction, then (after a flush) the offloaded payload objects of the jobs removed; fold
+  adds the stats delta records of a queue into its totals.
 - Only `Fenced` and `StorageFatal` (which stop the queue) and `QueueClosed` end a
   background task; any other error is logged, shown by `Queue.health`, and retried.
 - Undecodable records met on the way are quarantined, never a reason to stop.
@@ -320,9 +321,11 @@ class Maintenance:
         """
         context = self._context
         deleted: list[str] = []
+        removed: list[JobRecord] = []  # jobs whose last record went
 
         async def body(txn: Transaction) -> None:
             deleted.clear()
+            removed.clear()
             deltas = Deltas()
             for key, job in records:
                 raw = await txn.get(key)
@@ -330,15 +333,17 @@ class Maintenance:
                     continue
                 found = await locate(txn, job.id)
                 await txn.delete(key)
+                try:
+                    stored = decode_job(raw)
+                except DataError:
+                    stored = job
                 if found is not None and found[0] == key:
                     await txn.delete(keys.index_key(job.id))
                     # The job's last record: its history goes with it (the count is the
                     # stored record's, which the scan's copy may predate).
-                    try:
-                        stored = decode_job(raw)
-                    except DataError:
-                        stored = job
                     await transitions.delete_history(txn, stored)
+                if found is None or found[0] == key:
+                    removed.append(stored)
                 if status is JobStatus.DEAD:
                     deltas.add(job.queue_name, "dead", -1)
                 deleted.append(job.queue_name)
@@ -347,6 +352,11 @@ class Maintenance:
         await run_transaction(db, body, durable=False)
         if status is JobStatus.DEAD:
             context.count_queues(deleted)
+        if any(job.payload_ref is not None for job in removed):
+            # The removal must be durable before the objects go: a crash may orphan an
+            # object, never leave a record without one.
+            await db.flush()
+            await context.payloads.delete_jobs(removed)
         return len(deleted)
 
     # ------------------------------------------------------------------ purge

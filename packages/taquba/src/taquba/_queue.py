@@ -46,7 +46,6 @@ from ._kv import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._maintenance import Maintenance
 from ._observe import Observer
 from ._owner import DEFAULT_HEARTBEAT_INTERVAL, Heartbeat, OwnerInfo
-from ._records import JobAttempt, JobRecord, JobStatus, QueueStats, decode_job
 from ._settle import Settlement
 from ._store import DEFAULT_DATABASE, Store
 from ._types import (
@@ -69,6 +68,7 @@ if TYPE_CHECKING:
 
     from ._health import HealthTracker, QueueHealth
     from ._quarantine import QuarantinedRecord
+    from ._records import JobAttempt, JobRecord, JobStatus, QueueStats
 
 __all__ = ["MAX_KV_VALUE_SIZE", "Queue", "open_queue"]
 
@@ -122,6 +122,7 @@ class Queue:
         self._enqueuer = Enqueuer(context)
         self._claims = Claims(context, owner=self)
         self._settlement = Settlement(context, self._claims)
+        self._claims.settlement = self._settlement
         self._maintenance = Maintenance(context)
         self._heartbeat = Heartbeat(context, heartbeat_interval)
 
@@ -581,12 +582,15 @@ class Queue:
     async def get_job(self, job_id: str) -> JobRecord | None:
         """The job's current record in any state, or None if it does not exist."""
         validate_job_id(job_id)
+        return await self._context.payloads.read_job(lambda: self._locate(job_id))
+
+    async def _locate(self, job_id: str) -> tuple[bytes, bytes] | None:
+        """The key and stored bytes of the job's current record, read from one snapshot."""
         txn = await self._database.begin()
         try:
-            found = await views.locate(txn, job_id)
+            return await views.locate(txn, job_id)
         finally:
             await txn.rollback()
-        return decode_job(found[1]) if found is not None else None
 
     async def get_job_history(self, job_id: str) -> list[JobAttempt] | None:
         """How each attempt of the job ended, oldest first; None if no job has this id.
@@ -627,13 +631,15 @@ class Queue:
         due time and done jobs by completion time. Pass ``next_cursor`` back to continue. The
         listing is not a snapshot: jobs may move between pages.
         """
-        return await views.list_jobs_page(self._database, queue_name, status, cursor, limit)
+        page = await views.list_jobs_page(self._database, queue_name, status, cursor, limit)
+        return await self._context.payloads.read_page(page, self._locate)
 
     async def dead_jobs(
         self, queue_name: str, *, after: str | None = None, limit: int = 100
     ) -> list[JobRecord]:
         """Dead-lettered jobs of ``queue_name`` in id order, starting after the id ``after``."""
-        return await views.dead_jobs(self._database, queue_name, after, limit)
+        jobs = await views.dead_jobs(self._database, queue_name, after, limit)
+        return await self._context.payloads.read_jobs(jobs, self._locate)
 
     # ------------------------------------------------------------------ user KV
 

@@ -11,7 +11,7 @@ from ._adapter import Reader
 from ._errors import InvalidArgument, StorageUnavailable
 from ._ids import validate_job_id
 from ._owner import OwnerInfo, decode_owner, owner_key
-from ._records import JobAttempt, JobRecord, JobStatus, QueueStats, decode_job
+from ._payloads import Payloads
 from ._store import DEFAULT_DATABASE, Store
 from ._validate import check_seconds
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import os
     from collections.abc import AsyncGenerator
 
+    from ._records import JobAttempt, JobRecord, JobStatus, QueueStats
     from ._types import JobPage, KvPage
 
 __all__ = ["QueueReader", "open_reader"]
@@ -41,10 +42,11 @@ class QueueReader:
     counters at one point of the writer's history); a sequence of calls is not a snapshot.
     """
 
-    __slots__ = ("_reader",)
+    __slots__ = ("_payloads", "_reader")
 
     def __init__(self, reader: Reader) -> None:
         self._reader = reader
+        self._payloads = Payloads(reader.store, reader.name)
 
     def __repr__(self) -> str:
         return f"<QueueReader {self.name!r} in {self.store!r}>"
@@ -83,10 +85,15 @@ class QueueReader:
     async def get_job(self, job_id: str) -> JobRecord | None:
         """The job's current record in any state, or None if it does not exist."""
         validate_job_id(job_id)
+        # The reader lags the writer: a missing object may be a job just removed.
+        return await self._payloads.read_job(lambda: self._locate(job_id), confirmed=False)
+
+    async def _locate(self, job_id: str) -> tuple[bytes, bytes] | None:
+        """The key and stored bytes of the job's current record, or None."""
         for _ in range(_ATTEMPTS):
             found = await views.locate(self._reader, job_id)
             if found is not None:
-                return decode_job(found[1])
+                return found
             if await self._reader.get(keys.index_key(job_id)) is None:
                 return None
             # The job moved between the index read and the record reads: look again.
@@ -108,13 +115,15 @@ class QueueReader:
         self, queue_name: str, status: JobStatus, *, cursor: bytes | None = None, limit: int = 100
     ) -> JobPage:
         """One page of the jobs of ``queue_name`` in ``status``, in `Queue.list_jobs` order."""
-        return await views.list_jobs_page(self._reader, queue_name, status, cursor, limit)
+        page = await views.list_jobs_page(self._reader, queue_name, status, cursor, limit)
+        return await self._payloads.read_page(page, self._locate, confirmed=False)
 
     async def dead_jobs(
         self, queue_name: str, *, after: str | None = None, limit: int = 100
     ) -> list[JobRecord]:
         """Dead-lettered jobs of ``queue_name`` in id order, starting after the id ``after``."""
-        return await views.dead_jobs(self._reader, queue_name, after, limit)
+        jobs = await views.dead_jobs(self._reader, queue_name, after, limit)
+        return await self._payloads.read_jobs(jobs, self._locate, confirmed=False)
 
     async def owner(self) -> OwnerInfo | None:
         """The owner record: the process holding the database's writer, or None.

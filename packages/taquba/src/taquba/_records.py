@@ -111,6 +111,12 @@ class JobRecord:
     """The bytes given to `Queue.wake_scheduled`, seen by every later delivery of the job."""
     history_size: int = 0
     """How many entries the job's attempt history holds (`Queue.get_job_history`)."""
+    payload_ref: str | None = None
+    """The name of the object holding the payload, if it was offloaded (see
+    `QueueConfig.payload_offload_threshold`); None when the payload is stored in the record.
+
+    Records returned by claims and reads carry the payload itself either way: the ref says
+    where it came from. It never changes during the job's life."""
 
     def replace(self, **changes: Any) -> JobRecord:
         """Return a copy with ``changes`` applied."""
@@ -185,6 +191,7 @@ _OPTIONAL = (
     "failed_at",
     "woken_at",
     "wake_payload",
+    "payload_ref",
 )
 
 
@@ -240,6 +247,7 @@ def decode_job(raw: bytes) -> JobRecord:
             woken_at=data.get("woken_at"),
             wake_payload=data.get("wake_payload"),
             history_size=data.get("history_size", 0),
+            payload_ref=data.get("payload_ref"),
         )
     except DataError:
         raise

@@ -22,7 +22,10 @@ Theory of operation: the settlement fence.
   dead_letter to dead; requeue_dead_job from dead to pending (`_transitions.revive`);
   wake_scheduled from scheduled to pending (`_transitions.wake`). Each end of an attempt, and
   a requeue, appends to the job's attempt history; removing a job's last record (ack without
-  retention, cancel) deletes its history in the same transaction.
+  retention, cancel) deletes its history in the same transaction, and its offloaded payload
+  object after the commit (`_payloads.py`); a dead-letter keeps the object for a requeue.
+  Follow-up enqueues offload their payloads before the settlement begins; the objects of
+  those not created (a dedup hit, a nack that retried, a failed settlement) are deleted.
 - Pending keys a settlement inserts (a retry, follow-up enqueues of `Effects`, a requeue)
   are held from claims until the commit is durable, and announced whatever the outcome;
   due times it writes hold the promotion mark, a kept done record the done mark, until its
@@ -154,6 +157,27 @@ class Settlement:
             await txn.delete(keys.user_key(key))
         return results
 
+    async def _with_effects(
+        self,
+        prepared: Sequence[Prepared],
+        run: Callable[[], Awaitable[T]],
+        results: Callable[[T], Sequence[EnqueueResult]],
+    ) -> T:
+        """Offload the follow-up payloads, ``run`` the settlement, drop the objects left unused.
+
+        Objects of follow-ups that were not created (a dedup hit, effects a nack did not
+        apply, a failed settlement) are deleted (`_payloads.py`).
+        """
+        context = self._context
+        await context.offload(prepared)
+        try:
+            result = await run()
+        except BaseException as exc:
+            await context.settle_enqueues(prepared, None, exc)
+            raise
+        await context.settle_enqueues(prepared, results(result), None)
+        return result
+
     async def _settle(
         self,
         claim: Claim,
@@ -193,7 +217,12 @@ class Settlement:
         context = self._context
         claim = self._claims.check_claim(claim, "ack")
         prepared, writes, deletes = self._prepare_effects(effects)
-        entry = self._begin_settling(claim)
+        await context.offload(prepared)
+        try:
+            entry = self._begin_settling(claim)
+        except BaseException as exc:
+            await context.settle_enqueues(prepared, None, exc)
+            raise
         request = _AckRequest(
             claim=claim,
             prepared=prepared,
@@ -207,15 +236,22 @@ class Settlement:
         done_holds = (
             [context.hold_done(claim.queue_name, request.completed_at)] if request.keep_done else []
         )
+        error: BaseException | None = None
         try:
             await self._acks.submit(request)
         except BaseException as exc:
+            error = exc
             self._end_settling(entry, exc)
             raise
         finally:
             context.release(context.promote_mark, holds)
             context.release(context.done_mark, done_holds)
             request.inserts.finish()  # follow-ups claimable now: durable, or unknown
+            await context.settle_enqueues(prepared, request.results, error)
+        if not request.keep_done:
+            # The job's last record is gone: its payload object goes too. The claim's copy
+            # of the record has the ref, which no transition changes.
+            await context.payloads.delete_jobs((claim.job,))
         if context.observers.active:  # in the caller's task (its context), not the leader's
             context.observe_settled(claim, "acked", dead=False)
             context.observe_enqueued(prepared, request.results)
@@ -339,7 +375,10 @@ class Settlement:
             return NackResult(dead=False, enqueued=[])
 
         try:
-            result = await self._settle(claim, stage)
+            # A retry drops the effects: their objects go (as after a failure).
+            result = await self._with_effects(
+                prepared, lambda: self._settle(claim, stage), lambda r: r.enqueued
+            )
         finally:
             context.release(context.promote_mark, holds)
         if result.dead:
@@ -371,9 +410,12 @@ class Settlement:
 
         holds = context.hold_scheduled(prepared)
         try:
-            results = await self._settle(claim, stage)
+            results = await self._with_effects(
+                prepared, lambda: self._settle(claim, stage), lambda r: r
+            )
         finally:
             context.release(context.promote_mark, holds)
+        # The dead job keeps its payload object: `requeue_dead_job` revives it.
         context.count_queues({item.record.queue_name for item in prepared} - {claim.queue_name})
         context.note_dead_letter(claim.queue_name)
         context.notify_completion((claim.id,))
@@ -454,6 +496,7 @@ class Settlement:
             if result is CancelOutcome.REMOVED:
                 context.count_deltas(job.queue_name)
                 context.notify_completion((job.id,))
+                await context.payloads.delete_jobs((job,))  # its last record is gone
         return result
 
     async def wake_scheduled(self, job_id: str, payload: bytes | None) -> WakeOutcome:
