@@ -1,4 +1,4 @@
-"""Per-job state: staged by an attempt, stored before its retry, deleted when the job ends."""
+"""Per-job state: staged by an attempt, stored with its retry, deleted when the job ends."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import trio
 
 import taquba
 from taquba import MockClock, PermanentFailure, RetryLater, Store
-from taquba.testing import ForwardingQueue, open_test_queue
+from taquba.testing import Fault, ForwardingQueue, inject_faults, open_test_queue
 from taquba_jobs import (
     MAX_STATE_SIZE,
     JobCancelled,
@@ -454,3 +454,35 @@ async def test_state_is_deleted_when_the_worker_stops_during_the_last_attempt(
         await handle.result()
     assert info.value.error_type == "taquba_jobs.WorkerStopped"
     assert await stored_state(queue, handle.job_id) is None
+
+
+async def test_state_commits_with_the_retry_or_not_at_all(
+    queue: taquba.Queue, clock: MockClock, serving: Any
+) -> None:
+    """The staged state rides in the nack's transaction: a nack that never commits stores
+    nothing, so the attempt after the expired lease starts from the earlier state."""
+    seen: list[tuple[int, int | None]] = []
+    with inject_faults() as faults:
+
+        @job(name="tests.state.atomic", max_attempts=3)
+        async def atomic(ctx: JobContext, value: int) -> int:
+            seen.append((ctx.attempt, await ctx.load_state(int)))
+            ctx.stage_state(ctx.attempt * 10)
+            if ctx.attempt == 1:
+                # The next durable write is this attempt's nack: its outcome is lost.
+                faults.on_write(Fault.lost(), durable=True)
+            if ctx.attempt < 2:
+                raise ConnectionError("flaky")
+            return value
+
+        runner = runner_for(queue, atomic)
+        async with serving(runner):
+            with trio.fail_after(HANG):
+                handle = await runner.submit(atomic, 7)
+                while not faults.injected:  # noqa: ASYNC110 - polls the injector's record
+                    await trio.sleep(0.01)
+                assert await stored_state(queue, handle.job_id) is None
+                clock.advance(31)  # past the lease: the reaper hands the job out again
+                assert await queue.reap_now() == 1
+                assert await handle.result() == 7
+    assert seen == [(1, None), (2, None)]

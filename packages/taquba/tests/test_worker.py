@@ -232,6 +232,55 @@ async def test_retry_later_waits_at_least_its_delay_then_dead_letters(
     assert dead is not None and (dead.attempts, dead.last_error) == (3, "rate limited")
 
 
+async def test_retry_later_writes_its_kv_entries_with_the_nack_and_only_then(
+    queue: taquba.Queue, start: Start, clock: MockClock
+) -> None:
+    """The progress a handler hands to `RetryLater` commits with the retry, never without it."""
+    job = await queue.enqueue("w", b"x")
+    seen: list[bytes | None] = []
+
+    async def handler(record: JobRecord, lease: LeaseHandle) -> None:
+        seen.append(await queue.kv_get(b"progress"))
+        if record.attempts == 1:
+            raise taquba.RetryLater("later", retry_after=0.0, kv_writes={b"progress": b"step 1"})
+
+    async with trio.open_nursery() as nursery:
+        worker = await start(nursery, queue, handler)
+        await stats_reach(queue, scheduled=1)
+        assert await queue.kv_get(b"progress") == b"step 1"
+        clock.advance(5)
+        assert await queue.promote_scheduled_now() == 1
+        await stats_reach(queue, done=1)
+        worker.shutdown()
+    assert seen == [None, b"step 1"]
+    assert await queue.get_job(job.id) is None
+
+
+async def test_retry_later_writes_nothing_when_its_nack_loses_the_claim(
+    queue: taquba.Queue, clock: MockClock
+) -> None:
+    await queue.enqueue("w", b"x")
+    claim = await queue.claim("w")
+    assert claim is not None
+    clock.advance(3600)
+    assert await queue.reap_now() == 1  # the lease ran out: the claim is lost
+
+    async def handler(record: JobRecord, lease: LeaseHandle) -> None:
+        raise taquba.RetryLater("late", retry_after=0.0, kv_writes={b"progress": b"stale"})
+
+    await taquba._worker._settle_run(queue, claim, handler, None)  # logs the lost claim
+    assert await queue.kv_get(b"progress") is None
+
+
+def test_retry_later_checks_its_kv_writes_where_it_is_raised() -> None:
+    with pytest.raises(taquba.UsageError):
+        taquba.RetryLater("x", retry_after=0.0, kv_writes={b"k": "text"})  # type: ignore[dict-item]
+    with pytest.raises(taquba.KvValueTooLarge):
+        taquba.RetryLater(
+            "x", retry_after=0.0, kv_writes={b"k": b"v" * (taquba.MAX_KV_VALUE_SIZE + 1)}
+        )
+
+
 async def test_a_handler_returning_something_else_is_nacked(
     queue: taquba.Queue, start: Start
 ) -> None:

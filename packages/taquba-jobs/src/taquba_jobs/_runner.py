@@ -31,6 +31,7 @@ from taquba import (
     PermanentFailure,
     QueueClosed,
     QueueLike,
+    RetryLater,
     SerializationError,
     StorageFatal,
     TaqubaError,
@@ -1302,8 +1303,9 @@ class JobRunner:
                 message,
                 attempt,
             )
-            await self._commit_state(ctx, lease)
-            raise TimeLimitExceeded(message)  # nacked: last_error "TimeLimitExceeded: ..."
+            await self._clear_state_for_retry(ctx, lease)
+            # Nacked: last_error "TimeLimitExceeded: ...", with the staged state.
+            raise self._retry(ctx, lease, TimeLimitExceeded(message))
         if interrupt.cancelled_caught or isinstance(error, JobCancelled):
             message = error.message if isinstance(error, JobCancelled) else None
             return self._terminal(record, "cancelled", "taquba_jobs.JobCancelled", message)
@@ -1316,8 +1318,11 @@ class JobRunner:
             return self._terminal(record, "failed", _qualified(error), str(error))
         if last:
             return self._terminal(record, "failed", _qualified(error), str(error), permanent=False)
-        await self._commit_state(ctx, lease)
-        raise error  # retried by the queue (nack with backoff)
+        await self._clear_state_for_retry(ctx, lease)
+        retry = self._retry(ctx, lease, error)
+        if retry is error:
+            raise error  # retried by the queue (nack with backoff)
+        raise retry from error  # the same nack, with the staged state in its transaction
 
     async def _keep_lease(self, lease: LeaseHandle) -> None:
         """Keep the lease alive while the job runs: top it up every third of its length.
@@ -1362,6 +1367,37 @@ class JobRunner:
             raise
         except TaqubaError as exc:
             log.warning("could not store the state of job %s for its retry: %s", ctx.job_id, exc)
+
+    def _retry(self, ctx: JobContext, lease: LeaseHandle, error: BaseException) -> BaseException:
+        """What to raise so the queue retries this attempt, with the state it staged.
+
+        With a staged value (and the lease still held), a `taquba.RetryLater` whose KV write
+        commits in the nack's own transaction: the state is stored exactly when the retry is
+        recorded, never without it. Its reason is what the worker would record for ``error``
+        itself, and its ``retry_after`` of 0 leaves the queue's backoff as it is (a
+        `RetryLater` raised by the function keeps its own reason, delay and writes).
+        """
+        staged = ctx._staged  # pyright: ignore[reportPrivateUsage]
+        if staged is None or staged[0] is None or lease.expires_at is None:
+            return error
+        key = state_key(self._queue_name, ctx.job_id)
+        value = encode_state(StateRecord(ctx.attempt, staged[0]))
+        if isinstance(error, RetryLater):  # the function's own: keep its reason and delay
+            writes = {**error.kv_writes, key: value}
+            return RetryLater(error.reason, retry_after=error.retry_after, kv_writes=writes)
+        text = str(error)
+        reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        return RetryLater(reason, retry_after=0.0, kv_writes={key: value})
+
+    async def _clear_state_for_retry(self, ctx: JobContext, lease: LeaseHandle) -> None:
+        """A staged clear (``stage_state(None)``) deletes the state before the retry's nack.
+
+        A nack can write KV entries but not delete them, so a clear is the one staging that
+        goes first; a crash in between leaves the state cleared for an attempt that did end.
+        """
+        staged = ctx._staged  # pyright: ignore[reportPrivateUsage]
+        if staged is not None and staged[0] is None:
+            await self._commit_state(ctx, lease)
 
     async def _discard_state(self, job_id: str) -> None:
         """Delete a job's state outside a settlement (best effort: a failure is logged)."""

@@ -41,6 +41,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._types import Effects
 
 __all__ = [
@@ -334,13 +336,27 @@ class RetryLater(Exception):
     non-number raises `InvalidArgument` (and a handler that raises that is nacked like any
     failing handler). A finite delay past the latest storable time (`MAX_TIMESTAMP_MS`,
     the end of year 9999) is clamped to it.
+
+    ``kv_writes`` are user KV entries written in the nack's own transaction: they commit
+    exactly when the retry is recorded, and not at all when the nack fails (a lost claim, a
+    storage error). A handler keeps progress for its next attempt this way. They are checked
+    here like `Queue.nack`'s (`UsageError`, `KvValueTooLarge`).
     """
 
-    def __init__(self, reason: str, *, retry_after: float) -> None:
-        from ._validate import check_seconds  # here: _validate imports this module
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float,
+        kv_writes: Mapping[bytes, bytes] | None = None,
+    ) -> None:
+        from ._kv import check_kv_writes  # here: _kv and _validate import this module
+        from ._validate import check_seconds
 
         super().__init__(reason)
         self.reason = reason
         """The reason recorded as the job's ``last_error``."""
         self.retry_after = check_seconds("retry_after", retry_after)
         """The least delay before the next attempt, in seconds."""
+        self.kv_writes: Mapping[bytes, bytes] = check_kv_writes(kv_writes or {})
+        """User KV entries written atomically with the nack (empty: none)."""

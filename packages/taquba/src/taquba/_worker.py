@@ -165,7 +165,12 @@ async def _settle_run(
             await queue.dead_letter(claim, failure.reason, effects=failure.effects)
             return
         except RetryLater as later:
-            await queue.nack(claim, later.reason, retry_after=later.retry_after)
+            await queue.nack(
+                claim,
+                later.reason,
+                retry_after=later.retry_after,
+                kv_writes=later.kv_writes or None,
+            )
             return
         except Exception as exc:
             log.info("job %s/%s failed: %r", claim.queue_name, claim.id, exc)
