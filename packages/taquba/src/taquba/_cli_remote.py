@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 from ._errors import InvalidState, JobNotFound, TaqubaError
-from ._records import AttemptOutcome, JobAttempt, JobRecord, JobStatus, QueueStats
+from ._records import JobAttempt, JobRecord, JobStatus, QueueStats, attempt_from_map
 from ._types import CancelOutcome, EnqueueResult, JobPage, KvPage, WakeOutcome
 
 __all__ = ["RemoteError", "RemoteQueue", "Request"]
@@ -169,13 +169,7 @@ def decode_job(data: dict[str, Any]) -> JobRecord:
 def decode_attempt(data: dict[str, Any]) -> JobAttempt:
     """A `JobAttempt` from its JSON form."""
     try:
-        return JobAttempt(
-            attempt=data["attempt"],
-            outcome=AttemptOutcome(data["outcome"]),
-            recorded_at=data["recorded_at"],
-            claimed_at=data.get("claimed_at"),
-            error=data.get("error"),
-        )
+        return attempt_from_map(data)
     except (KeyError, ValueError, TypeError) as exc:
         raise RemoteError(f"the server sent a malformed attempt: {exc!r}") from None
 

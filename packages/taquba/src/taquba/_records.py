@@ -31,6 +31,7 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "QueueStats",
+    "attempt_from_map",
     "decode_attempt",
     "decode_job",
     "encode_attempt",
@@ -255,6 +256,21 @@ def decode_job(raw: bytes) -> JobRecord:
         raise DataError(f"undecodable job record: {exc}") from exc
 
 
+def attempt_from_map(data: Mapping[str, Any]) -> JobAttempt:
+    """A `JobAttempt` from its map form (stored, or the HTTP API's JSON).
+
+    Raises:
+        KeyError, ValueError, TypeError: a field is missing or of the wrong kind.
+    """
+    return JobAttempt(
+        attempt=data["attempt"],
+        outcome=AttemptOutcome(data["outcome"]),
+        recorded_at=data["recorded_at"],
+        claimed_at=data.get("claimed_at"),
+        error=data.get("error"),
+    )
+
+
 def encode_attempt(attempt: JobAttempt) -> bytes:
     """Encode one attempt-history entry for storage."""
     data: dict[str, Any] = {
@@ -276,13 +292,7 @@ def decode_attempt(raw: bytes) -> JobAttempt:
         data = _as_map(ormsgpack.unpackb(raw))
         if data is None or data.get("v") != FORMAT_VERSION:
             raise DataError(f"unsupported attempt record format: {raw[:32]!r}")
-        return JobAttempt(
-            attempt=data["attempt"],
-            outcome=AttemptOutcome(data["outcome"]),
-            recorded_at=data["recorded_at"],
-            claimed_at=data.get("claimed_at"),
-            error=data.get("error"),
-        )
+        return attempt_from_map(data)
     except DataError:
         raise
     except (ormsgpack.MsgpackDecodeError, KeyError, ValueError, TypeError) as exc:
