@@ -154,6 +154,10 @@ def _tests(session: nox.Session) -> None:
         )
 
 
+TEST_SIBLINGS: dict[str, tuple[str, ...]] = {"taquba-client": ("taquba-server", "taquba")}
+"""Members a dependent's tests need although its code does not (installed at the workspace's
+version in its compat rows): taquba-client's tests run a real taquba-server."""
+
 COMPAT_CACHE = ROOT / ".nox" / "_compat"
 """Trees of recorded commits and the wheels built from them, kept between runs (immutable)."""
 COMPAT_PAGE = ROOT / "docs" / "design" / "compat-matrix.md"
@@ -393,6 +397,12 @@ def _compat_row(
         requirements.append(
             f"{pin.distribution}{extra} @ {_wheel(session, pin, workspace_wheels).as_uri()}"
         )
+    for name in TEST_SIBLINGS.get(dependent.distribution, ()):
+        # Test support only: the dependent's code never imports it (its tests run a server).
+        if all(p.distribution != name for p in pins):
+            wheel = next(workspace_wheels.glob(f"{name.replace('-', '_')}-*.whl"))
+            extra = "[s3]" if name == "taquba" else ""
+            requirements.append(f"{name}{extra} @ {wheel.as_uri()}")
     groups = tomllib.loads((tests_tree / "pyproject.toml").read_text())["dependency-groups"]
     requirements += list(groups["test"])
     options = ["--find-links", str(workspace_wheels)]
@@ -452,12 +462,17 @@ def _overlay_test_support(session: nox.Session, py: str, tests_tree: pathlib.Pat
     replaced, so the queue under test stays the release's. Tests that need the newer queue
     itself (fault injection points, new APIs) fail against an older release: that is a finding.
     """
-    site = subprocess.run(
+    found = subprocess.run(
         [py, "-c", "import taquba, pathlib; print(pathlib.Path(taquba.__file__).parent)"],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
-    ).stdout.strip()
+    )
+    if found.returncode != 0:
+        # A row without taquba (taquba-client alone, which talks HTTP only): nothing to overlay.
+        session.log("compat: taquba is not installed in this row; no test support to overlay")
+        return
+    site = found.stdout.strip()
     source = tests_tree / "packages" / "taquba" / "src" / "taquba"
     installed = pathlib.Path(site)
     shutil.rmtree(installed / "testing")
