@@ -627,6 +627,8 @@ def test_serve_delegates_to_taquba_server(
 
     module = types.ModuleType("taquba_server._cli")
     module.main = serve_main  # type: ignore[attr-defined]
+    # Both stubbed: the test holds where taquba-server is not installed (a compat row).
+    monkeypatch.setitem(sys.modules, "taquba_server", types.ModuleType("taquba_server"))
     monkeypatch.setitem(sys.modules, "taquba_server._cli", module)
     code, _, _ = run_main(capsys, "serve", "--store", "s3://b/p", "--port", "8000")
     assert code == 7
