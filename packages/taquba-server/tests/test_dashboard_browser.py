@@ -112,6 +112,9 @@ async def _browse(
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    # A hang bound, not a speed claim: on a loaded 2-core machine a page can take seconds.
+    expect.set_options(timeout=30_000)
+
     assert isinstance(queue.clock, taquba.MockClock)
     ids = await _seed(queue, queue.clock, server._app.dashboard)  # pyright: ignore[reportPrivateUsage]
     shots = tmp_path / "screenshots"

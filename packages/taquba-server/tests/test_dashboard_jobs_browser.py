@@ -68,6 +68,9 @@ async def test_browse_the_job_results(tmp_path: Path) -> None:
 def _browse(url: str, ids: list[str], tmp_path: Path) -> list[str]:
     from playwright.sync_api import expect, sync_playwright
 
+    # A hang bound, not a speed claim: on a loaded 2-core machine a page can take seconds.
+    expect.set_options(timeout=30_000)
+
     shots = tmp_path / "screenshots"
     shots.mkdir()
     cat, _dog, scan = ids

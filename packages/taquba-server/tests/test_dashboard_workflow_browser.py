@@ -36,6 +36,9 @@ T = TypeVar("T")
 async def test_cancel_a_workflow_run_in_the_browser(tmp_path: pathlib.Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    # A hang bound, not a speed claim: on a loaded 2-core machine a page can take seconds.
+    expect.set_options(timeout=30_000)
+
     from taquba_workflow import RunState, get_run
 
     async with open_test_queue() as queue, trio.open_nursery() as nursery:
