@@ -457,11 +457,21 @@ async def test_state_is_deleted_when_the_worker_stops_during_the_last_attempt(
 
 
 async def test_state_commits_with_the_retry_or_not_at_all(
-    queue: taquba.Queue, clock: MockClock, serving: Any
+    queue: taquba.Queue, clock: MockClock, serving: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The staged state rides in the nack's transaction: a nack that never commits stores
     nothing, so the attempt after the expired lease starts from the earlier state."""
     seen: list[tuple[int, int | None]] = []
+    nacked = trio.Event()
+    nack = queue.nack
+
+    async def observed_nack(*args: Any, **kwargs: Any) -> taquba.NackResult:
+        try:
+            return await nack(*args, **kwargs)
+        finally:
+            nacked.set()  # the worker's nack is over, whatever its outcome
+
+    monkeypatch.setattr(queue, "nack", observed_nack)
     with inject_faults() as faults:
 
         @job(name="tests.state.atomic", max_attempts=3)
@@ -479,8 +489,8 @@ async def test_state_commits_with_the_retry_or_not_at_all(
         async with serving(runner):
             with trio.fail_after(HANG):
                 handle = await runner.submit(atomic, 7)
-                while not faults.injected:  # noqa: ASYNC110 - polls the injector's record
-                    await trio.sleep(0.01)
+                await nacked.wait()
+                assert len(faults.injected) == 1
                 assert await stored_state(queue, handle.job_id) is None
                 clock.advance(31)  # past the lease: the reaper hands the job out again
                 assert await queue.reap_now() == 1
