@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import trio
 
 import taquba
 from taquba import JobStatus, MockClock, Store, WakeOutcome
-from taquba.testing import open_child
+from taquba.testing import drain, open_child
 from taquba_workflow import (
     Continue,
     RunSpec,
@@ -138,6 +139,52 @@ async def test_a_second_live_waiter_fails_its_run_clearly(clock: MockClock) -> N
         assert await runtime.signal(KEY, b"ok") is SignalOutcome.DELIVERED
         await run_all(runtime)
         assert await result(runtime, "first") == b"ok"
+
+
+async def test_two_runs_registering_on_one_key_at_once_leave_one_waiter(
+    clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both registrations read "no waiter" before either commits: the waiter entry is
+    written under a ``kv_expect`` of what was read, so the second settlement conflicts,
+    its step runs again, finds the first run waiting and fails its run clearly."""
+    runner = Waiting()
+    async with opened(clock=clock) as queue:
+        runtime = Runtime(queue, runner)
+        real_get = queue.kv_get
+        readers: list[bytes | None] = []
+        both_read = trio.Event()
+
+        async def kv_get(key: bytes) -> bytes | None:
+            value = await real_get(key)
+            if key == WAIT and not both_read.is_set():
+                readers.append(value)
+                if len(readers) == 2:
+                    both_read.set()
+                with trio.fail_after(10):  # a hang bound: both registrations must get here
+                    await both_read.wait()
+            return value
+
+        monkeypatch.setattr(queue, "kv_get", kv_get)
+        await runtime.submit(RunSpec(input=b"x", run_id="first"))
+        await runtime.submit(RunSpec(input=b"x", run_id="second"))
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(partial(drain, max_jobs=1), queue, "workflow", runtime.process)
+        assert readers == [None, None]
+        await run_all(runtime)
+        outcomes = {run: await runtime.outcome(run) for run in ("first", "second")}
+        failed = [run for run, outcome in outcomes.items() if outcome is not None]
+        assert len(failed) == 1, outcomes
+        [loser] = failed
+        [winner] = {"first", "second"} - {loser}
+        lost = outcomes[loser]
+        assert lost is not None and lost.status is TerminalStatus.FAILED
+        assert f"run {winner} is already waiting for a signal on key {KEY!r}" in (lost.error or "")
+        waiter = records.decode_waiter(await real_get(WAIT) or b"")
+        assert waiter.run_id == winner
+        assert await runtime.signal(KEY, b"ok") is SignalOutcome.DELIVERED
+        await run_all(runtime)
+        assert await result(runtime, winner) == b"ok"
 
 
 async def test_a_run_may_wait_on_the_same_key_again(clock: MockClock) -> None:

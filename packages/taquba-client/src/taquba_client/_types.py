@@ -190,6 +190,10 @@ class Effects:
     """User KV entries to write."""
     kv_deletes: Sequence[bytes] = ()
     """User KV keys to delete."""
+    kv_expect: Mapping[bytes, bytes | None] = field(default_factory=dict[bytes, bytes | None])
+    """Preconditions on user KV entries (``None``: must be absent). If one does not hold the
+    settlement raises `KvConflict`, nothing is written and the claim is still held. Needs a
+    server from taquba-server 0.3 (an older one refuses the field: `InvalidRequest`)."""
 
 
 class CancelOutcome(enum.StrEnum):

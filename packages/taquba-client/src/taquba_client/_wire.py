@@ -211,6 +211,8 @@ def effects_body(effects: Effects) -> Body:
         body["kv_writes"] = kv_writes_body(effects.kv_writes)
     if effects.kv_deletes:
         body["kv_deletes"] = [bytes(k) for k in effects.kv_deletes]
+    if effects.kv_expect:
+        body["kv_expect"] = kv_expect_body(effects.kv_expect)
     return body
 
 

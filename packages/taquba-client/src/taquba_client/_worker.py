@@ -29,6 +29,7 @@ from ._errors import (
     ClientError,
     Forbidden,
     InvalidRequest,
+    KvConflict,
     NotFound,
     PermanentFailure,
     RetryLater,
@@ -472,6 +473,18 @@ class Worker:
                     self._pending = [p for p in self._pending if not p.done.is_set()]
         await mine.done.wait()
         result = mine.result
+        if (
+            isinstance(result, SettleResult)
+            and isinstance(result.error, KvConflict)
+            and not isinstance(settlement, Nack)
+        ):
+            # The handler's effects expected a KV value that changed: nothing was written and
+            # the server still holds the claim, so the job goes back for another run (as the
+            # core's `Worker` does).
+            log.info("job %s: %s; retrying it", settlement.claim.id, result.error)
+            error = f"kv_expect did not hold: {result.error}"
+            await self._settle_batched(Nack(claim=settlement.claim, error=error))
+            return
         if isinstance(result, SettleResult):
             self._log_result(settlement, result)
         elif result is not None:

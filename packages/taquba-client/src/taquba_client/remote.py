@@ -137,6 +137,7 @@ def _effects(effects: taquba.Effects | None) -> t.Effects | None:
         enqueues=[_request(r) for r in effects.enqueues],
         kv_writes=dict(effects.kv_writes),
         kv_deletes=list(effects.kv_deletes),
+        kv_expect=dict(getattr(effects, "kv_expect", None) or {}),  # none before taquba 0.10
     )
 
 
@@ -448,11 +449,8 @@ class RemoteQueue:
     ) -> list[taquba.EnqueueResult]:
         """Acknowledge the job, applying ``effects``."""
         held = self._take(claim)
-        try:
-            with _mapped(claim.id):
-                return _results(await self._client.ack(held.claim, _effects(effects)))
-        finally:
-            self._release(claim)
+        with self._settling(claim), _mapped(claim.id):
+            return _results(await self._client.ack(held.claim, _effects(effects)))
 
     async def nack(
         self,
@@ -465,17 +463,14 @@ class RemoteQueue:
     ) -> taquba.NackResult:
         """Fail this attempt."""
         held = self._take(claim)
-        try:
-            with _mapped(claim.id):
-                result = await self._client.nack(
-                    held.claim,
-                    error,
-                    retry_after=retry_after,
-                    kv_writes=kv_writes,
-                    effects_if_dead=_effects(effects_if_dead),
-                )
-        finally:
-            self._release(claim)
+        with self._settling(claim), _mapped(claim.id):
+            result = await self._client.nack(
+                held.claim,
+                error,
+                retry_after=retry_after,
+                kv_writes=kv_writes,
+                effects_if_dead=_effects(effects_if_dead),
+            )
         return taquba.NackResult(result.dead, _results(result.enqueued))
 
     async def dead_letter(
@@ -483,13 +478,26 @@ class RemoteQueue:
     ) -> list[taquba.EnqueueResult]:
         """Dead-letter the job now."""
         held = self._take(claim)
+        with self._settling(claim), _mapped(claim.id):
+            return _results(
+                await self._client.dead_letter(held.claim, reason, effects=_effects(effects))
+            )
+
+    @contextmanager
+    def _settling(self, claim: taquba.Claim) -> Generator[None]:
+        """Forget the claim once settled, or once settling it failed.
+
+        Not after a `taquba.KvConflict`: nothing was written then, and the server still holds
+        the claim, so it can be settled again.
+        """
         try:
-            with _mapped(claim.id):
-                return _results(
-                    await self._client.dead_letter(held.claim, reason, effects=_effects(effects))
-                )
-        finally:
+            yield
+        except taquba.KvConflict:
+            raise
+        except BaseException:
             self._release(claim)
+            raise
+        self._release(claim)
 
     def _release(self, claim: taquba.Claim) -> None:
         self._held.pop(claim.token, None)

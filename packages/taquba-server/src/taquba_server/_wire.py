@@ -77,8 +77,13 @@ EFFECTS = Obj(
         "enqueues": Field(Nullable(List(ENQUEUE_REQUEST, max_items=MAX_BATCH))),
         "kv_writes": Field(KV_WRITES),
         "kv_deletes": Field(Nullable(List(KEY, max_items=MAX_BATCH))),
+        "kv_expect": Field(KV_EXPECTS),
     },
-    description="Writes applied atomically with a settlement.",
+    description=(
+        "Writes applied atomically with a settlement, under optional KV preconditions "
+        "(``kv_expect``: if one does not hold, the answer is 409 ``kv_conflict``, nothing is "
+        "written and the claim is still held)."
+    ),
 )
 
 ENQUEUE_BODY = Obj(
@@ -440,4 +445,5 @@ def effects_in(data: Mapping[str, Any] | None) -> taquba.Effects | None:
         enqueues=[enqueue_in(item) for item in cast("list[Any]", data.get("enqueues") or [])],
         kv_writes=kv_writes_in(data.get("kv_writes")) or {},
         kv_deletes=list(data.get("kv_deletes") or []),
+        kv_expect=kv_expect_in(data.get("kv_expect")) or {},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -283,8 +284,8 @@ def _with_kv(effects: Effects, staged: _Staged) -> Effects:
     writes, deletes = staged
     if not writes and not deletes:
         return effects
-    return Effects(
-        enqueues=effects.enqueues,
+    return dataclasses.replace(
+        effects,
         kv_writes={**writes, **effects.kv_writes},
         kv_deletes=[*effects.kv_deletes, *deletes],
     )
@@ -1113,8 +1114,13 @@ class Runtime(Generic[P, R]):
         assert next_id is not None
         waiting = records.Waiter(record.run_id, next_id, record.incarnation, record.step + 1)
         waiting = waiting.encode()
-        return Effects(
-            enqueues=effects.enqueues, kv_writes={**effects.kv_writes, wait_key: waiting}
+        # The waiter entry is written only if it still holds what was read above: a second
+        # run registering on ``key`` meanwhile makes this settlement fail with `KvConflict`
+        # (nothing written), the step runs again and finds that run waiting.
+        return dataclasses.replace(
+            effects,
+            kv_writes={**effects.kv_writes, wait_key: waiting},
+            kv_expect={**effects.kv_expect, wait_key: raw},
         )
 
     async def _resolve_signal(
@@ -1406,11 +1412,7 @@ class Runtime(Generic[P, R]):
         pin = keys.signal_got_key(self._queue_name, record.incarnation, number)
         if effects is None:
             return Effects(kv_deletes=[pin])
-        return Effects(
-            enqueues=effects.enqueues,
-            kv_writes=effects.kv_writes,
-            kv_deletes=[*effects.kv_deletes, pin],
-        )
+        return dataclasses.replace(effects, kv_deletes=[*effects.kv_deletes, pin])
 
     async def _process_step_settling(self, job: JobRecord, lease: LeaseHandle) -> Effects | None:
         run_id, number = self._parse_step(job)

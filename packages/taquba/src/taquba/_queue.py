@@ -444,6 +444,11 @@ class Queue:
         next accumulates, and each ack still succeeds or fails on its own (`ClaimLost`,
         `DuplicateJobId` from a follow-up). Once started, an ack runs to its end even if the
         caller is cancelled meanwhile, so its outcome is always known.
+
+        Raises:
+            ClaimLost: the claim is gone; nothing was written.
+            KvConflict: an entry of ``effects.kv_expect`` did not hold; nothing was written
+                and the claim is still held (settle it again).
         """
         return await self._settlement.ack_with(claim, effects)
 
@@ -475,6 +480,9 @@ class Queue:
         Raises:
             ClaimLost: the claim is gone; nothing was written.
             InvalidArgument: a bad ``retry_after``; nothing was written.
+            KvConflict: the nack dead-letters the job and an entry of
+                ``effects_if_dead.kv_expect`` did not hold; nothing was written and the
+                claim is still held. (A nack that retries does not check them.)
         """
         return await self._settlement.nack(claim, error, retry_after, kv_writes, effects_if_dead)
 
@@ -488,6 +496,8 @@ class Queue:
 
         Raises:
             ClaimLost: the claim is gone; nothing was written.
+            KvConflict: an entry of ``effects.kv_expect`` did not hold; nothing was written
+                and the claim is still held.
         """
         return await self._settlement.dead_letter(claim, reason, effects)
 

@@ -58,7 +58,7 @@ from ._errors import (
 )
 from ._ids import validate_job_id
 from ._interrupts import protect
-from ._kv import check_kv_key, check_kv_writes
+from ._kv import check_expectations, check_kv_expect, check_kv_key, check_kv_writes
 from ._lease import LeaseEntry, LeaseRegistry
 from ._records import AttemptOutcome, JobRecord, JobStatus, decode_job, encode_attempt, encode_job
 from ._types import CancelOutcome, Claim, Effects, EnqueueResult, NackResult, WakeOutcome
@@ -75,14 +75,22 @@ __all__ = ["Settlement"]
 T = TypeVar("T")
 
 
+@dataclass(slots=True)
+class _Planned:
+    """A settlement's checked `Effects`: follow-ups prepared, KV writes, deletes, expectations."""
+
+    prepared: list[Prepared] = field(default_factory=list[Prepared])
+    writes: dict[bytes, bytes] = field(default_factory=dict[bytes, bytes])
+    deletes: list[bytes] = field(default_factory=list[bytes])
+    expect: dict[bytes, bytes | None] = field(default_factory=dict[bytes, bytes | None])
+
+
 @dataclass(slots=True, eq=False)
 class _AckRequest(BatchRequest):
     """One `Queue.ack_with` call waiting to be committed in a batch."""
 
     claim: Claim
-    prepared: list[Prepared]
-    writes: dict[bytes, bytes]
-    deletes: list[bytes]
+    effects: _Planned
     completed_at: int
     keep_done: bool
     inserts: Inserts  # follow-up enqueues: hidden from claims until durable
@@ -128,32 +136,32 @@ class Settlement:
         await txn.delete(key)
         return decode_job(raw)
 
-    def _prepare_effects(
-        self, effects: Effects | None
-    ) -> tuple[list[Prepared], dict[bytes, bytes], list[bytes]]:
+    def _prepare_effects(self, effects: Effects | None) -> _Planned:
         if effects is None:
-            return [], {}, []
+            return _Planned()
         if not isinstance(effects, Effects):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise UsageError("effects must be an Effects instance")
         now = self._context.clock.now_ms()
-        prepared = [prepare(self._context, request, now) for request in effects.enqueues]
-        writes = check_kv_writes(effects.kv_writes)
-        deletes = [check_kv_key(key) for key in effects.kv_deletes]
-        return prepared, writes, deletes
+        return _Planned(
+            prepared=[prepare(self._context, request, now) for request in effects.enqueues],
+            writes=check_kv_writes(effects.kv_writes),
+            deletes=[check_kv_key(key) for key in effects.kv_deletes],
+            expect=check_kv_expect(effects.kv_expect),
+        )
 
     async def _stage_effects(
-        self,
-        txn: Transaction,
-        prepared: Sequence[Prepared],
-        writes: Mapping[bytes, bytes],
-        deletes: Sequence[bytes],
-        deltas: Deltas,
-        inserts: Inserts,
+        self, txn: Transaction, effects: _Planned, deltas: Deltas, inserts: Inserts
     ) -> list[EnqueueResult]:
-        results = [await stage_enqueue(txn, item, deltas, inserts) for item in prepared]
-        for key, value in writes.items():
+        """Stage ``effects`` in the settlement's transaction.
+
+        Raises `KvConflict` if an expectation fails: the transaction is dropped, and the
+        claim can be settled again.
+        """
+        await check_expectations(txn, effects.expect)
+        results = [await stage_enqueue(txn, item, deltas, inserts) for item in effects.prepared]
+        for key, value in effects.writes.items():
             await txn.put(keys.user_key(key), value)
-        for key in deletes:
+        for key in effects.deletes:
             await txn.delete(keys.user_key(key))
         return results
 
@@ -216,7 +224,8 @@ class Settlement:
         """`Queue.ack_with`."""
         context = self._context
         claim = self._claims.check_claim(claim, "ack")
-        prepared, writes, deletes = self._prepare_effects(effects)
+        planned = self._prepare_effects(effects)
+        prepared = planned.prepared
         await context.offload(prepared)
         try:
             entry = self._begin_settling(claim)
@@ -225,9 +234,7 @@ class Settlement:
             raise
         request = _AckRequest(
             claim=claim,
-            prepared=prepared,
-            writes=writes,
-            deletes=deletes,
+            effects=planned,
             completed_at=context.clock.now_ms(),
             keep_done=context.config(claim.queue_name).keep_done is not None,
             inserts=context.inserts(hold=True),
@@ -286,7 +293,7 @@ class Settlement:
             context.leases.remove(claim.queue_name, claim.id, claim._token)  # pyright: ignore[reportPrivateUsage]
         context.count_queues(
             [r.claim.queue_name for r in committed]
-            + [item.record.queue_name for r in committed for item in r.prepared]
+            + [item.record.queue_name for r in committed for item in r.effects.prepared]
         )
         context.notify_completion(r.claim.id for r in committed)
 
@@ -322,9 +329,7 @@ class Settlement:
             await transitions.delete_history(txn, decode_job(raw) if raw is not None else claim.job)
         await txn.delete(key)
         deltas.move(claim.queue_name, "claimed", "done")
-        return await self._stage_effects(
-            txn, request.prepared, request.writes, request.deletes, deltas, request.inserts
-        )
+        return await self._stage_effects(txn, request.effects, deltas, request.inserts)
 
     # ------------------------------------------------------------------ nack, dead-letter
 
@@ -343,7 +348,8 @@ class Settlement:
             raise UsageError("error must be a str")
         retry_after = check_optional_seconds("retry_after", retry_after)
         writes = check_kv_writes(kv_writes or {})
-        prepared, effect_writes, deletes = self._prepare_effects(effects_if_dead)
+        planned = self._prepare_effects(effects_if_dead)
+        prepared = planned.prepared
         config = context.config(claim.queue_name)
         now = context.clock.now_ms()
         holds = context.hold_scheduled(prepared)  # held until the settlement is over
@@ -357,9 +363,7 @@ class Settlement:
                 await transitions.apply(
                     txn, transitions.dead_letter(stored, error, now), deltas, inserts
                 )
-                results = await self._stage_effects(
-                    txn, prepared, effect_writes, deletes, deltas, inserts
-                )
+                results = await self._stage_effects(txn, planned, deltas, inserts)
                 return NackResult(dead=True, enqueued=results)
             delay = backoff_delay(
                 stored.attempts, config.retry_backoff_base, config.retry_backoff_max
@@ -398,7 +402,8 @@ class Settlement:
         claim = self._claims.check_claim(claim, "dead_letter")
         if not isinstance(reason, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise UsageError("reason must be a str")
-        prepared, writes, deletes = self._prepare_effects(effects)
+        planned = self._prepare_effects(effects)
+        prepared = planned.prepared
         now = context.clock.now_ms()
 
         async def stage(
@@ -406,7 +411,7 @@ class Settlement:
         ) -> list[EnqueueResult]:
             move = transitions.dead_letter(stored, reason, now)
             await transitions.apply(txn, move, deltas, inserts)
-            return await self._stage_effects(txn, prepared, writes, deletes, deltas, inserts)
+            return await self._stage_effects(txn, planned, deltas, inserts)
 
         holds = context.hold_scheduled(prepared)
         try:

@@ -78,6 +78,13 @@ class Effects:
     """User KV entries to write."""
     kv_deletes: Sequence[bytes] = ()
     """User KV keys to delete."""
+    kv_expect: Mapping[bytes, bytes | None] = field(default_factory=dict[bytes, bytes | None])
+    """Preconditions on user KV entries, checked in the settlement's transaction: each key
+    must hold exactly the given value (``None``: must be absent). If one does not, the
+    settlement raises `KvConflict` and nothing of it is written: the claim stays held and can
+    be settled again (with other effects, a nack, a dead-letter). A concurrent write to an
+    expected key makes the transaction conflict and re-check, so the check and the writes
+    are one atomic step (compare-and-set across the settlement)."""
 
 
 class CancelOutcome(enum.StrEnum):

@@ -11,6 +11,7 @@ import trio
 from ._errors import (
     ClaimLost,
     Fenced,
+    KvConflict,
     PermanentFailure,
     QueueClosed,
     RetryLater,
@@ -126,7 +127,9 @@ Handler: TypeAlias = HandlerFunction | JobHandler
 The handler's outcome settles the job: returning acks it (applying returned `Effects` in the
 same transaction); raising `PermanentFailure` dead-letters it; raising `RetryLater` nacks it
 with a least delay; raising anything else nacks it (retry with backoff, dead-letter once
-attempts run out).
+attempts run out). When the `Effects` of an ack or a dead-letter expect a KV value that no
+longer holds (`Effects.kv_expect`, `KvConflict`), nothing of them is written and the job is
+nacked, so the handler runs again on the current state.
 """
 
 
@@ -162,7 +165,10 @@ async def _settle_run(
         try:
             effects = await _run_handler(handler, claim.job, LeaseHandle(queue, claim))
         except PermanentFailure as failure:
-            await queue.dead_letter(claim, failure.reason, effects=failure.effects)
+            try:
+                await queue.dead_letter(claim, failure.reason, effects=failure.effects)
+            except KvConflict as exc:
+                await _nack_conflict(queue, claim, exc)
             return
         except RetryLater as later:
             await queue.nack(
@@ -187,7 +193,11 @@ async def _settle_run(
                 claim, f"handler returned {type(effects).__name__}, expected Effects or None"
             )
             return
-        await queue.ack_with(claim, effects)
+        try:
+            await queue.ack_with(claim, effects)
+        except KvConflict as exc:
+            await _nack_conflict(queue, claim, exc)
+            return
     except ClaimLost as exc:
         log.warning(
             "lost the claim on %s/%s before settling it (%s): the reaper requeued it, or "
@@ -206,6 +216,16 @@ async def _settle_run(
         return
     if settling is not None:
         settling.succeeded()
+
+
+async def _nack_conflict(queue: QueueLike, claim: Claim, conflict: KvConflict) -> None:
+    """The handler's effects expected a KV value that changed: run the handler again.
+
+    Nothing of the settlement was written and the claim is still held, so the job is nacked
+    (a retry with backoff, or a dead-letter once attempts run out, without the effects).
+    """
+    log.info("job %s/%s: %s; retrying it", claim.queue_name, claim.id, conflict)
+    await queue.nack(claim, f"kv_expect did not hold: {conflict}")
 
 
 @trio.lowlevel.disable_ki_protection
