@@ -25,7 +25,7 @@ import taquba
 from taquba import InvalidArgument, JobStatus, MockClock, PayloadCollection, QueueConfig, Store
 from taquba._adapter import Snapshot
 from taquba._cli import main
-from taquba._keys import Space, space_prefix
+from taquba._keys import Space, pending_key, quarantine_key, space_prefix
 from taquba._payload_gc import Verdict, classify, record_refs, ref_time_ms, refs_in
 from taquba._payloads import payload_dir
 from taquba._records import encode_job
@@ -218,6 +218,22 @@ async def test_live_jobs_in_every_status_keep_their_objects(
         job = await queue.get_job(job_id)
         assert job is not None
         assert job.payload == payload
+
+
+@pytest.mark.parametrize("space", ["pending", "quarantine"])
+async def test_an_undecodable_record_keeps_the_objects_it_may_reference(
+    queue: taquba.Queue, clock: MockClock, monkeypatch: pytest.MonkeyPatch, space: str
+) -> None:
+    ref = await make_orphan(queue, monkeypatch)
+    raw = b"\xc1 not a record, but it names " + ref.encode()
+    if space == "pending":
+        key = pending_key("w", 1, "broken")
+    else:
+        key = quarantine_key("w", pending_key("w", 1, "broken"))
+    await queue._database.put(key, raw)  # pyright: ignore[reportPrivateUsage]
+    clock.advance(2 * HOUR)
+    assert counts(await queue.collect_payloads_now()) == (1, 0, 0, 1, 0, 0)
+    assert await objects(queue) == [ref]
 
 
 async def test_a_job_moving_between_spaces_during_the_scan_keeps_its_object(

@@ -54,8 +54,12 @@ Why no live job loses its object.
 
 Cost: one listing of the directory (1000 names per S3 request), and when some object is old
 enough, one read of every job record (as the done and dead sweeps read their spaces) and one
-delete per orphan (16 at once). The names of old objects are held in memory meanwhile.
-Object sizes are not known from a listing, so the bytes freed are not reported.
+delete per orphan (16 at once). The listing's names are held in memory (about 80 bytes
+each). Object sizes are not known from a listing, so the bytes freed are not reported.
+Measured ad hoc on local disk (2 cores, 1 KiB objects): 10,000 live objects and 10,000
+orphans took 1.6-2.2 s (one listing, 10,000 deletes); a pass over 10,000 old live objects with
+nothing to delete 0.2-0.4 s, over 100,000 about 4.4 s (mostly reading and decoding the
+records); a pass where every object is young only lists (0.04 s for 10,000).
 """
 
 from __future__ import annotations
@@ -98,9 +102,6 @@ DEFAULT_PAYLOAD_GRACE: Final = 3600.0
 
 DEFAULT_PAYLOAD_COLLECT_INTERVAL: Final = 3600.0
 """Seconds between two background collections of an open queue."""
-
-LIST_PAGE: Final = 1000
-"""Names a listing request asks for (S3's largest page)."""
 
 DELETE_CONCURRENCY: Final = 16
 """Orphans deleted at once."""
@@ -189,21 +190,17 @@ async def collect(
     examined = young = 0
     foreign: list[str] = []
     candidates: set[str] = set()
-    start_after: str | None = None
-    while True:
-        names = await store.list_blobs(payloads.directory, start_after=start_after, limit=LIST_PAGE)
-        for name in names:
-            examined += 1
-            verdict = classify(name, cutoff)
-            if verdict is Verdict.CANDIDATE:
-                candidates.add(name)
-            elif verdict is Verdict.YOUNG:
-                young += 1
-            else:
-                foreign.append(name)
-        if len(names) < LIST_PAGE:
-            break
-        start_after = names[-1]
+    # One listing call: S3 pages it by itself (1000 names a request); a local directory is
+    # read once (paging it with ``start_after`` would reread the directory for every page).
+    for name in await store.list_blobs(payloads.directory):
+        examined += 1
+        verdict = classify(name, cutoff)
+        if verdict is Verdict.CANDIDATE:
+            candidates.add(name)
+        elif verdict is Verdict.YOUNG:
+            young += 1
+        else:
+            foreign.append(name)
     if foreign:
         log.warning(
             "payload collection left %d object(s) alone whose names are not refs, in %s: %s",
