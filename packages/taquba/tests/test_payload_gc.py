@@ -348,6 +348,32 @@ async def test_a_failed_delete_is_counted_and_retried(
     assert counts(await queue.collect_payloads_now()) == (1, 1, 0, 0, 0, 0)
 
 
+async def test_a_cancelled_collection_leaves_nothing_to_undo(
+    queue: taquba.Queue, clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refs = {await make_orphan(queue, monkeypatch) for _ in range(3)}
+    clock.advance(2 * HOUR)
+    original = Store.delete_blob
+    started = trio.Event()
+
+    async def slow(self: Store, path: str) -> bool:
+        started.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "delete_blob", slow)
+        with trio.move_on_after(5) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(queue.collect_payloads_now)
+                await started.wait()
+                nursery.cancel_scope.cancel()
+        assert not scope.cancelled_caught
+    assert Store.delete_blob is original
+    assert set(await objects(queue)) == refs  # nothing deleted, nothing broken
+    assert counts(await queue.collect_payloads_now()) == (3, 3, 0, 0, 0, 0)
+
+
 async def test_no_old_object_reads_no_record(
     queue: taquba.Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
