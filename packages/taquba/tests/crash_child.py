@@ -21,6 +21,12 @@ Modes:
     Open database ``fence`` as a second writer (fencing the test's queue), enqueue ``COUNT``
     jobs printing ``ENQ <id>`` each, close cleanly and print ``CLOSED``.
 
+``orphan STORE_DIR``
+    Open database ``orphan`` (payloads over `ORPHAN_THRESHOLD` bytes offloaded), enqueue a
+    large job, claim it and ack it; the delete of its payload object that follows the ack's
+    durable commit prints ``DELETING <ref>`` and then hangs, to be killed there: the object
+    is orphaned by a real crash between the commit and the delete.
+
 Every mode prints ``READY`` once its queue is open, and exits on its own after
 `SAFETY_EXIT` seconds in case the test dies without killing it.
 """
@@ -40,6 +46,7 @@ SAFETY_EXIT = 120.0
 FAST = {"flush_interval": 0.01, "reaper_interval": 3600.0, "scheduler_interval": 3600.0}
 HOLD_CONFIG = QueueConfig(lease_duration=600, retry_backoff_base=0)
 STORM_CONFIG = QueueConfig(lease_duration=600, retry_backoff_base=0, keep_done=86_400)
+ORPHAN_THRESHOLD = 16
 
 
 def say(*words: object) -> None:
@@ -120,6 +127,23 @@ async def fence(store_dir: str, count: int) -> None:
     say("CLOSED")
 
 
+async def orphan(store_dir: str) -> None:
+    async def hang(self: taquba.Store, path: str) -> bool:
+        say("DELETING", path.rsplit("/", 1)[-1])
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    config = QueueConfig(payload_offload_threshold=ORPHAN_THRESHOLD)
+    async with taquba.open_queue(store_dir, "orphan", config=config, **FAST) as queue:
+        say("READY")
+        job = await queue.enqueue("w", b"B" * 100)
+        say("ENQ", job.id)
+        claim = await queue.claim("w")
+        assert claim is not None
+        taquba.Store.delete_blob = hang  # type: ignore[method-assign]
+        await queue.ack(claim)
+
+
 async def main(argv: list[str]) -> None:
     mode, store_dir, *rest = argv
     with trio.move_on_after(SAFETY_EXIT):
@@ -129,6 +153,8 @@ async def main(argv: list[str]) -> None:
             await storm(store_dir, fold=rest == ["fold"])
         elif mode == "fence":
             await fence(store_dir, int(rest[0]))
+        elif mode == "orphan":
+            await orphan(store_dir)
         else:
             raise SystemExit(f"unknown mode {mode!r}")
 

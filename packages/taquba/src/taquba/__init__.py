@@ -84,6 +84,7 @@ from ._types import EnqueueResult as EnqueueResult
 from ._types import JobPage as JobPage
 from ._types import KvPage as KvPage
 from ._types import NackResult as NackResult
+from ._types import PayloadCollection as PayloadCollection
 from ._types import WakeOutcome as WakeOutcome
 from ._validate import MAX_TIMESTAMP_MS as MAX_TIMESTAMP_MS
 from ._worker import SETTLEMENT_MARGIN as SETTLEMENT_MARGIN
@@ -140,6 +141,7 @@ __all__ = [
     "NackResult",
     "Observer",
     "OwnerInfo",
+    "PayloadCollection",
     "PayloadMissing",
     "PermanentFailure",
     "QuarantinedRecord",

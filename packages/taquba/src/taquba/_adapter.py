@@ -7,7 +7,7 @@ from trio"):
   that awaits binding calls directly in trio, and the ``memmove`` byte-copy patch;
 * `taquba._dberrors`: SlateDB's exceptions mapped to taquba's, by class and close reason;
 * `taquba._objectstore`: the object store behind each `Store`;
-* `taquba._database`: `Database`, `Reader`, `Transaction` and `run_transaction` (with
+* `taquba._database`: `Database`, `Reader`, `Snapshot`, `Transaction` and `run_transaction` (with
   `taquba._dbscan` for prefix scans and `taquba._dbfaults` for test fault injection).
 
 This module only re-exports them, so code that imports from `taquba._adapter` keeps working.
@@ -24,6 +24,7 @@ from taquba._database import (
     OBJECT_STORE_REQUEST_BUDGET,
     Database,
     Reader,
+    Snapshot,
     Transaction,
     check_commit_deadline,
     default_commit_deadline,
@@ -50,6 +51,7 @@ __all__ = [
     "IncompatibleSlateDB",
     "ObjectStore",
     "Reader",
+    "Snapshot",
     "Transaction",
     "TransactionConflict",
     "attach_object_store",

@@ -8,9 +8,10 @@ parser; `_cli.py` runs them.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
 import trio
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from taquba._cli_session import CliReader, CliSession, CliWriter
+    from taquba._queue import Queue
 
 __all__ = [
     "cancel_job",
@@ -41,6 +43,7 @@ __all__ = [
     "enqueue",
     "inspect",
     "jobs",
+    "payloads_collect",
     "purge",
     "show_job",
     "wake_job",
@@ -262,6 +265,29 @@ async def _purge(session: CliSession, name: str, status: JobStatus, *, confirm: 
     else:
         session.say(f"{name!r} keeps no done records: nothing to purge")
     return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ payloads
+
+
+async def payloads_collect(args: argparse.Namespace, session: CliSession) -> int:
+    """``taquba payloads collect [--grace SECONDS]``: `Queue.collect_payloads_now`."""
+    if session.remote:
+        raise CliError(
+            "payloads collect needs the store (--store): a taquba-server's owner collects "
+            "orphaned payload objects by itself, every hour"
+        )
+    async with session.open_writer() as writer:
+        queue = cast("Queue", writer)  # not through a server (above): the store's `Queue`
+        result = await queue.collect_payloads_now(grace=args.grace)
+    session.emit({**session.where_json(), "database": queue.name, **dataclasses.asdict(result)})
+    session.say(
+        f"examined {result.examined} payload object(s): deleted {result.deleted} orphan(s); "
+        f"kept {result.young} younger than the grace period and {result.referenced} "
+        f"referenced; left alone {result.foreign} not named as refs"
+        + (f"; {result.failed} delete(s) failed" if result.failed else "")
+    )
+    return EXIT_OK if not result.failed else EXIT_FAILURE
 
 
 # ------------------------------------------------------------------------------ jobs

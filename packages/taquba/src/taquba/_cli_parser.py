@@ -20,6 +20,7 @@ from taquba._cli_commands import (
     enqueue,
     inspect,
     jobs,
+    payloads_collect,
     purge,
     show_job,
     wake_job,
@@ -276,6 +277,7 @@ def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.Argume
     CliCommands.set_handler(jobs_parser, jobs)
     _add_job(commands, admin, writer)
     _add_purge(commands, writer)
+    _add_payloads(commands, writer)
     _add_enqueue(commands, writer)
     _add_top(commands, admin)
 
@@ -376,6 +378,42 @@ def _add_purge(commands: Any, writer: argparse.ArgumentParser) -> None:
     which.add_argument("--done", action="store_true", help="the kept done records")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     CliCommands.set_handler(parser, purge)
+
+
+def _add_payloads(commands: Any, writer: argparse.ArgumentParser) -> None:
+    payloads = commands.add_parser(
+        "payloads",
+        help="collect orphaned offloaded payload objects",
+        description=(
+            "Administer the objects of offloaded payloads (QueueConfig.payload_offload_threshold)."
+        ),
+    )
+    actions = payloads.add_subparsers(
+        dest="action", metavar="ACTION", title="actions", required=True
+    )
+    collect = actions.add_parser(
+        "collect",
+        parents=[writer],
+        help="delete payload objects no job references",
+        description=(
+            "Delete the payload objects older than --grace that no job record references, in "
+            "any status (orphans left by a crash between a job's removal and its object's "
+            "delete), as Queue.collect_payloads_now. Objects whose names are not refs are left "
+            "alone. A running owner does this by itself every hour, so through --server it "
+            "is refused. " + _WRITER_NOTE
+        ),
+    )
+    collect.add_argument(
+        "--grace",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help=(
+            "keep objects younger than this (default: 3600); an enqueue writes its object "
+            "before its transaction commits"
+        ),
+    )
+    CliCommands.set_handler(collect, payloads_collect)
 
 
 def _seconds(text: str) -> float:

@@ -1,9 +1,9 @@
 """Databases, readers and transactions: the typed SlateDB API the rest of taquba uses.
 
-`Database` (the single writer of one database), `Reader` (a follower in any process) and
-`Transaction` (snapshot isolation) await the binding directly in trio through
-`taquba._binding.call` and raise only taquba's errors (`taquba._dberrors`). `run_transaction`
-retries a transaction body on write conflicts.
+`Database` (the single writer of one database), `Reader` (a follower in any process),
+`Transaction` (snapshot isolation) and `Snapshot` (a read-only consistent view) await the
+binding directly in trio through `taquba._binding.call` and raise only taquba's errors
+(`taquba._dberrors`). `run_transaction` retries a transaction body on write conflicts.
 
 Cancellation. Reads are cancellable. Writes (commits, puts, deletes) and their durability waits
 run shielded, bounded by the database's commit deadline (`Database.open`, by default
@@ -66,6 +66,7 @@ __all__ = [
     "CommitListener",
     "Database",
     "Reader",
+    "Snapshot",
     "Transaction",
     "check_commit_deadline",
     "default_commit_deadline",
@@ -377,6 +378,14 @@ class Database(Scanner):
             txn, commit_deadline=self.commit_deadline, listener=self.listener, flusher=self.flusher
         )
 
+    async def snapshot(self) -> Snapshot:
+        """A read-only view of the database as of now (every write applied so far).
+
+        Unlike a transaction it tracks no reads or writes for conflict detection, so it may
+        be held for a long scan (`taquba._payload_gc` reads every job record through one).
+        """
+        return Snapshot(await call(self._db.snapshot))
+
     async def flush(self) -> None:
         """Flush the WAL buffer to object storage now."""
         await call(self._db.flush)
@@ -530,6 +539,27 @@ _READER_MEMTABLE_BYTES: Final = 64 << 20
 """How much WAL data a reader keeps in memory before it reads only what is flushed."""
 _NO_MANIFEST: Final = "failed to find latest transactional object"
 """SlateDB's error text when a path holds no database (no manifest)."""
+
+
+class Snapshot(Scanner):
+    """A consistent, read-only view of a database at one point of its history.
+
+    Every read (`get`, `scan`) sees the writes applied before `Database.snapshot` was
+    called and none after, including writes that were not yet durable then. Freed when
+    dropped (SlateDB has no close call for it).
+    """
+
+    __slots__ = ("_snapshot", "_target")
+
+    def __init__(self, snapshot: _sdb.DbSnapshot) -> None:
+        self._snapshot = snapshot
+        self._target = snapshot
+
+    async def get(self, key: bytes) -> bytes | None:
+        """Return the value of `key` in the snapshot, or None."""
+        if _failpoints.INSTALLED:
+            await read_fault("get")
+        return await call(self._snapshot.get, key)
 
 
 class Transaction(Scanner):
@@ -738,4 +768,4 @@ async def run_transaction(
     raise StorageError(f"transaction kept conflicting ({max_attempts} attempts)") from last_conflict
 
 
-protect(Database, Reader, Transaction, run_transaction)
+protect(Database, Reader, Snapshot, Transaction, run_transaction)

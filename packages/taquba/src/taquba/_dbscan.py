@@ -81,11 +81,11 @@ def _check_scan_args(limit: int | None, batch_size: int) -> None:
 
 
 class Scanner:
-    """Shared scan logic of `Database` and `Transaction` (both expose `scan_prefix`)."""
+    """Shared scan logic of `Database`, `Transaction`, `Reader` and `Snapshot`."""
 
     __slots__ = ()
 
-    _target: _sdb.Db | _sdb.DbTransaction | _sdb.DbReader
+    _target: _sdb.Db | _sdb.DbTransaction | _sdb.DbReader | _sdb.DbSnapshot
 
     async def scan(
         self,

@@ -1,8 +1,8 @@
 """Background work: reaping expired leases, promoting due jobs, retention sweeps, stats fold.
 
 Each task has an explicit entry point on `Queue` (`reap_now`, `promote_scheduled_now`,
-`sweep_now`, `fold_stats_now`) and runs in the background while a queue is open with
-maintenance (`Maintenance.every`, `Maintenance.folder`, started by `Queue`).
+`sweep_now`, `fold_stats_now`, `collect_payloads_now`) and runs in the background while a
+queue is open with maintenance (`Maintenance.every`, `Maintenance.folder`, started by `Queue`).
 
 Theory of operation.
 
@@ -20,6 +20,8 @@ Theory of operation.
 - Sweeps delete expired done and dead records (and their index entries) a page per
   transaction, then (after a flush) the offloaded payload objects of the jobs removed; fold
   adds the stats delta records of a queue into its totals.
+- The payload collector deletes orphaned payload objects (`taquba._payload_gc`, whose
+  docstring argues why no live job loses its object), one collection at a time.
 - Only `Fenced` and `StorageFatal` (which stop the queue) and `QueueClosed` end a
   background task; any other error is logged, shown by `Queue.health`, and retried.
 - Undecodable records met on the way are quarantined, never a reason to stop.
@@ -39,9 +41,10 @@ from ._adapter import Database, Transaction, run_transaction
 from ._context import Deltas, QueueContext
 from ._errors import DataError, Fenced, InvalidArgument, QueueClosed, StorageError, StorageFatal
 from ._interrupts import protect
+from ._payload_gc import collect
 from ._records import AttemptOutcome, JobRecord, JobStatus, decode_job, encode_map
 from ._recovery import end_claims
-from ._validate import retention_ms
+from ._validate import duration_ms, retention_ms
 from ._views import (
     SCAN_PAGE,
     STATS_FIELDS,
@@ -53,6 +56,8 @@ from ._views import (
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+
+    from ._types import PayloadCollection
 
 __all__ = ["Maintenance"]
 
@@ -80,6 +85,7 @@ class Maintenance:
         self._context = context
         self._promote_lock = trio.Lock()
         self._sweep_lock = trio.Lock()
+        self._collect_lock = trio.Lock()
         self._discovered = False  # a fold found the deltas earlier processes left
 
     # ------------------------------------------------------------------ reaper
@@ -464,6 +470,21 @@ class Maintenance:
             seq = keys.stats_delta_seq(queue, last[0])
             if seq is not None:
                 seqs.folded(queue, min(bound, seq + 1))
+
+    # ------------------------------------------------------------------ payload collection
+
+    async def collect_payloads_now(self, grace: float) -> PayloadCollection:
+        """`Queue.collect_payloads_now`, with a checked ``grace`` in seconds."""
+        context = self._context
+        db = context.database
+        async with self._collect_lock:
+            return await collect(
+                context.store,
+                db,
+                context.payloads,
+                now_ms=context.clock.now_ms(),
+                grace_ms=duration_ms(grace),
+            )
 
     # ------------------------------------------------------------------ background loops
 

@@ -19,12 +19,18 @@ Theory of operation.
   follow-up of a nack that was retried). A dead-lettered job keeps its object:
   `Queue.requeue_dead_job` revives it. A crash between the commit and the delete leaves an
   orphaned object, never a record whose object is gone.
+- Orphans are collected by `Queue.collect_payloads_now` (`taquba._payload_gc`, in the
+  background hourly): an object older than a grace period (judged from the ULID time of
+  its ref) that no job record of one database snapshot references, and that no enqueue in
+  flight wrote. Each ref is *in flight* from before its object is written until its
+  enqueue knows its outcome (`Payloads.in_flight`), so the collector never takes the
+  object of an enqueue whose transaction has not committed yet.
 - A write that fails leaves nothing: a failed object write fails the enqueue before its
   transaction (a batch deletes the objects it wrote before); a transaction that fails with a
   known outcome (a conflict, `DuplicateJobId`, `ClaimLost`, cancellation before the request
   was staged) deletes its objects. A `StorageError` leaves the outcome unknown, so the
   enqueuer reads back which of its jobs were committed and deletes only the other objects
-  (when even the read fails, they stay as orphans).
+  (when even the read fails, they stay as orphans, for the collector).
 - A missing object is `PayloadMissing`. `Queue.get_job` and `Queue.list_jobs` first read the
   job's record again: a job removed meanwhile reads as absent (omitted from a page). A claim
   whose object is missing dead-letters that job at once, and the claim is not delivered.
@@ -78,11 +84,21 @@ def offloaded(record: JobRecord, threshold: int | None) -> bool:
 class Payloads:
     """The offloaded payloads of one queue database (see the module docstring)."""
 
-    __slots__ = ("_dir", "_store")
+    __slots__ = ("_dir", "_in_flight", "_store")
 
     def __init__(self, store: Store, name: str) -> None:
         self._store = store
         self._dir = payload_dir(store, name)
+        self._in_flight: set[str] = set()
+
+    def in_flight(self) -> frozenset[str]:
+        """The refs of the objects whose enqueue is not over (written, or being written).
+
+        A ref joins before its object is written and leaves once its enqueue knows its
+        outcome (`settle_enqueues`), so a copy taken before a snapshot of the database holds
+        every ref whose record that snapshot cannot show yet (`taquba._payload_gc`).
+        """
+        return frozenset(self._in_flight)
 
     @property
     def directory(self) -> str:
@@ -109,6 +125,7 @@ class Payloads:
         and the error propagates: nothing of the enqueue is left.
         """
         written: list[str] = []
+        tried: list[str] = []
         try:
             for item in prepared:
                 record = item.record
@@ -116,6 +133,9 @@ class Payloads:
                     continue
                 while True:
                     ref = ids.next_id()
+                    # In flight before it exists: the collector never takes it (`in_flight`).
+                    self._in_flight.add(ref)
+                    tried.append(ref)
                     # Create-only under a fresh name: never another job's object.
                     if await self._store.put_blob(self.path(ref), record.payload, create_only=True):
                         break
@@ -123,8 +143,12 @@ class Payloads:
                 item.payload = record.payload
                 item.record = record.replace(payload=b"", payload_ref=ref)
         except BaseException:
-            await self.delete(written)
+            try:
+                await self.delete(written)
+            finally:
+                self._in_flight.difference_update(tried)
             raise
+        self._in_flight.difference_update(set(tried) - set(written))
         return written
 
     async def settle_enqueues(
@@ -139,11 +163,27 @@ class Payloads:
         ``results`` (parallel to ``prepared``; shorter when the enqueues were not staged) of
         a successful write say which jobs were created; after ``error`` nothing was, unless
         it is a `StorageError` (an unknown outcome): then ``committed`` reads back, by job id,
-        which records hold their ref (a read that fails keeps every object).
+        which records hold their ref (a read that fails keeps every object). The refs are no
+        longer in flight once it returns, whatever happened.
         """
         mine = [item for item in prepared if item.record.payload_ref is not None]
         if not mine:
             return
+        try:
+            await self._settle_enqueues(mine, prepared, results, error, committed)
+        finally:
+            self._in_flight.difference_update(
+                ref for item in mine if (ref := item.record.payload_ref) is not None
+            )
+
+    async def _settle_enqueues(
+        self,
+        mine: Sequence[Prepared],
+        prepared: Sequence[Prepared],
+        results: Sequence[EnqueueResult] | None,
+        error: BaseException | None,
+        committed: Callable[[Sequence[str]], Awaitable[set[str]]],
+    ) -> None:
         keep: set[str] = set()
         if error is None:
             created = results or []

@@ -46,6 +46,7 @@ from ._kv import MAX_KV_VALUE_SIZE as MAX_KV_VALUE_SIZE
 from ._maintenance import Maintenance
 from ._observe import Observer
 from ._owner import DEFAULT_HEARTBEAT_INTERVAL, Heartbeat, OwnerInfo
+from ._payload_gc import DEFAULT_PAYLOAD_COLLECT_INTERVAL, DEFAULT_PAYLOAD_GRACE
 from ._settle import Settlement
 from ._store import DEFAULT_DATABASE, Store
 from ._types import (
@@ -57,6 +58,7 @@ from ._types import (
     JobPage,
     KvPage,
     NackResult,
+    PayloadCollection,
     WakeOutcome,
 )
 from ._validate import check_optional_seconds, check_seconds, check_type
@@ -101,6 +103,8 @@ class Queue:
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         observers: Sequence[Observer] = (),
         flush_linger: float | None = None,
+        payload_grace: float = DEFAULT_PAYLOAD_GRACE,
+        payload_collect_interval: float = DEFAULT_PAYLOAD_COLLECT_INTERVAL,
     ) -> None:
         """Library-internal: use `open_queue`."""
         context = QueueContext(
@@ -117,6 +121,8 @@ class Queue:
         self._context = context
         self._reaper_interval = reaper_interval
         self._scheduler_interval = scheduler_interval
+        self._payload_grace = payload_grace
+        self._payload_collect_interval = payload_collect_interval
         self._health: HealthTracker = context.health  # the worker loops report here too
         self._observers = context.observers  # `taquba.count_event` reports here
         self._enqueuer = Enqueuer(context)
@@ -284,6 +290,12 @@ class Queue:
                     "scheduler",
                 )
                 nursery.start_soon(background.folder, self._scheduler_interval, self.fold_stats_now)
+                nursery.start_soon(
+                    background.every,
+                    self._payload_collect_interval,
+                    self.collect_payloads_now,
+                    "payload collector",
+                )
             task_status.started()
 
     # ------------------------------------------------------------------ enqueue
@@ -733,6 +745,40 @@ class Queue:
         """Fold accumulated counter deltas into each queue's totals (keeps `stats` cheap)."""
         await self._maintenance.fold_stats_now()
 
+    async def collect_payloads_now(self, *, grace: float | None = None) -> PayloadCollection:
+        """Delete the orphaned objects of offloaded payloads; return what it found.
+
+        An orphan is an object of the payload directory (`QueueConfig.payload_offload_threshold`)
+        that no job record references, left by a crash between the commit that removed its
+        job and the delete that follows, or by a delete that failed. An object is deleted
+        only if its ref (a ULID, made when its enqueue began) is older than ``grace`` and
+        no record in any status (pending, scheduled, claimed, dead, kept done, quarantined)
+        nor an enqueue still in flight references it, all read from one snapshot of the
+        database. Names that are not refs are left alone and logged. When no object is old
+        enough, it costs one listing of the directory and reads no record. Concurrent calls
+        run one after the other.
+
+        While the queue is open with maintenance, this runs in the background every
+        ``payload_collect_interval`` (`open_queue`), whether or not offload is configured
+        now: a queue that offloaded earlier may still hold orphans.
+
+        Args:
+            grace: seconds an object must have existed before it may be deleted (finite,
+                >= 0); default the queue's ``payload_grace`` (`open_queue`, an hour). It
+                guards enqueues whose commit outcome was unknown and that land late; see
+                ``_payload_gc.py`` for the full argument.
+
+        Returns:
+            The counts of what was listed, deleted and kept (`PayloadCollection`).
+
+        Raises:
+            InvalidArgument: ``grace`` is not a finite number >= 0.
+            StorageError: listing the objects or reading the records failed (a failed
+                delete is counted in `PayloadCollection.failed` instead).
+        """
+        seconds = self._payload_grace if grace is None else check_seconds("grace", grace)
+        return await self._maintenance.collect_payloads_now(seconds)
+
 
 def _check_open_arguments(config: object, queues: object, clock: object) -> None:
     """Type-check `open_queue`'s objects up front (a dict for a config fails late otherwise)."""
@@ -763,15 +809,17 @@ async def open_queue(
     maintenance: bool = True,
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     observers: Sequence[Observer] = (),
+    payload_grace: float = DEFAULT_PAYLOAD_GRACE,
+    payload_collect_interval: float = DEFAULT_PAYLOAD_COLLECT_INTERVAL,
 ) -> AsyncGenerator[Queue]:
     """Open (creating if needed) the queue database ``name`` in ``store``.
 
     On open, claims left behind by a process that died are requeued (or dead-lettered when
     out of attempts), and the claim-scan state saved by the last clean close is restored.
     While open, background tasks reap expired leases, promote due scheduled jobs, sweep
-    retained done/dead records and fold counters (all of it, and the claim recovery, only
-    with ``maintenance``, the default). On exit the claim-scan state is saved and
-    the database is shut down.
+    retained done/dead records, fold counters and collect orphaned payload objects (all of
+    it, and the claim recovery, only with ``maintenance``, the default). On exit the
+    claim-scan state is saved and the database is shut down.
 
     Args:
         store: a `Store`, or a URL/path for `Store.from_url`.
@@ -809,6 +857,11 @@ async def open_queue(
             take the owner for alive while its last heartbeat is at most three intervals old.
         observers: `Observer` instances the queue reports its events to (metrics, traces);
             more can be added with `Queue.add_observer`.
+        payload_grace: seconds an offloaded payload's object must have existed before
+            `Queue.collect_payloads_now` may delete it as an orphan (default an hour, well
+            past the default ``commit_deadline``; keep it longer than ``commit_deadline``).
+        payload_collect_interval: seconds between two background collections of orphaned
+            payload objects (default an hour; with ``maintenance`` only).
 
     Raises:
         InvalidArgument: an argument of the wrong type (e.g. a dict for ``config``) or a bad
@@ -824,6 +877,10 @@ async def open_queue(
     reaper_interval = check_seconds("reaper_interval", reaper_interval, positive=True)
     scheduler_interval = check_seconds("scheduler_interval", scheduler_interval, positive=True)
     heartbeat_interval = check_seconds("heartbeat_interval", heartbeat_interval, positive=True)
+    payload_grace = check_seconds("payload_grace", payload_grace)
+    payload_collect_interval = check_seconds(
+        "payload_collect_interval", payload_collect_interval, positive=True
+    )
     flush_interval = check_optional_seconds("flush_interval", flush_interval, positive=True)
     if flush_interval is not None and flush_interval > _MAX_FLUSH_INTERVAL:
         raise InvalidArgument(
@@ -852,6 +909,8 @@ async def open_queue(
         heartbeat_interval=heartbeat_interval,
         observers=observers,
         flush_linger=flush_linger,
+        payload_grace=payload_grace,
+        payload_collect_interval=payload_collect_interval,
     )
     await queue._open(recover=maintenance)  # pyright: ignore[reportPrivateUsage]
     body_error: BaseException | None = None

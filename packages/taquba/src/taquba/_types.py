@@ -22,6 +22,7 @@ __all__ = [
     "JobPage",
     "KvPage",
     "NackResult",
+    "PayloadCollection",
     "WakeOutcome",
 ]
 
@@ -214,3 +215,27 @@ class KvPage:
     """``(key, value)`` pairs in ascending key order."""
     next_cursor: bytes | None
     """Pass to the next call to continue; None when the scan is exhausted."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PayloadCollection:
+    """What `Queue.collect_payloads_now` did to the queue's offloaded payload objects.
+
+    Every object listed is counted once, in exactly one of ``deleted``, ``young``,
+    ``referenced``, ``foreign`` and ``failed`` (an object that an ack's own delete removed
+    meanwhile is in none). Bytes freed are not reported: a listing does not give sizes.
+    """
+
+    examined: int
+    """Objects listed in the payload directory."""
+    deleted: int
+    """Orphans deleted: older than the grace period and referenced by no job record."""
+    young: int
+    """Objects kept because their ref is younger than the grace period."""
+    referenced: int
+    """Old enough objects kept because a job record (any status) or an enqueue in flight
+    references them."""
+    foreign: int
+    """Objects whose name is not a ref (a ULID): left alone, and logged."""
+    failed: int
+    """Orphans whose delete failed (logged); the next collection tries again."""
