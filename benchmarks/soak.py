@@ -16,6 +16,7 @@ is not measured: the rate is offered, not a maximum.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +95,10 @@ async def run(ctx: h.Context) -> h.Report:
                 while True:
                     i += 1
                     await trio.sleep(max(0.0, t0 + i * args.window - time.perf_counter()))
-                    row: dict[str, float] = {"rss": rss_bytes()}
+                    row: dict[str, float] = {
+                        "rss": rss_bytes(),
+                        "blocks": float(sys.getallocatedblocks()),
+                    }
                     if path is not None:
                         nbytes, objects, _, _ = await trio.to_thread.run_sync(walk, path)
                         row.update(bytes=nbytes, objects=objects)
@@ -130,6 +134,7 @@ async def run(ctx: h.Context) -> h.Report:
         "e2e p50 ms",
         "e2e p99 ms",
         "RSS",
+        "py blocks k",
         "store",
         "objects",
     )
@@ -145,6 +150,7 @@ async def run(ctx: h.Context) -> h.Report:
             "e2e50": h.pct(e2e, 50),
             "e2e99": h.pct(e2e, 99),
             "rss": g.get("rss", float("nan")),
+            "blocks": g.get("blocks", float("nan")),
             "bytes": g.get("bytes", float("nan")),
             "objects": g.get("objects", float("nan")),
         }
@@ -157,6 +163,7 @@ async def run(ctx: h.Context) -> h.Report:
             h.ms(row["e2e50"]),
             h.ms(row["e2e99"]),
             h.size(row["rss"]) if row["rss"] == row["rss"] else "-",
+            f"{row['blocks'] / 1000:.0f}" if row["blocks"] == row["blocks"] else "-",
             h.size(row["bytes"]) if row["bytes"] == row["bytes"] else "-",
             f"{row['objects']:.0f}" if row["objects"] == row["objects"] else "-",
         )
@@ -179,14 +186,17 @@ async def run(ctx: h.Context) -> h.Report:
             "flatness (last window / second window; the first is warm-up): "
             f"rate {flat('rate')}x, claim p50 {flat('claim50')}x, "
             f"p99 {flat('claim99')}x, e2e p50 {flat('e2e50')}x, p99 {flat('e2e99')}x, "
-            f"RSS {flat('rss')}x, store {flat('bytes')}x, objects {flat('objects')}x"
+            f"RSS {flat('rss')}x (Python heap blocks {flat('blocks')}x), "
+            f"store {flat('bytes')}x, objects {flat('objects')}x"
         )
     report.notes.append(
         "the defaults throughout: the --flush-interval flag and the common ceiling do not apply"
     )
     report.notes.append(
-        "RSS and store are sampled at each window's end; claim latency per claim_batch call "
-        "that got jobs; store = bytes / objects of the store directory (file stores)"
+        "RSS and store are sampled at each window's end; py blocks = the interpreter's "
+        "allocated blocks (sys.getallocatedblocks: flat blocks with a growing RSS is native "
+        "memory, SlateDB's memtables and caches); claim latency per claim_batch call that "
+        "got jobs; store = bytes / objects of the store directory (file stores)"
     )
     if os.environ.get("BENCH_SOAK_DEBUG"):
         report.notes.append(f"gauges: {gauges}")
