@@ -145,3 +145,25 @@ async def test_racing_idempotent_submissions_of_a_large_input_leave_one_object(
     await assert_offloaded(queue, ids[0])
     # The losers' enqueues conflicted on the key's record: their objects were deleted.
     assert len(await payload_objects(queue)) == 1
+
+
+@pytest.mark.parametrize("store", ["memory", "file"], indirect=True)
+async def test_an_input_above_the_kv_value_limit_runs_with_an_idempotency_key(
+    queue: taquba.Queue, serving: Any
+) -> None:
+    # Only the input's digest goes into KV (the idempotency record); the result is a blob.
+    huge = "h" * (taquba.MAX_KV_VALUE_SIZE * 2)
+
+    @job(name="tests.offload.huge")
+    async def echo(ctx: JobContext, text: str) -> str:
+        return text
+
+    runner = runner_for(queue, echo)
+    handle = await runner.submit(echo, huge, idempotency_key="huge")
+    await assert_offloaded(queue, handle.job_id)
+    async with serving(runner):
+        with trio.fail_after(HANG):
+            assert await handle.result() == huge
+    again = await runner.submit(echo, huge, idempotency_key="huge")
+    assert (again.job_id, again.newly_submitted) == (handle.job_id, False)
+    assert await again.result() == huge
