@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
 
 import taquba
 from taquba import JobStatus, LeaseHandle, MockClock, QueueConfig, Store
 from taquba_workflow import (
     Continue,
+    InputMismatch,
     PermanentStepError,
     RunSpec,
     RunState,
@@ -274,6 +276,27 @@ async def test_a_signal_above_the_kv_value_limit_is_refused(store: Store, clock:
             await runtime.signal("k", b"s" * taquba.MAX_KV_VALUE_SIZE)
         [waiting] = await jobs_in(queue, JobStatus.SCHEDULED)  # still waiting, not woken
         assert waiting.wake_payload is None
+
+
+@pytest.mark.parametrize("store", ["memory", "file"], indirect=True)
+async def test_racing_submissions_of_a_large_input_leave_one_object(store: Store) -> None:
+    async with opened(store, config=CONFIG) as queue:
+        # One runtime per submitter: a runtime serializes its own submissions of a run id.
+        runtimes = [Runtime(queue, Chain()) for _ in range(4)]
+        fresh: list[bool] = []
+
+        async def submit(runtime: Runtime[Any, Any]) -> None:
+            handle = await runtime.submit(RunSpec(input=payload(0), run_id="dup"))
+            fresh.append(handle.newly_submitted)
+
+        async with trio.open_nursery() as nursery:
+            for runtime in runtimes:
+                nursery.start_soon(submit, runtime)
+        assert sorted(fresh) == [False, False, False, True]
+        with pytest.raises(InputMismatch):
+            await runtimes[0].submit(RunSpec(input=payload(1), run_id="dup"))
+        # The enqueues that lost the race on the run's record deleted their objects.
+        assert len(await payload_objects(queue)) == 1
 
 
 @pytest.mark.xfail(
