@@ -19,7 +19,7 @@ import trio
 import taquba
 from taquba import QueueConfig, Store
 from taquba.testing import open_test_queue
-from taquba_jobs import JobContext, JobRunner, job
+from taquba_jobs import JobContext, JobFailed, JobRunner, job
 
 THRESHOLD = 64
 CONFIG = QueueConfig(retry_backoff_base=0, lease_duration=30, payload_offload_threshold=THRESHOLD)
@@ -167,3 +167,25 @@ async def test_an_input_above_the_kv_value_limit_runs_with_an_idempotency_key(
     again = await runner.submit(echo, huge, idempotency_key="huge")
     assert (again.job_id, again.newly_submitted) == (handle.job_id, False)
     assert await again.result() == huge
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "taquba core: a dead job whose payload object is missing reads as PayloadMissing "
+        "(Queue.get_job, wait_for_completion), so its handle raises that, not JobFailed"
+    ),
+)
+@pytest.mark.parametrize("store", ["memory"], indirect=True)
+async def test_a_job_whose_object_went_missing_fails(queue: taquba.Queue, serving: Any) -> None:
+    @job(name="tests.offload.lost")
+    async def lost(ctx: JobContext, text: str) -> str:
+        return text
+
+    runner = runner_for(queue, lost)
+    handle = await runner.submit(lost, BIG)
+    [name] = await payload_objects(queue)
+    assert await queue.store.delete_blob(f"db/{name}")  # lost outside taquba
+    async with serving(runner):
+        with trio.fail_after(HANG), pytest.raises(JobFailed):
+            await handle.result()  # the claim dead-letters the job
