@@ -169,13 +169,6 @@ async def test_an_input_above_the_kv_value_limit_runs_with_an_idempotency_key(
     assert await again.result() == huge
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "taquba core: a dead job whose payload object is missing reads as PayloadMissing "
-        "(Queue.get_job, wait_for_completion), so its handle raises that, not JobFailed"
-    ),
-)
 @pytest.mark.parametrize("store", ["memory"], indirect=True)
 async def test_a_job_whose_object_went_missing_fails(queue: taquba.Queue, serving: Any) -> None:
     @job(name="tests.offload.lost")

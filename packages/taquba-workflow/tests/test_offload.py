@@ -299,14 +299,6 @@ async def test_racing_submissions_of_a_large_input_leave_one_object(store: Store
         assert len(await payload_objects(queue)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "taquba core: Queue.dead_jobs (and get_job) raise PayloadMissing for a dead job whose "
-        "object is missing, so the dead-step sweep cannot end its run nor any run after it "
-        "(the PayloadMissing leaves the test wrapped in the queue's nursery's group)"
-    ),
-)
 async def test_a_step_whose_object_went_missing_ends_its_run(clock: MockClock) -> None:
     async def runner(step: Step[bytes]) -> StepOutcome[bytes, bytes]:
         return Succeed(b"")

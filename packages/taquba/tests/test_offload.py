@@ -489,6 +489,37 @@ async def test_a_claim_whose_object_is_missing_dead_letters_that_job(
     assert await queue.claim("w") is None
 
 
+async def test_a_dead_job_whose_object_is_missing_stays_readable(queue: taquba.Queue) -> None:
+    """The dead-letter inbox, `get_job` and the layers reading dead jobs keep working.
+
+    The job reads with an empty payload and its ref; a requeue is dead-lettered again at its
+    claim (nothing is delivered without its payload).
+    """
+    lost = await queue.enqueue("w", BIG)
+    other = await queue.enqueue("w", BIG + b"dead")
+    for _ in range(2):  # both dead, only one object missing
+        await queue.dead_letter(await claim(queue), "gave up")
+    directory = payload_dir(queue.store, queue.name)
+    before = await stored(queue, lost.id)
+    assert before is not None
+    ref = before.payload_ref
+    assert await queue.store.delete_blob(f"{directory}/{ref}")
+    record = await queue.get_job(lost.id)
+    assert record is not None
+    assert (record.status, record.payload, record.payload_ref) == (JobStatus.DEAD, b"", ref)
+    dead = {job.id: job.payload for job in await queue.dead_jobs("w")}
+    assert dead == {lost.id: b"", other.id: BIG + b"dead"}
+    page = await queue.list_jobs("w", JobStatus.DEAD)
+    assert {job.id: job.payload for job in page.jobs} == dead
+    await queue.requeue_dead_job(record)
+    with pytest.raises(PayloadMissing):  # pending again: a live job's missing object is an error
+        await queue.get_job(lost.id)
+    assert await queue.claim("w") is None  # set aside at its claim, not delivered
+    again = await queue.get_job(lost.id)
+    assert again is not None and again.status is JobStatus.DEAD
+    assert "missing" in (again.last_error or "")
+
+
 async def test_a_missing_object_does_not_stop_a_worker(queue: taquba.Queue) -> None:
     lost = await queue.enqueue("w", BIG)
     await delete_objects(queue)

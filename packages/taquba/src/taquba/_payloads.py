@@ -33,7 +33,10 @@ Theory of operation.
   (when even the read fails, they stay as orphans, for the collector).
 - A missing object is `PayloadMissing`. `Queue.get_job` and `Queue.list_jobs` first read the
   job's record again: a job removed meanwhile reads as absent (omitted from a page). A claim
-  whose object is missing dead-letters that job at once, and the claim is not delivered.
+  whose object is missing dead-letters that job at once (its last error names the object),
+  and the claim is not delivered. A *dead* job whose object is missing reads with an empty
+  payload and its `payload_ref` still set, so the dead-letter inbox, `get_job` and the layers
+  that read dead jobs keep working; a requeue of it is dead-lettered again at its claim.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import trio
 
 from ._errors import PayloadMissing, StorageError, TaqubaError
 from ._interrupts import protect
-from ._records import JobRecord, decode_job
+from ._records import JobRecord, JobStatus, decode_job
 from ._types import JobPage
 
 if TYPE_CHECKING:
@@ -247,6 +250,8 @@ class Payloads:
                 if again is None:
                     return None
                 if decode_job(again[1]).payload_ref == job.payload_ref:
+                    if job.status is JobStatus.DEAD:
+                        return job  # readable, with an empty payload (the module docstring)
                     raise
         return None
 
@@ -289,8 +294,9 @@ class Payloads:
                         again = await locate(job.id)
                         if again is None or decode_job(again[1]).payload_ref != job.payload_ref:
                             out[index] = None  # removed since the scan: not part of the page
-                        else:
+                        elif job.status is not JobStatus.DEAD:
                             errors.append(exc)
+                        # else: a dead job whose object is gone stays, with an empty payload
                 except TaqubaError as exc:
                     errors.append(exc)
 
