@@ -208,6 +208,38 @@ async def test_the_dashboard_shows_a_large_payload_and_requeues_it(
     assert again is not None and again.job.payload == text
 
 
+async def test_the_dashboard_lists_without_reading_payload_objects(
+    server: taquba_server.Server, queue: taquba.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing pages show no payload, so they read no object (the overview refreshes every
+    15 s, and on S3 each read is a billed GET); the job page reads its one."""
+    ids = [(await queue.enqueue("big", BIG + bytes([i]))).id for i in range(3)]
+    claim = await queue.claim("big")
+    assert claim is not None
+    await queue.dead_letter(claim, "no")
+    reads: list[str] = []
+    real_get = Store.get_blob
+
+    async def counted(self: Store, path: str) -> bytes | None:
+        reads.append(path)
+        return await real_get(self, path)
+
+    monkeypatch.setattr(Store, "get_blob", counted)
+    assert server.url is not None
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        for path, params in [
+            ("/ui/", {}),
+            ("/ui/queue", {"name": "big", "status": "pending"}),
+            ("/ui/dead", {"name": "big"}),
+        ]:
+            page = await client.get(path, params=params)
+            assert page.status_code == 200, page.text
+        assert [r for r in reads if "/payloads/" in r] == []
+        page = await client.get(f"/ui/jobs/{ids[1]}")
+        assert page.status_code == 200
+    assert len([r for r in reads if "/payloads/" in r]) == 1
+
+
 @pytest.mark.parametrize("store", ["s3"], indirect=True)
 async def test_a_large_job_on_s3(api: Api, queue: taquba.Queue) -> None:
     job_id = await enqueue(api)

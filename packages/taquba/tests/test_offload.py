@@ -520,6 +520,22 @@ async def test_a_dead_job_whose_object_is_missing_stays_readable(queue: taquba.Q
     assert "missing" in (again.last_error or "")
 
 
+async def test_listings_without_payloads_read_no_object(queue: taquba.Queue) -> None:
+    pending = await queue.enqueue("w", BIG)
+    small = await queue.enqueue("w", SMALL)
+    await queue.dead_letter(await claim(queue), "no")  # the big one, first in claim order
+    await queue.enqueue("w", BIG + b"2")
+    await delete_objects(queue)  # a read of any object would raise PayloadMissing now
+    page = await queue.list_jobs("w", JobStatus.PENDING, payloads=False)
+    assert {j.id: j.payload for j in page.jobs if j.id == small.id} == {small.id: SMALL}
+    assert all(j.payload == b"" and j.payload_ref for j in page.jobs if j.id != small.id)
+    [dead] = await queue.dead_jobs("w", payloads=False)
+    assert (dead.id, dead.payload) == (pending.id, b"")
+    assert dead.payload_ref is not None
+    with pytest.raises(PayloadMissing):
+        await queue.list_jobs("w", JobStatus.PENDING)
+
+
 async def test_a_missing_object_does_not_stop_a_worker(queue: taquba.Queue) -> None:
     lost = await queue.enqueue("w", BIG)
     await delete_objects(queue)

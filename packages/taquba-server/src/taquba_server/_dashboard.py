@@ -437,7 +437,9 @@ class Dashboard:
         rows: list[dict[str, Any]] = []
         for name in await self.queue.list_queues():
             stats = await self.queue.stats(name)
-            page = await self.queue.list_jobs(name, taquba.JobStatus.PENDING, limit=100)
+            page = await self.queue.list_jobs(
+                name, taquba.JobStatus.PENDING, limit=100, payloads=False
+            )
             oldest = min((j.enqueued_at for j in page.jobs), default=None)
             rows.append(
                 {"name": name, "stats": stats, "oldest": age(oldest, now), **self._rates(name)}
@@ -462,7 +464,7 @@ class Dashboard:
             raise _Page(400, f"unknown status {status!r}")
         cursor = _cursor_in(request.query_params.get("cursor"))
         page = await self.queue.list_jobs(
-            name, taquba.JobStatus(status), cursor=cursor, limit=PAGE_SIZE
+            name, taquba.JobStatus(status), cursor=cursor, limit=PAGE_SIZE, payloads=False
         )
         now = self._now()
         return self._render(
@@ -482,7 +484,7 @@ class Dashboard:
         name = request.query_params.get("name", "")
         taquba.validate_queue_name(name)
         after = request.query_params.get("after") or None
-        jobs = await self.queue.dead_jobs(name, after=after, limit=PAGE_SIZE)
+        jobs = await self.queue.dead_jobs(name, after=after, limit=PAGE_SIZE, payloads=False)
         return self._render(
             request,
             "dead.html",
@@ -580,7 +582,7 @@ class Dashboard:
         taquba.validate_queue_name(name)
         count = 0
         while True:
-            jobs = await self.queue.dead_jobs(name, limit=100)
+            jobs = await self.queue.dead_jobs(name, limit=100, payloads=False)
             if not jobs:
                 break
             for job in jobs:

@@ -645,22 +645,44 @@ class Queue:
         return await views.list_queue_names(self._database)
 
     async def list_jobs(
-        self, queue_name: str, status: JobStatus, *, cursor: bytes | None = None, limit: int = 100
+        self,
+        queue_name: str,
+        status: JobStatus,
+        *,
+        cursor: bytes | None = None,
+        limit: int = 100,
+        payloads: bool = True,
     ) -> JobPage:
         """One page of ``queue_name``'s jobs in ``status``.
 
         Pending jobs come in claim order, claimed and dead jobs in id order, scheduled jobs by
         due time and done jobs by completion time. Pass ``next_cursor`` back to continue. The
         listing is not a snapshot: jobs may move between pages.
+
+        ``payloads=False`` skips reading offloaded payloads (one object read per job): such
+        jobs come back with an empty ``payload`` and their ``payload_ref``, for a view that
+        shows everything but the payload.
         """
         page = await views.list_jobs_page(self._database, queue_name, status, cursor, limit)
+        if not payloads:
+            return page
         return await self._context.payloads.read_page(page, self._locate)
 
     async def dead_jobs(
-        self, queue_name: str, *, after: str | None = None, limit: int = 100
+        self,
+        queue_name: str,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        payloads: bool = True,
     ) -> list[JobRecord]:
-        """Dead-lettered jobs of ``queue_name`` in id order, starting after the id ``after``."""
+        """Dead-lettered jobs of ``queue_name`` in id order, starting after the id ``after``.
+
+        ``payloads`` as in `list_jobs`.
+        """
         jobs = await views.dead_jobs(self._database, queue_name, after, limit)
+        if not payloads:
+            return jobs
         return await self._context.payloads.read_jobs(jobs, self._locate)
 
     # ------------------------------------------------------------------ user KV
