@@ -428,3 +428,21 @@ def test_payload_preview_and_charts() -> None:
     assert chart["peak"] == 10.0 and chart["last"] == 5.0
     assert chart["area"].startswith("0.0,32.0 ") and chart["area"].endswith(" 120.0,32.0")
     assert spark([], 0.0, 1.0)["points"] == ""
+
+
+async def test_the_dead_letter_page_pages_with_a_cursor(
+    server: taquba_server.Server, queue: taquba.Queue
+) -> None:
+    dead = await make_dead(queue, "q", 53)
+    assert server.url is not None
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        first = await client.get("/ui/dead", params={"name": "q"})
+        assert first.status_code == 200
+        link = re.search(r'href="/ui/dead\?name=q&amp;cursor=([^"]+)">Next page', first.text)
+        assert link is not None
+        second = await client.get(f"/ui/dead?name=q&cursor={link.group(1)}")
+        assert second.status_code == 200
+        assert "Next page" not in second.text
+        shown = [job_id for job_id in dead if job_id in first.text or job_id in second.text]
+        assert shown == dead
+        assert not any(job_id in first.text for job_id in dead if job_id in second.text)

@@ -483,16 +483,18 @@ class Dashboard:
     async def _dead(self, request: Request, session: Session) -> Response:
         name = request.query_params.get("name", "")
         taquba.validate_queue_name(name)
-        after = request.query_params.get("after") or None
-        jobs = await self.queue.dead_jobs(name, after=after, limit=PAGE_SIZE, payloads=False)
+        cursor = _cursor_in(request.query_params.get("cursor"))
+        page = await self.queue.list_jobs(
+            name, taquba.JobStatus.DEAD, cursor=cursor, limit=PAGE_SIZE, payloads=False
+        )
         return self._render(
             request,
             "dead.html",
             session=session,
             name=name,
-            jobs=jobs,
+            jobs=page.jobs,
             stats=await self.queue.stats(name),
-            next_after=jobs[-1].id if len(jobs) == PAGE_SIZE else None,
+            next_cursor=_cursor_out(page.next_cursor),
             here=_here(request),
         )
 
@@ -582,10 +584,10 @@ class Dashboard:
         taquba.validate_queue_name(name)
         count = 0
         while True:
-            jobs = await self.queue.dead_jobs(name, limit=100, payloads=False)
-            if not jobs:
+            page = await self.queue.list_jobs(name, taquba.JobStatus.DEAD, payloads=False)
+            if not page.jobs:
                 break
-            for job in jobs:
+            for job in page.jobs:
                 try:
                     await self.queue.requeue_dead_job(job)
                 except (taquba.JobNotFound, taquba.InvalidState):

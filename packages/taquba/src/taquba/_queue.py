@@ -669,20 +669,14 @@ class Queue:
         return await self._context.payloads.read_page(page, self._locate)
 
     async def dead_jobs(
-        self,
-        queue_name: str,
-        *,
-        after: str | None = None,
-        limit: int = 100,
-        payloads: bool = True,
+        self, queue_name: str, *, after: str | None = None, limit: int = 100
     ) -> list[JobRecord]:
         """Dead-lettered jobs of ``queue_name`` in id order, starting after the id ``after``.
 
-        ``payloads`` as in `list_jobs`.
+        ``list_jobs(queue_name, JobStatus.DEAD, payloads=False)`` lists them without reading
+        offloaded payloads.
         """
         jobs = await views.dead_jobs(self._database, queue_name, after, limit)
-        if not payloads:
-            return jobs
         return await self._context.payloads.read_jobs(jobs, self._locate)
 
     # ------------------------------------------------------------------ user KV
