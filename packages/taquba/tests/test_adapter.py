@@ -184,6 +184,12 @@ def test_writer_settings_are_the_ones_intended() -> None:
         assert _setting(settings, f"{gc}{kind}_options.interval") == "10s"
         assert _setting(settings, f"{gc}{kind}_options.min_age") == "30s"
         assert _setting(settings, f"{gc}{kind}_options.dry_run") is False
+    assert _setting(settings, "compactor_options.checkpoint_lifetime") == "30s"
+    # Scheduler options are a map of strings SlateDB parses when the compactor starts, only
+    # logging a warning for a value it cannot parse: the value must be a plain integer.
+    scheduler = _setting(settings, "compactor_options.scheduler_options")
+    assert scheduler == {"min_compaction_sources": "2"}
+    assert int(scheduler["min_compaction_sources"]) == 2
     assert _setting(settings, "flush_interval") == "100ms"  # SlateDB's: the backstop timer
     for key in ("", "compactor_options.", gc):
         assert _setting(settings, key + "object_store_max_retries") == 3
