@@ -169,8 +169,15 @@ async def test_an_input_above_the_kv_value_limit_runs_with_an_idempotency_key(
     assert await again.result() == huge
 
 
-async def dead_count(queue: taquba.Queue) -> int:
-    return sum([(await queue.stats(name)).dead for name in await queue.list_queues()])
+class DeadLettered(taquba.Observer):
+    """Sets ``event`` once a settlement that dead-lettered a job is durable."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def settled(self, queue_name: str, job: taquba.JobRecord, outcome: Any, **kw: Any) -> None:
+        if kw["dead"]:
+            self.event.set()
 
 
 @pytest.mark.parametrize("store", ["memory"], indirect=True)
@@ -183,12 +190,13 @@ async def test_a_job_whose_object_went_missing_fails(queue: taquba.Queue, servin
     handle = await runner.submit(lost, BIG)
     [name] = await payload_objects(queue)
     assert await queue.store.delete_blob(f"db/{name}")  # lost outside taquba
+    dead = DeadLettered()
+    queue.add_observer(dead)
     async with serving(runner):
         # The claim dead-letters the job. Until then a read of the live job raises
         # `PayloadMissing` (the core's documented behaviour), so the handle is awaited once
         # the job is dead: a dead job whose object is gone reads, and fails as `JobFailed`.
         with trio.fail_after(HANG):
-            while not await dead_count(queue):  # noqa: ASYNC110 - no event marks a set-aside
-                await trio.sleep(0.01)
+            await dead.event.wait()
         with trio.fail_after(HANG), pytest.raises(JobFailed):
             await handle.result()
