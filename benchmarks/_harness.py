@@ -274,7 +274,7 @@ def rate(value: float | None) -> str:
 
 
 def ratio(value: float | None, ceiling: float | None) -> str:
-    if not ceiling or value is None or math.isnan(value):
+    if not ceiling or math.isnan(ceiling) or value is None or math.isnan(value):
         return "-"
     return f"{value / ceiling:.2f}"
 

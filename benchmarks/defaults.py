@@ -12,14 +12,23 @@ The three figures of issue #19, on one fresh database per round and mode:
 
 Modes: ``demand`` is the product (durability on demand, the store kind's linger), ``timer``
 the durability of taquba 0.9.2 and before (the WAL flush timer only, SlateDB's 100 ms), by
-switching the database's flusher off. Rounds interleave the modes; the table shows the median
-of the rounds. Each mode is also stated as a ratio to the raw SlateDB ceiling of the same run
-with the same durability (64-way begin/get/put/commit+durable on a fresh database), measured
-first; the `--flush-interval` flag and the common ceiling do not apply here.
+switching the database's flusher off, and ``pgqueuer`` the Postgres-backed peer of issue #19
+(PgQueuer on a throwaway PostgreSQL cluster with fsync on, one fresh database per round, the
+same three phases in a child process: `benchmarks._pgqueuer_child`; needs ``uv sync --group
+peer`` and PostgreSQL's server binaries). With the peer in the run, the headline states each
+of taquba's figures as a ratio to the peer's of the same run. Rounds interleave the modes; the
+table shows the median of the rounds. Each of taquba's modes is also stated as a ratio to the
+raw SlateDB ceiling of the same run with the same durability (64-way
+begin/get/put/commit+durable on a fresh database), measured first; the `--flush-interval` flag
+and the common ceiling do not apply here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Self
 
@@ -29,6 +38,7 @@ from benchmarks import _harness as h
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterator
 
 NAME = "defaults"
 DESCRIPTION = "the defaults, no knobs: enqueue (16 producers), drain (64), e2e at 200 jobs/s"
@@ -43,7 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add(parser, "--rate", 200.0, "offered jobs/s of the e2e phase")
     h.add(parser, "--e2e-seconds", 10.0, "length of the e2e phase")
     h.add(parser, "--rounds", 3, "interleaved rounds (the table shows medians)")
-    h.add(parser, "--modes", "demand,timer", "demand (the product) and/or timer (0.9.2 and before)")
+    h.add(
+        parser,
+        "--modes",
+        "demand,timer",
+        "demand (the product), timer (0.9.2 and before), pgqueuer (the Postgres-backed peer)",
+    )
+    h.add(parser, "--pg-bin", "", "directory of PostgreSQL's initdb/pg_ctl (else from PATH)")
     h.add(parser, "--payload", 64, "payload bytes")
 
 
@@ -171,9 +187,38 @@ async def e2e_phase(
     return latencies, enqueues
 
 
-async def one_round(ctx: h.Context, mode: str, rnd: int) -> dict[str, Any]:
+async def peer_round(ctx: h.Context, pg: Any, rnd: int) -> dict[str, Any]:
+    """One round of the peer in a child process, on a fresh database of the run's cluster."""
+    args = ctx.args
+    spec = {
+        "dsn": pg.create_database(f"round{rnd}"),
+        "jobs": args.jobs,
+        "producers": args.producers,
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "e2e_seconds": args.e2e_seconds,
+        "payload": args.payload,
+    }
+    argv = [sys.executable, "-m", "benchmarks._pgqueuer_child", json.dumps(spec)]
+    done = await trio.run_process(argv, capture_stdout=True, cwd=str(h.ROOT))
+    line = next(x for x in done.stdout.decode().splitlines() if x.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    result["enqueue_calls"] = result["drain_calls"] = float("nan")
+    print(
+        f"[defaults] round {rnd} pgqueuer: enqueue {result['enqueue']:,.0f}/s, drain "
+        f"{result['drain']:,.0f}/s, e2e p50 {result['p50'] * 1000:.1f} ms p99 "
+        f"{result['p99'] * 1000:.1f} ms (enqueue p50 {result['enq_p50'] * 1000:.1f} p99 "
+        f"{result['enq_p99'] * 1000:.1f})",
+        flush=True,
+    )
+    return result
+
+
+async def one_round(ctx: h.Context, mode: str, rnd: int, pg: Any = None) -> dict[str, Any]:
     import taquba
 
+    if mode == "pgqueuer":
+        return await peer_round(ctx, pg, rnd)
     args = ctx.args
     payload = b"x" * args.payload
     store = ctx.stores.make(f"{mode}-{rnd}")
@@ -225,13 +270,25 @@ async def run(ctx: h.Context) -> h.Report:
             "payload": args.payload,
         },
     )
-    ceilings = {mode: await ceiling(ctx, mode, args.ceiling_seconds) for mode in modes}
+    unknown = set(modes) - {"demand", "timer", "pgqueuer"}
+    if unknown:
+        raise SystemExit(f"--modes: unknown {sorted(unknown)}; use demand, timer, pgqueuer")
+    ceilings = {
+        mode: await ceiling(ctx, mode, args.ceiling_seconds) for mode in modes if mode != "pgqueuer"
+    }
+    ceilings["pgqueuer"] = float("nan")
     for mode, value in ceilings.items():
-        print(f"[defaults] ceiling {mode}: {value:,.0f} txn/s", flush=True)
+        if mode in modes and mode != "pgqueuer":
+            print(f"[defaults] ceiling {mode}: {value:,.0f} txn/s", flush=True)
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
-    for rnd in range(1, args.rounds + 1):
-        for mode in modes if rnd % 2 else reversed(modes):
-            results[mode].append(await one_round(ctx, mode, rnd))
+    with contextlib.ExitStack() as stack:
+        pg = None
+        if "pgqueuer" in modes:
+            pg = stack.enter_context(peer_cluster(ctx))
+            report.params["peer"] = peer_versions(pg)
+        for rnd in range(1, args.rounds + 1):
+            for mode in modes if rnd % 2 else reversed(modes):
+                results[mode].append(await one_round(ctx, mode, rnd, pg))
 
     table = report.table(
         f"Medians of {args.rounds} interleaved rounds",
@@ -264,8 +321,8 @@ async def run(ctx: h.Context) -> h.Report:
             h.ms(m["p50"]),
             h.ms(m["p99"]),
             f"{h.ms(m['enq_p50'])} / {h.ms(m['enq_p99'])}",
-            f"{m['enqueue_calls']:.2f}",
-            f"{m['drain_calls']:.2f}",
+            calls(m["enqueue_calls"]),
+            calls(m["drain_calls"]),
         )
     rounds = report.table("Every round", "round", "mode", "enqueue/s", "drain/s", "p50", "p99")
     for mode in modes:
@@ -273,6 +330,13 @@ async def run(ctx: h.Context) -> h.Report:
             rounds.add(
                 i, mode, h.rate(r["enqueue"]), h.rate(r["drain"]), h.ms(r["p50"]), h.ms(r["p99"])
             )
+    if "demand" in med and "pgqueuer" in med:
+        d, p = med["demand"], med["pgqueuer"]
+        report.headline.append(
+            f"demand vs the peer (PgQueuer) in this run: enqueue {d['enqueue'] / p['enqueue']:.2f}x"
+            f" and drain {d['drain'] / p['drain']:.2f}x the peer's rate; e2e p50 "
+            f"{d['p50'] / p['p50']:.2f}x and p99 {d['p99'] / p['p99']:.2f}x the peer's latency"
+        )
     if "demand" in med and "timer" in med:
         d, t = med["demand"], med["timer"]
         report.headline.append(
@@ -281,3 +345,35 @@ async def run(ctx: h.Context) -> h.Report:
             f"p99 {t['p99'] / d['p99']:.1f}x lower"
         )
     return report
+
+
+def calls(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+@contextlib.contextmanager
+def peer_cluster(ctx: h.Context) -> Iterator[Any]:
+    """The run's PostgreSQL cluster, or a clear exit when the peer cannot run here."""
+    from benchmarks._postgres import PostgresUnavailable, TempPostgres
+
+    try:
+        import pgqueuer  # noqa: F401  (the child imports it; fail here, before any round)
+    except ImportError:
+        raise SystemExit(
+            "--modes pgqueuer needs the peer group: uv sync --group peer (and PostgreSQL)"
+        ) from None
+    cluster = TempPostgres(str(ctx.args.pg_bin), ctx.args.store_dir or None)
+    try:
+        cluster.__enter__()
+    except PostgresUnavailable as exc:
+        raise SystemExit(f"--modes pgqueuer: {exc}") from None
+    try:
+        yield cluster
+    finally:
+        cluster.__exit__(None, None, None)
+
+
+def peer_versions(pg: Any) -> str:
+    import importlib.metadata as md
+
+    return f"pgqueuer {md.version('pgqueuer')}, asyncpg {md.version('asyncpg')}, {pg.version}"
