@@ -456,6 +456,26 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def test_the_help_of_taquba_payloads_collect_offers_no_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It refuses --server (a server's owner collects by itself), so its help offers none."""
+    code, out, err = cli(capsys, "payloads", "collect", "--help")
+    assert (code, err) == (0, "")
+    text = " ".join(out.split())
+    assert "--server URL" not in text  # neither as an option nor as advice
+    assert "--token" not in text
+    assert "it refuses --server and $TAQUBA_SERVER" in text
+    assert "stop the owner first" in text
+    assert "--force" in text
+    # The writer commands that do run through a server still offer it.
+    code, out, err = cli(capsys, "dead", "purge", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "--server URL" in text
+    assert "run the command through it with --server URL" in text
+
+
 def test_taquba_payloads_collect(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
