@@ -6,7 +6,7 @@ import pytest
 import trio
 
 import taquba
-from client_support import ServerHandle
+from client_support import ServerHandle, start_server
 from taquba_client.remote import RemoteQueue, open_remote_queue
 
 
@@ -17,6 +17,19 @@ async def test_remote_queue_is_queue_like(server: ServerHandle) -> None:
         assert remote.config("any").lease_duration == 2.0
         assert remote.failure is None
     assert isinstance(remote.failure, taquba.QueueClosed)
+
+
+async def test_remote_config_carries_the_payload_offload_threshold(
+    nursery: trio.Nursery,
+) -> None:
+    offloading = taquba.QueueConfig(payload_offload_threshold=1024)
+    async with taquba.open_queue(taquba.Store.memory(), queues={"big": offloading}) as queue:
+        await queue.enqueue("big", b"x")  # /v1/config lists the queues that held a job
+        server = await start_server(nursery, queue)
+        async with open_remote_queue(server.url) as remote:
+            assert remote.config("big").payload_offload_threshold == 1024
+            assert remote.config("other").payload_offload_threshold is None
+        server.server.shutdown()
 
 
 async def test_taquba_worker_over_a_remote_queue(server: ServerHandle) -> None:

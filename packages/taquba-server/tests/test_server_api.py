@@ -11,6 +11,8 @@ import pytest
 import trio
 
 import taquba
+import taquba_server
+from taquba.testing import open_test_queue
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -298,6 +300,22 @@ async def test_queues_stats_and_config(api: Api) -> None:
     assert config["default"]["max_attempts"] == 3
     assert config["default"]["keep_done"] is None
     assert set(config["queues"]) == {"alpha"}
+
+
+async def test_config_reports_the_payload_offload_threshold(nursery: trio.Nursery) -> None:
+    offloading = taquba.QueueConfig(payload_offload_threshold=1024)
+    async with open_test_queue(queues={"big": offloading}) as queue:
+        await queue.enqueue("big", b"x")  # /v1/config lists the queues that held a job
+        server = taquba_server.Server(queue, port=0, shutdown_grace=5.0)
+        await nursery.start(server.serve)
+        assert server.url is not None
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            response = await http.get("/v1/config")
+            server.shutdown()
+    assert response.status_code == 200
+    config = response.json()
+    assert config["queues"]["big"]["payload_offload_threshold"] == 1024
+    assert config["default"]["payload_offload_threshold"] is None
 
 
 async def test_claim_renew_ack(api: Api, queue: taquba.Queue) -> None:

@@ -5,7 +5,8 @@ lives in an object of its own, written before the enqueue's transaction under a 
 records keep a reference and never rewrite it; claims and reads return the payload; the
 object goes after the commit that removes the job's last record (and after an enqueue that
 created nothing), stays for a dead job, and a failed write leaves nothing behind. A missing
-object is `PayloadMissing`, except for a job removed meanwhile, which reads as absent.
+object is `PayloadMissing` for a live job; a job removed meanwhile reads as absent, a settled
+(done or dead) one with an empty payload, and waiting for a job reads no object.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import taquba
 from taquba import (
@@ -438,15 +440,22 @@ async def delete_objects(queue: taquba.Queue) -> None:
 
 
 async def test_a_missing_object_is_a_typed_error(queue: taquba.Queue) -> None:
+    claimed = await queue.enqueue("w", BIG + b"claimed")
+    await claim(queue)
     job = await queue.enqueue("w", BIG)
+    scheduled = await queue.enqueue("w", BIG, delay=60)
     await delete_objects(queue)
     with pytest.raises(PayloadMissing) as caught:
         await queue.get_job(job.id)
     assert caught.value.job_id == job.id
     assert not caught.value.transient
     assert isinstance(caught.value, StorageError)
-    with pytest.raises(PayloadMissing):
-        await queue.list_jobs("w", JobStatus.PENDING)
+    for live in (claimed, scheduled):  # every live status: the job would run without it
+        with pytest.raises(PayloadMissing):
+            await queue.get_job(live.id)
+    for status in (JobStatus.PENDING, JobStatus.CLAIMED, JobStatus.SCHEDULED):
+        with pytest.raises(PayloadMissing):
+            await queue.list_jobs("w", status)
 
 
 async def test_a_job_removed_while_its_object_is_read_reads_as_absent(
@@ -518,6 +527,48 @@ async def test_a_dead_job_whose_object_is_missing_stays_readable(queue: taquba.Q
     again = await queue.get_job(lost.id)
     assert again is not None and again.status is JobStatus.DEAD
     assert "missing" in (again.last_error or "")
+
+
+async def test_a_kept_done_job_whose_object_is_missing_stays_readable(
+    queue: taquba.Queue,
+) -> None:
+    """Like a dead job: nothing runs it again, so it reads with an empty payload and its ref."""
+    job = await queue.enqueue("kept", BIG)
+    await queue.ack(await claim(queue, "kept"))
+    before = await stored(queue, job.id)
+    assert before is not None
+    await delete_objects(queue)
+    record = await queue.get_job(job.id)
+    assert record is not None
+    assert (record.status, record.payload, record.payload_ref) == (
+        JobStatus.DONE,
+        b"",
+        before.payload_ref,
+    )
+    assert (await queue.list_jobs("kept", JobStatus.DONE)).jobs == [record]
+    assert await queue.wait_for_completion(job.id) == record
+
+
+async def test_waiting_for_a_live_job_whose_object_is_missing_ends_at_its_dead_letter(
+    queue: taquba.Queue,
+) -> None:
+    """The wait watches the job's status, not its payload, until the claim sets it aside."""
+    lost = await queue.enqueue("w", BIG)
+    await delete_objects(queue)
+    ended: list[JobRecord | None] = []
+
+    async def wait() -> None:
+        ended.append(await queue.wait_for_completion(lost.id))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ended == []  # the job is pending: still waiting
+        assert await queue.claim("w") is None  # dead-letters it: nothing to deliver
+    [record] = ended
+    assert record is not None
+    assert (record.id, record.status, record.payload) == (lost.id, JobStatus.DEAD, b"")
+    assert "missing" in (record.last_error or "")
 
 
 async def test_listings_without_payloads_read_no_object(queue: taquba.Queue) -> None:

@@ -163,6 +163,45 @@ async def test_an_orphan_left_by_a_failed_delete_is_collected(
     assert counts(await queue.collect_payloads_now()) == (0, 0, 0, 0, 0, 0)
 
 
+async def test_what_the_snapshot_saw_is_durable_before_an_object_is_deleted(
+    store: Store, clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 4 of the collector: flush, then delete.
+
+    Nothing flushes on its own here (a WAL flush interval and a heartbeat of an hour), so a
+    claim, which commits without waiting for durability, stays in the WAL buffer until the
+    collector's flush. A reader opened at the first delete sees only what is durable: it must
+    see the claim.
+    """
+    slow = {**FAST, "flush_interval": HOUR, "heartbeat_interval": HOUR}
+    async with taquba.open_queue(
+        store, "gc", config=CONFIG, queues=QUEUES, clock=clock, **slow
+    ) as queue:
+        await make_orphan(queue, monkeypatch)
+        job = await queue.enqueue("late", b"small")  # durable, and inline: no object
+        claim = await queue.claim("late")
+        assert claim is not None
+
+        async def durable_status() -> JobStatus | None:
+            async with taquba.open_reader(store, "gc") as reader:
+                record = await reader.get_job(job.id)
+                return record.status if record is not None else None
+
+        assert await durable_status() is JobStatus.PENDING  # the claim is not durable yet
+        seen: list[JobStatus | None] = []
+        original = Store.delete_blob
+
+        async def observed(self: Store, path: str) -> bool:
+            if not seen:
+                seen.append(await durable_status())
+            return await original(self, path)
+
+        monkeypatch.setattr(Store, "delete_blob", observed)
+        clock.advance(HOUR + 1)
+        assert counts(await queue.collect_payloads_now()) == (1, 1, 0, 0, 0, 0)
+        assert seen == [JobStatus.CLAIMED]
+
+
 async def test_a_young_orphan_is_kept_until_the_grace_period_has_passed(
     queue: taquba.Queue, clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -454,6 +493,26 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
         code = exit_.code if isinstance(exit_.code, int) else 1
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def test_the_help_of_taquba_payloads_collect_offers_no_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It refuses --server (a server's owner collects by itself), so its help offers none."""
+    code, out, err = cli(capsys, "payloads", "collect", "--help")
+    assert (code, err) == (0, "")
+    text = " ".join(out.split())
+    assert "--server URL" not in text  # neither as an option nor as advice
+    assert "--token" not in text
+    assert "it refuses --server and $TAQUBA_SERVER" in text
+    assert "stop the owner first" in text
+    assert "--force" in text
+    # The writer commands that do run through a server still offer it.
+    code, out, err = cli(capsys, "dead", "purge", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "--server URL" in text
+    assert "run the command through it with --server URL" in text
 
 
 def test_taquba_payloads_collect(

@@ -16,6 +16,7 @@ from taquba import (
     QueueConfig,
     Store,
     _adapter,  # pyright: ignore[reportPrivateUsage]
+    _database,  # pyright: ignore[reportPrivateUsage]
     _keys,  # pyright: ignore[reportPrivateUsage]
 )
 from taquba.testing import open_child
@@ -171,3 +172,58 @@ async def test_a_reader_next_to_a_writer_process_in_full_flow(tmp_path: Path) ->
     async with taquba.open_queue(store_dir, "storm", **FAST) as queue:
         stats = await queue.stats("w")
         assert stats.pending + stats.done >= totals[-1]
+
+
+async def test_a_reader_keeps_a_small_block_cache(
+    file_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its cache holds 16 MiB of data blocks, not SlateDB's default 512 MiB.
+
+    24 MiB of values, flushed to an SST, are read twice through a reader whose builder also
+    installs SlateDB's own metrics recorder: the second pass misses its blocks again (with the
+    default cache, it would hit every one).
+    """
+    import slatedb.uniffi as sdb
+
+    from taquba._objectstore import object_store_of  # pyright: ignore[reportPrivateUsage]
+
+    count, size = 24 * 1024, 1024
+    assert count * size > _database.READER_BLOCK_CACHE_BYTES  # pyright: ignore[reportPrivateUsage]
+    object_store = object_store_of(file_store)
+    db = await sdb.DbBuilder(file_store.db_path("big"), object_store).build()
+    try:
+        for start in range(0, count, 1024):
+            batch = sdb.WriteBatch()
+            for i in range(start, start + 1024):
+                batch.put(_keys.user_key(b"%06d" % i), bytes([i % 251]) * size)
+            await db.write(batch)
+        await db.flush_with_options(sdb.FlushOptions(flush_type=sdb.FlushType.MEM_TABLE))
+    finally:
+        await db.shutdown()
+
+    recorder = sdb.DefaultMetricsRecorder()
+
+    class Recorded(sdb.DbReaderBuilder):
+        def __init__(self, path: str, store: Any) -> None:
+            super().__init__(path, store)
+            self.with_metrics_recorder(recorder)
+
+    monkeypatch.setattr(sdb, "DbReaderBuilder", Recorded)
+
+    def block_misses() -> int:
+        return sum(
+            metric.value[0]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
+            for metric in recorder.metrics_by_name("slatedb.db_cache.access_count")
+            if {(label.key, label.value) for label in metric.labels}
+            >= {("entry_kind", "data_block"), ("result", "miss")}
+        )
+
+    async with taquba.open_reader(file_store, "big") as reader:
+        misses = []
+        for _ in range(2):
+            before = block_misses()
+            for i in range(0, count, 4):
+                assert await reader.kv_get(b"%06d" % i) == bytes([i % 251]) * size
+            misses.append(block_misses() - before)
+    assert misses[0] > 0
+    assert misses[1] >= misses[0] // 2  # evicted: the cache is smaller than what was read

@@ -155,6 +155,10 @@ def _config(data: Mapping[str, Any]) -> taquba.QueueConfig:
         keep_done = math.inf
     backoff_max = _seconds(data.get("retry_backoff_max"))
     dead_retention = _seconds(data.get("dead_retention"))
+    extra: dict[str, Any] = {}
+    threshold = data.get("payload_offload_threshold")  # sent by taquba-server 0.3.1 and later
+    if threshold is not None and _HAS_OFFLOAD:
+        extra["payload_offload_threshold"] = int(threshold)
     return taquba.QueueConfig(
         max_attempts=int(data["max_attempts"]),
         lease_duration=float(data["lease_duration"]),
@@ -163,7 +167,14 @@ def _config(data: Mapping[str, Any]) -> taquba.QueueConfig:
         retry_backoff_max=math.inf if backoff_max is None else backoff_max,
         keep_done=keep_done,
         dead_retention=dead_retention,
+        **extra,
     )
+
+
+_HAS_OFFLOAD = any(
+    f.name == "payload_offload_threshold" for f in dataclasses.fields(taquba.QueueConfig)
+)
+"""Whether the installed taquba has payload offload (0.10 and later)."""
 
 
 class RemoteBlobStore:

@@ -290,11 +290,15 @@ QUEUE_CONFIG = out(
         "keep_done": Nullable(Num(0, math.inf)),
         "keep_done_forever": Bool(),
         "dead_retention": Nullable(Num(0, math.inf)),
+        "payload_offload_threshold": Nullable(
+            Int(0, 2**63 - 1, description="Bytes; null: every payload stays in its record.")
+        ),
     },
     description=(
         "A queue's configuration. An unlimited duration (infinity) is null; ``keep_done`` is "
         "null both when done records are not kept and when they are kept forever "
-        "(``keep_done_forever``)."
+        "(``keep_done_forever``); ``payload_offload_threshold`` is null when payloads are "
+        "never offloaded."
     ),
 )
 SETTLE_RESULT = out(
@@ -393,6 +397,7 @@ def config_out(config: taquba.QueueConfig) -> dict[str, Any]:
         "keep_done": _finite(config.keep_done),
         "keep_done_forever": config.keep_done is not None and math.isinf(config.keep_done),
         "dead_retention": _finite(config.dead_retention),
+        "payload_offload_threshold": config.payload_offload_threshold,
     }
 
 

@@ -37,14 +37,24 @@ __all__ = ["PLUGIN_GROUP", "build_parser"]
 PLUGIN_GROUP: Final = "taquba.cli"
 """The entry-point group whose functions add commands (`taquba.cli.CliCommands`)."""
 
-_WRITER_NOTE: Final = (
+_OWNER_CHECK: Final = (
     "It opens the store as its writer. It first reads the store's owner record: while a live "
     "owner (a running app, demo or taquba-server) holds the store, it refuses and names it, "
-    "instead of fencing it; stop the owner, or run the command through it with --server URL. "
+    "instead of fencing it; "
+)
+
+_FORCE_NOTE: Final = (
     "--force opens the store anyway, which fences the owner: it stops with taquba.Fenced and "
     "must be restarted. It changes only the jobs it is asked to: no claim recovery, lease "
     "reaping, promotion or retention sweep runs."
 )
+
+_WRITER_NOTE: Final = (
+    _OWNER_CHECK + "stop the owner, or run the command through it with --server URL. " + _FORCE_NOTE
+)
+
+_STORE_WRITER_NOTE: Final = _OWNER_CHECK + "stop the owner first. " + _FORCE_NOTE
+"""`_WRITER_NOTE` for a writer command that never acts through a server."""
 
 _READER_NOTE: Final = (
     "It only reads the store, so it is safe while a running app or demo uses it; it shows "
@@ -65,6 +75,52 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _admin_options(
+    parser: argparse.ArgumentParser, *, remote: bool = True
+) -> argparse.ArgumentParser:
+    """``parser`` with the admin commands' ``--server``, ``--token`` and ``--json``.
+
+    ``remote=False``: a command that never acts through a server (it refuses one), so
+    ``--server`` and ``--token`` are left out of its help.
+    """
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        default=None,
+        help=(
+            "act through the HTTP API of the taquba-server at URL instead of opening the store "
+            "(default: $TAQUBA_SERVER); --store and --db are then ignored"
+        )
+        if remote
+        else argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=None,
+        help="the bearer token for --server (default: $TAQUBA_TOKEN)"
+        if remote
+        else argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (stable keys; jobs as in the HTTP API) instead of text",
+    )
+    return parser
+
+
+def _add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=(
+            "open the store even while a live owner holds it: the owner is fenced (it stops "
+            "with taquba.Fenced and must be restarted)"
+        ),
+    )
+
+
 def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.ArgumentParser:
     """The argument parser of the ``taquba`` command, with the plugins' commands.
 
@@ -79,8 +135,9 @@ def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.Argume
             "with `taquba demo`. `inspect`, `jobs`, `job show`, `dead list` and `top` only read "
             "the store and are safe next to a running app; `job cancel`, `dead requeue`, `dead "
             "purge`, `purge` and `enqueue` open it as its writer and refuse while a live owner "
-            "holds it. With --server URL (or TAQUBA_SERVER) every admin command acts through "
-            "that taquba-server's HTTP API instead of the store; with --json it prints one JSON "
+            "holds it. With --server URL (or TAQUBA_SERVER) every admin command but `payloads "
+            "collect` acts through that taquba-server's HTTP API instead of the store (a "
+            "server's owner collects payloads by itself); with --json it prints one JSON "
             "document. Installed distributions add commands (entry-point group taquba.cli)."
         ),
         epilog="Exit status: 0 success, 1 run-time failure, 2 bad input.",
@@ -126,37 +183,15 @@ def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.Argume
         ),
     )
 
-    admin = argparse.ArgumentParser(add_help=False, parents=[where])
-    admin.add_argument(
-        "--server",
-        metavar="URL",
-        default=None,
-        help=(
-            "act through the HTTP API of the taquba-server at URL instead of opening the store "
-            "(default: $TAQUBA_SERVER); --store and --db are then ignored"
-        ),
-    )
-    admin.add_argument(
-        "--token",
-        metavar="TOKEN",
-        default=None,
-        help="the bearer token for --server (default: $TAQUBA_TOKEN)",
-    )
-    admin.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON document (stable keys; jobs as in the HTTP API) instead of text",
-    )
-
+    admin = _admin_options(argparse.ArgumentParser(add_help=False, parents=[where]))
     writer = argparse.ArgumentParser(add_help=False, parents=[admin])
-    writer.add_argument(
-        "--force",
-        action="store_true",
-        help=(
-            "open the store even while a live owner holds it: the owner is fenced (it stops "
-            "with taquba.Fenced and must be restarted)"
-        ),
+    _add_force(writer)
+    # A writer that needs the store: --server is parsed (so that it, like $TAQUBA_SERVER, is
+    # refused with the reason) but not offered in its help.
+    store_writer = _admin_options(
+        argparse.ArgumentParser(add_help=False, parents=[where]), remote=False
     )
+    _add_force(store_writer)
 
     demo = commands.add_parser(
         "demo",
@@ -277,7 +312,7 @@ def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.Argume
     CliCommands.set_handler(jobs_parser, jobs)
     _add_job(commands, admin, writer)
     _add_purge(commands, writer)
-    _add_payloads(commands, writer)
+    _add_payloads(commands, store_writer)
     _add_enqueue(commands, writer)
     _add_top(commands, admin)
 
@@ -399,8 +434,9 @@ def _add_payloads(commands: Any, writer: argparse.ArgumentParser) -> None:
             "Delete the payload objects older than --grace that no job record references, in "
             "any status (orphans left by a crash between a job's removal and its object's "
             "delete), as Queue.collect_payloads_now. Objects whose names are not refs are left "
-            "alone. A running owner does this by itself every hour, so through --server it "
-            "is refused. " + _WRITER_NOTE
+            "alone. A running owner (a taquba-server too) does this by itself every hour, so "
+            "this command acts on the store only, never through a server: it refuses --server "
+            "and $TAQUBA_SERVER. " + _STORE_WRITER_NOTE
         ),
     )
     collect.add_argument(

@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CLOSE_DEADLINE",
     "OBJECT_STORE_REQUEST_BUDGET",
+    "READER_BLOCK_CACHE_BYTES",
+    "READER_META_CACHE_BYTES",
     "STORAGE_SETTINGS",
     "CommitListener",
     "Database",
@@ -509,6 +511,7 @@ class Reader(Scanner):
             builder = _sdb.DbReaderBuilder(store.db_path(name), object_store)
             # The generated variant classes are not typed as subclasses of ReaderMode.
             builder.with_reader_mode(cast("_sdb.ReaderMode", _sdb.ReaderMode.FOLLOW_LATEST()))
+            builder.with_db_cache(_reader_cache(), 0)  # its own cache: the id isolates nothing
             builder.with_options(
                 _sdb.ReaderOptions(
                     manifest_poll_interval_ms=max(1, round(poll_interval * 1000)),
@@ -548,6 +551,26 @@ class Reader(Scanner):
                 _log.warning("closing the reader of %s: %s", self.name, exc)
 
 
+def _reader_cache() -> _sdb.DbCache:
+    """A small block cache for a reader (SlateDB's default holds up to 512 MiB of blocks).
+
+    A reader serves inspection (the dashboard, the CLI), whose reads are few and scattered, so
+    a cache sized for a writer's claim scans would only hold memory.
+    """
+    return _sdb.DbCache.new_split_cache(
+        _sdb.DbCache.new_foyer_cache(
+            _sdb.FoyerCacheOptions(max_capacity=READER_BLOCK_CACHE_BYTES, shards=4)
+        ),
+        _sdb.DbCache.new_foyer_cache(
+            _sdb.FoyerCacheOptions(max_capacity=READER_META_CACHE_BYTES, shards=1)
+        ),
+    )
+
+
+READER_BLOCK_CACHE_BYTES: Final = 16 << 20
+"""The capacity of a reader's cache of data blocks."""
+READER_META_CACHE_BYTES: Final = 4 << 20
+"""The capacity of a reader's cache of SST indexes and filters."""
 _READER_CHECKPOINT_LIFETIME_MS: Final = 10 * 60 * 1000
 """Required by the binding's reader options; unused in ``FOLLOW_LATEST`` mode."""
 _READER_MEMTABLE_BYTES: Final = 64 << 20

@@ -34,9 +34,12 @@ Theory of operation.
 - A missing object is `PayloadMissing`. `Queue.get_job` and `Queue.list_jobs` first read the
   job's record again: a job removed meanwhile reads as absent (omitted from a page). A claim
   whose object is missing dead-letters that job at once (its last error names the object),
-  and the claim is not delivered. A *dead* job whose object is missing reads with an empty
-  payload and its `payload_ref` still set, so the dead-letter inbox, `get_job` and the layers
-  that read dead jobs keep working; a requeue of it is dead-lettered again at its claim.
+  and the claim is not delivered. A *terminal* job (done or dead: `SETTLED`) whose object is
+  missing reads with an empty payload and its `payload_ref` still set, since nothing will run
+  it again: the dead-letter inbox, kept done jobs, `get_job`, `Queue.wait_for_completion` and
+  the layers that read settled jobs keep working; a requeue of a dead one is dead-lettered
+  again at its claim. `Queue.wait_for_completion` reads no object while it waits: it watches
+  the stored record's status and materializes only the settled record it returns.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ if TYPE_CHECKING:
     from ._store import Store
     from ._types import EnqueueResult
 
-__all__ = ["PAYLOAD_DIR", "Payloads", "payload_dir"]
+__all__ = ["PAYLOAD_DIR", "SETTLED", "Payloads", "payload_dir"]
 
 log = logging.getLogger("taquba")
 
@@ -71,6 +74,9 @@ READ_CONCURRENCY: Final = 16
 
 CLEANUP_SECONDS: Final = 30.0
 """How long a best-effort delete may take when its caller is cancelled."""
+
+SETTLED: Final = frozenset({JobStatus.DONE, JobStatus.DEAD})
+"""The terminal statuses: nothing runs such a job again, so a missing object is no error."""
 
 
 def payload_dir(store: Store, name: str) -> str:
@@ -250,7 +256,7 @@ class Payloads:
                 if again is None:
                     return None
                 if decode_job(again[1]).payload_ref == job.payload_ref:
-                    if job.status is JobStatus.DEAD:
+                    if job.status in SETTLED:
                         return job  # readable, with an empty payload (the module docstring)
                     raise
         return None
@@ -294,9 +300,9 @@ class Payloads:
                         again = await locate(job.id)
                         if again is None or decode_job(again[1]).payload_ref != job.payload_ref:
                             out[index] = None  # removed since the scan: not part of the page
-                        elif job.status is not JobStatus.DEAD:
+                        elif job.status not in SETTLED:
                             errors.append(exc)
-                        # else: a dead job whose object is gone stays, with an empty payload
+                        # else: a settled job whose object is gone stays, with an empty payload
                 except TaqubaError as exc:
                     errors.append(exc)
 

@@ -36,6 +36,7 @@ Theory of operation: the settlement fence.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -52,6 +53,7 @@ from ._errors import (
     ClaimLost,
     InvalidState,
     JobNotFound,
+    PayloadMissing,
     StorageError,
     TaqubaError,
     UsageError,
@@ -60,6 +62,7 @@ from ._ids import validate_job_id
 from ._interrupts import protect
 from ._kv import check_expectations, check_kv_expect, check_kv_key, check_kv_writes
 from ._lease import LeaseEntry, LeaseRegistry
+from ._payloads import SETTLED
 from ._records import AttemptOutcome, JobRecord, JobStatus, decode_job, encode_attempt, encode_job
 from ._types import CancelOutcome, Claim, Effects, EnqueueResult, NackResult, WakeOutcome
 from ._validate import check_optional_seconds, duration_ms
@@ -545,9 +548,18 @@ class Settlement:
         return result
 
     async def wait_for_completion(
-        self, job_id: str, get_job: Callable[[str], Awaitable[JobRecord | None]]
+        self,
+        job_id: str,
+        find: Callable[[str], Awaitable[tuple[bytes, bytes] | None]],
+        get_job: Callable[[str], Awaitable[JobRecord | None]],
     ) -> JobRecord | None:
-        """`Queue.wait_for_completion`, reading the job with ``get_job`` (`Queue.get_job`)."""
+        """`Queue.wait_for_completion`.
+
+        Watches the job's stored record, read with ``find`` (`Queue._locate`): its status
+        needs no payload, so a live job whose object is missing is waited for (its claim
+        dead-letters it) rather than failing the wait. Only a settled record is read with
+        ``get_job`` (`Queue.get_job`, which materializes it) to be returned.
+        """
         context = self._context
         validate_job_id(job_id)
         first = True
@@ -560,13 +572,17 @@ class Settlement:
                 waiter = context.completion_waiters[job_id] = CompletionWaiter()
             waiter.count += 1
             try:
-                job = await get_job(job_id)
-                if job is None:
+                found = await find(job_id)
+                if found is None:
                     if first:
                         raise JobNotFound(job_id)
                     return None
-                if job.status in (JobStatus.DONE, JobStatus.DEAD):
-                    return job
+                if decode_job(found[1]).status in SETTLED:
+                    # PayloadMissing is only raised for a live job: a dead one requeued since.
+                    with contextlib.suppress(PayloadMissing):
+                        job = await get_job(job_id)
+                        if job is None or job.status in SETTLED:
+                            return job
                 first = False
                 async with trio.open_nursery() as nursery:
 
