@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import trio
-import trio.testing
 
 import taquba
 from taquba import (
@@ -555,6 +554,11 @@ async def test_waiting_for_a_live_job_whose_object_is_missing_ends_at_its_dead_l
     """The wait watches the job's status, not its payload, until the claim sets it aside."""
     lost = await queue.enqueue("w", BIG)
     await delete_objects(queue)
+    # The job is pending: the wait must still be waiting when cancelled, not fail at once on
+    # the missing object (which it did by reading the job with its payload).
+    with trio.move_on_after(0.2) as waiting:
+        await queue.wait_for_completion(lost.id)
+    assert waiting.cancelled_caught
     ended: list[JobRecord | None] = []
 
     async def wait() -> None:
@@ -562,8 +566,6 @@ async def test_waiting_for_a_live_job_whose_object_is_missing_ends_at_its_dead_l
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(wait)
-        await trio.testing.wait_all_tasks_blocked()
-        assert ended == []  # the job is pending: still waiting
         assert await queue.claim("w") is None  # dead-letters it: nothing to deliver
     [record] = ended
     assert record is not None
