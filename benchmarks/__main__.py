@@ -26,6 +26,7 @@ BENCHMARKS = (
     "defaults",
     "storage_growth",
     "soak",
+    "s3_requests",
 )
 
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def go() -> h.Report:
-        if name not in ("limit", "defaults", "storage_growth", "soak"):  # no common ceiling
+        if name not in ("limit", "defaults", "storage_growth", "soak", "s3_requests"):  # no ceiling
             if args.ceiling > 0:
                 ctx.ceiling = float(args.ceiling)
                 ctx.ceiling_note = "(given with --ceiling)"

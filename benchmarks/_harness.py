@@ -393,6 +393,12 @@ class Context:
     load_start: str = ""
 
 
+def allocator() -> str:
+    """The allocator settings of this process's environment (`LD_PRELOAD`, `MALLOC_*`), if any."""
+    names = sorted(k for k in os.environ if k == "LD_PRELOAD" or k.startswith("MALLOC_"))
+    return "".join(f"; {k}={os.environ[k]}" for k in names)
+
+
 def render(ctx: Context, report: Report, elapsed: float, load_end: str) -> str:
     """The Markdown entry for RESULTS.md (also printed)."""
     stamp = git_stamp()
@@ -401,7 +407,7 @@ def render(ctx: Context, report: Report, elapsed: float, load_end: str) -> str:
     lines.append(
         f"- env: {os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}, "
         f"{versions()} ({bridge()}); store {ctx.stores.description}; "
-        f"flush interval {ctx.flush * 1000:g} ms"
+        f"flush interval {ctx.flush * 1000:g} ms{allocator()}"
     )
     lines.append(
         f"- load average at start {ctx.load_start}, at end {load_end}; run {elapsed:.0f} s"
