@@ -633,3 +633,56 @@ async def test_open_deadline_bounds_a_slow_open() -> None:
     )
     with trio.fail_after(30), pytest.raises(StorageUnavailable, match="took longer"):
         await Database.open(store, "q", open_deadline=0.3)
+
+
+async def test_a_writer_keeps_a_bounded_block_cache(
+    file_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its cache holds 16 MiB of data blocks, not SlateDB's default 512 MiB.
+
+    SlateDB puts every block of an uploaded L0 SST into the writer's cache, so with the
+    default one a process under steady load grew by every SST it wrote. 32 MiB of values,
+    uploaded as an SST by the writer itself, are read back twice through a writer whose builder
+    also installs SlateDB's metrics recorder: both passes miss blocks (with the default cache,
+    the upload would have left every block cached and neither pass would miss).
+    """
+    from taquba import _database, _keys  # pyright: ignore[reportPrivateUsage]
+
+    count, size = 32 * 1024, 1024
+    assert count * size > _database.WRITER_BLOCK_CACHE_BYTES
+    recorder = sdb.DefaultMetricsRecorder()
+
+    class Recorded(sdb.DbBuilder):
+        def __init__(self, path: str, store: Any) -> None:
+            super().__init__(path, store)
+            self.with_metrics_recorder(recorder)
+
+    monkeypatch.setattr(sdb, "DbBuilder", Recorded)
+
+    def block_misses() -> int:
+        return sum(
+            metric.value[0]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
+            for metric in recorder.metrics_by_name("slatedb.db_cache.access_count")
+            if {(label.key, label.value) for label in metric.labels}
+            >= {("entry_kind", "data_block"), ("result", "miss")}
+        )
+
+    db = await Database.open(file_store, "big")
+    try:
+        raw: Any = db._db  # pyright: ignore[reportPrivateUsage]
+        for start in range(0, count, 1024):
+            batch = sdb.WriteBatch()
+            for i in range(start, start + 1024):
+                batch.put(_keys.user_key(b"%06d" % i), bytes([i % 251]) * size)
+            await raw.write(batch)
+        await raw.flush_with_options(sdb.FlushOptions(flush_type=sdb.FlushType.MEM_TABLE))
+        misses: list[int] = []
+        for _ in range(2):
+            before = block_misses()
+            for i in range(0, count, 4):
+                assert await db.get(_keys.user_key(b"%06d" % i)) == bytes([i % 251]) * size
+            misses.append(block_misses() - before)
+    finally:
+        await db.close()
+    assert misses[0] > 0  # the upload did not leave every block cached
+    assert misses[1] >= misses[0] // 2  # evicted again: the cache is smaller than what was read

@@ -65,6 +65,8 @@ __all__ = [
     "READER_BLOCK_CACHE_BYTES",
     "READER_META_CACHE_BYTES",
     "STORAGE_SETTINGS",
+    "WRITER_BLOCK_CACHE_BYTES",
+    "WRITER_META_CACHE_BYTES",
     "CommitListener",
     "Database",
     "Reader",
@@ -343,6 +345,13 @@ class Database(Scanner):
             )
             builder = _sdb.DbBuilder(store.db_path(name), object_store)
             builder.with_settings(settings)
+            # A bounded cache (SlateDB's default holds up to 512 MiB of blocks and 128 MiB of
+            # indexes and filters): every uploaded L0 SST goes into it, so under steady load
+            # the process grew by the SSTs written until that bound ("Soak" in
+            # docs/performance.md).
+            builder.with_db_cache(
+                _block_cache(WRITER_BLOCK_CACHE_BYTES, WRITER_META_CACHE_BYTES), 0
+            )
         try:
             with trio.fail_after(open_deadline):
                 # SlateDB reports every object-store failure as `Unavailable`, telling a
@@ -511,7 +520,9 @@ class Reader(Scanner):
             builder = _sdb.DbReaderBuilder(store.db_path(name), object_store)
             # The generated variant classes are not typed as subclasses of ReaderMode.
             builder.with_reader_mode(cast("_sdb.ReaderMode", _sdb.ReaderMode.FOLLOW_LATEST()))
-            builder.with_db_cache(_reader_cache(), 0)  # its own cache: the id isolates nothing
+            builder.with_db_cache(  # its own cache: the id isolates nothing
+                _block_cache(READER_BLOCK_CACHE_BYTES, READER_META_CACHE_BYTES), 0
+            )
             builder.with_options(
                 _sdb.ReaderOptions(
                     manifest_poll_interval_ms=max(1, round(poll_interval * 1000)),
@@ -551,26 +562,28 @@ class Reader(Scanner):
                 _log.warning("closing the reader of %s: %s", self.name, exc)
 
 
-def _reader_cache() -> _sdb.DbCache:
-    """A small block cache for a reader (SlateDB's default holds up to 512 MiB of blocks).
-
-    A reader serves inspection (the dashboard, the CLI), whose reads are few and scattered, so
-    a cache sized for a writer's claim scans would only hold memory.
-    """
+def _block_cache(blocks: int, meta: int) -> _sdb.DbCache:
+    """A SlateDB cache of ``blocks`` bytes of data blocks and ``meta`` of indexes and filters."""
     return _sdb.DbCache.new_split_cache(
-        _sdb.DbCache.new_foyer_cache(
-            _sdb.FoyerCacheOptions(max_capacity=READER_BLOCK_CACHE_BYTES, shards=4)
-        ),
-        _sdb.DbCache.new_foyer_cache(
-            _sdb.FoyerCacheOptions(max_capacity=READER_META_CACHE_BYTES, shards=1)
-        ),
+        _sdb.DbCache.new_foyer_cache(_sdb.FoyerCacheOptions(max_capacity=blocks, shards=4)),
+        _sdb.DbCache.new_foyer_cache(_sdb.FoyerCacheOptions(max_capacity=meta, shards=1)),
     )
 
 
 READER_BLOCK_CACHE_BYTES: Final = 16 << 20
-"""The capacity of a reader's cache of data blocks."""
+"""The capacity of a reader's cache of data blocks: a reader serves inspection (the dashboard,
+the CLI), whose reads are few and scattered."""
 READER_META_CACHE_BYTES: Final = 4 << 20
 """The capacity of a reader's cache of SST indexes and filters."""
+WRITER_BLOCK_CACHE_BYTES: Final = 16 << 20
+"""The capacity of a writer's cache of data blocks.
+
+A queue reads mostly what is still in its memtables; the cache serves claims and lookups of
+jobs already uploaded (a backlog), whose blocks are read about once each: draining a backlog
+of 100,000 jobs ran as fast with 16 MiB as with SlateDB's 512 MiB ("Soak" in
+docs/performance.md)."""
+WRITER_META_CACHE_BYTES: Final = 4 << 20
+"""The capacity of a writer's cache of SST indexes and filters."""
 _READER_CHECKPOINT_LIFETIME_MS: Final = 10 * 60 * 1000
 """Required by the binding's reader options; unused in ``FOLLOW_LATEST`` mode."""
 _READER_MEMTABLE_BYTES: Final = 64 << 20
