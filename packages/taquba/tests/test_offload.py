@@ -6,7 +6,7 @@ records keep a reference and never rewrite it; claims and reads return the paylo
 object goes after the commit that removes the job's last record (and after an enqueue that
 created nothing), stays for a dead job, and a failed write leaves nothing behind. A missing
 object is `PayloadMissing` for a live job; a job removed meanwhile reads as absent, a settled
-(done or dead) one with an empty payload, and waiting for a job reads no object.
+(done or dead) one with an empty payload, and a wait goes on through a live job's missing object.
 """
 
 from __future__ import annotations
@@ -551,7 +551,7 @@ async def test_a_kept_done_job_whose_object_is_missing_stays_readable(
 async def test_waiting_for_a_live_job_whose_object_is_missing_ends_at_its_dead_letter(
     queue: taquba.Queue,
 ) -> None:
-    """The wait watches the job's status, not its payload, until the claim sets it aside."""
+    """The wait goes on through the live job's missing object until the claim sets it aside."""
     lost = await queue.enqueue("w", BIG)
     await delete_objects(queue)
     # The job is pending: the wait must still be waiting when cancelled, not fail at once on

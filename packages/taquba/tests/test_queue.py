@@ -581,18 +581,17 @@ async def test_a_completion_wakes_only_the_waiters_of_that_job(
         jobs = [await queue.enqueue("w", b"%d" % i) for i in range(100)]
         reads = 0
         first_reads_done = trio.Event()
-        locate = queue._locate  # pyright: ignore[reportPrivateUsage]
+        get_job = queue.get_job
 
-        async def counting_locate(job_id: str) -> tuple[bytes, bytes] | None:
+        async def counting_get_job(job_id: str) -> taquba.JobRecord | None:
             nonlocal reads
-            found = await locate(job_id)
+            job = await get_job(job_id)
             reads += 1  # counted once done: the acks below start after every first read
             if reads == 200:
                 first_reads_done.set()
-            return found
+            return job
 
-        # A waiter reads the stored record (its status); only a settled one is materialized.
-        monkeypatch.setattr(queue, "_locate", counting_locate)
+        monkeypatch.setattr(queue, "get_job", counting_get_job)
         done: list[str] = []
 
         async def waiter(job_id: str) -> None:

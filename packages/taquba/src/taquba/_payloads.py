@@ -38,8 +38,8 @@ Theory of operation.
   missing reads with an empty payload and its `payload_ref` still set, since nothing will run
   it again: the dead-letter inbox, kept done jobs, `get_job`, `Queue.wait_for_completion` and
   the layers that read settled jobs keep working; a requeue of a dead one is dead-lettered
-  again at its claim. `Queue.wait_for_completion` reads no object while it waits: it watches
-  the stored record's status and materializes only the settled record it returns.
+  again at its claim. `Queue.wait_for_completion` takes `PayloadMissing` for what it is, a live
+  job, and keeps waiting until the claim sets the job aside.
 """
 
 from __future__ import annotations

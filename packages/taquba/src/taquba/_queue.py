@@ -592,14 +592,15 @@ class Queue:
 
         Returns the done or dead record if one is kept, else None (acknowledged without
         ``keep_done``, or cancelled). Bound the wait with `trio.move_on_after`. Only this
-        job's own settlement wakes the wait, so many concurrent waiters stay cheap. The wait
-        reads no offloaded payload: a job whose object is missing is waited for until its
-        claim dead-letters it, and returned with an empty payload (as `get_job` reads it).
+        job's own settlement wakes the wait, so many concurrent waiters stay cheap. A live job
+        whose offloaded object is missing (`PayloadMissing` from `get_job`) is waited for
+        until its claim dead-letters it, and returned with an empty payload (as `get_job`
+        reads it).
 
         Raises:
             JobNotFound: no job with this id exists when the wait starts.
         """
-        return await self._settlement.wait_for_completion(job_id, self._locate, self.get_job)
+        return await self._settlement.wait_for_completion(job_id, self.get_job)
 
     # ------------------------------------------------------------------ inspection
 

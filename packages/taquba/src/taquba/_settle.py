@@ -36,7 +36,6 @@ Theory of operation: the settlement fence.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -548,17 +547,12 @@ class Settlement:
         return result
 
     async def wait_for_completion(
-        self,
-        job_id: str,
-        find: Callable[[str], Awaitable[tuple[bytes, bytes] | None]],
-        get_job: Callable[[str], Awaitable[JobRecord | None]],
+        self, job_id: str, get_job: Callable[[str], Awaitable[JobRecord | None]]
     ) -> JobRecord | None:
-        """`Queue.wait_for_completion`.
+        """`Queue.wait_for_completion`, reading the job with ``get_job`` (`Queue.get_job`).
 
-        Watches the job's stored record, read with ``find`` (`Queue._locate`): its status
-        needs no payload, so a live job whose object is missing is waited for (its claim
-        dead-letters it) rather than failing the wait. Only a settled record is read with
-        ``get_job`` (`Queue.get_job`, which materializes it) to be returned.
+        A read that raises `PayloadMissing` is of a live job (a settled one reads without its
+        object): the wait goes on, since the job's claim will dead-letter it.
         """
         context = self._context
         validate_job_id(job_id)
@@ -572,17 +566,17 @@ class Settlement:
                 waiter = context.completion_waiters[job_id] = CompletionWaiter()
             waiter.count += 1
             try:
-                found = await find(job_id)
-                if found is None:
-                    if first:
-                        raise JobNotFound(job_id)
-                    return None
-                if decode_job(found[1]).status in SETTLED:
-                    # PayloadMissing is only raised for a live job: a dead one requeued since.
-                    with contextlib.suppress(PayloadMissing):
-                        job = await get_job(job_id)
-                        if job is None or job.status in SETTLED:
-                            return job
+                try:
+                    job = await get_job(job_id)
+                except PayloadMissing:
+                    pass  # live, its object missing: its claim sets it aside; wait for that
+                else:
+                    if job is None:
+                        if first:
+                            raise JobNotFound(job_id)
+                        return None
+                    if job.status in SETTLED:
+                        return job
                 first = False
                 async with trio.open_nursery() as nursery:
 
