@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -636,7 +637,7 @@ async def test_open_deadline_bounds_a_slow_open() -> None:
 
 
 async def test_a_writer_keeps_a_bounded_block_cache(
-    file_store: Store, monkeypatch: pytest.MonkeyPatch
+    file_store: Store, block_misses: Callable[[str], Callable[[], int]]
 ) -> None:
     """Its cache holds 16 MiB of data blocks, not SlateDB's default 512 MiB.
 
@@ -650,22 +651,7 @@ async def test_a_writer_keeps_a_bounded_block_cache(
 
     count, size = 32 * 1024, 1024
     assert count * size > _database.WRITER_BLOCK_CACHE_BYTES
-    recorder = sdb.DefaultMetricsRecorder()
-
-    class Recorded(sdb.DbBuilder):
-        def __init__(self, path: str, store: Any) -> None:
-            super().__init__(path, store)
-            self.with_metrics_recorder(recorder)
-
-    monkeypatch.setattr(sdb, "DbBuilder", Recorded)
-
-    def block_misses() -> int:
-        return sum(
-            metric.value[0]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
-            for metric in recorder.metrics_by_name("slatedb.db_cache.access_count")
-            if {(label.key, label.value) for label in metric.labels}
-            >= {("entry_kind", "data_block"), ("result", "miss")}
-        )
+    count_misses = block_misses("DbBuilder")
 
     db = await Database.open(file_store, "big")
     try:
@@ -678,10 +664,10 @@ async def test_a_writer_keeps_a_bounded_block_cache(
         await raw.flush_with_options(sdb.FlushOptions(flush_type=sdb.FlushType.MEM_TABLE))
         misses: list[int] = []
         for _ in range(2):
-            before = block_misses()
+            before = count_misses()
             for i in range(0, count, 4):
                 assert await db.get(_keys.user_key(b"%06d" % i)) == bytes([i % 251]) * size
-            misses.append(block_misses() - before)
+            misses.append(count_misses() - before)
     finally:
         await db.close()
     assert misses[0] > 0  # the upload did not leave every block cached

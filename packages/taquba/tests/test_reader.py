@@ -175,7 +175,7 @@ async def test_a_reader_next_to_a_writer_process_in_full_flow(tmp_path: Path) ->
 
 
 async def test_a_reader_keeps_a_small_block_cache(
-    file_store: Store, monkeypatch: pytest.MonkeyPatch
+    file_store: Store, block_misses: Callable[[str], Callable[[], int]]
 ) -> None:
     """Its cache holds 16 MiB of data blocks, not SlateDB's default 512 MiB.
 
@@ -201,29 +201,14 @@ async def test_a_reader_keeps_a_small_block_cache(
     finally:
         await db.shutdown()
 
-    recorder = sdb.DefaultMetricsRecorder()
-
-    class Recorded(sdb.DbReaderBuilder):
-        def __init__(self, path: str, store: Any) -> None:
-            super().__init__(path, store)
-            self.with_metrics_recorder(recorder)
-
-    monkeypatch.setattr(sdb, "DbReaderBuilder", Recorded)
-
-    def block_misses() -> int:
-        return sum(
-            metric.value[0]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
-            for metric in recorder.metrics_by_name("slatedb.db_cache.access_count")
-            if {(label.key, label.value) for label in metric.labels}
-            >= {("entry_kind", "data_block"), ("result", "miss")}
-        )
+    count_misses = block_misses("DbReaderBuilder")
 
     async with taquba.open_reader(file_store, "big") as reader:
         misses = []
         for _ in range(2):
-            before = block_misses()
+            before = count_misses()
             for i in range(0, count, 4):
                 assert await reader.kv_get(b"%06d" % i) == bytes([i % 251]) * size
-            misses.append(block_misses() - before)
+            misses.append(count_misses() - before)
     assert misses[0] > 0
     assert misses[1] >= misses[0] // 2  # evicted: the cache is smaller than what was read
